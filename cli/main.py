@@ -1,0 +1,179 @@
+"""``scope-relay cloud | local | demo``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from typing import AsyncIterator
+
+from aiohttp import web
+
+from scope_relay.local.config import ENVIRONMENT_HELP, CloudTarget, resolve_cloud_target
+
+logger = logging.getLogger("scope_relay.cli")
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--log-level", default=os.environ.get("SCOPE_LOG_LEVEL", "INFO"),
+                   help="logging level (default INFO; env SCOPE_LOG_LEVEL)")
+
+
+def _add_cloud_options(p: argparse.ArgumentParser, *, embedded: bool) -> None:
+    g = p.add_argument_group("cloud app" + (" (embedded)" if embedded else ""))
+    g.add_argument("--preload", nargs="*", default=[], metavar="PIPELINE_ID",
+                   help="pipeline chain to load at start (e.g. test-tone)")
+    g.add_argument("--cloud-playout-delay", type=float, default=0.1, metavar="S",
+                   help="cloud playout delay in seconds, shared by audio and video (default 0.1)")
+    g.add_argument("--max-buffer", type=float, default=6.0, metavar="S",
+                   help="most media buffered ahead before the oldest is skipped (default 6)")
+    if embedded:
+        return
+    g.add_argument("--stun-url", action="append", default=[], metavar="URL",
+                   help="STUN server handed to clients (repeatable; none by default)")
+    g.add_argument("--turn-url", action="append", default=[], metavar="URL",
+                   help="TURN server handed to clients (repeatable)")
+    g.add_argument("--turn-secret", default=os.environ.get("SCOPE_TURN_SECRET"),
+                   help="coturn static-auth-secret: hand out expiring REST credentials "
+                        "(env SCOPE_TURN_SECRET)")
+    g.add_argument("--loopback-ice", action="store_true",
+                   help="gather only 127.0.0.1 ICE candidates (clients on this machine only)")
+    g.add_argument("--max-session-seconds", type=float, default=None, metavar="S",
+                   help="end control connections after S seconds with MAX_DURATION_EXCEEDED")
+    g.add_argument("--heartbeat", type=float, default=20.0, metavar="S",
+                   help="WebSocket-level ping interval; peers that stop answering are dropped")
+
+
+def _add_relay_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("local relay")
+    g.add_argument("--host", default="127.0.0.1", help="address for the page (default 127.0.0.1)")
+    g.add_argument("--port", type=int, default=8000, help="port for the page (default 8000)")
+    g.add_argument("--playout-delay", type=float, default=0.15, metavar="S",
+                   help="relay playout delay in seconds (default 0.15)")
+    g.add_argument("--browser-stun-url", action="append", default=[], metavar="URL",
+                   help="STUN server for the browser hop (none by default)")
+    g.add_argument("--browser-loopback-ice", action="store_true",
+                   help="restrict the browser hop to 127.0.0.1 (tests; needs Chromium's "
+                        "--allow-loopback-in-peer-connection)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="scope-relay",
+        description="Real-time generative media: a GPU cloud app and a desktop relay that "
+                    "re-serves its audio and video to your browser over WebRTC.",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=ENVIRONMENT_HELP)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    cloud = sub.add_parser("cloud", help="run the cloud app (needs torch: pip install 'scope-relay[cloud]')",
+                           formatter_class=argparse.RawDescriptionHelpFormatter,
+                           epilog=ENVIRONMENT_HELP)
+    cloud.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
+    cloud.add_argument("--port", type=int, default=8001, help="listen port (default 8001)")
+    cloud.add_argument("--api-key", default=os.environ.get("SCOPE_CLOUD_API_KEY"),
+                       help="require 'Authorization: Key <key>' or 'Bearer <key>' "
+                            "(env SCOPE_CLOUD_API_KEY; default: no key)")
+    _add_cloud_options(cloud, embedded=False)
+    _add_common(cloud)
+
+    local = sub.add_parser("local", help="run the desktop relay and print the page URL",
+                           formatter_class=argparse.RawDescriptionHelpFormatter,
+                           epilog=ENVIRONMENT_HELP)
+    _add_relay_options(local)
+    _add_cloud_options(local, embedded=True)
+    _add_common(local)
+
+    demo = sub.add_parser("demo", help="embedded cloud app on 127.0.0.1 + relay + page",
+                          formatter_class=argparse.RawDescriptionHelpFormatter,
+                          epilog=ENVIRONMENT_HELP)
+    _add_relay_options(demo)
+    _add_cloud_options(demo, embedded=True)
+    _add_common(demo)
+    return parser
+
+
+@contextlib.asynccontextmanager
+async def _serve(app: web.Application, host: str, port: int) -> AsyncIterator[str]:
+    runner = web.AppRunner(app, shutdown_timeout=2.0)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound = site._server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://{host}:{bound}"
+    finally:
+        await runner.cleanup()
+
+
+async def _until_stopped() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+def _cloud_config(args, *, embedded: bool):
+    from scope_relay.cloud.app import CloudConfig  # torch lives here: import only when needed
+    from scope_relay.cloud.ice_servers import IceServerConfig
+
+    if embedded:
+        return CloudConfig(loopback_ice=True, preload=args.preload,
+                           playout_delay=args.cloud_playout_delay, max_buffer=args.max_buffer)
+    return CloudConfig(
+        api_key=args.api_key, loopback_ice=args.loopback_ice, preload=args.preload,
+        playout_delay=args.cloud_playout_delay, max_buffer=args.max_buffer,
+        max_session_seconds=args.max_session_seconds, heartbeat=args.heartbeat or None,
+        ice=IceServerConfig(stun_urls=args.stun_url, turn_urls=args.turn_url,
+                            turn_secret=args.turn_secret))
+
+
+async def run_cloud(args) -> None:
+    from scope_relay.cloud.app import create_app
+
+    async with _serve(create_app(_cloud_config(args, embedded=False)), args.host, args.port) as url:
+        print(f"cloud app: {url.replace('http', 'ws')}/ws", flush=True)
+        await _until_stopped()
+
+
+async def run_relay(args, *, force_embedded: bool) -> None:
+    from scope_relay.local.server import RelayConfig, create_relay_app
+
+    target = None if force_embedded else resolve_cloud_target()
+    async with contextlib.AsyncExitStack() as stack:
+        if target is None:
+            from scope_relay.cloud.app import create_app
+
+            cloud_url = await stack.enter_async_context(
+                _serve(create_app(_cloud_config(args, embedded=True)), "127.0.0.1", 0))
+            target = CloudTarget(cloud_url.replace("http://", "ws://") + "/ws", app_id=None)
+            print(f"embedded cloud app: {target.ws_url}", flush=True)
+        browser_ice = [{"urls": [u]} for u in args.browser_stun_url]
+        config = RelayConfig(target, browser_ice_servers=browser_ice,
+                             loopback_ice=args.browser_loopback_ice,
+                             playout_delay=args.playout_delay)
+        url = await stack.enter_async_context(_serve(create_relay_app(config), args.host, args.port))
+        print(f"open the page: {url}/", flush=True)
+        await _until_stopped()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s - %(name)s - %(levelname)s - %(message)s")
+    try:
+        if args.command == "cloud":
+            asyncio.run(run_cloud(args))
+        else:
+            asyncio.run(run_relay(args, force_embedded=args.command == "demo"))
+    except ValueError as exc:  # configuration errors (e.g. a malformed SCOPE_CLOUD_APP_ID)
+        print(f"scope-relay: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        pass
+    return 0

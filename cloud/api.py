@@ -1,0 +1,81 @@
+"""The cloud REST API as one router, served over HTTP and through ``api`` messages alike."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
+
+from scope_relay.protocol.errors import InvalidMessage, ProtocolError
+
+from .registry import PipelineManager
+
+
+@dataclass
+class ApiResult:
+    status: int
+    data: dict[str, Any]
+    error: str | None = None
+    code: str | None = None
+
+    @classmethod
+    def failure(cls, exc: ProtocolError) -> "ApiResult":
+        return cls(exc.status, {"detail": exc.message}, exc.message, exc.code)
+
+
+Handler = Callable[[Any], Awaitable[dict[str, Any]]]
+
+
+class ApiRouter:
+    def __init__(self, manager: PipelineManager, stats: Callable[[], dict[str, Any]]):
+        self.manager = manager
+        self._stats = stats
+        self._routes: dict[str, dict[str, Handler]] = {
+            "/health": {"GET": self._health},
+            "/api/v1/pipelines": {"GET": self._pipelines},
+            "/api/v1/pipelines/schemas": {"GET": self._schemas},
+            "/api/v1/pipeline/load": {"POST": self._load},
+            "/api/v1/pipeline/status": {"GET": self._status},
+            "/api/v1/stats": {"GET": self._stats_route},
+        }
+
+    def paths(self) -> dict[str, list[str]]:
+        return {path: list(methods) for path, methods in self._routes.items()}
+
+    async def handle(self, method: str, path: str, body: Any = None) -> ApiResult:
+        path = path.split("?", 1)[0].rstrip("/") or "/"
+        methods = self._routes.get(path)
+        if methods is None:
+            return ApiResult(404, {"detail": f"no API route {path}"}, f"no API route {path}",
+                             "NOT_FOUND")
+        handler = methods.get(method.upper())
+        if handler is None:
+            message = f"{method} not allowed on {path}; allowed: {', '.join(methods)}"
+            return ApiResult(405, {"detail": message}, message, "METHOD_NOT_ALLOWED")
+        try:
+            return ApiResult(200, await handler(body))
+        except ProtocolError as exc:
+            return ApiResult.failure(exc)
+
+    async def _health(self, body: Any) -> dict[str, Any]:
+        return {"status": "ok"}
+
+    async def _pipelines(self, body: Any) -> dict[str, Any]:
+        return {"pipelines": self.manager.registry.describe()}
+
+    async def _schemas(self, body: Any) -> dict[str, Any]:
+        return self.manager.registry.schemas()
+
+    async def _load(self, body: Any) -> dict[str, Any]:
+        if not isinstance(body, dict):
+            raise InvalidMessage("body must be an object like {\"pipeline_ids\": [...]}")
+        load_params = body.get("load_params") or {}
+        if not isinstance(load_params, dict):
+            raise InvalidMessage("load_params must be an object")
+        state = await self.manager.load(body.get("pipeline_ids"), load_params)
+        return self.manager.status() | {"message": f"pipeline chain {state.status}"}
+
+    async def _status(self, body: Any) -> dict[str, Any]:
+        return self.manager.status()
+
+    async def _stats_route(self, body: Any) -> dict[str, Any]:
+        return self._stats()

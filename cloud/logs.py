@@ -1,0 +1,56 @@
+"""Forward the cloud's log lines to connected clients as ``logs`` messages."""
+
+from __future__ import annotations
+
+import collections
+import logging
+
+LOG_FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
+
+
+class LogHub(logging.Handler):
+    """A logging handler fanning formatted lines out to bounded per-client buffers.
+
+    Lines carry ``" - LEVEL - "`` so Scope's client re-emits them at the right level.
+    """
+
+    def __init__(self, max_lines: int = 500):
+        super().__init__(logging.INFO)
+        self.setFormatter(logging.Formatter(LOG_FORMAT))
+        self._buffers: set["LogBuffer"] = set()
+        self.max_lines = max_lines
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self._buffers:
+            return
+        try:
+            line = self.format(record)
+        except Exception:
+            return
+        for buffer in list(self._buffers):
+            buffer.append(line)
+
+    def subscribe(self) -> "LogBuffer":
+        buffer = LogBuffer(self.max_lines)
+        self._buffers.add(buffer)
+        return buffer
+
+    def unsubscribe(self, buffer: "LogBuffer") -> None:
+        self._buffers.discard(buffer)
+
+
+class LogBuffer:
+    def __init__(self, max_lines: int):
+        self._lines: collections.deque[str] = collections.deque(maxlen=max_lines)
+        self.dropped = 0
+
+    def append(self, line: str) -> None:  # may run on any thread (runner logs too)
+        if len(self._lines) == self._lines.maxlen:
+            self.dropped += 1
+        self._lines.append(line)
+
+    def drain(self) -> list[str]:
+        lines = []
+        while self._lines:
+            lines.append(self._lines.popleft())
+        return lines

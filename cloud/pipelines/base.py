@@ -1,0 +1,119 @@
+"""The pipeline contract: capability flags, parameter schema, and one call per chunk."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Mapping, Sequence
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One live-adjustable parameter; ``kind`` is number, integer, boolean, string or prompts."""
+
+    kind: str
+    default: Any
+    description: str = ""
+    minimum: float | None = None
+    maximum: float | None = None
+
+    def coerce(self, name: str, value: Any) -> Any:
+        """Validate ``value``; raises ``ValueError`` with a message naming ``name``."""
+        if self.kind in ("number", "integer"):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+                raise ValueError(f"{name} must be a finite number")
+            if self.minimum is not None and value < self.minimum:
+                raise ValueError(f"{name} must be >= {self.minimum}")
+            if self.maximum is not None and value > self.maximum:
+                raise ValueError(f"{name} must be <= {self.maximum}")
+            return int(value) if self.kind == "integer" else float(value)
+        if self.kind == "boolean":
+            if not isinstance(value, bool):
+                raise ValueError(f"{name} must be true or false")
+            return value
+        if self.kind == "string":
+            if not isinstance(value, str):
+                raise ValueError(f"{name} must be a string")
+            return value
+        if self.kind == "prompts":
+            if not isinstance(value, list) or not all(
+                    isinstance(p, dict) and isinstance(p.get("text"), str) for p in value):
+                raise ValueError(f"{name} must be a list of {{text, weight}} objects")
+            return [{"text": p["text"], "weight": float(p.get("weight", 1.0))} for p in value]
+        raise ValueError(f"unknown parameter kind {self.kind!r}")
+
+    def schema(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": self.kind, "default": self.default,
+                               "description": self.description}
+        if self.minimum is not None:
+            out["minimum"] = self.minimum
+        if self.maximum is not None:
+            out["maximum"] = self.maximum
+        return out
+
+
+@dataclass
+class InputFrame:
+    """A camera frame handed to a pipeline: RGB ``(H, W, 3)`` uint8 and its media time."""
+
+    rgb: np.ndarray
+    media_time: float
+
+
+@dataclass
+class PipelineOutput:
+    """One chunk of output. Tensors may be torch or numpy.
+
+    ``video``: ``(T, H, W, 3)``, uint8 or float in [0, 1]. ``audio``: ``(channels, samples)``
+    or ``(samples,)``, float in [-1, 1] or integer PCM. ``video_times``: media seconds per
+    frame when the pipeline knows them (e.g. from its input); otherwise the runner stamps
+    frames from the chunk start at ``fps``. A chunk's audio starts with its first frame.
+    """
+
+    video: Any = None
+    audio: Any = None
+    sample_rate: int | None = None
+    fps: float | None = None
+    video_times: Sequence[float] | None = None
+
+
+class Pipeline:
+    """Base class. Subclasses set the class attributes and implement :meth:`__call__`.
+
+    A pipeline is called repeatedly from the runner's worker thread (under
+    ``torch.no_grad()``), never on the event loop; returning ``None`` means "nothing yet".
+    """
+
+    pipeline_id: ClassVar[str]
+    name: ClassVar[str]
+    produces_video: ClassVar[bool] = False
+    produces_audio: ClassVar[bool] = False
+    accepts_video: ClassVar[bool] = False
+    fps: ClassVar[float | None] = None
+    sample_rate: ClassVar[int | None] = None
+    params: ClassVar[Mapping[str, ParamSpec]] = {}
+
+    def __init__(self, device: str = "cpu"):
+        self.device = device
+
+    def __call__(self, inputs: Sequence[InputFrame] | None,
+                 params: Mapping[str, Any]) -> PipelineOutput | None:
+        raise NotImplementedError
+
+    @classmethod
+    def describe(cls) -> dict[str, Any]:
+        return {
+            "id": cls.pipeline_id,
+            "name": cls.name,
+            "produces_video": cls.produces_video,
+            "produces_audio": cls.produces_audio,
+            "accepts_video": cls.accepts_video,
+            "fps": cls.fps,
+            "sample_rate": cls.sample_rate,
+            "params": {k: spec.schema() for k, spec in cls.params.items()},
+        }
+
+    @classmethod
+    def default_params(cls) -> dict[str, Any]:
+        return {k: spec.default for k, spec in cls.params.items()}

@@ -1,0 +1,108 @@
+"""The pipeline registry: the one authority on capability flags, and the load state."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+from scope_relay.protocol.capabilities import Capabilities, chain_capabilities
+from scope_relay.protocol.errors import InvalidMessage, UnknownPipeline
+
+from .pipelines.base import Pipeline
+from .pipelines.builtin import BUILTIN_PIPELINES
+
+logger = logging.getLogger(__name__)
+
+
+class PipelineRegistry:
+    def __init__(self, pipelines: Iterable[type[Pipeline]] = BUILTIN_PIPELINES):
+        self._classes: dict[str, type[Pipeline]] = {}
+        for cls in pipelines:
+            self.register(cls)
+
+    def register(self, cls: type[Pipeline]) -> None:
+        if cls.pipeline_id in self._classes:
+            raise ValueError(f"pipeline {cls.pipeline_id!r} registered twice")
+        self._classes[cls.pipeline_id] = cls
+
+    def ids(self) -> list[str]:
+        return list(self._classes)
+
+    def get(self, pipeline_id: str) -> type[Pipeline]:
+        try:
+            return self._classes[pipeline_id]
+        except KeyError:
+            raise UnknownPipeline(
+                f"unknown pipeline {pipeline_id!r}; known: {', '.join(self._classes)}") from None
+
+    def resolve_chain(self, pipeline_ids: Any) -> list[type[Pipeline]]:
+        """Validate a ``pipeline_ids`` value from a request and return the classes."""
+        if isinstance(pipeline_ids, str):
+            pipeline_ids = [pipeline_ids]
+        if (not isinstance(pipeline_ids, list) or not pipeline_ids
+                or not all(isinstance(p, str) for p in pipeline_ids)):
+            raise InvalidMessage("pipeline_ids must be a non-empty list of pipeline ids")
+        return [self.get(p) for p in pipeline_ids]
+
+    def capabilities(self, pipeline_ids: Sequence[str]) -> Capabilities:
+        """The chain's flags (see :func:`chain_capabilities` for the rule)."""
+        return chain_capabilities(Capabilities(c.produces_video, c.produces_audio, c.accepts_video)
+                                  for c in self.resolve_chain(list(pipeline_ids)))
+
+    def describe(self) -> list[dict[str, Any]]:
+        return [cls.describe() for cls in self._classes.values()]
+
+    def schemas(self) -> dict[str, Any]:
+        return {pid: cls.describe() for pid, cls in self._classes.items()}
+
+
+@dataclass
+class LoadState:
+    status: str = "not_loaded"  # not_loaded | loading | loaded | error
+    pipeline_ids: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+class PipelineManager:
+    """Which chain is loaded. Loading runs in a worker thread (real models take minutes)."""
+
+    def __init__(self, registry: PipelineRegistry, device: str = "cpu"):
+        self.registry = registry
+        self.device = device
+        self.state = LoadState()
+        self._lock = asyncio.Lock()
+
+    async def load(self, pipeline_ids: Any, load_params: dict[str, Any] | None = None) -> LoadState:
+        classes = self.registry.resolve_chain(pipeline_ids)
+        ids = [c.pipeline_id for c in classes]
+        async with self._lock:
+            if self.state.status == "loaded" and self.state.pipeline_ids == ids:
+                return self.state
+            self.state = LoadState("loading", ids)
+            try:
+                # Instantiating once warms up whatever the pipeline needs (weights, kernels).
+                await asyncio.to_thread(lambda: [c(self.device) for c in classes])
+            except Exception as exc:  # a pipeline's own failure: report, don't crash
+                logger.exception("loading %s failed", ids)
+                self.state = LoadState("error", ids, f"{type(exc).__name__}: {exc}")
+                return self.state
+            self.state = LoadState("loaded", ids)
+            logger.info("loaded pipeline chain %s", ids)
+            return self.state
+
+    def status(self) -> dict[str, Any]:
+        state = self.state
+        out: dict[str, Any] = {"status": state.status, "pipeline_ids": state.pipeline_ids,
+                               "pipeline_id": state.pipeline_ids[-1] if state.pipeline_ids else None}
+        if state.pipeline_ids:
+            out.update(self.registry.capabilities(state.pipeline_ids).as_dict())
+        else:
+            out.update(produces_video=False, produces_audio=False, accepts_video=False)
+        if state.error:
+            out["error"] = state.error
+        return out
+
+    def instantiate(self, pipeline_ids: Sequence[str]) -> list[Pipeline]:
+        return [cls(self.device) for cls in self.registry.resolve_chain(list(pipeline_ids))]

@@ -1,0 +1,235 @@
+"""MediaSession: one WebRTC peer connection running one pipeline chain."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from typing import Any, Callable, Mapping
+
+from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
+from aiortc.sdp import candidate_from_sdp
+
+from scope_relay.protocol.capabilities import Capabilities
+from scope_relay.protocol.errors import InvalidMessage, InvalidSdp, NotReady
+from scope_relay.protocol.ice import loopback_candidates, rtc_configuration
+
+from .pipelines.base import InputFrame
+from .registry import PipelineManager
+from .runner import PipelineRunner
+from .timeline import MediaBuffer
+from .tracks import TimedAudioTrack, TimedVideoTrack
+
+logger = logging.getLogger(__name__)
+
+#: Offer keys that select the chain or are mere hints; everything else is a parameter.
+_NON_PARAMETER_KEYS = {"pipeline_ids", "produces_video", "produces_audio", "accepts_video"}
+_DIRECTIONS = {(True, True): "sendrecv", (True, False): "sendonly",
+               (False, True): "recvonly", (False, False): "inactive"}
+
+
+def validate_sdp(sdp: str) -> None:
+    if not sdp.lstrip().startswith("v=0") or "\nm=" not in sdp:
+        raise InvalidSdp("offer SDP is not a session description (expected 'v=0' and m-lines)")
+
+
+class MediaSession:
+    def __init__(self, manager: PipelineManager, *, ice_servers: list[dict[str, Any]],
+                 loopback_ice: bool = False, playout_delay: float = 0.1,
+                 max_buffer: float = 6.0, connect_timeout: float = 30.0):
+        self.session_id = uuid.uuid4().hex
+        self.manager = manager
+        self.loopback_ice = loopback_ice
+        self.playout_delay = playout_delay
+        self.max_buffer = max_buffer
+        self.connect_timeout = connect_timeout
+        self.pc = RTCPeerConnection(rtc_configuration(ice_servers))
+        self.pipeline_ids: list[str] = []
+        self.capabilities: Capabilities | None = None
+        self.runner: PipelineRunner | None = None
+        self.buffer: MediaBuffer | None = None
+        self.audio_track: TimedAudioTrack | None = None
+        self.video_track: TimedVideoTrack | None = None
+        self.created = time.monotonic()
+        self.closed = asyncio.Event()
+        self.bad_parameter_messages = 0
+        self.drained_input_frames = 0
+        self._tasks: set[asyncio.Task] = set()
+        self.on_closed: Callable[[str], None] | None = None
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def accept_offer(self, sdp: str, initial_parameters: Mapping[str, Any]) -> str:
+        """Set up the chain and tracks for ``sdp``; returns the answer SDP."""
+        validate_sdp(sdp)
+        chain_ids = initial_parameters.get("pipeline_ids")
+        if chain_ids is None:
+            if self.manager.state.status != "loaded":
+                raise NotReady("no pipeline is loaded: pass initialParameters.pipeline_ids "
+                               "or POST /api/v1/pipeline/load first")
+            chain_ids = self.manager.state.pipeline_ids
+        state = await self.manager.load(chain_ids)
+        if state.status != "loaded":
+            raise NotReady(f"pipeline chain {state.pipeline_ids} failed to load: {state.error}")
+        self.pipeline_ids = list(state.pipeline_ids)
+        caps = self.manager.registry.capabilities(self.pipeline_ids)
+        self.capabilities = caps
+
+        loop = asyncio.get_running_loop()
+        self.pc.on("track", self._on_track)
+        self.pc.on("datachannel", self._on_datachannel)
+        self.pc.on("connectionstatechange", self._on_connection_state)
+        try:
+            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        except Exception as exc:
+            raise InvalidSdp(f"offer SDP rejected: {exc}") from None
+
+        has_audio_mline = any(t.kind == "audio" for t in self.pc.getTransceivers())
+        self.buffer = MediaBuffer(loop, playout_delay=self.playout_delay,
+                                  max_buffer=self.max_buffer,
+                                  audio_clocked=caps.produces_audio and has_audio_mline)
+        video_done = audio_done = False
+        for transceiver in self.pc.getTransceivers():
+            if transceiver.kind == "video" and not video_done:
+                video_done = True
+                if caps.produces_video:
+                    self.video_track = TimedVideoTrack(self.buffer)
+                    transceiver.sender.replaceTrack(self.video_track)
+                transceiver.direction = _DIRECTIONS[(caps.produces_video, caps.accepts_video)]
+            elif transceiver.kind == "audio" and not audio_done:
+                audio_done = True
+                if caps.produces_audio:
+                    self.audio_track = TimedAudioTrack(self.buffer)
+                    transceiver.sender.replaceTrack(self.audio_track)
+                transceiver.direction = "sendonly" if caps.produces_audio else "inactive"
+            else:
+                transceiver.direction = "inactive"
+
+        params = {k: v for k, v in initial_parameters.items() if k not in _NON_PARAMETER_KEYS}
+        self.runner = PipelineRunner(self.manager.instantiate(self.pipeline_ids), self.buffer,
+                                     params=params)
+        answer = await self.pc.createAnswer()
+        with loopback_candidates(self.loopback_ice):
+            await self.pc.setLocalDescription(answer)
+        self._spawn(self._connect_watchdog())
+        return self.pc.localDescription.sdp
+
+    async def add_candidate(self, candidate: Mapping[str, Any] | None) -> None:
+        if candidate is None or not candidate.get("candidate"):
+            return  # end of candidates: aiortc needs nothing
+        text = candidate["candidate"]
+        if text.startswith("candidate:"):
+            text = text[len("candidate:"):]
+        try:
+            parsed = candidate_from_sdp(text)
+        except Exception as exc:
+            raise InvalidMessage(f"bad ICE candidate: {exc}") from None
+        parsed.sdpMid = candidate.get("sdpMid")
+        parsed.sdpMLineIndex = candidate.get("sdpMLineIndex")
+        await self.pc.addIceCandidate(parsed)
+
+    # --- events --------------------------------------------------------------------------
+    def _on_connection_state(self) -> None:
+        state = self.pc.connectionState
+        logger.info("session %s: connection %s", self.session_id[:8], state)
+        if state == "connected" and self.runner and not self.runner._thread.is_alive():
+            self.runner.start()
+        elif state in ("failed", "closed"):
+            self._spawn(self.close())
+
+    async def _connect_watchdog(self) -> None:
+        await asyncio.sleep(self.connect_timeout)
+        if self.pc.connectionState != "connected":
+            logger.warning("session %s did not connect in %.0f s", self.session_id[:8],
+                           self.connect_timeout)
+            await self.close()
+
+    def _on_track(self, track) -> None:
+        if track.kind == "video" and self.capabilities and self.capabilities.accepts_video:
+            self._spawn(self._consume_input(track))
+        else:
+            self._spawn(self._drain(track))  # never let aiortc's unbounded queue pile up
+
+    async def _drain(self, track) -> None:
+        try:
+            while True:
+                await track.recv()
+                self.drained_input_frames += 1
+        except MediaStreamError:
+            pass
+
+    async def _consume_input(self, track) -> None:
+        first_time: float | None = None
+        base = 0.0
+        try:
+            while True:
+                frame = await track.recv()
+                if self.runner is None or self.runner.inputs is None:
+                    continue
+                t = float(frame.time or 0.0)
+                if first_time is None:
+                    first_time, base = t, max(self.buffer.media_now(), 0.0)
+                rgb = await asyncio.to_thread(frame.to_ndarray, format="rgb24")
+                self.runner.inputs.put(InputFrame(rgb, base + t - first_time))
+        except MediaStreamError:
+            pass
+
+    def _on_datachannel(self, channel) -> None:
+        if channel.label != "parameters":
+            return
+
+        @channel.on("message")
+        def on_message(message: Any) -> None:
+            try:
+                updates = json.loads(message) if isinstance(message, str) else None
+                if not isinstance(updates, dict):
+                    raise ValueError("a parameters message must be a JSON object")
+            except ValueError as exc:
+                self.bad_parameter_messages += 1
+                logger.warning("session %s: bad parameters message: %s", self.session_id[:8], exc)
+                return
+            if self.runner is not None:
+                self.runner.update_params(updates)
+
+    async def close(self) -> None:
+        if self.closed.is_set():
+            return
+        self.closed.set()
+        if self.on_closed is not None:
+            self.on_closed(self.session_id)
+        current = asyncio.current_task()
+        for task in list(self._tasks):
+            if task is not current:
+                task.cancel()
+        if self.buffer is not None:
+            self.buffer.close()
+        if self.runner is not None:
+            await asyncio.to_thread(self.runner.stop)
+        await self.pc.close()
+
+    def stats(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"sessionId": self.session_id, "pipeline_ids": self.pipeline_ids,
+                               "connection": self.pc.connectionState}
+        if self.capabilities:
+            out.update(self.capabilities.as_dict())
+        if self.buffer:
+            out.update(self.buffer.stats())
+        if self.audio_track:
+            out["audio_frames_sent"] = self.audio_track.frames_sent
+            out["clipped_samples"] = self.audio_track.clipped_samples
+        if self.video_track:
+            out["video_frames_sent"] = self.video_track.frames_sent
+            out["late_video_frames"] = self.video_track.late_frames
+        if self.runner:
+            out["pipeline_errors"] = self.runner.errors
+            out["input_frames_dropped"] = self.runner.inputs.dropped if self.runner.inputs else 0
+            out["nonfinite_samples"] = self.runner._resampler.nonfinite_samples
+        out["drained_input_frames"] = self.drained_input_frames
+        out["bad_parameter_messages"] = self.bad_parameter_messages
+        return out

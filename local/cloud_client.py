@@ -1,0 +1,258 @@
+"""CloudWebRTCClient: the relay's peer connection to the cloud app.
+
+Transceivers follow the chain's flags: video (recvonly, or sendrecv carrying the
+browser's camera when the chain accepts video) only when the chain produces or accepts
+video; a recvonly audio transceiver only when it produces audio. Received packed-s16
+audio is de-interleaved into the FrameProcessor; both tracks are stamped with cloud time
+from the sender reports before anything is queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from typing import Any, Mapping
+
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
+
+from scope_relay.protocol.audio import SAMPLE_RATE, frame_to_array, frame_to_s16
+from scope_relay.protocol.audio_stream import StreamResampler
+from scope_relay.protocol.capabilities import Capabilities
+from scope_relay.protocol.clock import VIDEO_CLOCK_RATE
+from scope_relay.protocol.errors import Unavailable
+from scope_relay.protocol.ice import loopback_candidates, rtc_configuration
+
+from .connection import CloudConnectionManager
+from .frame_processor import FrameProcessor
+from .media_sync import ArrivalClock, SenderReportTap
+
+logger = logging.getLogger(__name__)
+
+_S16_SCALE = 1.0 / 32768.0
+
+
+class LatestFrameTrack(MediaStreamTrack):
+    """Forwards a remote video track keeping at most a few frames (drops oldest, counted),
+    so a slow encoder never lets aiortc's unbounded receive queue grow."""
+
+    kind = "video"
+
+    def __init__(self, source: MediaStreamTrack, max_frames: int = 2):
+        super().__init__()
+        self.source = source
+        self._frames: collections.deque = collections.deque(maxlen=max_frames)
+        self._event = asyncio.Event()
+        self.dropped = 0
+        self._task = asyncio.get_running_loop().create_task(self._pump())
+
+    async def _pump(self) -> None:
+        try:
+            while True:
+                frame = await self.source.recv()
+                if len(self._frames) == self._frames.maxlen:
+                    self.dropped += 1
+                self._frames.append(frame)
+                self._event.set()
+        except MediaStreamError:
+            self._event.set()
+
+    async def recv(self):
+        while not self._frames:
+            if self._task.done():
+                self.stop()
+                raise MediaStreamError
+            self._event.clear()
+            await self._event.wait()
+        return self._frames.popleft()
+
+    def stop(self) -> None:
+        super().stop()
+        self._task.cancel()
+
+
+class _TrackTimer:
+    """Cloud time for one received track: sender reports, or arrival after a timeout."""
+
+    def __init__(self, receiver: Any, clock_rate: int, sync_timeout: float):
+        self.tap = SenderReportTap(receiver, clock_rate)
+        self.fallback: ArrivalClock | None = None
+        self.clock_rate = clock_rate
+        self.sync_timeout = sync_timeout
+        self.first_arrival: float | None = None
+        self.pending: collections.deque = collections.deque()
+
+    def cloud_time(self, pts: int, arrival: float) -> float | None:
+        if self.first_arrival is None:
+            self.first_arrival = arrival
+        t = self.tap.cloud_time(pts)
+        if t is not None:
+            return t
+        if arrival - self.first_arrival > self.sync_timeout:
+            if self.fallback is None:
+                logger.warning("no RTCP sender report in %.1f s: timing by arrival",
+                               self.sync_timeout)
+                self.fallback = ArrivalClock(self.clock_rate)
+            return self.fallback.cloud_time(pts)
+        return None
+
+
+class CloudWebRTCClient:
+    def __init__(self, connection: CloudConnectionManager, processor: FrameProcessor,
+                 capabilities: Capabilities, *, camera: MediaStreamTrack | None = None,
+                 loopback_ice: bool = False, connect_timeout: float = 30.0,
+                 sync_timeout: float = 3.0, max_pending: int = 400):
+        self.connection = connection
+        self.processor = processor
+        self.capabilities = capabilities
+        self.camera = camera
+        self.loopback_ice = loopback_ice
+        self.connect_timeout = connect_timeout
+        self.sync_timeout = sync_timeout
+        self.max_pending = max_pending
+        self.session_id: str | None = None
+        self.pc: RTCPeerConnection | None = None
+        self.channel = None
+        self._camera_forward: LatestFrameTrack | None = None
+        self._timers: dict[str, _TrackTimer] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self._resampler = StreamResampler()
+        self.pending_dropped = 0
+        self.parameters_forwarded = 0
+        self.parameters_dropped = 0
+        self.closed = asyncio.Event()
+        self.failed = asyncio.Event()
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def connect(self, initial_parameters: Mapping[str, Any]) -> str:
+        reply = await self.connection.request("get_ice_servers")
+        servers = (reply.get("data") or {}).get("iceServers") or []
+        self.pc = pc = RTCPeerConnection(rtc_configuration(servers))
+        caps = self.capabilities
+        connected = asyncio.Event()
+
+        @pc.on("connectionstatechange")
+        def on_state() -> None:
+            logger.info("cloud peer: %s", pc.connectionState)
+            if pc.connectionState == "connected":
+                connected.set()
+            elif pc.connectionState in ("failed", "closed"):
+                self.failed.set()
+                connected.set()
+
+        pc.on("track", self._on_track)
+        if caps.produces_video or caps.accepts_video:
+            sending = caps.accepts_video and self.camera is not None
+            if sending:
+                self._camera_forward = LatestFrameTrack(self.camera)
+                transceiver = pc.addTransceiver(
+                    self._camera_forward, direction="sendrecv" if caps.produces_video else "sendonly")
+            else:
+                transceiver = pc.addTransceiver("video", direction="recvonly")
+            self._timers["video"] = _TrackTimer(transceiver.receiver, VIDEO_CLOCK_RATE,
+                                                self.sync_timeout)
+        if caps.produces_audio:
+            transceiver = pc.addTransceiver("audio", direction="recvonly")
+            self._timers["audio"] = _TrackTimer(transceiver.receiver, SAMPLE_RATE,
+                                                self.sync_timeout)
+        self.channel = pc.createDataChannel("parameters", ordered=True)
+
+        with loopback_candidates(self.loopback_ice):
+            await pc.setLocalDescription(await pc.createOffer())
+        fields: dict[str, Any] = {"sdp": pc.localDescription.sdp, "sdp_type": "offer"}
+        if initial_parameters:
+            fields["initialParameters"] = dict(initial_parameters)
+        answer = await self.connection.request("offer", **fields)
+        self.session_id = answer.get("sessionId")
+        await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
+        try:
+            await asyncio.wait_for(connected.wait(), self.connect_timeout)
+        except asyncio.TimeoutError:
+            raise Unavailable(f"WebRTC to the cloud did not connect in {self.connect_timeout:g} s")
+        if self.failed.is_set():
+            raise Unavailable("WebRTC connection to the cloud failed")
+        return self.session_id or ""
+
+    def send_parameters(self, message: str) -> None:
+        """Forward a browser ``parameters`` message unchanged (observe, never edit)."""
+        if self.channel is not None and self.channel.readyState == "open":
+            self.channel.send(message)
+            self.parameters_forwarded += 1
+        else:
+            self.parameters_dropped += 1
+
+    # --- receiving ---------------------------------------------------------------------
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        timer = self._timers.get(track.kind)
+        if timer is None:
+            self._spawn(self._drain(track))
+        else:
+            self._spawn(self._consume(track, timer))
+
+    async def _drain(self, track: MediaStreamTrack) -> None:
+        try:
+            while True:
+                await track.recv()
+        except MediaStreamError:
+            pass
+
+    async def _consume(self, track: MediaStreamTrack, timer: _TrackTimer) -> None:
+        try:
+            while True:
+                frame = await track.recv()
+                arrival = time.time()
+                cloud_time = timer.cloud_time(frame.pts, arrival)
+                if cloud_time is None:  # until the first sender report: hold, bounded
+                    if len(timer.pending) >= self.max_pending:
+                        timer.pending.popleft()
+                        self.pending_dropped += 1
+                    timer.pending.append((frame, arrival))
+                    continue
+                while timer.pending:
+                    held, held_arrival = timer.pending.popleft()
+                    self._deliver(track.kind, held, timer.cloud_time(held.pts, held_arrival),
+                                  held_arrival)
+                self._deliver(track.kind, frame, cloud_time, arrival)
+        except MediaStreamError:
+            pass
+
+    def _deliver(self, kind: str, frame, cloud_time: float, arrival: float) -> None:
+        if kind == "video":
+            self.processor.add_video(frame, cloud_time, arrival)
+            return
+        if frame.format.name in ("s16", "s16p") and frame.sample_rate == SAMPLE_RATE and len(
+                frame.layout.channels) == 2:
+            samples = frame_to_s16(frame).astype("float32") * _S16_SCALE  # exact
+        else:
+            samples = self._resampler.process(frame_to_array(frame), frame.sample_rate)
+        self.processor.add_audio(samples, cloud_time, arrival)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "cloud_session": self.session_id,
+            "cloud_connection": self.pc.connectionState if self.pc else "new",
+            "sender_reports": {k: t.tap.reports for k, t in self._timers.items()},
+            "timing": {k: ("arrival" if t.fallback else "sender-report")
+                       for k, t in self._timers.items()},
+            "pending_dropped": self.pending_dropped,
+            "camera_frames_dropped": self._camera_forward.dropped if self._camera_forward else 0,
+            "parameters_forwarded": self.parameters_forwarded,
+        }
+
+    async def close(self) -> None:
+        if self.closed.is_set():
+            return
+        self.closed.set()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._camera_forward is not None:
+            self._camera_forward.stop()
+        if self.pc is not None:
+            await self.pc.close()

@@ -1,0 +1,182 @@
+"""FrameProcessor: the relay's bounded queues, on the cloud's timeline, released on ours.
+
+Both received tracks are first placed on the cloud's one timeline (cloud wall-clock
+seconds from the sender reports, see :mod:`media_sync`), then released on the local clock
+at ``cloud_time + offset + playout_delay + extra_delay``. ``offset`` is one per session:
+the running minimum of ``arrival - cloud_time`` over both tracks (the fastest path the
+network has shown). Nothing is re-paced per track by wall clock, so the relay keeps the
+cloud's A/V alignment.
+
+Queues are bounded in time; every drop is counted. Audio that arrives after its release
+time is dropped (counted) and raises ``extra_delay`` for both tracks, once, by the
+lateness; it never drifts upward on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from typing import Any, Callable
+
+import av
+import numpy as np
+
+from scope_relay.protocol.audio import CHANNELS, SAMPLE_RATE
+from scope_relay.protocol.audio_stream import AudioRing
+
+#: Outgoing pts start this far before the first cloud time seen, so they stay positive.
+PTS_HEADROOM = 1.0
+
+
+class FrameProcessor:
+    def __init__(self, *, playout_delay: float = 0.15, max_queue: float = 2.0,
+                 max_extra_delay: float = 1.0, clock: Callable[[], float] = time.time):
+        self.playout_delay = playout_delay
+        self.max_queue = max_queue
+        self.max_extra_delay = max_extra_delay
+        self.clock = clock
+        self.offset: float | None = None
+        self.extra_delay = 0.0
+        self.base_time: float | None = None
+        self._audio = AudioRing(CHANNELS, int(max_queue * SAMPLE_RATE))
+        self._audio_start: int | None = None  # cloud sample index of the ring's head
+        self.audio_cursor: int | None = None  # next cloud sample index to release
+        self._video: collections.deque[tuple[float, av.VideoFrame]] = collections.deque()
+        self._audio_event = asyncio.Event()
+        self._video_event = asyncio.Event()
+        self.closed = False
+        # figures
+        self.audio_frames_in = 0
+        self.video_frames_in = 0
+        self.audio_overflow_samples = 0
+        self.audio_late_samples = 0
+        self.audio_gap_samples = 0
+        self.audio_overlap_samples = 0
+        self.audio_underruns = 0
+        self.video_overflow_frames = 0
+
+    # --- clock -------------------------------------------------------------------------
+    def _observe(self, cloud_time: float, arrival: float) -> None:
+        lag = arrival - cloud_time
+        if self.offset is None or lag < self.offset:
+            self.offset = lag
+        if self.base_time is None:
+            self.base_time = cloud_time - PTS_HEADROOM
+
+    def release_time(self, cloud_time: float) -> float:
+        assert self.offset is not None
+        return cloud_time + self.offset + self.playout_delay + self.extra_delay
+
+    def _raise_delay(self, lateness: float) -> None:
+        self.extra_delay = min(self.max_extra_delay, self.extra_delay + lateness + 0.01)
+
+    # --- writers (CloudWebRTCClient) ---------------------------------------------------
+    def add_audio(self, samples: np.ndarray, cloud_time: float, arrival: float) -> None:
+        """``samples``: float32 ``(2, n)`` at 48 kHz starting at ``cloud_time``."""
+        self._observe(cloud_time, arrival)
+        self.audio_frames_in += 1
+        index = round(cloud_time * SAMPLE_RATE)
+        if self._audio_start is None:
+            self._audio_start = index
+        end = self._audio_start + len(self._audio)
+        if index > end:
+            gap = index - end
+            if gap >= SAMPLE_RATE or not len(self._audio) and self.audio_cursor is None:
+                self._audio.clear()
+                self._audio_start = index
+            else:  # lost packets: silence keeps later audio on its time
+                self.audio_gap_samples += gap
+                self._audio.write(np.zeros((CHANNELS, gap), np.float32))
+        elif index < end:
+            overlap = min(end - index, samples.shape[1])
+            self.audio_overlap_samples += overlap
+            samples = samples[:, overlap:]
+        dropped = self._audio.write(samples)
+        if dropped:
+            self.audio_overflow_samples += dropped
+        self._audio_start += dropped
+        if self.audio_cursor is not None and self._audio_start < self.audio_cursor:
+            late = min(self.audio_cursor - self._audio_start, len(self._audio))
+            if late:
+                self._audio.discard(late)
+                self._audio_start += late
+                self.audio_late_samples += late
+                self._raise_delay(late / SAMPLE_RATE)
+        self._audio_event.set()
+
+    def add_video(self, frame: av.VideoFrame, cloud_time: float, arrival: float) -> None:
+        self._observe(cloud_time, arrival)
+        self.video_frames_in += 1
+        self._video.append((cloud_time, frame))
+        while self._video and self._video[-1][0] - self._video[0][0] > self.max_queue:
+            self._video.popleft()
+            self.video_overflow_frames += 1
+        self._video_event.set()
+
+    # --- readers (output tracks) ------------------------------------------------------
+    async def first_audio(self) -> int:
+        """Wait for audio to exist; returns the cloud sample index playback starts at."""
+        while self._audio_start is None or self.offset is None:
+            if self.closed:
+                raise EOFError
+            self._audio_event.clear()
+            await self._audio_event.wait()
+        if self.audio_cursor is None:
+            self.audio_cursor = self._audio_start
+        return self.audio_cursor
+
+    def take_audio(self, n: int) -> np.ndarray:
+        """The ``n`` samples at the cursor; missing ones are silence (counted)."""
+        cursor = self.audio_cursor
+        assert cursor is not None and self._audio_start is not None
+        out = np.zeros((CHANNELS, n), np.float32)
+        if self._audio_start < cursor:
+            stale = self._audio.discard(cursor - self._audio_start)
+            self._audio_start += stale
+            self.audio_late_samples += stale
+        lead = self._audio_start - cursor
+        if lead < n and len(self._audio):
+            count = min(n - max(lead, 0), len(self._audio))
+            out[:, max(lead, 0):max(lead, 0) + count] = self._audio.read(count)
+            self._audio_start += count
+            if max(lead, 0) + count < n:
+                self.audio_underruns += 1
+        else:
+            self.audio_underruns += 1
+        self.audio_cursor = cursor + n
+        return out
+
+    def audio_queue_seconds(self) -> float:
+        return len(self._audio) / SAMPLE_RATE
+
+    async def next_video(self) -> tuple[float, av.VideoFrame]:
+        while not self._video:
+            if self.closed:
+                raise EOFError
+            self._video_event.clear()
+            await self._video_event.wait()
+        return self._video.popleft()
+
+    def close(self) -> None:
+        self.closed = True
+        self._audio_event.set()
+        self._video_event.set()
+
+    def stats(self) -> dict[str, Any]:
+        video_ms = (self._video[-1][0] - self._video[0][0]) * 1000 if len(self._video) > 1 else 0.0
+        return {
+            "offset_ms": None if self.offset is None else round(self.offset * 1000, 1),
+            "playout_delay_ms": round((self.playout_delay + self.extra_delay) * 1000, 1),
+            "extra_delay_ms": round(self.extra_delay * 1000, 1),
+            "audio_queue_ms": round(self.audio_queue_seconds() * 1000, 1),
+            "video_queue_ms": round(video_ms, 1),
+            "video_queue_frames": len(self._video),
+            "audio_frames_in": self.audio_frames_in,
+            "video_frames_in": self.video_frames_in,
+            "audio_underruns": self.audio_underruns,
+            "audio_late_ms": round(self.audio_late_samples / SAMPLE_RATE * 1000, 1),
+            "audio_gap_ms": round(self.audio_gap_samples / SAMPLE_RATE * 1000, 1),
+            "audio_overflow_ms": round(self.audio_overflow_samples / SAMPLE_RATE * 1000, 1),
+            "video_overflow_frames": self.video_overflow_frames,
+        }

@@ -1,0 +1,152 @@
+"""The relay's aiohttp server for the browser: page, offers, API proxy, stats."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from scope_relay.protocol.errors import InvalidMessage, ProtocolError, UnknownSession
+
+from .config import CloudTarget
+from .connection import CloudConnectionManager
+from .session import BrowserSession
+
+logger = logging.getLogger(__name__)
+RELAY_KEY: web.AppKey["LocalRelay"] = web.AppKey("relay")
+STATIC = Path(__file__).with_name("static")
+PROXIED = {
+    ("GET", "/api/v1/pipelines"), ("GET", "/api/v1/pipelines/schemas"),
+    ("POST", "/api/v1/pipeline/load"), ("GET", "/api/v1/pipeline/status"),
+}
+
+
+@dataclass
+class RelayConfig:
+    target: CloudTarget
+    #: ICE servers for the browser hop (none by default: host candidates suffice locally).
+    browser_ice_servers: list[dict[str, Any]] = field(default_factory=list)
+    #: Restrict the browser hop to 127.0.0.1 (tests only; a real browser would not connect).
+    loopback_ice: bool = False
+    playout_delay: float = 0.15
+    ready_timeout: float = 300.0
+    request_timeout: float = 30.0
+
+
+def _error(status: int, message: str, code: str) -> web.Response:
+    return web.json_response({"error": message, "code": code}, status=status)
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = json.loads(await request.text())
+    except ValueError as exc:
+        raise InvalidMessage(f"body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise InvalidMessage("body must be a JSON object")
+    return body
+
+
+class LocalRelay:
+    def __init__(self, config: RelayConfig):
+        self.config = config
+        self.connection = CloudConnectionManager(config.target, ready_timeout=config.ready_timeout,
+                                                 request_timeout=config.request_timeout)
+        self.sessions: dict[str, BrowserSession] = {}
+
+    async def offer(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        if body.get("type", "offer") != "offer":
+            raise InvalidMessage("'type' must be 'offer'")
+        params = body.get("initialParameters") or {}
+        if not isinstance(params, dict):
+            raise InvalidMessage("initialParameters must be an object")
+        session = BrowserSession(self.connection, ice_servers=self.config.browser_ice_servers,
+                                 loopback_ice=self.config.loopback_ice,
+                                 cloud_loopback_ice=self.config.target.is_loopback,
+                                 playout_delay=self.config.playout_delay)
+        try:
+            answer = await session.handle_offer(body.get("sdp"), params)
+        except BaseException:
+            await session.close()
+            raise
+        self.sessions[session.session_id] = session
+        session.on_closed = lambda sid: self.sessions.pop(sid, None)
+        return web.json_response({"sdp": answer, "type": "answer", "sessionId": session.session_id})
+
+    def _session(self, request: web.Request) -> BrowserSession:
+        session_id = request.match_info["session_id"]
+        session = self.sessions.get(session_id)
+        if session is None:
+            raise UnknownSession(f"unknown session {session_id!r}")
+        return session
+
+    async def candidates(self, request: web.Request) -> web.Response:
+        session = self._session(request)
+        body = await _json_body(request)
+        added = await session.add_candidates(body.get("candidates"))
+        return web.json_response({"added": added})
+
+    async def delete(self, request: web.Request) -> web.Response:
+        await self._session(request).close()
+        return web.json_response({"closed": True})
+
+    async def proxy(self, request: web.Request) -> web.Response:
+        body = await _json_body(request) if request.can_read_body else None
+        status, data = await self.connection.api(request.method, request.path, body,
+                                                 timeout=600 if request.method == "POST" else None)
+        return web.json_response(data, status=status)
+
+    async def cloud_status(self, request: web.Request) -> web.Response:
+        return web.json_response(self.connection.status())
+
+    async def stats(self, request: web.Request) -> web.Response:
+        return web.json_response({"sessions": [s.stats() for s in self.sessions.values()],
+                                  "cloud": self.connection.status()})
+
+    async def close(self) -> None:
+        for session in list(self.sessions.values()):
+            await session.close()
+        await self.connection.close()
+
+
+def create_relay_app(config: RelayConfig) -> web.Application:
+    relay = LocalRelay(config)
+    app = web.Application(client_max_size=1024 * 1024)
+    app[RELAY_KEY] = relay
+
+    @web.middleware
+    async def errors(request: web.Request, handler):
+        try:
+            return await handler(request)
+        except ProtocolError as exc:
+            return _error(exc.status, exc.message, exc.code)
+
+    app.middlewares.append(errors)
+
+    async def index(request: web.Request) -> web.FileResponse:
+        return web.FileResponse(STATIC / "index.html")
+
+    app.router.add_get("/", index)
+    app.router.add_static("/static", STATIC)
+    app.router.add_post("/api/v1/webrtc/offer", relay.offer)
+    app.router.add_patch("/api/v1/webrtc/offer/{session_id}", relay.candidates)
+    app.router.add_delete("/api/v1/webrtc/offer/{session_id}", relay.delete)
+    for method, path in PROXIED:
+        app.router.add_route(method, path, relay.proxy)
+    app.router.add_get("/api/v1/cloud/status", relay.cloud_status)
+    app.router.add_get("/api/v1/stats", relay.stats)
+
+    async def on_startup(app: web.Application) -> None:
+        await relay.connection.start()
+
+    async def on_cleanup(app: web.Application) -> None:
+        await relay.close()
+
+    app.on_startup.append(on_startup)
+    app.on_cleanup.append(on_cleanup)
+    return app

@@ -1,0 +1,175 @@
+"""BrowserSession: one browser peer connection, bridged to one cloud peer connection."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from typing import Any, Mapping
+
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
+from aiortc.sdp import candidate_from_sdp
+
+from scope_relay.protocol.capabilities import Capabilities
+from scope_relay.protocol.errors import InvalidMessage, InvalidSdp, ProtocolError
+from scope_relay.protocol.ice import loopback_candidates, rtc_configuration
+
+from .cloud_client import CloudWebRTCClient
+from .connection import CloudConnectionManager
+from .frame_processor import FrameProcessor
+from .tracks import AudioProcessingTrack, CloudTrack
+
+logger = logging.getLogger(__name__)
+
+
+def validate_offer_sdp(sdp: Any) -> str:
+    if not isinstance(sdp, str) or not sdp.lstrip().startswith("v=0") or "\nm=" not in sdp:
+        raise InvalidSdp("'sdp' must be an SDP offer (starting 'v=0', with m-lines)")
+    return sdp
+
+
+async def chain_capabilities(connection: CloudConnectionManager,
+                             pipeline_ids: Any) -> tuple[list[str], Capabilities]:
+    """Ask the cloud (the only authority) for the chain's flags, loading it if needed."""
+    if pipeline_ids is None:
+        status, data = await connection.api("GET", "/api/v1/pipeline/status")
+    else:
+        status, data = await connection.api("POST", "/api/v1/pipeline/load",
+                                            {"pipeline_ids": pipeline_ids}, timeout=600)
+    if status >= 400:
+        raise ProtocolError(str(data.get("detail", "pipeline load failed")),
+                            code=str(data.get("code", "LOAD_FAILED")), status=status)
+    if data.get("status") != "loaded":
+        raise ProtocolError(f"pipeline not loaded: {data.get('error') or data.get('status')}",
+                            code="NOT_LOADED", status=409)
+    return list(data.get("pipeline_ids") or []), Capabilities.from_mapping(data)
+
+
+class BrowserSession:
+    def __init__(self, connection: CloudConnectionManager, *, ice_servers: list[dict],
+                 loopback_ice: bool, cloud_loopback_ice: bool, playout_delay: float):
+        self.session_id = uuid.uuid4().hex
+        self.connection = connection
+        self.pc = RTCPeerConnection(rtc_configuration(ice_servers))
+        self.loopback_ice = loopback_ice
+        self.cloud_loopback_ice = cloud_loopback_ice
+        self.processor = FrameProcessor(playout_delay=playout_delay)
+        self.cloud: CloudWebRTCClient | None = None
+        self.capabilities: Capabilities | None = None
+        self.pipeline_ids: list[str] = []
+        self.video_track: CloudTrack | None = None
+        self.audio_track: AudioProcessingTrack | None = None
+        self.camera: MediaStreamTrack | None = None
+        self.closed = asyncio.Event()
+        self.on_closed = None
+
+    async def handle_offer(self, sdp: str, initial_parameters: Mapping[str, Any]) -> str:
+        validate_offer_sdp(sdp)
+        if not isinstance(initial_parameters, Mapping):
+            raise InvalidMessage("initialParameters must be an object")
+        self.pipeline_ids, caps = await chain_capabilities(
+            self.connection, initial_parameters.get("pipeline_ids"))
+        self.capabilities = caps
+
+        @self.pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            if track.kind == "video" and self.camera is None:
+                self.camera = track
+
+        @self.pc.on("datachannel")
+        def on_datachannel(channel) -> None:
+            if channel.label != "parameters":
+                return
+
+            @channel.on("message")
+            def on_message(message) -> None:
+                if self.cloud is not None:
+                    self.cloud.send_parameters(message)
+
+        @self.pc.on("connectionstatechange")
+        async def on_state() -> None:
+            if self.pc.connectionState in ("failed", "closed"):
+                await self.close()
+
+        try:
+            await self.pc.setRemoteDescription(RTCSessionDescription(sdp, "offer"))
+        except Exception as exc:
+            raise InvalidSdp(f"offer SDP rejected: {exc}") from None
+        transceivers = self.pc.getTransceivers()
+        browser_sends_video = any(t.kind == "video" and t._offerDirection in ("sendrecv", "sendonly")
+                                  for t in transceivers)
+
+        params = dict(initial_parameters)
+        params["pipeline_ids"] = self.pipeline_ids
+        self.cloud = CloudWebRTCClient(
+            self.connection, self.processor, caps,
+            camera=self.camera if caps.accepts_video and browser_sends_video else None,
+            loopback_ice=self.cloud_loopback_ice)
+        await self.cloud.connect(params)
+
+        video_done = audio_done = False
+        for t in transceivers:
+            if t.kind == "video" and not video_done:
+                video_done = True
+                send = caps.produces_video
+                if send:
+                    self.video_track = CloudTrack(self.processor)
+                    t.sender.replaceTrack(self.video_track)
+                recv = caps.accepts_video and browser_sends_video
+                t.direction = {(True, True): "sendrecv", (True, False): "sendonly",
+                               (False, True): "recvonly", (False, False): "inactive"}[(send, recv)]
+            elif t.kind == "audio" and not audio_done and caps.produces_audio:
+                audio_done = True
+                self.audio_track = AudioProcessingTrack(self.processor)
+                t.sender.replaceTrack(self.audio_track)
+                t.direction = "sendonly"
+            else:
+                t.direction = "inactive"
+        with loopback_candidates(self.loopback_ice):
+            await self.pc.setLocalDescription(await self.pc.createAnswer())
+        return self.pc.localDescription.sdp
+
+    async def add_candidates(self, candidates: Any) -> int:
+        if not isinstance(candidates, list):
+            raise InvalidMessage("'candidates' must be a list")
+        added = 0
+        for c in candidates:
+            if not isinstance(c, dict) or not isinstance(c.get("candidate"), str):
+                raise InvalidMessage("each candidate needs a string 'candidate'")
+            text = c["candidate"].removeprefix("candidate:")
+            if not text:
+                continue
+            try:
+                parsed = candidate_from_sdp(text)
+            except Exception as exc:
+                raise InvalidMessage(f"bad ICE candidate: {exc}") from None
+            parsed.sdpMid, parsed.sdpMLineIndex = c.get("sdpMid"), c.get("sdpMLineIndex")
+            await self.pc.addIceCandidate(parsed)
+            added += 1
+        return added
+
+    def stats(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"sessionId": self.session_id, "pipeline_ids": self.pipeline_ids,
+                               "connection": self.pc.connectionState}
+        if self.capabilities:
+            out.update(self.capabilities.as_dict())
+        out.update(self.processor.stats())
+        if self.cloud:
+            out.update(self.cloud.stats())
+        if self.video_track:
+            out["video_frames_sent"] = self.video_track.frames_sent
+        if self.audio_track:
+            out["audio_frames_sent"] = self.audio_track.frames_sent
+            out["clipped_samples"] = self.audio_track.clipped_samples
+        return out
+
+    async def close(self) -> None:
+        if self.closed.is_set():
+            return
+        self.closed.set()
+        if self.on_closed:
+            self.on_closed(self.session_id)
+        self.processor.close()
+        if self.cloud is not None:
+            await self.cloud.close()
+        await self.pc.close()

@@ -1,0 +1,165 @@
+// scope-relay page: one RTCPeerConnection to the local relay. Which transceivers exist is
+// decided by the pipeline's capability flags, read from the cloud's registry via the API.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const state = { pipelines: [], pc: null, channel: null, sessionId: null, camera: null, statsTimer: null };
+
+async function api(path, options = {}) {
+  const response = await fetch(path, { headers: { "Content-Type": "application/json" }, ...options });
+  const body = await response.json().catch(() => ({}));
+  if (!response.ok) throw new Error(body.error || body.detail || `${response.status} ${response.statusText}`);
+  return body;
+}
+
+function withTimeout(promise, ms, what) {
+  return Promise.race([promise, new Promise((_, reject) =>
+    setTimeout(() => reject(new Error(`${what} timed out after ${ms / 1000} s`)), ms))]);
+}
+
+function setStatus(text) { $("status").textContent = text; }
+
+function selected() { return state.pipelines.find((p) => p.id === $("pipeline").value); }
+
+function showFlags() {
+  const p = selected();
+  if (!p) return;
+  const flags = [p.produces_video && "video out", p.produces_audio && "audio out", p.accepts_video && "camera in"];
+  $("flags").textContent = flags.filter(Boolean).join(" · ");
+  renderParams(p);
+}
+
+function renderParams(p) {
+  const box = $("params");
+  box.replaceChildren();
+  for (const [name, spec] of Object.entries(p.params || {})) {
+    if (!["number", "integer", "prompts"].includes(spec.type)) continue;
+    const label = document.createElement("label");
+    label.textContent = name;
+    const input = document.createElement("input");
+    input.name = name;
+    if (spec.type === "prompts") {
+      input.value = (spec.default || []).map((x) => x.text).join(", ");
+    } else {
+      input.type = "number"; input.step = "any"; input.value = spec.default;
+    }
+    input.title = spec.description || "";
+    input.addEventListener("change", () => sendParameter(name, spec, input.value));
+    label.append(input);
+    box.append(label);
+  }
+}
+
+function sendParameter(name, spec, raw) {
+  if (!state.channel || state.channel.readyState !== "open") return;
+  const value = spec.type === "prompts" ? [{ text: raw, weight: 1 }] : Number(raw);
+  state.channel.send(JSON.stringify({ [name]: value }));
+}
+
+async function waitForIce(pc) {
+  if (pc.iceGatheringState === "complete") return;
+  await withTimeout(new Promise((resolve) => {
+    pc.addEventListener("icegatheringstatechange", () => {
+      if (pc.iceGatheringState === "complete") resolve();
+    });
+  }), 3000, "ICE gathering").catch(() => {}); // send what we have: candidates may trickle
+}
+
+async function start() {
+  const p = selected();
+  if (!p) return;
+  $("start").disabled = true;
+  setStatus(`Starting ${p.name}…`);
+  try {
+    const pc = new RTCPeerConnection({ iceServers: [] });
+    state.pc = pc;
+    const stream = new MediaStream();
+    $("video").srcObject = stream;
+    pc.addEventListener("track", (event) => stream.addTrack(event.track));
+    pc.addEventListener("connectionstatechange", () => setStatus(`Connection: ${pc.connectionState}`));
+    if (p.accepts_video) {
+      state.camera = await withTimeout(navigator.mediaDevices.getUserMedia({ video: true }), 15000, "camera");
+      pc.addTransceiver(state.camera.getVideoTracks()[0], { direction: p.produces_video ? "sendrecv" : "sendonly" });
+    } else if (p.produces_video) {
+      pc.addTransceiver("video", { direction: "recvonly" });
+    }
+    if (p.produces_audio) pc.addTransceiver("audio", { direction: "recvonly" });
+    state.channel = pc.createDataChannel("parameters", { ordered: true });
+    $("audio-only").hidden = p.produces_video;
+    await pc.setLocalDescription(await pc.createOffer());
+    await waitForIce(pc);
+    const answer = await withTimeout(api("/api/v1/webrtc/offer", {
+      method: "POST",
+      body: JSON.stringify({ sdp: pc.localDescription.sdp, type: "offer",
+                             initialParameters: { pipeline_ids: [p.id] } }),
+    }), 120000, "offer");
+    state.sessionId = answer.sessionId;
+    await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
+    $("stop").disabled = false;
+    state.statsTimer = setInterval(showStats, 1000);
+  } catch (err) {
+    setStatus(`Could not start: ${err.message}`);
+    await stop();
+  }
+}
+
+async function stop() {
+  clearInterval(state.statsTimer);
+  if (state.sessionId) {
+    await fetch(`/api/v1/webrtc/offer/${state.sessionId}`, { method: "DELETE" }).catch(() => {});
+  }
+  if (state.pc) state.pc.close();
+  if (state.camera) state.camera.getTracks().forEach((t) => t.stop());
+  Object.assign(state, { pc: null, channel: null, sessionId: null, camera: null });
+  $("start").disabled = false;
+  $("stop").disabled = true;
+}
+
+async function showStats() {
+  try {
+    const stats = await api("/api/v1/stats");
+    const mine = stats.sessions.find((s) => s.sessionId === state.sessionId) || {};
+    const keys = ["connection", "offset_ms", "playout_delay_ms", "audio_queue_ms", "video_queue_ms",
+                  "audio_underruns", "audio_late_ms", "video_overflow_frames", "audio_frames_sent", "video_frames_sent"];
+    $("stats").textContent = keys.filter((k) => k in mine).map((k) => `${k}: ${mine[k]}`).join("\n");
+  } catch (err) { $("stats").textContent = err.message; }
+}
+
+async function pollCloud() {
+  try {
+    const s = await api("/api/v1/cloud/status");
+    $("cloud-status").textContent = `cloud: ${s.state}${s.last_error ? " (" + s.last_error + ")" : ""}`;
+  } catch (err) { $("cloud-status").textContent = "cloud: relay unreachable"; }
+}
+
+function toggleMute() {
+  const video = $("video");
+  video.muted = !video.muted;
+  if (!video.muted) video.play().catch(() => {});
+  $("mute").textContent = video.muted ? "Unmute" : "Mute";
+  $("mute").setAttribute("aria-pressed", String(video.muted));
+}
+
+async function init() {
+  $("start").addEventListener("click", start);
+  $("stop").addEventListener("click", stop);
+  $("mute").addEventListener("click", toggleMute);
+  $("pipeline").addEventListener("change", showFlags);
+  pollCloud();
+  setInterval(pollCloud, 3000);
+  for (let attempt = 0; ; attempt++) {
+    try {
+      state.pipelines = (await api("/api/v1/pipelines")).pipelines;
+      break;
+    } catch (err) {
+      setStatus(`Waiting for the cloud app… (${err.message})`);
+      await new Promise((r) => setTimeout(r, Math.min(5000, 500 * 2 ** attempt)));
+    }
+  }
+  for (const p of state.pipelines) $("pipeline").append(new Option(p.name, p.id));
+  showFlags();
+  $("start").disabled = false;
+  setStatus("Pick a pipeline and press Start.");
+}
+
+init();

@@ -1,0 +1,77 @@
+"""The relay's output tracks to the browser, released on the local clock by the
+FrameProcessor's one shared offset."""
+
+from __future__ import annotations
+
+import asyncio
+
+import av
+from aiortc import MediaStreamTrack
+from aiortc.mediastreams import MediaStreamError
+
+from scope_relay.protocol.audio import FRAME_SAMPLES, SAMPLE_RATE, float_to_s16, s16_frame
+from scope_relay.protocol.clock import VIDEO_TIME_BASE, video_pts
+
+from .frame_processor import FrameProcessor
+
+
+async def _sleep_until(clock, deadline: float) -> None:
+    delay = deadline - clock()
+    if delay > 0:
+        await asyncio.sleep(delay)
+
+
+class CloudTrack(MediaStreamTrack):
+    """Video from the cloud to the browser."""
+
+    kind = "video"
+
+    def __init__(self, processor: FrameProcessor):
+        super().__init__()
+        self.processor = processor
+        self.frames_sent = 0
+        self._last_pts = -1
+
+    async def recv(self) -> av.VideoFrame:
+        p = self.processor
+        try:
+            cloud_time, frame = await p.next_video()
+        except EOFError:
+            self.stop()
+            raise MediaStreamError from None
+        await _sleep_until(p.clock, p.release_time(cloud_time))
+        pts = max(video_pts(cloud_time - p.base_time), self._last_pts + 1)
+        self._last_pts = pts
+        frame.pts = pts
+        frame.time_base = VIDEO_TIME_BASE
+        self.frames_sent += 1
+        return frame
+
+
+class AudioProcessingTrack(MediaStreamTrack):
+    """48 kHz stereo 20 ms packed-s16 frames to the browser; bit-exact for 48 kHz s16 input."""
+
+    kind = "audio"
+
+    def __init__(self, processor: FrameProcessor):
+        super().__init__()
+        self.processor = processor
+        self.frames_sent = 0
+        self.clipped_samples = 0
+
+    async def recv(self) -> av.AudioFrame:
+        p = self.processor
+        try:
+            cursor = await p.first_audio()
+        except EOFError:
+            self.stop()
+            raise MediaStreamError from None
+        await _sleep_until(p.clock, p.release_time(cursor / SAMPLE_RATE))
+        if p.closed:
+            self.stop()
+            raise MediaStreamError
+        samples, clipped = float_to_s16(p.take_audio(FRAME_SAMPLES))
+        self.clipped_samples += clipped
+        self.frames_sent += 1
+        base = round(p.base_time * SAMPLE_RATE)
+        return s16_frame(samples, cursor - base)

@@ -1,0 +1,153 @@
+"""Streaming audio: a ring buffer, a stateful resampler and a 20 ms framer.
+
+Shared by the cloud's output tracks and the relay's audio path so both follow the same
+rules: one resampler per stream (libsoxr, stateful, rebuilt when the rate changes),
+NaN/inf cleaned *before* the filter, and framing from a fixed ring, never by
+concatenating the whole buffer per frame.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import soxr
+
+from .audio import CHANNELS, FRAME_SAMPLES, SAMPLE_RATE, sanitize, to_stereo
+
+
+class AudioRing:
+    """Fixed-capacity FIFO of float32 ``(channels, samples)`` audio.
+
+    Writing past capacity drops the *oldest* samples and counts them (the caller decides
+    whether that is an overflow to report); reads never allocate more than they return.
+    """
+
+    def __init__(self, channels: int = CHANNELS, capacity: int = SAMPLE_RATE * 10):
+        self.channels = channels
+        self.capacity = capacity
+        self._buf = np.zeros((channels, capacity), dtype=np.float32)
+        self._start = 0  # read position
+        self._size = 0
+        self.dropped_samples = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def write(self, x: np.ndarray) -> int:
+        """Append ``x``; returns how many of the oldest samples were dropped to make room."""
+        n = x.shape[1]
+        if n == 0:
+            return 0
+        if x.shape[0] != self.channels:
+            raise ValueError(f"ring holds {self.channels} channels, got {x.shape[0]}")
+        dropped = 0
+        if n >= self.capacity:
+            dropped = self._size + n - self.capacity
+            x = x[:, n - self.capacity:]
+            n = self.capacity
+            self._start, self._size = 0, 0
+        elif self._size + n > self.capacity:
+            dropped = self._size + n - self.capacity
+            self.discard(dropped)
+        end = (self._start + self._size) % self.capacity
+        first = min(n, self.capacity - end)
+        self._buf[:, end:end + first] = x[:, :first]
+        if first < n:
+            self._buf[:, :n - first] = x[:, first:]
+        self._size += n
+        self.dropped_samples += dropped
+        return dropped
+
+    def read(self, n: int) -> np.ndarray:
+        """Remove and return the next ``n`` samples (``n`` <= ``len(self)``)."""
+        if n > self._size:
+            raise ValueError(f"asked for {n} samples, {self._size} buffered")
+        out = np.empty((self.channels, n), dtype=np.float32)
+        first = min(n, self.capacity - self._start)
+        out[:, :first] = self._buf[:, self._start:self._start + first]
+        if first < n:
+            out[:, first:] = self._buf[:, :n - first]
+        self.discard(n)
+        return out
+
+    def discard(self, n: int) -> int:
+        n = min(n, self._size)
+        self._start = (self._start + n) % self.capacity
+        self._size -= n
+        return n
+
+    def clear(self) -> None:
+        self._start, self._size = 0, 0
+
+
+class StreamResampler:
+    """One stateful resampler for one audio stream, any rate/channel count -> 48 kHz stereo.
+
+    At 48 kHz input no filter runs (bit-exact passthrough). When the input rate changes
+    mid-stream, the old filter is flushed (its tail is returned, so nothing is lost) and
+    a new one starts.
+    """
+
+    def __init__(self, out_rate: int = SAMPLE_RATE, quality: str = "HQ"):
+        self.out_rate = out_rate
+        self.quality = quality
+        self.in_rate: int | None = None
+        self._stream: soxr.ResampleStream | None = None
+        self.nonfinite_samples = 0
+        self.rebuilds = 0
+        self.samples_in = 0
+        self.samples_out = 0
+
+    def process(self, x: np.ndarray, in_rate: int) -> np.ndarray:
+        """Resample ``(channels, samples)`` float32 audio; returns stereo at ``out_rate``."""
+        if in_rate <= 0:
+            raise ValueError(f"sample rate must be positive, got {in_rate}")
+        x, bad = sanitize(np.asarray(x, dtype=np.float32))
+        self.nonfinite_samples += bad
+        x = to_stereo(x)
+        tail = None
+        if in_rate != self.in_rate:
+            if self.in_rate is not None:
+                tail = self.flush()
+                self.rebuilds += 1
+            self.in_rate = in_rate
+            self._stream = None if in_rate == self.out_rate else soxr.ResampleStream(
+                in_rate, self.out_rate, CHANNELS, dtype="float32", quality=self.quality)
+        self.samples_in += x.shape[1]
+        if self._stream is None:
+            out = x
+        else:
+            y = self._stream.resample_chunk(np.ascontiguousarray(x.T), last=False)
+            out = np.ascontiguousarray(y.T)
+        if tail is not None and tail.shape[1]:
+            out = np.concatenate([tail, out], axis=1)
+        self.samples_out += out.shape[1]
+        return out
+
+    def flush(self) -> np.ndarray:
+        """Drain the filter (end of stream or before a rate change)."""
+        if self._stream is None:
+            return np.zeros((CHANNELS, 0), dtype=np.float32)
+        y = self._stream.resample_chunk(np.zeros((0, CHANNELS), dtype=np.float32), last=True)
+        self._stream = None
+        self.in_rate = None
+        return np.ascontiguousarray(y.T)
+
+
+class AudioFramer:
+    """Cuts a stream of arbitrary-sized chunks at any rate into 20 ms 48 kHz stereo frames."""
+
+    def __init__(self, capacity_seconds: float = 10.0, quality: str = "HQ"):
+        self.resampler = StreamResampler(quality=quality)
+        self.ring = AudioRing(CHANNELS, int(capacity_seconds * SAMPLE_RATE))
+
+    def push(self, x: np.ndarray, in_rate: int) -> int:
+        """Add audio; returns samples dropped (oldest first) because the ring was full."""
+        return self.ring.write(self.resampler.process(x, in_rate))
+
+    def pop_frame(self, samples: int = FRAME_SAMPLES) -> np.ndarray | None:
+        if len(self.ring) < samples:
+            return None
+        return self.ring.read(samples)
+
+    def buffered_seconds(self) -> float:
+        return len(self.ring) / SAMPLE_RATE

@@ -1,0 +1,45 @@
+"""Capability flags: what a pipeline (or a chain of them) produces and accepts.
+
+The cloud registry is the only authority; everyone else reads these from the API.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Iterable, Mapping
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    produces_video: bool
+    produces_audio: bool
+    accepts_video: bool
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> "Capabilities":
+        return cls(
+            produces_video=bool(data.get("produces_video", False)),
+            produces_audio=bool(data.get("produces_audio", False)),
+            accepts_video=bool(data.get("accepts_video", False)),
+        )
+
+    def as_dict(self) -> dict[str, bool]:
+        return asdict(self)
+
+
+def chain_capabilities(stages: Iterable[Capabilities]) -> Capabilities:
+    """Flags of a chain of pipelines run in order.
+
+    The rule (ARCHITECTURE.md): a chain produces video iff its *last* stage does (video
+    flows stage to stage and only the last one's frames leave), produces audio iff *any*
+    stage does (audio is passed through the chain), and accepts video iff its *first*
+    stage does.
+    """
+    stages = list(stages)
+    if not stages:
+        raise ValueError("a chain needs at least one pipeline")
+    return Capabilities(
+        produces_video=stages[-1].produces_video,
+        produces_audio=any(s.produces_audio for s in stages),
+        accepts_video=stages[0].accepts_video,
+    )

@@ -1,0 +1,25 @@
+"""Media-clock conventions shared by both sides.
+
+Every session has one media timeline in seconds, starting at 0 with the first output.
+Audio pts count 48 kHz samples on it, video pts count 90 kHz ticks on it, so a video
+frame and an audio sample with the same media time have ``v / 90000 == a / 48000``.
+Wall-clock release times are ``epoch + media_time + playout_delay`` with one epoch and one
+delay per session, shared by both tracks (ARCHITECTURE.md, "Timing").
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+from .audio import SAMPLE_RATE
+
+VIDEO_CLOCK_RATE = 90_000
+VIDEO_TIME_BASE = Fraction(1, VIDEO_CLOCK_RATE)
+
+
+def video_pts(media_seconds: float) -> int:
+    return round(media_seconds * VIDEO_CLOCK_RATE)
+
+
+def audio_pts(media_seconds: float) -> int:
+    return round(media_seconds * SAMPLE_RATE)

@@ -1,0 +1,212 @@
+"""Control-channel messages (PROTOCOL.md): parsing, validation and reply builders.
+
+Field names are exactly those of Scope's cloud mode (camelCase where it uses it), so
+either side can talk to the other's counterpart.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Union
+
+from .errors import InvalidMessage, ProtocolError, UnknownMessageType
+
+#: Scope's client refuses larger messages; nothing we send may exceed it.
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+#: Scope's client re-emits at most this many log lines per ``logs`` message.
+MAX_LOG_LINES = 50
+API_METHODS = frozenset({"GET", "POST", "PATCH", "PUT", "DELETE"})
+
+
+@dataclass(frozen=True)
+class GetIceServers:
+    request_id: str | None
+    type: str = "get_ice_servers"
+
+
+@dataclass(frozen=True)
+class Offer:
+    request_id: str | None
+    sdp: str
+    sdp_type: str = "offer"
+    initial_parameters: dict[str, Any] = field(default_factory=dict)
+    user_id: str | None = None
+    type: str = "offer"
+
+
+@dataclass(frozen=True)
+class IceCandidate:
+    request_id: str | None
+    session_id: str
+    #: ``{"candidate", "sdpMid", "sdpMLineIndex"}`` or ``None`` for end-of-candidates.
+    candidate: dict[str, Any] | None
+    type: str = "icecandidate"
+
+
+@dataclass(frozen=True)
+class ApiCall:
+    request_id: str | None
+    method: str
+    path: str
+    body: Any = None
+    type: str = "api"
+
+
+@dataclass(frozen=True)
+class Ping:
+    request_id: str | None
+    type: str = "ping"
+
+
+@dataclass(frozen=True)
+class SetUserId:
+    request_id: str | None
+    user_id: str
+    type: str = "set_user_id"
+
+
+Request = Union[GetIceServers, Offer, IceCandidate, ApiCall, Ping, SetUserId]
+
+
+def _attach(exc: ProtocolError, request_id: str | None) -> ProtocolError:
+    exc.request_id = request_id  # type: ignore[attr-defined]
+    return exc
+
+
+def decode_json_object(raw: str | bytes) -> dict[str, Any]:
+    """Decode one WS text frame into a JSON object with a string ``type``."""
+    if isinstance(raw, (bytes, bytearray)):
+        if len(raw) > MAX_MESSAGE_BYTES:
+            raise InvalidMessage(f"message of {len(raw)} bytes exceeds {MAX_MESSAGE_BYTES}")
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidMessage(f"message is not UTF-8: {exc}") from None
+    if len(raw) > MAX_MESSAGE_BYTES:
+        raise InvalidMessage(f"message of {len(raw)} characters exceeds {MAX_MESSAGE_BYTES}")
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise InvalidMessage(f"message is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise InvalidMessage(f"message must be a JSON object, got {type(data).__name__}")
+    msg_type = data.get("type")
+    if not isinstance(msg_type, str) or not msg_type:
+        raise _attach(InvalidMessage("message needs a string 'type'"), _request_id(data))
+    return data
+
+
+def _request_id(data: Mapping[str, Any]) -> str | None:
+    rid = data.get("request_id")
+    if rid is None:
+        return None
+    if isinstance(rid, (str, int)) and not isinstance(rid, bool):
+        return str(rid)
+    return None
+
+
+def _field(data: Mapping[str, Any], name: str, kind: type | tuple[type, ...], rid: str | None,
+           *, required: bool = True, default: Any = None) -> Any:
+    if name not in data or data[name] is None:
+        if required:
+            raise _attach(InvalidMessage(f"'{data['type']}' needs field '{name}'"), rid)
+        return default
+    value = data[name]
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        expected = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+        raise _attach(
+            InvalidMessage(f"field '{name}' of '{data['type']}' must be {expected}, "
+                           f"got {type(value).__name__}"),
+            rid,
+        )
+    return value
+
+
+def parse_request(raw: str | bytes) -> Request:
+    """Parse and validate one client -> cloud message.
+
+    Raises :class:`ProtocolError` (with ``request_id`` attached when one was readable).
+    """
+    data = decode_json_object(raw)
+    rid = _request_id(data)
+    if "request_id" in data and data["request_id"] is not None and rid is None:
+        raise InvalidMessage("'request_id' must be a string")
+    msg_type = data["type"]
+    if msg_type == "get_ice_servers":
+        return GetIceServers(rid)
+    if msg_type == "ping":
+        return Ping(rid)
+    if msg_type == "set_user_id":
+        return SetUserId(rid, str(_field(data, "user_id", (str, int), rid)))
+    if msg_type == "offer":
+        sdp = _field(data, "sdp", str, rid)
+        sdp_type = _field(data, "sdp_type", str, rid, required=False, default="offer")
+        if sdp_type != "offer":
+            raise _attach(InvalidMessage(f"'sdp_type' must be 'offer', got {sdp_type!r}"), rid)
+        params = _field(data, "initialParameters", dict, rid, required=False, default={})
+        user_id = _field(data, "user_id", (str, int), rid, required=False)
+        return Offer(rid, sdp, sdp_type, dict(params), None if user_id is None else str(user_id))
+    if msg_type == "icecandidate":
+        session_id = _field(data, "sessionId", str, rid)
+        candidate = data.get("candidate")
+        if candidate is not None:
+            if not isinstance(candidate, dict) or not isinstance(candidate.get("candidate"), str):
+                raise _attach(InvalidMessage(
+                    "'candidate' must be null or an object with a string 'candidate'"), rid)
+        return IceCandidate(rid, session_id, candidate)
+    if msg_type == "api":
+        method = _field(data, "method", str, rid).upper()
+        if method not in API_METHODS:
+            raise _attach(InvalidMessage(f"unsupported API method {method!r}"), rid)
+        path = _field(data, "path", str, rid)
+        if not path.startswith("/"):
+            raise _attach(InvalidMessage(f"API path must start with '/', got {path!r}"), rid)
+        return ApiCall(rid, method, path, data.get("body"))
+    raise _attach(UnknownMessageType(f"unknown message type {msg_type!r}"), rid)
+
+
+# --- replies (cloud -> client) ---------------------------------------------------------
+
+def ready(connection_id: str) -> dict[str, Any]:
+    return {"type": "ready", "connection_id": connection_id}
+
+
+def error(message: str, code: str, request_id: str | None = None) -> dict[str, Any]:
+    reply: dict[str, Any] = {"type": "error", "error": message, "code": code}
+    if request_id is not None:
+        reply["request_id"] = request_id
+    return reply
+
+
+def error_from(exc: ProtocolError, request_id: str | None = None) -> dict[str, Any]:
+    rid = request_id if request_id is not None else getattr(exc, "request_id", None)
+    return error(exc.message, exc.code, rid)
+
+
+def api_response(request_id: str | None, status: int, data: Any,
+                 error_message: str | None = None, code: str | None = None) -> dict[str, Any]:
+    """An ``api`` reply. ``data`` is always an object; failures carry ``data.detail``."""
+    if not isinstance(data, dict):
+        data = {"detail": error_message} if error_message else {"value": data}
+    reply: dict[str, Any] = {"type": "api_response", "request_id": request_id,
+                             "status": status, "data": data}
+    if status >= 400:
+        reply["error"] = error_message or str(data.get("detail", "request failed"))
+        reply["code"] = code or "API_ERROR"
+        data.setdefault("detail", reply["error"])
+    return reply
+
+
+def logs(lines: list[str]) -> list[dict[str, Any]]:
+    """Split log lines into ``logs`` messages of at most :data:`MAX_LOG_LINES` lines."""
+    return [{"type": "logs", "lines": lines[i:i + MAX_LOG_LINES]}
+            for i in range(0, len(lines), MAX_LOG_LINES)]
+
+
+def encode(message: Mapping[str, Any]) -> str:
+    """Serialise a message, refusing any that would break the 4 MiB limit."""
+    text = json.dumps(message, separators=(",", ":"), allow_nan=False)
+    if len(text.encode("utf-8")) > MAX_MESSAGE_BYTES:
+        raise ValueError(f"{message.get('type')} message exceeds {MAX_MESSAGE_BYTES} bytes")
+    return text

@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# The demo: embedded cloud app on 127.0.0.1 + local relay + page (http://127.0.0.1:8000/).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+exec .venv/bin/scope-relay demo "$@"

@@ -1,0 +1,120 @@
+"""Bad input at the boundaries gets a clear error and the same connection keeps serving."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import aiohttp
+import httpx
+import pytest
+
+from servers import cloud_server, relay_server
+
+
+async def reply_for(ws, request_id: str | None = None, timeout: float = 5.0) -> dict:
+    """Next message (skipping logs) — matching ``request_id`` when given."""
+    async def read():
+        while True:
+            msg = await ws.receive_json()
+            if msg["type"] == "logs":
+                continue
+            if request_id is None or msg.get("request_id") == request_id:
+                return msg
+    return await asyncio.wait_for(read(), timeout)
+
+
+@pytest.fixture
+async def control():
+    async with cloud_server() as cloud, aiohttp.ClientSession() as http:
+        ws = await http.ws_connect(cloud.ws_url)
+        assert (await ws.receive_json())["type"] == "ready"
+        yield ws
+        await ws.close()
+
+
+async def assert_still_serving(ws):
+    await ws.send_json({"type": "ping", "request_id": "alive"})
+    reply = await reply_for(ws, "alive")
+    assert reply["type"] == "pong"
+
+
+async def test_malformed_json(control):
+    await control.send_str("{not json")
+    reply = await reply_for(control)
+    assert reply["type"] == "error" and reply["code"] == "INVALID_MESSAGE"
+    assert "JSON" in reply["error"]
+    await assert_still_serving(control)
+
+
+@pytest.mark.parametrize("payload,code", [
+    ({"type": "launch_missiles", "request_id": "u1"}, "UNKNOWN_TYPE"),
+    ({"request_id": "u2"}, "INVALID_MESSAGE"),
+    ([1, 2, 3], "INVALID_MESSAGE"),
+    ({"type": "offer", "request_id": "u3", "sdp": 42}, "INVALID_MESSAGE"),
+    ({"type": "api", "request_id": "u4", "method": "GET"}, "INVALID_MESSAGE"),
+    ({"type": "icecandidate", "request_id": "u5", "sessionId": "nope",
+      "candidate": None}, "UNKNOWN_SESSION"),
+])
+async def test_invalid_messages(control, payload, code):
+    await control.send_str(json.dumps(payload))
+    reply = await reply_for(control)
+    assert reply["type"] == "error" and reply["code"] == code, reply
+    assert reply["error"]
+    if isinstance(payload, dict) and "request_id" in payload:
+        assert reply["request_id"] == payload["request_id"]
+    await assert_still_serving(control)
+
+
+async def test_offer_with_garbage_sdp(control):
+    await control.send_json({"type": "offer", "request_id": "g1", "sdp": "hello there",
+                             "sdp_type": "offer", "initialParameters": {"pipeline_ids": ["test-tone"]}})
+    reply = await reply_for(control, "g1")
+    assert reply["type"] == "error" and reply["code"] == "INVALID_SDP"
+    await control.send_json({"type": "offer", "request_id": "g2",
+                             "sdp": "v=0\r\nm=audio 9 garbage\r\nnonsense\r\n",
+                             "initialParameters": {"pipeline_ids": ["test-tone"]}})
+    reply = await reply_for(control, "g2")
+    assert reply["type"] == "error" and reply["code"] == "INVALID_SDP", reply
+    await assert_still_serving(control)
+
+
+async def test_unknown_pipeline(control):
+    await control.send_json({"type": "offer", "request_id": "p1", "sdp": "v=0\r\nm=audio 9 x\r\n",
+                             "initialParameters": {"pipeline_ids": ["no-such-model"]}})
+    reply = await reply_for(control, "p1")
+    assert reply["type"] == "error" and reply["code"] == "UNKNOWN_PIPELINE"
+    assert "no-such-model" in reply["error"]
+    await control.send_json({"type": "api", "request_id": "p2", "method": "POST",
+                             "path": "/api/v1/pipeline/load", "body": {"pipeline_ids": ["nope"]}})
+    reply = await reply_for(control, "p2")
+    assert reply["type"] == "api_response" and reply["status"] == 404
+    assert "nope" in reply["data"]["detail"] and reply["code"] == "UNKNOWN_PIPELINE"
+    await assert_still_serving(control)
+
+
+async def test_oversized_message(control):
+    await control.send_str(json.dumps({"type": "ping", "pad": "x" * (4 * 1024 * 1024 + 10)}))
+    reply = await reply_for(control)
+    assert reply["type"] == "error" and "exceeds" in reply["error"]
+    await assert_still_serving(control)
+
+
+async def test_relay_rest_bad_input():
+    async with cloud_server() as cloud, relay_server(cloud) as relay:
+        async with httpx.AsyncClient(base_url=relay.url, timeout=30) as http:
+            r = await http.post("/api/v1/webrtc/offer", content=b"{nope")
+            assert r.status_code == 400 and r.json()["code"] == "INVALID_MESSAGE"
+            r = await http.post("/api/v1/webrtc/offer", json={"sdp": "garbage", "type": "offer",
+                                                              "initialParameters": {"pipeline_ids": ["test-tone"]}})
+            assert r.status_code == 400 and r.json()["code"] == "INVALID_SDP"
+            r = await http.post("/api/v1/webrtc/offer", json={"sdp": "v=0\r\nm=audio 9 x\r\n",
+                                                              "initialParameters": {"pipeline_ids": ["zzz"]}})
+            assert r.status_code == 404 and "zzz" in r.json()["error"]
+            r = await http.patch("/api/v1/webrtc/offer/unknown", json={"candidates": []})
+            assert r.status_code == 404 and r.json()["code"] == "UNKNOWN_SESSION"
+            r = await http.get("/api/v1/pipelines")
+            assert r.status_code == 200
+            assert {p["id"] for p in r.json()["pipelines"]} >= {"test-tone", "av-sync", "passthrough", "bursty-av"}
+            r = await http.get("/api/v1/cloud/status")
+            assert r.json()["state"] == "ready"

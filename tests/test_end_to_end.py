@@ -1,0 +1,99 @@
+"""Walking skeleton: real cloud app -> real relay -> an aiortc peer standing in for the page."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from peers import BrowserPeer, ColourCamera, dominant_frequency, media_sections
+from servers import cloud_server, relay_server
+
+
+@pytest.fixture
+async def stack():
+    async with cloud_server() as cloud, relay_server(cloud) as relay:
+        yield cloud, relay
+
+
+def beep_segments(mono: np.ndarray, threshold: float = 2000) -> list[np.ndarray]:
+    """Contiguous stretches of 20 ms blocks whose peak exceeds ``threshold``."""
+    blocks = mono[: len(mono) // 960 * 960].reshape(-1, 960)
+    loud = np.abs(blocks).max(axis=1) > threshold
+    segments, current = [], []
+    for i, on in enumerate(loud):
+        if on:
+            current.append(blocks[i])
+        elif current:
+            segments.append(np.concatenate(current))
+            current = []
+    if current:
+        segments.append(np.concatenate(current))
+    return segments
+
+
+async def test_test_tone_frequency_and_live_change(stack):
+    _, relay = stack
+    peer = BrowserPeer(video=False)
+    try:
+        response = await peer.connect_relay(relay.url, {"pipeline_ids": ["test-tone"],
+                                                    "frequency": 1000, "interval": 0.5,
+                                                    "duration": 0.3})
+        assert response.status_code == 200, response.text
+        await peer.wait_audio_frames(60)
+        assert peer.received.audio_rates == {48000}
+        assert peer.received.audio_layouts == {"stereo"}
+        audio = peer.received.audio_array()
+        beeps = [b for b in beep_segments(audio[0]) if len(b) >= 4800]
+        assert beeps, "no beep received"
+        assert dominant_frequency(beeps[0][480:-480], 48000) == pytest.approx(1000, rel=0.01)
+        # mono is duplicated to stereo (Opus is lossy, so compare within a few LSB)
+        assert np.abs(audio[0].astype(int) - audio[1].astype(int)).max() < 64
+
+        await peer.send_parameters({"frequency": 1500})
+        mark = len(peer.received.audio)
+        await peer.wait_audio_frames(100)
+        later = np.concatenate(peer.received.audio[mark + 30:], axis=1)
+        beeps = [b for b in beep_segments(later[0]) if len(b) >= 4800]
+        assert beeps, "no beep after the change"
+        assert dominant_frequency(beeps[-1][480:-480], 48000) == pytest.approx(1500, rel=0.01)
+    finally:
+        await peer.close()
+
+
+async def test_av_sync_flashes_and_clicks_once_per_second(stack):
+    _, relay = stack
+    peer = BrowserPeer()
+    try:
+        response = await peer.connect_relay(relay.url, {"pipeline_ids": ["av-sync"]})
+        assert response.status_code == 200, response.text
+        await asyncio.gather(peer.wait_audio_frames(200, timeout=30),
+                             peer.wait_video_frames(90, timeout=30))
+        brightness = np.array([b for _, b in peer.received.video_brightness])
+        pts = np.array([p for p, _ in peer.received.video_brightness]) / 90000
+        flashes = pts[1:][(brightness[1:] > 128) & (brightness[:-1] <= 128)]
+        assert len(flashes) >= 2
+        np.testing.assert_allclose(np.diff(flashes), 1.0, atol=0.05)
+
+        mono = np.abs(peer.received.audio_array()[0].astype(np.int32))
+        loud = np.flatnonzero(mono > 8000)
+        onsets = loud[np.insert(np.diff(loud) > 4800, 0, True)] / 48000
+        assert len(onsets) >= 3
+        np.testing.assert_allclose(np.diff(onsets), 1.0, atol=0.005)
+    finally:
+        await peer.close()
+
+
+async def test_passthrough_returns_camera_frames(stack):
+    _, relay = stack
+    peer = BrowserPeer(audio=False, camera=ColourCamera((200, 30, 40)))
+    try:
+        response = await peer.connect_relay(relay.url, {"pipeline_ids": ["passthrough"]})
+        assert response.status_code == 200, response.text
+        await peer.wait_video_frames(20, timeout=30)
+        colours = np.array([c for _, c in peer.received.video[-10:]])
+        np.testing.assert_allclose(colours.mean(axis=0), (200, 30, 40), atol=12)
+        assert media_sections(peer.answer_sdp)["video"] == "sendrecv"
+    finally:
+        await peer.close()
