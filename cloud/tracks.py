@@ -9,7 +9,7 @@ from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
 from scope_relay.protocol.audio import FRAME_SAMPLES, SAMPLE_RATE, float_to_s16, s16_frame
-from scope_relay.protocol.clock import VIDEO_TIME_BASE, video_pts
+from scope_relay.protocol.clock import OPUS_LOOKAHEAD_SECONDS, VIDEO_TIME_BASE, video_pts
 
 from .timeline import MediaBuffer
 
@@ -40,7 +40,8 @@ class TimedAudioTrack(MediaStreamTrack):
         buf = self.buffer
         await buf.started.wait()
         pts = buf.audio_output_samples()
-        await sleep_until(buf.clock, buf.epoch + pts / SAMPLE_RATE + buf.playout_delay)
+        await sleep_until(buf.clock, buf.epoch + pts / SAMPLE_RATE + buf.playout_delay
+                          - OPUS_LOOKAHEAD_SECONDS)
         if buf.closed:
             raise MediaStreamError
         pts = buf.audio_output_samples()

@@ -83,11 +83,18 @@ class _TrackTimer:
         self.sync_timeout = sync_timeout
         self.first_arrival: float | None = None
         self.pending: collections.deque = collections.deque()
+        #: Video follows the audio timer's anchor error (see media_sync).
+        self.follower_of: _TrackTimer | None = None
 
     def cloud_time(self, pts: int, arrival: float) -> float | None:
         if self.first_arrival is None:
             self.first_arrival = arrival
-        t = self.tap.cloud_time(pts)
+        if self.follower_of is None:
+            t = self.tap.cloud_time(pts)
+        else:  # video: best anchor, moved by the audio anchor's error
+            t = self.tap.best_time(pts)
+            if t is not None:
+                t += self.follower_of.tap.correction()
         if t is not None:
             return t
         if arrival - self.first_arrival > self.sync_timeout:
@@ -161,6 +168,8 @@ class CloudWebRTCClient:
             transceiver = pc.addTransceiver("audio", direction="recvonly")
             self._timers["audio"] = _TrackTimer(transceiver.receiver, SAMPLE_RATE,
                                                 self.sync_timeout)
+        if "video" in self._timers and "audio" in self._timers:
+            self._timers["video"].follower_of = self._timers["audio"]
         self.channel = pc.createDataChannel("parameters", ordered=True)
 
         with loopback_candidates(self.loopback_ice):

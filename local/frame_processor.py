@@ -55,6 +55,7 @@ class FrameProcessor:
         self.audio_overlap_samples = 0
         self.audio_underruns = 0
         self.video_overflow_frames = 0
+        self.video_late_frames = 0
 
     # --- clock -------------------------------------------------------------------------
     def _observe(self, cloud_time: float, arrival: float) -> None:
@@ -123,7 +124,10 @@ class FrameProcessor:
             self._audio_event.clear()
             await self._audio_event.wait()
         if self.audio_cursor is None:
-            self.audio_cursor = self._audio_start
+            # Start at what is due now, not at the oldest held sample: a catch-up burst
+            # would play stale audio and confuse the receiver's timing.
+            due_now = self.clock() - self.offset - self.playout_delay - self.extra_delay
+            self.audio_cursor = max(self._audio_start, int(due_now * SAMPLE_RATE))
         return self.audio_cursor
 
     def take_audio(self, n: int) -> np.ndarray:
@@ -151,11 +155,17 @@ class FrameProcessor:
         return len(self._audio) / SAMPLE_RATE
 
     async def next_video(self) -> tuple[float, av.VideoFrame]:
+        """The next frame to show; frames already a whole queue-length late are skipped
+        (counted), except the newest, so the picture catches up instead of bursting."""
         while not self._video:
             if self.closed:
                 raise EOFError
             self._video_event.clear()
             await self._video_event.wait()
+        now = self.clock()
+        while len(self._video) > 1 and self.release_time(self._video[1][0]) < now:
+            self._video.popleft()
+            self.video_late_frames += 1
         return self._video.popleft()
 
     def close(self) -> None:
@@ -179,4 +189,5 @@ class FrameProcessor:
             "audio_gap_ms": round(self.audio_gap_samples / SAMPLE_RATE * 1000, 1),
             "audio_overflow_ms": round(self.audio_overflow_samples / SAMPLE_RATE * 1000, 1),
             "video_overflow_frames": self.video_overflow_frames,
+            "video_late_frames": self.video_late_frames,
         }

@@ -6,8 +6,9 @@ pairs an RTP timestamp with that clock (NTP). :class:`SenderReportTap` hooks a r
 to keep those pairs (aiortc keeps only the NTP part, for stats) and, with the receiver's
 own RTP origin, maps a frame's pts to cloud wall-clock seconds.
 
-The mapping is anchored on the first sender report and then follows the pts, which are
-continuous, so the placement of audio samples never jitters. It relies on two aiortc
+Audio keeps the first report's anchor, so its samples are placed continuously (no
+clicks); video follows the best anchor seen, shifted by the audio's known error, so the
+two stay aligned to within the sender's scheduling jitter. It relies on two aiortc
 internals (the receiver's RTCP entry point and its timestamp mapper); the test suite
 exercises both so an aiortc upgrade that moves them fails loudly.
 """
@@ -25,20 +26,33 @@ def ntp_to_unix(ntp: int) -> float:
 
 
 class SenderReportTap:
+    """Maps a received track's pts to the sender's wall clock from its sender reports.
+
+    Each report gives an anchor ``ntp - pts / rate``. A report taken just after a late
+    packet is biased late (never early), so the *smallest* anchor seen is the best one.
+    :meth:`cloud_time` uses the first anchor and never moves (audio placed with it stays
+    continuous); :meth:`best_time` uses the best one; :meth:`correction` is how far the
+    first anchor is behind the best, for shifting another track to match.
+    """
+
     def __init__(self, receiver: Any, clock_rate: int):
         self.receiver = receiver
         self.clock_rate = clock_rate
         self.reports = 0
-        self._first_report: tuple[float, int] | None = None  # (cloud seconds, rtp)
-        self._anchor: tuple[int, float] | None = None  # (pts, cloud seconds)
+        self._raw: list[tuple[float, int]] = []  # (sender seconds, rtp) until the origin is known
+        self._first: float | None = None
+        self._best: float | None = None
+        self._last_pts = 0
         original = receiver._handle_rtcp_packet
 
         async def handle_rtcp(packet) -> None:
             info = getattr(packet, "sender_info", None)
-            if info is not None:
+            # aiortc sends reports before its first packet too, with NTP 0: skip those
+            if info is not None and info.ntp_timestamp and info.packet_count:
                 self.reports += 1
-                if self._first_report is None:
-                    self._first_report = (ntp_to_unix(info.ntp_timestamp), info.rtp_timestamp)
+                if len(self._raw) < 64:
+                    self._raw.append((ntp_to_unix(info.ntp_timestamp), info.rtp_timestamp))
+                self._absorb()
             await original(packet)
 
         receiver._handle_rtcp_packet = handle_rtcp
@@ -47,25 +61,40 @@ class SenderReportTap:
         mapper = getattr(self.receiver, "_RTCRtpReceiver__timestamp_mapper", None)
         return getattr(mapper, "_origin", None)
 
+    def _absorb(self) -> None:
+        origin = self._rtp_origin()
+        if origin is None or not self._raw:
+            return
+        for seconds, rtp in self._raw:
+            pts = (rtp - origin) % 2**32
+            if pts >= 2**31 and self._last_pts < 2**30:
+                pts -= 2**32  # a report for a packet just before our first one
+            while pts < self._last_pts - 2**31:
+                pts += 2**32  # the 32-bit RTP clock wrapped
+            self._last_pts = max(self._last_pts, pts)
+            anchor = seconds - pts / self.clock_rate
+            if self._first is None:
+                self._first = anchor
+            self._best = anchor if self._best is None else min(self._best, anchor)
+        self._raw.clear()
+
     @property
     def synced(self) -> bool:
-        return self._anchor is not None or (
-            self._first_report is not None and self._rtp_origin() is not None)
+        self._absorb()
+        return self._first is not None
 
     def cloud_time(self, pts: int) -> float | None:
-        """Cloud wall-clock seconds of a received frame's pts, or ``None`` until known."""
-        if self._anchor is None:
-            origin = self._rtp_origin()
-            if self._first_report is None or origin is None:
-                return None
-            seconds, rtp = self._first_report
-            # pts of the report's RTP time, unwrapped next to the origin
-            delta = (rtp - origin) % 2**32
-            if delta >= 2**31:
-                delta -= 2**32
-            self._anchor = (delta, seconds)
-        anchor_pts, anchor_seconds = self._anchor
-        return anchor_seconds + (pts - anchor_pts) / self.clock_rate
+        """Sender seconds of ``pts`` on the first anchor (stable), or ``None`` until known."""
+        self._absorb()
+        return None if self._first is None else self._first + pts / self.clock_rate
+
+    def best_time(self, pts: int) -> float | None:
+        self._absorb()
+        return None if self._best is None else self._best + pts / self.clock_rate
+
+    def correction(self) -> float:
+        self._absorb()
+        return 0.0 if self._first is None else self._first - self._best
 
 
 class ArrivalClock:

@@ -10,7 +10,7 @@ from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
 from scope_relay.protocol.audio import FRAME_SAMPLES, SAMPLE_RATE, float_to_s16, s16_frame
-from scope_relay.protocol.clock import VIDEO_TIME_BASE, video_pts
+from scope_relay.protocol.clock import OPUS_LOOKAHEAD_SECONDS, VIDEO_TIME_BASE, video_pts
 
 from .frame_processor import FrameProcessor
 
@@ -66,7 +66,7 @@ class AudioProcessingTrack(MediaStreamTrack):
         except EOFError:
             self.stop()
             raise MediaStreamError from None
-        await _sleep_until(p.clock, p.release_time(cursor / SAMPLE_RATE))
+        await _sleep_until(p.clock, p.release_time(cursor / SAMPLE_RATE) - OPUS_LOOKAHEAD_SECONDS)
         if p.closed:
             self.stop()
             raise MediaStreamError

@@ -16,6 +16,7 @@ from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
 from scope_relay.protocol.audio import frame_to_s16
+from scope_relay.local.media_sync import SenderReportTap
 from scope_relay.protocol.ice import rtc_configuration
 
 
@@ -47,6 +48,7 @@ class ColourCamera(MediaStreamTrack):
 @dataclass
 class Received:
     audio: list[np.ndarray] = field(default_factory=list)  # int16 (2, n) per frame
+    audio_pts: list[int] = field(default_factory=list)
     audio_rates: set[int] = field(default_factory=set)
     audio_layouts: set[str] = field(default_factory=set)
     video: list[tuple[float, np.ndarray]] = field(default_factory=list)  # (arrival, mean rgb)
@@ -68,13 +70,16 @@ class BrowserPeer:
         self._wanted_video = 0
         self._audio_goal = asyncio.Event()
         self._video_goal = asyncio.Event()
+        self.taps: dict[str, SenderReportTap] = {}
         if video:
             if camera is not None:
-                self.pc.addTransceiver(camera, direction="sendrecv")
+                t = self.pc.addTransceiver(camera, direction="sendrecv")
             else:
-                self.pc.addTransceiver("video", direction="recvonly")
+                t = self.pc.addTransceiver("video", direction="recvonly")
+            self.taps["video"] = SenderReportTap(t.receiver, 90000)
         if audio:
-            self.pc.addTransceiver("audio", direction="recvonly")
+            t = self.pc.addTransceiver("audio", direction="recvonly")
+            self.taps["audio"] = SenderReportTap(t.receiver, 48000)
         self.channel = self.pc.createDataChannel("parameters", ordered=True)
         self.channel_open = asyncio.Event()
         self.channel.on("open", self.channel_open.set)
@@ -94,6 +99,7 @@ class BrowserPeer:
                     self.received.audio_rates.add(frame.sample_rate)
                     self.received.audio_layouts.add(frame.layout.name)
                     self.received.audio.append(frame_to_s16(frame))
+                    self.received.audio_pts.append(frame.pts)
                     if len(self.received.audio) >= self._wanted_audio:
                         self._audio_goal.set()
                 else:

@@ -1,0 +1,92 @@
+"""The page in Debian's real Chromium (Playwright, no browser download)."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+
+import pytest
+
+from servers import cloud_server, relay_server
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = [
+    "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+    "--autoplay-policy=no-user-gesture-required", "--no-sandbox", "--disable-gpu",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--no-first-run", "--allow-loopback-in-peer-connection", "--disable-quic",
+]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(shutil.which("chromium") is None and not __import__("os").path.exists(CHROMIUM),
+                       reason="Debian chromium not installed (scripts/setup.sh --system)"),
+]
+
+
+@pytest.fixture
+async def browser():
+    from playwright.async_api import async_playwright
+
+    with tempfile.TemporaryDirectory() as profile:
+        async with async_playwright() as pw:
+            context = await pw.chromium.launch_persistent_context(
+                profile, executable_path=CHROMIUM, headless=True, args=ARGS)
+            try:
+                yield context
+            finally:
+                await context.close()
+
+
+async def start_pipeline(page, url: str, pipeline: str) -> None:
+    await page.goto(url + "/")
+    await page.wait_for_function("document.querySelector('#pipeline').options.length >= 4",
+                                 timeout=20_000)
+    await page.select_option("#pipeline", pipeline)
+    await page.click("#start")
+
+
+async def test_av_pipeline_plays_video_and_audio_in_chromium(browser):
+    async with cloud_server() as cloud, relay_server(cloud) as relay:
+        page = await browser.new_page()
+        await start_pipeline(page, relay.url, "av-sync")
+        assert await page.eval_on_selector("#video", "v => v.muted") is True  # starts muted
+        frames = await page.evaluate("""() => new Promise((resolve, reject) => {
+            const v = document.querySelector('#video'); let n = 0;
+            const tick = () => { if (++n >= 24) resolve(n); else v.requestVideoFrameCallback(tick); };
+            v.requestVideoFrameCallback(tick);
+            setTimeout(() => reject(new Error('only ' + n + ' frames')), 20000);
+        })""")
+        assert frames >= 24
+        tracks = await page.evaluate(
+            "document.querySelector('#video').srcObject.getTracks().map(t => t.kind).sort()")
+        assert tracks == ["audio", "video"]
+        assert await page.is_hidden("#audio-only")
+        await page.click("#mute")
+        assert await page.eval_on_selector("#video", "v => v.muted") is False
+        await page.click("#stop")
+        await page.close()
+
+
+async def test_audio_only_pipeline_shows_indicator_and_has_no_video_track(browser):
+    async with cloud_server() as cloud, relay_server(cloud) as relay:
+        page = await browser.new_page()
+        await start_pipeline(page, relay.url, "test-tone")
+        await page.wait_for_function(
+            "document.querySelector('#video').srcObject?.getAudioTracks().length === 1",
+            timeout=20_000)
+        assert await page.is_visible("#audio-only")
+        kinds = await page.evaluate(
+            "document.querySelector('#video').srcObject.getTracks().map(t => t.kind)")
+        assert kinds == ["audio"]
+        # audio energy actually arrives
+        await page.wait_for_function("""async () => {
+            const v = document.querySelector('#video');
+            if (!window._an) {
+                const ctx = new AudioContext(); const src = ctx.createMediaStreamSource(v.srcObject);
+                window._an = ctx.createAnalyser(); src.connect(window._an);
+            }
+            const buf = new Float32Array(2048); window._an.getFloatTimeDomainData(buf);
+            return Math.max(...buf.map(Math.abs)) > 0.05;
+        }""", timeout=20_000, polling=100)
+        await page.close()
