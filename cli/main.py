@@ -19,6 +19,9 @@ logger = logging.getLogger("scope_relay.cli")
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--opus-bitrate", type=int, default=128_000, metavar="BPS",
+                   help="Opus bitrate for audio this process sends (default 128000, "
+                        "full-band 'audio' mode, stereo)")
     p.add_argument("--log-level", default=os.environ.get("SCOPE_LOG_LEVEL", "INFO"),
                    help="logging level (default INFO; env SCOPE_LOG_LEVEL)")
 
@@ -123,10 +126,11 @@ def _cloud_config(args, *, embedded: bool):
     from scope_relay.cloud.ice_servers import IceServerConfig
 
     if embedded:
-        return CloudConfig(loopback_ice=True, preload=args.preload,
+        return CloudConfig(loopback_ice=True, preload=args.preload, opus_bitrate=args.opus_bitrate,
                            playout_delay=args.cloud_playout_delay, max_buffer=args.max_buffer)
     return CloudConfig(
         api_key=args.api_key, loopback_ice=args.loopback_ice, preload=args.preload,
+        opus_bitrate=args.opus_bitrate,
         playout_delay=args.cloud_playout_delay, max_buffer=args.max_buffer,
         max_session_seconds=args.max_session_seconds, heartbeat=args.heartbeat or None,
         ice=IceServerConfig(stun_urls=args.stun_url, turn_urls=args.turn_url,
@@ -156,7 +160,7 @@ async def run_relay(args, *, force_embedded: bool) -> None:
         browser_ice = [{"urls": [u]} for u in args.browser_stun_url]
         config = RelayConfig(target, browser_ice_servers=browser_ice,
                              loopback_ice=args.browser_loopback_ice,
-                             playout_delay=args.playout_delay)
+                             playout_delay=args.playout_delay, opus_bitrate=args.opus_bitrate)
         url = await stack.enter_async_context(_serve(create_relay_app(config), args.host, args.port))
         print(f"open the page: {url}/", flush=True)
         await _until_stopped()

@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
 from scope_relay.protocol.errors import InvalidMessage, ProtocolError
+from scope_relay.protocol.opus import DEFAULT_BITRATE, configure_opus
 
 from .api import ApiRouter
 from .control import ControlChannel
@@ -51,6 +52,7 @@ class CloudConfig:
     log_interval: float = 0.25
     device: str | None = None
     preload: list[str] = field(default_factory=list)
+    opus_bitrate: int = DEFAULT_BITRATE
 
 
 class CloudState:
@@ -129,6 +131,7 @@ def _json_error(status: int, message: str, code: str) -> web.Response:
 def create_app(config: CloudConfig | None = None) -> web.Application:
     """The cloud app's public factory (used by ``scope-relay cloud`` and the embedded demo)."""
     config = config or CloudConfig()
+    configure_opus(config.opus_bitrate)
     state = CloudState(config)
     app = web.Application(client_max_size=4 * 1024 * 1024)
     app[STATE_KEY] = state

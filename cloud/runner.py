@@ -8,10 +8,12 @@ pipeline returns nothing.
 
 from __future__ import annotations
 
+import atexit
 import collections
 import logging
 import threading
 import time
+import weakref
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -24,6 +26,14 @@ from .pipelines.base import InputFrame, Pipeline, PipelineOutput
 from .timeline import MediaBuffer
 
 logger = logging.getLogger(__name__)
+_live_runners: "weakref.WeakSet[PipelineRunner]" = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_live_runners() -> None:
+    """A worker thread inside torch at interpreter exit aborts the process: join them all."""
+    for runner in list(_live_runners):
+        runner.stop(timeout=2.0)
 
 
 class InputQueue:
@@ -104,6 +114,7 @@ class PipelineRunner:
 
     # --- control (any thread) ----------------------------------------------------------
     def start(self) -> None:
+        _live_runners.add(self)
         self._thread.start()
 
     def update_params(self, updates: Mapping[str, Any]) -> None:
@@ -112,7 +123,8 @@ class PipelineRunner:
             self._pending.update(updates)
         self._wake.set()
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def request_stop(self) -> None:
+        """Tell the worker to finish (never blocks; safe from the event loop)."""
         self._stop.set()
         self._wake.set()
         if self.inputs is not None:
@@ -121,8 +133,12 @@ class PipelineRunner:
             close = getattr(p, "close", None)
             if close:
                 close()
-        if self._thread.is_alive():
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.request_stop()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout)
+        _live_runners.discard(self)
 
     # --- worker ------------------------------------------------------------------------
     def _apply_pending(self) -> None:

@@ -210,6 +210,7 @@ class MediaSession:
         if self.buffer is not None:
             self.buffer.close()
         if self.runner is not None:
+            self.runner.request_stop()  # at once, even if this task is cancelled below
             await asyncio.to_thread(self.runner.stop)
         await self.pc.close()
 

@@ -18,7 +18,8 @@ from typing import Any, Mapping
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
-from scope_relay.protocol.audio import SAMPLE_RATE, frame_to_array, frame_to_s16
+from scope_relay.protocol.audio import (SAMPLE_RATE, float_to_s16, frame_channel_names,
+                                        frame_to_array, frame_to_s16)
 from scope_relay.protocol.audio_stream import StreamResampler
 from scope_relay.protocol.capabilities import Capabilities
 from scope_relay.protocol.clock import VIDEO_CLOCK_RATE
@@ -30,8 +31,6 @@ from .frame_processor import FrameProcessor
 from .media_sync import ArrivalClock, SenderReportTap
 
 logger = logging.getLogger(__name__)
-
-_S16_SCALE = 1.0 / 32768.0
 
 
 class LatestFrameTrack(MediaStreamTrack):
@@ -127,6 +126,7 @@ class CloudWebRTCClient:
         self._tasks: set[asyncio.Task] = set()
         self._resampler = StreamResampler()
         self.pending_dropped = 0
+        self.clipped_samples = 0
         self.parameters_forwarded = 0
         self.parameters_dropped = 0
         self.closed = asyncio.Event()
@@ -235,11 +235,14 @@ class CloudWebRTCClient:
         if kind == "video":
             self.processor.add_video(frame, cloud_time, arrival)
             return
-        if frame.format.name in ("s16", "s16p") and frame.sample_rate == SAMPLE_RATE and len(
-                frame.layout.channels) == 2:
-            samples = frame_to_s16(frame).astype("float32") * _S16_SCALE  # exact
+        if frame.format.name in ("s16", "s16p") and frame.sample_rate == SAMPLE_RATE and \
+                frame.layout.nb_channels == 2:
+            samples = frame_to_s16(frame)  # what aiortc decodes: passes untouched
         else:
-            samples = self._resampler.process(frame_to_array(frame), frame.sample_rate)
+            names = frame_channel_names(frame) if frame.layout.nb_channels > 2 else None
+            resampled = self._resampler.process(frame_to_array(frame), frame.sample_rate, names)
+            samples, clipped = float_to_s16(resampled)
+            self.clipped_samples += clipped
         self.processor.add_audio(samples, cloud_time, arrival)
 
     def stats(self) -> dict[str, Any]:
@@ -250,6 +253,7 @@ class CloudWebRTCClient:
             "timing": {k: ("arrival" if t.fallback else "sender-report")
                        for k, t in self._timers.items()},
             "pending_dropped": self.pending_dropped,
+            "clipped_samples": self.clipped_samples,
             "camera_frames_dropped": self._camera_forward.dropped if self._camera_forward else 0,
             "parameters_forwarded": self.parameters_forwarded,
         }

@@ -39,7 +39,9 @@ class FrameProcessor:
         self.offset: float | None = None
         self.extra_delay = 0.0
         self.base_time: float | None = None
-        self._audio = AudioRing(CHANNELS, int(max_queue * SAMPLE_RATE))
+        # int16: exactly what is sent, so 48 kHz s16 from the cloud passes bit-exact with
+        # no float conversion on the hot path
+        self._audio = AudioRing(CHANNELS, int(max_queue * SAMPLE_RATE), np.int16)
         self._audio_start: int | None = None  # cloud sample index of the ring's head
         self.audio_cursor: int | None = None  # next cloud sample index to release
         self._video: collections.deque[tuple[float, av.VideoFrame]] = collections.deque()
@@ -74,7 +76,7 @@ class FrameProcessor:
 
     # --- writers (CloudWebRTCClient) ---------------------------------------------------
     def add_audio(self, samples: np.ndarray, cloud_time: float, arrival: float) -> None:
-        """``samples``: float32 ``(2, n)`` at 48 kHz starting at ``cloud_time``."""
+        """``samples``: int16 ``(2, n)`` at 48 kHz starting at ``cloud_time``."""
         self._observe(cloud_time, arrival)
         self.audio_frames_in += 1
         index = round(cloud_time * SAMPLE_RATE)
@@ -88,7 +90,7 @@ class FrameProcessor:
                 self._audio_start = index
             else:  # lost packets: silence keeps later audio on its time
                 self.audio_gap_samples += gap
-                self._audio.write(np.zeros((CHANNELS, gap), np.float32))
+                self._audio.write(np.zeros((CHANNELS, gap), np.int16))
         elif index < end:
             overlap = min(end - index, samples.shape[1])
             self.audio_overlap_samples += overlap
@@ -134,7 +136,7 @@ class FrameProcessor:
         """The ``n`` samples at the cursor; missing ones are silence (counted)."""
         cursor = self.audio_cursor
         assert cursor is not None and self._audio_start is not None
-        out = np.zeros((CHANNELS, n), np.float32)
+        out = np.zeros((CHANNELS, n), np.int16)
         if self._audio_start < cursor:
             stale = self._audio.discard(cursor - self._audio_start)
             self._audio_start += stale

@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from scope_relay.protocol.errors import InvalidMessage, ProtocolError, UnknownSession
+from scope_relay.protocol.opus import DEFAULT_BITRATE, configure_opus
 
 from .config import CloudTarget
 from .connection import CloudConnectionManager
@@ -35,6 +36,7 @@ class RelayConfig:
     playout_delay: float = 0.15
     ready_timeout: float = 300.0
     request_timeout: float = 30.0
+    opus_bitrate: int = DEFAULT_BITRATE
 
 
 def _error(status: int, message: str, code: str) -> web.Response:
@@ -115,6 +117,7 @@ class LocalRelay:
 
 
 def create_relay_app(config: RelayConfig) -> web.Application:
+    configure_opus(config.opus_bitrate)
     relay = LocalRelay(config)
     app = web.Application(client_max_size=1024 * 1024)
     app[RELAY_KEY] = relay

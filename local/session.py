@@ -160,7 +160,6 @@ class BrowserSession:
             out["video_frames_sent"] = self.video_track.frames_sent
         if self.audio_track:
             out["audio_frames_sent"] = self.audio_track.frames_sent
-            out["clipped_samples"] = self.audio_track.clipped_samples
         return out
 
     async def close(self) -> None:

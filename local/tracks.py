@@ -9,7 +9,7 @@ import av
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
-from scope_relay.protocol.audio import FRAME_SAMPLES, SAMPLE_RATE, float_to_s16, s16_frame
+from scope_relay.protocol.audio import FRAME_SAMPLES, SAMPLE_RATE, s16_frame
 from scope_relay.protocol.clock import OPUS_LOOKAHEAD_SECONDS, VIDEO_TIME_BASE, video_pts
 
 from .frame_processor import FrameProcessor
@@ -57,7 +57,6 @@ class AudioProcessingTrack(MediaStreamTrack):
         super().__init__()
         self.processor = processor
         self.frames_sent = 0
-        self.clipped_samples = 0
 
     async def recv(self) -> av.AudioFrame:
         p = self.processor
@@ -70,8 +69,7 @@ class AudioProcessingTrack(MediaStreamTrack):
         if p.closed:
             self.stop()
             raise MediaStreamError
-        samples, clipped = float_to_s16(p.take_audio(FRAME_SAMPLES))
-        self.clipped_samples += clipped
+        samples = p.take_audio(FRAME_SAMPLES)
         self.frames_sent += 1
         base = round(p.base_time * SAMPLE_RATE)
         return s16_frame(samples, cursor - base)

@@ -23,7 +23,6 @@ AUDIO_TIME_BASE = Fraction(1, SAMPLE_RATE)
 MAX_CHANNELS = 8
 
 # Full-scale divisors per sample format (without the planar 'p').
-_INT_SCALE = {"s16": 32768.0, "s32": 2147483648.0, "u8": 128.0, "s64": 9223372036854775808.0}
 _FLOAT_FORMATS = {"flt", "dbl"}
 _MINUS_3DB = np.float32(np.sqrt(0.5))
 
@@ -45,24 +44,50 @@ def frame_channels(frame: av.AudioFrame) -> int:
     return len(frame.layout.channels)
 
 
+_DTYPES = {"s16": np.int16, "s32": np.int32, "flt": np.float32, "dbl": np.float64,
+           "u8": np.uint8, "s64": np.int64}
+
+
+def frame_samples(frame: av.AudioFrame) -> np.ndarray:
+    """The frame's samples in their own dtype as ``(channels, samples)``, without copying
+    where possible (packed data comes back as a transposed view of the interleaved buffer).
+
+    Reads the planes' buffers directly: PyAV's ``to_ndarray`` costs several microseconds
+    per call and crashes on 8+ planes.
+    """
+    fmt = frame.format.name
+    base = fmt[:-1] if fmt.endswith("p") else fmt
+    dtype = _DTYPES.get(base)
+    if dtype is None:
+        raise InvalidAudio(f"unsupported audio sample format {fmt!r}")
+    channels = frame.layout.nb_channels
+    n = frame.samples
+    if n == 0:
+        return np.zeros((channels, 0), dtype)
+    if frame.format.is_planar:
+        planes = frame.planes
+        if len(planes) < channels:
+            raise InvalidAudio(f"{fmt} frame has {len(planes)} planes for {channels} channels")
+        return np.stack([np.frombuffer(planes[i], dtype, count=n) for i in range(channels)])
+    return np.frombuffer(frame.planes[0], dtype, count=n * channels).reshape(n, channels).T
+
+
 def frame_to_array(frame: av.AudioFrame) -> np.ndarray:
     """Any PyAV audio frame (s16/s32/u8/flt/dbl, packed or planar, any layout) ->
-    float32 ``(channels, samples)``; NaN/inf from float formats are left for the caller."""
-    fmt = frame.format.name
-    base = fmt.rstrip("p") if fmt.endswith("p") else fmt
-    channels = frame_channels(frame)
-    raw = frame.to_ndarray()
-    data = raw if frame.format.is_planar else deinterleave(raw, channels)
-    if data.shape[0] != channels:
-        raise InvalidAudio(f"{fmt} frame gave {data.shape[0]} planes for {channels} channels")
-    if base in _FLOAT_FORMATS:
-        return data.astype(np.float32, copy=False)
-    if base == "u8":
-        return ((data.astype(np.float32) - 128.0) / 128.0).astype(np.float32, copy=False)
-    if base in _INT_SCALE:
-        return (data.astype(np.float64 if base in ("s32", "s64") else np.float32)
-                / _INT_SCALE[base]).astype(np.float32, copy=False)
-    raise InvalidAudio(f"unsupported audio sample format {fmt!r}")
+    float32 ``(channels, samples)`` (possibly a non-contiguous view); NaN/inf from float
+    formats are left for the caller."""
+    data = frame_samples(frame)
+    kind = data.dtype
+    if kind == np.float32:
+        return data
+    if kind == np.float64:
+        return data.astype(np.float32)
+    if kind == np.int16:
+        return data * np.float32(1 / 32768)
+    if kind == np.uint8:
+        return (data.astype(np.float32) - 128.0) * np.float32(1 / 128)
+    full = float(1 << (8 * kind.itemsize - 1))
+    return (data.astype(np.float64) / full).astype(np.float32)
 
 
 def frame_to_s16(frame: av.AudioFrame) -> np.ndarray:
@@ -70,9 +95,7 @@ def frame_to_s16(frame: av.AudioFrame) -> np.ndarray:
     name = frame.format.name
     if name not in ("s16", "s16p"):
         raise InvalidAudio(f"expected s16/s16p, got {name!r}")
-    raw = frame.to_ndarray()
-    return np.ascontiguousarray(raw) if frame.format.is_planar else deinterleave(
-        raw, frame_channels(frame))
+    return frame_samples(frame)
 
 
 def sanitize(x: np.ndarray) -> tuple[np.ndarray, int]:
@@ -88,16 +111,23 @@ def sanitize(x: np.ndarray) -> tuple[np.ndarray, int]:
 def float_to_s16(x: np.ndarray) -> tuple[np.ndarray, int]:
     """float32 in [-1, 1) -> int16: NaN/inf -> 0, clipped (never wrapped), rounded.
 
-    Returns the samples and the number of values that had to be clipped.
+    Returns the samples and the number of values that had to be clipped. The common case
+    (finite, in range) costs one multiply, two reductions and the rounding.
     """
-    x, _ = sanitize(x)
-    scaled = x * np.float32(32768.0)
-    over = scaled > 32767.0
-    under = scaled < -32768.0
-    clipped = int(np.count_nonzero(over) + np.count_nonzero(under))
-    if clipped:
-        scaled = np.clip(scaled, -32768.0, 32767.0)
-    return np.rint(scaled).astype(np.int16), clipped
+    scaled = np.multiply(x, np.float32(32768.0), dtype=np.float32)
+    if scaled.size:
+        hi, lo = scaled.max(), scaled.min()  # NaN propagates into both
+        if not (hi <= 32767.0 and lo >= -32768.0):
+            return _float_to_s16_slow(scaled)
+    return np.rint(scaled, out=scaled).astype(np.int16), 0
+
+
+def _float_to_s16_slow(scaled: np.ndarray) -> tuple[np.ndarray, int]:
+    finite = np.isfinite(scaled)
+    scaled = np.where(finite, scaled, np.float32(0))
+    clipped = int(np.count_nonzero(scaled > 32767.0) + np.count_nonzero(scaled < -32768.0))
+    np.clip(scaled, -32768.0, 32767.0, out=scaled)
+    return np.rint(scaled, out=scaled).astype(np.int16), clipped
 
 
 def s16_frame(samples: np.ndarray, pts: int | None = None,
@@ -151,29 +181,92 @@ def as_channels_first(data: Any, *, max_channels: int = MAX_CHANNELS) -> np.ndar
     return (arr.astype(np.float64) / full).astype(np.float32)
 
 
-def _downmix_matrix(channels: int) -> np.ndarray:
-    """Stereo downmix with the usual -3 dB centre/surround coefficients (FFmpeg channel
-    order), normalised so a full-scale input on every channel cannot clip."""
+#: Channel order assumed for channels-first arrays without a layout (FFmpeg's defaults).
+DEFAULT_CHANNEL_NAMES = {
+    1: ("FC",), 2: ("FL", "FR"), 3: ("FL", "FR", "FC"), 4: ("FL", "FR", "BL", "BR"),
+    5: ("FL", "FR", "FC", "BL", "BR"), 6: ("FL", "FR", "FC", "LFE", "BL", "BR"),
+    7: ("FL", "FR", "FC", "LFE", "BC", "SL", "SR"),
+    8: ("FL", "FR", "FC", "LFE", "BL", "BR", "SL", "SR"),
+}
+LAYOUT_NAMES = {1: "mono", 2: "stereo", 3: "3.0", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1",
+                8: "7.1"}
+
+
+def frame_channel_names(frame: av.AudioFrame) -> tuple[str, ...]:
+    return tuple(c.name for c in frame.layout.channels)
+
+
+def downmix_matrix(names: tuple[str, ...]) -> np.ndarray:
+    """Stereo downmix with the usual coefficients: fronts at 1, centre and surrounds at
+    -3 dB, LFE dropped; rows normalised so full scale on every channel cannot clip."""
     c = float(_MINUS_3DB)
-    rows = {
-        3: [[1, 0, c], [0, 1, c]],                                   # FL FR FC
-        4: [[1, 0, c, 0], [0, 1, 0, c]],                             # FL FR BL BR
-        5: [[1, 0, c, c, 0], [0, 1, c, 0, c]],                       # FL FR FC BL BR
-        6: [[1, 0, c, 0, c, 0], [0, 1, c, 0, 0, c]],                 # 5.1 (LFE dropped)
-        7: [[1, 0, c, 0, c, 0, c], [0, 1, c, 0, c, 0, c]],           # 6.1
-        8: [[1, 0, c, 0, c, 0, c, 0], [0, 1, c, 0, 0, c, 0, c]],     # 7.1
-    }
-    m = np.array(rows[channels], dtype=np.float32)
-    return m / m.sum(axis=1, keepdims=True).max()
+    rows = np.zeros((2, len(names)), dtype=np.float32)
+    for i, name in enumerate(names):
+        if name == "LFE" or name.startswith("LFE"):
+            continue
+        if name in ("FL", "FR"):
+            rows[0 if name == "FL" else 1, i] = 1.0
+        elif name.endswith("L") or name.endswith("LC"):
+            rows[0, i] = c
+        elif name.endswith("R") or name.endswith("RC"):
+            rows[1, i] = c
+        else:  # centres (FC, BC, TC, ...) and anything unnamed go to both sides
+            rows[:, i] = c
+    total = rows.sum(axis=1).max()
+    return rows / total if total > 1 else rows
 
 
-def to_stereo(x: np.ndarray) -> np.ndarray:
-    """Mono is duplicated; stereo passes; 3-8 channels are downmixed."""
+def to_stereo(x: np.ndarray, names: tuple[str, ...] | None = None) -> np.ndarray:
+    """Mono is duplicated; stereo passes; more channels are downmixed by their names
+    (from the frame's layout, or FFmpeg's default order for that count)."""
     channels = x.shape[0]
     if channels == 2:
         return x
     if channels == 1:
         return np.repeat(x, 2, axis=0)
-    if 3 <= channels <= MAX_CHANNELS:
-        return (_downmix_matrix(channels) @ x).astype(np.float32, copy=False)
-    raise InvalidAudio(f"cannot make stereo from {channels} channels")
+    if names is None:
+        names = DEFAULT_CHANNEL_NAMES.get(channels)
+        if names is None:
+            raise InvalidAudio(f"cannot make stereo from {channels} channels without a layout")
+    if len(names) != channels:
+        raise InvalidAudio(f"{channels} channels but {len(names)} channel names")
+    return (downmix_matrix(tuple(names)) @ x).astype(np.float32, copy=False)
+
+
+def array_to_frame(x: np.ndarray, fmt: str = "s16", sample_rate: int = SAMPLE_RATE,
+                   pts: int | None = None) -> av.AudioFrame:
+    """float32 ``(channels, samples)`` -> a PyAV frame of any sample format.
+
+    Integer formats are clipped and rounded (never wrapped); NaN/inf become 0.
+    """
+    base = fmt[:-1] if fmt.endswith("p") else fmt
+    planar = fmt.endswith("p")
+    channels, _ = x.shape
+    x, _ = sanitize(np.asarray(x, dtype=np.float32))
+    if base in _FLOAT_FORMATS:
+        data = x.astype(np.float32 if base == "flt" else np.float64)
+    elif base == "s16":
+        data, _ = float_to_s16(x)
+    elif base == "s32":
+        data = np.rint(np.clip(x.astype(np.float64) * 2147483648.0, -2147483648.0,
+                               2147483647.0)).astype(np.int32)
+    elif base == "u8":
+        data = (np.rint(np.clip(x * 128.0, -128, 127)) + 128).astype(np.uint8)
+    else:
+        raise InvalidAudio(f"unsupported audio sample format {fmt!r}")
+    if not x.shape[1]:
+        raise InvalidAudio("an audio frame needs at least one sample")
+    layout = LAYOUT_NAMES.get(channels)
+    if layout is None:
+        raise InvalidAudio(f"no standard layout for {channels} channels")
+    if planar and channels >= 8:
+        # PyAV cannot fill 8+ planes from numpy: build packed, let swresample split it.
+        packed = array_to_frame(x, base, sample_rate, pts)
+        return av.AudioResampler(format=fmt, layout=layout, rate=sample_rate).resample(packed)[0]
+    frame = av.AudioFrame.from_ndarray(data if planar else interleave(data), format=fmt,
+                                       layout=layout)
+    frame.sample_rate = sample_rate
+    frame.time_base = Fraction(1, sample_rate)
+    if pts is not None:
+        frame.pts = pts
+    return frame

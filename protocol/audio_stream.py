@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 import soxr
 
-from .audio import CHANNELS, FRAME_SAMPLES, SAMPLE_RATE, sanitize, to_stereo
+from .audio import (CHANNELS, FRAME_SAMPLES, SAMPLE_RATE, frame_channel_names, frame_to_array,
+                    sanitize, to_stereo)
 
 
 class AudioRing:
@@ -21,10 +22,12 @@ class AudioRing:
     whether that is an overflow to report); reads never allocate more than they return.
     """
 
-    def __init__(self, channels: int = CHANNELS, capacity: int = SAMPLE_RATE * 10):
+    def __init__(self, channels: int = CHANNELS, capacity: int = SAMPLE_RATE * 10,
+                 dtype: type = np.float32):
         self.channels = channels
         self.capacity = capacity
-        self._buf = np.zeros((channels, capacity), dtype=np.float32)
+        self.dtype = np.dtype(dtype)
+        self._buf = np.zeros((channels, capacity), dtype=self.dtype)
         self._start = 0  # read position
         self._size = 0
         self.dropped_samples = 0
@@ -61,7 +64,7 @@ class AudioRing:
         """Remove and return the next ``n`` samples (``n`` <= ``len(self)``)."""
         if n > self._size:
             raise ValueError(f"asked for {n} samples, {self._size} buffered")
-        out = np.empty((self.channels, n), dtype=np.float32)
+        out = np.empty((self.channels, n), dtype=self.dtype)
         first = min(n, self.capacity - self._start)
         out[:, :first] = self._buf[:, self._start:self._start + first]
         if first < n:
@@ -97,13 +100,22 @@ class StreamResampler:
         self.samples_in = 0
         self.samples_out = 0
 
-    def process(self, x: np.ndarray, in_rate: int) -> np.ndarray:
-        """Resample ``(channels, samples)`` float32 audio; returns stereo at ``out_rate``."""
-        if in_rate <= 0:
-            raise ValueError(f"sample rate must be positive, got {in_rate}")
-        x, bad = sanitize(np.asarray(x, dtype=np.float32))
-        self.nonfinite_samples += bad
-        x = to_stereo(x)
+    def process(self, x: np.ndarray, in_rate: int,
+                channel_names: tuple[str, ...] | None = None, *, finite: bool = False) -> np.ndarray:
+        """Resample ``(channels, samples)`` float32 audio; returns stereo at ``out_rate``.
+
+        Any channel count works (mono duplicated, surround downmixed by ``channel_names``).
+        ``finite=True`` skips the NaN/inf scan for audio that cannot hold them (from integers).
+        """
+        if not isinstance(in_rate, (int, np.integer)) or in_rate <= 0:
+            raise ValueError(f"sample rate must be a positive integer, got {in_rate!r}")
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim != 2:
+            raise ValueError(f"audio must be (channels, samples), got shape {x.shape}")
+        if not finite:
+            x, bad = sanitize(x)
+            self.nonfinite_samples += bad
+        x = to_stereo(x, channel_names)
         tail = None
         if in_rate != self.in_rate:
             if self.in_rate is not None:
@@ -115,9 +127,8 @@ class StreamResampler:
         self.samples_in += x.shape[1]
         if self._stream is None:
             out = x
-        else:
-            y = self._stream.resample_chunk(np.ascontiguousarray(x.T), last=False)
-            out = np.ascontiguousarray(y.T)
+        else:  # soxr wants (frames, channels): packed input is already that, no copy
+            out = self._stream.resample_chunk(np.ascontiguousarray(x.T), last=False).T
         if tail is not None and tail.shape[1]:
             out = np.concatenate([tail, out], axis=1)
         self.samples_out += out.shape[1]
@@ -130,7 +141,7 @@ class StreamResampler:
         y = self._stream.resample_chunk(np.zeros((0, CHANNELS), dtype=np.float32), last=True)
         self._stream = None
         self.in_rate = None
-        return np.ascontiguousarray(y.T)
+        return y.T
 
 
 class AudioFramer:
@@ -140,9 +151,16 @@ class AudioFramer:
         self.resampler = StreamResampler(quality=quality)
         self.ring = AudioRing(CHANNELS, int(capacity_seconds * SAMPLE_RATE))
 
-    def push(self, x: np.ndarray, in_rate: int) -> int:
+    def push(self, x: np.ndarray, in_rate: int,
+             channel_names: tuple[str, ...] | None = None, *, finite: bool = False) -> int:
         """Add audio; returns samples dropped (oldest first) because the ring was full."""
-        return self.ring.write(self.resampler.process(x, in_rate))
+        return self.ring.write(self.resampler.process(x, in_rate, channel_names, finite=finite))
+
+    def push_frame(self, frame) -> int:
+        """Add a PyAV frame of any format, layout and rate."""
+        names = frame_channel_names(frame) if frame.layout.nb_channels > 2 else None
+        integer = frame.format.name.rstrip("p") in ("s16", "s32", "u8")
+        return self.push(frame_to_array(frame), frame.sample_rate, names, finite=integer)
 
     def pop_frame(self, samples: int = FRAME_SAMPLES) -> np.ndarray | None:
         if len(self.ring) < samples:

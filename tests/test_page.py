@@ -62,6 +62,7 @@ async def test_av_pipeline_plays_video_and_audio_in_chromium(browser):
             "document.querySelector('#video').srcObject.getTracks().map(t => t.kind).sort()")
         assert tracks == ["audio", "video"]
         assert await page.is_hidden("#audio-only")
+        assert await page.evaluate("state.pc.localDescription.sdp.includes('stereo=1')")
         await page.click("#mute")
         assert await page.eval_on_selector("#video", "v => v.muted") is False
         await page.click("#stop")

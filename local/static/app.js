@@ -56,6 +56,14 @@ function sendParameter(name, spec, raw) {
   state.channel.send(JSON.stringify({ [name]: value }));
 }
 
+// Chromium decodes Opus as mono unless its own description asks for stereo.
+function preferStereoOpus(sdp) {
+  const match = sdp.match(/a=rtpmap:(\d+) opus\/48000\/2/i);
+  if (!match) return sdp;
+  const fmtp = new RegExp(`(a=fmtp:${match[1]} [^\r\n]*)`);
+  return sdp.replace(fmtp, (line) => line.includes("stereo=1") ? line : `${line};stereo=1;sprop-stereo=1`);
+}
+
 async function waitForIce(pc) {
   if (pc.iceGatheringState === "complete") return;
   await withTimeout(new Promise((resolve) => {
@@ -86,7 +94,8 @@ async function start() {
     if (p.produces_audio) pc.addTransceiver("audio", { direction: "recvonly" });
     state.channel = pc.createDataChannel("parameters", { ordered: true });
     $("audio-only").hidden = p.produces_video;
-    await pc.setLocalDescription(await pc.createOffer());
+    const offer = await pc.createOffer();
+    await pc.setLocalDescription({ type: "offer", sdp: preferStereoOpus(offer.sdp) });
     await waitForIce(pc);
     const answer = await withTimeout(api("/api/v1/webrtc/offer", {
       method: "POST",
