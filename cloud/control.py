@@ -45,7 +45,18 @@ class ControlChannel:
     async def send(self, message: dict[str, Any]) -> None:
         if self.ws.closed:
             return
-        text = m.encode(message)
+        if message.get("request_id", "") is None:
+            message = {k: v for k, v in message.items() if k != "request_id"}
+        try:
+            text = m.encode(message)
+        except ValueError as exc:  # over Scope's 4 MiB limit: answer that instead
+            logger.warning("reply not sent: %s", exc)
+            rid = message.get("request_id")
+            if rid is None:
+                return
+            reply = (m.api_response(rid, 413, {"detail": str(exc)}, str(exc), "TOO_LARGE")
+                     if message.get("type") == "api_response" else m.error(str(exc), "TOO_LARGE", rid))
+            text = m.encode(reply)
         async with self._send_lock:
             try:
                 await self.ws.send_str(text)

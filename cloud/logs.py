@@ -6,6 +6,8 @@ import collections
 import logging
 
 LOG_FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
+#: 50 lines of this size stay far below the 4 MiB message limit.
+MAX_LINE_CHARS = 16_384
 
 
 class LogHub(logging.Handler):
@@ -27,6 +29,8 @@ class LogHub(logging.Handler):
             line = self.format(record)
         except Exception:
             return
+        if len(line) > MAX_LINE_CHARS:
+            line = line[:MAX_LINE_CHARS] + " …[truncated]"
         for buffer in list(self._buffers):
             buffer.append(line)
 
