@@ -110,3 +110,32 @@ async def test_passthrough_returns_camera_frames(stack):
         assert media_sections(peer.answer_sdp)["video"] == "sendrecv"
     finally:
         await peer.close()
+
+
+async def test_bursty_pipeline_plays_through_and_follows_prompts(stack):
+    """2 s of A/V per call after a generation delay: the playout delay absorbs the bursts
+    and a prompt change reaches both picture and sound."""
+    from scope_relay.cloud.pipelines.builtin import _prompt_seed
+
+    first, second = "a calm blue sea", "a neon city at night"
+    assert _prompt_seed({"prompts": [{"text": first}]}) % 24 != _prompt_seed(
+        {"prompts": [{"text": second}]}) % 24
+    _, relay = stack
+    peer = BrowserPeer()
+    try:
+        response = await peer.connect_relay(relay.url, {
+            "pipeline_ids": ["bursty-av"], "generation_delay": 0.3,
+            "prompts": [{"text": first, "weight": 1.0}]})
+        assert response.status_code == 200, response.text
+        await asyncio.gather(peer.wait_audio_frames(100, timeout=30),
+                             peer.wait_video_frames(24, timeout=30))
+        before_audio = peer.received.audio_array()[0, -48000:]
+        before_colour = peer.received.video[-1][1]
+        await peer.send_parameters({"prompts": [{"text": second, "weight": 1.0}]})
+        await peer.wait_audio_frames(250, timeout=30)  # past the chunk already generated
+        after_audio = peer.received.audio_array()[0, -48000:]
+        after_colour = peer.received.video[-1][1]
+        assert abs(dominant_frequency(before_audio, 48000) - dominant_frequency(after_audio, 48000)) > 5
+        assert np.abs(before_colour - after_colour).max() > 10
+    finally:
+        await peer.close()
