@@ -13,7 +13,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
-from scope_relay.protocol.errors import InvalidMessage, ProtocolError
+from scope_relay.protocol.errors import InvalidMessage
 from scope_relay.protocol.opus import DEFAULT_BITRATE, configure_opus
 
 from .api import ApiRouter

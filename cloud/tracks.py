@@ -9,18 +9,13 @@ from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
 from scope_relay.protocol.audio import FRAME_SAMPLES, SAMPLE_RATE, float_to_s16, s16_frame
-from scope_relay.protocol.clock import OPUS_LOOKAHEAD_SECONDS, VIDEO_TIME_BASE, video_pts
+from scope_relay.protocol.clock import (OPUS_LOOKAHEAD_SECONDS, VIDEO_TIME_BASE, sleep_until,
+                                        video_pts)
 
 from .timeline import MediaBuffer
 
 #: A video frame later than this stalls a video-only session's clock.
 LATE_TOLERANCE = 0.005
-
-
-async def sleep_until(clock, deadline: float) -> None:
-    delay = deadline - clock()
-    if delay > 0:
-        await asyncio.sleep(delay)
 
 
 class TimedAudioTrack(MediaStreamTrack):

@@ -3,22 +3,16 @@ FrameProcessor's one shared offset."""
 
 from __future__ import annotations
 
-import asyncio
 
 import av
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
 from scope_relay.protocol.audio import FRAME_SAMPLES, SAMPLE_RATE, s16_frame
-from scope_relay.protocol.clock import OPUS_LOOKAHEAD_SECONDS, VIDEO_TIME_BASE, video_pts
+from scope_relay.protocol.clock import (OPUS_LOOKAHEAD_SECONDS, VIDEO_TIME_BASE, sleep_until,
+                                        video_pts)
 
 from .frame_processor import FrameProcessor
-
-
-async def _sleep_until(clock, deadline: float) -> None:
-    delay = deadline - clock()
-    if delay > 0:
-        await asyncio.sleep(delay)
 
 
 class CloudTrack(MediaStreamTrack):
@@ -39,7 +33,7 @@ class CloudTrack(MediaStreamTrack):
         except EOFError:
             self.stop()
             raise MediaStreamError from None
-        await _sleep_until(p.clock, p.release_time(cloud_time))
+        await sleep_until(p.clock, p.release_time(cloud_time))
         pts = max(video_pts(cloud_time - p.base_time), self._last_pts + 1)
         self._last_pts = pts
         frame.pts = pts
@@ -65,7 +59,7 @@ class AudioProcessingTrack(MediaStreamTrack):
         except EOFError:
             self.stop()
             raise MediaStreamError from None
-        await _sleep_until(p.clock, p.release_time(cursor / SAMPLE_RATE) - OPUS_LOOKAHEAD_SECONDS)
+        await sleep_until(p.clock, p.release_time(cursor / SAMPLE_RATE) - OPUS_LOOKAHEAD_SECONDS)
         if p.closed:
             self.stop()
             raise MediaStreamError

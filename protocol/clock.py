@@ -9,7 +9,9 @@ delay per session, shared by both tracks (ARCHITECTURE.md, "Timing").
 
 from __future__ import annotations
 
+import asyncio
 from fractions import Fraction
+from typing import Callable
 
 from .audio import SAMPLE_RATE
 
@@ -28,3 +30,10 @@ def audio_pts(media_seconds: float) -> int:
 #: much older than the frame it was sent for, so audio senders release each frame this
 #: much early to keep the sender report's (RTP, time) pairs true to the content.
 OPUS_LOOKAHEAD_SECONDS = 312 / SAMPLE_RATE
+
+
+async def sleep_until(clock: Callable[[], float], deadline: float) -> None:
+    """Wait until ``clock()`` reaches ``deadline`` (aiortc's senders do no pacing)."""
+    delay = deadline - clock()
+    if delay > 0:
+        await asyncio.sleep(delay)
