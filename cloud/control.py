@@ -36,7 +36,7 @@ class ControlChannel:
         self.ws = ws
         self.connection_id = uuid.uuid4().hex
         self.user_id: str | None = None
-        self.sessions: dict[str, Any] = {}
+        self.sessions: set[str] = set()
         self._send_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task] = set()
         self._bad_times: list[float] = []
@@ -177,7 +177,9 @@ class ControlChannel:
                     "data": {"iceServers": servers}}
         if isinstance(request, m.Offer):
             session = await self.state.create_session(request.sdp, request.initial_parameters)
-            self.sessions[session.session_id] = session
+            # remember this connection's sessions (to close them with it), forgetting ended ones
+            self.sessions = {sid for sid in self.sessions if sid in self.state.sessions}
+            self.sessions.add(session.session_id)
             return {"type": "answer", "request_id": rid, "status": 200,
                     "sdp": session.pc.localDescription.sdp, "sdp_type": "answer",
                     "sessionId": session.session_id}
