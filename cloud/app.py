@@ -25,6 +25,9 @@ from .session import MediaSession
 
 logger = logging.getLogger(__name__)
 STATE_KEY: web.AppKey["CloudState"] = web.AppKey("state")
+#: Only the cloud app's own loggers are forwarded to clients. (Not "scope_relay": in the
+#: embedded demo the relay shares the process, and its re-emitted cloud lines would echo.)
+CLOUD_LOGGER = "scope_relay.cloud"
 
 
 def default_device() -> str:
@@ -181,13 +184,13 @@ def create_app(config: CloudConfig | None = None) -> web.Application:
     app.router.add_route("*", "/api/{tail:.*}", api_handler)
 
     async def on_startup(app: web.Application) -> None:
-        logging.getLogger("scope_relay").addHandler(state.log_hub)
+        logging.getLogger(CLOUD_LOGGER).addHandler(state.log_hub)
         if config.preload:
             await state.manager.load(config.preload)
         state.ready.set()
 
     async def on_cleanup(app: web.Application) -> None:
-        logging.getLogger("scope_relay").removeHandler(state.log_hub)
+        logging.getLogger(CLOUD_LOGGER).removeHandler(state.log_hub)
         for session_id in list(state.sessions):
             await state.close_session(session_id)
 

@@ -24,7 +24,9 @@ from scope_relay.protocol.errors import ProtocolError, RequestTimeout, Unavailab
 from .config import CloudTarget
 
 logger = logging.getLogger(__name__)
-cloud_logger = logging.getLogger("scope_relay.cloud_logs")
+#: Cloud log lines are re-emitted here, outside the ``scope_relay`` tree on purpose (an
+#: embedded cloud app forwards ``scope_relay.cloud`` records; they must not echo back).
+cloud_logger = logging.getLogger("scope_cloud")
 _LEVEL = re.compile(r" - (DEBUG|INFO|WARNING|ERROR|CRITICAL) - ")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 import httpx
@@ -60,6 +61,39 @@ async def test_pending_requests_fail_when_the_socket_closes_and_it_reconnects():
             assert status == 200
         finally:
             never.set()
+            await manager.close()
+
+
+async def test_cloud_logs_are_re_emitted_locally_once(caplog):
+    async with cloud_server(log_interval=0.05) as cloud:
+        manager = CloudConnectionManager(CloudTarget(cloud.ws_url))
+        await manager.start()
+        try:
+            await manager.wait_ready(10)
+            seen, second = asyncio.Event(), asyncio.Event()
+
+            class Watch(logging.Handler):
+                def emit(self, record):
+                    if "disk almost full" in record.getMessage():
+                        seen.set()
+                    if "second marker" in record.getMessage():
+                        second.set()
+
+            watch = Watch()
+            logging.getLogger("scope_cloud").addHandler(watch)
+            try:
+                with caplog.at_level(logging.INFO):
+                    logging.getLogger("scope_relay.cloud.pipelines").warning("disk almost full")
+                    await asyncio.wait_for(seen.wait(), 5)
+                    # an echo would be forwarded in a later batch, before this marker
+                    logging.getLogger("scope_relay.cloud.pipelines").info("second marker")
+                    await asyncio.wait_for(second.wait(), 5)
+            finally:
+                logging.getLogger("scope_cloud").removeHandler(watch)
+            relayed = [r for r in caplog.records
+                       if r.name == "scope_cloud" and "disk almost full" in r.getMessage()]
+            assert len(relayed) == 1 and relayed[0].levelno == logging.WARNING
+        finally:
             await manager.close()
 
 
