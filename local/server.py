@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily
 
 from scope_relay.protocol.errors import InvalidMessage, ProtocolError, UnknownSession
 from scope_relay.protocol.opus import DEFAULT_BITRATE, configure_opus
@@ -116,6 +118,36 @@ class LocalRelay:
         await self.connection.close()
 
 
+class _RelayMetrics:
+    """Prometheus view of the same figures ``/api/v1/stats`` gives."""
+
+    FIGURES = [
+        ("scope_relay_offset_ms", "offset_ms", "arrival minus cloud time (running minimum)"),
+        ("scope_relay_playout_delay_ms", "playout_delay_ms", "relay playout delay incl. raises"),
+        ("scope_relay_audio_queue_ms", "audio_queue_ms", "audio queued for the browser"),
+        ("scope_relay_video_queue_ms", "video_queue_ms", "video queued for the browser"),
+        ("scope_relay_audio_underruns", "audio_underruns", "20 ms audio frames short of data"),
+        ("scope_relay_audio_late_ms", "audio_late_ms", "audio dropped for arriving late"),
+        ("scope_relay_video_overflow_frames", "video_overflow_frames", "video dropped, queue full"),
+    ]
+
+    def __init__(self, relay: "LocalRelay"):
+        self.relay = relay
+
+    def collect(self):
+        sessions = list(self.relay.sessions.values())
+        yield GaugeMetricFamily("scope_relay_sessions", "browser sessions", value=len(sessions))
+        ready = 1.0 if self.relay.connection.state == "ready" else 0.0
+        yield GaugeMetricFamily("scope_relay_cloud_ready", "control socket ready", value=ready)
+        stats = [(s.session_id[:8], s.stats()) for s in sessions]
+        for name, key, doc in self.FIGURES:
+            family = GaugeMetricFamily(name, doc, labels=["session"])
+            for sid, figures in stats:
+                if figures.get(key) is not None:
+                    family.add_metric([sid], float(figures[key]))
+            yield family
+
+
 def create_relay_app(config: RelayConfig) -> web.Application:
     configure_opus(config.opus_bitrate)
     relay = LocalRelay(config)
@@ -143,6 +175,14 @@ def create_relay_app(config: RelayConfig) -> web.Application:
         app.router.add_route(method, path, relay.proxy)
     app.router.add_get("/api/v1/cloud/status", relay.cloud_status)
     app.router.add_get("/api/v1/stats", relay.stats)
+    metrics = CollectorRegistry()
+    metrics.register(_RelayMetrics(relay))
+
+    async def metrics_handler(request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(metrics), content_type="text/plain",
+                            charset="utf-8")
+
+    app.router.add_get("/metrics", metrics_handler)
 
     async def on_startup(app: web.Application) -> None:
         await relay.connection.start()

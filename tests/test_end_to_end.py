@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
 import numpy as np
 import pytest
 
@@ -81,6 +82,13 @@ async def test_av_sync_flashes_and_clicks_once_per_second(stack):
         onsets = loud[np.insert(np.diff(loud) > 4800, 0, True)] / 48000
         assert len(onsets) >= 3
         np.testing.assert_allclose(np.diff(onsets), 1.0, atol=0.005)
+
+        async with httpx.AsyncClient(base_url=relay.url) as http:
+            stats = (await http.get("/api/v1/stats")).json()["sessions"][0]
+            metrics = (await http.get("/metrics")).text
+        assert stats["timing"] == {"video": "sender-report", "audio": "sender-report"}
+        assert stats["offset_ms"] is not None and stats["audio_underruns"] >= 0
+        assert "scope_relay_audio_queue_ms" in metrics and "scope_relay_sessions 1.0" in metrics
 
         # Lip sync as the browser would judge it: both tracks mapped to the sender's clock
         # through its RTCP sender reports (the relay's one timeline).
