@@ -101,7 +101,7 @@ class _TrackTimer:
                 logger.warning("no RTCP sender report in %.1f s: timing by arrival",
                                self.sync_timeout)
                 self.fallback = ArrivalClock(self.clock_rate)
-            return self.fallback.cloud_time(pts)
+            return self.fallback.cloud_time(pts, arrival)
         return None
 
 

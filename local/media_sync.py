@@ -15,7 +15,6 @@ exercises both so an aiortc upgrade that moves them fails loudly.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 NTP_UNIX_OFFSET = 2_208_988_800
@@ -98,14 +97,15 @@ class SenderReportTap:
 
 
 class ArrivalClock:
-    """Fallback when no sender report comes: arrival time of a track's first frame is its
-    cloud time (sync is then only as good as the two tracks' receive buffering)."""
+    """Fallback when no sender report comes: the arrival time of the first frame it sees
+    is that frame's cloud time, and pts carry on from there (sync is then only as good as
+    the two tracks' receive buffering, ~80 ms for aiortc's audio)."""
 
     def __init__(self, clock_rate: int):
         self.clock_rate = clock_rate
         self._anchor: tuple[int, float] | None = None
 
-    def cloud_time(self, pts: int) -> float:
+    def cloud_time(self, pts: int, arrival: float) -> float:
         if self._anchor is None:
-            self._anchor = (pts, time.time())
+            self._anchor = (pts, arrival)
         return self._anchor[1] + (pts - self._anchor[0]) / self.clock_rate

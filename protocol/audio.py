@@ -22,26 +22,13 @@ FRAME_SECONDS = FRAME_SAMPLES / SAMPLE_RATE
 AUDIO_TIME_BASE = Fraction(1, SAMPLE_RATE)
 MAX_CHANNELS = 8
 
-# Full-scale divisors per sample format (without the planar 'p').
 _FLOAT_FORMATS = {"flt", "dbl"}
 _MINUS_3DB = np.float32(np.sqrt(0.5))
-
-
-def deinterleave(packed: np.ndarray, channels: int) -> np.ndarray:
-    """``(1, samples*channels)`` packed data -> contiguous ``(channels, samples)``."""
-    flat = packed.reshape(-1)
-    if channels <= 0 or flat.size % channels:
-        raise InvalidAudio(f"{flat.size} packed values do not split into {channels} channels")
-    return np.ascontiguousarray(flat.reshape(-1, channels).T)
 
 
 def interleave(planar: np.ndarray) -> np.ndarray:
     """``(channels, samples)`` -> packed ``(1, samples*channels)``."""
     return np.ascontiguousarray(planar.T).reshape(1, -1)
-
-
-def frame_channels(frame: av.AudioFrame) -> int:
-    return len(frame.layout.channels)
 
 
 _DTYPES = {"s16": np.int16, "s32": np.int32, "flt": np.float32, "dbl": np.float64,
