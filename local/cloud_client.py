@@ -125,6 +125,7 @@ class CloudWebRTCClient:
         self._timers: dict[str, _TrackTimer] = {}
         self._tasks: set[asyncio.Task] = set()
         self._resampler = StreamResampler()
+        self._resampled_next: int | None = None  # 48 kHz index where the next block goes
         self.pending_dropped = 0
         self.clipped_samples = 0
         self.parameters_forwarded = 0
@@ -238,11 +239,20 @@ class CloudWebRTCClient:
         if frame.format.name in ("s16", "s16p") and frame.sample_rate == SAMPLE_RATE and \
                 frame.layout.nb_channels == 2:
             samples = frame_to_s16(frame)  # what aiortc decodes: passes untouched
-        else:
+        else:  # any other format or rate: one streaming resampler for this track
             names = frame_channel_names(frame) if frame.layout.nb_channels > 2 else None
             resampled = self._resampler.process(frame_to_array(frame), frame.sample_rate, names)
             samples, clipped = float_to_s16(resampled)
             self.clipped_samples += clipped
+            # the filter returns uneven blocks that lag their input: place them one after
+            # another from an anchor, re-anchoring only if the stream really jumped
+            index = round(cloud_time * SAMPLE_RATE)
+            if self._resampled_next is None or abs(index - self._resampled_next) > SAMPLE_RATE // 5:
+                self._resampled_next = index
+            cloud_time = self._resampled_next / SAMPLE_RATE
+            self._resampled_next += samples.shape[1]
+            if not samples.shape[1]:
+                return
         self.processor.add_audio(samples, cloud_time, arrival)
 
     def stats(self) -> dict[str, Any]:

@@ -22,10 +22,6 @@ VIDEO_TIME_BASE = Fraction(1, VIDEO_CLOCK_RATE)
 def video_pts(media_seconds: float) -> int:
     return round(media_seconds * VIDEO_CLOCK_RATE)
 
-
-def audio_pts(media_seconds: float) -> int:
-    return round(media_seconds * SAMPLE_RATE)
-
 #: libopus's encoder delay (312 samples at 48 kHz). An encoded packet carries audio that
 #: much older than the frame it was sent for, so audio senders release each frame this
 #: much early to keep the sender report's (RTP, time) pairs true to the content.
