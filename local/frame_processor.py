@@ -58,6 +58,7 @@ class FrameProcessor:
         self.audio_underruns = 0
         self.video_overflow_frames = 0
         self.video_late_frames = 0
+        self.audio_startup_skipped = 0  # held before the first sender report, then stale
 
     # --- clock -------------------------------------------------------------------------
     def _observe(self, cloud_time: float, arrival: float) -> None:
@@ -130,6 +131,9 @@ class FrameProcessor:
             # would play stale audio and confuse the receiver's timing.
             due_now = self.clock() - self.offset - self.playout_delay - self.extra_delay
             self.audio_cursor = max(self._audio_start, int(due_now * SAMPLE_RATE))
+            stale = self._audio.discard(self.audio_cursor - self._audio_start)
+            self._audio_start += stale
+            self.audio_startup_skipped += stale
         return self.audio_cursor
 
     def take_audio(self, n: int) -> np.ndarray:
@@ -188,6 +192,7 @@ class FrameProcessor:
             "video_frames_in": self.video_frames_in,
             "audio_underruns": self.audio_underruns,
             "audio_late_ms": round(self.audio_late_samples / SAMPLE_RATE * 1000, 1),
+            "audio_startup_skipped_ms": round(self.audio_startup_skipped / SAMPLE_RATE * 1000, 1),
             "audio_gap_ms": round(self.audio_gap_samples / SAMPLE_RATE * 1000, 1),
             "audio_overflow_ms": round(self.audio_overflow_samples / SAMPLE_RATE * 1000, 1),
             "video_overflow_frames": self.video_overflow_frames,
