@@ -157,6 +157,11 @@ class PipelineRunner:
     def _target_lead(self) -> float:
         return self.min_lead + 1.25 * self._call_seconds
 
+    def _learn_call_time(self, elapsed: float) -> None:
+        """Rise at once to a slower call, forget slowly: starting a call too late is an
+        audible gap, starting it early only buffers a little more."""
+        self._call_seconds = max(elapsed, 0.9 * self._call_seconds + 0.1 * elapsed)
+
     def _run(self) -> None:
         with torch.no_grad():
             while not self._stop.is_set():
@@ -178,8 +183,7 @@ class PipelineRunner:
                 began = time.monotonic()
                 try:
                     output = self._call_chain(inputs)
-                    elapsed = time.monotonic() - began
-                    self._call_seconds = 0.7 * self._call_seconds + 0.3 * elapsed
+                    self._learn_call_time(time.monotonic() - began)
                     if output is None:
                         self._stop.wait(0.02)  # idle pipelines wait, never spin
                         continue

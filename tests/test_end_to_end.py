@@ -10,6 +10,7 @@ import pytest
 
 from peers import BrowserPeer, ColourCamera, dominant_frequency, media_sections
 from servers import cloud_server, relay_server
+from scope_relay.cloud.app import STATE_KEY
 
 
 @pytest.fixture
@@ -128,11 +129,11 @@ async def test_bursty_pipeline_plays_through_and_follows_prompts(stack):
     first, second = "a calm blue sea", "a neon city at night"
     assert _prompt_seed({"prompts": [{"text": first}]}) % 24 != _prompt_seed(
         {"prompts": [{"text": second}]}) % 24
-    _, relay = stack
+    cloud, relay = stack
     peer = BrowserPeer()
     try:
         response = await peer.connect_relay(relay.url, {
-            "pipeline_ids": ["bursty-av"], "generation_delay": 0.3,
+            "pipeline_ids": ["bursty-av"], "generation_delay": 1.0,
             "prompts": [{"text": first, "weight": 1.0}]})
         assert response.status_code == 200, response.text
         await asyncio.gather(peer.wait_audio_frames(100, timeout=30),
@@ -145,5 +146,8 @@ async def test_bursty_pipeline_plays_through_and_follows_prompts(stack):
         after_colour = peer.received.video[-1][1]
         assert abs(dominant_frequency(before_audio, 48000) - dominant_frequency(after_audio, 48000)) > 5
         assert np.abs(before_colour - after_colour).max() > 10
+        # the runner learned how long a call takes and started each one early enough
+        (session,) = cloud.app[STATE_KEY].sessions.values()
+        assert session.buffer.underruns == 0, session.stats()
     finally:
         await peer.close()
