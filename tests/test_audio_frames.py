@@ -8,9 +8,13 @@ import av
 import numpy as np
 import pytest
 
+from scope_relay.local.cloud_client import CloudWebRTCClient
 from scope_relay.local.frame_processor import FrameProcessor
-from scope_relay.protocol.audio import (as_channels_first, float_to_s16, frame_to_array,
-                                        frame_to_s16, s16_frame, to_stereo)
+from scope_relay.protocol.audio import (array_to_frame, as_channels_first, downmix_matrix,
+                                        float_to_s16, frame_to_array, frame_to_s16, s16_frame,
+                                        to_stereo)
+from scope_relay.protocol.audio_stream import AudioFramer
+from scope_relay.protocol.capabilities import Capabilities
 from scope_relay.protocol.errors import InvalidAudio
 
 
@@ -107,9 +111,6 @@ def test_stereo_from_mono_and_surround():
 def test_relay_resamples_other_rates_continuously():
     """Audio that is not 48 kHz s16 (another decoder, another format) goes through one
     streaming resampler on the relay and comes out as a clean, gap-free 48 kHz tone."""
-    from scope_relay.local.cloud_client import CloudWebRTCClient
-    from scope_relay.protocol.audio import array_to_frame
-    from scope_relay.protocol.capabilities import Capabilities
 
     processor = FrameProcessor(clock=lambda: 0.0)
     client = CloudWebRTCClient(None, processor, Capabilities(False, True, False))
@@ -128,3 +129,22 @@ def test_relay_resamples_other_rates_continuously():
     coef, *_ = np.linalg.lstsq(basis, y, rcond=None)
     residual = y - basis @ coef
     assert 10 * np.log10(np.sum((basis @ coef) ** 2) / np.sum(residual ** 2)) > 85  # s16-limited
+
+
+def test_downmix_uses_standard_coefficients_by_channel_name():
+    names = ("FL", "FR", "FC", "LFE", "BL", "BR")  # 5.1
+    m = downmix_matrix(names)
+    c = np.sqrt(0.5)
+    norm = 1 + c + c  # rows normalised so full scale everywhere cannot clip
+    np.testing.assert_allclose(m[0], np.array([1, 0, c, 0, c, 0]) / norm, rtol=1e-6)
+    np.testing.assert_allclose(m[1], np.array([0, 1, c, 0, 0, c]) / norm, rtol=1e-6)
+    # a 5.1 frame's own layout is used: a signal only on the centre reaches both sides
+    x = np.zeros((6, 100), np.float32)
+    x[2] = 0.5
+    frame = array_to_frame(x, "fltp")
+    assert frame.layout.name == "5.1"
+    framer = AudioFramer()
+    framer.push_frame(frame)
+    out = framer.ring.read(len(framer.ring))
+    np.testing.assert_allclose(out[0], out[1])
+    np.testing.assert_allclose(out[0], 0.5 * c / norm, rtol=1e-5)
