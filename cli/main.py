@@ -168,8 +168,13 @@ async def run_relay(args, *, force_embedded: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(),
-                        format="%(asctime)s - %(name)s - %(levelname)s - %(message)s")
+    level = logging.getLevelName(args.log_level.upper())
+    if not isinstance(level, int):
+        print(f"scope-relay: unknown log level {args.log_level!r}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=level, format="%(asctime)s - %(name)s - %(levelname)s - %(message)s")
+    for chatty in ("aioice", "aiortc"):  # every ICE check at INFO drowns what matters
+        logging.getLogger(chatty).setLevel(max(level, logging.WARNING))
     try:
         if args.command == "cloud":
             asyncio.run(run_cloud(args))
