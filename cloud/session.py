@@ -11,11 +11,10 @@ from typing import Any, Callable, Mapping
 
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
-from aiortc.sdp import candidate_from_sdp
 
 from scope_relay.protocol.capabilities import Capabilities
-from scope_relay.protocol.errors import InvalidMessage, InvalidSdp, NotReady
-from scope_relay.protocol.ice import loopback_candidates, rtc_configuration
+from scope_relay.protocol.errors import InvalidSdp, NotReady
+from scope_relay.protocol.ice import loopback_candidates, parse_candidate, rtc_configuration
 
 from .pipelines.base import InputFrame
 from .registry import PipelineManager
@@ -121,18 +120,9 @@ class MediaSession:
         return self.pc.localDescription.sdp
 
     async def add_candidate(self, candidate: Mapping[str, Any] | None) -> None:
-        if candidate is None or not candidate.get("candidate"):
-            return  # end of candidates: aiortc needs nothing
-        text = candidate["candidate"]
-        if text.startswith("candidate:"):
-            text = text[len("candidate:"):]
-        try:
-            parsed = candidate_from_sdp(text)
-        except Exception as exc:
-            raise InvalidMessage(f"bad ICE candidate: {exc}") from None
-        parsed.sdpMid = candidate.get("sdpMid")
-        parsed.sdpMLineIndex = candidate.get("sdpMLineIndex")
-        await self.pc.addIceCandidate(parsed)
+        parsed = None if candidate is None else parse_candidate(candidate)
+        if parsed is not None:  # None: end of candidates, aiortc needs nothing
+            await self.pc.addIceCandidate(parsed)
 
     # --- events --------------------------------------------------------------------------
     def _on_connection_state(self) -> None:

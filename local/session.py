@@ -8,11 +8,10 @@ import uuid
 from typing import Any, Mapping
 
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
-from aiortc.sdp import candidate_from_sdp
 
 from scope_relay.protocol.capabilities import Capabilities
 from scope_relay.protocol.errors import InvalidMessage, InvalidSdp, ProtocolError
-from scope_relay.protocol.ice import loopback_candidates, rtc_configuration
+from scope_relay.protocol.ice import loopback_candidates, parse_candidate, rtc_configuration
 
 from .cloud_client import CloudWebRTCClient
 from .connection import CloudConnectionManager
@@ -130,23 +129,13 @@ class BrowserSession:
         return self.pc.localDescription.sdp
 
     async def add_candidates(self, candidates: Any) -> int:
-        if not isinstance(candidates, list):
-            raise InvalidMessage("'candidates' must be a list")
-        added = 0
-        for c in candidates:
-            if not isinstance(c, dict) or not isinstance(c.get("candidate"), str):
-                raise InvalidMessage("each candidate needs a string 'candidate'")
-            text = c["candidate"].removeprefix("candidate:")
-            if not text:
-                continue
-            try:
-                parsed = candidate_from_sdp(text)
-            except Exception as exc:
-                raise InvalidMessage(f"bad ICE candidate: {exc}") from None
-            parsed.sdpMid, parsed.sdpMLineIndex = c.get("sdpMid"), c.get("sdpMLineIndex")
-            await self.pc.addIceCandidate(parsed)
-            added += 1
-        return added
+        if not isinstance(candidates, list) or not all(isinstance(c, dict) for c in candidates):
+            raise InvalidMessage("'candidates' must be a list of candidate objects")
+        parsed = [parse_candidate(c) for c in candidates]  # all valid, or none is added
+        for candidate in parsed:
+            if candidate is not None:
+                await self.pc.addIceCandidate(candidate)
+        return sum(c is not None for c in parsed)
 
     def stats(self) -> dict[str, Any]:
         out: dict[str, Any] = {"sessionId": self.session_id, "pipeline_ids": self.pipeline_ids,

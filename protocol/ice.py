@@ -16,7 +16,10 @@ import os
 from typing import Any, Iterator, Mapping, Sequence
 
 import aioice.ice
-from aiortc import RTCConfiguration, RTCIceServer
+from aiortc import RTCConfiguration, RTCIceCandidate, RTCIceServer
+from aiortc.sdp import candidate_from_sdp
+
+from .errors import InvalidMessage
 
 ENV_LOOPBACK = "SCOPE_RELAY_ICE_LOOPBACK"
 _loopback_only: contextvars.ContextVar[bool] = contextvars.ContextVar(
@@ -59,3 +62,24 @@ def rtc_configuration(ice_servers: Sequence[Mapping[str, Any]] = ()) -> RTCConfi
         servers.append(RTCIceServer(urls=list(urls), username=entry.get("username"),
                                     credential=entry.get("credential")))
     return RTCConfiguration(iceServers=servers)
+
+
+def parse_candidate(candidate: Mapping[str, Any]) -> RTCIceCandidate | None:
+    """A trickled ``{"candidate", "sdpMid", "sdpMLineIndex"}`` -> aiortc's candidate.
+
+    ``None`` for an end-of-candidates marker (an empty ``candidate``); a malformed one is
+    an :class:`InvalidMessage`.
+    """
+    text = candidate.get("candidate")
+    if not isinstance(text, str):
+        raise InvalidMessage("a candidate needs a string 'candidate'")
+    text = text.removeprefix("candidate:").strip()
+    if not text:
+        return None
+    try:
+        parsed = candidate_from_sdp(text)
+    except Exception as exc:  # aiortc raises assorted errors on garbage
+        raise InvalidMessage(f"bad ICE candidate: {exc}") from None
+    parsed.sdpMid = candidate.get("sdpMid")
+    parsed.sdpMLineIndex = candidate.get("sdpMLineIndex")
+    return parsed

@@ -118,3 +118,50 @@ async def test_relay_rest_bad_input():
             assert {p["id"] for p in r.json()["pipelines"]} >= {"test-tone", "av-sync", "passthrough", "bursty-av"}
             r = await http.get("/api/v1/cloud/status")
             assert r.json()["state"] == "ready"
+
+
+async def test_trickled_candidates_good_and_bad():
+    from peers import BrowserPeer
+
+    async with cloud_server() as cloud, relay_server(cloud) as relay:
+        peer = BrowserPeer(video=False)
+        try:
+            response = await peer.connect_relay(relay.url, {"pipeline_ids": ["test-tone"]})
+            assert response.status_code == 200
+            path = f"/api/v1/webrtc/offer/{peer.session_id}"
+            good = {"candidate": "candidate:1 1 udp 2130706431 127.0.0.1 50000 typ host",
+                    "sdpMid": "0", "sdpMLineIndex": 0}
+            async with httpx.AsyncClient(base_url=relay.url, timeout=30) as http:
+                r = await http.patch(path, json={"candidates": [good, {"candidate": ""}]})
+                assert r.status_code == 200 and r.json() == {"added": 1}
+                r = await http.patch(path, json={"candidates": [{"candidate": "candidate:zzz"}]})
+                assert r.status_code == 400 and "candidate" in r.json()["error"]
+                r = await http.patch(path, json={"candidates": "nope"})
+                assert r.status_code == 400
+                stats = (await http.get("/api/v1/stats")).json()["sessions"]
+                assert [s["sessionId"] for s in stats] == [peer.session_id]  # still serving
+            await peer.wait_audio_frames(10)
+        finally:
+            await peer.close()
+
+
+async def test_cloud_icecandidate_good_and_bad(control):
+    # an unknown session is an error, not a crash (covered above); a known one:
+    from peers import BrowserPeer
+
+    peer = BrowserPeer(video=False)
+    await peer.pc.setLocalDescription(await peer.pc.createOffer())
+    await control.send_json({"type": "offer", "request_id": "o1", "sdp": peer.pc.localDescription.sdp,
+                             "initialParameters": {"pipeline_ids": ["test-tone"]}})
+    answer = await reply_for(control, "o1", timeout=20)
+    session_id = answer["sessionId"]
+    await control.send_json({"type": "icecandidate", "request_id": "c1", "sessionId": session_id,
+                             "candidate": {"candidate": "candidate:zzz", "sdpMid": "0",
+                                           "sdpMLineIndex": 0}})
+    reply = await reply_for(control, "c1")
+    assert reply["type"] == "error" and reply["code"] == "INVALID_MESSAGE"
+    await control.send_json({"type": "icecandidate", "request_id": "c2", "sessionId": session_id,
+                             "candidate": None})
+    assert (await reply_for(control, "c2"))["type"] == "icecandidate_ack"
+    await assert_still_serving(control)
+    await peer.close()
