@@ -36,6 +36,8 @@ class IceServerConfig:
         if self.stun_urls:
             out.append({"urls": list(self.stun_urls)})
         if self.turn_urls:
+            username: str | None
+            credential: str | None
             if self.turn_secret:
                 username, credential = turn_rest_credentials(self.turn_secret, user, self.ttl)
             else:

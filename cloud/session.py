@@ -57,7 +57,7 @@ class MediaSession:
         self.bad_parameter_messages = 0
         self.drained_input_frames = 0
         self._tasks: set[asyncio.Task] = set()
-        self.on_closed: Callable[[str], None] | None = None
+        self.on_closed: Callable[[str], object] | None = None
 
     def _spawn(self, coro) -> None:
         task = asyncio.get_running_loop().create_task(coro)

@@ -120,7 +120,7 @@ class CloudWebRTCClient:
         self.max_pending = max_pending
         self.session_id: str | None = None
         self.pc: RTCPeerConnection | None = None
-        self.channel = None
+        self.channel: Any = None  # aiortc's RTCDataChannel once connected
         self._camera_forward: LatestFrameTrack | None = None
         self._timers: dict[str, _TrackTimer] = {}
         self._tasks: set[asyncio.Task] = set()
@@ -156,8 +156,7 @@ class CloudWebRTCClient:
 
         pc.on("track", self._on_track)
         if caps.produces_video or caps.accepts_video:
-            sending = caps.accepts_video and self.camera is not None
-            if sending:
+            if caps.accepts_video and self.camera is not None:
                 self._camera_forward = LatestFrameTrack(self.camera)
                 transceiver = pc.addTransceiver(
                     self._camera_forward, direction="sendrecv" if caps.produces_video else "sendonly")

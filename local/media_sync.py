@@ -93,7 +93,9 @@ class SenderReportTap:
 
     def correction(self) -> float:
         self._absorb()
-        return 0.0 if self._first is None else self._first - self._best
+        if self._first is None or self._best is None:
+            return 0.0
+        return self._first - self._best
 
 
 class ArrivalClock:

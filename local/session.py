@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 
@@ -60,10 +60,10 @@ class BrowserSession:
         self.audio_track: AudioProcessingTrack | None = None
         self.camera: MediaStreamTrack | None = None
         self.closed = asyncio.Event()
-        self.on_closed = None
+        self.on_closed: Callable[[str], object] | None = None
 
-    async def handle_offer(self, sdp: str, initial_parameters: Mapping[str, Any]) -> str:
-        validate_offer_sdp(sdp)
+    async def handle_offer(self, sdp: Any, initial_parameters: Mapping[str, Any]) -> str:
+        sdp = validate_offer_sdp(sdp)
         if not isinstance(initial_parameters, Mapping):
             raise InvalidMessage("initialParameters must be an object")
         self.pipeline_ids, caps = await chain_capabilities(

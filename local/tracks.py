@@ -34,6 +34,7 @@ class CloudTrack(MediaStreamTrack):
             self.stop()
             raise MediaStreamError from None
         await sleep_until(p.clock, p.release_time(cloud_time))
+        assert p.base_time is not None  # set by the first frame queued
         pts = max(video_pts(cloud_time - p.base_time), self._last_pts + 1)
         self._last_pts = pts
         frame.pts = pts

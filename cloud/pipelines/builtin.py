@@ -168,7 +168,7 @@ class BurstyAv(Pipeline):
         base = 110.0 * 2 ** ((seed % 24) / 12)
         t = torch.arange(self._sample, self._sample + samples, device=self.device,
                          dtype=torch.float64) / sr
-        tone = sum(torch.sin(2 * math.pi * base * r * t) for r in (1.0, 1.25, 1.5)) / 6
+        tone = torch.stack([torch.sin(2 * math.pi * base * r * t) for r in (1.0, 1.25, 1.5)]).sum(0) / 6
         audio = torch.stack([tone, tone * 0.8]).to(torch.float32)
         self._frame += frames
         self._sample += samples
