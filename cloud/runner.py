@@ -26,6 +26,9 @@ from .pipelines.base import InputFrame, Pipeline, PipelineOutput
 from .timeline import MediaBuffer
 
 logger = logging.getLogger(__name__)
+#: Audio that resumes after a longer pause restarts its stream instead of being preceded
+#: by that much generated silence.
+AUDIO_RESTART_GAP = 1.0
 _live_runners: "weakref.WeakSet[PipelineRunner]" = weakref.WeakSet()
 
 
@@ -108,6 +111,7 @@ class PipelineRunner:
         self._resampler = StreamResampler()
         self._chunk_start = 0.0  # media seconds where the next chunk starts
         self._audio_end = 0.0  # media seconds the audio written so far reaches (at input rate)
+        self._audio48_next: int | None = None  # 48 kHz media index of the next resampled sample
         self._call_seconds = 0.0
         self.errors = 0
         self.last_error: str | None = None
@@ -237,15 +241,24 @@ class PipelineRunner:
             rate = int(out.sample_rate or self._audio_rate())
             audio = audio_to_numpy(out.audio)
             gap = start - self._audio_end
-            if gap * rate >= 1:  # keep audio on the same clock: silence fills the gap
+            if gap > AUDIO_RESTART_GAP or self._audio48_next is None:
+                # first audio, or audio again after a long pause: the stream starts here
+                self._resampler.flush()
+                self._audio_end = start
+                self._audio48_next = round(start * SAMPLE_RATE)
+            elif gap * rate >= 1:  # keep audio on the same clock: silence fills the gap
                 audio = np.concatenate(
                     [np.zeros((audio.shape[0], int(round(gap * rate))), np.float32), audio], axis=1)
             audio48 = self._resampler.process(audio, rate)
+            audio_start = self._audio48_next
+            self._audio48_next += audio48.shape[1]
             audio_seconds = audio.shape[1] / rate
             self._audio_end = self._audio_end + audio_seconds
             duration = max(duration, self._audio_end - start)
+        else:
+            audio_start = None
         self._chunk_start = start + duration
-        self.buffer.push(video, audio48, frame_seconds)
+        self.buffer.push(video, audio48, frame_seconds, audio_start)
 
     def _audio_rate(self) -> int:
         for stage in reversed(self.chain):

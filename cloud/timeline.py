@@ -5,7 +5,9 @@ them and release each frame at ``epoch + media_time + stall + playout_delay``. O
 one delay and one ``stall`` per session, so:
 
 * an underflow (audio not there in time) plays silence and *stalls* the clock: ``stall``
-  grows by the gap, video frames release that much later too, and sync is kept;
+  grows by the gap, video frames release that much later too, and sync is kept; but
+  where chunks came with video and no audio (a pipeline that makes audio only
+  sometimes), the missing audio is silence by content and the clock runs on;
 * an overflow (more media ahead than ``max_buffer``) skips the oldest media on both
   tracks by the same amount (``stall`` shrinks), counted.
 
@@ -40,6 +42,7 @@ class MediaBuffer:
         self._lock = threading.Lock()
         self._audio = AudioRing(CHANNELS, int((max_buffer + 4.0) * SAMPLE_RATE))
         self.audio_head = 0  # media sample index of the next audio sample to play
+        self._silent_until = 0  # media sample index up to which chunks came without audio
         self._video: collections.deque[tuple[float, np.ndarray]] = collections.deque()
         self._video_end = 0.0
         self.epoch: float | None = None
@@ -52,6 +55,7 @@ class MediaBuffer:
         self.stalled_samples = 0
         self.skipped_samples = 0
         self.dropped_video_frames = 0
+        self.absent_audio_samples = 0
         self.chunks = 0
 
     # --- clock -------------------------------------------------------------------------
@@ -78,15 +82,22 @@ class MediaBuffer:
 
     # --- writer (runner thread) --------------------------------------------------------
     def push(self, video: list[tuple[float, np.ndarray]], audio: np.ndarray | None,
-             frame_seconds: float = 0.0) -> None:
+             frame_seconds: float = 0.0, audio_start: int | None = None) -> None:
+        """Add a chunk. ``audio_start`` is the media sample index of ``audio[:, 0]``
+        (default: right after what is buffered); audio is placed there, silence filling a
+        gap and anything already played being trimmed."""
         with self._lock:
             if self.closed:
                 return
             if audio is not None and audio.shape[1]:
-                self._audio.write(audio)
+                self._write_audio(audio, audio_start)
             for item in video:
                 self._video.append(item)
                 self._video_end = max(self._video_end, item[0] + frame_seconds)
+            if video and (audio is None or not audio.shape[1]):
+                # a chunk without audio: its span is silent by content, not late
+                self._silent_until = max(self._silent_until,
+                                         round(self._video_end * SAMPLE_RATE))
             self.chunks += 1
             first = self.epoch is None
             if first:
@@ -94,6 +105,16 @@ class MediaBuffer:
                 self.epoch = self.clock() - max(start, 0.0)
             self._skip_overflow()
         self.loop.call_soon_threadsafe(self._wake, first)
+
+    def _write_audio(self, audio: np.ndarray, start: int | None) -> None:
+        end = self.audio_head + len(self._audio)
+        if start is None:
+            start = end
+        if start > end:
+            self._audio.write(np.zeros((CHANNELS, start - end), np.float32))
+        elif start < end:
+            audio = audio[:, end - start:]
+        self._audio.write(audio)
 
     def _skip_overflow(self) -> None:
         end = max(self._video_end, (self.audio_head + len(self._audio)) / SAMPLE_RATE)
@@ -123,10 +144,16 @@ class MediaBuffer:
             out = self._audio.read(got)
             self.audio_head += got
             if got < n:
-                self.underruns += 1
-                self.stall += n - got
-                self.stalled_samples += n - got
                 out = np.concatenate([out, np.zeros((CHANNELS, n - got), np.float32)], axis=1)
+                # silence by content (chunks that came without audio): the clock runs on
+                absent = min(n - got, max(0, self._silent_until - self.audio_head))
+                self.audio_head += absent
+                self.absent_audio_samples += absent
+                late = n - got - absent
+                if late:  # the producer is late: hold both tracks (sync survives)
+                    self.underruns += 1
+                    self.stall += late
+                    self.stalled_samples += late
             return out
 
     def audio_output_samples(self) -> int:
@@ -165,5 +192,6 @@ class MediaBuffer:
             "stalled_ms": round(self.stalled_samples / SAMPLE_RATE * 1000, 1),
             "skipped_ms": round(self.skipped_samples / SAMPLE_RATE * 1000, 1),
             "dropped_video_frames": self.dropped_video_frames,
+            "absent_audio_ms": round(self.absent_audio_samples / SAMPLE_RATE * 1000, 1),
             "chunks": self.chunks,
         }

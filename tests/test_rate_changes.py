@@ -70,3 +70,50 @@ def test_rate_and_layout_change_mid_stream_is_continuous():
     for switch in (48_000 - 480, 96_000 - 480):
         calm[switch - 96:switch + 96] = False
     assert error[calm].max() < 1e-4  # everywhere else the sine is exact to -74 dB
+
+
+class SometimesSilent(Pipeline):
+    """Claims audio (the registry's flag), but makes it only in some chunks: 24 fps video
+    always, a 440 Hz tone only while ``with_audio`` says so."""
+
+    pipeline_id = "sometimes-silent"
+    name = "Sometimes silent"
+    produces_video = True
+    produces_audio = True
+    fps = 24.0
+    sample_rate = 48_000
+
+    def __init__(self, schedule):
+        super().__init__("cpu")
+        self.schedule = list(schedule)
+
+    def __call__(self, inputs, params):
+        with_audio = self.schedule.pop(0) if self.schedule else False
+        video = np.zeros((12, 8, 8, 3), np.uint8)
+        audio = (0.3 * np.sin(2 * math.pi * FREQ * np.arange(24_000) / 48_000)).astype(np.float32)
+        return PipelineOutput(video=video, audio=audio if with_audio else None, fps=24.0,
+                              sample_rate=48_000)
+
+
+def test_missing_audio_is_silence_not_a_stall():
+    """A chain that produces audio only sometimes must not hold its video back forever."""
+    loop = asyncio.new_event_loop()
+    now = [0.0]
+    try:
+        buffer = MediaBuffer(loop, max_buffer=60.0, clock=lambda: now[0])
+        runner = PipelineRunner([SometimesSilent([True, True] + [False] * 6 + [True, True])], buffer)
+        frames = []
+        for chunk in range(10):  # 5 s of video; audio in the first and the last second
+            runner._emit(runner._call_chain(None))
+            for k in range(25):  # play the chunk's 0.5 s out on a simulated clock
+                now[0] = buffer.epoch + buffer.playout_delay + (chunk * 25 + k) * 0.02
+                frames.append(buffer.take_audio(960))
+        audio = np.concatenate(frames, axis=1)[0]
+    finally:
+        loop.close()
+    assert buffer.underruns == 0 and buffer.stall == 0  # video was never held back
+    assert buffer.absent_audio_samples == 3 * 48_000  # seconds 1-4 were silence by content
+    loud = np.abs(audio.reshape(-1, 960)).max(axis=1) > 0.1
+    assert loud[:50].all() and not loud[50:200].any() and loud[200:].all()
+    # the tone is back on its own media time: sample 4 s is where the generator put it
+    assert abs(audio[4 * 48_000 + 10]) > 0 and np.abs(audio[4 * 48_000 - 960:4 * 48_000]).max() == 0
