@@ -27,6 +27,9 @@ from scope_relay.protocol.audio_stream import AudioRing
 
 #: Outgoing pts start this far before the first cloud time seen, so they stay positive.
 PTS_HEADROOM = 1.0
+#: Lateness up to this is network jitter (the delay rises to absorb it); later audio is
+#: stale (held across a reconnect) and is only dropped.
+MAX_JITTER = 0.3
 
 
 class FrameProcessor:
@@ -106,7 +109,11 @@ class FrameProcessor:
                 self._audio.discard(late)
                 self._audio_start += late
                 self.audio_late_samples += late
-                self._raise_delay(late / SAMPLE_RATE)
+                # how late this frame came for its own release time (a raise applies at
+                # once to the frames after it, so a burst raises once, not per frame)
+                lateness = arrival - self.release_time(cloud_time)
+                if 0 < lateness <= MAX_JITTER:  # beyond that it is stale, not jitter
+                    self._raise_delay(lateness)
         self._audio_event.set()
 
     def add_video(self, frame: av.VideoFrame, cloud_time: float, arrival: float) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import uuid
 from typing import Any, Callable, Mapping
@@ -61,6 +62,13 @@ class BrowserSession:
         self.camera: MediaStreamTrack | None = None
         self.closed = asyncio.Event()
         self.on_closed: Callable[[str], object] | None = None
+        #: every parameter update forwarded so far, merged: a new cloud connection after a
+        #: network failure starts from them, not from the offer's initial values
+        self.parameter_state: dict[str, Any] = {}
+        self.cloud_reconnects = 0
+        self._cloud_params: dict[str, Any] = {}
+        self._browser_sends_video = False
+        self._keeper: asyncio.Task | None = None
 
     async def handle_offer(self, sdp: Any, initial_parameters: Mapping[str, Any]) -> str:
         sdp = validate_offer_sdp(sdp)
@@ -83,7 +91,8 @@ class BrowserSession:
             @channel.on("message")
             def on_message(message) -> None:
                 if self.cloud is not None:
-                    self.cloud.send_parameters(message)
+                    self.cloud.send_parameters(message)  # unchanged
+                self._observe_parameters(message)
 
         @self.pc.on("connectionstatechange")
         async def on_state() -> None:
@@ -98,13 +107,12 @@ class BrowserSession:
         browser_sends_video = any(t.kind == "video" and t._offerDirection in ("sendrecv", "sendonly")
                                   for t in transceivers)
 
-        params = dict(initial_parameters)
-        params["pipeline_ids"] = self.pipeline_ids
-        self.cloud = CloudWebRTCClient(
-            self.connection, self.processor, caps,
-            camera=self.camera if caps.accepts_video and browser_sends_video else None,
-            loopback_ice=self.cloud_loopback_ice)
-        await self.cloud.connect(params)
+        self._cloud_params = dict(initial_parameters)
+        self._cloud_params["pipeline_ids"] = self.pipeline_ids
+        self._browser_sends_video = browser_sends_video
+        self.cloud = self._new_cloud_client()
+        await self.cloud.connect(self._cloud_params)
+        self._keeper = asyncio.get_running_loop().create_task(self._keep_cloud_connected())
 
         video_done = audio_done = False
         for t in transceivers:
@@ -128,6 +136,48 @@ class BrowserSession:
             await self.pc.setLocalDescription(await self.pc.createAnswer())
         return self.pc.localDescription.sdp
 
+    def _new_cloud_client(self) -> CloudWebRTCClient:
+        assert self.capabilities is not None
+        send_camera = self.capabilities.accepts_video and self._browser_sends_video
+        return CloudWebRTCClient(self.connection, self.processor, self.capabilities,
+                                 camera=self.camera if send_camera else None,
+                                 loopback_ice=self.cloud_loopback_ice)
+
+    def _observe_parameters(self, message: Any) -> None:
+        try:
+            update = json.loads(message) if isinstance(message, str) else None
+        except ValueError:
+            return
+        if isinstance(update, dict):
+            self.parameter_state.update(update)
+
+    async def _keep_cloud_connected(self) -> None:
+        """aiortc has no ICE restart: when the cloud hop fails, build a new peer connection
+        to the cloud and feed the same FrameProcessor; the browser hop stays up (audio
+        plays silence, video holds) and resumes on the cloud's clock."""
+        backoff = 0.5
+        while True:
+            assert self.cloud is not None
+            await self.cloud.failed.wait()
+            if self.closed.is_set():
+                return
+            logger.warning("session %s: cloud media connection lost, reconnecting",
+                           self.session_id[:8])
+            await self.cloud.close()
+            while not self.closed.is_set():
+                client = self._new_cloud_client()
+                try:
+                    await client.connect({**self._cloud_params, **self.parameter_state})
+                except (ProtocolError, OSError) as exc:
+                    await client.close()
+                    logger.warning("reconnecting to the cloud failed: %s", exc)
+                    await asyncio.sleep(backoff)
+                    backoff = min(2 * backoff, 10.0)
+                    continue
+                self.cloud, backoff = client, 0.5
+                self.cloud_reconnects += 1
+                break
+
     async def add_candidates(self, candidates: Any) -> int:
         if not isinstance(candidates, list) or not all(isinstance(c, dict) for c in candidates):
             raise InvalidMessage("'candidates' must be a list of candidate objects")
@@ -145,6 +195,7 @@ class BrowserSession:
         out.update(self.processor.stats())
         if self.cloud:
             out.update(self.cloud.stats())
+        out["cloud_reconnects"] = self.cloud_reconnects
         if self.video_track:
             out["video_frames_sent"] = self.video_track.frames_sent
         if self.audio_track:
@@ -157,6 +208,9 @@ class BrowserSession:
         self.closed.set()
         if self.on_closed:
             self.on_closed(self.session_id)
+        if self._keeper is not None:
+            self._keeper.cancel()
+            await asyncio.gather(self._keeper, return_exceptions=True)
         self.processor.close()
         if self.cloud is not None:
             await self.cloud.close()

@@ -11,6 +11,7 @@ import pytest
 from peers import BrowserPeer, ColourCamera, dominant_frequency, media_sections
 from servers import cloud_server, relay_server
 from scope_relay.cloud.app import STATE_KEY
+from scope_relay.local.server import RELAY_KEY
 
 
 @pytest.fixture
@@ -149,5 +150,33 @@ async def test_bursty_pipeline_plays_through_and_follows_prompts(stack):
         # the runner learned how long a call takes and started each one early enough
         (session,) = cloud.app[STATE_KEY].sessions.values()
         assert session.buffer.underruns == 0, session.stats()
+    finally:
+        await peer.close()
+
+
+async def test_cloud_hop_failure_reconnects_and_keeps_parameters(stack):
+    """aiortc has no ICE restart: the relay builds a new cloud peer connection, the browser
+    hop stays up, and the parameters changed so far survive."""
+    cloud, relay = stack
+    peer = BrowserPeer(video=False)
+    try:
+        response = await peer.connect_relay(relay.url, {"pipeline_ids": ["test-tone"],
+                                                        "interval": 0.5, "duration": 0.3})
+        assert response.status_code == 200, response.text
+        await peer.send_parameters({"frequency": 1500})
+        await peer.wait_audio_frames(40)
+        (session,) = relay.app[RELAY_KEY].sessions.values()
+        first_cloud_session = session.cloud.session_id
+        await cloud.app[STATE_KEY].close_session(first_cloud_session)  # the cloud hop dies
+        mark = len(peer.received.audio)
+        await peer.wait_audio_frames(150, timeout=30)  # the browser track never stopped
+        assert session.cloud_reconnects == 1
+        assert session.cloud.session_id != first_cloud_session
+        assert list(cloud.app[STATE_KEY].sessions) == [session.cloud.session_id]
+        later = np.concatenate(peer.received.audio[mark + 60:], axis=1)
+        beeps = [b for b in beep_segments(later[0]) if len(b) >= 4800]
+        assert beeps, "no audio after reconnecting"
+        assert dominant_frequency(beeps[-1][480:-480], 48000) == pytest.approx(1500, rel=0.01)
+        assert session.processor.extra_delay < 0.05  # stale audio was dropped, not absorbed
     finally:
         await peer.close()
