@@ -165,3 +165,29 @@ async def test_cloud_icecandidate_good_and_bad(control):
     assert (await reply_for(control, "c2"))["type"] == "icecandidate_ack"
     await assert_still_serving(control)
     await peer.close()
+
+
+async def test_slow_request_neither_blocks_others_nor_hangs():
+    """A slow call (a model install) runs beside offers and pings, and times out cleanly."""
+    from scope_relay.cloud.app import STATE_KEY
+
+    async with cloud_server(request_timeout=1.0) as cloud, aiohttp.ClientSession() as http:
+        never = asyncio.Event()
+
+        async def slow(body):
+            await never.wait()
+            return {}
+
+        cloud.app[STATE_KEY].router._routes["/api/v1/slow"] = {"GET": slow}
+        ws = await http.ws_connect(cloud.ws_url)
+        assert (await ws.receive_json())["type"] == "ready"
+        await ws.send_json({"type": "api", "request_id": "slow", "method": "GET", "path": "/api/v1/slow"})
+        await ws.send_json({"type": "ping", "request_id": "quick"})
+        first = await reply_for(ws)
+        assert first["request_id"] == "quick"  # answered while the slow call is pending
+        timed_out = await reply_for(ws, "slow", timeout=5)
+        assert timed_out["type"] == "api_response" and timed_out["status"] == 504
+        assert timed_out["code"] == "TIMEOUT" and "1 s" in timed_out["data"]["detail"]
+        await assert_still_serving(ws)
+        never.set()
+        await ws.close()
