@@ -1,8 +1,8 @@
 """ICE servers handed to clients: static STUN/TURN, or TURN REST credentials from a secret.
 
 TURN REST credentials (coturn ``--use-auth-secret``): username ``<expiry>:<user>``,
-password ``base64(HMAC-SHA1(secret, username))``. Clients ask again before expiry
-(``get_ice_servers``), so a two-hour session never holds a dead credential.
+password ``base64(HMAC-SHA1(secret, username))``, fresh for every ``get_ice_servers``
+(each new peer connection asks again).
 """
 
 from __future__ import annotations
@@ -29,7 +29,10 @@ class IceServerConfig:
     turn_secret: str | None = None
     turn_username: str | None = None
     turn_password: str | None = None
-    ttl: int = 3600
+    #: Credentials must outlive the session: aioice refreshes its TURN allocation with the
+    #: credentials it started with, so an expired one drops the call (the relay then
+    #: rebuilds the cloud hop with fresh ones). A day covers any real session.
+    ttl: int = 86_400
 
     def servers(self, user: str = "scope") -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
