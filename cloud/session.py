@@ -12,7 +12,7 @@ from typing import Any, Callable, Mapping
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
-from scope_relay.protocol.capabilities import Capabilities
+from scope_relay.protocol.capabilities import Capabilities, direction
 from scope_relay.protocol.errors import InvalidSdp, NotReady
 from scope_relay.protocol.ice import loopback_candidates, parse_candidate, rtc_configuration
 
@@ -26,8 +26,6 @@ logger = logging.getLogger(__name__)
 
 #: Offer keys that select the chain or are mere hints; everything else is a parameter.
 _NON_PARAMETER_KEYS = {"pipeline_ids", "produces_video", "produces_audio", "accepts_video"}
-_DIRECTIONS = {(True, True): "sendrecv", (True, False): "sendonly",
-               (False, True): "recvonly", (False, False): "inactive"}
 
 
 def validate_sdp(sdp: str) -> None:
@@ -100,7 +98,7 @@ class MediaSession:
                 if caps.produces_video:
                     self.video_track = TimedVideoTrack(self.buffer)
                     transceiver.sender.replaceTrack(self.video_track)
-                transceiver.direction = _DIRECTIONS[(caps.produces_video, caps.accepts_video)]
+                transceiver.direction = direction(caps.produces_video, caps.accepts_video)
             elif transceiver.kind == "audio" and not audio_done:
                 audio_done = True
                 if caps.produces_audio:

@@ -10,7 +10,7 @@ from typing import Any, Callable, Mapping
 
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 
-from scope_relay.protocol.capabilities import Capabilities
+from scope_relay.protocol.capabilities import Capabilities, direction
 from scope_relay.protocol.errors import InvalidMessage, InvalidSdp, ProtocolError
 from scope_relay.protocol.ice import loopback_candidates, parse_candidate, rtc_configuration
 
@@ -114,17 +114,23 @@ class BrowserSession:
         await self.cloud.connect(self._cloud_params)
         self._keeper = asyncio.get_running_loop().create_task(self._keep_cloud_connected())
 
+        self._attach_tracks(transceivers, caps, browser_sends_video)
+        with loopback_candidates(self.loopback_ice):
+            await self.pc.setLocalDescription(await self.pc.createAnswer())
+        return self.pc.localDescription.sdp
+
+    def _attach_tracks(self, transceivers: list, caps: Capabilities,
+                       browser_sends_video: bool) -> None:
+        """Our tracks on the browser's m-lines, by the chain's flags (first of each kind)."""
         video_done = audio_done = False
         for t in transceivers:
             if t.kind == "video" and not video_done:
                 video_done = True
-                send = caps.produces_video
-                if send:
+                if caps.produces_video:
                     self.video_track = CloudTrack(self.processor)
                     t.sender.replaceTrack(self.video_track)
-                recv = caps.accepts_video and browser_sends_video
-                t.direction = {(True, True): "sendrecv", (True, False): "sendonly",
-                               (False, True): "recvonly", (False, False): "inactive"}[(send, recv)]
+                t.direction = direction(caps.produces_video,
+                                        caps.accepts_video and browser_sends_video)
             elif t.kind == "audio" and not audio_done and caps.produces_audio:
                 audio_done = True
                 self.audio_track = AudioProcessingTrack(self.processor)
@@ -132,9 +138,6 @@ class BrowserSession:
                 t.direction = "sendonly"
             else:
                 t.direction = "inactive"
-        with loopback_candidates(self.loopback_ice):
-            await self.pc.setLocalDescription(await self.pc.createAnswer())
-        return self.pc.localDescription.sdp
 
     def _new_cloud_client(self) -> CloudWebRTCClient:
         assert self.capabilities is not None

@@ -27,6 +27,13 @@ class Capabilities:
         return asdict(self)
 
 
+def direction(send: bool, receive: bool) -> str:
+    """The SDP direction for what this side sends and receives on one m-line."""
+    if send:
+        return "sendrecv" if receive else "sendonly"
+    return "recvonly" if receive else "inactive"
+
+
 def chain_capabilities(stages: Iterable[Capabilities]) -> Capabilities:
     """Flags of a chain of pipelines run in order.
 
