@@ -9,7 +9,9 @@ cloud's A/V alignment.
 
 Queues are bounded in time; every drop is counted. Audio that arrives after its release
 time is dropped (counted) and raises ``extra_delay`` for both tracks, once, by the
-lateness; it never drifts upward on its own.
+lateness. When the network has calmed down (every audio frame of a whole window came with
+room to spare), ``extra_delay`` is given back in small steps: both tracks are simply sent
+a little earlier, the audio stays continuous, so latency never ratchets up over a session.
 """
 
 from __future__ import annotations
@@ -30,6 +32,11 @@ PTS_HEADROOM = 1.0
 #: Lateness up to this is network jitter (the delay rises to absorb it); later audio is
 #: stale (held across a reconnect) and is only dropped.
 MAX_JITTER = 0.3
+#: Raised delay is given back after a window in which every audio frame arrived at least
+#: ``DECAY_MARGIN`` before its release time, at most ``DECAY_STEP`` per window.
+DECAY_WINDOW = 10.0
+DECAY_MARGIN = 0.02
+DECAY_STEP = 0.02
 
 
 class FrameProcessor:
@@ -41,6 +48,9 @@ class FrameProcessor:
         self.clock = clock
         self.offset: float | None = None
         self.extra_delay = 0.0
+        self._window_start: float | None = None
+        self._window_slack: float | None = None
+        self.delay_decreases = 0
         self.base_time: float | None = None
         # int16: exactly what is sent, so 48 kHz s16 from the cloud passes bit-exact with
         # no float conversion on the hot path
@@ -77,6 +87,23 @@ class FrameProcessor:
 
     def _raise_delay(self, lateness: float) -> None:
         self.extra_delay = min(self.max_extra_delay, self.extra_delay + lateness + 0.01)
+        self._window_start, self._window_slack = None, None  # judge calm from here on
+
+    def _judge_slack(self, cloud_time: float, arrival: float) -> None:
+        """Track how early audio arrives; after a calm window, give back raised delay."""
+        if not self.extra_delay:
+            return
+        slack = self.release_time(cloud_time) - arrival
+        if self._window_start is None:
+            self._window_start, self._window_slack = arrival, slack
+            return
+        self._window_slack = min(self._window_slack, slack)
+        if arrival - self._window_start >= DECAY_WINDOW:
+            spare = self._window_slack - DECAY_MARGIN
+            if spare > 0:
+                self.extra_delay = max(0.0, self.extra_delay - min(spare, DECAY_STEP))
+                self.delay_decreases += 1
+            self._window_start, self._window_slack = None, None  # a new window
 
     # --- writers (CloudWebRTCClient) ---------------------------------------------------
     def add_audio(self, samples: np.ndarray, cloud_time: float, arrival: float) -> None:
@@ -103,6 +130,7 @@ class FrameProcessor:
         if dropped:
             self.audio_overflow_samples += dropped
         self._audio_start += dropped
+        self._judge_slack(cloud_time, arrival)
         if self.audio_cursor is not None and self._audio_start < self.audio_cursor:
             late = min(self.audio_cursor - self._audio_start, len(self._audio))
             if late:
@@ -192,6 +220,7 @@ class FrameProcessor:
             "offset_ms": None if self.offset is None else round(self.offset * 1000, 1),
             "playout_delay_ms": round((self.playout_delay + self.extra_delay) * 1000, 1),
             "extra_delay_ms": round(self.extra_delay * 1000, 1),
+            "delay_decreases": self.delay_decreases,
             "audio_queue_ms": round(self.audio_queue_seconds() * 1000, 1),
             "video_queue_ms": round(video_ms, 1),
             "video_queue_frames": len(self._video),

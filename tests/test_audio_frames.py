@@ -148,3 +148,35 @@ def test_downmix_uses_standard_coefficients_by_channel_name():
     out = framer.ring.read(len(framer.ring))
     np.testing.assert_allclose(out[0], out[1])
     np.testing.assert_allclose(out[0], 0.5 * c / norm, rtol=1e-5)
+
+
+def test_raised_delay_is_given_back_when_the_network_calms_down():
+    """A late burst raises the relay's delay once; a calm minute gives it back, in steps,
+    without touching the audio (the cursor stays continuous)."""
+    now = [1000.0]
+    processor = FrameProcessor(clock=lambda: now[0])
+    samples = np.ones((2, 960), np.int16)
+    t = 1000.0
+
+    def frame(lag: float) -> None:
+        nonlocal t
+        processor.add_audio(samples, cloud_time=t, arrival=t + lag)
+        t += 0.02
+
+    frame(0.05)  # sets the offset: 50 ms
+    asyncio.run(processor.first_audio())
+    for k in range(50):  # on time, consumed as they are due
+        now[0] = t + 0.2
+        frame(0.05)
+        processor.take_audio(960)
+    processor.take_audio(960)  # the last buffered frame plays, then the next slot is
+    processor.take_audio(960)  # played as silence before its frame arrives...
+    frame(0.05 + 0.15 + 0.1)  # ...100 ms past its release time
+    assert 0.1 <= processor.extra_delay <= 0.12
+    raised = processor.extra_delay
+    for k in range(60 * 50):  # a calm minute
+        now[0] = t + 0.05 + 0.15 + processor.extra_delay
+        frame(0.05)
+        processor.take_audio(960)
+    assert processor.extra_delay < raised - 0.08 and processor.delay_decreases >= 4
+    assert processor.audio_underruns == 1  # the late frame's slot; nothing lost by decaying
