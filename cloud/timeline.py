@@ -89,8 +89,8 @@ class MediaBuffer:
         with self._lock:
             if self.closed:
                 return
-            if audio is not None and audio.shape[1]:
-                self._write_audio(audio, audio_start)
+            if audio is not None and audio.shape[1] and self.audio_clocked:
+                self._write_audio(audio, audio_start)  # (no audio track: nobody to play it)
             for item in video:
                 self._video.append(item)
                 self._video_end = max(self._video_end, item[0] + frame_seconds)
@@ -110,11 +110,23 @@ class MediaBuffer:
         end = self.audio_head + len(self._audio)
         if start is None:
             start = end
-        if start > end:
-            self._audio.write(np.zeros((CHANNELS, start - end), np.float32))
+        if start > end:  # never more silence than the ring holds
+            gap = min(start - end, self._audio.capacity)
+            self._skip_media(start - end - gap)
+            self._write_ring(np.zeros((CHANNELS, gap), np.float32))
         elif start < end:
             audio = audio[:, end - start:]
-        self._audio.write(audio)
+        self._write_ring(audio)
+
+    def _write_ring(self, audio: np.ndarray) -> None:
+        # the ring drops its oldest samples when full: the media they held is skipped
+        self._skip_media(self._audio.write(audio))
+
+    def _skip_media(self, samples: int) -> None:
+        """Move the media position on without moving the output (RTP) position."""
+        self.audio_head += samples
+        self.stall -= samples
+        self.skipped_samples += samples
 
     def _skip_overflow(self) -> None:
         end = max(self._video_end, (self.audio_head + len(self._audio)) / SAMPLE_RATE)
@@ -123,9 +135,7 @@ class MediaBuffer:
             return
         skip = int(round(excess * SAMPLE_RATE))
         self._audio.discard(skip)
-        self.audio_head += skip
-        self.stall -= skip
-        self.skipped_samples += skip
+        self._skip_media(skip)
         now = self.media_now()
         while self._video and self._video[0][0] < now:
             self._video.popleft()

@@ -117,3 +117,20 @@ def test_missing_audio_is_silence_not_a_stall():
     assert loud[:50].all() and not loud[50:200].any() and loud[200:].all()
     # the tone is back on its own media time: sample 4 s is where the generator put it
     assert abs(audio[4 * 48_000 + 10]) > 0 and np.abs(audio[4 * 48_000 - 960:4 * 48_000]).max() == 0
+
+
+def test_audio_without_an_audio_track_is_not_stored():
+    """An offer without an audio m-line (e.g. Scope's hint said no audio): the chain's audio
+    has no listener, so the buffer keeps none of it, however long the session runs."""
+    loop = asyncio.new_event_loop()
+    try:
+        buffer = MediaBuffer(loop, max_buffer=6.0, audio_clocked=False, clock=lambda: 0.0)
+        runner = PipelineRunner([SometimesSilent([True] * 100)], buffer)
+        for _ in range(100):  # 50 s of video with audio
+            runner._emit(runner._call_chain(None))
+            while buffer.pop_video() is not None:
+                pass
+    finally:
+        loop.close()
+    assert len(buffer._audio) == 0
+    assert buffer.audio_output_samples() == 0  # skipping media never moved the output
