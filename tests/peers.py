@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fractions
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, AsyncIterator
 
 import av
 import httpx
@@ -145,6 +146,19 @@ class BrowserPeer:
         for t in self._tasks:
             t.cancel()
         await self.pc.close()
+
+
+@contextlib.asynccontextmanager
+async def connected(relay_url: str, initial_parameters: dict[str, Any],
+                    **peer_options: Any) -> AsyncIterator[BrowserPeer]:
+    """A :class:`BrowserPeer` whose offer the relay answered (asserted), closed afterwards."""
+    peer = BrowserPeer(**peer_options)
+    try:
+        response = await peer.connect_relay(relay_url, initial_parameters)
+        assert response.status_code == 200, response.text
+        yield peer
+    finally:
+        await peer.close()
 
 
 def media_sections(sdp: str) -> dict[str, str]:

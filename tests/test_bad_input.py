@@ -9,7 +9,9 @@ import aiohttp
 import httpx
 import pytest
 
+from peers import BrowserPeer, connected
 from servers import cloud_server, relay_server
+from scope_relay.cloud.app import STATE_KEY
 
 
 async def reply_for(ws, request_id: str | None = None, timeout: float = 5.0) -> dict:
@@ -121,13 +123,8 @@ async def test_relay_rest_bad_input():
 
 
 async def test_trickled_candidates_good_and_bad():
-    from peers import BrowserPeer
-
     async with cloud_server() as cloud, relay_server(cloud) as relay:
-        peer = BrowserPeer(video=False)
-        try:
-            response = await peer.connect_relay(relay.url, {"pipeline_ids": ["test-tone"]})
-            assert response.status_code == 200
+        async with connected(relay.url, {"pipeline_ids": ["test-tone"]}, video=False) as peer:
             path = f"/api/v1/webrtc/offer/{peer.session_id}"
             good = {"candidate": "candidate:1 1 udp 2130706431 127.0.0.1 50000 typ host",
                     "sdpMid": "0", "sdpMLineIndex": 0}
@@ -141,14 +138,10 @@ async def test_trickled_candidates_good_and_bad():
                 stats = (await http.get("/api/v1/stats")).json()["sessions"]
                 assert [s["sessionId"] for s in stats] == [peer.session_id]  # still serving
             await peer.wait_audio_frames(10)
-        finally:
-            await peer.close()
 
 
 async def test_cloud_icecandidate_good_and_bad(control):
     # an unknown session is an error, not a crash (covered above); a known one:
-    from peers import BrowserPeer
-
     peer = BrowserPeer(video=False)
     await peer.pc.setLocalDescription(await peer.pc.createOffer())
     await control.send_json({"type": "offer", "request_id": "o1", "sdp": peer.pc.localDescription.sdp,
@@ -169,8 +162,6 @@ async def test_cloud_icecandidate_good_and_bad(control):
 
 async def test_slow_request_neither_blocks_others_nor_hangs():
     """A slow call (a model install) runs beside offers and pings, and times out cleanly."""
-    from scope_relay.cloud.app import STATE_KEY
-
     async with cloud_server(request_timeout=1.0) as cloud, aiohttp.ClientSession() as http:
         never = asyncio.Event()
 

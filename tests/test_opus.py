@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from aiortc.codecs import CODECS, get_encoder
 
-from peers import BrowserPeer
+from peers import connected
 from servers import cloud_server, relay_server
 from scope_relay.local.server import RELAY_KEY
 from scope_relay.protocol.audio import s16_frame
@@ -43,10 +43,7 @@ def test_encoder_uses_music_settings_and_bitrate():
 
 async def test_sdp_and_live_sender_carry_the_settings():
     async with cloud_server() as cloud, relay_server(cloud) as relay:
-        peer = BrowserPeer(video=False)
-        try:
-            response = await peer.connect_relay(relay.url, {"pipeline_ids": ["test-tone"]})
-            assert response.status_code == 200
+        async with connected(relay.url, {"pipeline_ids": ["test-tone"]}, video=False) as peer:
             fmtp = [line for line in peer.answer_sdp.splitlines() if line.startswith("a=fmtp:")]
             assert any("stereo=1" in f and "maxaveragebitrate=128000" in f for f in fmtp), fmtp
             await peer.wait_audio_frames(20)
@@ -54,5 +51,3 @@ async def test_sdp_and_live_sender_carry_the_settings():
             sender = next(s for s in session.pc.getSenders() if s.track and s.track.kind == "audio")
             encoder = sender._RTCRtpSender__encoder
             assert isinstance(encoder, MusicOpusEncoder) and encoder.codec.bit_rate == 128_000
-        finally:
-            await peer.close()
