@@ -11,6 +11,7 @@ import pytest
 from peers import BrowserPeer, ColourCamera, dominant_frequency, media_sections
 from servers import cloud_server, relay_server
 from scope_relay.cloud.app import STATE_KEY
+from scope_relay.local.frame_processor import MAX_JITTER
 from scope_relay.local.server import RELAY_KEY
 
 
@@ -101,7 +102,13 @@ async def test_av_sync_flashes_and_clicks_once_per_second(stack):
             if b > 128 and prev <= 128]
         first_pts = peer.received.audio_pts[0]
         click_times = [audio_tap.best_time(first_pts + int(o * 48000)) for o in onsets]
-        offsets = [min((c - f for c in click_times), key=abs) for f in flash_times]
+        # Only flashes the received audio covers can have a click: the page may show the
+        # first picture a moment before the first sound arrives.
+        audio_start = audio_tap.best_time(first_pts)
+        audio_end = audio_tap.best_time(first_pts + mono.size)
+        covered = [f for f in flash_times if audio_start + 0.05 < f < audio_end - 0.05]
+        assert len(covered) >= 2, (flash_times, audio_start, audio_end)
+        offsets = [min((c - f for c in click_times), key=abs) for f in covered]
         # Measured ~1 ms here; the bound leaves room for a loaded 2-core machine.
         assert max(abs(o) for o in offsets) < 0.025, offsets
     finally:
@@ -177,6 +184,8 @@ async def test_cloud_hop_failure_reconnects_and_keeps_parameters(stack):
         beeps = [b for b in beep_segments(later[0]) if len(b) >= 4800]
         assert beeps, "no audio after reconnecting"
         assert dominant_frequency(beeps[-1][480:-480], 48000) == pytest.approx(1500, rel=0.01)
-        assert session.processor.extra_delay < 0.05  # stale audio was dropped, not absorbed
+        # Stale audio from the outage (a new peer connection and its first sender report
+        # take > 0.5 s) is dropped, not absorbed; jitter on a loaded box may add a little.
+        assert session.processor.extra_delay < MAX_JITTER, session.processor.stats()
     finally:
         await peer.close()
