@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,7 +12,8 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
-from scope_relay.protocol.errors import InvalidMessage
+from scope_relay.protocol.errors import Busy, InvalidMessage
+from scope_relay.protocol.messages import load_json
 from scope_relay.protocol.opus import DEFAULT_BITRATE, configure_opus
 
 from .api import ApiRouter
@@ -52,6 +52,10 @@ class CloudConfig:
     require_user_id: bool = False
     allowed_user_ids: set[str] | None = None
     max_bad_messages: int = 50
+    #: requests one control socket may have in progress at once; more are refused (BUSY)
+    max_requests_in_flight: int = 32
+    #: media sessions the app serves at once (each holds a pipeline on the GPU)
+    max_sessions: int = 16
     log_interval: float = 0.25
     device: str | None = None
     preload: list[str] = field(default_factory=list)
@@ -73,6 +77,8 @@ class CloudState:
         self.connections = 0
 
     async def create_session(self, sdp: str, initial_parameters: dict[str, Any]) -> MediaSession:
+        if len(self.sessions) >= self.config.max_sessions:
+            raise Busy(f"this cloud app already serves {len(self.sessions)} sessions")
         session = MediaSession(self.manager, ice_servers=self.ice.servers(),
                                loopback_ice=self.config.loopback_ice,
                                playout_delay=self.config.playout_delay,
@@ -93,7 +99,7 @@ class CloudState:
 
     def stats(self) -> dict[str, Any]:
         return {"sessions": [s.stats() for s in self.sessions.values()],
-                "connections": self.connections}
+                "connections": self.connections, "log_lines_dropped": self.log_hub.dropped}
 
 
 class _Metrics:
@@ -165,9 +171,9 @@ def create_app(config: CloudConfig | None = None) -> web.Application:
         body: Any = None
         if request.can_read_body:
             try:
-                body = json.loads(await request.text())
-            except ValueError as exc:
-                return _json_error(400, f"body is not valid JSON: {exc}", InvalidMessage.code)
+                body = load_json(await request.text(), "body")
+            except InvalidMessage as exc:
+                return _json_error(400, str(exc), InvalidMessage.code)
         result = await state.router.handle(request.method, request.path, body)
         data = result.data
         if result.status >= 400:
@@ -193,6 +199,7 @@ def create_app(config: CloudConfig | None = None) -> web.Application:
         logging.getLogger(CLOUD_LOGGER).removeHandler(state.log_hub)
         for session_id in list(state.sessions):
             await state.close_session(session_id)
+        await state.manager.close()
 
     app.on_startup.append(on_startup)
     app.on_cleanup.append(on_cleanup)

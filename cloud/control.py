@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import WSMsgType, web
 
 from scope_relay.protocol import messages as m
-from scope_relay.protocol.errors import (AccessDenied, InvalidMessage, ProtocolError,
+from scope_relay.protocol.errors import (AccessDenied, Busy, InvalidMessage, ProtocolError,
                                          RequestTimeout, UnknownSession)
+from scope_relay.protocol.tasks import OwnedTasks
 
 if TYPE_CHECKING:
     from .app import CloudState
@@ -38,7 +39,8 @@ class ControlChannel:
         self.user_id: str | None = None
         self.sessions: set[str] = set()
         self._send_lock = asyncio.Lock()
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks = OwnedTasks()  # log forwarding, the duration limit
+        self._requests = OwnedTasks()  # requests in progress, served concurrently
         self._bad_times: list[float] = []
 
     # --- plumbing ------------------------------------------------------------------------
@@ -63,12 +65,6 @@ class ControlChannel:
             except (ConnectionError, RuntimeError):
                 pass  # the peer went away; the receive loop will notice
 
-    def _spawn(self, coro) -> asyncio.Task:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
-
     async def _close(self, code: int, reason: str) -> None:
         await self.ws.close(code=code, message=reason.encode()[:120])
 
@@ -79,9 +75,9 @@ class ControlChannel:
             await self.state.ready.wait()
             await self.send(m.ready(self.connection_id))  # strictly the first message
             log_buffer = self.state.log_hub.subscribe()
-            self._spawn(self._forward_logs(log_buffer))
+            self._tasks.spawn(self._forward_logs(log_buffer))
             if self.config.max_session_seconds:
-                self._spawn(self._limit_duration(self.config.max_session_seconds))
+                self._tasks.spawn(self._limit_duration(self.config.max_session_seconds))
             async for msg in self.ws:
                 if msg.type == WSMsgType.TEXT:
                     await self._on_text(msg.data)
@@ -93,9 +89,8 @@ class ControlChannel:
         finally:
             if log_buffer is not None:
                 self.state.log_hub.unsubscribe(log_buffer)
-            for task in list(self._tasks):
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self._requests.cancel_all()
+            await self._tasks.cancel_all()
             for session_id in list(self.sessions):
                 await self.state.close_session(session_id)
 
@@ -126,11 +121,17 @@ class ControlChannel:
         except ProtocolError as exc:
             await self._reject(exc)
             return
-        if (self.config.require_user_id and self.user_id is None
-                and request.type not in ("set_user_id", "ping")):
+        if isinstance(request, m.SetUserId):
+            await self._serve(request)  # in order: the next request is judged with it
+            return
+        if self.config.require_user_id and self.user_id is None and request.type != "ping":
             await self._deny(request.request_id)
             return
-        self._spawn(self._serve(request))
+        if len(self._requests) >= self.config.max_requests_in_flight:
+            await self.send(m.error_from(
+                Busy(f"{len(self._requests)} requests already in progress"), request.request_id))
+            return
+        self._requests.spawn(self._serve(request))
 
     async def _deny(self, request_id: str | None) -> None:
         await self.send(m.error_from(AccessDenied("Access denied"), request_id))

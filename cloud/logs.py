@@ -21,6 +21,7 @@ class LogHub(logging.Handler):
         self.setFormatter(logging.Formatter(LOG_FORMAT))
         self._buffers: set["LogBuffer"] = set()
         self.max_lines = max_lines
+        self.dropped_by_gone = 0  # drops of buffers already unsubscribed
 
     def emit(self, record: logging.LogRecord) -> None:
         if not self._buffers:
@@ -40,7 +41,14 @@ class LogHub(logging.Handler):
         return buffer
 
     def unsubscribe(self, buffer: "LogBuffer") -> None:
-        self._buffers.discard(buffer)
+        if buffer in self._buffers:
+            self._buffers.discard(buffer)
+            self.dropped_by_gone += buffer.dropped
+
+    @property
+    def dropped(self) -> int:
+        """Lines dropped because a client read slower than the cloud logged."""
+        return self.dropped_by_gone + sum(b.dropped for b in list(self._buffers))
 
 
 class LogBuffer:

@@ -9,6 +9,7 @@ from typing import Any, Iterable, Sequence
 
 from scope_relay.protocol.capabilities import Capabilities, chain_capabilities
 from scope_relay.protocol.errors import InvalidMessage, UnknownPipeline
+from scope_relay.protocol.tasks import OwnedTasks
 
 from .pipelines.base import Pipeline
 from .pipelines.builtin import BUILTIN_PIPELINES
@@ -73,9 +74,15 @@ class PipelineManager:
         self.device = device
         self.state = LoadState()
         self._lock = asyncio.Lock()
+        self._tasks = OwnedTasks()
 
     async def load(self, pipeline_ids: Any, load_params: dict[str, Any] | None = None) -> LoadState:
+        """Load a chain. The load itself runs on as a task of the manager's: a caller that
+        gives up (timeout, closed socket) never leaves the state stuck at ``loading``."""
         classes = self.registry.resolve_chain(pipeline_ids)
+        return await asyncio.shield(self._tasks.spawn(self._load(classes)))
+
+    async def _load(self, classes: list[type[Pipeline]]) -> LoadState:
         ids = [c.pipeline_id for c in classes]
         async with self._lock:
             if self.state.status == "loaded" and self.state.pipeline_ids == ids:
@@ -84,13 +91,18 @@ class PipelineManager:
             try:
                 # Instantiating once warms up whatever the pipeline needs (weights, kernels).
                 await asyncio.to_thread(lambda: [c(self.device) for c in classes])
-            except Exception as exc:  # a pipeline's own failure: report, don't crash
-                logger.exception("loading %s failed", ids)
+            except BaseException as exc:  # a pipeline's own failure: report, don't crash
                 self.state = LoadState("error", ids, f"{type(exc).__name__}: {exc}")
+                if not isinstance(exc, Exception):
+                    raise  # the app is shutting down
+                logger.exception("loading %s failed", ids)
                 return self.state
             self.state = LoadState("loaded", ids)
             logger.info("loaded pipeline chain %s", ids)
             return self.state
+
+    async def close(self) -> None:
+        await self._tasks.cancel_all()
 
     def status(self) -> dict[str, Any]:
         state = self.state

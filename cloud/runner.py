@@ -22,12 +22,14 @@ import torch
 from scope_relay.protocol.audio import SAMPLE_RATE, as_channels_first
 from scope_relay.protocol.audio_stream import StreamResampler
 
-from .pipelines.base import InputFrame, Pipeline, PipelineOutput
+from .pipelines.base import InputFrame, Pipeline, PipelineOutput, finite_number
 from .timeline import MediaBuffer
 
 logger = logging.getLogger(__name__)
 #: Audio that resumes after a longer pause restarts its stream instead of being preceded
 #: by that much generated silence.
+#: parameters a session may hold; unknown keys beyond this are refused (counted)
+MAX_PARAMETER_KEYS = 256
 AUDIO_RESTART_GAP = 1.0
 _live_runners: "weakref.WeakSet[PipelineRunner]" = weakref.WeakSet()
 
@@ -114,6 +116,7 @@ class PipelineRunner:
         self._audio48_next: int | None = None  # 48 kHz media index of the next resampled sample
         self._call_seconds = 0.0
         self.errors = 0
+        self.rejected_params = 0
         self.last_error: str | None = None
 
     # --- control (any thread) ----------------------------------------------------------
@@ -151,11 +154,16 @@ class PipelineRunner:
         for key, value in pending.items():
             spec = next((p.params[key] for p in self.chain if key in p.params), None)
             if spec is None:
-                self.params[key] = value  # unknown keys are kept, not rejected
+                # unknown keys are kept, not rejected (Scope sends its own), within a bound
+                if key in self.params or len(self.params) < MAX_PARAMETER_KEYS:
+                    self.params[key] = value
+                else:
+                    self.rejected_params += 1
                 continue
             try:
                 self.params[key] = spec.coerce(key, value)
-            except ValueError as exc:
+            except Exception as exc:  # nothing a client sends may end the worker thread
+                self.rejected_params += 1
                 logger.warning("ignored parameter update: %s", exc)
 
     def _target_lead(self) -> float:
@@ -226,11 +234,14 @@ class PipelineRunner:
         if out.video is not None and last.produces_video:
             frames = video_to_numpy(out.video)
             fps = out.fps or last.fps or 30.0
+            if finite_number(fps) is None or fps <= 0:
+                raise ValueError(f"fps must be a positive finite number, got {fps!r}")
             frame_seconds = 1.0 / fps
             if out.video_times is not None:
-                if len(out.video_times) != len(frames):
-                    raise ValueError("video_times must have one time per frame")
-                video = list(zip((float(t) for t in out.video_times), frames))
+                times = np.asarray(out.video_times, dtype=np.float64)
+                if times.shape != (len(frames),) or not np.isfinite(times).all():
+                    raise ValueError("video_times must be one finite time per frame")
+                video = list(zip(times.tolist(), frames))
                 start = video[0][0] if video else start
                 duration = max(0.0, video[-1][0] + frame_seconds - start) if video else 0.0
             else:

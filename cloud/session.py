@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 import uuid
@@ -13,8 +12,11 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
 from scope_relay.protocol.capabilities import Capabilities, direction
-from scope_relay.protocol.errors import InvalidSdp, NotReady
-from scope_relay.protocol.ice import loopback_candidates, parse_candidate, rtc_configuration
+from scope_relay.protocol.errors import InvalidMessage, InvalidSdp, NotReady
+from scope_relay.protocol.messages import parse_parameters_message
+from scope_relay.protocol.tasks import OwnedTasks, RunOnce
+from scope_relay.protocol.ice import (add_remote_candidate, loopback_candidates, parse_candidate,
+                                      rtc_configuration)
 
 from .pipelines.base import InputFrame
 from .registry import PipelineManager
@@ -54,13 +56,12 @@ class MediaSession:
         self.closed = asyncio.Event()
         self.bad_parameter_messages = 0
         self.drained_input_frames = 0
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks = OwnedTasks()
+        self._close = RunOnce(self._close_once)
         self.on_closed: Callable[[str], object] | None = None
 
     def _spawn(self, coro) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(coro)
 
     async def accept_offer(self, sdp: str, initial_parameters: Mapping[str, Any]) -> str:
         """Set up the chain and tracks for ``sdp``; returns the answer SDP."""
@@ -118,9 +119,8 @@ class MediaSession:
         return self.pc.localDescription.sdp
 
     async def add_candidate(self, candidate: Mapping[str, Any] | None) -> None:
-        parsed = None if candidate is None else parse_candidate(candidate)
-        if parsed is not None:  # None: end of candidates, aiortc needs nothing
-            await self.pc.addIceCandidate(parsed)
+        """A trickled candidate; ``None`` (or an empty one) is end-of-candidates."""
+        await add_remote_candidate(self.pc, None if candidate is None else parse_candidate(candidate))
 
     # --- events --------------------------------------------------------------------------
     def _on_connection_state(self) -> None:
@@ -129,7 +129,7 @@ class MediaSession:
         if state == "connected" and self.runner and not self.runner._thread.is_alive():
             self.runner.start()
         elif state in ("failed", "closed"):
-            self._spawn(self.close())
+            self._close.start()
 
     async def _connect_watchdog(self) -> None:
         await asyncio.sleep(self.connect_timeout)
@@ -174,11 +174,11 @@ class MediaSession:
 
         @channel.on("message")
         def on_message(message: Any) -> None:
+            # An exception escaping here would travel up into aiortc's SCTP transport and
+            # close the whole peer connection: bad messages are refused and counted.
             try:
-                updates = json.loads(message) if isinstance(message, str) else None
-                if not isinstance(updates, dict):
-                    raise ValueError("a parameters message must be a JSON object")
-            except ValueError as exc:
+                updates = parse_parameters_message(message)
+            except InvalidMessage as exc:
                 self.bad_parameter_messages += 1
                 logger.warning("session %s: bad parameters message: %s", self.session_id[:8], exc)
                 return
@@ -186,19 +186,18 @@ class MediaSession:
                 self.runner.update_params(updates)
 
     async def close(self) -> None:
-        if self.closed.is_set():
-            return
+        await self._close()
+
+    async def _close_once(self) -> None:
         self.closed.set()
         if self.on_closed is not None:
             self.on_closed(self.session_id)
-        current = asyncio.current_task()
-        for task in list(self._tasks):
-            if task is not current:
-                task.cancel()
+        if self.runner is not None:
+            self.runner.request_stop()  # at once: the worker stops producing
+        await self._tasks.cancel_all()
         if self.buffer is not None:
             self.buffer.close()
         if self.runner is not None:
-            self.runner.request_stop()  # at once, even if this task is cancelled below
             await asyncio.to_thread(self.runner.stop)
         await self.pc.close()
 
@@ -217,6 +216,7 @@ class MediaSession:
             out["late_video_frames"] = self.video_track.late_frames
         if self.runner:
             out["pipeline_errors"] = self.runner.errors
+            out["rejected_parameters"] = self.runner.rejected_params
             out["input_frames_dropped"] = self.runner.inputs.dropped if self.runner.inputs else 0
             out["nonfinite_samples"] = self.runner._resampler.nonfinite_samples
         out["drained_input_frames"] = self.drained_input_frames

@@ -25,6 +25,7 @@ from scope_relay.protocol.capabilities import Capabilities
 from scope_relay.protocol.clock import VIDEO_CLOCK_RATE
 from scope_relay.protocol.errors import Unavailable
 from scope_relay.protocol.ice import loopback_candidates, rtc_configuration
+from scope_relay.protocol.tasks import OwnedTasks, RunOnce
 
 from .connection import CloudConnectionManager
 from .frame_processor import FrameProcessor
@@ -32,44 +33,8 @@ from .media_sync import ArrivalClock, SenderReportTap
 
 logger = logging.getLogger(__name__)
 
-
-class LatestFrameTrack(MediaStreamTrack):
-    """Forwards a remote video track keeping at most a few frames (drops oldest, counted),
-    so a slow encoder never lets aiortc's unbounded receive queue grow."""
-
-    kind = "video"
-
-    def __init__(self, source: MediaStreamTrack, max_frames: int = 2):
-        super().__init__()
-        self.source = source
-        self._frames: collections.deque = collections.deque(maxlen=max_frames)
-        self._event = asyncio.Event()
-        self.dropped = 0
-        self._task = asyncio.get_running_loop().create_task(self._pump())
-
-    async def _pump(self) -> None:
-        try:
-            while True:
-                frame = await self.source.recv()
-                if len(self._frames) == self._frames.maxlen:
-                    self.dropped += 1
-                self._frames.append(frame)
-                self._event.set()
-        except MediaStreamError:
-            self._event.set()
-
-    async def recv(self):
-        while not self._frames:
-            if self._task.done():
-                self.stop()
-                raise MediaStreamError
-            self._event.clear()
-            await self._event.wait()
-        return self._frames.popleft()
-
-    def stop(self) -> None:
-        super().stop()
-        self._task.cancel()
+#: parameter messages queued in SCTP beyond this are dropped (counted), not buffered forever
+MAX_PARAMETERS_BUFFERED = 1 << 20
 
 
 class _TrackTimer:
@@ -121,9 +86,9 @@ class CloudWebRTCClient:
         self.session_id: str | None = None
         self.pc: RTCPeerConnection | None = None
         self.channel: Any = None  # aiortc's RTCDataChannel once connected
-        self._camera_forward: LatestFrameTrack | None = None
         self._timers: dict[str, _TrackTimer] = {}
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks = OwnedTasks()
+        self._close = RunOnce(self._close_once)
         self._resampler = StreamResampler()
         self._resampled_next: int | None = None  # 48 kHz index where the next block goes
         self.pending_dropped = 0
@@ -134,9 +99,7 @@ class CloudWebRTCClient:
         self.failed = asyncio.Event()
 
     def _spawn(self, coro) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(coro)
 
     async def connect(self, initial_parameters: Mapping[str, Any]) -> str:
         reply = await self.connection.request("get_ice_servers")
@@ -157,9 +120,8 @@ class CloudWebRTCClient:
         pc.on("track", self._on_track)
         if caps.produces_video or caps.accepts_video:
             if caps.accepts_video and self.camera is not None:
-                self._camera_forward = LatestFrameTrack(self.camera)
                 transceiver = pc.addTransceiver(
-                    self._camera_forward, direction="sendrecv" if caps.produces_video else "sendonly")
+                    self.camera, direction="sendrecv" if caps.produces_video else "sendonly")
             else:
                 transceiver = pc.addTransceiver("video", direction="recvonly")
             self._timers["video"] = _TrackTimer(transceiver.receiver, VIDEO_CLOCK_RATE,
@@ -190,8 +152,10 @@ class CloudWebRTCClient:
 
     def send_parameters(self, message: str) -> None:
         """Forward a browser ``parameters`` message unchanged (observe, never edit)."""
-        if self.channel is not None and self.channel.readyState == "open":
-            self.channel.send(message)
+        channel = self.channel
+        if (channel is not None and channel.readyState == "open"
+                and channel.bufferedAmount < MAX_PARAMETERS_BUFFERED):
+            channel.send(message)
             self.parameters_forwarded += 1
         else:
             self.parameters_dropped += 1
@@ -263,18 +227,16 @@ class CloudWebRTCClient:
                        for k, t in self._timers.items()},
             "pending_dropped": self.pending_dropped,
             "clipped_samples": self.clipped_samples,
-            "camera_frames_dropped": self._camera_forward.dropped if self._camera_forward else 0,
+            "nonfinite_samples": self._resampler.nonfinite_samples,
             "parameters_forwarded": self.parameters_forwarded,
+            "parameters_dropped": self.parameters_dropped,
         }
 
     async def close(self) -> None:
-        if self.closed.is_set():
-            return
+        await self._close()
+
+    async def _close_once(self) -> None:
         self.closed.set()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._camera_forward is not None:
-            self._camera_forward.stop()
+        await self._tasks.cancel_all()
         if self.pc is not None:
             await self.pc.close()

@@ -70,6 +70,9 @@ class CloudConnectionManager:
         except asyncio.TimeoutError:
             raise Unavailable(f"cloud app not ready ({self.state}"
                               f"{': ' + self.last_error if self.last_error else ''})") from None
+        if self.state in ("closed", "error"):  # woken by close() or by giving up
+            raise Unavailable(f"cloud connection {self.state}"
+                              f"{': ' + self.last_error if self.last_error else ''}")
 
     async def request(self, msg_type: str, timeout: float | None = None,
                       **fields: Any) -> dict[str, Any]:
@@ -115,6 +118,7 @@ class CloudConnectionManager:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        self._ready.set()  # waiters wake and see the connection is closed
         if self._ws is not None:
             await self._ws.close()
         self._fail_pending(Unavailable("cloud connection closed"))
@@ -139,6 +143,7 @@ class CloudConnectionManager:
                 self._fail_pending(Unavailable(f"cloud connection lost: {self.last_error}"))
             if not self.reconnect or self._closing:
                 self.state = "error"
+                self._ready.set()  # waiters wake and see it gave up
                 return
             if time.monotonic() - started > 30:
                 backoff = 0.5

@@ -65,6 +65,7 @@ class FrameProcessor:
         self.audio_frames_in = 0
         self.video_frames_in = 0
         self.audio_overflow_samples = 0
+        self.audio_reset_samples = 0
         self.audio_late_samples = 0
         self.audio_gap_samples = 0
         self.audio_overlap_samples = 0
@@ -117,6 +118,7 @@ class FrameProcessor:
         if index > end:
             gap = index - end
             if gap >= SAMPLE_RATE or not len(self._audio) and self.audio_cursor is None:
+                self.audio_reset_samples += len(self._audio)  # a new timeline: counted
                 self._audio.clear()
                 self._audio_start = index
             else:  # lost packets: silence keeps later audio on its time
@@ -231,6 +233,7 @@ class FrameProcessor:
             "audio_startup_skipped_ms": round(self.audio_startup_skipped / SAMPLE_RATE * 1000, 1),
             "audio_gap_ms": round(self.audio_gap_samples / SAMPLE_RATE * 1000, 1),
             "audio_overflow_ms": round(self.audio_overflow_samples / SAMPLE_RATE * 1000, 1),
+            "audio_reset_ms": round(self.audio_reset_samples / SAMPLE_RATE * 1000, 1),
             "video_overflow_frames": self.video_overflow_frames,
             "video_late_frames": self.video_late_frames,
         }

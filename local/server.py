@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +12,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
 from scope_relay.protocol.errors import InvalidMessage, ProtocolError, UnknownSession
+from scope_relay.protocol.messages import load_json_object
 from scope_relay.protocol.opus import DEFAULT_BITRATE, configure_opus
 
 from .config import CloudTarget
@@ -46,13 +46,7 @@ def _error(status: int, message: str, code: str) -> web.Response:
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:
-    try:
-        body = json.loads(await request.text())
-    except ValueError as exc:
-        raise InvalidMessage(f"body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise InvalidMessage("body must be a JSON object")
-    return body
+    return load_json_object(await request.text(), "body")
 
 
 class LocalRelay:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import uuid
 from typing import Any, Callable, Mapping
@@ -12,14 +11,24 @@ from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 
 from scope_relay.protocol.capabilities import Capabilities, direction
 from scope_relay.protocol.errors import InvalidMessage, InvalidSdp, ProtocolError
-from scope_relay.protocol.ice import loopback_candidates, parse_candidate, rtc_configuration
+from scope_relay.protocol.ice import (add_remote_candidate, loopback_candidates, parse_candidate,
+                                      rtc_configuration)
+from scope_relay.protocol.messages import parse_parameters_message
+from scope_relay.protocol.tasks import OwnedTasks, RunOnce
 
 from .cloud_client import CloudWebRTCClient
 from .connection import CloudConnectionManager
 from .frame_processor import FrameProcessor
-from .tracks import AudioProcessingTrack, CloudTrack
+from .tracks import AudioProcessingTrack, CloudTrack, LatestFrameTrack
 
 logger = logging.getLogger(__name__)
+
+#: keys that pick the chain: they belong to the negotiated session, not to live parameters
+CHAIN_KEYS = frozenset({"pipeline_ids"})
+#: parameters remembered for a cloud reconnect; beyond this the oldest key is forgotten
+MAX_PARAMETER_KEYS = 256
+#: a browser that never completes ICE (it went away after its offer) is let go after this
+CONNECT_TIMEOUT = 60.0
 
 
 def validate_offer_sdp(sdp: Any) -> str:
@@ -59,16 +68,22 @@ class BrowserSession:
         self.pipeline_ids: list[str] = []
         self.video_track: CloudTrack | None = None
         self.audio_track: AudioProcessingTrack | None = None
-        self.camera: MediaStreamTrack | None = None
+        #: the browser's camera through a bounded pump this session owns: it keeps being
+        #: drained while the cloud hop reconnects (aiortc's receive queue is unbounded)
+        self.camera: LatestFrameTrack | None = None
         self.closed = asyncio.Event()
         self.on_closed: Callable[[str], object] | None = None
         #: every parameter update forwarded so far, merged: a new cloud connection after a
         #: network failure starts from them, not from the offer's initial values
         self.parameter_state: dict[str, Any] = {}
         self.cloud_reconnects = 0
+        self.bad_parameter_messages = 0
+        self.parameters_forgotten = 0
+        self.connect_timeout = CONNECT_TIMEOUT
         self._cloud_params: dict[str, Any] = {}
         self._browser_sends_video = False
-        self._keeper: asyncio.Task | None = None
+        self._tasks = OwnedTasks()
+        self._close = RunOnce(self._close_once)
 
     async def handle_offer(self, sdp: Any, initial_parameters: Mapping[str, Any]) -> str:
         sdp = validate_offer_sdp(sdp)
@@ -81,7 +96,7 @@ class BrowserSession:
         @self.pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
             if track.kind == "video" and self.camera is None:
-                self.camera = track
+                self.camera = LatestFrameTrack(track)
 
         @self.pc.on("datachannel")
         def on_datachannel(channel) -> None:
@@ -89,15 +104,24 @@ class BrowserSession:
                 return
 
             @channel.on("message")
-            def on_message(message) -> None:
+            def on_message(message: Any) -> None:
+                # Nothing may escape into aiortc's SCTP transport (it would close the
+                # connection): bad messages are refused and counted, never forwarded.
+                try:
+                    update = parse_parameters_message(message)
+                except InvalidMessage as exc:
+                    self.bad_parameter_messages += 1
+                    logger.warning("session %s: bad parameters message: %s",
+                                   self.session_id[:8], exc)
+                    return
                 if self.cloud is not None:
                     self.cloud.send_parameters(message)  # unchanged
-                self._observe_parameters(message)
+                self._observe_parameters(update)
 
         @self.pc.on("connectionstatechange")
         async def on_state() -> None:
             if self.pc.connectionState in ("failed", "closed"):
-                await self.close()
+                self.close_soon()
 
         try:
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp, "offer"))
@@ -112,7 +136,8 @@ class BrowserSession:
         self._browser_sends_video = browser_sends_video
         self.cloud = self._new_cloud_client()
         await self.cloud.connect(self._cloud_params)
-        self._keeper = asyncio.get_running_loop().create_task(self._keep_cloud_connected())
+        self._spawn(self._keep_cloud_connected())
+        self._spawn(self._connect_watchdog())
 
         self._attach_tracks(transceivers, caps, browser_sends_video)
         with loopback_candidates(self.loopback_ice):
@@ -146,13 +171,24 @@ class BrowserSession:
                                  camera=self.camera if send_camera else None,
                                  loopback_ice=self.cloud_loopback_ice)
 
-    def _observe_parameters(self, message: Any) -> None:
-        try:
-            update = json.loads(message) if isinstance(message, str) else None
-        except ValueError:
-            return
-        if isinstance(update, dict):
-            self.parameter_state.update(update)
+    def _observe_parameters(self, update: dict[str, Any]) -> None:
+        """Remember what the browser set, to restore it on a new cloud hop; the chain
+        itself stays the one this session negotiated."""
+        self.parameter_state.update(
+            (k, v) for k, v in update.items() if k not in CHAIN_KEYS)
+        while len(self.parameter_state) > MAX_PARAMETER_KEYS:  # oldest keys go first
+            del self.parameter_state[next(iter(self.parameter_state))]
+            self.parameters_forgotten += 1
+
+    def _spawn(self, coro) -> None:
+        self._tasks.spawn(coro)
+
+    async def _connect_watchdog(self) -> None:
+        await asyncio.sleep(self.connect_timeout)
+        if self.pc.connectionState != "connected":
+            logger.warning("session %s: the browser did not connect in %.0f s",
+                           self.session_id[:8], self.connect_timeout)
+            self.close_soon()
 
     async def _keep_cloud_connected(self) -> None:
         """aiortc has no ICE restart: when the cloud hop fails, build a new peer connection
@@ -162,18 +198,19 @@ class BrowserSession:
         while True:
             assert self.cloud is not None
             await self.cloud.failed.wait()
-            if self.closed.is_set():
-                return
             logger.warning("session %s: cloud media connection lost, reconnecting",
                            self.session_id[:8])
             await self.cloud.close()
-            while not self.closed.is_set():
+            while True:
                 client = self._new_cloud_client()
                 try:
                     await client.connect({**self._cloud_params, **self.parameter_state})
-                except (ProtocolError, OSError) as exc:
+                except BaseException as exc:
                     await client.close()
-                    logger.warning("reconnecting to the cloud failed: %s", exc)
+                    if not isinstance(exc, Exception):
+                        raise  # cancelled by close(): the half-built client is closed too
+                    logger.warning("session %s: reconnecting to the cloud failed: %s",
+                                   self.session_id[:8], exc)
                     await asyncio.sleep(backoff)
                     backoff = min(2 * backoff, 10.0)
                     continue
@@ -182,12 +219,13 @@ class BrowserSession:
                 break
 
     async def add_candidates(self, candidates: Any) -> int:
+        """Trickled browser candidates; an empty ``candidate`` is end-of-candidates, which
+        lets ICE give up (and the session close) when no pair works."""
         if not isinstance(candidates, list) or not all(isinstance(c, dict) for c in candidates):
             raise InvalidMessage("'candidates' must be a list of candidate objects")
         parsed = [parse_candidate(c) for c in candidates]  # all valid, or none is added
         for candidate in parsed:
-            if candidate is not None:
-                await self.pc.addIceCandidate(candidate)
+            await add_remote_candidate(self.pc, candidate)
         return sum(c is not None for c in parsed)
 
     def stats(self) -> dict[str, Any]:
@@ -199,22 +237,30 @@ class BrowserSession:
         if self.cloud:
             out.update(self.cloud.stats())
         out["cloud_reconnects"] = self.cloud_reconnects
+        out["bad_parameter_messages"] = self.bad_parameter_messages
+        out["parameters_forgotten"] = self.parameters_forgotten
+        out["camera_frames_dropped"] = self.camera.dropped if self.camera else 0
         if self.video_track:
             out["video_frames_sent"] = self.video_track.frames_sent
         if self.audio_track:
             out["audio_frames_sent"] = self.audio_track.frames_sent
         return out
 
+    def close_soon(self) -> None:
+        """Start closing without waiting (from event handlers and watchdogs)."""
+        self._close.start()
+
     async def close(self) -> None:
-        if self.closed.is_set():
-            return
+        await self._close()
+
+    async def _close_once(self) -> None:
         self.closed.set()
         if self.on_closed:
             self.on_closed(self.session_id)
-        if self._keeper is not None:
-            self._keeper.cancel()
-            await asyncio.gather(self._keeper, return_exceptions=True)
+        await self._tasks.cancel_all()
         self.processor.close()
         if self.cloud is not None:
             await self.cloud.close()
+        if self.camera is not None:
+            self.camera.stop()
         await self.pc.close()

@@ -1,8 +1,10 @@
-"""The relay's output tracks to the browser, released on the local clock by the
-FrameProcessor's one shared offset."""
+"""The relay's output tracks: to the browser, released on the local clock by the
+FrameProcessor's one shared offset, and the browser's camera, bounded, up to the cloud."""
 
 from __future__ import annotations
 
+import asyncio
+import collections
 
 import av
 from aiortc import MediaStreamTrack
@@ -68,3 +70,42 @@ class AudioProcessingTrack(MediaStreamTrack):
         self.frames_sent += 1
         base = round(p.base_time * SAMPLE_RATE)
         return s16_frame(samples, cursor - base)
+
+
+class LatestFrameTrack(MediaStreamTrack):
+    """Forwards a remote video track keeping at most a few frames (drops oldest, counted),
+    so a slow encoder never lets aiortc's unbounded receive queue grow."""
+
+    kind = "video"
+
+    def __init__(self, source: MediaStreamTrack, max_frames: int = 2):
+        super().__init__()
+        self.source = source
+        self._frames: collections.deque = collections.deque(maxlen=max_frames)
+        self._event = asyncio.Event()
+        self.dropped = 0
+        self._task = asyncio.get_running_loop().create_task(self._pump())
+
+    async def _pump(self) -> None:
+        try:
+            while True:
+                frame = await self.source.recv()
+                if len(self._frames) == self._frames.maxlen:
+                    self.dropped += 1
+                self._frames.append(frame)
+                self._event.set()
+        except MediaStreamError:
+            self._event.set()
+
+    async def recv(self):
+        while not self._frames:
+            if self._task.done():
+                self.stop()
+                raise MediaStreamError
+            self._event.clear()
+            await self._event.wait()
+        return self._frames.popleft()
+
+    def stop(self) -> None:
+        super().stop()
+        self._task.cancel()

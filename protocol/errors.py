@@ -64,6 +64,11 @@ class RequestTimeout(ProtocolError):
     status = 504
 
 
+class Busy(ProtocolError):
+    code = "BUSY"
+    status = 429
+
+
 class Unavailable(ProtocolError):
     code = "UNAVAILABLE"
     status = 503

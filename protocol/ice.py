@@ -80,6 +80,23 @@ def parse_candidate(candidate: Mapping[str, Any]) -> RTCIceCandidate | None:
         parsed = candidate_from_sdp(text)
     except Exception as exc:  # aiortc raises assorted errors on garbage
         raise InvalidMessage(f"bad ICE candidate: {exc}") from None
-    parsed.sdpMid = candidate.get("sdpMid")
-    parsed.sdpMLineIndex = candidate.get("sdpMLineIndex")
+    mid, index = candidate.get("sdpMid"), candidate.get("sdpMLineIndex")
+    if mid is not None and not isinstance(mid, str):
+        raise InvalidMessage("'sdpMid' must be a string")
+    if index is not None and (not isinstance(index, int) or isinstance(index, bool) or index < 0):
+        raise InvalidMessage("'sdpMLineIndex' must be a non-negative integer")
+    if mid is None and index is None:
+        raise InvalidMessage("a candidate needs 'sdpMid' or 'sdpMLineIndex'")
+    parsed.sdpMid, parsed.sdpMLineIndex = mid, index
     return parsed
+
+
+async def add_remote_candidate(pc: Any, candidate: RTCIceCandidate | None) -> None:
+    """Add a parsed remote candidate, or end-of-candidates for ``None`` (ICE can only fail,
+    and a dead peer be cleaned up, once it knows no more candidates are coming)."""
+    try:
+        await pc.addIceCandidate(candidate)
+    except ValueError as exc:
+        if candidate is None:
+            return  # end-of-candidates said twice: nothing more to do
+        raise InvalidMessage(f"ICE candidate refused: {exc}") from None

@@ -74,6 +74,31 @@ def _attach(exc: ProtocolError, request_id: str | None) -> ProtocolError:
     return exc
 
 
+def load_json(raw: str | bytes, what: str) -> Any:
+    """``json.loads`` whose every failure, deep nesting and bad UTF-8 included, is an
+    ``InvalidMessage`` naming ``what`` (a peer's bad text must never escape as a 500)."""
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError
+        raise InvalidMessage(f"{what} is not valid JSON: {exc}") from None
+
+
+def load_json_object(raw: str | bytes, what: str) -> dict[str, Any]:
+    data = load_json(raw, what)
+    if not isinstance(data, dict):
+        raise InvalidMessage(f"{what} must be a JSON object, got {type(data).__name__}")
+    return data
+
+
+def parse_parameters_message(message: Any) -> dict[str, Any]:
+    """A ``parameters`` data-channel message: one JSON object of parameter updates."""
+    if not isinstance(message, str):
+        raise InvalidMessage("a parameters message must be JSON text, not binary")
+    if len(message) > MAX_MESSAGE_BYTES:
+        raise InvalidMessage(f"parameters message of {len(message)} characters is too large")
+    return load_json_object(message, "a parameters message")
+
+
 def decode_json_object(raw: str | bytes) -> dict[str, Any]:
     """Decode one WS text frame into a JSON object with a string ``type``."""
     if isinstance(raw, (bytes, bytearray)):
@@ -85,12 +110,7 @@ def decode_json_object(raw: str | bytes) -> dict[str, Any]:
             raise InvalidMessage(f"message is not UTF-8: {exc}") from None
     if len(raw) > MAX_MESSAGE_BYTES:
         raise InvalidMessage(f"message of {len(raw)} characters exceeds {MAX_MESSAGE_BYTES}")
-    try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        raise InvalidMessage(f"message is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise InvalidMessage(f"message must be a JSON object, got {type(data).__name__}")
+    data = load_json_object(raw, "message")
     msg_type = data.get("type")
     if not isinstance(msg_type, str) or not msg_type:
         raise _attach(InvalidMessage("message needs a string 'type'"), _request_id(data))

@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
+
+
+def finite_number(value: Any) -> float | None:
+    """``value`` as a float if it is a finite JSON number (not a bool), else ``None``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:  # an integer with hundreds of digits
+        return None
+    return number if math.isfinite(number) else None
 
 
 @dataclass(frozen=True)
@@ -21,7 +33,7 @@ class ParamSpec:
     def coerce(self, name: str, value: Any) -> Any:
         """Validate ``value``; raises ``ValueError`` with a message naming ``name``."""
         if self.kind in ("number", "integer"):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+            if finite_number(value) is None:
                 raise ValueError(f"{name} must be a finite number")
             if self.minimum is not None and value < self.minimum:
                 raise ValueError(f"{name} must be >= {self.minimum}")
@@ -38,8 +50,10 @@ class ParamSpec:
             return value
         if self.kind == "prompts":
             if not isinstance(value, list) or not all(
-                    isinstance(p, dict) and isinstance(p.get("text"), str) for p in value):
-                raise ValueError(f"{name} must be a list of {{text, weight}} objects")
+                    isinstance(p, dict) and isinstance(p.get("text"), str)
+                    and finite_number(p.get("weight", 1.0)) is not None for p in value):
+                raise ValueError(f"{name} must be a list of {{text, weight}} objects "
+                                 "with finite weights")
             return [{"text": p["text"], "weight": float(p.get("weight", 1.0))} for p in value]
         raise ValueError(f"unknown parameter kind {self.kind!r}")
 
