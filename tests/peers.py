@@ -185,3 +185,19 @@ def dominant_frequency(x: np.ndarray, rate: int) -> float:
         a, b, c = np.log(spectrum[k - 1:k + 2] + 1e-12)
         k = k + 0.5 * (a - c) / (a - 2 * b + c)
     return k * rate / len(x)
+
+
+def beep_segments(mono: np.ndarray, threshold: float = 2000) -> list[np.ndarray]:
+    """Contiguous stretches of 20 ms blocks whose peak exceeds ``threshold``."""
+    blocks = mono[: len(mono) // 960 * 960].reshape(-1, 960)
+    loud = np.abs(blocks).max(axis=1) > threshold
+    segments, current = [], []
+    for i, on in enumerate(loud):
+        if on:
+            current.append(blocks[i])
+        elif current:
+            segments.append(np.concatenate(current))
+            current = []
+    if current:
+        segments.append(np.concatenate(current))
+    return segments

@@ -9,9 +9,13 @@ import aiohttp
 import httpx
 import pytest
 
-from peers import BrowserPeer, connected
+import numpy as np
+
+from peers import BrowserPeer, beep_segments, connected, dominant_frequency
 from servers import cloud_server, relay_server
 from scope_relay.cloud.app import STATE_KEY
+from scope_relay.cloud.pipelines import builtin
+from scope_relay.local.server import RELAY_KEY
 
 
 async def reply_for(ws, request_id: str | None = None, timeout: float = 5.0) -> dict:
@@ -107,6 +111,9 @@ async def test_relay_rest_bad_input():
         async with httpx.AsyncClient(base_url=relay.url, timeout=30) as http:
             r = await http.post("/api/v1/webrtc/offer", content=b"{nope")
             assert r.status_code == 400 and r.json()["code"] == "INVALID_MESSAGE"
+            for url in (f"{relay.url}/api/v1/webrtc/offer", f"{cloud.url}/api/v1/pipeline/load"):
+                r = await http.post(url, content=b"[" * 100_000)  # deeper than json can go
+                assert r.status_code == 400 and r.json()["code"] == "INVALID_MESSAGE"
             r = await http.post("/api/v1/webrtc/offer", json={"sdp": "garbage", "type": "offer",
                                                               "initialParameters": {"pipeline_ids": ["test-tone"]}})
             assert r.status_code == 400 and r.json()["code"] == "INVALID_SDP"
@@ -135,6 +142,11 @@ async def test_trickled_candidates_good_and_bad():
                 assert r.status_code == 400 and "candidate" in r.json()["error"]
                 r = await http.patch(path, json={"candidates": "nope"})
                 assert r.status_code == 400
+                no_mid = {"candidate": good["candidate"].replace("50000", "50001")}
+                r = await http.patch(path, json={"candidates": [no_mid]})
+                assert r.status_code == 400 and "sdpMid" in r.json()["error"]
+                r = await http.patch(path, json={"candidates": [{**no_mid, "sdpMid": 0}]})
+                assert r.status_code == 400 and "sdpMid" in r.json()["error"]
                 stats = (await http.get("/api/v1/stats")).json()["sessions"]
                 assert [s["sessionId"] for s in stats] == [peer.session_id]  # still serving
             await peer.wait_audio_frames(10)
@@ -153,6 +165,11 @@ async def test_cloud_icecandidate_good_and_bad(control):
                                            "sdpMLineIndex": 0}})
     reply = await reply_for(control, "c1")
     assert reply["type"] == "error" and reply["code"] == "INVALID_MESSAGE"
+    await control.send_json({"type": "icecandidate", "request_id": "c1b", "sessionId": session_id,
+                             "candidate": {"candidate": "candidate:1 1 udp 2130706431 "
+                                                        "127.0.0.1 50000 typ host"}})
+    reply = await reply_for(control, "c1b")
+    assert reply["type"] == "error" and "sdpMid" in reply["error"]
     await control.send_json({"type": "icecandidate", "request_id": "c2", "sessionId": session_id,
                              "candidate": None})
     assert (await reply_for(control, "c2"))["type"] == "icecandidate_ack"
@@ -182,3 +199,50 @@ async def test_slow_request_neither_blocks_others_nor_hangs():
         await assert_still_serving(ws)
         never.set()
         await ws.close()
+
+
+async def test_bad_parameters_messages_leave_both_hops_running():
+    """Data-channel garbage: text nested too deep for json, binary, non-objects and values
+    of the wrong type. An exception escaping aiortc's message handler would close the peer
+    connection, and one in the pipeline's worker would end generation silently."""
+    async with cloud_server() as cloud, relay_server(cloud) as relay:
+        async with connected(relay.url, {"pipeline_ids": ["test-tone"], "interval": 0.5,
+                                         "duration": 0.3}, video=False) as peer:
+            await peer.wait_audio_frames(10)
+            (session,) = relay.app[RELAY_KEY].sessions.values()
+            (cloud_session,) = cloud.app[STATE_KEY].sessions.values()
+            for garbage in ["[" * 5000, b"\x00binary", "[1, 2]", "nope"]:
+                peer.channel.send(garbage)
+            # straight onto the cloud hop too (the relay forwards only JSON objects)
+            session.cloud.channel.send("[" * 5000)
+            session.cloud.channel.send(b"\x00binary")
+            for update in [{"volume": 10 ** 400}, {"interval": None}, {"duration": "x"},
+                           {"pipeline_ids": ["av-sync"]}, {"frequency": 1500}]:
+                await peer.send_parameters(update)
+            # Both channels are ordered: once 1500 Hz is heard, everything before it was judged.
+            mark = len(peer.received.audio)
+            await peer.wait_audio_frames(mark + 75)
+            later = np.concatenate(peer.received.audio[mark + 25:], axis=1)[0]
+            beeps = [b for b in beep_segments(later) if len(b) >= 4800]
+            assert beeps and dominant_frequency(beeps[-1][480:-480], 48000) == pytest.approx(1500, rel=0.01)
+
+            assert session.bad_parameter_messages == 4
+            stats = cloud_session.stats()
+            assert stats["bad_parameter_messages"] == 2 and stats["rejected_parameters"] == 3
+            assert stats["pipeline_errors"] == 0 and cloud_session.runner._thread.is_alive()
+            assert session.pc.connectionState == "connected"
+            assert session.cloud.pc.connectionState == "connected" and session.cloud_reconnects == 0
+            assert "pipeline_ids" not in session.parameter_state  # the chain stays negotiated
+
+
+@pytest.mark.parametrize("value", [10 ** 400, float("nan"), None, "1", True, [1]])
+def test_number_parameters_refuse_what_is_not_a_finite_number(value):
+    spec = builtin.TestTone.params["frequency"]
+    with pytest.raises(ValueError, match="frequency must be a finite number"):
+        spec.coerce("frequency", value)
+
+
+@pytest.mark.parametrize("weight", [None, float("inf"), "1", [1.0], 10 ** 400])
+def test_prompt_weights_must_be_finite_numbers(weight):
+    with pytest.raises(ValueError, match="finite weights"):
+        builtin.BurstyAv.params["prompts"].coerce("prompts", [{"text": "a", "weight": weight}])

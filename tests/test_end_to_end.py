@@ -8,7 +8,7 @@ import httpx
 import numpy as np
 import pytest
 
-from peers import BrowserPeer, ColourCamera, dominant_frequency, media_sections
+from peers import BrowserPeer, ColourCamera, beep_segments, dominant_frequency, media_sections
 from servers import cloud_server, relay_server
 from scope_relay.cloud.app import STATE_KEY
 from scope_relay.local.frame_processor import MAX_JITTER
@@ -19,22 +19,6 @@ from scope_relay.local.server import RELAY_KEY
 async def stack():
     async with cloud_server() as cloud, relay_server(cloud) as relay:
         yield cloud, relay
-
-
-def beep_segments(mono: np.ndarray, threshold: float = 2000) -> list[np.ndarray]:
-    """Contiguous stretches of 20 ms blocks whose peak exceeds ``threshold``."""
-    blocks = mono[: len(mono) // 960 * 960].reshape(-1, 960)
-    loud = np.abs(blocks).max(axis=1) > threshold
-    segments, current = [], []
-    for i, on in enumerate(loud):
-        if on:
-            current.append(blocks[i])
-        elif current:
-            segments.append(np.concatenate(current))
-            current = []
-    if current:
-        segments.append(np.concatenate(current))
-    return segments
 
 
 async def test_test_tone_frequency_and_live_change(stack):
