@@ -110,8 +110,9 @@ class MediaSession:
                 transceiver.direction = "inactive"
 
         params = {k: v for k, v in initial_parameters.items() if k not in _NON_PARAMETER_KEYS}
-        self.runner = PipelineRunner(self.manager.instantiate(self.pipeline_ids), self.buffer,
-                                     params=params)
+        # A real model's constructor takes seconds: never on the event loop other sessions use.
+        chain = await asyncio.to_thread(self.manager.instantiate, self.pipeline_ids)
+        self.runner = PipelineRunner(chain, self.buffer, params=params)
         answer = await self.pc.createAnswer()
         with loopback_candidates(self.loopback_ice):
             await self.pc.setLocalDescription(answer)

@@ -133,6 +133,8 @@ class CloudWebRTCClient:
         if "video" in self._timers and "audio" in self._timers:
             self._timers["video"].follower_of = self._timers["audio"]
         self.channel = pc.createDataChannel("parameters", ordered=True)
+        channel_open = asyncio.Event()
+        self.channel.on("open", channel_open.set)
 
         with loopback_candidates(self.loopback_ice):
             await pc.setLocalDescription(await pc.createOffer())
@@ -144,6 +146,8 @@ class CloudWebRTCClient:
         await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
         try:
             await asyncio.wait_for(connected.wait(), self.connect_timeout)
+            if not self.failed.is_set():  # connected: parameters can flow once SCTP is up
+                await asyncio.wait_for(channel_open.wait(), self.connect_timeout)
         except asyncio.TimeoutError:
             raise Unavailable(f"WebRTC to the cloud did not connect in {self.connect_timeout:g} s")
         if self.failed.is_set():

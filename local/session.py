@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import uuid
 from typing import Any, Callable, Mapping
@@ -203,8 +204,9 @@ class BrowserSession:
             await self.cloud.close()
             while True:
                 client = self._new_cloud_client()
+                restored = dict(self.parameter_state)
                 try:
-                    await client.connect({**self._cloud_params, **self.parameter_state})
+                    await client.connect({**self._cloud_params, **restored})
                 except BaseException as exc:
                     await client.close()
                     if not isinstance(exc, Exception):
@@ -216,6 +218,11 @@ class BrowserSession:
                     continue
                 self.cloud, backoff = client, 0.5
                 self.cloud_reconnects += 1
+                # what the browser changed while we connected went to the old channel
+                changed = {k: v for k, v in self.parameter_state.items()
+                           if k not in restored or restored[k] != v}
+                if changed:
+                    client.send_parameters(json.dumps(changed))
                 break
 
     async def add_candidates(self, candidates: Any) -> int:

@@ -158,7 +158,10 @@ async def test_cloud_hop_failure_reconnects_and_keeps_parameters(stack):
         await peer.wait_audio_frames(40)
         (session,) = relay.app[RELAY_KEY].sessions.values()
         first_cloud_session = session.cloud.session_id
+        old_client = session.cloud
         await cloud.app[STATE_KEY].close_session(first_cloud_session)  # the cloud hop dies
+        await asyncio.wait_for(old_client.failed.wait(), 10)
+        await peer.send_parameters({"frequency": 2000})  # changed while the hop is down
         mark = len(peer.received.audio)
         await peer.wait_audio_frames(150, timeout=30)  # the browser track never stopped
         assert session.cloud_reconnects == 1
@@ -167,7 +170,7 @@ async def test_cloud_hop_failure_reconnects_and_keeps_parameters(stack):
         later = np.concatenate(peer.received.audio[mark + 60:], axis=1)
         beeps = [b for b in beep_segments(later[0]) if len(b) >= 4800]
         assert beeps, "no audio after reconnecting"
-        assert dominant_frequency(beeps[-1][480:-480], 48000) == pytest.approx(1500, rel=0.01)
+        assert dominant_frequency(beeps[-1][480:-480], 48000) == pytest.approx(2000, rel=0.01)
         # Stale audio from the outage (a new peer connection and its first sender report
         # take > 0.5 s) is dropped, not absorbed; jitter on a loaded box may add a little.
         assert session.processor.extra_delay < MAX_JITTER, session.processor.stats()
