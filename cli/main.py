@@ -49,6 +49,8 @@ def _add_cloud_options(p: argparse.ArgumentParser, *, embedded: bool) -> None:
                    help="end control connections after S seconds with MAX_DURATION_EXCEEDED")
     g.add_argument("--heartbeat", type=float, default=20.0, metavar="S",
                    help="WebSocket-level ping interval; peers that stop answering are dropped")
+    g.add_argument("--max-sessions", type=int, default=16, metavar="N",
+                   help="media sessions served at once; more offers get BUSY (default 16)")
 
 
 def _add_relay_options(p: argparse.ArgumentParser) -> None:
@@ -133,6 +135,7 @@ def _cloud_config(args, *, embedded: bool):
         opus_bitrate=args.opus_bitrate,
         playout_delay=args.cloud_playout_delay, max_buffer=args.max_buffer,
         max_session_seconds=args.max_session_seconds, heartbeat=args.heartbeat or None,
+        max_sessions=args.max_sessions,
         ice=IceServerConfig(stun_urls=args.stun_url, turn_urls=args.turn_url,
                             turn_secret=args.turn_secret))
 
