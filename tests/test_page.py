@@ -8,6 +8,7 @@ import tempfile
 import pytest
 
 from servers import cloud_server, relay_server
+from scope_relay.cloud.app import STATE_KEY
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [
@@ -22,6 +23,21 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("chromium") is None and not __import__("os").path.exists(CHROMIUM),
                        reason="Debian chromium not installed (scripts/setup.sh --system)"),
 ]
+
+
+# Synchronous on purpose: wait_for_function takes a returned Promise as truthy at once.
+AUDIO_ENERGY = """() => {
+    const v = document.querySelector('#video');
+    if (!v.srcObject || v.srcObject.getAudioTracks().length === 0) return false;
+    if (window._src !== v.srcObject) {  // a new session brings a new stream
+        const ctx = window._ctx || (window._ctx = new AudioContext());
+        window._an = ctx.createAnalyser();
+        ctx.createMediaStreamSource(v.srcObject).connect(window._an);
+        window._src = v.srcObject;
+    }
+    const buf = new Float32Array(2048); window._an.getFloatTimeDomainData(buf);
+    return Math.max(...buf.map(Math.abs)) > 0.05;
+}"""
 
 
 @pytest.fixture
@@ -80,14 +96,34 @@ async def test_audio_only_pipeline_shows_indicator_and_has_no_video_track(browse
         kinds = await page.evaluate(
             "document.querySelector('#video').srcObject.getTracks().map(t => t.kind)")
         assert kinds == ["audio"]
-        # audio energy actually arrives
-        await page.wait_for_function("""async () => {
-            const v = document.querySelector('#video');
-            if (!window._an) {
-                const ctx = new AudioContext(); const src = ctx.createMediaStreamSource(v.srcObject);
-                window._an = ctx.createAnalyser(); src.connect(window._an);
-            }
-            const buf = new Float32Array(2048); window._an.getFloatTimeDomainData(buf);
-            return Math.max(...buf.map(Math.abs)) > 0.05;
-        }""", timeout=20_000, polling=100)
+        await page.wait_for_function(AUDIO_ENERGY, timeout=20_000, polling=100)  # sound arrives
+        await page.close()
+
+
+
+
+async def test_page_starts_a_new_session_when_the_relay_drops_it(browser):
+    """aiortc has no ICE restart, so the page recovers with a new session on the same
+    pipeline, carrying the parameters set on the page."""
+    import httpx
+
+    async with cloud_server() as cloud, relay_server(cloud) as relay:
+        page = await browser.new_page()
+        await start_pipeline(page, relay.url, "test-tone")
+        await page.fill("#params input[name=frequency]", "1500")
+        await page.dispatch_event("#params input[name=frequency]", "change")
+        await page.wait_for_function(AUDIO_ENERGY, timeout=20_000, polling=100)
+        first = await page.evaluate("state.sessionId")
+        async with httpx.AsyncClient(base_url=relay.url) as http:
+            assert (await http.delete(f"/api/v1/webrtc/offer/{first}")).status_code == 200
+            await page.wait_for_function(
+                f"state.sessionId && state.sessionId !== '{first}' "
+                "&& state.pc?.connectionState === 'connected'", timeout=30_000)
+            await page.wait_for_function(AUDIO_ENERGY, timeout=20_000, polling=100)
+            sessions = (await http.get("/api/v1/stats")).json()["sessions"]
+        assert [s["sessionId"] for s in sessions] == [await page.evaluate("state.sessionId")]
+        assert await page.evaluate("state.restarts") == 1
+        assert await page.is_disabled("#start") and await page.is_enabled("#stop")
+        (cloud_session,) = cloud.app[STATE_KEY].sessions.values()
+        assert cloud_session.runner.params["frequency"] == 1500  # the page's setting came back
         await page.close()

@@ -3,7 +3,13 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { pipelines: [], pc: null, channel: null, sessionId: null, camera: null, statsTimer: null };
+const state = {
+  pipelines: [], pc: null, channel: null, sessionId: null, camera: null, statsTimer: null,
+  wanted: null,      // the pipeline the user started and has not stopped
+  params: {},        // parameters set on the page, restored on every (re)connect
+  connectedOnce: false, attempts: 0, restarts: 0, restartTimer: null, missing: 0,
+  disconnectTimer: null,
+};
 
 async function api(path, options = {}) {
   const response = await fetch(path, { headers: { "Content-Type": "application/json" }, ...options });
@@ -51,8 +57,9 @@ function renderParams(p) {
 }
 
 function sendParameter(name, spec, raw) {
-  if (!state.channel || state.channel.readyState !== "open") return;
   const value = spec.type === "prompts" ? [{ text: raw, weight: 1 }] : Number(raw);
+  state.params[name] = value;
+  if (!state.channel || state.channel.readyState !== "open") return;
   state.channel.send(JSON.stringify({ [name]: value }));
 }
 
@@ -76,7 +83,14 @@ async function waitForIce(pc) {
 async function start() {
   const p = selected();
   if (!p) return;
+  Object.assign(state, { wanted: p, connectedOnce: false, attempts: 0 });
   $("start").disabled = true;
+  $("stop").disabled = false;
+  await connect(p);
+}
+
+// One session with the relay. Which transceivers exist follows the pipeline's flags.
+async function connect(p) {
   setStatus(`Starting ${p.name}…`);
   try {
     const pc = new RTCPeerConnection({ iceServers: [] });
@@ -84,7 +98,7 @@ async function start() {
     const stream = new MediaStream();
     $("video").srcObject = stream;
     pc.addEventListener("track", (event) => stream.addTrack(event.track));
-    pc.addEventListener("connectionstatechange", () => setStatus(`Connection: ${pc.connectionState}`));
+    pc.addEventListener("connectionstatechange", () => onConnectionState(pc));
     if (p.accepts_video) {
       state.camera = await withTimeout(navigator.mediaDevices.getUserMedia({ video: true }), 15000, "camera");
       pc.addTransceiver(state.camera.getVideoTracks()[0], { direction: p.produces_video ? "sendrecv" : "sendonly" });
@@ -100,38 +114,95 @@ async function start() {
     const answer = await withTimeout(api("/api/v1/webrtc/offer", {
       method: "POST",
       body: JSON.stringify({ sdp: pc.localDescription.sdp, type: "offer",
-                             initialParameters: { pipeline_ids: [p.id] } }),
+                             initialParameters: { ...state.params, pipeline_ids: [p.id] } }),
     }), 120000, "offer");
     state.sessionId = answer.sessionId;
     await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
-    $("stop").disabled = false;
+    Object.assign(state, { connectedOnce: true, missing: 0 });
     state.statsTimer = setInterval(showStats, 1000);
   } catch (err) {
-    setStatus(`Could not start: ${err.message}`);
-    await stop();
+    await teardown();
+    if (state.connectedOnce) {
+      scheduleRestart(err.message);
+    } else {  // the first start failed: say why and let the user choose
+      await stop();
+      setStatus(`Could not start: ${err.message}`);
+    }
+  }
+}
+
+function onConnectionState(pc) {
+  if (pc !== state.pc) return;
+  setStatus(`Connection: ${pc.connectionState}`);
+  clearTimeout(state.disconnectTimer);
+  if (pc.connectionState === "connected") {
+    state.attempts = 0;
+  } else if (pc.connectionState === "failed") {
+    scheduleRestart("connection failed");
+  } else if (pc.connectionState === "disconnected") {
+    // a Wi-Fi blip often heals by itself within seconds; past that, start a new session
+    state.disconnectTimer = setTimeout(() => {
+      if (pc === state.pc && pc.connectionState === "disconnected") scheduleRestart("connection lost");
+    }, 5000);
+  }
+}
+
+// aiortc (the relay) has no ICE restart: recovery is a new session, same pipeline and
+// parameters, with backoff, until it works or the user presses Stop.
+function scheduleRestart(reason) {
+  if (!state.wanted || state.restartTimer) return;
+  const delay = Math.min(10000, 1000 * 2 ** state.attempts++);
+  setStatus(`Reconnecting in ${delay / 1000} s (${reason})…`);
+  teardown();
+  state.restartTimer = setTimeout(async () => {
+    state.restartTimer = null;
+    if (!state.wanted) return;
+    state.restarts += 1;
+    await connect(state.wanted);
+  }, delay);
+}
+
+async function teardown() {
+  clearInterval(state.statsTimer);
+  clearTimeout(state.disconnectTimer);
+  const { pc, sessionId, camera } = state;
+  Object.assign(state, { pc: null, channel: null, sessionId: null, camera: null });
+  if (pc) pc.close();
+  if (camera) camera.getTracks().forEach((t) => t.stop());
+  if (sessionId) {
+    await fetch(`/api/v1/webrtc/offer/${sessionId}`, { method: "DELETE" }).catch(() => {});
   }
 }
 
 async function stop() {
-  clearInterval(state.statsTimer);
-  if (state.sessionId) {
-    await fetch(`/api/v1/webrtc/offer/${state.sessionId}`, { method: "DELETE" }).catch(() => {});
-  }
-  if (state.pc) state.pc.close();
-  if (state.camera) state.camera.getTracks().forEach((t) => t.stop());
-  Object.assign(state, { pc: null, channel: null, sessionId: null, camera: null });
+  state.wanted = null;
+  clearTimeout(state.restartTimer);
+  state.restartTimer = null;
+  await teardown();
   $("start").disabled = false;
   $("stop").disabled = true;
 }
 
 async function showStats() {
+  const sessionId = state.sessionId;
   try {
     const stats = await api("/api/v1/stats");
-    const mine = stats.sessions.find((s) => s.sessionId === state.sessionId) || {};
+    const mine = stats.sessions.find((s) => s.sessionId === sessionId);
+    // the relay no longer has our session (it was restarted, or ended it): start anew
+    state.missing = mine || sessionId !== state.sessionId ? 0 : state.missing + 1;
+    if (state.missing >= 2) {
+      scheduleRestart("the relay ended the session");
+      return;
+    }
     const keys = ["connection", "offset_ms", "playout_delay_ms", "audio_queue_ms", "video_queue_ms",
                   "audio_underruns", "audio_late_ms", "video_overflow_frames", "audio_frames_sent", "video_frames_sent"];
-    $("stats").textContent = keys.filter((k) => k in mine).map((k) => `${k}: ${mine[k]}`).join("\n");
-  } catch (err) { $("stats").textContent = err.message; }
+    const lines = keys.filter((k) => k in (mine || {})).map((k) => `${k}: ${mine[k]}`);
+    if (state.restarts) lines.push(`reconnects: ${state.restarts}`);
+    $("stats").textContent = lines.join("\n");
+  } catch (err) {
+    $("stats").textContent = err.message;  // relay unreachable: maybe restarting
+    if (sessionId === state.sessionId && ++state.missing >= 5) scheduleRestart("relay unreachable");
+  }
 }
 
 async function pollCloud() {
