@@ -1,0 +1,159 @@
+"""Lip sync as Chromium plays it: `av-sync` through cloud app -> relay -> the real page.
+
+Starts the cloud app and the relay on 127.0.0.1, opens the page in Debian's Chromium
+(Playwright, headless), starts `av-sync` (a white flash and a 1 kHz click at the same media
+time, once per second) and records inside the page:
+- video: every frame's ``expectedDisplayTime`` (requestVideoFrameCallback) and brightness;
+- audio: an AudioWorklet tap on the same MediaStream; click onsets on the AudioContext
+  clock, mapped to ``performance.now()`` through ``getOutputTimestamp()``.
+It prints, per flash, click minus flash in ms (positive: sound after picture), and the
+settled median net of the tap's own ``baseLatency + outputLatency`` (which the page's
+``<video>`` element path does not have).
+
+Chromium's own lip sync starts audio 130-200 ms late and converges over 5-25 s to a ~30 ms
+dead band (FACTS.md), and a Web Audio tap has latencies of its own (printed), so read the
+figures after the warm-up and trust them for errors of ~30 ms and up.
+
+    .venv/bin/python benchmarks/browser_av_sync.py [--seconds 45] [--warmup 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+
+from aiohttp import web
+
+from scope_relay.cloud.app import CloudConfig, create_app
+from scope_relay.local.config import CloudTarget
+from scope_relay.local.server import RelayConfig, create_relay_app
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = [
+    "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+    "--autoplay-policy=no-user-gesture-required", "--no-sandbox", "--disable-gpu",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--no-first-run", "--allow-loopback-in-peer-connection", "--disable-quic",
+]
+
+# Runs in the page for `seconds`, then resolves with what it saw.
+MEASURE = """async (seconds) => {
+  const video = document.querySelector('#video');
+  const flashes = [], clicks = [];
+  const canvas = new OffscreenCanvas(16, 16), g = canvas.getContext('2d', {willReadFrequently: true});
+  let bright = false;
+  const onFrame = (now, meta) => {
+    g.drawImage(video, 0, 0, 16, 16);
+    const px = g.getImageData(0, 0, 16, 16).data;
+    let sum = 0; for (let i = 0; i < px.length; i += 4) sum += px[i];
+    const isBright = sum / (px.length / 4) > 128;
+    if (isBright && !bright) flashes.push(meta.expectedDisplayTime);
+    bright = isBright;
+    video.requestVideoFrameCallback(onFrame);
+  };
+  video.requestVideoFrameCallback(onFrame);
+
+  const ctx = new AudioContext();
+  const worklet = `registerProcessor('onsets', class extends AudioWorkletProcessor {
+    constructor() { super(); this.quietUntil = 0; }
+    process(inputs) {
+      const x = inputs[0][0];
+      if (x) for (let i = 0; i < x.length; i++) {
+        const t = currentTime + i / sampleRate;
+        if (Math.abs(x[i]) > 0.25) {
+          if (t >= this.quietUntil) this.port.postMessage(t);
+          this.quietUntil = t + 0.5;
+        }
+      }
+      return true;
+    }
+  });`;
+  await ctx.audioWorklet.addModule(URL.createObjectURL(new Blob([worklet], {type: 'text/javascript'})));
+  const tap = new AudioWorkletNode(ctx, 'onsets');
+  ctx.createMediaStreamSource(video.srcObject).connect(tap);
+  tap.connect(ctx.destination);
+  tap.port.onmessage = (e) => {
+    const ts = ctx.getOutputTimestamp();
+    clicks.push(ts.performanceTime + (e.data - ts.contextTime) * 1000);
+  };
+  const started = performance.now();
+  await new Promise((r) => setTimeout(r, seconds * 1000));
+  return {flashes, clicks, started, baseLatency: ctx.baseLatency, outputLatency: ctx.outputLatency,
+          sampleRate: ctx.sampleRate};
+}"""
+
+
+async def serve(app: web.Application) -> tuple[web.AppRunner, str]:
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+
+
+async def main(seconds: float, warmup: float) -> int:
+    from playwright.async_api import async_playwright
+
+    cloud_runner, cloud_url = await serve(create_app(CloudConfig(loopback_ice=True)))
+    relay_runner, relay_url = await serve(create_relay_app(RelayConfig(
+        CloudTarget(cloud_url.replace("http", "ws") + "/ws"), loopback_ice=True)))
+    try:
+        with tempfile.TemporaryDirectory() as profile:
+            async with async_playwright() as pw:
+                browser = await pw.chromium.launch_persistent_context(
+                    profile, executable_path=CHROMIUM, headless=True, args=ARGS)
+                page = await browser.new_page()
+                await page.goto(relay_url + "/")
+                await page.wait_for_function(
+                    "document.querySelector('#pipeline').options.length >= 4", timeout=30_000)
+                await page.select_option("#pipeline", "av-sync")
+                await page.click("#start")
+                await page.wait_for_function(
+                    "document.querySelector('#video').srcObject?.getAudioTracks().length === 1",
+                    timeout=30_000)
+                print(f"measuring av-sync in Chromium for {seconds:g} s ...", flush=True)
+                seen = await page.evaluate(MEASURE, seconds)
+                await browser.close()
+    finally:
+        await relay_runner.cleanup()
+        await cloud_runner.cleanup()
+
+    flashes, clicks, started = seen["flashes"], seen["clicks"], seen["started"]
+    print(f"AudioContext: {seen['sampleRate']} Hz, baseLatency {seen['baseLatency'] * 1000:.1f} ms, "
+          f"outputLatency {seen['outputLatency'] * 1000:.1f} ms (the tap's own path)")
+    if not flashes or not clicks:
+        print(f"nothing to compare: {len(flashes)} flashes, {len(clicks)} clicks")
+        return 1
+    print(f"{'t (s)':>6}  {'click - flash (ms)':>18}")
+    settled = []
+    for flash in flashes:
+        offset = min((c - flash for c in clicks), key=abs)
+        if abs(offset) > 500:
+            continue  # its click was not captured (start or end of the run)
+        t = (flash - started) / 1000
+        print(f"{t:6.1f}  {offset:18.1f}")
+        if t >= warmup:
+            settled.append(offset)
+    if not settled:
+        print("no flashes after the warm-up: run longer")
+        return 1
+    tap_ms = (seen["baseLatency"] + seen["outputLatency"]) * 1000
+    median = statistics.median(settled)
+    print(f"\nafter {warmup:g} s warm-up: median {median:+.1f} ms, worst "
+          f"{max(settled, key=abs):+.1f} ms over {len(settled)} flashes; net of the tap's own "
+          f"{tap_ms:.0f} ms: median {median - tap_ms:+.1f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=45.0)
+    parser.add_argument("--warmup", type=float, default=20.0)
+    args = parser.parse_args()
+    if not os.path.exists(CHROMIUM):
+        sys.exit("needs Debian's chromium: scripts/setup.sh --system")
+    sys.exit(asyncio.run(main(args.seconds, args.warmup)))
