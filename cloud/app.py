@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
 from scope_relay.protocol.errors import Busy, InvalidMessage
+from scope_relay.protocol.metrics import session_gauges
 from scope_relay.protocol.messages import load_json
 from scope_relay.protocol.opus import DEFAULT_BITRATE, configure_opus
 
@@ -111,18 +112,9 @@ class _Metrics:
         yield GaugeMetricFamily("scope_cloud_sessions", "open media sessions", value=len(sessions))
         yield GaugeMetricFamily("scope_cloud_connections", "open control sockets",
                                 value=self.state.connections)
-        for name, key, doc in [
-            ("scope_cloud_buffered_ms", "buffered_ms", "media buffered ahead of playout"),
-            ("scope_cloud_underruns", "underruns", "audio underruns (clock stalls)"),
-            ("scope_cloud_skipped_ms", "skipped_ms", "media skipped on overflow"),
-            ("scope_cloud_dropped_video_frames", "dropped_video_frames", "video frames dropped"),
-        ]:
-            family = GaugeMetricFamily(name, doc, labels=["session"])
-            for s in sessions:
-                stats = s.stats()
-                if key in stats:
-                    family.add_metric([s.session_id[:8]], float(stats[key]))
-            yield family
+        yield GaugeMetricFamily("scope_cloud_log_lines_dropped", "log lines a slow client missed",
+                                value=self.state.log_hub.dropped)
+        yield from session_gauges("scope_cloud", ((s.session_id[:8], s.stats()) for s in sessions))
 
 
 def _authorized(request: web.Request, api_key: str | None) -> bool:

@@ -107,8 +107,8 @@ class ControlChannel:
                                 "MAX_DURATION_EXCEEDED"))
         await self._close(1000, "max duration exceeded")
 
-    async def _reject(self, exc: ProtocolError, request_id: str | None = None) -> None:
-        await self.send(m.error_from(exc, request_id))
+    async def _reject(self, exc: ProtocolError) -> None:
+        await self.send(m.failure(exc, getattr(exc, "request_type", None)))
         now = time.monotonic()
         self._bad_times = [t for t in self._bad_times if now - t < 10.0] + [now]
         if len(self._bad_times) > self.config.max_bad_messages:
@@ -128,8 +128,8 @@ class ControlChannel:
             await self._deny(request.request_id)
             return
         if len(self._requests) >= self.config.max_requests_in_flight:
-            await self.send(m.error_from(
-                Busy(f"{len(self._requests)} requests already in progress"), request.request_id))
+            busy = Busy(f"{len(self._requests)} requests already in progress")
+            await self.send(m.failure(busy, request.type, request.request_id))
             return
         self._requests.spawn(self._serve(request))
 
@@ -154,10 +154,7 @@ class ControlChannel:
 
     @staticmethod
     def _failure(request: m.Request, exc: ProtocolError) -> dict[str, Any]:
-        if request.type == "api":
-            return m.api_response(request.request_id, exc.status, {"detail": exc.message},
-                                  exc.message, exc.code)
-        return m.error_from(exc, request.request_id)
+        return m.failure(exc, request.type, request.request_id)
 
     # --- requests ------------------------------------------------------------------------
     async def _handle(self, request: m.Request) -> dict[str, Any] | None:

@@ -193,6 +193,7 @@ class MediaBuffer:
             self._video.clear()
             self._audio.clear()
         self.loop.call_soon_threadsafe(self._video_event.set)
+        self.loop.call_soon_threadsafe(self.started.set)  # tracks waiting for media see closed
 
     def stats(self) -> dict[str, float]:
         return {

@@ -33,7 +33,9 @@ class TimedAudioTrack(MediaStreamTrack):
         if self.readyState != "live" or self.buffer.closed:
             raise MediaStreamError
         buf = self.buffer
-        await buf.started.wait()
+        await buf.started.wait()  # the first chunk may take a model minutes; close() wakes it
+        if buf.closed:
+            raise MediaStreamError
         pts = buf.audio_output_samples()
         await sleep_until(buf.clock, buf.epoch + pts / SAMPLE_RATE + buf.playout_delay
                           - OPUS_LOOKAHEAD_SECONDS)

@@ -105,7 +105,12 @@ class CloudConnectionManager:
             fields["body"] = body
         reply = await self.request("api", timeout=timeout, **fields)
         data = reply.get("data")
-        return int(reply.get("status", 200)), data if isinstance(data, dict) else {}
+        data = data if isinstance(data, dict) else {}
+        status = int(reply.get("status", 200))
+        if status >= 400:  # the REST shape: {"error", "code"} beside the detail
+            data = data | {"error": str(reply.get("error") or data.get("detail") or "failed"),
+                           "code": str(reply.get("code") or "CLOUD_ERROR")}
+        return status, data
 
     def status(self) -> dict[str, Any]:
         return {"state": self.state, "stage": self.stage, "app_id": self.target.app_id,

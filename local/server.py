@@ -13,6 +13,7 @@ from prometheus_client.core import GaugeMetricFamily
 
 from scope_relay.protocol.errors import InvalidMessage, ProtocolError, UnknownSession
 from scope_relay.protocol.messages import load_json_object
+from scope_relay.protocol.metrics import session_gauges
 from scope_relay.protocol.opus import DEFAULT_BITRATE, configure_opus
 
 from .config import CloudTarget
@@ -115,16 +116,6 @@ class LocalRelay:
 class _RelayMetrics:
     """Prometheus view of the same figures ``/api/v1/stats`` gives."""
 
-    FIGURES = [
-        ("scope_relay_offset_ms", "offset_ms", "arrival minus cloud time (running minimum)"),
-        ("scope_relay_playout_delay_ms", "playout_delay_ms", "relay playout delay incl. raises"),
-        ("scope_relay_audio_queue_ms", "audio_queue_ms", "audio queued for the browser"),
-        ("scope_relay_video_queue_ms", "video_queue_ms", "video queued for the browser"),
-        ("scope_relay_audio_underruns", "audio_underruns", "20 ms audio frames short of data"),
-        ("scope_relay_audio_late_ms", "audio_late_ms", "audio dropped for arriving late"),
-        ("scope_relay_video_overflow_frames", "video_overflow_frames", "video dropped, queue full"),
-    ]
-
     def __init__(self, relay: "LocalRelay"):
         self.relay = relay
 
@@ -133,13 +124,7 @@ class _RelayMetrics:
         yield GaugeMetricFamily("scope_relay_sessions", "browser sessions", value=len(sessions))
         ready = 1.0 if self.relay.connection.state == "ready" else 0.0
         yield GaugeMetricFamily("scope_relay_cloud_ready", "control socket ready", value=ready)
-        stats = [(s.session_id[:8], s.stats()) for s in sessions]
-        for name, key, doc in self.FIGURES:
-            family = GaugeMetricFamily(name, doc, labels=["session"])
-            for sid, figures in stats:
-                if figures.get(key) is not None:
-                    family.add_metric([sid], float(figures[key]))
-            yield family
+        yield from session_gauges("scope_relay", ((s.session_id[:8], s.stats()) for s in sessions))
 
 
 def create_relay_app(config: RelayConfig) -> web.Application:
@@ -150,10 +135,18 @@ def create_relay_app(config: RelayConfig) -> web.Application:
 
     @web.middleware
     async def errors(request: web.Request, handler):
+        """Every failure is JSON ``{"error", "code"}`` (PROTOCOL.md), never a text page."""
         try:
             return await handler(request)
         except ProtocolError as exc:
             return _error(exc.status, exc.message, exc.code)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            return _error(exc.status, exc.reason, exc.reason.upper().replace(" ", "_"))
+        except Exception as exc:  # a bug of ours: answer, log, keep serving
+            logger.exception("%s %s failed", request.method, request.path)
+            return _error(500, f"internal error: {type(exc).__name__}: {exc}", "INTERNAL")
 
     app.middlewares.append(errors)
 

@@ -146,9 +146,18 @@ def _field(data: Mapping[str, Any], name: str, kind: type | tuple[type, ...], ri
 def parse_request(raw: str | bytes) -> Request:
     """Parse and validate one client -> cloud message.
 
-    Raises :class:`ProtocolError` (with ``request_id`` attached when one was readable).
+    Raises :class:`ProtocolError` with ``request_id`` and ``request_type`` attached when they
+    were readable, so the refusal can take the form that request's reply takes.
     """
     data = decode_json_object(raw)
+    try:
+        return _parse_fields(data)
+    except ProtocolError as exc:
+        exc.request_type = data.get("type")  # type: ignore[attr-defined]
+        raise
+
+
+def _parse_fields(data: dict[str, Any]) -> Request:
     rid = _request_id(data)
     if "request_id" in data and data["request_id"] is not None and rid is None:
         raise InvalidMessage("'request_id' must be a string")
@@ -192,8 +201,9 @@ def ready(connection_id: str) -> dict[str, Any]:
     return {"type": "ready", "connection_id": connection_id}
 
 
-def error(message: str, code: str, request_id: str | None = None) -> dict[str, Any]:
-    reply: dict[str, Any] = {"type": "error", "error": message, "code": code}
+def error(message: str, code: str, request_id: str | None = None,
+          status: int = 400) -> dict[str, Any]:
+    reply: dict[str, Any] = {"type": "error", "error": message, "code": code, "status": status}
     if request_id is not None:
         reply["request_id"] = request_id
     return reply
@@ -201,7 +211,18 @@ def error(message: str, code: str, request_id: str | None = None) -> dict[str, A
 
 def error_from(exc: ProtocolError, request_id: str | None = None) -> dict[str, Any]:
     rid = request_id if request_id is not None else getattr(exc, "request_id", None)
-    return error(exc.message, exc.code, rid)
+    return error(exc.message, exc.code, rid, exc.status)
+
+
+def failure(exc: ProtocolError, request_type: str | None,
+            request_id: str | None = None) -> dict[str, Any]:
+    """The reply to a request that failed. ``api`` calls fail as an ``api_response`` (Scope's
+    client routes only that back to its caller; an ``error`` would leave it waiting 30 s),
+    everything else as ``error``."""
+    rid = request_id if request_id is not None else getattr(exc, "request_id", None)
+    if request_type == "api":
+        return api_response(rid, exc.status, {"detail": exc.message}, exc.message, exc.code)
+    return error_from(exc, rid)
 
 
 def api_response(request_id: str | None, status: int, data: Any,
@@ -226,7 +247,14 @@ def logs(lines: list[str]) -> list[dict[str, Any]]:
 
 def encode(message: Mapping[str, Any]) -> str:
     """Serialise a message, refusing any that would break the 4 MiB limit."""
-    text = json.dumps(message, separators=(",", ":"), allow_nan=False)
-    if len(text.encode("utf-8")) > MAX_MESSAGE_BYTES:
+    # Raw UTF-8 (at most 4 bytes a character) instead of \u escapes (up to 12 for an emoji),
+    # unless the text holds lone surrogates, which only an escape can carry.
+    text = json.dumps(message, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        text = json.dumps(message, separators=(",", ":"), allow_nan=False)
+        size = len(text)
+    if size > MAX_MESSAGE_BYTES:
         raise ValueError(f"{message.get('type')} message exceeds {MAX_MESSAGE_BYTES} bytes")
     return text

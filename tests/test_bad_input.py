@@ -65,8 +65,10 @@ async def test_malformed_json(control):
 async def test_invalid_messages(control, payload, code):
     await control.send_str(json.dumps(payload))
     reply = await reply_for(control)
-    assert reply["type"] == "error" and reply["code"] == code, reply
-    assert reply["error"]
+    # a refused api call answers as api_response (what Scope's client reads), others as error
+    expected = "api_response" if isinstance(payload, dict) and payload.get("type") == "api" else "error"
+    assert reply["type"] == expected and reply["code"] == code, reply
+    assert reply["error"] and reply["status"] >= 400
     if isinstance(payload, dict) and "request_id" in payload:
         assert reply["request_id"] == payload["request_id"]
     await assert_still_serving(control)
@@ -120,6 +122,14 @@ async def test_relay_rest_bad_input():
             r = await http.post("/api/v1/webrtc/offer", json={"sdp": "v=0\r\nm=audio 9 x\r\n",
                                                               "initialParameters": {"pipeline_ids": ["zzz"]}})
             assert r.status_code == 404 and "zzz" in r.json()["error"]
+            assert r.json()["code"] == "UNKNOWN_PIPELINE"  # the cloud's code, kept
+            r = await http.post("/api/v1/pipeline/load", json={"pipeline_ids": ["zzz"]})
+            assert r.status_code == 404 and r.json()["code"] == "UNKNOWN_PIPELINE"
+            assert "zzz" in r.json()["error"] and "zzz" in r.json()["detail"]
+            r = await http.get("/api/v1/no/such/route")
+            assert r.status_code == 404 and r.json()["error"] and r.json()["code"]
+            r = await http.put("/api/v1/stats")  # a relay route, wrong method
+            assert r.status_code == 405 and r.json()["code"] == "METHOD_NOT_ALLOWED"
             r = await http.patch("/api/v1/webrtc/offer/unknown", json={"candidates": []})
             assert r.status_code == 404 and r.json()["code"] == "UNKNOWN_SESSION"
             r = await http.get("/api/v1/pipelines")

@@ -76,6 +76,10 @@ async def test_av_sync_flashes_and_clicks_once_per_second(stack):
         assert stats["timing"] == {"video": "sender-report", "audio": "sender-report"}
         assert stats["offset_ms"] is not None and stats["audio_underruns"] >= 0
         assert "scope_relay_audio_queue_ms" in metrics and "scope_relay_sessions 1.0" in metrics
+        numeric = [k for k, v in stats.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        assert "audio_late_ms" in numeric and "camera_frames_dropped" in numeric
+        missing = [k for k in numeric if f"scope_relay_{k}{{" not in metrics]
+        assert not missing, missing  # every counted drop is on /metrics too
 
         # Lip sync as the browser would judge it: both tracks mapped to the sender's clock
         # through its RTCP sender reports (the relay's one timeline).

@@ -89,16 +89,22 @@ async def test_session_and_request_limits_answer_busy():
                 replies.append(await asyncio.wait_for(ws.receive_json(), 20))
             assert replies[0]["type"] == "answer"
             assert replies[1]["type"] == "error" and replies[1]["code"] == "BUSY"
+            assert replies[1]["status"] == 429
             assert replies[1]["request_id"] == "o1" and len(cloud.app[STATE_KEY].sessions) == 1
             # two requests at once with room for one: the second is refused, not queued
             await ws.send_str('{"type": "api", "request_id": "a1", "method": "POST", '
                               '"path": "/api/v1/pipeline/load", "body": {"pipeline_ids": ["av-sync"]}}')
-            await ws.send_str('{"type": "get_ice_servers", "request_id": "a2"}')
+            await ws.send_str('{"type": "api", "request_id": "a2", "method": "GET", '
+                              '"path": "/api/v1/pipelines"}')
+            await ws.send_str('{"type": "get_ice_servers", "request_id": "a3"}')
             replies = {}
-            while len(replies) < 2:
+            while len(replies) < 3:
                 reply = await asyncio.wait_for(ws.receive_json(), 20)
                 replies[reply.get("request_id")] = reply
-            assert replies["a2"]["type"] == "error" and replies["a2"]["code"] == "BUSY"
+            # an api call is refused the way Scope's client reads api failures
+            assert replies["a2"]["type"] == "api_response" and replies["a2"]["status"] == 429
+            assert replies["a2"]["code"] == "BUSY" and replies["a2"]["data"]["detail"]
+            assert replies["a3"]["type"] == "error" and replies["a3"]["code"] == "BUSY"
             assert replies["a1"]["type"] == "api_response" and replies["a1"]["status"] == 200
         finally:
             for peer in peers:

@@ -75,6 +75,8 @@ async def test_1_ready_is_strictly_first_even_while_warming_up_and_logging():
     ("GET", "/api/v1/no/such/route", None),
     ("POST", "/api/v1/pipeline/load", "not an object"),
     ("DELETE", "/api/v1/pipelines", None),
+    ("FETCH", "/api/v1/pipelines", None),  # refused while parsing: still an api_response
+    ("GET", "no-leading-slash", None),
 ])
 async def test_2_failed_api_calls_answer_fast_with_detail(method, path, body):
     async with cloud_server() as cloud:
@@ -203,12 +205,14 @@ async def test_9_logs_carry_level_at_most_50_lines_and_stay_small():
             for i in range(120):
                 log.warning("line %d", i)
             log.warning("huge %s", "x" * (5 * 1024 * 1024))
-            await client.wait_log_lines("scope_relay.cloud.test", 121, timeout=10)
+            for i in range(60):  # long lines of the characters JSON escapes the longest
+                log.warning("wide %s", ("\x01é😀" * 20_000)[:20_000])
+            await client.wait_log_lines("scope_relay.cloud.test", 181, timeout=10)
             received = [line for batch in client.log_messages for line in batch]
             assert max(len(batch) for batch in client.log_messages) <= 50
             ours = [line for line in received if "scope_relay.cloud.test" in line]
-            assert len(ours) == 121 and all(" - WARNING - " in line for line in ours)
-            assert all(len(json.dumps({"type": "logs", "lines": b})) < m.MAX_MESSAGE_BYTES
+            assert len(ours) == 181 and all(" - WARNING - " in line for line in ours)
+            assert all(len(m.encode({"type": "logs", "lines": b}).encode()) < m.MAX_MESSAGE_BYTES
                        for b in client.log_messages)
         finally:
             await client.close()
@@ -217,6 +221,8 @@ async def test_9_logs_carry_level_at_most_50_lines_and_stay_small():
 def test_9_nothing_over_4_mib_is_ever_encoded():
     with pytest.raises(ValueError, match="exceeds"):
         m.encode({"type": "api_response", "data": {"blob": "x" * m.MAX_MESSAGE_BYTES}})
+    # a lone surrogate (from a client's own escaped text) still encodes, as an escape
+    assert json.loads(m.encode({"type": "error", "error": "\ud800"}))["error"] == "\ud800"
 
 
 async def test_10_schemas_and_pipeline_id():
@@ -249,6 +255,7 @@ async def test_11_max_duration_and_access_denied_codes():
         await ws.receive()
         await ws.send_json({"type": "set_user_id", "user_id": "mallory"})
         denied = await asyncio.wait_for(ws.receive_json(), 5)
-        assert denied == {"type": "error", "error": "Access denied", "code": "ACCESS_DENIED"}
+        assert denied == {"type": "error", "error": "Access denied", "code": "ACCESS_DENIED",
+                          "status": 403}
         closing = await asyncio.wait_for(ws.receive(), 5)
         assert closing.type == aiohttp.WSMsgType.CLOSE and closing.data == 4003
