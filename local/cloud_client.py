@@ -229,6 +229,7 @@ class CloudWebRTCClient:
             "sender_reports": {k: t.tap.reports for k, t in self._timers.items()},
             "timing": {k: ("arrival" if t.fallback else "sender-report")
                        for k, t in self._timers.items()},
+            "tracks_timed_by_arrival": sum(t.fallback is not None for t in self._timers.values()),
             "pending_dropped": self.pending_dropped,
             "clipped_samples": self.clipped_samples,
             "nonfinite_samples": self._resampler.nonfinite_samples,

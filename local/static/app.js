@@ -200,13 +200,10 @@ async function showStats() {
     const drops = ["audio_underruns", "audio_late_ms", "audio_overflow_ms", "audio_reset_ms",
                    "audio_gap_ms", "audio_startup_skipped_ms", "video_late_frames", "video_overflow_frames",
                    "pending_dropped", "clipped_samples", "nonfinite_samples", "camera_frames_dropped",
-                   "parameters_dropped", "bad_parameter_messages", "cloud_reconnects"];
+                   "parameters_dropped", "bad_parameter_messages", "cloud_reconnects",
+                   "tracks_timed_by_arrival"];
     const lines = keys.filter((k) => k in (mine || {})).map((k) => `${k}: ${mine[k]}`);
     lines.push(...drops.filter((k) => mine?.[k]).map((k) => `${k}: ${mine[k]}`));
-    if (mine?.timing) {
-      const byArrival = Object.entries(mine.timing).filter(([, how]) => how !== "sender-report");
-      if (byArrival.length) lines.push(`timing by arrival (no RTCP SR): ${byArrival.map(([k]) => k).join(", ")}`);
-    }
     if (state.restarts) lines.push(`reconnects: ${state.restarts}`);
     $("stats").textContent = lines.join("\n");
   } catch (err) {
