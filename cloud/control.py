@@ -141,20 +141,17 @@ class ControlChannel:
         try:
             reply = await asyncio.wait_for(self._handle(request), self.config.request_timeout)
         except asyncio.TimeoutError:
-            reply = self._failure(request, RequestTimeout(
-                f"{request.type} did not finish within {self.config.request_timeout:g} s"))
+            reply = m.failure(RequestTimeout(f"{request.type} did not finish within "
+                                             f"{self.config.request_timeout:g} s"),
+                              request.type, request.request_id)
         except ProtocolError as exc:
-            reply = self._failure(request, exc)
+            reply = m.failure(exc, request.type, request.request_id)
         except Exception as exc:  # a bug of ours: answer, log, keep serving
             logger.exception("%s failed", request.type)
-            reply = self._failure(request, ProtocolError(f"internal error: {exc}",
-                                                         code="INTERNAL", status=500))
+            reply = m.failure(ProtocolError(f"internal error: {exc}", code="INTERNAL", status=500),
+                              request.type, request.request_id)
         if reply is not None:
             await self.send(reply)
-
-    @staticmethod
-    def _failure(request: m.Request, exc: ProtocolError) -> dict[str, Any]:
-        return m.failure(exc, request.type, request.request_id)
 
     # --- requests ------------------------------------------------------------------------
     async def _handle(self, request: m.Request) -> dict[str, Any] | None:
