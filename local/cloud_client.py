@@ -49,6 +49,10 @@ class _TrackTimer:
         self.pending: collections.deque = collections.deque()
         #: Video follows the audio timer's anchor error (see media_sync).
         self.follower_of: _TrackTimer | None = None
+        #: the other track's timer: its sender reports still place a fallback on cloud time
+        self.sibling: _TrackTimer | None = None
+        #: smallest arrival minus cloud time seen on sender-report timing (network + clocks)
+        self.min_transit: float | None = None
 
     def cloud_time(self, pts: int, arrival: float) -> float | None:
         if self.first_arrival is None:
@@ -60,12 +64,19 @@ class _TrackTimer:
             if t is not None:
                 t += self.follower_of.tap.correction()
         if t is not None:
+            transit = arrival - t
+            self.min_transit = transit if self.min_transit is None else min(self.min_transit, transit)
             return t
         if arrival - self.first_arrival > self.sync_timeout:
             if self.fallback is None:
-                logger.warning("no RTCP sender report in %.1f s: timing by arrival",
-                               self.sync_timeout)
-                self.fallback = ArrivalClock(self.clock_rate)
+                # Arrival times moved onto the cloud's clock through the other track's
+                # reports when it has them, so both tracks stay on one clock (one offset).
+                shift = self.sibling.min_transit if self.sibling else None
+                logger.warning("no RTCP sender report in %.1f s: %s track timed by arrival%s",
+                               self.sync_timeout, "audio" if self.clock_rate == SAMPLE_RATE
+                               else "video", "" if shift is None else
+                               ", on the other track's clock")
+                self.fallback = ArrivalClock(self.clock_rate, shift or 0.0)
             return self.fallback.cloud_time(pts, arrival)
         return None
 
@@ -131,7 +142,9 @@ class CloudWebRTCClient:
             self._timers["audio"] = _TrackTimer(transceiver.receiver, SAMPLE_RATE,
                                                 self.sync_timeout)
         if "video" in self._timers and "audio" in self._timers:
-            self._timers["video"].follower_of = self._timers["audio"]
+            video, audio = self._timers["video"], self._timers["audio"]
+            video.follower_of = audio
+            video.sibling, audio.sibling = audio, video
         self.channel = pc.createDataChannel("parameters", ordered=True)
         channel_open = asyncio.Event()
         self.channel.on("open", channel_open.set)

@@ -99,15 +99,17 @@ class SenderReportTap:
 
 
 class ArrivalClock:
-    """Fallback when no sender report comes: the arrival time of the first frame it sees
-    is that frame's cloud time, and pts carry on from there (sync is then only as good as
-    the two tracks' receive buffering, ~80 ms for aiortc's audio)."""
+    """Fallback when no sender report comes: the arrival time of the first frame it sees,
+    less ``transit`` (what the other track's reports say arrival minus cloud time is, or 0
+    with none), is that frame's cloud time, and pts carry on from there. Sync is then only
+    as good as the two tracks' receive buffering (~80 ms for aiortc's audio)."""
 
-    def __init__(self, clock_rate: int):
+    def __init__(self, clock_rate: int, transit: float = 0.0):
         self.clock_rate = clock_rate
+        self.transit = transit
         self._anchor: tuple[int, float] | None = None
 
     def cloud_time(self, pts: int, arrival: float) -> float:
         if self._anchor is None:
-            self._anchor = (pts, arrival)
+            self._anchor = (pts, arrival - self.transit)
         return self._anchor[1] + (pts - self._anchor[0]) / self.clock_rate

@@ -70,3 +70,18 @@ def test_timer_falls_back_to_arrival_after_timeout():
     assert timer.cloud_time(4 * 48_000, arrival=103.5) == 103.5  # gave up waiting
     assert timer.fallback is not None
     assert timer.cloud_time(5 * 48_000, arrival=104.7) == 104.5  # pts carry on
+
+
+async def test_a_fallback_stays_on_the_other_tracks_clock():
+    """Only one track without reports: its arrival times are moved onto the cloud clock the
+    other track's reports define, or the shared offset would mix two clocks."""
+    audio_receiver = StandInReceiver(origin=0)
+    audio = _TrackTimer(audio_receiver, 48_000, sync_timeout=3.0)
+    video = _TrackTimer(StandInReceiver(origin=0), 90_000, sync_timeout=3.0)
+    audio.sibling, video.sibling = video, audio
+    await audio_receiver._handle_rtcp_packet(report(5000.0, 0))  # cloud clock: 5000 s at pts 0
+    assert audio.cloud_time(0, arrival=100.08) == 5000.0
+    assert audio.cloud_time(48_000, arrival=101.05) == 5001.0  # transit 50 ms at best
+    assert video.cloud_time(0, arrival=100.0) is None
+    assert abs(video.cloud_time(4 * 90_000, arrival=104.05) - 5004.0) < 1e-9
+    assert abs(video.cloud_time(5 * 90_000, arrival=105.2) - 5005.0) < 1e-9
