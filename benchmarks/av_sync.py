@@ -90,7 +90,7 @@ async def main(seconds: float) -> int:
 
     buffer = cloud_session.buffer  # the cloud's one media clock (monotonic)
     wall_minus_monotonic = time.time() - time.monotonic()
-    offsets, latencies = [], []
+    offsets, latencies, uncovered = [], [], 0
     print(f"{'flash':>5} {'A/V offset ms':>14} {'cloud->receiver latency ms':>27}")
     for k, pts in enumerate(flashes):
         flash_t = video_tap.best_time(pts)
@@ -98,6 +98,9 @@ async def main(seconds: float) -> int:
             continue
         nearest = min(clicks, key=lambda c: abs(audio_tap.best_time(c) - flash_t))
         offset = (audio_tap.best_time(nearest) - flash_t) * 1000
+        if abs(offset) > 500:  # no audio under this flash yet: the picture starts first
+            uncovered += 1
+            continue
         # flashes are at whole media seconds: the cloud released this one at
         # release_time(m) for the m that puts it less than a second before the relay sent it
         latency = (flash_t - (buffer.release_time(0.0) + wall_minus_monotonic)) % 1.0 * 1000
@@ -106,7 +109,8 @@ async def main(seconds: float) -> int:
         print(f"{k:>5} {offset:14.1f} {latency:27.1f}")
     half = len(latencies) // 2
     print(f"\nA/V offset: median {statistics.median(offsets):.1f} ms, "
-          f"worst {max(offsets, key=abs):.1f} ms over {len(offsets)} flashes")
+          f"worst {max(offsets, key=abs):.1f} ms over {len(offsets)} flashes "
+          f"({uncovered} shown before the first sound, left out)")
     print(f"latency: first half median {statistics.median(latencies[:half]):.1f} ms, "
           f"second half median {statistics.median(latencies[half:]):.1f} ms (creep "
           f"{statistics.median(latencies[half:]) - statistics.median(latencies[:half]):+.1f} ms)")
