@@ -12,8 +12,9 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
 from scope_relay.protocol.capabilities import Capabilities, direction
-from scope_relay.protocol.errors import InvalidMessage, InvalidSdp, NotReady
+from scope_relay.protocol.errors import InvalidMessage, NotReady
 from scope_relay.protocol.messages import parse_parameters_message
+from scope_relay.protocol.sdp import refusing_bad_sdp, validate_offer_sdp
 from scope_relay.protocol.tasks import OwnedTasks, RunOnce
 from scope_relay.protocol.ice import (add_remote_candidate, loopback_candidates, parse_candidate,
                                       rtc_configuration)
@@ -28,11 +29,6 @@ logger = logging.getLogger(__name__)
 
 #: Offer keys that select the chain or are mere hints; everything else is a parameter.
 _NON_PARAMETER_KEYS = {"pipeline_ids", "produces_video", "produces_audio", "accepts_video"}
-
-
-def validate_sdp(sdp: str) -> None:
-    if not sdp.lstrip().startswith("v=0") or "\nm=" not in sdp:
-        raise InvalidSdp("offer SDP is not a session description (expected 'v=0' and m-lines)")
 
 
 class MediaSession:
@@ -65,7 +61,7 @@ class MediaSession:
 
     async def accept_offer(self, sdp: str, initial_parameters: Mapping[str, Any]) -> str:
         """Set up the chain and tracks for ``sdp``; returns the answer SDP."""
-        validate_sdp(sdp)
+        validate_offer_sdp(sdp)
         chain_ids = initial_parameters.get("pipeline_ids")
         if chain_ids is None:
             if self.manager.state.status != "loaded":
@@ -83,10 +79,8 @@ class MediaSession:
         self.pc.on("track", self._on_track)
         self.pc.on("datachannel", self._on_datachannel)
         self.pc.on("connectionstatechange", self._on_connection_state)
-        try:
+        with refusing_bad_sdp("remote description"):
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
-        except Exception as exc:
-            raise InvalidSdp(f"offer SDP rejected: {exc}") from None
 
         has_audio_mline = any(t.kind == "audio" for t in self.pc.getTransceivers())
         self.buffer = MediaBuffer(loop, playout_delay=self.playout_delay,
@@ -113,9 +107,8 @@ class MediaSession:
         # A real model's constructor takes seconds: never on the event loop other sessions use.
         chain = await asyncio.to_thread(self.manager.instantiate, self.pipeline_ids)
         self.runner = PipelineRunner(chain, self.buffer, params=params)
-        answer = await self.pc.createAnswer()
-        with loopback_candidates(self.loopback_ice):
-            await self.pc.setLocalDescription(answer)
+        with refusing_bad_sdp("answer"), loopback_candidates(self.loopback_ice):
+            await self.pc.setLocalDescription(await self.pc.createAnswer())
         self._spawn(self._connect_watchdog())
         return self.pc.localDescription.sdp
 

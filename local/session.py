@@ -11,10 +11,11 @@ from typing import Any, Callable, Mapping
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 
 from scope_relay.protocol.capabilities import Capabilities, direction
-from scope_relay.protocol.errors import InvalidMessage, InvalidSdp, ProtocolError
+from scope_relay.protocol.errors import InvalidMessage, ProtocolError
 from scope_relay.protocol.ice import (add_remote_candidate, loopback_candidates, parse_candidate,
                                       rtc_configuration)
 from scope_relay.protocol.messages import parse_parameters_message
+from scope_relay.protocol.sdp import refusing_bad_sdp, validate_offer_sdp
 from scope_relay.protocol.tasks import OwnedTasks, RunOnce
 
 from .cloud_client import CloudWebRTCClient
@@ -30,12 +31,6 @@ CHAIN_KEYS = frozenset({"pipeline_ids"})
 MAX_PARAMETER_KEYS = 256
 #: a browser that never completes ICE (it went away after its offer) is let go after this
 CONNECT_TIMEOUT = 60.0
-
-
-def validate_offer_sdp(sdp: Any) -> str:
-    if not isinstance(sdp, str) or not sdp.lstrip().startswith("v=0") or "\nm=" not in sdp:
-        raise InvalidSdp("'sdp' must be an SDP offer (starting 'v=0', with m-lines)")
-    return sdp
 
 
 async def chain_capabilities(connection: CloudConnectionManager,
@@ -124,10 +119,8 @@ class BrowserSession:
             if self.pc.connectionState in ("failed", "closed"):
                 self.close_soon()
 
-        try:
+        with refusing_bad_sdp("remote description"):
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp, "offer"))
-        except Exception as exc:
-            raise InvalidSdp(f"offer SDP rejected: {exc}") from None
         transceivers = self.pc.getTransceivers()
         browser_sends_video = any(t.kind == "video" and t._offerDirection in ("sendrecv", "sendonly")
                                   for t in transceivers)
@@ -141,7 +134,7 @@ class BrowserSession:
         self._spawn(self._connect_watchdog())
 
         self._attach_tracks(transceivers, caps, browser_sends_video)
-        with loopback_candidates(self.loopback_ice):
+        with refusing_bad_sdp("answer"), loopback_candidates(self.loopback_ice):
             await self.pc.setLocalDescription(await self.pc.createAnswer())
         return self.pc.localDescription.sdp
 

@@ -30,6 +30,11 @@ async def reply_for(ws, request_id: str | None = None, timeout: float = 5.0) -> 
     return await asyncio.wait_for(read(), timeout)
 
 
+#: passes the cheap checks; the chain is looked up before aiortc ever parses it
+SKELETON_SDP = ("v=0\r\na=ice-ufrag:u\r\na=ice-pwd:p\r\na=fingerprint:sha-256 00\r\n"
+                "m=audio 9 x\r\n")
+
+
 @pytest.fixture
 async def control():
     async with cloud_server() as cloud, aiohttp.ClientSession() as http:
@@ -88,7 +93,7 @@ async def test_offer_with_garbage_sdp(control):
 
 
 async def test_unknown_pipeline(control):
-    await control.send_json({"type": "offer", "request_id": "p1", "sdp": "v=0\r\nm=audio 9 x\r\n",
+    await control.send_json({"type": "offer", "request_id": "p1", "sdp": SKELETON_SDP,
                              "initialParameters": {"pipeline_ids": ["no-such-model"]}})
     reply = await reply_for(control, "p1")
     assert reply["type"] == "error" and reply["code"] == "UNKNOWN_PIPELINE"
@@ -119,7 +124,7 @@ async def test_relay_rest_bad_input():
             r = await http.post("/api/v1/webrtc/offer", json={"sdp": "garbage", "type": "offer",
                                                               "initialParameters": {"pipeline_ids": ["test-tone"]}})
             assert r.status_code == 400 and r.json()["code"] == "INVALID_SDP"
-            r = await http.post("/api/v1/webrtc/offer", json={"sdp": "v=0\r\nm=audio 9 x\r\n",
+            r = await http.post("/api/v1/webrtc/offer", json={"sdp": SKELETON_SDP,
                                                               "initialParameters": {"pipeline_ids": ["zzz"]}})
             assert r.status_code == 404 and "zzz" in r.json()["error"]
             assert r.json()["code"] == "UNKNOWN_PIPELINE"  # the cloud's code, kept
@@ -256,3 +261,33 @@ def test_number_parameters_refuse_what_is_not_a_finite_number(value):
 def test_prompt_weights_must_be_finite_numbers(weight):
     with pytest.raises(ValueError, match="finite weights"):
         builtin.BurstyAv.params["prompts"].coerce("prompts", [{"text": "a", "weight": weight}])
+
+
+def without(sdp: str, prefix: str) -> str:
+    return "\r\n".join(line for line in sdp.split("\r\n") if not line.startswith(prefix))
+
+
+@pytest.mark.parametrize("name,mutate", [
+    ("no fingerprint", lambda sdp: without(sdp, "a=fingerprint")),  # aiortc would accept it
+    ("no ice-ufrag", lambda sdp: without(sdp, "a=ice-ufrag")),
+    ("no setup", lambda sdp: without(sdp, "a=setup")),
+    ("duplicate mid", lambda sdp: sdp.replace("a=mid:1", "a=mid:0")),  # fails at the answer
+    ("truncated", lambda sdp: sdp[: len(sdp) // 2]),
+])
+async def test_broken_real_offers_are_invalid_sdp_and_leave_nothing_behind(name, mutate):
+    async with cloud_server() as cloud, relay_server(cloud) as relay:
+        peer = BrowserPeer()
+        try:
+            await peer.pc.setLocalDescription(await peer.pc.createOffer())
+            bad = mutate(peer.pc.localDescription.sdp)
+            async with httpx.AsyncClient(base_url=relay.url, timeout=30) as http:
+                r = await http.post("/api/v1/webrtc/offer", json={
+                    "sdp": bad, "type": "offer", "initialParameters": {"pipeline_ids": ["av-sync"]}})
+                assert r.status_code == 400 and r.json()["code"] == "INVALID_SDP", r.text
+                assert r.json()["error"].strip(" :)")
+            assert not relay.app[RELAY_KEY].sessions
+            for session in list(cloud.app[STATE_KEY].sessions.values()):  # its cloud hop ends too
+                await asyncio.wait_for(session.closed.wait(), 20)
+            assert not cloud.app[STATE_KEY].sessions
+        finally:
+            await peer.close()
