@@ -163,7 +163,7 @@ def create_app(config: CloudConfig | None = None) -> web.Application:
         body: Any = None
         if request.can_read_body:
             try:
-                body = load_json(await request.text(), "body")
+                body = load_json(await request.read(), "body")
             except InvalidMessage as exc:
                 return _json_error(400, str(exc), InvalidMessage.code)
         result = await state.router.handle(request.method, request.path, body)

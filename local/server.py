@@ -47,7 +47,7 @@ def _error(status: int, message: str, code: str) -> web.Response:
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:
-    return load_json_object(await request.text(), "body")
+    return load_json_object(await request.read(), "body")
 
 
 class LocalRelay:

@@ -118,9 +118,11 @@ async def test_relay_rest_bad_input():
         async with httpx.AsyncClient(base_url=relay.url, timeout=30) as http:
             r = await http.post("/api/v1/webrtc/offer", content=b"{nope")
             assert r.status_code == 400 and r.json()["code"] == "INVALID_MESSAGE"
-            for url in (f"{relay.url}/api/v1/webrtc/offer", f"{cloud.url}/api/v1/pipeline/load"):
-                r = await http.post(url, content=b"[" * 100_000)  # deeper than json can go
-                assert r.status_code == 400 and r.json()["code"] == "INVALID_MESSAGE"
+            for url in (f"{relay.url}/api/v1/webrtc/offer", f"{relay.url}/api/v1/pipeline/load",
+                        f"{cloud.url}/api/v1/pipeline/load"):
+                for body in (b"[" * 100_000, b"\xff\xfe not utf-8"):  # too deep; not text
+                    r = await http.post(url, content=body)
+                    assert r.status_code == 400 and r.json()["code"] == "INVALID_MESSAGE", r.text
             r = await http.post("/api/v1/webrtc/offer", json={"sdp": "garbage", "type": "offer",
                                                               "initialParameters": {"pipeline_ids": ["test-tone"]}})
             assert r.status_code == 400 and r.json()["code"] == "INVALID_SDP"
