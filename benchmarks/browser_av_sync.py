@@ -40,6 +40,18 @@ ARGS = [
     "--no-first-run", "--allow-loopback-in-peer-connection", "--disable-quic",
 ]
 
+# Arms a promise for the first frame the <video> element presents after Start is clicked.
+FIRST_FRAME = """() => {
+  const clicked = new Promise((r) => document.querySelector('#start').addEventListener(
+      'click', () => r(performance.now()), {once: true}));
+  window._firstFrame = clicked.then((t0) => new Promise((resolve) => {
+    const video = document.querySelector('#video');
+    const wait = () => video.srcObject ? video.requestVideoFrameCallback(
+        (now, meta) => resolve(meta.expectedDisplayTime - t0)) : setTimeout(wait, 10);
+    wait();
+  }));
+}"""
+
 # Runs in the page for `seconds`, then resolves with what it saw.
 MEASURE = """async (seconds) => {
   const video = document.querySelector('#video');
@@ -111,7 +123,11 @@ async def main(seconds: float, warmup: float) -> int:
                 await page.wait_for_function(
                     "document.querySelector('#pipeline').options.length >= 4", timeout=30_000)
                 await page.select_option("#pipeline", "av-sync")
+                await page.evaluate(FIRST_FRAME)
                 await page.click("#start")
+                startup_ms = await page.evaluate("window._firstFrame")
+                print(f"Start -> first picture on screen: {startup_ms:.0f} ms "
+                      f"(offer, ICE, cloud hop, first sender report, playout delays)", flush=True)
                 await page.wait_for_function(
                     "document.querySelector('#video').srcObject?.getAudioTracks().length === 1",
                     timeout=30_000)
