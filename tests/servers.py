@@ -24,10 +24,11 @@ class Served:
 
 
 @contextlib.asynccontextmanager
-async def serve(app: web.Application) -> AsyncIterator[Served]:
+async def serve(app: web.Application, port: int = 0) -> AsyncIterator[Served]:
+    """``port`` 0: a free one; a given port lets a test restart a server where it was."""
     runner = web.AppRunner(app, shutdown_timeout=1.0)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, "127.0.0.1", port)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]
     try:

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import httpx
 import numpy as np
 import pytest
 
-from peers import BrowserPeer, ColourCamera, beep_segments, dominant_frequency, media_sections
-from servers import cloud_server, relay_server
-from scope_relay.cloud.app import STATE_KEY
+from peers import BrowserPeer, ColourCamera, beep_segments, connected, dominant_frequency, media_sections
+from servers import cloud_server, relay_server, serve
+from scope_relay.cloud.app import STATE_KEY, CloudConfig, create_app
 from scope_relay.local.frame_processor import MAX_JITTER
 from scope_relay.local.server import RELAY_KEY
 
@@ -180,3 +181,35 @@ async def test_cloud_hop_failure_reconnects_and_keeps_parameters(stack):
         assert session.processor.extra_delay < MAX_JITTER, session.processor.stats()
     finally:
         await peer.close()
+
+
+async def test_relay_survives_a_cloud_app_restart():
+    """The cloud app goes away entirely (a restart, a redeploy) and comes back at the same
+    address: the relay's control socket reconnects and waits for `ready`, the session gets a
+    new cloud hop with the parameters set so far, and the browser track never stops."""
+    async with contextlib.AsyncExitStack() as second_cloud:
+        first_cloud = contextlib.AsyncExitStack()
+        cloud = await first_cloud.enter_async_context(serve(create_app(CloudConfig(loopback_ice=True))))
+        port = int(cloud.url.rsplit(":", 1)[1])
+        try:
+            async with relay_server(cloud) as relay, connected(
+                    relay.url, {"pipeline_ids": ["test-tone"], "interval": 0.5},
+                    video=False) as peer:
+                await peer.send_parameters({"frequency": 1500})
+                await peer.wait_audio_frames(40)
+                (session,) = relay.app[RELAY_KEY].sessions.values()
+                await first_cloud.aclose()  # the whole cloud app stops ...
+                await asyncio.wait_for(session.cloud.failed.wait(), 30)
+                restarted = await second_cloud.enter_async_context(  # ... and comes back
+                    serve(create_app(CloudConfig(loopback_ice=True)), port))
+                mark = len(peer.received.audio)
+                await peer.wait_audio_frames(mark + 150, timeout=60)
+                assert session.cloud_reconnects == 1
+                assert relay.app[RELAY_KEY].connection.connects == 2
+                assert list(restarted.app[STATE_KEY].sessions) == [session.cloud.session_id]
+                later = np.concatenate(peer.received.audio[mark + 60:], axis=1)
+                beeps = [b for b in beep_segments(later[0]) if len(b) >= 4800]
+                assert beeps, "no audio from the restarted cloud app"
+                assert dominant_frequency(beeps[-1][480:-480], 48000) == pytest.approx(1500, rel=0.01)
+        finally:
+            await first_cloud.aclose()
