@@ -76,19 +76,25 @@ class CloudState:
         self.ready = asyncio.Event()
         self.log_hub = LogHub()
         self.connections = 0
+        self.sessions_starting = 0
 
     async def create_session(self, sdp: str, initial_parameters: dict[str, Any]) -> MediaSession:
-        if len(self.sessions) >= self.config.max_sessions:
-            raise Busy(f"this cloud app already serves {len(self.sessions)} sessions")
+        # Offers being answered count too: answering one awaits a model load.
+        if len(self.sessions) + self.sessions_starting >= self.config.max_sessions:
+            raise Busy(f"this cloud app already serves {len(self.sessions)} sessions "
+                       f"({self.sessions_starting} starting)")
         session = MediaSession(self.manager, ice_servers=self.ice.servers(),
                                loopback_ice=self.config.loopback_ice,
                                playout_delay=self.config.playout_delay,
                                max_buffer=self.config.max_buffer)
+        self.sessions_starting += 1
         try:
             await session.accept_offer(sdp, initial_parameters)
         except BaseException:
             await session.close()
             raise
+        finally:
+            self.sessions_starting -= 1
         self.sessions[session.session_id] = session
         session.on_closed = lambda sid: self.sessions.pop(sid, None)
         return session

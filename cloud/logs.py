@@ -33,6 +33,9 @@ class LogHub(logging.Handler):
             return
         if len(line) > MAX_LINE_CHARS:
             line = line[:MAX_LINE_CHARS] + " …[truncated]"
+        # a lone surrogate (a client's own escaped text, logged) would force the whole batch
+        # into \u escapes: written out as text instead, every line stays valid UTF-8
+        line = line.encode("utf-8", "backslashreplace").decode("utf-8")
         for buffer in list(self._buffers):
             buffer.append(line)
 

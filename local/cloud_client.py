@@ -30,6 +30,7 @@ from scope_relay.protocol.tasks import OwnedTasks, RunOnce
 from .connection import CloudConnectionManager
 from .frame_processor import FrameProcessor
 from .media_sync import ArrivalClock, SenderReportTap
+from .tracks import CameraFeed, LatestFrameTrack
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +69,9 @@ class _TrackTimer:
             self.min_transit = transit if self.min_transit is None else min(self.min_transit, transit)
             return t
         if arrival - self.first_arrival > self.sync_timeout:
+            if self.fallback is not None and self.fallback.transit == 0.0 and self.sibling \
+                    and self.sibling.min_transit is not None:
+                self.fallback = None  # the other track's clock is known now: move onto it
             if self.fallback is None:
                 # Arrival times moved onto the cloud's clock through the other track's
                 # reports when it has them, so both tracks stay on one clock (one offset).
@@ -83,7 +87,7 @@ class _TrackTimer:
 
 class CloudWebRTCClient:
     def __init__(self, connection: CloudConnectionManager, processor: FrameProcessor,
-                 capabilities: Capabilities, *, camera: MediaStreamTrack | None = None,
+                 capabilities: Capabilities, *, camera: LatestFrameTrack | None = None,
                  loopback_ice: bool = False, connect_timeout: float = 30.0,
                  sync_timeout: float = 3.0, max_pending: int = 400):
         self.connection = connection
@@ -117,7 +121,7 @@ class CloudWebRTCClient:
         servers = (reply.get("data") or {}).get("iceServers") or []
         self.pc = pc = RTCPeerConnection(rtc_configuration(servers))
         caps = self.capabilities
-        connected = asyncio.Event()
+        connected, channel_open = asyncio.Event(), asyncio.Event()
 
         @pc.on("connectionstatechange")
         def on_state() -> None:
@@ -127,12 +131,13 @@ class CloudWebRTCClient:
             elif pc.connectionState in ("failed", "closed"):
                 self.failed.set()
                 connected.set()
+                channel_open.set()  # nothing more to wait for
 
         pc.on("track", self._on_track)
         if caps.produces_video or caps.accepts_video:
             if caps.accepts_video and self.camera is not None:
                 transceiver = pc.addTransceiver(
-                    self.camera, direction="sendrecv" if caps.produces_video else "sendonly")
+                    CameraFeed(self.camera), direction="sendrecv" if caps.produces_video else "sendonly")
             else:
                 transceiver = pc.addTransceiver("video", direction="recvonly")
             self._timers["video"] = _TrackTimer(transceiver.receiver, VIDEO_CLOCK_RATE,
@@ -146,7 +151,6 @@ class CloudWebRTCClient:
             video.follower_of = audio
             video.sibling, audio.sibling = audio, video
         self.channel = pc.createDataChannel("parameters", ordered=True)
-        channel_open = asyncio.Event()
         self.channel.on("open", channel_open.set)
 
         with loopback_candidates(self.loopback_ice):

@@ -109,3 +109,18 @@ class LatestFrameTrack(MediaStreamTrack):
     def stop(self) -> None:
         super().stop()
         self._task.cancel()
+
+
+class CameraFeed(MediaStreamTrack):
+    """One cloud connection's view of the session's camera pump. aiortc stops a sender's
+    track when the connection closes; stopping this view leaves the pump running for the
+    connection that replaces it."""
+
+    kind = "video"
+
+    def __init__(self, pump: LatestFrameTrack):
+        super().__init__()
+        self.pump = pump
+
+    async def recv(self):
+        return await self.pump.recv()

@@ -213,3 +213,28 @@ async def test_relay_survives_a_cloud_app_restart():
                 assert dominant_frequency(beeps[-1][480:-480], 48000) == pytest.approx(1500, rel=0.01)
         finally:
             await first_cloud.aclose()
+
+
+async def test_camera_keeps_flowing_after_a_cloud_hop_reconnect(stack):
+    """aiortc stops a sender's track when its connection closes: the new cloud hop must still
+    get the browser's camera (and nothing may pile up while it reconnects)."""
+    cloud, relay = stack
+    peer = BrowserPeer(audio=False, camera=ColourCamera((30, 200, 40)))
+    try:
+        response = await peer.connect_relay(relay.url, {"pipeline_ids": ["passthrough"]})
+        assert response.status_code == 200, response.text
+        await peer.wait_video_frames(10, timeout=30)
+        (session,) = relay.app[RELAY_KEY].sessions.values()
+        old_client = session.cloud
+        await cloud.app[STATE_KEY].close_session(old_client.session_id)
+        await asyncio.wait_for(old_client.failed.wait(), 10)
+        mark = len(peer.received.video)
+        await peer.wait_video_frames(mark + 30, timeout=30)
+        assert session.cloud_reconnects == 1 and session.cloud is not old_client
+        (cloud_session,) = cloud.app[STATE_KEY].sessions.values()
+        assert cloud_session.runner.inputs is not None
+        colours = np.array([c for _, c in peer.received.video[-10:]])
+        np.testing.assert_allclose(colours.mean(axis=0), (30, 200, 40), atol=12)
+        assert session.camera is not None and session.camera.readyState == "live"
+    finally:
+        await peer.close()

@@ -144,3 +144,29 @@ async def test_requests_waiting_for_a_cloud_that_never_comes_fail_on_close():
     await manager.close()
     with pytest.raises(Unavailable, match="closed"):
         await asyncio.wait_for(waiting, 5)  # at once, not after the 300 s ready timeout
+
+
+async def test_offers_arriving_together_still_respect_the_session_limit():
+    async with cloud_server(max_sessions=1) as cloud, aiohttp.ClientSession() as http:
+        ws = await http.ws_connect(cloud.ws_url)
+        assert (await ws.receive_json())["type"] == "ready"
+        peers = [BrowserPeer(video=False) for _ in range(3)]
+        try:
+            for peer in peers:
+                await peer.pc.setLocalDescription(await peer.pc.createOffer())
+            for n, peer in enumerate(peers):  # all sent before any is answered
+                await ws.send_json({"type": "offer", "request_id": f"o{n}",
+                                    "sdp": peer.pc.localDescription.sdp,
+                                    "initialParameters": {"pipeline_ids": ["test-tone"]}})
+            replies = []
+            while len(replies) < 3:
+                reply = await asyncio.wait_for(ws.receive_json(), 20)
+                if reply.get("type") != "logs":
+                    replies.append(reply)
+            assert sorted(r["type"] for r in replies) == ["answer", "error", "error"], replies
+            assert all(r["code"] == "BUSY" for r in replies if r["type"] == "error")
+            assert len(cloud.app[STATE_KEY].sessions) == 1
+        finally:
+            for peer in peers:
+                await peer.close()
+            await ws.close()

@@ -85,3 +85,15 @@ async def test_a_fallback_stays_on_the_other_tracks_clock():
     assert video.cloud_time(0, arrival=100.0) is None
     assert abs(video.cloud_time(4 * 90_000, arrival=104.05) - 5004.0) < 1e-9
     assert abs(video.cloud_time(5 * 90_000, arrival=105.2) - 5005.0) < 1e-9
+
+
+async def test_a_fallback_moves_onto_the_other_tracks_clock_once_it_is_known():
+    audio_receiver = StandInReceiver(origin=0)
+    audio = _TrackTimer(audio_receiver, 48_000, sync_timeout=3.0)
+    video = _TrackTimer(StandInReceiver(origin=0), 90_000, sync_timeout=3.0)
+    audio.sibling, video.sibling = video, audio
+    assert video.cloud_time(0, arrival=100.0) is None
+    assert video.cloud_time(4 * 90_000, arrival=104.0) == 104.0  # nothing known yet: arrival
+    await audio_receiver._handle_rtcp_packet(report(5000.0, 0))
+    assert audio.cloud_time(48_000, arrival=104.55) == 5001.0  # transit: -4896.45 s
+    assert abs(video.cloud_time(5 * 90_000, arrival=105.0) - (105.0 + 4896.45)) < 1e-6

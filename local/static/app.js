@@ -9,12 +9,25 @@ const state = {
   params: {},        // parameters set on the page, restored on every (re)connect
   connectedOnce: false, attempts: 0, restarts: 0, restartTimer: null, missing: 0,
   disconnectTimer: null,
+  attempt: 0,        // bumped by every teardown: an older connect() in flight is then stale
 };
+
+class Stale extends Error {}
+
+// Errors no retry can fix: the relay refused the request itself, or the camera was denied.
+function isPermanent(err) {
+  if (err.name === "NotAllowedError" || err.name === "NotFoundError") return true;
+  return err.status >= 400 && err.status < 500 && ![408, 429].includes(err.status);
+}
 
 async function api(path, options = {}) {
   const response = await fetch(path, { headers: { "Content-Type": "application/json" }, ...options });
   const body = await response.json().catch(() => ({}));
-  if (!response.ok) throw new Error(body.error || body.detail || `${response.status} ${response.statusText}`);
+  if (!response.ok) {
+    const err = new Error(body.error || body.detail || `${response.status} ${response.statusText}`);
+    err.status = response.status;
+    throw err;
+  }
   return body;
 }
 
@@ -30,6 +43,7 @@ function selected() { return state.pipelines.find((p) => p.id === $("pipeline").
 function showFlags() {
   const p = selected();
   if (!p) return;
+  state.params = {};  // another pipeline: its own defaults, not the last one's settings
   const flags = [p.produces_video && "video out", p.produces_audio && "audio out", p.accepts_video && "camera in"];
   $("flags").textContent = flags.filter(Boolean).join(" · ");
   renderParams(p);
@@ -91,17 +105,22 @@ async function start() {
 
 // One session with the relay. Which transceivers exist follows the pipeline's flags.
 async function connect(p) {
+  const attempt = ++state.attempt;
+  const check = () => { if (attempt !== state.attempt) throw new Stale("superseded"); };
+  let pc = null, camera = null, sessionId = null;
   setStatus(`Starting ${p.name}…`);
   try {
-    const pc = new RTCPeerConnection({ iceServers: [] });
+    pc = new RTCPeerConnection({ iceServers: [] });
     state.pc = pc;
     const stream = new MediaStream();
     $("video").srcObject = stream;
     pc.addEventListener("track", (event) => stream.addTrack(event.track));
     pc.addEventListener("connectionstatechange", () => onConnectionState(pc));
     if (p.accepts_video) {
-      state.camera = await withTimeout(navigator.mediaDevices.getUserMedia({ video: true }), 15000, "camera");
-      pc.addTransceiver(state.camera.getVideoTracks()[0], { direction: p.produces_video ? "sendrecv" : "sendonly" });
+      camera = await withTimeout(navigator.mediaDevices.getUserMedia({ video: true }), 15000, "camera");
+      check();
+      state.camera = camera;
+      pc.addTransceiver(camera.getVideoTracks()[0], { direction: p.produces_video ? "sendrecv" : "sendonly" });
     } else if (p.produces_video) {
       pc.addTransceiver("video", { direction: "recvonly" });
     }
@@ -111,20 +130,30 @@ async function connect(p) {
     const offer = await pc.createOffer();
     await pc.setLocalDescription({ type: "offer", sdp: preferStereoOpus(offer.sdp) });
     await waitForIce(pc);
+    check();
     const answer = await withTimeout(api("/api/v1/webrtc/offer", {
       method: "POST",
       body: JSON.stringify({ sdp: pc.localDescription.sdp, type: "offer",
                              initialParameters: { ...state.params, pipeline_ids: [p.id] } }),
     }), 120000, "offer");
-    state.sessionId = answer.sessionId;
+    sessionId = answer.sessionId;
+    check();
+    state.sessionId = sessionId;
     await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
-    Object.assign(state, { connectedOnce: true, missing: 0 });
+    check();
+    state.missing = 0;
     state.statsTimer = setInterval(showStats, 1000);
   } catch (err) {
+    if (attempt !== state.attempt) {  // Stop or a newer attempt took over: undo only ours
+      if (pc) pc.close();
+      if (camera) camera.getTracks().forEach((t) => t.stop());
+      if (sessionId) fetch(`/api/v1/webrtc/offer/${sessionId}`, { method: "DELETE" }).catch(() => {});
+      return;
+    }
     await teardown();
-    if (state.connectedOnce) {
+    if (state.connectedOnce && !isPermanent(err)) {
       scheduleRestart(err.message);
-    } else {  // the first start failed: say why and let the user choose
+    } else {  // never worked, or cannot work: say why and let the user choose
       await stop();
       setStatus(`Could not start: ${err.message}`);
     }
@@ -136,7 +165,7 @@ function onConnectionState(pc) {
   setStatus(`Connection: ${pc.connectionState}`);
   clearTimeout(state.disconnectTimer);
   if (pc.connectionState === "connected") {
-    state.attempts = 0;
+    Object.assign(state, { attempts: 0, connectedOnce: true });
   } else if (pc.connectionState === "failed") {
     scheduleRestart("connection failed");
   } else if (pc.connectionState === "disconnected") {
@@ -163,6 +192,7 @@ function scheduleRestart(reason) {
 }
 
 async function teardown() {
+  state.attempt += 1;  // a connect() still in flight is now stale and undoes itself
   clearInterval(state.statsTimer);
   clearTimeout(state.disconnectTimer);
   const { pc, sessionId, camera } = state;
