@@ -18,6 +18,13 @@ from scope_relay.local.config import ENVIRONMENT_HELP, CloudTarget, resolve_clou
 logger = logging.getLogger("scope_relay.cli")
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--opus-bitrate", type=int, default=128_000, metavar="BPS",
                    help="Opus bitrate for audio this process sends (default 128000, "
@@ -49,7 +56,7 @@ def _add_cloud_options(p: argparse.ArgumentParser, *, embedded: bool) -> None:
                    help="end control connections after S seconds with MAX_DURATION_EXCEEDED")
     g.add_argument("--heartbeat", type=float, default=20.0, metavar="S",
                    help="WebSocket-level ping interval; peers that stop answering are dropped")
-    g.add_argument("--max-sessions", type=int, default=16, metavar="N",
+    g.add_argument("--max-sessions", type=_positive_int, default=16, metavar="N",
                    help="media sessions served at once; more offers get BUSY (default 16)")
 
 
