@@ -127,3 +127,31 @@ async def test_page_starts_a_new_session_when_the_relay_drops_it(browser):
         (cloud_session,) = cloud.app[STATE_KEY].sessions.values()
         assert cloud_session.runner.params["frequency"] == 1500  # the page's setting came back
         await page.close()
+
+
+async def test_camera_goes_up_and_comes_back_in_chromium(browser):
+    """passthrough: Chromium's (fake) camera -> relay -> cloud -> relay -> the page."""
+    async with cloud_server() as cloud, relay_server(cloud) as relay:
+        page = await browser.new_page()
+        await start_pipeline(page, relay.url, "passthrough")
+        await page.wait_for_function("state.pc?.connectionState === 'connected'", timeout=30_000)
+        assert await page.evaluate("state.camera.getVideoTracks()[0].readyState") == "live"
+        # frames that came back through both hops carry the camera's picture, not black
+        spread = await page.evaluate("""() => new Promise((resolve, reject) => {
+            const v = document.querySelector('#video'); let n = 0;
+            const c = new OffscreenCanvas(32, 32), g = c.getContext('2d', {willReadFrequently: true});
+            const tick = () => {
+                if (++n < 24) { v.requestVideoFrameCallback(tick); return; }
+                g.drawImage(v, 0, 0, 32, 32);
+                const px = g.getImageData(0, 0, 32, 32).data; let lo = 255, hi = 0;
+                for (let i = 0; i < px.length; i += 4) { const y = (px[i] + px[i+1] + px[i+2]) / 3; lo = Math.min(lo, y); hi = Math.max(hi, y); }
+                resolve(hi - lo);
+            };
+            v.requestVideoFrameCallback(tick);
+            setTimeout(() => reject(new Error('only ' + n + ' frames')), 20000);
+        })""")
+        assert spread > 40, spread
+        (session,) = cloud.app[STATE_KEY].sessions.values()
+        assert session.runner.inputs is not None and session.stats()["video_frames_sent"] > 0
+        await page.click("#stop")
+        await page.close()
