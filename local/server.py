@@ -143,7 +143,10 @@ def create_relay_app(config: RelayConfig) -> web.Application:
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
-            return _error(exc.status, exc.reason, exc.reason.upper().replace(" ", "_"))
+            response = _error(exc.status, exc.reason, exc.reason.upper().replace(" ", "_"))
+            if "Allow" in exc.headers:  # a 405 still says which methods would do
+                response.headers["Allow"] = exc.headers["Allow"]
+            return response
         except Exception as exc:  # a bug of ours: answer, log, keep serving
             logger.exception("%s %s failed", request.method, request.path)
             return _error(500, f"internal error: {type(exc).__name__}: {exc}", "INTERNAL")

@@ -137,6 +137,7 @@ async def test_relay_rest_bad_input():
             assert r.status_code == 404 and r.json()["error"] and r.json()["code"]
             r = await http.put("/api/v1/stats")  # a relay route, wrong method
             assert r.status_code == 405 and r.json()["code"] == "METHOD_NOT_ALLOWED"
+            assert "GET" in r.headers["Allow"]
             r = await http.patch("/api/v1/webrtc/offer/unknown", json={"candidates": []})
             assert r.status_code == 404 and r.json()["code"] == "UNKNOWN_SESSION"
             r = await http.get("/api/v1/pipelines")
