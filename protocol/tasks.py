@@ -39,10 +39,6 @@ class RunOnce:
         self._action = action
         self._task: asyncio.Task | None = None
 
-    @property
-    def started(self) -> bool:
-        return self._task is not None
-
     def start(self) -> asyncio.Task:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run())
