@@ -201,3 +201,14 @@ def beep_segments(mono: np.ndarray, threshold: float = 2000) -> list[np.ndarray]
     if current:
         segments.append(np.concatenate(current))
     return segments
+
+
+def beep_frequencies(blocks: list[np.ndarray], sample_rate: int = 48000) -> list[float]:
+    """The dominant frequency of every beep of at least 100 ms in received ``(2, n)`` blocks
+    (left channel), 10 ms trimmed at each end so the onsets don't blur it."""
+    if not blocks:
+        return []
+    left = np.concatenate(blocks, axis=1)[0]
+    trim = sample_rate // 100
+    return [dominant_frequency(b[trim:-trim], sample_rate)
+            for b in beep_segments(left) if len(b) >= sample_rate // 10]
