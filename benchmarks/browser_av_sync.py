@@ -25,20 +25,17 @@ import os
 import statistics
 import sys
 import tempfile
-
-from aiohttp import web
+from pathlib import Path
 
 from scope_relay.cloud.app import CloudConfig, create_app
 from scope_relay.local.config import CloudTarget
 from scope_relay.local.server import RelayConfig, create_relay_app
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-    "--autoplay-policy=no-user-gesture-required", "--no-sandbox", "--disable-gpu",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--no-first-run", "--allow-loopback-in-peer-connection", "--disable-quic",
-]
+from av_sync import serve  # this folder: the same way to start a server on 127.0.0.1
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from chromium import ARGS, CHROMIUM  # noqa: E402  (the tests' Chromium flags)
+
 
 # Arms a promise for the first frame the <video> element presents after Start is clicked.
 FIRST_FRAME = """() => {
@@ -97,14 +94,6 @@ MEASURE = """async (seconds) => {
   return {flashes, clicks, started, baseLatency: ctx.baseLatency, outputLatency: ctx.outputLatency,
           sampleRate: ctx.sampleRate};
 }"""
-
-
-async def serve(app: web.Application) -> tuple[web.AppRunner, str]:
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    return runner, f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
 
 
 async def main(seconds: float, warmup: float) -> int:

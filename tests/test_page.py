@@ -7,16 +7,10 @@ import tempfile
 
 import pytest
 
+from chromium import ARGS, CHROMIUM
 from servers import cloud_server, relay_server
 from scope_relay.cloud.app import STATE_KEY
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-    "--autoplay-policy=no-user-gesture-required", "--no-sandbox", "--disable-gpu",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--no-first-run", "--allow-loopback-in-peer-connection", "--disable-quic",
-]
 
 pytestmark = [
     pytest.mark.browser,

@@ -1,0 +1,10 @@
+"""Debian's Chromium as the tests and benchmarks drive it (FACTS.md: these flags, a fresh
+profile, no browser download)."""
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = [
+    "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+    "--autoplay-policy=no-user-gesture-required", "--no-sandbox", "--disable-gpu",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--no-first-run", "--allow-loopback-in-peer-connection", "--disable-quic",
+]
