@@ -56,8 +56,6 @@ class MediaSession:
         self._close = RunOnce(self._close_once)
         self.on_closed: Callable[[str], object] | None = None
 
-    def _spawn(self, coro) -> None:
-        self._tasks.spawn(coro)
 
     async def accept_offer(self, sdp: str, initial_parameters: Mapping[str, Any]) -> str:
         """Set up the chain and tracks for ``sdp``; returns the answer SDP."""
@@ -109,7 +107,7 @@ class MediaSession:
         self.runner = PipelineRunner(chain, self.buffer, params=params)
         with refusing_bad_sdp("answer"), loopback_candidates(self.loopback_ice):
             await self.pc.setLocalDescription(await self.pc.createAnswer())
-        self._spawn(self._connect_watchdog())
+        self._tasks.spawn(self._connect_watchdog())
         return self.pc.localDescription.sdp
 
     async def add_candidate(self, candidate: Mapping[str, Any] | None) -> None:
@@ -134,9 +132,9 @@ class MediaSession:
 
     def _on_track(self, track) -> None:
         if track.kind == "video" and self.capabilities and self.capabilities.accepts_video:
-            self._spawn(self._consume_input(track))
+            self._tasks.spawn(self._consume_input(track))
         else:
-            self._spawn(self._drain(track))  # never let aiortc's unbounded queue pile up
+            self._tasks.spawn(self._drain(track))  # never let aiortc's unbounded queue pile up
 
     async def _drain(self, track) -> None:
         try:

@@ -113,8 +113,6 @@ class CloudWebRTCClient:
         self.closed = asyncio.Event()
         self.failed = asyncio.Event()
 
-    def _spawn(self, coro) -> None:
-        self._tasks.spawn(coro)
 
     async def connect(self, initial_parameters: Mapping[str, Any]) -> str:
         reply = await self.connection.request("get_ice_servers")
@@ -185,9 +183,9 @@ class CloudWebRTCClient:
     def _on_track(self, track: MediaStreamTrack) -> None:
         timer = self._timers.get(track.kind)
         if timer is None:
-            self._spawn(self._drain(track))
+            self._tasks.spawn(self._drain(track))
         else:
-            self._spawn(self._consume(track, timer))
+            self._tasks.spawn(self._consume(track, timer))
 
     async def _drain(self, track: MediaStreamTrack) -> None:
         try:

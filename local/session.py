@@ -130,8 +130,8 @@ class BrowserSession:
         self._browser_sends_video = browser_sends_video
         self.cloud = self._new_cloud_client()
         await self.cloud.connect(self._cloud_params)
-        self._spawn(self._keep_cloud_connected())
-        self._spawn(self._connect_watchdog())
+        self._tasks.spawn(self._keep_cloud_connected())
+        self._tasks.spawn(self._connect_watchdog())
 
         self._attach_tracks(transceivers, caps, browser_sends_video)
         with refusing_bad_sdp("answer"), loopback_candidates(self.loopback_ice):
@@ -174,8 +174,6 @@ class BrowserSession:
             del self.parameter_state[next(iter(self.parameter_state))]
             self.parameters_forgotten += 1
 
-    def _spawn(self, coro) -> None:
-        self._tasks.spawn(coro)
 
     async def _connect_watchdog(self) -> None:
         await asyncio.sleep(self.connect_timeout)
