@@ -17,9 +17,9 @@ import time
 import numpy as np
 
 from scope_relay.local.frame_processor import FrameProcessor
-from scope_relay.protocol.audio import (FRAME_SAMPLES, array_to_frame, float_to_s16,
-                                        frame_to_s16, s16_frame)
-from scope_relay.protocol.audio_stream import AudioFramer, StreamResampler
+from scope_relay.media.audio import array_to_frame, float_to_s16, frame_to_s16, s16_frame
+from scope_relay.media.resample import AudioFramer, StreamResampler
+from scope_relay.protocol.media import FRAME_SAMPLES
 
 OUT_RATE = 48_000
 RATES = [16_000, 22_050, 24_000, 44_100]

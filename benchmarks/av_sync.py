@@ -21,18 +21,18 @@ import time
 
 os.environ.setdefault("SCOPE_RELAY_ICE_LOOPBACK", "1")
 
-import httpx  # noqa: E402
-import numpy as np  # noqa: E402
-from aiohttp import web  # noqa: E402
-from aiortc import RTCPeerConnection, RTCSessionDescription  # noqa: E402
-from aiortc.mediastreams import MediaStreamError  # noqa: E402
+import httpx
+import numpy as np
+from aiohttp import web
+from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
 
-from scope_relay.cloud.app import STATE_KEY, CloudConfig, create_app  # noqa: E402
-from scope_relay.local.config import CloudTarget  # noqa: E402
-from scope_relay.local.media_sync import SenderReportTap  # noqa: E402
-from scope_relay.local.server import RELAY_KEY, RelayConfig, create_relay_app  # noqa: E402
-from scope_relay.protocol.audio import frame_to_s16  # noqa: E402
-from scope_relay.protocol.ice import rtc_configuration  # noqa: E402
+from scope_relay.cloud.app import STATE_KEY, CloudConfig, create_app
+from scope_relay.local.cloud_target import CloudTarget
+from scope_relay.local.server import RELAY_KEY, RelayConfig, create_relay_app
+from scope_relay.media.audio import frame_to_s16
+from scope_relay.rtc.ice import rtc_configuration
+from scope_relay.rtc.sender_reports import SenderReportTap
 
 
 async def serve(app: web.Application) -> tuple[web.AppRunner, str]:

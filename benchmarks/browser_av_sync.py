@@ -27,15 +27,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-from scope_relay.cloud.app import CloudConfig, create_app
-from scope_relay.local.config import CloudTarget
-from scope_relay.local.server import RelayConfig, create_relay_app
-
 from av_sync import serve  # this folder: the same way to start a server on 127.0.0.1
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from chromium import ARGS, CHROMIUM  # noqa: E402  (the tests' Chromium flags)
+from scope_relay.cloud.app import CloudConfig, create_app
+from scope_relay.local.cloud_target import CloudTarget
+from scope_relay.local.server import RelayConfig, create_relay_app
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from helpers.chromium import ARGS, CHROMIUM
 
 # Arms a promise for the first frame the <video> element presents after Start is clicked.
 FIRST_FRAME = """() => {

@@ -9,11 +9,11 @@ import logging
 import os
 import signal
 import sys
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from scope_relay.local.config import ENVIRONMENT_HELP, CloudTarget, resolve_cloud_target
+from scope_relay.local.cloud_target import ENVIRONMENT_HELP, CloudTarget, resolve_cloud_target
 
 logger = logging.getLogger("scope_relay.cli")
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from scope_relay.protocol.errors import InvalidMessage, ProtocolError
 
-from .registry import PipelineManager
+from .pipeline_manager import PipelineManager
 
 
 @dataclass
@@ -18,7 +19,7 @@ class ApiResult:
     code: str | None = None
 
     @classmethod
-    def failure(cls, exc: ProtocolError) -> "ApiResult":
+    def failure(cls, exc: ProtocolError) -> ApiResult:
         return cls(exc.status, {"detail": exc.message}, exc.message, exc.code)
 
 

@@ -13,19 +13,20 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
 from scope_relay.protocol.errors import Busy, InvalidMessage
-from scope_relay.protocol.metrics import session_gauges
 from scope_relay.protocol.messages import load_json
-from scope_relay.protocol.opus import DEFAULT_BITRATE, configure_opus
+from scope_relay.rtc.opus import DEFAULT_BITRATE, configure_opus
+from scope_relay.util.metrics import session_gauges
 
 from .api import ApiRouter
-from .control import ControlChannel
+from .control_channel import ControlChannel
 from .ice_servers import IceServerConfig
-from .logs import LogHub
-from .registry import PipelineManager, PipelineRegistry
-from .session import MediaSession
+from .log_forwarding import LogHub
+from .media_session import MediaSession
+from .pipeline_manager import PipelineManager
+from .pipeline_registry import PipelineRegistry
 
 logger = logging.getLogger(__name__)
-STATE_KEY: web.AppKey["CloudState"] = web.AppKey("state")
+STATE_KEY: web.AppKey[CloudState] = web.AppKey("state")
 #: Only the cloud app's own loggers are forwarded to clients. (Not "scope_relay": in the
 #: embedded demo the relay shares the process, and its re-emitted cloud lines would echo.)
 CLOUD_LOGGER = "scope_relay.cloud"

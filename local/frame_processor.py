@@ -19,13 +19,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import av
 import numpy as np
 
-from scope_relay.protocol.audio import CHANNELS, SAMPLE_RATE
-from scope_relay.protocol.audio_stream import AudioRing
+from scope_relay.media.ring import AudioRing
+from scope_relay.protocol.media import CHANNELS, SAMPLE_RATE
 
 #: Outgoing pts start this far before the first cloud time seen, so they stay positive.
 PTS_HEADROOM = 1.0

@@ -13,15 +13,15 @@ from prometheus_client.core import GaugeMetricFamily
 
 from scope_relay.protocol.errors import InvalidMessage, ProtocolError, UnknownSession
 from scope_relay.protocol.messages import load_json_object
-from scope_relay.protocol.metrics import session_gauges
-from scope_relay.protocol.opus import DEFAULT_BITRATE, configure_opus
+from scope_relay.rtc.opus import DEFAULT_BITRATE, configure_opus
+from scope_relay.util.metrics import session_gauges
 
-from .config import CloudTarget
-from .connection import CloudConnectionManager
-from .session import BrowserSession
+from .browser_session import BrowserSession
+from .cloud_connection import CloudConnectionManager
+from .cloud_target import CloudTarget
 
 logger = logging.getLogger(__name__)
-RELAY_KEY: web.AppKey["LocalRelay"] = web.AppKey("relay")
+RELAY_KEY: web.AppKey[LocalRelay] = web.AppKey("relay")
 STATIC = Path(__file__).with_name("static")
 PROXIED = {
     ("GET", "/api/v1/pipelines"), ("GET", "/api/v1/pipelines/schemas"),
@@ -116,7 +116,7 @@ class LocalRelay:
 class _RelayMetrics:
     """Prometheus view of the same figures ``/api/v1/stats`` gives."""
 
-    def __init__(self, relay: "LocalRelay"):
+    def __init__(self, relay: LocalRelay):
         self.relay = relay
 
     def collect(self):

@@ -5,8 +5,9 @@ The cloud registry is the only authority; everyone else reads these from the API
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -16,7 +17,7 @@ class Capabilities:
     accepts_video: bool
 
     @classmethod
-    def from_mapping(cls, data: Mapping[str, Any]) -> "Capabilities":
+    def from_mapping(cls, data: Mapping[str, Any]) -> Capabilities:
         return cls(
             produces_video=bool(data.get("produces_video", False)),
             produces_audio=bool(data.get("produces_audio", False)),

@@ -7,8 +7,9 @@ either side can talk to the other's counterpart.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Union
+from typing import Any, Union
 
 from .errors import InvalidMessage, ProtocolError, UnknownMessageType
 
@@ -88,15 +89,6 @@ def load_json_object(raw: str | bytes, what: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise InvalidMessage(f"{what} must be a JSON object, got {type(data).__name__}")
     return data
-
-
-def parse_parameters_message(message: Any) -> dict[str, Any]:
-    """A ``parameters`` data-channel message: one JSON object of parameter updates."""
-    if not isinstance(message, str):
-        raise InvalidMessage("a parameters message must be JSON text, not binary")
-    if len(message) > MAX_MESSAGE_BYTES:
-        raise InvalidMessage(f"parameters message of {len(message)} characters is too large")
-    return load_json_object(message, "a parameters message")
 
 
 def decode_json_object(raw: str | bytes) -> dict[str, Any]:

@@ -1,0 +1,208 @@
+"""One session's output media on one media clock, shared by audio and video.
+
+The runner thread writes chunks stamped in media seconds; the two output tracks read
+them and release each frame at ``epoch + media_time + stall + playout_delay``. One epoch,
+one delay and one ``stall`` per session, so:
+
+* an underflow (audio not there in time) plays silence and *stalls* the clock: ``stall``
+  grows by the gap, video frames release that much later too, and sync is kept; but
+  where chunks came with video and no audio (a pipeline that makes audio only
+  sometimes), the missing audio is silence by content and the clock runs on;
+* an overflow (more media ahead than ``max_buffer``) skips the oldest media on both
+  tracks by the same amount (``stall`` shrinks), counted.
+
+Invariant: the audio track's output position (its RTP time, in samples) is always
+``audio_head + stall``. Video pts use the same mapping, so RTP time and release time agree
+on both tracks, which is what the browser's lip sync needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from scope_relay.media.ring import AudioRing
+from scope_relay.protocol.media import CHANNELS, SAMPLE_RATE
+
+
+class MediaBuffer:
+    def __init__(self, loop: asyncio.AbstractEventLoop, *, playout_delay: float = 0.1,
+                 max_buffer: float = 6.0, audio_clocked: bool = True,
+                 clock: Callable[[], float] = time.monotonic):
+        self.loop = loop
+        self.playout_delay = playout_delay
+        self.max_buffer = max_buffer
+        self.audio_clocked = audio_clocked
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._audio = AudioRing(CHANNELS, int((max_buffer + 4.0) * SAMPLE_RATE))
+        self.audio_head = 0  # media sample index of the next audio sample to play
+        self._silent_until = 0  # media sample index up to which chunks came without audio
+        self._video: collections.deque[tuple[float, np.ndarray]] = collections.deque()
+        self._video_end = 0.0
+        self.epoch: float | None = None
+        self.stall = 0  # samples
+        self.started = asyncio.Event()
+        self._video_event = asyncio.Event()
+        self.closed = False
+        # figures
+        self.underruns = 0
+        self.stalled_samples = 0
+        self.skipped_samples = 0
+        self.dropped_video_frames = 0
+        self.absent_audio_samples = 0
+        self.chunks = 0
+
+    # --- clock -------------------------------------------------------------------------
+    def release_time(self, media_seconds: float) -> float:
+        assert self.epoch is not None
+        return self.epoch + media_seconds + self.stall / SAMPLE_RATE + self.playout_delay
+
+    def output_seconds(self, media_seconds: float) -> float:
+        """Where ``media_seconds`` lands on the output (RTP) timeline."""
+        return media_seconds + self.stall / SAMPLE_RATE
+
+    def media_now(self) -> float:
+        if self.epoch is None:
+            return 0.0
+        return self.clock() - self.epoch - self.playout_delay - self.stall / SAMPLE_RATE
+
+    def lead(self) -> float:
+        """Seconds of media buffered ahead of what is playing now."""
+        with self._lock:
+            end = max(self._video_end, (self.audio_head + len(self._audio)) / SAMPLE_RATE)
+            if self.epoch is None:
+                return end
+            return end - max(self.media_now(), 0.0)
+
+    # --- writer (runner thread) --------------------------------------------------------
+    def push(self, video: list[tuple[float, np.ndarray]], audio: np.ndarray | None,
+             frame_seconds: float = 0.0, audio_start: int | None = None) -> None:
+        """Add a chunk. ``audio_start`` is the media sample index of ``audio[:, 0]``
+        (default: right after what is buffered); audio is placed there, silence filling a
+        gap and anything already played being trimmed."""
+        with self._lock:
+            if self.closed:
+                return
+            if audio is not None and audio.shape[1] and self.audio_clocked:
+                self._write_audio(audio, audio_start)  # (no audio track: nobody to play it)
+            for item in video:
+                self._video.append(item)
+                self._video_end = max(self._video_end, item[0] + frame_seconds)
+            if video and (audio is None or not audio.shape[1]):
+                # a chunk without audio: its span is silent by content, not late
+                self._silent_until = max(self._silent_until,
+                                         round(self._video_end * SAMPLE_RATE))
+            self.chunks += 1
+            first = self.epoch is None
+            if first:
+                start = min([t for t, _ in video] + [self.audio_head / SAMPLE_RATE])
+                self.epoch = self.clock() - max(start, 0.0)
+            self._skip_overflow()
+        self.loop.call_soon_threadsafe(self._wake, first)
+
+    def _write_audio(self, audio: np.ndarray, start: int | None) -> None:
+        end = self.audio_head + len(self._audio)
+        if start is None:
+            start = end
+        if start > end:  # never more silence than the ring holds
+            gap = min(start - end, self._audio.capacity)
+            self._skip_media(start - end - gap)
+            self._write_ring(np.zeros((CHANNELS, gap), np.float32))
+        elif start < end:
+            audio = audio[:, end - start:]
+        self._write_ring(audio)
+
+    def _write_ring(self, audio: np.ndarray) -> None:
+        # the ring drops its oldest samples when full: the media they held is skipped
+        self._skip_media(self._audio.write(audio))
+
+    def _skip_media(self, samples: int) -> None:
+        """Move the media position on without moving the output (RTP) position."""
+        self.audio_head += samples
+        self.stall -= samples
+        self.skipped_samples += samples
+
+    def _skip_overflow(self) -> None:
+        end = max(self._video_end, (self.audio_head + len(self._audio)) / SAMPLE_RATE)
+        excess = end - max(self.media_now(), 0.0) - self.max_buffer
+        if excess <= 0:
+            return
+        skip = int(round(excess * SAMPLE_RATE))
+        self._audio.discard(skip)
+        self._skip_media(skip)
+        now = self.media_now()
+        while self._video and self._video[0][0] < now:
+            self._video.popleft()
+            self.dropped_video_frames += 1
+
+    def _wake(self, first: bool) -> None:
+        if first:
+            self.started.set()
+        self._video_event.set()
+
+    # --- readers (event loop) ----------------------------------------------------------
+    def take_audio(self, n: int) -> np.ndarray:
+        """The next ``n`` samples; what is missing is silence and stalls the clock."""
+        with self._lock:
+            got = min(n, len(self._audio))
+            out = self._audio.read(got)
+            self.audio_head += got
+            if got < n:
+                out = np.concatenate([out, np.zeros((CHANNELS, n - got), np.float32)], axis=1)
+                # silence by content (chunks that came without audio): the clock runs on
+                absent = min(n - got, max(0, self._silent_until - self.audio_head))
+                self.audio_head += absent
+                self.absent_audio_samples += absent
+                late = n - got - absent
+                if late:  # the producer is late: hold both tracks (sync survives)
+                    self.underruns += 1
+                    self.stall += late
+                    self.stalled_samples += late
+            return out
+
+    def audio_output_samples(self) -> int:
+        return self.audio_head + self.stall
+
+    def pop_video(self) -> tuple[float, np.ndarray] | None:
+        with self._lock:
+            self._video_event.clear()
+            return self._video.popleft() if self._video else None
+
+    async def wait_video(self, timeout: float) -> None:
+        try:
+            await asyncio.wait_for(self._video_event.wait(), timeout)
+        except TimeoutError:
+            pass
+
+    def stall_for(self, seconds: float) -> None:
+        """Shift the clock later (video-only sessions whose frames arrive late)."""
+        with self._lock:
+            samples = int(round(seconds * SAMPLE_RATE))
+            self.stall += samples
+            self.stalled_samples += samples
+
+    def close(self) -> None:
+        with self._lock:
+            self.closed = True
+            self._video.clear()
+            self._audio.clear()
+        self.loop.call_soon_threadsafe(self._video_event.set)
+        self.loop.call_soon_threadsafe(self.started.set)  # tracks waiting for media see closed
+
+    def stats(self) -> dict[str, float]:
+        return {
+            "playout_delay_ms": self.playout_delay * 1000,
+            "buffered_ms": round(self.lead() * 1000, 1) if self.epoch is not None else 0.0,
+            "underruns": self.underruns,
+            "stalled_ms": round(self.stalled_samples / SAMPLE_RATE * 1000, 1),
+            "skipped_ms": round(self.skipped_samples / SAMPLE_RATE * 1000, 1),
+            "dropped_video_frames": self.dropped_video_frames,
+            "absent_audio_ms": round(self.absent_audio_samples / SAMPLE_RATE * 1000, 1),
+            "chunks": self.chunks,
+        }

@@ -1,0 +1,97 @@
+"""Output tracks that release frames at their media time (aiortc does no pacing itself)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import av
+from aiortc import MediaStreamTrack
+from aiortc.mediastreams import MediaStreamError
+
+from scope_relay.media.audio import float_to_s16, s16_frame
+from scope_relay.media.pacing import sleep_until
+from scope_relay.protocol.media import (
+    FRAME_SAMPLES,
+    OPUS_LOOKAHEAD_SECONDS,
+    SAMPLE_RATE,
+    VIDEO_TIME_BASE,
+    video_pts,
+)
+
+from .media_buffer import MediaBuffer
+
+#: A video frame later than this stalls a video-only session's clock.
+LATE_TOLERANCE = 0.005
+
+
+class TimedAudioTrack(MediaStreamTrack):
+    """48 kHz stereo, 20 ms packed-s16 frames; pts = position on the output timeline."""
+
+    kind = "audio"
+
+    def __init__(self, buffer: MediaBuffer):
+        super().__init__()
+        self.buffer = buffer
+        self.clipped_samples = 0
+        self.frames_sent = 0
+
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live" or self.buffer.closed:
+            raise MediaStreamError
+        buf = self.buffer
+        await buf.started.wait()  # the first chunk may take a model minutes; close() wakes it
+        if buf.closed:
+            raise MediaStreamError
+        pts = buf.audio_output_samples()
+        await sleep_until(buf.clock, buf.epoch + pts / SAMPLE_RATE + buf.playout_delay
+                          - OPUS_LOOKAHEAD_SECONDS)
+        if buf.closed:
+            raise MediaStreamError
+        pts = buf.audio_output_samples()
+        samples, clipped = float_to_s16(buf.take_audio(FRAME_SAMPLES))
+        self.clipped_samples += clipped
+        self.frames_sent += 1
+        return s16_frame(samples, pts)
+
+
+class TimedVideoTrack(MediaStreamTrack):
+    """Releases each video frame at its media time; pts on the same output timeline."""
+
+    kind = "video"
+
+    def __init__(self, buffer: MediaBuffer):
+        super().__init__()
+        self.buffer = buffer
+        self.frames_sent = 0
+        self.late_frames = 0
+        self._last_pts = -1
+
+    async def recv(self) -> av.VideoFrame:
+        buf = self.buffer
+        await buf.started.wait()
+        while True:
+            if self.readyState != "live" or buf.closed:
+                raise MediaStreamError
+            item = buf.pop_video()
+            if item is not None:
+                break
+            await buf.wait_video(timeout=0.5)
+        media_time, rgb = item
+        while True:  # the clock may stall while we wait: re-read it
+            deadline = buf.release_time(media_time)
+            now = buf.clock()
+            if deadline <= now + 0.001:
+                break
+            await asyncio.sleep(deadline - now)
+        lateness = buf.clock() - buf.release_time(media_time)
+        if lateness > LATE_TOLERANCE:
+            self.late_frames += 1
+            if not buf.audio_clocked:
+                buf.stall_for(lateness)
+        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+        pts = max(video_pts(buf.output_seconds(media_time)), self._last_pts + 1)
+        self._last_pts = pts
+        frame.pts = pts
+        frame.time_base = VIDEO_TIME_BASE
+        self.frames_sent += 1
+        return frame

@@ -1,0 +1,280 @@
+"""PipelineRunner: runs a chain in a worker thread and stamps its output on the media clock.
+
+Never on the event loop. It generates only when the buffer needs more (so fast pipelines
+don't race ahead and parameter changes apply within a chunk), starts each call early
+enough for slow ones (it learns how long calls take), and waits rather than spins when a
+pipeline returns nothing.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from scope_relay.media.audio import as_channels_first
+from scope_relay.media.resample import StreamResampler
+from scope_relay.protocol.media import SAMPLE_RATE
+
+from .media_buffer import MediaBuffer
+from .pipelines.base import InputFrame, Pipeline, PipelineOutput, finite_number
+
+logger = logging.getLogger(__name__)
+#: Audio that resumes after a longer pause restarts its stream instead of being preceded
+#: by that much generated silence.
+#: parameters a session may hold; unknown keys beyond this are refused (counted)
+MAX_PARAMETER_KEYS = 256
+AUDIO_RESTART_GAP = 1.0
+_live_runners: weakref.WeakSet[PipelineRunner] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_live_runners() -> None:
+    """A worker thread inside torch at interpreter exit aborts the process: join them all."""
+    for runner in list(_live_runners):
+        runner.stop(timeout=2.0)
+
+
+class InputQueue:
+    """Bounded, thread-safe queue of camera frames (drops oldest, counted)."""
+
+    def __init__(self, max_frames: int = 8):
+        self._frames: collections.deque[InputFrame] = collections.deque()
+        self._max = max_frames
+        self._cond = threading.Condition()
+        self.dropped = 0
+
+    def put(self, frame: InputFrame) -> None:
+        with self._cond:
+            if len(self._frames) >= self._max:
+                self._frames.popleft()
+                self.dropped += 1
+            self._frames.append(frame)
+            self._cond.notify()
+
+    def take_all(self, timeout: float) -> list[InputFrame]:
+        with self._cond:
+            if not self._frames:
+                self._cond.wait(timeout)
+            frames = list(self._frames)
+            self._frames.clear()
+            return frames
+
+    def wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+
+def video_to_numpy(video: Any) -> list[np.ndarray]:
+    """``(T, H, W, 3)`` uint8 or float [0, 1] (torch or numpy) -> list of uint8 frames."""
+    if isinstance(video, torch.Tensor):
+        if video.is_floating_point():
+            video = (video.clamp(0, 1) * 255).round().to(torch.uint8)
+        video = video.detach().cpu().numpy()
+    arr = np.asarray(video)
+    if arr.ndim == 3:
+        arr = arr[np.newaxis]
+    if arr.ndim != 4 or arr.shape[-1] != 3:
+        raise ValueError(f"video must be (T, H, W, 3), got shape {arr.shape}")
+    if arr.dtype != np.uint8:
+        if arr.dtype.kind != "f":
+            raise ValueError(f"video must be uint8 or float in [0, 1], got {arr.dtype}")
+        arr = (np.clip(np.nan_to_num(arr), 0, 1) * 255).round().astype(np.uint8)
+    return [np.ascontiguousarray(f) for f in arr]
+
+
+def audio_to_numpy(audio: Any) -> np.ndarray:
+    if isinstance(audio, torch.Tensor):
+        audio = audio.detach().cpu().numpy()
+    return as_channels_first(audio)
+
+
+class PipelineRunner:
+    def __init__(self, chain: Sequence[Pipeline], buffer: MediaBuffer, *,
+                 params: Mapping[str, Any] | None = None, min_lead: float = 0.12):
+        self.chain = list(chain)
+        self.buffer = buffer
+        self.inputs = InputQueue() if self.chain[0].accepts_video else None
+        self.params: dict[str, Any] = {}
+        for p in self.chain:
+            self.params.update(p.default_params())
+        self._pending: dict[str, Any] = dict(params or {})
+        self._pending_lock = threading.Lock()
+        self.min_lead = min_lead
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="pipeline-runner", daemon=True)
+        self._resampler = StreamResampler()
+        self._chunk_start = 0.0  # media seconds where the next chunk starts
+        self._audio_end = 0.0  # media seconds the audio written so far reaches (at input rate)
+        self._audio48_next: int | None = None  # 48 kHz media index of the next resampled sample
+        self._call_seconds = 0.0
+        self.errors = 0
+        self.rejected_params = 0
+        self.last_error: str | None = None
+
+    # --- control (any thread) ----------------------------------------------------------
+    def start(self) -> None:
+        _live_runners.add(self)
+        self._thread.start()
+
+    def update_params(self, updates: Mapping[str, Any]) -> None:
+        """Applied at the next chunk boundary, never mid-chunk."""
+        with self._pending_lock:
+            self._pending.update(updates)
+        self._wake.set()
+
+    def request_stop(self) -> None:
+        """Tell the worker to finish (never blocks; safe from the event loop)."""
+        self._stop.set()
+        self._wake.set()
+        if self.inputs is not None:
+            self.inputs.wake()
+        for p in self.chain:
+            close = getattr(p, "close", None)
+            if close:
+                close()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.request_stop()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+        _live_runners.discard(self)
+
+    # --- worker ------------------------------------------------------------------------
+    def _apply_pending(self) -> None:
+        with self._pending_lock:
+            pending, self._pending = self._pending, {}
+        for key, value in pending.items():
+            spec = next((p.params[key] for p in self.chain if key in p.params), None)
+            if spec is None:
+                # unknown keys are kept, not rejected (Scope sends its own), within a bound
+                if key in self.params or len(self.params) < MAX_PARAMETER_KEYS:
+                    self.params[key] = value
+                else:
+                    self.rejected_params += 1
+                continue
+            try:
+                self.params[key] = spec.coerce(key, value)
+            except Exception as exc:  # nothing a client sends may end the worker thread
+                self.rejected_params += 1
+                logger.warning("ignored parameter update: %s", exc)
+
+    def _target_lead(self) -> float:
+        return self.min_lead + 1.25 * self._call_seconds
+
+    def _learn_call_time(self, elapsed: float) -> None:
+        """Rise at once to a slower call, forget slowly: starting a call too late is an
+        audible gap, starting it early only buffers a little more."""
+        self._call_seconds = max(elapsed, 0.9 * self._call_seconds + 0.1 * elapsed)
+
+    def _run(self) -> None:
+        with torch.no_grad():
+            while not self._stop.is_set():
+                wait = self.buffer.lead() - self._target_lead()
+                if wait > 0:
+                    self._wake.wait(min(wait, 0.5))
+                    self._wake.clear()
+                    continue
+                self._apply_pending()
+                if self.params.get("paused"):
+                    self._wake.wait(0.1)
+                    self._wake.clear()
+                    continue
+                inputs = None
+                if self.inputs is not None:
+                    inputs = self.inputs.take_all(timeout=0.1)
+                    if not inputs:
+                        continue
+                began = time.monotonic()
+                try:
+                    output = self._call_chain(inputs)
+                    self._learn_call_time(time.monotonic() - began)
+                    if output is None:
+                        self._stop.wait(0.02)  # idle pipelines wait, never spin
+                        continue
+                    self._emit(output)
+                except Exception as exc:
+                    self.errors += 1
+                    self.last_error = f"{type(exc).__name__}: {exc}"
+                    logger.exception("pipeline chunk failed")
+                    self._stop.wait(0.5)
+
+    def _call_chain(self, inputs: list[InputFrame] | None) -> PipelineOutput | None:
+        audio_out: PipelineOutput | None = None
+        output: PipelineOutput | None = None
+        stage_inputs = inputs
+        for stage in self.chain:
+            output = stage(stage_inputs, self.params)
+            if output is None:
+                return None
+            if output.audio is not None:
+                audio_out = output
+            if output.video is not None:
+                frames = video_to_numpy(output.video)
+                times = output.video_times or [0.0] * len(frames)
+                stage_inputs = [InputFrame(f, t) for f, t in zip(frames, times)]
+        if output is not None and audio_out is not None and audio_out is not output:
+            output.audio, output.sample_rate = audio_out.audio, audio_out.sample_rate
+        return output
+
+    def _emit(self, out: PipelineOutput) -> None:
+        """Stamp a chunk on the media clock and hand it to the buffer."""
+        start = max(self._chunk_start, 0.0)
+        video: list[tuple[float, np.ndarray]] = []
+        frame_seconds = 0.0
+        duration = 0.0
+        last = self.chain[-1]
+        if out.video is not None and last.produces_video:
+            frames = video_to_numpy(out.video)
+            fps = out.fps or last.fps or 30.0
+            if finite_number(fps) is None or fps <= 0:
+                raise ValueError(f"fps must be a positive finite number, got {fps!r}")
+            frame_seconds = 1.0 / fps
+            if out.video_times is not None:
+                times = np.asarray(out.video_times, dtype=np.float64)
+                if times.shape != (len(frames),) or not np.isfinite(times).all():
+                    raise ValueError("video_times must be one finite time per frame")
+                video = list(zip(times.tolist(), frames))
+                start = video[0][0] if video else start
+                duration = max(0.0, video[-1][0] + frame_seconds - start) if video else 0.0
+            else:
+                video = [(start + k * frame_seconds, f) for k, f in enumerate(frames)]
+                duration = len(frames) * frame_seconds
+        audio48 = None
+        if out.audio is not None:
+            rate = int(out.sample_rate or self._audio_rate())
+            audio = audio_to_numpy(out.audio)
+            gap = start - self._audio_end
+            if gap > AUDIO_RESTART_GAP or self._audio48_next is None:
+                # first audio, or audio again after a long pause: the stream starts here
+                self._resampler.flush()
+                self._audio_end = start
+                self._audio48_next = round(start * SAMPLE_RATE)
+            elif gap * rate >= 1:  # keep audio on the same clock: silence fills the gap
+                audio = np.concatenate(
+                    [np.zeros((audio.shape[0], int(round(gap * rate))), np.float32), audio], axis=1)
+            audio48 = self._resampler.process(audio, rate)
+            audio_start = self._audio48_next
+            self._audio48_next += audio48.shape[1]
+            audio_seconds = audio.shape[1] / rate
+            self._audio_end = self._audio_end + audio_seconds
+            duration = max(duration, self._audio_end - start)
+        else:
+            audio_start = None
+        self._chunk_start = start + duration
+        self.buffer.push(video, audio48, frame_seconds, audio_start)
+
+    def _audio_rate(self) -> int:
+        for stage in reversed(self.chain):
+            if stage.sample_rate:
+                return stage.sample_rate
+        return SAMPLE_RATE

@@ -1,0 +1,63 @@
+"""The browser's camera on its way up to the cloud: bounded, and outliving cloud hops."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+
+from aiortc import MediaStreamTrack
+from aiortc.mediastreams import MediaStreamError
+
+
+class LatestFrameTrack(MediaStreamTrack):
+    """Forwards a remote video track keeping at most a few frames (drops oldest, counted),
+    so a slow encoder never lets aiortc's unbounded receive queue grow."""
+
+    kind = "video"
+
+    def __init__(self, source: MediaStreamTrack, max_frames: int = 2):
+        super().__init__()
+        self.source = source
+        self._frames: collections.deque = collections.deque(maxlen=max_frames)
+        self._event = asyncio.Event()
+        self.dropped = 0
+        self._task = asyncio.get_running_loop().create_task(self._pump())
+
+    async def _pump(self) -> None:
+        try:
+            while True:
+                frame = await self.source.recv()
+                if len(self._frames) == self._frames.maxlen:
+                    self.dropped += 1
+                self._frames.append(frame)
+                self._event.set()
+        except MediaStreamError:
+            self._event.set()
+
+    async def recv(self):
+        while not self._frames:
+            if self._task.done():
+                self.stop()
+                raise MediaStreamError
+            self._event.clear()
+            await self._event.wait()
+        return self._frames.popleft()
+
+    def stop(self) -> None:
+        super().stop()
+        self._task.cancel()
+
+
+class CameraFeed(MediaStreamTrack):
+    """One cloud connection's view of the session's camera pump. aiortc stops a sender's
+    track when the connection closes; stopping this view leaves the pump running for the
+    connection that replaces it."""
+
+    kind = "video"
+
+    def __init__(self, pump: LatestFrameTrack):
+        super().__init__()
+        self.pump = pump
+
+    async def recv(self):
+        return await self.pump.recv()

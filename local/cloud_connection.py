@@ -1,0 +1,231 @@
+"""CloudConnectionManager: the relay's control socket to the cloud app.
+
+One WebSocket for signaling and API proxying. Replies are matched by ``request_id``;
+an ``error`` reply goes to its waiter at once (never a silent timeout), and when the
+socket drops every pending request fails immediately. The manager reconnects with
+backoff and waits for ``ready`` every time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import random
+import re
+import time
+from typing import Any
+
+import aiohttp
+
+from scope_relay.protocol import messages as m
+from scope_relay.protocol.errors import ProtocolError, RequestTimeout, Unavailable
+
+from .cloud_target import CloudTarget
+
+logger = logging.getLogger(__name__)
+#: Cloud log lines are re-emitted here, outside the ``scope_relay`` tree on purpose (an
+#: embedded cloud app forwards ``scope_relay.cloud`` records; they must not echo back).
+cloud_logger = logging.getLogger("scope_cloud")
+_LEVEL = re.compile(r" - (DEBUG|INFO|WARNING|ERROR|CRITICAL) - ")
+
+
+class CloudError(ProtocolError):
+    """An ``error`` reply from the cloud, with its code."""
+
+
+class CloudConnectionManager:
+    def __init__(self, target: CloudTarget, *, ready_timeout: float = 300.0,
+                 request_timeout: float = 30.0, ping_interval: float = 20.0,
+                 reconnect: bool = True, user_id: str | None = None):
+        self.target = target
+        self.ready_timeout = ready_timeout
+        self.request_timeout = request_timeout
+        self.ping_interval = ping_interval
+        self.reconnect = reconnect
+        self.user_id = user_id
+        self.state = "idle"  # connecting | ready | reconnecting | error | closed
+        self.stage = ""
+        self.last_error: str | None = None
+        self.connection_id: str | None = None
+        self.connects = 0
+        self._http: aiohttp.ClientSession | None = None
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._ids = itertools.count(1)
+        self._pending: dict[str, asyncio.Future] = {}
+        self._ready = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._closing = False
+
+    # --- public ------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Start connecting in the background (returns at once)."""
+        if self._task is None:
+            self._http = aiohttp.ClientSession()
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def wait_ready(self, timeout: float | None = None) -> None:
+        try:
+            await asyncio.wait_for(self._ready.wait(), timeout or self.ready_timeout)
+        except TimeoutError:
+            raise Unavailable(f"cloud app not ready ({self.state}"
+                              f"{': ' + self.last_error if self.last_error else ''})") from None
+        if self.state in ("closed", "error"):  # woken by close() or by giving up
+            raise Unavailable(f"cloud connection {self.state}"
+                              f"{': ' + self.last_error if self.last_error else ''}")
+
+    async def request(self, msg_type: str, timeout: float | None = None,
+                      **fields: Any) -> dict[str, Any]:
+        """Send a request and return its reply; raises :class:`CloudError` on ``error``."""
+        await self.wait_ready()
+        ws = self._ws
+        if ws is None or ws.closed:
+            raise Unavailable("cloud connection is down")
+        request_id = f"r{next(self._ids)}"
+        future: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
+        try:
+            await ws.send_str(m.encode({"type": msg_type, "request_id": request_id, **fields}))
+            reply = await asyncio.wait_for(future, timeout or self.request_timeout)
+        except TimeoutError:
+            raise RequestTimeout(f"cloud did not answer {msg_type} in "
+                                 f"{timeout or self.request_timeout:g} s") from None
+        finally:
+            self._pending.pop(request_id, None)
+        if reply.get("type") == "error":
+            raise CloudError(str(reply.get("error", "cloud error")),
+                             code=str(reply.get("code", "CLOUD_ERROR")),
+                             status=int(reply.get("status", 502)))
+        return reply
+
+    async def api(self, method: str, path: str, body: Any = None,
+                  timeout: float | None = None) -> tuple[int, dict[str, Any]]:
+        fields: dict[str, Any] = {"method": method, "path": path}
+        if body is not None:
+            fields["body"] = body
+        reply = await self.request("api", timeout=timeout, **fields)
+        data = reply.get("data")
+        data = data if isinstance(data, dict) else {}
+        status = int(reply.get("status", 200))
+        if status >= 400:  # the REST shape: {"error", "code"} beside the detail
+            data = data | {"error": str(reply.get("error") or data.get("detail") or "failed"),
+                           "code": str(reply.get("code") or "CLOUD_ERROR")}
+        return status, data
+
+    def status(self) -> dict[str, Any]:
+        return {"state": self.state, "stage": self.stage, "app_id": self.target.app_id,
+                "url": self.target.ws_url, "connection_id": self.connection_id,
+                "last_error": self.last_error, "connects": self.connects}
+
+    async def close(self) -> None:
+        self._closing = True
+        self.state = "closed"
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        self._ready.set()  # waiters wake and see the connection is closed
+        if self._ws is not None:
+            await self._ws.close()
+        self._fail_pending(Unavailable("cloud connection closed"))
+        if self._http is not None:
+            await self._http.close()
+
+    # --- connection loop ---------------------------------------------------------------
+    async def _run(self) -> None:
+        backoff = 0.5
+        while not self._closing:
+            self.state = "connecting" if self.connects == 0 else "reconnecting"
+            started = time.monotonic()
+            try:
+                await self._connect_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.last_error = str(exc) or type(exc).__name__
+                logger.warning("cloud connection: %s", self.last_error)
+            finally:
+                self._ready.clear()
+                self._fail_pending(Unavailable(f"cloud connection lost: {self.last_error}"))
+            if not self.reconnect or self._closing:
+                self.state = "error"
+                self._ready.set()  # waiters wake and see it gave up
+                return
+            if time.monotonic() - started > 30:
+                backoff = 0.5
+            await asyncio.sleep(backoff * (1 + random.random() * 0.2))
+            backoff = min(backoff * 2, 15.0)
+
+    async def _connect_once(self) -> None:
+        headers = {"Authorization": f"Key {self.target.api_key}"} if self.target.api_key else {}
+        self.stage = "connecting websocket"
+        assert self._http is not None
+        async with self._http.ws_connect(self.target.ws_url, headers=headers,
+                                         max_msg_size=m.MAX_MESSAGE_BYTES * 2,
+                                         timeout=aiohttp.ClientWSTimeout(ws_close=5.0)) as ws:
+            self._ws = ws
+            self.stage = "waiting for ready"
+            first = await asyncio.wait_for(ws.receive(), self.ready_timeout)
+            if first.type != aiohttp.WSMsgType.TEXT:
+                raise Unavailable(f"cloud closed before ready ({first.type.name})")
+            hello = m.decode_json_object(first.data)
+            if hello["type"] == "error":
+                raise CloudError(str(hello.get("error")), code=str(hello.get("code")))
+            if hello["type"] != "ready":
+                raise Unavailable(f"expected 'ready' first, got {hello['type']!r}")
+            self.connection_id = hello.get("connection_id")
+            self.connects += 1
+            self.state, self.stage, self.last_error = "ready", "ready", None
+            self._ready.set()
+            logger.info("cloud ready (connection %s)", self.connection_id)
+            pinger = asyncio.get_running_loop().create_task(self._keepalive())
+            try:
+                if self.user_id:
+                    await ws.send_str(m.encode({"type": "set_user_id", "user_id": self.user_id}))
+                await self._read(ws)
+            finally:
+                pinger.cancel()
+                await asyncio.gather(pinger, return_exceptions=True)
+                self._ws = None
+            close_reason = self.last_error or f"closed with code {ws.close_code}"
+            self.last_error = close_reason
+
+    async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        async for msg in ws:
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                continue
+            try:
+                data = m.decode_json_object(msg.data)
+            except ProtocolError as exc:
+                logger.warning("ignored bad message from cloud: %s", exc)
+                continue
+            self._dispatch(data)
+
+    def _dispatch(self, data: dict[str, Any]) -> None:
+        rid = data.get("request_id")
+        if rid is not None and str(rid) in self._pending:
+            future = self._pending.pop(str(rid))
+            if not future.done():
+                future.set_result(data)
+            return
+        if data["type"] == "logs":
+            for line in data.get("lines") or []:
+                match = _LEVEL.search(str(line))
+                level = getattr(logging, match.group(1)) if match else logging.INFO
+                cloud_logger.log(level, "%s", line)
+        elif data["type"] == "error":
+            self.last_error = f"{data.get('code', 'ERROR')}: {data.get('error')}"
+            logger.warning("cloud error: %s", self.last_error)
+
+    async def _keepalive(self) -> None:
+        while True:
+            await asyncio.sleep(self.ping_interval)
+            try:
+                await self.request("ping", timeout=self.ping_interval)
+            except ProtocolError as exc:
+                logger.warning("cloud ping failed: %s", exc)
+
+    def _fail_pending(self, exc: Exception) -> None:
+        pending, self._pending = self._pending, {}
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(exc)

@@ -1,0 +1,214 @@
+"""CloudWebRTCClient: the relay's peer connection to the cloud app.
+
+Transceivers follow the chain's flags: video (recvonly, or sendrecv carrying the
+browser's camera when the chain accepts video) only when the chain produces or accepts
+video; a recvonly audio transceiver only when it produces audio. Received packed-s16
+audio is de-interleaved into the FrameProcessor; both tracks are stamped with cloud time
+from the sender reports before anything is queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
+
+from scope_relay.media.audio import float_to_s16, frame_channel_names, frame_to_array, frame_to_s16
+from scope_relay.media.resample import StreamResampler
+from scope_relay.protocol.capabilities import Capabilities
+from scope_relay.protocol.errors import Unavailable
+from scope_relay.protocol.media import SAMPLE_RATE, VIDEO_CLOCK_RATE
+from scope_relay.rtc.ice import loopback_candidates, rtc_configuration
+from scope_relay.util.tasks import OwnedTasks, RunOnce
+
+from .camera import CameraFeed, LatestFrameTrack
+from .cloud_connection import CloudConnectionManager
+from .frame_processor import FrameProcessor
+from .track_timing import TrackTimer
+
+logger = logging.getLogger(__name__)
+
+#: parameter messages queued in SCTP beyond this are dropped (counted), not buffered forever
+MAX_PARAMETERS_BUFFERED = 1 << 20
+
+
+class CloudWebRTCClient:
+    def __init__(self, connection: CloudConnectionManager, processor: FrameProcessor,
+                 capabilities: Capabilities, *, camera: LatestFrameTrack | None = None,
+                 loopback_ice: bool = False, connect_timeout: float = 30.0,
+                 sync_timeout: float = 3.0, max_pending: int = 400):
+        self.connection = connection
+        self.processor = processor
+        self.capabilities = capabilities
+        self.camera = camera
+        self.loopback_ice = loopback_ice
+        self.connect_timeout = connect_timeout
+        self.sync_timeout = sync_timeout
+        self.max_pending = max_pending
+        self.session_id: str | None = None
+        self.pc: RTCPeerConnection | None = None
+        self.channel: Any = None  # aiortc's RTCDataChannel once connected
+        self._timers: dict[str, TrackTimer] = {}
+        self._tasks = OwnedTasks()
+        self._close = RunOnce(self._close_once)
+        self._resampler = StreamResampler()
+        self._resampled_next: int | None = None  # 48 kHz index where the next block goes
+        self.pending_dropped = 0
+        self.clipped_samples = 0
+        self.parameters_forwarded = 0
+        self.parameters_dropped = 0
+        self.closed = asyncio.Event()
+        self.failed = asyncio.Event()
+
+
+    async def connect(self, initial_parameters: Mapping[str, Any]) -> str:
+        reply = await self.connection.request("get_ice_servers")
+        servers = (reply.get("data") or {}).get("iceServers") or []
+        self.pc = pc = RTCPeerConnection(rtc_configuration(servers))
+        caps = self.capabilities
+        connected, channel_open = asyncio.Event(), asyncio.Event()
+
+        @pc.on("connectionstatechange")
+        def on_state() -> None:
+            logger.info("cloud peer: %s", pc.connectionState)
+            if pc.connectionState == "connected":
+                connected.set()
+            elif pc.connectionState in ("failed", "closed"):
+                self.failed.set()
+                connected.set()
+                channel_open.set()  # nothing more to wait for
+
+        pc.on("track", self._on_track)
+        if caps.produces_video or caps.accepts_video:
+            if caps.accepts_video and self.camera is not None:
+                transceiver = pc.addTransceiver(
+                    CameraFeed(self.camera), direction="sendrecv" if caps.produces_video else "sendonly")
+            else:
+                transceiver = pc.addTransceiver("video", direction="recvonly")
+            self._timers["video"] = TrackTimer(transceiver.receiver, VIDEO_CLOCK_RATE,
+                                                self.sync_timeout)
+        if caps.produces_audio:
+            transceiver = pc.addTransceiver("audio", direction="recvonly")
+            self._timers["audio"] = TrackTimer(transceiver.receiver, SAMPLE_RATE,
+                                                self.sync_timeout)
+        if "video" in self._timers and "audio" in self._timers:
+            video, audio = self._timers["video"], self._timers["audio"]
+            video.follower_of = audio
+            video.sibling, audio.sibling = audio, video
+        self.channel = pc.createDataChannel("parameters", ordered=True)
+        self.channel.on("open", channel_open.set)
+
+        with loopback_candidates(self.loopback_ice):
+            await pc.setLocalDescription(await pc.createOffer())
+        fields: dict[str, Any] = {"sdp": pc.localDescription.sdp, "sdp_type": "offer"}
+        if initial_parameters:
+            fields["initialParameters"] = dict(initial_parameters)
+        answer = await self.connection.request("offer", **fields)
+        self.session_id = answer.get("sessionId")
+        await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
+        try:
+            await asyncio.wait_for(connected.wait(), self.connect_timeout)
+            if not self.failed.is_set():  # connected: parameters can flow once SCTP is up
+                await asyncio.wait_for(channel_open.wait(), self.connect_timeout)
+        except TimeoutError:
+            raise Unavailable(f"WebRTC to the cloud did not connect in {self.connect_timeout:g} s")
+        if self.failed.is_set():
+            raise Unavailable("WebRTC connection to the cloud failed")
+        return self.session_id or ""
+
+    def send_parameters(self, message: str) -> None:
+        """Forward a browser ``parameters`` message unchanged (observe, never edit)."""
+        channel = self.channel
+        if (channel is not None and channel.readyState == "open"
+                and channel.bufferedAmount < MAX_PARAMETERS_BUFFERED):
+            channel.send(message)
+            self.parameters_forwarded += 1
+        else:
+            self.parameters_dropped += 1
+
+    # --- receiving ---------------------------------------------------------------------
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        timer = self._timers.get(track.kind)
+        if timer is None:
+            self._tasks.spawn(self._drain(track))
+        else:
+            self._tasks.spawn(self._consume(track, timer))
+
+    async def _drain(self, track: MediaStreamTrack) -> None:
+        try:
+            while True:
+                await track.recv()
+        except MediaStreamError:
+            pass
+
+    async def _consume(self, track: MediaStreamTrack, timer: TrackTimer) -> None:
+        try:
+            while True:
+                frame = await track.recv()
+                arrival = time.time()
+                cloud_time = timer.cloud_time(frame.pts, arrival)
+                if cloud_time is None:  # until the first sender report: hold, bounded
+                    if len(timer.pending) >= self.max_pending:
+                        timer.pending.popleft()
+                        self.pending_dropped += 1
+                    timer.pending.append((frame, arrival))
+                    continue
+                while timer.pending:
+                    held, held_arrival = timer.pending.popleft()
+                    self._deliver(track.kind, held, timer.cloud_time(held.pts, held_arrival),
+                                  held_arrival)
+                self._deliver(track.kind, frame, cloud_time, arrival)
+        except MediaStreamError:
+            pass
+
+    def _deliver(self, kind: str, frame, cloud_time: float, arrival: float) -> None:
+        if kind == "video":
+            self.processor.add_video(frame, cloud_time, arrival)
+            return
+        if frame.format.name in ("s16", "s16p") and frame.sample_rate == SAMPLE_RATE and \
+                frame.layout.nb_channels == 2:
+            samples = frame_to_s16(frame)  # what aiortc decodes: passes untouched
+        else:  # any other format or rate: one streaming resampler for this track
+            names = frame_channel_names(frame) if frame.layout.nb_channels > 2 else None
+            resampled = self._resampler.process(frame_to_array(frame), frame.sample_rate, names)
+            samples, clipped = float_to_s16(resampled)
+            self.clipped_samples += clipped
+            # the filter returns uneven blocks that lag their input: place them one after
+            # another from an anchor, re-anchoring only if the stream really jumped
+            index = round(cloud_time * SAMPLE_RATE)
+            if self._resampled_next is None or abs(index - self._resampled_next) > SAMPLE_RATE // 5:
+                self._resampled_next = index
+            cloud_time = self._resampled_next / SAMPLE_RATE
+            self._resampled_next += samples.shape[1]
+            if not samples.shape[1]:
+                return
+        self.processor.add_audio(samples, cloud_time, arrival)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "cloud_session": self.session_id,
+            "cloud_connection": self.pc.connectionState if self.pc else "new",
+            "sender_reports": {k: t.tap.reports for k, t in self._timers.items()},
+            "timing": {k: ("arrival" if t.fallback else "sender-report")
+                       for k, t in self._timers.items()},
+            "tracks_timed_by_arrival": sum(t.fallback is not None for t in self._timers.values()),
+            "pending_dropped": self.pending_dropped,
+            "clipped_samples": self.clipped_samples,
+            "nonfinite_samples": self._resampler.nonfinite_samples,
+            "parameters_forwarded": self.parameters_forwarded,
+            "parameters_dropped": self.parameters_dropped,
+        }
+
+    async def close(self) -> None:
+        await self._close()
+
+    async def _close_once(self) -> None:
+        self.closed.set()
+        await self._tasks.cancel_all()
+        if self.pc is not None:
+            await self.pc.close()

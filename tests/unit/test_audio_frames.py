@@ -1,0 +1,189 @@
+"""PyAV frame <-> (channels, samples) conversion, and the relay's exact s16 path."""
+
+from __future__ import annotations
+
+import asyncio
+
+import av
+import numpy as np
+import pytest
+
+from scope_relay.local.cloud_peer import CloudWebRTCClient
+from scope_relay.local.frame_processor import FrameProcessor
+from scope_relay.media.audio import (
+    array_to_frame,
+    as_channels_first,
+    downmix_matrix,
+    float_to_s16,
+    frame_to_array,
+    frame_to_s16,
+    s16_frame,
+    to_stereo,
+)
+from scope_relay.media.resample import AudioFramer
+from scope_relay.protocol.capabilities import Capabilities
+from scope_relay.protocol.errors import InvalidAudio
+
+
+def ramps(channels: int, n: int = 960) -> np.ndarray:
+    """Distinct ramps per channel: left rises, right falls, any third goes in steps of 3."""
+    base = np.arange(n, dtype=np.int32)
+    rows = [base * 7 - 3000, 3000 - base * 5, base * 3][:channels]
+    return np.stack(rows).astype(np.int16)
+
+
+def make_frame(samples: np.ndarray, fmt: str) -> av.AudioFrame:
+    layout = {1: "mono", 2: "stereo"}[samples.shape[0]]
+    data = samples if fmt.endswith("p") else samples.T.reshape(1, -1)
+    frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(data), format=fmt, layout=layout)
+    frame.sample_rate = 48000
+    return frame
+
+
+@pytest.mark.parametrize("fmt", ["s16", "s16p"])
+@pytest.mark.parametrize("channels", [1, 2])
+def test_s16_deinterleave_keeps_ramps_exact(fmt, channels):
+    samples = ramps(channels)
+    frame = make_frame(samples, fmt)
+    np.testing.assert_array_equal(frame_to_s16(frame), samples)
+    as_float = frame_to_array(frame)
+    assert as_float.shape == (channels, 960) and as_float.dtype == np.float32
+    back, clipped = float_to_s16(as_float)
+    np.testing.assert_array_equal(back, samples)
+    assert clipped == 0
+
+
+def test_packed_s16_from_aiortc_shape_is_deinterleaved_not_reshaped():
+    samples = ramps(2)
+    frame = make_frame(samples, "s16")
+    assert frame.to_ndarray().shape == (1, 1920)  # what aiortc's decoder hands us
+    left, right = frame_to_s16(frame)
+    np.testing.assert_array_equal(left, samples[0])
+    np.testing.assert_array_equal(right, samples[1])
+
+
+def test_relay_path_is_bit_exact_for_48k_s16():
+    """Packed s16 in -> FrameProcessor -> 20 ms s16 frames out, identical samples."""
+    rng = np.random.default_rng(1)
+    source = rng.integers(-32768, 32767, size=(2, 960 * 50), dtype=np.int16)
+    processor = FrameProcessor(clock=lambda: 1000.1)  # playback starts before the audio
+    for k in range(50):
+        frame = make_frame(source[:, k * 960:(k + 1) * 960], "s16")
+        processor.add_audio(frame_to_s16(frame), cloud_time=1000.0 + k * 0.02,
+                            arrival=1000.1 + k * 0.02)
+    start = asyncio.run(processor.first_audio())
+    assert start == round(1000.0 * 48000)
+    out = np.concatenate([processor.take_audio(960) for _ in range(50)], axis=1)
+    np.testing.assert_array_equal(out, source)
+    assert processor.audio_underruns == 0
+
+
+def test_s16_frame_round_trip_and_pts():
+    samples = ramps(2)
+    frame = s16_frame(samples, pts=4800)
+    assert frame.format.name == "s16" and frame.layout.name == "stereo"
+    assert frame.sample_rate == 48000 and frame.pts == 4800 and frame.samples == 960
+    np.testing.assert_array_equal(frame_to_s16(frame), samples)
+
+
+def test_float_to_s16_guards_nan_clips_and_rounds():
+    x = np.array([[np.nan, np.inf, -np.inf, 1.5, -1.5, 0.25 / 32768, 0.75 / 32768, -0.75 / 32768]],
+                 dtype=np.float32)
+    out, clipped = float_to_s16(x)
+    np.testing.assert_array_equal(out[0], [0, 0, 0, 32767, -32768, 0, 1, -1])
+    assert clipped == 2
+
+
+def test_pipeline_audio_shapes_and_dtypes():
+    assert as_channels_first(np.zeros(100, np.float32)).shape == (1, 100)
+    assert as_channels_first(np.zeros((2, 100))).dtype == np.float32
+    ints = as_channels_first(np.array([[16384, -32768]], np.int16))
+    np.testing.assert_array_equal(ints, [[0.5, -1.0]])  # integers are scaled, not taken as float
+    with pytest.raises(InvalidAudio, match="samples, channels"):
+        as_channels_first(np.zeros((1000, 2), np.float32))
+    with pytest.raises(InvalidAudio):
+        as_channels_first(np.zeros((2, 2, 2)))
+    with pytest.raises(InvalidAudio):
+        as_channels_first(np.array(["a", "b"]))
+
+
+def test_stereo_from_mono_and_surround():
+    mono = np.linspace(-0.5, 0.5, 10, dtype=np.float32)[None]
+    np.testing.assert_array_equal(to_stereo(mono), np.repeat(mono, 2, axis=0))
+    surround = np.ones((6, 10), np.float32)
+    stereo = to_stereo(surround)
+    assert stereo.shape == (2, 10) and np.abs(stereo).max() <= 1.0 + 1e-6
+
+
+def test_relay_resamples_other_rates_continuously():
+    """Audio that is not 48 kHz s16 (another decoder, another format) goes through one
+    streaming resampler on the relay and comes out as a clean, gap-free 48 kHz tone."""
+
+    processor = FrameProcessor(clock=lambda: 0.0)
+    client = CloudWebRTCClient(None, processor, Capabilities(False, True, False))
+    rate, n = 24_000, 480
+    t = np.arange(rate * 2) / rate
+    tone = (0.5 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32)
+    for k in range(len(tone) // n):
+        frame = array_to_frame(np.stack([tone[k * n:(k + 1) * n]] * 2), "fltp", rate)
+        client._deliver("audio", frame, cloud_time=50.0 + k * 0.02, arrival=50.05 + k * 0.02)
+    asyncio.run(processor.first_audio())
+    out = np.concatenate([processor.take_audio(960) for _ in range(90)], axis=1)[0] / 32768
+    assert processor.audio_gap_samples == 0 and processor.audio_overlap_samples == 0
+    y = out[960:]
+    s = np.arange(len(y)) / 48_000
+    basis = np.stack([np.sin(2 * np.pi * 1000 * s), np.cos(2 * np.pi * 1000 * s)], 1)
+    coef, *_ = np.linalg.lstsq(basis, y, rcond=None)
+    residual = y - basis @ coef
+    assert 10 * np.log10(np.sum((basis @ coef) ** 2) / np.sum(residual ** 2)) > 85  # s16-limited
+
+
+def test_downmix_uses_standard_coefficients_by_channel_name():
+    names = ("FL", "FR", "FC", "LFE", "BL", "BR")  # 5.1
+    m = downmix_matrix(names)
+    c = np.sqrt(0.5)
+    norm = 1 + c + c  # rows normalised so full scale everywhere cannot clip
+    np.testing.assert_allclose(m[0], np.array([1, 0, c, 0, c, 0]) / norm, rtol=1e-6)
+    np.testing.assert_allclose(m[1], np.array([0, 1, c, 0, 0, c]) / norm, rtol=1e-6)
+    # a 5.1 frame's own layout is used: a signal only on the centre reaches both sides
+    x = np.zeros((6, 100), np.float32)
+    x[2] = 0.5
+    frame = array_to_frame(x, "fltp")
+    assert frame.layout.name == "5.1"
+    framer = AudioFramer()
+    framer.push_frame(frame)
+    out = framer.ring.read(len(framer.ring))
+    np.testing.assert_allclose(out[0], out[1])
+    np.testing.assert_allclose(out[0], 0.5 * c / norm, rtol=1e-5)
+
+
+def test_raised_delay_is_given_back_when_the_network_calms_down():
+    """A late burst raises the relay's delay once; a calm minute gives it back, in steps,
+    without touching the audio (the cursor stays continuous)."""
+    now = [1000.0]
+    processor = FrameProcessor(clock=lambda: now[0])
+    samples = np.ones((2, 960), np.int16)
+    t = 1000.0
+
+    def frame(lag: float) -> None:
+        nonlocal t
+        processor.add_audio(samples, cloud_time=t, arrival=t + lag)
+        t += 0.02
+
+    frame(0.05)  # sets the offset: 50 ms
+    asyncio.run(processor.first_audio())
+    for k in range(50):  # on time, consumed as they are due
+        now[0] = t + 0.2
+        frame(0.05)
+        processor.take_audio(960)
+    processor.take_audio(960)  # the last buffered frame plays, then the next slot is
+    processor.take_audio(960)  # played as silence before its frame arrives...
+    frame(0.05 + 0.15 + 0.1)  # ...100 ms past its release time
+    assert 0.1 <= processor.extra_delay <= 0.12
+    raised = processor.extra_delay
+    for k in range(60 * 50):  # a calm minute
+        now[0] = t + 0.05 + 0.15 + processor.extra_delay
+        frame(0.05)
+        processor.take_audio(960)
+    assert processor.extra_delay < raised - 0.08 and processor.delay_decreases >= 4
+    assert processor.audio_underruns == 1  # the late frame's slot; nothing lost by decaying

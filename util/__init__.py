@@ -1,0 +1,1 @@
+"""Small shared utilities: owned background tasks, metrics, serving an aiohttp app."""
