@@ -89,7 +89,8 @@ def quality(quick: bool) -> bool:
     rng = np.random.default_rng(7)
     seconds = 1.5 if quick else 3.0
     ok = True
-    print(f"{'input':>8} {'chunks':>7} {'ours dB':>8} {'ours s16':>8} {'linear dB':>9} {'max step/ideal':>15}")
+    print(f"{'input':>8} {'chunks':>7} {'ours dB':>8} {'ours s16':>8} {'linear dB':>9} "
+          f"{'max step/ideal':>15}")
     for freq, rates in [(1000.0, RATES), (10_000.0, [24_000, 44_100])]:
         for rate in rates:
             for kind in ["10ms", "20ms", "1s", "random"]:

@@ -23,7 +23,6 @@ os.environ.setdefault("SCOPE_RELAY_ICE_LOOPBACK", "1")
 
 import httpx
 import numpy as np
-from aiohttp import web
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
@@ -33,22 +32,21 @@ from scope_relay.local.server import RELAY_KEY, RelayConfig, create_relay_app
 from scope_relay.media.audio import frame_to_s16
 from scope_relay.rtc.ice import rtc_configuration
 from scope_relay.rtc.sender_reports import SenderReportTap
+from scope_relay.util.serve import serve
 
-
-async def serve(app: web.Application) -> tuple[web.AppRunner, str]:
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    return runner, f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+__all__ = ["main", "serve"]  # serve: benchmarks/browser_av_sync.py starts its servers with it
 
 
 async def main(seconds: float) -> int:
     cloud_app = create_app(CloudConfig(loopback_ice=True))
-    cloud_runner, cloud_url = await serve(cloud_app)
-    relay_app = create_relay_app(RelayConfig(CloudTarget(cloud_url.replace("http", "ws") + "/ws"),
-                                             loopback_ice=True))
-    relay_runner, relay_url = await serve(relay_app)
+    async with serve(cloud_app) as cloud:
+        relay_app = create_relay_app(RelayConfig(CloudTarget(cloud.ws_url), loopback_ice=True))
+        async with serve(relay_app) as relay:
+            return await measure(cloud_app, relay_app, relay.url, seconds)
+
+
+async def measure(cloud_app, relay_app, relay_url: str, seconds: float) -> int:
+    """Receive av-sync from the relay at ``relay_url`` for ``seconds``; print the figures."""
     pc = RTCPeerConnection(rtc_configuration())
     video_tap = SenderReportTap(pc.addTransceiver("video", direction="recvonly").receiver, 90_000)
     audio_tap = SenderReportTap(pc.addTransceiver("audio", direction="recvonly").receiver, 48_000)
@@ -121,8 +119,6 @@ async def main(seconds: float) -> int:
     for task in tasks:
         task.cancel()
     await pc.close()
-    await relay_runner.cleanup()
-    await cloud_runner.cleanup()
     return 0
 
 

@@ -11,8 +11,8 @@ settled median net of the tap's own ``baseLatency + outputLatency`` (which the p
 ``<video>`` element path does not have).
 
 Chromium's own lip sync starts audio 130-200 ms late and converges over 5-25 s to a ~30 ms
-dead band (FACTS.md), and a Web Audio tap has latencies of its own (printed), so read the
-figures after the warm-up and trust them for errors of ~30 ms and up.
+dead band (docs/architecture.md, Measuring), and a Web Audio tap has latencies of its own
+(printed), so read the figures after the warm-up and trust them for errors of ~30 ms and up.
 
     .venv/bin/python benchmarks/browser_av_sync.py [--seconds 45] [--warmup 20]
 """
@@ -98,10 +98,10 @@ MEASURE = """async (seconds) => {
 async def main(seconds: float, warmup: float) -> int:
     from playwright.async_api import async_playwright
 
-    cloud_runner, cloud_url = await serve(create_app(CloudConfig(loopback_ice=True)))
-    relay_runner, relay_url = await serve(create_relay_app(RelayConfig(
-        CloudTarget(cloud_url.replace("http", "ws") + "/ws"), loopback_ice=True)))
-    try:
+    async with serve(create_app(CloudConfig(loopback_ice=True))) as cloud, \
+            serve(create_relay_app(RelayConfig(CloudTarget(cloud.ws_url),
+                                               loopback_ice=True))) as relay:
+        relay_url = relay.url
         with tempfile.TemporaryDirectory() as profile:
             async with async_playwright() as pw:
                 browser = await pw.chromium.launch_persistent_context(
@@ -122,9 +122,6 @@ async def main(seconds: float, warmup: float) -> int:
                 print(f"measuring av-sync in Chromium for {seconds:g} s ...", flush=True)
                 seen = await page.evaluate(MEASURE, seconds)
                 await browser.close()
-    finally:
-        await relay_runner.cleanup()
-        await cloud_runner.cleanup()
 
     flashes, clicks, started = seen["flashes"], seen["clicks"], seen["started"]
     print(f"AudioContext: {seen['sampleRate']} Hz, baseLatency {seen['baseLatency'] * 1000:.1f} ms, "

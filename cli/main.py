@@ -9,11 +9,9 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
-
-from aiohttp import web
 
 from scope_relay.local.cloud_target import ENVIRONMENT_HELP, CloudTarget, resolve_cloud_target
+from scope_relay.util.serve import serve
 
 logger = logging.getLogger("scope_relay.cli")
 
@@ -58,6 +56,9 @@ def _add_cloud_options(p: argparse.ArgumentParser, *, embedded: bool) -> None:
                    help="WebSocket-level ping interval; peers that stop answering are dropped")
     g.add_argument("--max-sessions", type=_positive_int, default=16, metavar="N",
                    help="media sessions served at once; more offers get BUSY (default 16)")
+    g.add_argument("--drain-seconds", type=float, default=600.0, metavar="S",
+                   help="on SIGTERM: refuse new sessions (DRAINING), let live ones stream up "
+                        "to S seconds, then close and exit 0 (default 600; SIGINT stops at once)")
 
 
 def _add_relay_options(p: argparse.ArgumentParser) -> None:
@@ -108,26 +109,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-@contextlib.asynccontextmanager
-async def _serve(app: web.Application, host: str, port: int) -> AsyncIterator[str]:
-    runner = web.AppRunner(app, shutdown_timeout=2.0)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    bound = site._server.sockets[0].getsockname()[1]
-    try:
-        yield f"http://{host}:{bound}"
-    finally:
-        await runner.cleanup()
-
-
-async def _until_stopped() -> None:
-    stop = asyncio.Event()
+def _signals() -> asyncio.Queue[int]:
+    """SIGINT and SIGTERM as they arrive."""
+    received: asyncio.Queue[int] = asyncio.Queue()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+            loop.add_signal_handler(sig, received.put_nowait, sig)
+    return received
+
+
+async def _until_stopped() -> None:
+    await _signals().get()
 
 
 def _cloud_config(args, *, embedded: bool):
@@ -148,11 +141,21 @@ def _cloud_config(args, *, embedded: bool):
 
 
 async def run_cloud(args) -> None:
-    from scope_relay.cloud.app import create_app
+    from scope_relay.cloud.app import STATE_KEY, create_app
 
-    async with _serve(create_app(_cloud_config(args, embedded=False)), args.host, args.port) as url:
-        print(f"cloud app: {url.replace('http', 'ws')}/ws", flush=True)
-        await _until_stopped()
+    app = create_app(_cloud_config(args, embedded=False))
+    async with serve(app, args.host, args.port) as served:
+        print(f"cloud app: {served.ws_url}", flush=True)
+        signals = _signals()
+        if await signals.get() == signal.SIGTERM:
+            # an orchestrator's stop: /ready goes 503 at once, live sessions finish (up to
+            # --drain-seconds), clients are told; a second signal cuts the drain short
+            drain = asyncio.ensure_future(app[STATE_KEY].drain(args.drain_seconds))
+            again = asyncio.ensure_future(signals.get())
+            await asyncio.wait({drain, again}, return_when=asyncio.FIRST_COMPLETED)
+            for task in (drain, again):
+                task.cancel()
+            await asyncio.gather(drain, again, return_exceptions=True)
 
 
 async def run_relay(args, *, force_embedded: bool) -> None:
@@ -163,16 +166,17 @@ async def run_relay(args, *, force_embedded: bool) -> None:
         if target is None:
             from scope_relay.cloud.app import create_app
 
-            cloud_url = await stack.enter_async_context(
-                _serve(create_app(_cloud_config(args, embedded=True)), "127.0.0.1", 0))
-            target = CloudTarget(cloud_url.replace("http://", "ws://") + "/ws", app_id=None)
+            cloud = await stack.enter_async_context(
+                serve(create_app(_cloud_config(args, embedded=True)), "127.0.0.1", 0))
+            target = CloudTarget(cloud.ws_url, app_id=None)
             print(f"embedded cloud app: {target.ws_url}", flush=True)
         browser_ice = [{"urls": [u]} for u in args.browser_stun_url]
         config = RelayConfig(target, browser_ice_servers=browser_ice,
                              loopback_ice=args.browser_loopback_ice,
                              playout_delay=args.playout_delay, opus_bitrate=args.opus_bitrate)
-        url = await stack.enter_async_context(_serve(create_relay_app(config), args.host, args.port))
-        print(f"open the page: {url}/", flush=True)
+        relay = await stack.enter_async_context(
+            serve(create_relay_app(config), args.host, args.port))
+        print(f"open the page: {relay.url}/", flush=True)
         await _until_stopped()
 
 

@@ -39,6 +39,11 @@ class ApiRouter:
             "/api/v1/stats": {"GET": self._stats_route},
         }
 
+    def add_route(self, path: str, method: str, handler: Handler) -> None:
+        """Serve ``method path`` with ``handler`` (an async function of the request body
+        returning a JSON object; a :class:`ProtocolError` it raises becomes the reply)."""
+        self._routes.setdefault(path.rstrip("/") or "/", {})[method.upper()] = handler
+
     def paths(self) -> dict[str, list[str]]:
         return {path: list(methods) for path, methods in self._routes.items()}
 

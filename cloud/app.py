@@ -5,17 +5,17 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, Metric
 
-from scope_relay.protocol.errors import Busy, InvalidMessage
+from scope_relay.protocol.errors import Busy, Draining, InvalidMessage
 from scope_relay.protocol.messages import load_json
 from scope_relay.rtc.opus import DEFAULT_BITRATE, configure_opus
-from scope_relay.util.metrics import session_gauges
+from scope_relay.util.metrics import metrics_handler, session_gauges
 
 from .api import ApiRouter
 from .control_channel import ControlChannel
@@ -30,6 +30,8 @@ STATE_KEY: web.AppKey[CloudState] = web.AppKey("state")
 #: Only the cloud app's own loggers are forwarded to clients. (Not "scope_relay": in the
 #: embedded demo the relay shares the process, and its re-emitted cloud lines would echo.)
 CLOUD_LOGGER = "scope_relay.cloud"
+#: Probes an orchestrator sends without credentials.
+OPEN_PATHS = frozenset({"/health", "/ready"})
 
 
 def default_device() -> str:
@@ -76,12 +78,42 @@ class CloudState:
         self.sessions: dict[str, MediaSession] = {}
         self.ready = asyncio.Event()
         self.log_hub = LogHub()
-        self.connections = 0
+        #: the open control sockets (their count is ``connections``)
+        self.control_channels: set[ControlChannel] = set()
         self.sessions_starting = 0
+        #: set by :meth:`drain`: live sessions go on, new offers get DRAINING
+        self.draining = False
+        self._idle = asyncio.Event()  # no session live or starting
+        self._idle.set()
+
+    @property
+    def active_sessions(self) -> int:
+        """Sessions streaming or being set up (what an autoscaler should count)."""
+        return len(self.sessions) + self.sessions_starting
+
+    def readiness(self) -> str:
+        """``ready`` when a new session would be taken, else why not: ``starting``
+        (pipelines still preloading), ``draining`` or ``full``."""
+        if not self.ready.is_set():
+            return "starting"
+        if self.draining:
+            return "draining"
+        if self.active_sessions >= self.config.max_sessions:
+            return "full"
+        return "ready"
+
+    def _note_sessions_changed(self) -> None:
+        if self.active_sessions:
+            self._idle.clear()
+        else:
+            self._idle.set()
 
     async def create_session(self, sdp: str, initial_parameters: dict[str, Any]) -> MediaSession:
+        if self.draining:
+            raise Draining("this cloud app is shutting down and takes no new sessions; "
+                           "connect again to reach another instance")
         # Offers being answered count too: answering one awaits a model load.
-        if len(self.sessions) + self.sessions_starting >= self.config.max_sessions:
+        if self.active_sessions >= self.config.max_sessions:
             raise Busy(f"this cloud app already serves {len(self.sessions)} sessions "
                        f"({self.sessions_starting} starting)")
         session = MediaSession(self.manager, ice_servers=self.ice.servers(),
@@ -89,39 +121,74 @@ class CloudState:
                                playout_delay=self.config.playout_delay,
                                max_buffer=self.config.max_buffer)
         self.sessions_starting += 1
+        self._note_sessions_changed()
         try:
             await session.accept_offer(sdp, initial_parameters)
         except BaseException:
             await session.close()
             raise
+        else:
+            self.sessions[session.session_id] = session
+            session.on_closed = self._forget_session
         finally:
             self.sessions_starting -= 1
-        self.sessions[session.session_id] = session
-        session.on_closed = lambda sid: self.sessions.pop(sid, None)
+            self._note_sessions_changed()
         return session
+
+    def _forget_session(self, session_id: str) -> None:
+        self.sessions.pop(session_id, None)
+        self._note_sessions_changed()
 
     async def close_session(self, session_id: str) -> None:
         session = self.sessions.pop(session_id, None)
+        self._note_sessions_changed()
         if session is not None:
             await session.close()
+
+    async def drain(self, timeout: float) -> int:
+        """Take no new sessions, let the live ones stream until they end or ``timeout``
+        passes, then tell every client why and close its socket. Returns how many sessions
+        were still live at the end (cut off)."""
+        self.draining = True
+        logger.info("draining: %d live sessions, waiting up to %g s", self.active_sessions,
+                    timeout)
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            pass
+        cut = self.active_sessions
+        reason = (f"the cloud app shut down after draining for {timeout:g} s" if cut
+                  else "the cloud app shut down")
+        await asyncio.gather(*(channel.shut_down(reason, "DRAINING")
+                               for channel in list(self.control_channels)))
+        logger.info("drained: %d sessions cut off", cut)
+        return cut
+
+    @property
+    def connections(self) -> int:
+        return len(self.control_channels)
+
+    def metrics(self) -> Iterator[Metric]:
+        """The figures of :meth:`stats` as Prometheus gauges."""
+        sessions = list(self.sessions.values())
+        yield GaugeMetricFamily("scope_cloud_sessions", "open media sessions", value=len(sessions))
+        yield GaugeMetricFamily("scope_cloud_active_sessions",
+                                "media sessions streaming or being set up (scale on this)",
+                                value=self.active_sessions)
+        yield GaugeMetricFamily("scope_cloud_session_capacity",
+                                "media sessions this instance serves at once (--max-sessions)",
+                                value=self.config.max_sessions)
+        yield GaugeMetricFamily("scope_cloud_draining", "1 while shutting down",
+                                value=1.0 if self.draining else 0.0)
+        yield GaugeMetricFamily("scope_cloud_connections", "open control sockets",
+                                value=self.connections)
+        yield GaugeMetricFamily("scope_cloud_log_lines_dropped", "log lines a slow client missed",
+                                value=self.log_hub.dropped)
+        yield from session_gauges("scope_cloud", ((s.session_id[:8], s.stats()) for s in sessions))
 
     def stats(self) -> dict[str, Any]:
         return {"sessions": [s.stats() for s in self.sessions.values()],
                 "connections": self.connections, "log_lines_dropped": self.log_hub.dropped}
-
-
-class _Metrics:
-    def __init__(self, state: CloudState):
-        self.state = state
-
-    def collect(self):
-        sessions = list(self.state.sessions.values())
-        yield GaugeMetricFamily("scope_cloud_sessions", "open media sessions", value=len(sessions))
-        yield GaugeMetricFamily("scope_cloud_connections", "open control sockets",
-                                value=self.state.connections)
-        yield GaugeMetricFamily("scope_cloud_log_lines_dropped", "log lines a slow client missed",
-                                value=self.state.log_hub.dropped)
-        yield from session_gauges("scope_cloud", ((s.session_id[:8], s.stats()) for s in sessions))
 
 
 def _authorized(request: web.Request, api_key: str | None) -> bool:
@@ -143,12 +210,10 @@ def create_app(config: CloudConfig | None = None) -> web.Application:
     state = CloudState(config)
     app = web.Application(client_max_size=4 * 1024 * 1024)
     app[STATE_KEY] = state
-    metrics_registry = CollectorRegistry()
-    metrics_registry.register(_Metrics(state))
 
     @web.middleware
     async def auth(request: web.Request, handler):
-        if request.path not in ("/health",) and not _authorized(request, config.api_key):
+        if request.path not in OPEN_PATHS and not _authorized(request, config.api_key):
             return _json_error(401, "missing or wrong API key (Authorization: Key <key>)",
                                "UNAUTHORIZED")
         return await handler(request)
@@ -159,11 +224,12 @@ def create_app(config: CloudConfig | None = None) -> web.Application:
         ws = web.WebSocketResponse(heartbeat=config.heartbeat, max_msg_size=16 * 1024 * 1024,
                                    autoping=True)
         await ws.prepare(request)
-        state.connections += 1
+        channel = ControlChannel(state, ws)
+        state.control_channels.add(channel)
         try:
-            await ControlChannel(state, ws).run()
+            await channel.run()
         finally:
-            state.connections -= 1
+            state.control_channels.discard(channel)
         return ws
 
     async def api_handler(request: web.Request) -> web.Response:
@@ -179,12 +245,15 @@ def create_app(config: CloudConfig | None = None) -> web.Application:
             data = data | {"error": result.error, "code": result.code}
         return web.json_response(data, status=result.status)
 
-    async def metrics_handler(request: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(metrics_registry),
-                            content_type="text/plain", charset="utf-8")
+    async def ready_handler(request: web.Request) -> web.Response:
+        readiness = state.readiness()
+        return web.json_response({"status": readiness, "sessions": state.active_sessions,
+                                  "capacity": config.max_sessions},
+                                 status=200 if readiness == "ready" else 503)
 
+    app.router.add_get("/ready", ready_handler)
     app.router.add_get("/ws", ws_handler)
-    app.router.add_get("/metrics", metrics_handler)
+    app.router.add_get("/metrics", metrics_handler(state.metrics))
     app.router.add_route("*", "/health", api_handler)
     app.router.add_route("*", "/api/{tail:.*}", api_handler)
 

@@ -3,7 +3,7 @@
 Requests are handled concurrently (a slow model load never blocks an offer or ICE), each
 under a timeout; every failure is answered with its ``request_id`` and the connection
 keeps serving. Failed ``api`` calls are ``api_response`` with status >= 400, because
-Scope's client does not route ``error`` replies (PROTOCOL.md, compatibility).
+Scope's client does not route ``error`` replies (docs/scope-compatibility.md).
 """
 
 from __future__ import annotations
@@ -71,7 +71,13 @@ class ControlChannel:
             except (ConnectionError, RuntimeError):
                 pass  # the peer went away; the receive loop will notice
 
-    async def _close(self, code: int, reason: str) -> None:
+    async def shut_down(self, message: str, code: str) -> None:
+        """Tell the client why (an unsolicited ``error``), then close the socket."""
+        await self.send(m.error(message, code, status=503))
+        await self.close(1001, message)
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close the socket (its sessions close as :meth:`run` ends)."""
         await self.ws.close(code=code, message=reason.encode()[:120])
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -111,7 +117,7 @@ class ControlChannel:
         await asyncio.sleep(seconds)
         await self.send(m.error(f"maximum session duration of {seconds:g} s exceeded",
                                 "MAX_DURATION_EXCEEDED"))
-        await self._close(1000, "max duration exceeded")
+        await self.close(1000, "max duration exceeded")
 
     async def _reject(self, exc: ProtocolError) -> None:
         await self.send(m.failure(exc, getattr(exc, "request_type", None)))
@@ -119,7 +125,7 @@ class ControlChannel:
         self._bad_times = [t for t in self._bad_times if now - t < 10.0] + [now]
         if len(self._bad_times) > self.config.max_bad_messages:
             logger.warning("closing control socket: %d bad messages in 10 s", len(self._bad_times))
-            await self._close(CLOSE_POLICY, "too many invalid messages")
+            await self.close(CLOSE_POLICY, "too many invalid messages")
 
     async def _on_text(self, raw: str) -> None:
         try:
@@ -141,7 +147,7 @@ class ControlChannel:
 
     async def _deny(self, request_id: str | None) -> None:
         await self.send(m.error_from(AccessDenied("Access denied"), request_id))
-        await self._close(CLOSE_ACCESS_DENIED, "access denied")
+        await self.close(CLOSE_ACCESS_DENIED, "access denied")
 
     async def _serve(self, request: m.Request) -> None:
         try:
@@ -163,33 +169,29 @@ class ControlChannel:
     async def _handle(self, request: m.Request) -> dict[str, Any] | None:
         rid = request.request_id
         if isinstance(request, m.Ping):
-            return {"type": "pong", "request_id": rid, "status": 200}
+            return m.pong(rid)
         if isinstance(request, m.SetUserId):
             allowed = self.config.allowed_user_ids
             if allowed is not None and request.user_id not in allowed:
                 await self._deny(rid)
                 return None
             self.user_id = request.user_id
-            return {"type": "user_id_set", "user_id": request.user_id, "request_id": rid,
-                    "status": 200}
+            return m.user_id_set(request.user_id, rid)
         if isinstance(request, m.GetIceServers):
             servers = self.state.ice.servers(self.user_id or self.connection_id[:8])
-            return {"type": "ice_servers", "request_id": rid, "status": 200,
-                    "data": {"iceServers": servers}}
+            return m.ice_servers(rid, servers)
         if isinstance(request, m.Offer):
             session = await self.state.create_session(request.sdp, request.initial_parameters)
             # remember this connection's sessions (to close them with it), forgetting ended ones
             self.sessions = {sid for sid in self.sessions if sid in self.state.sessions}
             self.sessions.add(session.session_id)
-            return {"type": "answer", "request_id": rid, "status": 200,
-                    "sdp": session.pc.localDescription.sdp, "sdp_type": "answer",
-                    "sessionId": session.session_id}
+            return m.answer(rid, session.pc.localDescription.sdp, session.session_id)
         if isinstance(request, m.IceCandidate):
-            session = self.state.sessions.get(request.session_id)
-            if session is None:
+            target = self.state.sessions.get(request.session_id)
+            if target is None:
                 raise UnknownSession(f"unknown sessionId {request.session_id!r}")
-            await session.add_candidate(request.candidate)
-            return {"type": "icecandidate_ack", "request_id": rid, "status": 200}
+            await target.add_candidate(request.candidate)
+            return m.icecandidate_ack(rid)
         if isinstance(request, m.ApiCall):
             result = await self.state.router.handle(request.method, request.path, request.body)
             return m.api_response(rid, result.status, result.data, result.error, result.code)

@@ -26,7 +26,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from scope_relay.media.ring import AudioRing
+from scope_relay.media.ring import IndexedAudioRing
 from scope_relay.protocol.media import CHANNELS, SAMPLE_RATE
 
 
@@ -40,8 +40,8 @@ class MediaBuffer:
         self.audio_clocked = audio_clocked
         self.clock = clock
         self._lock = threading.Lock()
-        self._audio = AudioRing(CHANNELS, int((max_buffer + 4.0) * SAMPLE_RATE))
-        self.audio_head = 0  # media sample index of the next audio sample to play
+        #: the audio not yet played; its ``start`` is the media sample index playing next
+        self._audio = IndexedAudioRing(CHANNELS, int((max_buffer + 4.0) * SAMPLE_RATE))
         self._silent_until = 0  # media sample index up to which chunks came without audio
         self._video: collections.deque[tuple[float, np.ndarray]] = collections.deque()
         self._video_end = 0.0
@@ -59,6 +59,16 @@ class MediaBuffer:
         self.chunks = 0
 
     # --- clock -------------------------------------------------------------------------
+    @property
+    def audio_head(self) -> int:
+        """Media sample index of the next audio sample to play."""
+        return self._audio.start
+
+    @property
+    def audio_buffered(self) -> int:
+        """Audio samples buffered ahead of the head."""
+        return len(self._audio)
+
     def release_time(self, media_seconds: float) -> float:
         assert self.epoch is not None
         return self.epoch + media_seconds + self.stall / SAMPLE_RATE + self.playout_delay
@@ -75,7 +85,7 @@ class MediaBuffer:
     def lead(self) -> float:
         """Seconds of media buffered ahead of what is playing now."""
         with self._lock:
-            end = max(self._video_end, (self.audio_head + len(self._audio)) / SAMPLE_RATE)
+            end = max(self._video_end, self._audio.end / SAMPLE_RATE)
             if self.epoch is None:
                 return end
             return end - max(self.media_now(), 0.0)
@@ -107,35 +117,26 @@ class MediaBuffer:
         self.loop.call_soon_threadsafe(self._wake, first)
 
     def _write_audio(self, audio: np.ndarray, start: int | None) -> None:
-        end = self.audio_head + len(self._audio)
+        # silence fills a gap, what was already played is trimmed, and the oldest samples
+        # go when the ring is full: the media the head moved past unplayed is skipped
         if start is None:
-            start = end
-        if start > end:  # never more silence than the ring holds
-            gap = min(start - end, self._audio.capacity)
-            self._skip_media(start - end - gap)
-            self._write_ring(np.zeros((CHANNELS, gap), np.float32))
-        elif start < end:
-            audio = audio[:, end - start:]
-        self._write_ring(audio)
+            self._skipped(self._audio.append(audio))
+        else:
+            self._skipped(self._audio.write_at(start, audio).dropped)
 
-    def _write_ring(self, audio: np.ndarray) -> None:
-        # the ring drops its oldest samples when full: the media they held is skipped
-        self._skip_media(self._audio.write(audio))
-
-    def _skip_media(self, samples: int) -> None:
-        """Move the media position on without moving the output (RTP) position."""
-        self.audio_head += samples
+    def _skipped(self, samples: int) -> None:
+        """The media position moved on without the output (RTP) position: count it."""
         self.stall -= samples
         self.skipped_samples += samples
 
     def _skip_overflow(self) -> None:
-        end = max(self._video_end, (self.audio_head + len(self._audio)) / SAMPLE_RATE)
+        end = max(self._video_end, self._audio.end / SAMPLE_RATE)
         excess = end - max(self.media_now(), 0.0) - self.max_buffer
         if excess <= 0:
             return
         skip = int(round(excess * SAMPLE_RATE))
-        self._audio.discard(skip)
-        self._skip_media(skip)
+        self._audio.advance(skip)
+        self._skipped(skip)
         now = self.media_now()
         while self._video and self._video[0][0] < now:
             self._video.popleft()
@@ -152,12 +153,11 @@ class MediaBuffer:
         with self._lock:
             got = min(n, len(self._audio))
             out = self._audio.read(got)
-            self.audio_head += got
             if got < n:
                 out = np.concatenate([out, np.zeros((CHANNELS, n - got), np.float32)], axis=1)
                 # silence by content (chunks that came without audio): the clock runs on
                 absent = min(n - got, max(0, self._silent_until - self.audio_head))
-                self.audio_head += absent
+                self._audio.advance(absent)
                 self.absent_audio_samples += absent
                 late = n - got - absent
                 if late:  # the producer is late: hold both tracks (sync survives)

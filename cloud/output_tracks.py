@@ -43,6 +43,7 @@ class TimedAudioTrack(MediaStreamTrack):
         if buf.closed:
             raise MediaStreamError
         pts = buf.audio_output_samples()
+        assert buf.epoch is not None  # set with ``started``
         await sleep_until(buf.clock, buf.epoch + pts / SAMPLE_RATE + buf.playout_delay
                           - OPUS_LOOKAHEAD_SECONDS)
         if buf.closed:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from scope_relay.media.audio import as_channels_first
-from scope_relay.media.resample import StreamResampler
+from scope_relay.media.resample import TimedResampler
 from scope_relay.protocol.media import SAMPLE_RATE
 
 from .media_buffer import MediaBuffer
@@ -112,10 +112,9 @@ class PipelineRunner:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name="pipeline-runner", daemon=True)
-        self._resampler = StreamResampler()
+        self._resampler = TimedResampler()
         self._chunk_start = 0.0  # media seconds where the next chunk starts
         self._audio_end = 0.0  # media seconds the audio written so far reaches (at input rate)
-        self._audio48_next: int | None = None  # 48 kHz media index of the next resampled sample
         self._call_seconds = 0.0
         self.errors = 0
         self.rejected_params = 0
@@ -142,6 +141,21 @@ class PipelineRunner:
             close = getattr(p, "close", None)
             if close:
                 close()
+
+    @property
+    def running(self) -> bool:
+        """Whether the worker thread is alive."""
+        return self._thread.is_alive()
+
+    @property
+    def resampler_rebuilds(self) -> int:
+        """How often the output audio's rate changed (each change rebuilds the filter)."""
+        return self._resampler.resampler.rebuilds
+
+    @property
+    def nonfinite_samples(self) -> int:
+        """NaN/inf audio samples the pipeline produced (replaced by silence)."""
+        return self._resampler.resampler.nonfinite_samples
 
     def stop(self, timeout: float = 5.0) -> None:
         self.request_stop()
@@ -196,17 +210,29 @@ class PipelineRunner:
                         continue
                 began = time.monotonic()
                 try:
-                    output = self._call_chain(inputs)
+                    pushed = self.step(inputs)
                     self._learn_call_time(time.monotonic() - began)
-                    if output is None:
+                    if not pushed:
                         self._stop.wait(0.02)  # idle pipelines wait, never spin
-                        continue
-                    self._emit(output)
                 except Exception as exc:
                     self.errors += 1
                     self.last_error = f"{type(exc).__name__}: {exc}"
                     logger.exception("pipeline chunk failed")
                     self._stop.wait(0.5)
+
+    def step(self, inputs: list[InputFrame] | None = None) -> bool:
+        """One chunk: apply pending parameter updates, call the chain once, and push its
+        output stamped on the media clock. Returns whether a chunk was pushed.
+
+        The worker thread runs this in a loop, paced by the buffer's lead; tests and tools
+        may drive it directly (without :meth:`start`).
+        """
+        self._apply_pending()
+        output = self._call_chain(inputs)
+        if output is None:
+            return False
+        self._emit(output)
+        return True
 
     def _call_chain(self, inputs: list[InputFrame] | None) -> PipelineOutput | None:
         audio_out: PipelineOutput | None = None
@@ -221,7 +247,7 @@ class PipelineRunner:
             if output.video is not None:
                 frames = video_to_numpy(output.video)
                 times = output.video_times or [0.0] * len(frames)
-                stage_inputs = [InputFrame(f, t) for f, t in zip(frames, times)]
+                stage_inputs = [InputFrame(f, t) for f, t in zip(frames, times, strict=False)]
         if output is not None and audio_out is not None and audio_out is not output:
             output.audio, output.sample_rate = audio_out.audio, audio_out.sample_rate
         return output
@@ -243,7 +269,7 @@ class PipelineRunner:
                 times = np.asarray(out.video_times, dtype=np.float64)
                 if times.shape != (len(frames),) or not np.isfinite(times).all():
                     raise ValueError("video_times must be one finite time per frame")
-                video = list(zip(times.tolist(), frames))
+                video = list(zip(times.tolist(), frames, strict=True))
                 start = video[0][0] if video else start
                 duration = max(0.0, video[-1][0] + frame_seconds - start) if video else 0.0
             else:
@@ -254,17 +280,15 @@ class PipelineRunner:
             rate = int(out.sample_rate or self._audio_rate())
             audio = audio_to_numpy(out.audio)
             gap = start - self._audio_end
-            if gap > AUDIO_RESTART_GAP or self._audio48_next is None:
-                # first audio, or audio again after a long pause: the stream starts here
-                self._resampler.flush()
+            # first audio, or audio again after a long pause: the stream starts here
+            restart = gap > AUDIO_RESTART_GAP or not self._resampler.anchored
+            if restart:
                 self._audio_end = start
-                self._audio48_next = round(start * SAMPLE_RATE)
             elif gap * rate >= 1:  # keep audio on the same clock: silence fills the gap
                 audio = np.concatenate(
                     [np.zeros((audio.shape[0], int(round(gap * rate))), np.float32), audio], axis=1)
-            audio48 = self._resampler.process(audio, rate)
-            audio_start = self._audio48_next
-            self._audio48_next += audio48.shape[1]
+            audio48, audio_start = self._resampler.process(
+                audio, rate, round(start * SAMPLE_RATE) if restart else None, restart=restart)
             audio_seconds = audio.shape[1] / rate
             self._audio_end = self._audio_end + audio_seconds
             duration = max(duration, self._audio_end - start)

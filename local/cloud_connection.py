@@ -14,6 +14,7 @@ import logging
 import random
 import re
 import time
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -74,9 +75,9 @@ class CloudConnectionManager:
             raise Unavailable(f"cloud connection {self.state}"
                               f"{': ' + self.last_error if self.last_error else ''}")
 
-    async def request(self, msg_type: str, timeout: float | None = None,
-                      **fields: Any) -> dict[str, Any]:
-        """Send a request and return its reply; raises :class:`CloudError` on ``error``."""
+    async def request(self, request: m.Request, timeout: float | None = None) -> dict[str, Any]:
+        """Send ``request`` (its ``request_id`` is assigned here) and return the reply;
+        raises :class:`CloudError` on an ``error`` reply."""
         await self.wait_ready()
         ws = self._ws
         if ws is None or ws.closed:
@@ -85,32 +86,28 @@ class CloudConnectionManager:
         future: asyncio.Future = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
         try:
-            await ws.send_str(m.encode({"type": msg_type, "request_id": request_id, **fields}))
+            await ws.send_str(m.encode(replace(request, request_id=request_id).to_message()))
             reply = await asyncio.wait_for(future, timeout or self.request_timeout)
         except TimeoutError:
-            raise RequestTimeout(f"cloud did not answer {msg_type} in "
+            raise RequestTimeout(f"cloud did not answer {request.type} in "
                                  f"{timeout or self.request_timeout:g} s") from None
         finally:
             self._pending.pop(request_id, None)
         if reply.get("type") == "error":
-            raise CloudError(str(reply.get("error", "cloud error")),
-                             code=str(reply.get("code", "CLOUD_ERROR")),
-                             status=int(reply.get("status", 502)))
+            failed = m.parse_error(reply)
+            raise CloudError(failed.message, code=failed.code, status=failed.status)
         return reply
 
     async def api(self, method: str, path: str, body: Any = None,
                   timeout: float | None = None) -> tuple[int, dict[str, Any]]:
-        fields: dict[str, Any] = {"method": method, "path": path}
-        if body is not None:
-            fields["body"] = body
-        reply = await self.request("api", timeout=timeout, **fields)
-        data = reply.get("data")
-        data = data if isinstance(data, dict) else {}
-        status = int(reply.get("status", 200))
-        if status >= 400:  # the REST shape: {"error", "code"} beside the detail
-            data = data | {"error": str(reply.get("error") or data.get("detail") or "failed"),
-                           "code": str(reply.get("code") or "CLOUD_ERROR")}
-        return status, data
+        reply = m.parse_api_response(
+            await self.request(m.ApiCall(None, method, path, body), timeout=timeout))
+        return reply.status, reply.data
+
+    @property
+    def pending_requests(self) -> int:
+        """Requests sent and not answered yet."""
+        return len(self._pending)
 
     def status(self) -> dict[str, Any]:
         return {"state": self.state, "stage": self.stage, "app_id": self.target.app_id,
@@ -169,10 +166,12 @@ class CloudConnectionManager:
                 raise Unavailable(f"cloud closed before ready ({first.type.name})")
             hello = m.decode_json_object(first.data)
             if hello["type"] == "error":
-                raise CloudError(str(hello.get("error")), code=str(hello.get("code")))
-            if hello["type"] != "ready":
-                raise Unavailable(f"expected 'ready' first, got {hello['type']!r}")
-            self.connection_id = hello.get("connection_id")
+                refused = m.parse_error(hello)
+                raise CloudError(refused.message, code=refused.code, status=refused.status)
+            try:
+                self.connection_id = m.parse_ready(hello)
+            except ProtocolError as exc:
+                raise Unavailable(exc.message) from None
             self.connects += 1
             self.state, self.stage, self.last_error = "ready", "ready", None
             self._ready.set()
@@ -180,7 +179,7 @@ class CloudConnectionManager:
             pinger = asyncio.get_running_loop().create_task(self._keepalive())
             try:
                 if self.user_id:
-                    await ws.send_str(m.encode({"type": "set_user_id", "user_id": self.user_id}))
+                    await ws.send_str(m.encode(m.SetUserId(None, self.user_id).to_message()))
                 await self._read(ws)
             finally:
                 pinger.cancel()
@@ -208,19 +207,20 @@ class CloudConnectionManager:
                 future.set_result(data)
             return
         if data["type"] == "logs":
-            for line in data.get("lines") or []:
-                match = _LEVEL.search(str(line))
+            for line in m.parse_logs(data):
+                match = _LEVEL.search(line)
                 level = getattr(logging, match.group(1)) if match else logging.INFO
                 cloud_logger.log(level, "%s", line)
         elif data["type"] == "error":
-            self.last_error = f"{data.get('code', 'ERROR')}: {data.get('error')}"
+            closing = m.parse_error(data)
+            self.last_error = f"{closing.code}: {closing.message}"
             logger.warning("cloud error: %s", self.last_error)
 
     async def _keepalive(self) -> None:
         while True:
             await asyncio.sleep(self.ping_interval)
             try:
-                await self.request("ping", timeout=self.ping_interval)
+                await self.request(m.Ping(), timeout=self.ping_interval)
             except ProtocolError as exc:
                 logger.warning("cloud ping failed: %s", exc)
 

@@ -19,7 +19,8 @@ from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
 from scope_relay.media.audio import float_to_s16, frame_channel_names, frame_to_array, frame_to_s16
-from scope_relay.media.resample import StreamResampler
+from scope_relay.media.resample import TimedResampler
+from scope_relay.protocol import messages as m
 from scope_relay.protocol.capabilities import Capabilities
 from scope_relay.protocol.errors import Unavailable
 from scope_relay.protocol.media import SAMPLE_RATE, VIDEO_CLOCK_RATE
@@ -56,8 +57,7 @@ class CloudWebRTCClient:
         self._timers: dict[str, TrackTimer] = {}
         self._tasks = OwnedTasks()
         self._close = RunOnce(self._close_once)
-        self._resampler = StreamResampler()
-        self._resampled_next: int | None = None  # 48 kHz index where the next block goes
+        self._resampler = TimedResampler()
         self.pending_dropped = 0
         self.clipped_samples = 0
         self.parameters_forwarded = 0
@@ -67,8 +67,7 @@ class CloudWebRTCClient:
 
 
     async def connect(self, initial_parameters: Mapping[str, Any]) -> str:
-        reply = await self.connection.request("get_ice_servers")
-        servers = (reply.get("data") or {}).get("iceServers") or []
+        servers = m.parse_ice_servers(await self.connection.request(m.GetIceServers()))
         self.pc = pc = RTCPeerConnection(rtc_configuration(servers))
         caps = self.capabilities
         connected, channel_open = asyncio.Event(), asyncio.Event()
@@ -105,18 +104,17 @@ class CloudWebRTCClient:
 
         with loopback_candidates(self.loopback_ice):
             await pc.setLocalDescription(await pc.createOffer())
-        fields: dict[str, Any] = {"sdp": pc.localDescription.sdp, "sdp_type": "offer"}
-        if initial_parameters:
-            fields["initialParameters"] = dict(initial_parameters)
-        answer = await self.connection.request("offer", **fields)
-        self.session_id = answer.get("sessionId")
-        await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
+        offer = m.Offer(None, pc.localDescription.sdp, initial_parameters=dict(initial_parameters))
+        answer = m.parse_answer(await self.connection.request(offer))
+        self.session_id = answer.session_id
+        await pc.setRemoteDescription(RTCSessionDescription(answer.sdp, "answer"))
         try:
             await asyncio.wait_for(connected.wait(), self.connect_timeout)
             if not self.failed.is_set():  # connected: parameters can flow once SCTP is up
                 await asyncio.wait_for(channel_open.wait(), self.connect_timeout)
         except TimeoutError:
-            raise Unavailable(f"WebRTC to the cloud did not connect in {self.connect_timeout:g} s")
+            raise Unavailable(
+                f"WebRTC to the cloud did not connect in {self.connect_timeout:g} s") from None
         if self.failed.is_set():
             raise Unavailable("WebRTC connection to the cloud failed")
         return self.session_id or ""
@@ -151,7 +149,7 @@ class CloudWebRTCClient:
             while True:
                 frame = await track.recv()
                 arrival = time.time()
-                cloud_time = timer.cloud_time(frame.pts, arrival)
+                cloud_time = timer.cloud_time(frame.pts or 0, arrival)
                 if cloud_time is None:  # until the first sender report: hold, bounded
                     if len(timer.pending) >= self.max_pending:
                         timer.pending.popleft()
@@ -160,13 +158,16 @@ class CloudWebRTCClient:
                     continue
                 while timer.pending:
                     held, held_arrival = timer.pending.popleft()
-                    self._deliver(track.kind, held, timer.cloud_time(held.pts, held_arrival),
-                                  held_arrival)
-                self._deliver(track.kind, frame, cloud_time, arrival)
+                    held_time = timer.cloud_time(held.pts or 0, held_arrival)
+                    assert held_time is not None  # the timer has a clock from here on
+                    self.deliver(track.kind, held, held_time, held_arrival)
+                self.deliver(track.kind, frame, cloud_time, arrival)
         except MediaStreamError:
             pass
 
-    def _deliver(self, kind: str, frame, cloud_time: float, arrival: float) -> None:
+    def deliver(self, kind: str, frame: Any, cloud_time: float, arrival: float) -> None:
+        """Queue one decoded frame already placed on cloud time (``arrival``: local wall
+        clock). Audio in any format or rate is made 48 kHz stereo s16 first."""
         if kind == "video":
             self.processor.add_video(frame, cloud_time, arrival)
             return
@@ -175,16 +176,11 @@ class CloudWebRTCClient:
             samples = frame_to_s16(frame)  # what aiortc decodes: passes untouched
         else:  # any other format or rate: one streaming resampler for this track
             names = frame_channel_names(frame) if frame.layout.nb_channels > 2 else None
-            resampled = self._resampler.process(frame_to_array(frame), frame.sample_rate, names)
+            resampled, index = self._resampler.process(
+                frame_to_array(frame), frame.sample_rate, round(cloud_time * SAMPLE_RATE), names)
             samples, clipped = float_to_s16(resampled)
             self.clipped_samples += clipped
-            # the filter returns uneven blocks that lag their input: place them one after
-            # another from an anchor, re-anchoring only if the stream really jumped
-            index = round(cloud_time * SAMPLE_RATE)
-            if self._resampled_next is None or abs(index - self._resampled_next) > SAMPLE_RATE // 5:
-                self._resampled_next = index
-            cloud_time = self._resampled_next / SAMPLE_RATE
-            self._resampled_next += samples.shape[1]
+            cloud_time = index / SAMPLE_RATE
             if not samples.shape[1]:
                 return
         self.processor.add_audio(samples, cloud_time, arrival)
@@ -199,7 +195,7 @@ class CloudWebRTCClient:
             "tracks_timed_by_arrival": sum(t.fallback is not None for t in self._timers.values()),
             "pending_dropped": self.pending_dropped,
             "clipped_samples": self.clipped_samples,
-            "nonfinite_samples": self._resampler.nonfinite_samples,
+            "nonfinite_samples": self._resampler.resampler.nonfinite_samples,
             "parameters_forwarded": self.parameters_forwarded,
             "parameters_dropped": self.parameters_dropped,
         }

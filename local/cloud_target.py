@@ -1,4 +1,4 @@
-"""Where the cloud app is: ``SCOPE_CLOUD_*`` resolved exactly as PROTOCOL.md says."""
+"""Where the cloud app is: ``SCOPE_CLOUD_*`` resolved as docs/protocol.md says."""
 
 from __future__ import annotations
 

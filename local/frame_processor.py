@@ -25,7 +25,7 @@ from typing import Any
 import av
 import numpy as np
 
-from scope_relay.media.ring import AudioRing
+from scope_relay.media.ring import IndexedAudioRing
 from scope_relay.protocol.media import CHANNELS, SAMPLE_RATE
 
 #: Outgoing pts start this far before the first cloud time seen, so they stay positive.
@@ -55,8 +55,9 @@ class FrameProcessor:
         self.base_time: float | None = None
         # int16: exactly what is sent, so 48 kHz s16 from the cloud passes bit-exact with
         # no float conversion on the hot path
-        self._audio = AudioRing(CHANNELS, int(max_queue * SAMPLE_RATE), np.int16)
-        self._audio_start: int | None = None  # cloud sample index of the ring's head
+        # its ``start`` is the cloud sample index of the oldest sample held
+        self._audio = IndexedAudioRing(CHANNELS, int(max_queue * SAMPLE_RATE), np.int16)
+        self._audio_started = False
         self.audio_cursor: int | None = None  # next cloud sample index to release
         self._video: collections.deque[tuple[float, av.VideoFrame]] = collections.deque()
         self._audio_event = asyncio.Event()
@@ -96,7 +97,7 @@ class FrameProcessor:
         if not self.extra_delay:
             return
         slack = self.release_time(cloud_time) - arrival
-        if self._window_start is None:
+        if self._window_start is None or self._window_slack is None:
             self._window_start, self._window_slack = arrival, slack
             return
         self._window_slack = min(self._window_slack, slack)
@@ -113,32 +114,21 @@ class FrameProcessor:
         self._observe(cloud_time, arrival)
         self.audio_frames_in += 1
         index = round(cloud_time * SAMPLE_RATE)
-        if self._audio_start is None:
-            self._audio_start = index
-        end = self._audio_start + len(self._audio)
-        if index > end:
-            gap = index - end
-            if gap >= SAMPLE_RATE or not len(self._audio) and self.audio_cursor is None:
-                self.audio_reset_samples += len(self._audio)  # a new timeline: counted
-                self._audio.clear()
-                self._audio_start = index
-            else:  # lost packets: silence keeps later audio on its time
-                self.audio_gap_samples += gap
-                self._audio.write(np.zeros((CHANNELS, gap), np.int16))
-        elif index < end:
-            overlap = min(end - index, samples.shape[1])
-            self.audio_overlap_samples += overlap
-            samples = samples[:, overlap:]
-        dropped = self._audio.write(samples)
-        if dropped:
-            self.audio_overflow_samples += dropped
-        self._audio_start += dropped
+        if not self._audio_started:
+            self._audio.reset(index)
+            self._audio_started = True
+        gap = index - self._audio.end
+        if gap >= SAMPLE_RATE or gap > 0 and not len(self._audio) and self.audio_cursor is None:
+            self.audio_reset_samples += self._audio.reset(index)  # a new timeline: counted
+        # lost packets leave a gap that silence fills, keeping later audio on its time
+        placed = self._audio.write_at(index, samples)
+        self.audio_gap_samples += placed.gap
+        self.audio_overlap_samples += placed.trimmed
+        self.audio_overflow_samples += placed.dropped
         self._judge_slack(cloud_time, arrival)
-        if self.audio_cursor is not None and self._audio_start < self.audio_cursor:
-            late = min(self.audio_cursor - self._audio_start, len(self._audio))
+        if self.audio_cursor is not None:
+            late = self._audio.discard_before(self.audio_cursor)
             if late:
-                self._audio.discard(late)
-                self._audio_start += late
                 self.audio_late_samples += late
                 # how late this frame came for its own release time (a raise applies at
                 # once to the frames after it, so a burst raises once, not per frame)
@@ -159,7 +149,7 @@ class FrameProcessor:
     # --- readers (output tracks) ------------------------------------------------------
     async def first_audio(self) -> int:
         """Wait for audio to exist; returns the cloud sample index playback starts at."""
-        while self._audio_start is None or self.offset is None:
+        while not self._audio_started or self.offset is None:
             if self.closed:
                 raise EOFError
             self._audio_event.clear()
@@ -168,26 +158,20 @@ class FrameProcessor:
             # Start at what is due now, not at the oldest held sample: a catch-up burst
             # would play stale audio and confuse the receiver's timing.
             due_now = self.clock() - self.offset - self.playout_delay - self.extra_delay
-            self.audio_cursor = max(self._audio_start, int(due_now * SAMPLE_RATE))
-            stale = self._audio.discard(self.audio_cursor - self._audio_start)
-            self._audio_start += stale
-            self.audio_startup_skipped += stale
+            self.audio_cursor = max(self._audio.start, int(due_now * SAMPLE_RATE))
+            self.audio_startup_skipped += self._audio.discard_before(self.audio_cursor)
         return self.audio_cursor
 
     def take_audio(self, n: int) -> np.ndarray:
         """The ``n`` samples at the cursor; missing ones are silence (counted)."""
         cursor = self.audio_cursor
-        assert cursor is not None and self._audio_start is not None
+        assert cursor is not None
         out = np.zeros((CHANNELS, n), np.int16)
-        if self._audio_start < cursor:
-            stale = self._audio.discard(cursor - self._audio_start)
-            self._audio_start += stale
-            self.audio_late_samples += stale
-        lead = self._audio_start - cursor
+        self.audio_late_samples += self._audio.discard_before(cursor)
+        lead = self._audio.start - cursor
         if lead < n and len(self._audio):
             count = min(n - max(lead, 0), len(self._audio))
             out[:, max(lead, 0):max(lead, 0) + count] = self._audio.read(count)
-            self._audio_start += count
             if max(lead, 0) + count < n:
                 self.audio_underruns += 1
         else:

@@ -71,5 +71,6 @@ class AudioProcessingTrack(MediaStreamTrack):
             raise MediaStreamError
         samples = p.take_audio(FRAME_SAMPLES)
         self.frames_sent += 1
+        assert p.base_time is not None  # set by the first audio queued
         base = round(p.base_time * SAMPLE_RATE)
         return s16_frame(samples, cursor - base)

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import logging
+import mimetypes
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, Metric
 
 from scope_relay.protocol.errors import InvalidMessage, ProtocolError, UnknownSession
 from scope_relay.protocol.messages import load_json_object
 from scope_relay.rtc.opus import DEFAULT_BITRATE, configure_opus
-from scope_relay.util.metrics import session_gauges
+from scope_relay.util.metrics import metrics_handler, session_gauges
 
 from .browser_session import BrowserSession
 from .cloud_connection import CloudConnectionManager
@@ -23,6 +24,9 @@ from .cloud_target import CloudTarget
 logger = logging.getLogger(__name__)
 RELAY_KEY: web.AppKey[LocalRelay] = web.AppKey("relay")
 STATIC = Path(__file__).with_name("static")
+# The page is ES modules, which browsers run only when served as JavaScript; Python's
+# table can come from the OS (the Windows registry may say text/plain): say it here.
+mimetypes.add_type("text/javascript", ".js")
 PROXIED = {
     ("GET", "/api/v1/pipelines"), ("GET", "/api/v1/pipelines/schemas"),
     ("POST", "/api/v1/pipeline/load"), ("GET", "/api/v1/pipeline/status"),
@@ -107,24 +111,18 @@ class LocalRelay:
         return web.json_response({"sessions": [s.stats() for s in self.sessions.values()],
                                   "cloud": self.connection.status()})
 
+    def metrics(self) -> Iterator[Metric]:
+        """The figures of ``/api/v1/stats`` as Prometheus gauges."""
+        sessions = list(self.sessions.values())
+        yield GaugeMetricFamily("scope_relay_sessions", "browser sessions", value=len(sessions))
+        ready = 1.0 if self.connection.state == "ready" else 0.0
+        yield GaugeMetricFamily("scope_relay_cloud_ready", "control socket ready", value=ready)
+        yield from session_gauges("scope_relay", ((s.session_id[:8], s.stats()) for s in sessions))
+
     async def close(self) -> None:
         for session in list(self.sessions.values()):
             await session.close()
         await self.connection.close()
-
-
-class _RelayMetrics:
-    """Prometheus view of the same figures ``/api/v1/stats`` gives."""
-
-    def __init__(self, relay: LocalRelay):
-        self.relay = relay
-
-    def collect(self):
-        sessions = list(self.relay.sessions.values())
-        yield GaugeMetricFamily("scope_relay_sessions", "browser sessions", value=len(sessions))
-        ready = 1.0 if self.relay.connection.state == "ready" else 0.0
-        yield GaugeMetricFamily("scope_relay_cloud_ready", "control socket ready", value=ready)
-        yield from session_gauges("scope_relay", ((s.session_id[:8], s.stats()) for s in sessions))
 
 
 def create_relay_app(config: RelayConfig) -> web.Application:
@@ -135,7 +133,7 @@ def create_relay_app(config: RelayConfig) -> web.Application:
 
     @web.middleware
     async def errors(request: web.Request, handler):
-        """Every failure is JSON ``{"error", "code"}`` (PROTOCOL.md), never a text page."""
+        """Every failure is JSON ``{"error", "code"}`` (docs/protocol.md), never a text page."""
         try:
             return await handler(request)
         except ProtocolError as exc:
@@ -165,14 +163,7 @@ def create_relay_app(config: RelayConfig) -> web.Application:
         app.router.add_route(method, path, relay.proxy)
     app.router.add_get("/api/v1/cloud/status", relay.cloud_status)
     app.router.add_get("/api/v1/stats", relay.stats)
-    metrics = CollectorRegistry()
-    metrics.register(_RelayMetrics(relay))
-
-    async def metrics_handler(request: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(metrics), content_type="text/plain",
-                            charset="utf-8")
-
-    app.router.add_get("/metrics", metrics_handler)
+    app.router.add_get("/metrics", metrics_handler(relay.metrics))
 
     async def on_startup(app: web.Application) -> None:
         await relay.connection.start()

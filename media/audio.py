@@ -25,8 +25,9 @@ def interleave(planar: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(planar.T).reshape(1, -1)
 
 
-_DTYPES = {"s16": np.int16, "s32": np.int32, "flt": np.float32, "dbl": np.float64,
-           "u8": np.uint8, "s64": np.int64}
+_DTYPES: dict[str, type[np.generic]] = {
+    "s16": np.int16, "s32": np.int32, "flt": np.float32, "dbl": np.float64, "u8": np.uint8,
+    "s64": np.int64}
 
 
 def frame_samples(frame: av.AudioFrame) -> np.ndarray:
@@ -49,8 +50,10 @@ def frame_samples(frame: av.AudioFrame) -> np.ndarray:
         planes = frame.planes
         if len(planes) < channels:
             raise InvalidAudio(f"{fmt} frame has {len(planes)} planes for {channels} channels")
-        return np.stack([np.frombuffer(planes[i], dtype, count=n) for i in range(channels)])
-    return np.frombuffer(frame.planes[0], dtype, count=n * channels).reshape(n, channels).T
+        return np.stack([np.frombuffer(memoryview(planes[i]), dtype, count=n)
+                         for i in range(channels)])
+    packed = np.frombuffer(memoryview(frame.planes[0]), dtype, count=n * channels)
+    return packed.reshape(n, channels).T
 
 
 def frame_to_array(frame: av.AudioFrame) -> np.ndarray:
@@ -244,8 +247,8 @@ def array_to_frame(x: np.ndarray, fmt: str = "s16", sample_rate: int = SAMPLE_RA
         # PyAV cannot fill 8+ planes from numpy: build packed, let swresample split it.
         packed = array_to_frame(x, base, sample_rate, pts)
         return av.AudioResampler(format=fmt, layout=layout, rate=sample_rate).resample(packed)[0]
-    frame = av.AudioFrame.from_ndarray(data if planar else interleave(data), format=fmt,
-                                       layout=layout)
+    frame = av.AudioFrame.from_ndarray(data if planar else interleave(data),  # type: ignore[arg-type]
+                                       format=fmt, layout=layout)
     frame.sample_rate = sample_rate
     frame.time_base = Fraction(1, sample_rate)
     if pts is not None:

@@ -104,3 +104,42 @@ class AudioFramer:
 
     def buffered_seconds(self) -> float:
         return len(self.ring) / SAMPLE_RATE
+
+
+class TimedResampler:
+    """A :class:`StreamResampler` whose output is placed on a 48 kHz sample timeline.
+
+    The filter returns uneven blocks that lag their input, so a block's time cannot be
+    read off its input's; blocks are laid end to end from an anchor instead. The anchor is
+    set by the first block, by ``restart=True`` (a new stream: the filter's tail is
+    dropped), and when the caller's ``index`` for the input is more than ``tolerance``
+    samples from where the next block would go (the stream really jumped).
+    """
+
+    def __init__(self, tolerance: int = SAMPLE_RATE // 5, quality: str = "HQ"):
+        self.resampler = StreamResampler(quality=quality)
+        self.tolerance = tolerance
+        self.next_index: int | None = None
+
+    @property
+    def anchored(self) -> bool:
+        return self.next_index is not None
+
+    def process(self, x: np.ndarray, in_rate: int, index: int | None,
+                channel_names: tuple[str, ...] | None = None, *, restart: bool = False,
+                finite: bool = False) -> tuple[np.ndarray, int]:
+        """Resample ``x`` (whose first sample belongs at ``index``; ``None``: right after
+        the previous input). Returns the stereo output and the index its first sample
+        goes to."""
+        if restart:
+            self.resampler.flush()
+            self.next_index = None
+        if index is not None and (self.next_index is None
+                                  or abs(index - self.next_index) > self.tolerance):
+            self.next_index = index
+        if self.next_index is None:
+            raise ValueError("the first block of a stream needs an index")
+        out = self.resampler.process(x, in_rate, channel_names, finite=finite)
+        at = self.next_index
+        self.next_index += out.shape[1]
+        return out, at

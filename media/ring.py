@@ -155,6 +155,10 @@ class IndexedAudioRing:
         self.start += dropped
         return dropped
 
+    def clear(self) -> int:
+        """Drop everything buffered (the head moves to ``end``); returns how much."""
+        return self.advance(len(self._ring))
+
     def reset(self, start: int) -> int:
         """Start a new timeline at ``start``; returns the samples thrown away."""
         thrown = len(self._ring)

@@ -1,5 +1,13 @@
 """What the cloud app and the local relay must agree on, and nothing else.
 
-Control-channel messages, capability flags, audio constants and frame conversion,
-the media-clock conventions. No torch, no aiohttp servers, no WebRTC sessions here.
+Control-channel messages (:mod:`.messages`), reserved parameter keys (:mod:`.parameters`),
+capability flags (:mod:`.capabilities`), typed errors (:mod:`.errors`) and the media
+contract (:mod:`.media`). Standard library only: no torch, numpy, aiortc or aiohttp here.
 """
+
+from . import capabilities, errors, media, messages, parameters
+from .capabilities import Capabilities, chain_capabilities
+from .errors import ProtocolError
+
+__all__ = ["Capabilities", "ProtocolError", "capabilities", "chain_capabilities", "errors",
+           "media", "messages", "parameters"]

@@ -38,7 +38,7 @@ def direction(send: bool, receive: bool) -> str:
 def chain_capabilities(stages: Iterable[Capabilities]) -> Capabilities:
     """Flags of a chain of pipelines run in order.
 
-    The rule (ARCHITECTURE.md): a chain produces video iff its *last* stage does (video
+    The rule (docs/architecture.md): a chain produces video iff its *last* stage does (video
     flows stage to stage and only the last one's frames leave), produces audio iff *any*
     stage does (audio is passed through the chain), and accepts video iff its *first*
     stage does.

@@ -74,6 +74,13 @@ class Unavailable(ProtocolError):
     status = 503
 
 
+class Draining(ProtocolError):
+    """The cloud app is shutting down: it finishes live sessions but takes no new ones."""
+
+    code = "DRAINING"
+    status = 503
+
+
 class InvalidAudio(ProtocolError):
     """Audio whose dtype, shape or format cannot be interpreted without guessing."""
 

@@ -1,4 +1,5 @@
-"""Control-channel messages (PROTOCOL.md): parsing, validation and reply builders.
+"""Every control-channel message, both directions: typed requests with their parser and
+builder, reply builders, and the parsers a client reads replies with (docs/protocol.md).
 
 Field names are exactly those of Scope's cloud mode (camelCase where it uses it), so
 either side can talk to the other's counterpart.
@@ -9,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 from .errors import InvalidMessage, ProtocolError, UnknownMessageType
 
@@ -20,10 +21,26 @@ MAX_LOG_LINES = 50
 API_METHODS = frozenset({"GET", "POST", "PATCH", "PUT", "DELETE"})
 
 
+def _message(msg_type: str, request_id: str | None, **fields: Any) -> dict[str, Any]:
+    """A message dict; ``request_id`` only when there is one (Scope's client omits it too)."""
+    out: dict[str, Any] = {"type": msg_type}
+    if request_id is not None:
+        out["request_id"] = request_id
+    out.update(fields)
+    return out
+
+
+# --- requests (client -> cloud) --------------------------------------------------------
+# Each is parsed by the cloud (:func:`parse_request`) and built by a client
+# (``to_message``); ``request_id`` is filled in by whoever sends it.
+
 @dataclass(frozen=True)
 class GetIceServers:
-    request_id: str | None
+    request_id: str | None = None
     type: str = "get_ice_servers"
+
+    def to_message(self) -> dict[str, Any]:
+        return _message(self.type, self.request_id)
 
 
 @dataclass(frozen=True)
@@ -35,6 +52,14 @@ class Offer:
     user_id: str | None = None
     type: str = "offer"
 
+    def to_message(self) -> dict[str, Any]:
+        out = _message(self.type, self.request_id, sdp=self.sdp, sdp_type=self.sdp_type)
+        if self.initial_parameters:  # as Scope's client: only when there are any
+            out["initialParameters"] = dict(self.initial_parameters)
+        if self.user_id is not None:
+            out["user_id"] = self.user_id
+        return out
+
 
 @dataclass(frozen=True)
 class IceCandidate:
@@ -43,6 +68,10 @@ class IceCandidate:
     #: ``{"candidate", "sdpMid", "sdpMLineIndex"}`` or ``None`` for end-of-candidates.
     candidate: dict[str, Any] | None
     type: str = "icecandidate"
+
+    def to_message(self) -> dict[str, Any]:
+        return _message(self.type, self.request_id, sessionId=self.session_id,
+                        candidate=self.candidate)
 
 
 @dataclass(frozen=True)
@@ -53,11 +82,20 @@ class ApiCall:
     body: Any = None
     type: str = "api"
 
+    def to_message(self) -> dict[str, Any]:
+        out = _message(self.type, self.request_id, method=self.method, path=self.path)
+        if self.body is not None:
+            out["body"] = self.body
+        return out
+
 
 @dataclass(frozen=True)
 class Ping:
-    request_id: str | None
+    request_id: str | None = None
     type: str = "ping"
+
+    def to_message(self) -> dict[str, Any]:
+        return _message(self.type, self.request_id)
 
 
 @dataclass(frozen=True)
@@ -66,8 +104,11 @@ class SetUserId:
     user_id: str
     type: str = "set_user_id"
 
+    def to_message(self) -> dict[str, Any]:
+        return _message(self.type, self.request_id, user_id=self.user_id)
 
-Request = Union[GetIceServers, Offer, IceCandidate, ApiCall, Ping, SetUserId]
+
+Request = GetIceServers | Offer | IceCandidate | ApiCall | Ping | SetUserId
 
 
 def _attach(exc: ProtocolError, request_id: str | None) -> ProtocolError:
@@ -190,15 +231,35 @@ def _parse_fields(data: dict[str, Any]) -> Request:
 # --- replies (cloud -> client) ---------------------------------------------------------
 
 def ready(connection_id: str) -> dict[str, Any]:
+    """The cloud's first message on every socket: it can serve requests now."""
     return {"type": "ready", "connection_id": connection_id}
+
+
+def pong(request_id: str | None) -> dict[str, Any]:
+    return _message("pong", request_id, status=200)
+
+
+def user_id_set(user_id: str, request_id: str | None) -> dict[str, Any]:
+    return _message("user_id_set", request_id, user_id=user_id, status=200)
+
+
+def ice_servers(request_id: str | None, servers: list[dict[str, Any]]) -> dict[str, Any]:
+    return _message("ice_servers", request_id, status=200, data={"iceServers": servers})
+
+
+def answer(request_id: str | None, sdp: str, session_id: str) -> dict[str, Any]:
+    return _message("answer", request_id, status=200, sdp=sdp, sdp_type="answer",
+                    sessionId=session_id)
+
+
+def icecandidate_ack(request_id: str | None) -> dict[str, Any]:
+    return _message("icecandidate_ack", request_id, status=200)
 
 
 def error(message: str, code: str, request_id: str | None = None,
           status: int = 400) -> dict[str, Any]:
-    reply: dict[str, Any] = {"type": "error", "error": message, "code": code, "status": status}
-    if request_id is not None:
-        reply["request_id"] = request_id
-    return reply
+    """A failed request (with its ``request_id``), or an unsolicited error (without)."""
+    return _message("error", request_id, error=message, code=code, status=status)
 
 
 def error_from(exc: ProtocolError, request_id: str | None = None) -> dict[str, Any]:
@@ -222,8 +283,7 @@ def api_response(request_id: str | None, status: int, data: Any,
     """An ``api`` reply. ``data`` is always an object; failures carry ``data.detail``."""
     if not isinstance(data, dict):
         data = {"detail": error_message} if error_message else {"value": data}
-    reply: dict[str, Any] = {"type": "api_response", "request_id": request_id,
-                             "status": status, "data": data}
+    reply = _message("api_response", request_id, status=status, data=data)
     if status >= 400:
         reply["error"] = error_message or str(data.get("detail", "request failed"))
         reply["code"] = code or "API_ERROR"
@@ -250,3 +310,79 @@ def encode(message: Mapping[str, Any]) -> str:
     if size > MAX_MESSAGE_BYTES:
         raise ValueError(f"{message.get('type')} message exceeds {MAX_MESSAGE_BYTES} bytes")
     return text
+
+
+# --- replies, read by a client ----------------------------------------------------------
+
+@dataclass(frozen=True)
+class ErrorReply:
+    """An ``error`` message: a refused request, or (without ``request_id``) the cloud's
+    reason for closing."""
+
+    message: str
+    code: str
+    status: int
+
+
+@dataclass(frozen=True)
+class Answer:
+    sdp: str
+    session_id: str
+
+
+@dataclass(frozen=True)
+class ApiReply:
+    """An ``api_response`` as a REST reply: a failure's ``data`` carries ``error`` and
+    ``code`` beside ``detail``, as the relay's own REST errors do."""
+
+    status: int
+    data: dict[str, Any]
+
+
+def parse_error(reply: Mapping[str, Any]) -> ErrorReply:
+    status = reply.get("status")
+    return ErrorReply(str(reply.get("error") or "cloud error"), str(reply.get("code") or "ERROR"),
+                      status if isinstance(status, int) and not isinstance(status, bool)
+                      and 400 <= status <= 599 else 502)
+
+
+def parse_ready(message: Mapping[str, Any]) -> str | None:
+    """The ``connection_id`` of a ``ready`` message (``None`` if the cloud sent none)."""
+    if message.get("type") != "ready":
+        raise InvalidMessage(f"expected 'ready' first, got {message.get('type')!r}")
+    connection_id = message.get("connection_id")
+    return connection_id if isinstance(connection_id, str) else None
+
+
+def parse_ice_servers(reply: Mapping[str, Any]) -> list[dict[str, Any]]:
+    data = reply.get("data")
+    servers = data.get("iceServers") if isinstance(data, dict) else None
+    if servers is None:
+        return []
+    if not isinstance(servers, list) or not all(isinstance(s, dict) for s in servers):
+        raise InvalidMessage("'ice_servers' reply: data.iceServers must be a list of objects")
+    return servers
+
+
+def parse_answer(reply: Mapping[str, Any]) -> Answer:
+    sdp, session_id = reply.get("sdp"), reply.get("sessionId")
+    if not isinstance(sdp, str) or not isinstance(session_id, str):
+        raise InvalidMessage("'answer' reply needs a string 'sdp' and 'sessionId'")
+    return Answer(sdp, session_id)
+
+
+def parse_api_response(reply: Mapping[str, Any]) -> ApiReply:
+    data = reply.get("data")
+    data = dict(data) if isinstance(data, dict) else {}
+    status = reply.get("status", 200)  # Scope's convention: no status is success
+    if not isinstance(status, int) or isinstance(status, bool):
+        raise InvalidMessage("'api_response' status must be an integer")
+    if status >= 400:
+        data["error"] = str(reply.get("error") or data.get("detail") or "failed")
+        data["code"] = str(reply.get("code") or "CLOUD_ERROR")
+    return ApiReply(status, data)
+
+
+def parse_logs(message: Mapping[str, Any]) -> list[str]:
+    lines = message.get("lines")
+    return [str(line) for line in lines] if isinstance(lines, list) else []

@@ -16,29 +16,29 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-import aioice.ice
 from aiortc import RTCConfiguration, RTCIceCandidate, RTCIceServer
 from aiortc.sdp import candidate_from_sdp
 
 from scope_relay.protocol.errors import InvalidMessage
 
+from .aiortc_internals import filter_host_addresses
+
 ENV_LOOPBACK = "SCOPE_RELAY_ICE_LOOPBACK"
 _loopback_only: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "scope_relay_loopback_only", default=False)
-_original_get_host_addresses = aioice.ice.get_host_addresses
 
 
 def loopback_forced_by_env() -> bool:
     return os.environ.get(ENV_LOOPBACK, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
-def _get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+def _loopback_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str] | None:
     if _loopback_only.get() or loopback_forced_by_env():
         return ["127.0.0.1"] if use_ipv4 else []
-    return _original_get_host_addresses(use_ipv4, use_ipv6)
+    return None  # aioice's own choice
 
 
-aioice.ice.get_host_addresses = _get_host_addresses
+filter_host_addresses(_loopback_addresses)
 
 
 @contextlib.contextmanager

@@ -9,16 +9,13 @@ It is process-wide, as aiortc's codec table is; call it before creating peers.
 
 from __future__ import annotations
 
-import aiortc.codecs
-import aiortc.codecs.opus
+from .aiortc_internals import OpusEncoderBase, install_opus_encoder
 
 DEFAULT_BITRATE = 128_000
 APPLICATIONS = ("audio", "voip", "lowdelay")
 
-_BaseOpusEncoder = aiortc.codecs.opus.OpusEncoder
 
-
-class MusicOpusEncoder(_BaseOpusEncoder):
+class MusicOpusEncoder(OpusEncoderBase):
     """aiortc's Opus encoder, tuned by :func:`configure_opus`."""
 
     bitrate = DEFAULT_BITRATE
@@ -37,8 +34,5 @@ def configure_opus(bitrate: int = DEFAULT_BITRATE, application: str = "audio") -
         raise ValueError(f"Opus application must be one of {APPLICATIONS}, got {application!r}")
     MusicOpusEncoder.bitrate = bitrate
     MusicOpusEncoder.application = application
-    aiortc.codecs.OpusEncoder = MusicOpusEncoder  # what aiortc's get_encoder() builds
-    for codec in aiortc.codecs.CODECS["audio"]:
-        if codec.mimeType.lower() == "audio/opus":
-            codec.parameters.update({"stereo": 1, "sprop-stereo": 1,
-                                     "maxaveragebitrate": bitrate})
+    install_opus_encoder(MusicOpusEncoder,
+                         {"stereo": 1, "sprop-stereo": 1, "maxaveragebitrate": bitrate})

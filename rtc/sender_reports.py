@@ -10,12 +10,15 @@ Audio keeps the first report's anchor, so its samples are placed continuously (n
 clicks); video follows the best anchor seen, shifted by the audio's known error, so the
 two stay aligned to within the sender's scheduling jitter. It relies on two aiortc
 internals (the receiver's RTCP entry point and its timestamp mapper); the test suite
-exercises both so an aiortc upgrade that moves them fails loudly.
+exercises both, and both go through :mod:`.aiortc_internals`, whose test fails loudly if
+an aiortc upgrade moves them.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from .aiortc_internals import rtp_origin, tap_rtcp
 
 NTP_UNIX_OFFSET = 2_208_988_800
 
@@ -42,26 +45,19 @@ class SenderReportTap:
         self._first: float | None = None
         self._best: float | None = None
         self._last_pts = 0
-        original = receiver._handle_rtcp_packet
+        tap_rtcp(receiver, self._on_rtcp)
 
-        async def handle_rtcp(packet) -> None:
-            info = getattr(packet, "sender_info", None)
-            # aiortc sends reports before its first packet too, with NTP 0: skip those
-            if info is not None and info.ntp_timestamp and info.packet_count:
-                self.reports += 1
-                if len(self._raw) < 64:
-                    self._raw.append((ntp_to_unix(info.ntp_timestamp), info.rtp_timestamp))
-                self._absorb()
-            await original(packet)
-
-        receiver._handle_rtcp_packet = handle_rtcp
-
-    def _rtp_origin(self) -> int | None:
-        mapper = getattr(self.receiver, "_RTCRtpReceiver__timestamp_mapper", None)
-        return getattr(mapper, "_origin", None)
+    def _on_rtcp(self, packet: Any) -> None:
+        info = getattr(packet, "sender_info", None)
+        # aiortc sends reports before its first packet too, with NTP 0: skip those
+        if info is not None and info.ntp_timestamp and info.packet_count:
+            self.reports += 1
+            if len(self._raw) < 64:
+                self._raw.append((ntp_to_unix(info.ntp_timestamp), info.rtp_timestamp))
+            self._absorb()
 
     def _absorb(self) -> None:
-        origin = self._rtp_origin()
+        origin = rtp_origin(self.receiver)
         if origin is None or not self._raw:
             return
         for seconds, rtp in self._raw:

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The whole test suite (what CI runs). pytest's own exit status is returned, 5 included.
+# The whole test suite (what CI runs): lint and type checks, then pytest. pytest's own exit
+# status is returned, 5 (no tests ran) included.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --system
+scripts/lint.sh
 exec .venv/bin/python -m pytest "$@"

@@ -4,10 +4,12 @@ to keep in step with the stats."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-from prometheus_client.core import GaugeMetricFamily
+from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
 
 
 def session_gauges(prefix: str, sessions: Iterable[tuple[str, Mapping[str, Any]]]
@@ -24,3 +26,26 @@ def session_gauges(prefix: str, sessions: Iterable[tuple[str, Mapping[str, Any]]
                     f"{prefix}_{key}", f"per-session '{key}' of /api/v1/stats", labels=["session"])
             family.add_metric([session_id], float(value))
     yield from families.values()
+
+
+class _Collector:
+    """Adapts a plain generator function to prometheus_client's collector interface."""
+
+    def __init__(self, collect: Callable[[], Iterable[Metric]]):
+        self._collect = collect
+
+    def collect(self) -> Iterable[Metric]:
+        return self._collect()
+
+
+def metrics_handler(collect: Callable[[], Iterable[Metric]]
+                    ) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """A ``GET /metrics`` handler exposing what ``collect()`` yields, in the text format."""
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(_Collector(collect))
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(registry), content_type="text/plain",
+                            charset="utf-8")
+
+    return handler

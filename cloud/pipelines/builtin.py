@@ -125,7 +125,8 @@ class AvSync(Pipeline):
         return PipelineOutput(video=video, audio=audio, sample_rate=sr, fps=self.fps)
 
 
-def _prompt_seed(params: Mapping[str, Any]) -> int:
+def prompt_seed(params: Mapping[str, Any]) -> int:
+    """A number derived from the prompt text: it picks bursty-av's colour and chord."""
     text = " ".join(p["text"] for p in params.get("prompts") or [])
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big")
 
@@ -156,7 +157,7 @@ class BurstyAv(Pipeline):
 
     def __call__(self, inputs, params) -> PipelineOutput:
         self._stop.wait(float(params["generation_delay"]))  # stands in for GPU work
-        seed = _prompt_seed(params)
+        seed = prompt_seed(params)
         fps, sr = int(self.fps), self.sample_rate
         frames, samples = int(self.chunk_seconds * fps), int(self.chunk_seconds * sr)
         h, w = FRAME_SIZE

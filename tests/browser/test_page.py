@@ -7,10 +7,10 @@ import tempfile
 
 import pytest
 
-from chromium import ARGS, CHROMIUM
-from servers import cloud_server, relay_server
 from scope_relay.cloud.app import STATE_KEY
 
+from helpers.chromium import ARGS, CHROMIUM
+from helpers.servers import cloud_server, relay_server
 
 pytestmark = [
     pytest.mark.browser,
@@ -72,7 +72,7 @@ async def test_av_pipeline_plays_video_and_audio_in_chromium(browser):
             "document.querySelector('#video').srcObject.getTracks().map(t => t.kind).sort()")
         assert tracks == ["audio", "video"]
         assert await page.is_hidden("#audio-only")
-        assert await page.evaluate("state.pc.localDescription.sdp.includes('stereo=1')")
+        assert await page.evaluate("scopeRelay.localSdp.includes('stereo=1')")
         await page.click("#mute")
         assert await page.eval_on_selector("#video", "v => v.muted") is False
         await page.click("#stop")
@@ -107,16 +107,16 @@ async def test_page_starts_a_new_session_when_the_relay_drops_it(browser):
         await page.fill("#params input[name=frequency]", "1500")
         await page.dispatch_event("#params input[name=frequency]", "change")
         await page.wait_for_function(AUDIO_ENERGY, timeout=20_000, polling=100)
-        first = await page.evaluate("state.sessionId")
+        first = await page.evaluate("scopeRelay.sessionId")
         async with httpx.AsyncClient(base_url=relay.url) as http:
             assert (await http.delete(f"/api/v1/webrtc/offer/{first}")).status_code == 200
             await page.wait_for_function(
-                f"state.sessionId && state.sessionId !== '{first}' "
-                "&& state.pc?.connectionState === 'connected'", timeout=30_000)
+                f"scopeRelay.sessionId && scopeRelay.sessionId !== '{first}' "
+                "&& scopeRelay.connectionState === 'connected'", timeout=30_000)
             await page.wait_for_function(AUDIO_ENERGY, timeout=20_000, polling=100)
             sessions = (await http.get("/api/v1/stats")).json()["sessions"]
-        assert [s["sessionId"] for s in sessions] == [await page.evaluate("state.sessionId")]
-        assert await page.evaluate("state.restarts") == 1
+        assert [s["sessionId"] for s in sessions] == [await page.evaluate("scopeRelay.sessionId")]
+        assert await page.evaluate("scopeRelay.restarts") == 1
         assert await page.is_disabled("#start") and await page.is_enabled("#stop")
         (cloud_session,) = cloud.app[STATE_KEY].sessions.values()
         assert cloud_session.runner.params["frequency"] == 1500  # the page's setting came back
@@ -128,8 +128,8 @@ async def test_camera_goes_up_and_comes_back_in_chromium(browser):
     async with cloud_server() as cloud, relay_server(cloud) as relay:
         page = await browser.new_page()
         await start_pipeline(page, relay.url, "passthrough")
-        await page.wait_for_function("state.pc?.connectionState === 'connected'", timeout=30_000)
-        assert await page.evaluate("state.camera.getVideoTracks()[0].readyState") == "live"
+        await page.wait_for_function("scopeRelay.connectionState === 'connected'", timeout=30_000)
+        assert await page.evaluate("scopeRelay.cameraTrackState") == "live"
         # frames that came back through both hops carry the camera's picture, not black
         spread = await page.evaluate("""() => new Promise((resolve, reject) => {
             const v = document.querySelector('#video'); let n = 0;
@@ -138,7 +138,10 @@ async def test_camera_goes_up_and_comes_back_in_chromium(browser):
                 if (++n < 24) { v.requestVideoFrameCallback(tick); return; }
                 g.drawImage(v, 0, 0, 32, 32);
                 const px = g.getImageData(0, 0, 32, 32).data; let lo = 255, hi = 0;
-                for (let i = 0; i < px.length; i += 4) { const y = (px[i] + px[i+1] + px[i+2]) / 3; lo = Math.min(lo, y); hi = Math.max(hi, y); }
+                for (let i = 0; i < px.length; i += 4) {
+                    const y = (px[i] + px[i+1] + px[i+2]) / 3;
+                    lo = Math.min(lo, y); hi = Math.max(hi, y);
+                }
                 resolve(hi - lo);
             };
             v.requestVideoFrameCallback(tick);

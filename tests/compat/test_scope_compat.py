@@ -1,6 +1,8 @@
-"""Scope's own cloud client, unchanged, can use our cloud app (PROTOCOL.md, compatibility).
+"""Scope's own cloud client, unchanged, can use our cloud app (docs/scope-compatibility.md;
+the messages themselves: docs/protocol.md).
 
-Each numbered point of that section has a test here that fails if the point is broken.
+Each numbered point of that document's table has a test here that fails if the point is
+broken.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ import pytest
 from scope_relay.cloud.app import STATE_KEY
 from scope_relay.protocol import messages as m
 
+from helpers.control import control_socket
 from helpers.peers import media_sections
 from helpers.scope_client import SCOPE_EXTRA_KEYS, ScopeApiError, ScopeLikeClient
 from helpers.servers import cloud_server
+from helpers.waiting import wait_until
 
 
 async def scope_session(cloud, pipeline: str, *, hint: bool | None = None,
@@ -26,11 +30,13 @@ async def scope_session(cloud, pipeline: str, *, hint: bool | None = None,
     client = ScopeLikeClient(cloud.ws_url, user_id="scope-user")
     await client.connect()
     pipelines = {p["id"]: p for p in (await client.api("GET", "/api/v1/pipelines"))["pipelines"]}
-    await client.api("POST", "/api/v1/pipeline/load", {"pipeline_ids": [pipeline], "load_params": {}})
+    await client.api("POST", "/api/v1/pipeline/load",
+                     {"pipeline_ids": [pipeline], "load_params": {}})
     status = await client.api("GET", "/api/v1/pipeline/status")
     assert status["status"] == "loaded" and status["pipeline_id"] == pipeline
     produces_audio = pipelines[pipeline]["produces_audio"] if hint is None else hint
-    params = {"prompts": [{"text": "a forest", "weight": 1.0}], **SCOPE_EXTRA_KEYS, **(extra or {})}
+    params = {"prompts": [{"text": "a forest", "weight": 1.0}], **SCOPE_EXTRA_KEYS,
+              **(extra or {})}
     await client.start_webrtc(params, produces_audio=produces_audio)
     return client
 
@@ -112,7 +118,8 @@ async def test_3_replies_echo_request_id_carry_status_and_session_id():
 
 async def test_4_unknown_initial_parameters_are_ignored():
     async with cloud_server() as cloud:
-        client = await scope_session(cloud, "test-tone", extra={"some_future_key": [1, 2, {"x": None}]})
+        client = await scope_session(cloud, "test-tone",
+                                     extra={"some_future_key": [1, 2, {"x": None}]})
         try:
             await client.wait_media(audio=10)
             assert client.errors == []
@@ -120,12 +127,18 @@ async def test_4_unknown_initial_parameters_are_ignored():
             await client.close()
 
 
-@pytest.mark.parametrize("pipeline,hint,audio,video", [
-    ("av-sync", False, 0, 10),      # hint says no audio: no audio m-line, video still flows
-    ("test-tone", False, 0, 0),     # audio-only chain offered no audio m-line: silence, no error
-    ("passthrough", True, 0, 5),    # hint says audio, chain has none: audio m-line declined
+#: Cloud media time after which audio, had an audio track been sending it, would have
+#: reached the client: its first chunk goes out one playout delay (0.1 s) after media
+#: time 0, and a loopback hop delivers frames within tens of ms.
+AUDIO_WOULD_HAVE_COME = 1.0
+
+
+@pytest.mark.parametrize("pipeline,hint,video", [
+    ("av-sync", False, 10),      # hint says no audio: no audio m-line, video still flows
+    ("test-tone", False, 0),     # audio-only chain offered no audio m-line: silence, no error
+    ("passthrough", True, 5),    # hint says audio, chain has none: audio m-line declined
 ])
-async def test_5_flags_disagreeing_with_hints_are_not_errors(pipeline, hint, audio, video):
+async def test_5_flags_disagreeing_with_hints_are_not_errors(pipeline, hint, video):
     async with cloud_server() as cloud:
         client = await scope_session(cloud, pipeline, hint=hint)
         try:
@@ -137,6 +150,9 @@ async def test_5_flags_disagreeing_with_hints_are_not_errors(pipeline, hint, aud
                 assert "audio" not in sections and session.audio_track is None
             else:
                 assert sections["audio"] == "inactive"
+            # No audio, waited for: the chain has been running (generating, for av-sync and
+            # test-tone) long enough for audio to have arrived if any were sent.
+            await wait_until(lambda: session.buffer.media_now() >= AUDIO_WOULD_HAVE_COME, 10)
             assert client.audio_frames == 0
             if pipeline == "passthrough":  # Scope's black frames are the input: they come back
                 assert sections["video"] == "sendrecv" and client.black.sent >= 1
@@ -150,10 +166,8 @@ async def test_6_idle_socket_survives_and_dead_peer_is_dropped():
         state = cloud.app[STATE_KEY]
         client = ScopeLikeClient(cloud.ws_url)
         await client.connect()
-        async with aiohttp.ClientSession() as http:
-            # a peer whose WebSocket layer never answers pings: it is detected and dropped
-            dead = await http.ws_connect(cloud.ws_url, autoping=False)
-            assert json.loads((await dead.receive()).data)["type"] == "ready"
+        # a peer whose WebSocket layer never answers pings: it is detected and dropped
+        async with control_socket(cloud, autoping=False) as dead:
             assert state.connections == 2
             while True:  # pings arrive, go unanswered, then the server closes
                 msg = await asyncio.wait_for(dead.receive(), 5)
@@ -165,21 +179,18 @@ async def test_6_idle_socket_survives_and_dead_peer_is_dropped():
             assert not client.ws.closed
             assert state.connections == 1
             assert (await client.api("GET", "/health"))["status"] == "ok"
-            await dead.close()
         await client.close()
 
 
 async def test_7_set_user_id_with_and_without_request_id():
-    async with cloud_server() as cloud, aiohttp.ClientSession() as http:
-        ws = await http.ws_connect(cloud.ws_url)
-        await ws.receive()
+    async with cloud_server() as cloud, control_socket(cloud) as ws:
         await ws.send_json({"type": "set_user_id", "user_id": "u1"})
         reply = await asyncio.wait_for(ws.receive_json(), 5)
-        assert reply["type"] == "user_id_set" and reply["user_id"] == "u1" and "request_id" not in reply
+        assert reply["type"] == "user_id_set" and reply["user_id"] == "u1"
+        assert "request_id" not in reply
         await ws.send_json({"type": "set_user_id", "user_id": "u2", "request_id": "r7"})
         reply = await asyncio.wait_for(ws.receive_json(), 5)
         assert reply["request_id"] == "r7" and reply["user_id"] == "u2"
-        await ws.close()
 
 
 async def test_8_no_authorization_header_needed_without_key_and_refused_with_one():
@@ -192,9 +203,8 @@ async def test_8_no_authorization_header_needed_without_key_and_refused_with_one
             await http.ws_connect(cloud.ws_url)
         assert refused.value.status == 401
         for scheme in ("Key", "Bearer"):
-            ws = await http.ws_connect(cloud.ws_url, headers={"Authorization": f"{scheme} sekrit"})
-            assert (await ws.receive_json())["type"] == "ready"
-            await ws.close()
+            async with control_socket(cloud, headers={"Authorization": f"{scheme} sekrit"}):
+                pass  # connected, and ready came first
 
 
 async def test_9_logs_carry_level_at_most_50_lines_and_stay_small():
@@ -206,7 +216,7 @@ async def test_9_logs_carry_level_at_most_50_lines_and_stay_small():
             for i in range(120):
                 log.warning("line %d", i)
             log.warning("huge %s", "x" * (5 * 1024 * 1024))
-            for i in range(60):  # long lines of the characters JSON escapes the longest
+            for _ in range(60):  # long lines of the characters JSON escapes the longest
                 log.warning("wide %s", ("\x01é😀" * 20_000)[:20_000])
             await client.wait_log_lines("scope_relay.cloud.test", 181, timeout=10)
             received = [line for batch in client.log_messages for line in batch]
@@ -234,7 +244,8 @@ async def test_10_schemas_and_pipeline_id():
             schemas = await client.api("GET", "/api/v1/pipelines/schemas")
             assert set(schemas) >= {"test-tone", "av-sync", "passthrough", "bursty-av"}
             assert schemas["test-tone"]["params"]["frequency"]["type"] == "number"
-            await client.api("POST", "/api/v1/pipeline/load", {"pipeline_ids": ["passthrough", "test-tone"]})
+            await client.api("POST", "/api/v1/pipeline/load",
+                             {"pipeline_ids": ["passthrough", "test-tone"]})
             status = await client.api("GET", "/api/v1/pipeline/status")
             assert status["pipeline_id"] == "test-tone"
             assert status["pipeline_ids"] == ["passthrough", "test-tone"]
@@ -248,12 +259,10 @@ async def test_11_max_duration_and_access_denied_codes():
     async with cloud_server(max_session_seconds=0.5) as cloud:
         client = ScopeLikeClient(cloud.ws_url)
         await client.connect()
-        await asyncio.wait_for(client._reader, 5)  # the server ends the socket
+        await client.wait_closed(5)  # the server ends the socket
         assert [e["code"] for e in client.errors] == ["MAX_DURATION_EXCEEDED"]
         await client.close()
-    async with cloud_server(allowed_user_ids={"alice"}) as cloud, aiohttp.ClientSession() as http:
-        ws = await http.ws_connect(cloud.ws_url)
-        await ws.receive()
+    async with cloud_server(allowed_user_ids={"alice"}) as cloud, control_socket(cloud) as ws:
         await ws.send_json({"type": "set_user_id", "user_id": "mallory"})
         denied = await asyncio.wait_for(ws.receive_json(), 5)
         assert denied == {"type": "error", "error": "Access denied", "code": "ACCESS_DENIED",

@@ -1,5 +1,5 @@
-"""Debian's Chromium as the tests and benchmarks drive it (FACTS.md: these flags, a fresh
-profile, no browser download)."""
+"""Debian's Chromium as the tests and benchmarks drive it: these flags, a fresh profile, no
+browser download (docs/architecture.md, Measuring)."""
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [

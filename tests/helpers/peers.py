@@ -63,7 +63,8 @@ class Received:
 class BrowserPeer:
     """Offers like the page does: recvonly (or sendrecv with a camera) transceivers."""
 
-    def __init__(self, *, video: bool = True, audio: bool = True, camera: MediaStreamTrack | None = None):
+    def __init__(self, *, video: bool = True, audio: bool = True,
+                 camera: MediaStreamTrack | None = None):
         self.pc = RTCPeerConnection(rtc_configuration())
         self.received = Received()
         self.audio_frames = asyncio.Event()
@@ -126,7 +127,8 @@ class BrowserPeer:
         if len(self.received.video) < self._wanted_video:
             await asyncio.wait_for(self._video_goal.wait(), timeout)
 
-    async def connect_relay(self, relay_url: str, initial_parameters: dict[str, Any]) -> httpx.Response:
+    async def connect_relay(self, relay_url: str,
+                            initial_parameters: dict[str, Any]) -> httpx.Response:
         await self.pc.setLocalDescription(await self.pc.createOffer())
         self.offer_sdp = self.pc.localDescription.sdp
         async with httpx.AsyncClient(base_url=relay_url, timeout=60) as http:

@@ -1,6 +1,7 @@
 """A stand-in for Scope's own cloud client (CloudConnectionManager + CloudWebRTCClient,
-v0.1-v0.2 cloud mode), written from PROTOCOL.md's compatibility section, not from our
-relay: it behaves the way that client does, quirks included.
+v0.1-v0.2 cloud mode), written from docs/scope-compatibility.md (the Scope client's
+behaviours; the messages are docs/protocol.md), not from our relay: it behaves the way that
+client does, quirks included.
 
 - waits for ``ready`` as the first text message (30 s to connect, 180 s for ready);
 - sends no ``Authorization`` header and never sends ``ping``;
@@ -37,6 +38,8 @@ from aiortc import (
     RTCSessionDescription,
 )
 from aiortc.mediastreams import MediaStreamError
+
+from helpers.control import open_control
 
 logger = logging.getLogger("scope_like_client")
 SCOPE_EXTRA_KEYS = {"input_mode": "text", "prompt_interpolation_method": "linear",
@@ -106,11 +109,9 @@ class ScopeLikeClient:
 
     async def connect(self) -> None:
         self.http = aiohttp.ClientSession()
-        self.ws = await asyncio.wait_for(self.http.ws_connect(self.ws_url), 30)  # no auth header
-        msg = await asyncio.wait_for(self.ws.receive(), 180)
-        self.first_message = json.loads(msg.data)
-        if self.first_message.get("type") != "ready":
-            raise RuntimeError(f"expected ready first, got {self.first_message}")
+        # no auth header; 30 s to connect, then up to 180 s for ready, asserted to be first
+        self.ws, self.first_message = await open_control(
+            self.http, self.ws_url, connect_timeout=30, ready_timeout=180)
         self._reader = asyncio.ensure_future(self._read())
         if self.user_id:
             await self.ws.send_str(json.dumps({"type": "set_user_id", "user_id": self.user_id}))
@@ -157,7 +158,8 @@ class ScopeLikeClient:
     async def start_webrtc(self, initial_parameters: dict | None, produces_audio: bool,
                            timeout: float = 30.0) -> None:
         ice = await self.request("get_ice_servers")
-        servers = [RTCIceServer(**{k: v for k, v in s.items() if k in ("urls", "username", "credential")})
+        servers = [RTCIceServer(**{k: v for k, v in s.items()
+                                   if k in ("urls", "username", "credential")})
                    for s in ice["data"]["iceServers"]]
         self.pc = pc = RTCPeerConnection(RTCConfiguration(iceServers=servers))
         pc.addTransceiver(self.black, direction="sendrecv")
@@ -198,6 +200,11 @@ class ScopeLikeClient:
                 self._media.set()
         except MediaStreamError:
             pass
+
+    async def wait_closed(self, timeout: float) -> None:
+        """Until the server ends the control socket (the reader has read its last message)."""
+        assert self._reader is not None, "not connected"
+        await asyncio.wait_for(asyncio.shield(self._reader), timeout)
 
     async def close(self) -> None:
         for task in self._tasks:

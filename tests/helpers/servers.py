@@ -4,48 +4,33 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-
-from aiohttp import web
+from typing import Any
 
 from scope_relay.cloud.app import CloudConfig, create_app
 from scope_relay.local.cloud_target import CloudTarget
 from scope_relay.local.server import RelayConfig, create_relay_app
+from scope_relay.util.serve import Served, serve
 
+__all__ = ["Served", "cloud_server", "relay_server", "serve"]
 
-@dataclass
-class Served:
-    url: str
-    app: web.Application
-
-    @property
-    def ws_url(self) -> str:
-        return self.url.replace("http://", "ws://") + "/ws"
+#: Tests close their clients first; a handler still running after this long is cut off.
+SHUTDOWN_TIMEOUT = 1.0
 
 
 @contextlib.asynccontextmanager
-async def serve(app: web.Application, port: int = 0) -> AsyncIterator[Served]:
-    """``port`` 0: a free one; a given port lets a test restart a server where it was."""
-    runner = web.AppRunner(app, shutdown_timeout=1.0)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", port)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    try:
-        yield Served(f"http://127.0.0.1:{port}", app)
-    finally:
-        await runner.cleanup()
-
-
-@contextlib.asynccontextmanager
-async def cloud_server(**config) -> AsyncIterator[Served]:
+async def cloud_server(*, port: int = 0, **config: Any) -> AsyncIterator[Served]:
+    """The cloud app with ``CloudConfig(**config)`` (loopback ICE unless told otherwise).
+    ``port`` 0: a free one; a given port lets a test restart the app where it was."""
     config.setdefault("loopback_ice", True)
-    async with serve(create_app(CloudConfig(**config))) as served:
+    app = create_app(CloudConfig(**config))
+    async with serve(app, port=port, shutdown_timeout=SHUTDOWN_TIMEOUT) as served:
         yield served
 
 
 @contextlib.asynccontextmanager
-async def relay_server(cloud: Served, **config) -> AsyncIterator[Served]:
+async def relay_server(cloud: Served, **config: Any) -> AsyncIterator[Served]:
+    """The relay, its cloud target ``cloud``'s control socket."""
     config.setdefault("loopback_ice", True)
-    async with serve(create_relay_app(RelayConfig(CloudTarget(cloud.ws_url), **config))) as served:
+    app = create_relay_app(RelayConfig(CloudTarget(cloud.ws_url), **config))
+    async with serve(app, shutdown_timeout=SHUTDOWN_TIMEOUT) as served:
         yield served

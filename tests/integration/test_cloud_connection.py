@@ -9,12 +9,13 @@ import time
 import httpx
 import pytest
 
-from scope_relay.cloud.app import STATE_KEY, CloudConfig, create_app
+from scope_relay.cloud.app import STATE_KEY
 from scope_relay.local.cloud_connection import CloudConnectionManager, CloudError
 from scope_relay.local.cloud_target import CloudTarget
+from scope_relay.protocol import messages as m
 from scope_relay.protocol.errors import Unavailable
 
-from helpers.servers import cloud_server, serve
+from helpers.servers import cloud_server
 
 
 async def test_error_reply_reaches_its_waiter_at_once():
@@ -24,7 +25,7 @@ async def test_error_reply_reaches_its_waiter_at_once():
         try:
             started = time.monotonic()
             with pytest.raises(CloudError) as failure:
-                await manager.request("offer", sdp="garbage", sdp_type="offer")
+                await manager.request(m.Offer(None, "garbage"))
             assert failure.value.code == "INVALID_SDP"
             assert time.monotonic() - started < 2.0  # not the 30 s request timeout
             status, data = await manager.api("GET", "/api/v1/no/such")
@@ -34,25 +35,26 @@ async def test_error_reply_reaches_its_waiter_at_once():
 
 
 async def test_pending_requests_fail_when_the_socket_closes_and_it_reconnects():
-    app = create_app(CloudConfig(loopback_ice=True))
     never = asyncio.Event()
 
     async def slow(body):  # stands in for a model install that takes minutes
         await never.wait()
         return {}
 
-    app[STATE_KEY].router._routes["/api/v1/slow"] = {"GET": slow}
-    async with serve(app) as cloud:
+    async with cloud_server() as cloud:
+        state = cloud.app[STATE_KEY]
+        state.router.add_route("/api/v1/slow", "GET", slow)
         manager = CloudConnectionManager(CloudTarget(cloud.ws_url), request_timeout=30)
         await manager.start()
         try:
             await manager.wait_ready(10)
             first_connection = manager.connection_id
             pending = asyncio.ensure_future(manager.api("GET", "/api/v1/slow"))
-            while not manager._pending:  # the request is on the wire
+            while not manager.pending_requests:  # the request is on the wire
                 await asyncio.sleep(0)
             started = time.monotonic()
-            await manager._ws.close()  # the connection drops
+            for channel in list(state.control_channels):  # the connection drops
+                await channel.close(1001, "test")
             with pytest.raises(Unavailable):
                 await asyncio.wait_for(pending, 5)
             assert time.monotonic() - started < 2.0  # failed at once, not after 30 s

@@ -6,8 +6,7 @@ import pytest
 
 from scope_relay.local.server import RELAY_KEY
 
-from helpers.peers import BrowserPeer, ColourCamera, media_sections
-from helpers.servers import cloud_server, relay_server
+from helpers.peers import ColourCamera, connected, media_sections
 
 CASES = {
     # pipeline: (cloud-hop offer, cloud-hop answer, browser answer)
@@ -15,33 +14,30 @@ CASES = {
                   {"video": "inactive", "audio": "sendonly"}),
     "passthrough": ({"video": "sendrecv"}, {"video": "sendrecv"},
                     {"video": "sendrecv", "audio": "inactive"}),
-    "av-sync": ({"video": "recvonly", "audio": "recvonly"}, {"video": "sendonly", "audio": "sendonly"},
+    "av-sync": ({"video": "recvonly", "audio": "recvonly"},
+                {"video": "sendonly", "audio": "sendonly"},
                 {"video": "sendonly", "audio": "sendonly"}),
 }
 
 
 @pytest.mark.parametrize("pipeline", list(CASES))
-async def test_transceivers_follow_flags_on_both_hops(pipeline):
+async def test_transceivers_follow_flags_on_both_hops(pipeline, stack):
     cloud_offer, cloud_answer, browser_answer = CASES[pipeline]
     camera = ColourCamera() if pipeline == "passthrough" else None
-    async with cloud_server() as cloud, relay_server(cloud) as relay:
-        peer = BrowserPeer(video=True, audio=True, camera=camera)
-        try:
-            response = await peer.connect_relay(relay.url, {"pipeline_ids": [pipeline]})
-            assert response.status_code == 200, response.text
-            (session,) = relay.app[RELAY_KEY].sessions.values()
-            cloud_pc = session.cloud.pc
-            offer = media_sections(cloud_pc.localDescription.sdp)
-            answer = media_sections(cloud_pc.remoteDescription.sdp)
-            assert {k: v for k, v in offer.items() if k != "application"} == cloud_offer
-            assert {k: v for k, v in answer.items() if k != "application"} == cloud_answer
-            assert offer["application"] == "data"
-            browser = media_sections(peer.answer_sdp)
-            assert {k: v for k, v in browser.items() if k != "application"} == browser_answer
-            # what actually flows matches: no track without media
-            if "audio" not in cloud_offer:
-                assert session.audio_track is None
-            if cloud_answer.get("video") not in ("sendonly", "sendrecv"):
-                assert session.video_track is None
-        finally:
-            await peer.close()
+    _, relay = stack
+    async with connected(relay.url, {"pipeline_ids": [pipeline]}, video=True, audio=True,
+                         camera=camera) as peer:
+        (session,) = relay.app[RELAY_KEY].sessions.values()
+        cloud_pc = session.cloud.pc
+        offer = media_sections(cloud_pc.localDescription.sdp)
+        answer = media_sections(cloud_pc.remoteDescription.sdp)
+        assert {k: v for k, v in offer.items() if k != "application"} == cloud_offer
+        assert {k: v for k, v in answer.items() if k != "application"} == cloud_answer
+        assert offer["application"] == "data"
+        browser = media_sections(peer.answer_sdp)
+        assert {k: v for k, v in browser.items() if k != "application"} == browser_answer
+        # what actually flows matches: no track without media
+        if "audio" not in cloud_offer:
+            assert session.audio_track is None
+        if cloud_answer.get("video") not in ("sendonly", "sendrecv"):
+            assert session.video_track is None

@@ -19,10 +19,12 @@ from scope_relay.local import browser_session as relay_session
 from scope_relay.local.cloud_connection import CloudConnectionManager
 from scope_relay.local.cloud_target import CloudTarget
 from scope_relay.local.server import RELAY_KEY
+from scope_relay.protocol import messages as m
 from scope_relay.protocol.errors import Unavailable
 
+from helpers.control import control_socket
 from helpers.peers import BrowserPeer
-from helpers.servers import cloud_server, relay_server
+from helpers.servers import cloud_server
 
 
 class GatedPipeline(Pipeline):
@@ -63,22 +65,17 @@ async def test_a_load_whose_caller_gives_up_still_finishes():
 
 
 async def test_user_id_is_known_to_the_very_next_message():
-    async with cloud_server(require_user_id=True) as cloud, aiohttp.ClientSession() as http:
-        ws = await http.ws_connect(cloud.ws_url)
-        assert (await ws.receive_json())["type"] == "ready"
+    async with cloud_server(require_user_id=True) as cloud, control_socket(cloud) as ws:
         await ws.send_str('{"type": "set_user_id", "user_id": "u1"}')
         await ws.send_str('{"type": "get_ice_servers", "request_id": "i1"}')  # no waiting
         replies = [await asyncio.wait_for(ws.receive_json(), 5) for _ in range(2)]
         assert [r["type"] for r in replies] == ["user_id_set", "ice_servers"], replies
         assert not ws.closed
-        await ws.close()
 
 
 async def test_session_and_request_limits_answer_busy():
     async with cloud_server(max_sessions=1, max_requests_in_flight=1) as cloud, \
-            aiohttp.ClientSession() as http:
-        ws = await http.ws_connect(cloud.ws_url)
-        assert (await ws.receive_json())["type"] == "ready"
+            control_socket(cloud) as ws:
         peers = [BrowserPeer(video=False), BrowserPeer(video=False)]
         try:
             for peer in peers:
@@ -95,7 +92,8 @@ async def test_session_and_request_limits_answer_busy():
             assert replies[1]["request_id"] == "o1" and len(cloud.app[STATE_KEY].sessions) == 1
             # two requests at once with room for one: the second is refused, not queued
             await ws.send_str('{"type": "api", "request_id": "a1", "method": "POST", '
-                              '"path": "/api/v1/pipeline/load", "body": {"pipeline_ids": ["av-sync"]}}')
+                              '"path": "/api/v1/pipeline/load", '
+                              '"body": {"pipeline_ids": ["av-sync"]}}')
             await ws.send_str('{"type": "api", "request_id": "a2", "method": "GET", '
                               '"path": "/api/v1/pipelines"}')
             await ws.send_str('{"type": "get_ice_servers", "request_id": "a3"}')
@@ -111,29 +109,28 @@ async def test_session_and_request_limits_answer_busy():
         finally:
             for peer in peers:
                 await peer.close()
-            await ws.close()
 
 
-async def test_a_browser_that_never_connects_is_let_go(monkeypatch):
+async def test_a_browser_that_never_connects_is_let_go(monkeypatch, stack):
     """A page that posts its offer and goes away must not hold a cloud session forever."""
     monkeypatch.setattr(relay_session, "CONNECT_TIMEOUT", 1.0)
-    async with cloud_server() as cloud, relay_server(cloud) as relay:
-        peer = BrowserPeer(video=False)
-        try:
-            await peer.pc.setLocalDescription(await peer.pc.createOffer())
-            async with aiohttp.ClientSession() as http:
-                async with http.post(f"{relay.url}/api/v1/webrtc/offer", json={
-                        "sdp": peer.pc.localDescription.sdp, "type": "offer",
-                        "initialParameters": {"pipeline_ids": ["test-tone"]}}) as response:
-                    assert response.status == 200
-            # the answer is never applied: this browser is gone
-            (session,) = relay.app[RELAY_KEY].sessions.values()
-            (cloud_session,) = cloud.app[STATE_KEY].sessions.values()
-            await asyncio.wait_for(session.closed.wait(), 20)
-            await asyncio.wait_for(cloud_session.closed.wait(), 20)
-            assert not relay.app[RELAY_KEY].sessions and not cloud.app[STATE_KEY].sessions
-        finally:
-            await peer.close()
+    cloud, relay = stack
+    peer = BrowserPeer(video=False)
+    try:
+        await peer.pc.setLocalDescription(await peer.pc.createOffer())
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"{relay.url}/api/v1/webrtc/offer", json={
+                    "sdp": peer.pc.localDescription.sdp, "type": "offer",
+                    "initialParameters": {"pipeline_ids": ["test-tone"]}}) as response:
+                assert response.status == 200
+        # the answer is never applied: this browser is gone
+        (session,) = relay.app[RELAY_KEY].sessions.values()
+        (cloud_session,) = cloud.app[STATE_KEY].sessions.values()
+        await asyncio.wait_for(session.closed.wait(), 20)
+        await asyncio.wait_for(cloud_session.closed.wait(), 20)
+        assert not relay.app[RELAY_KEY].sessions and not cloud.app[STATE_KEY].sessions
+    finally:
+        await peer.close()
 
 
 async def test_requests_waiting_for_a_cloud_that_never_comes_fail_on_close():
@@ -142,16 +139,14 @@ async def test_requests_waiting_for_a_cloud_that_never_comes_fail_on_close():
         port = sock.getsockname()[1]
     manager = CloudConnectionManager(CloudTarget(f"ws://127.0.0.1:{port}/ws"), ready_timeout=300)
     await manager.start()
-    waiting = asyncio.ensure_future(manager.request("get_ice_servers"))
+    waiting = asyncio.ensure_future(manager.request(m.GetIceServers()))
     await manager.close()
     with pytest.raises(Unavailable, match="closed"):
         await asyncio.wait_for(waiting, 5)  # at once, not after the 300 s ready timeout
 
 
 async def test_offers_arriving_together_still_respect_the_session_limit():
-    async with cloud_server(max_sessions=1) as cloud, aiohttp.ClientSession() as http:
-        ws = await http.ws_connect(cloud.ws_url)
-        assert (await ws.receive_json())["type"] == "ready"
+    async with cloud_server(max_sessions=1) as cloud, control_socket(cloud) as ws:
         peers = [BrowserPeer(video=False) for _ in range(3)]
         try:
             for peer in peers:
@@ -171,4 +166,3 @@ async def test_offers_arriving_together_still_respect_the_session_limit():
         finally:
             for peer in peers:
                 await peer.close()
-            await ws.close()

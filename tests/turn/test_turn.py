@@ -18,6 +18,7 @@ from aiortc.mediastreams import MediaStreamError
 from scope_relay.cloud.ice_servers import IceServerConfig
 from scope_relay.rtc.ice import rtc_configuration
 
+from helpers.control import open_control
 from helpers.peers import media_sections
 from helpers.servers import cloud_server
 
@@ -67,8 +68,7 @@ def candidate_types(sdp: str) -> set[str]:
 
 async def connect_through(http: aiohttp.ClientSession, cloud):
     """Control socket, ICE servers from the cloud, and an offer gathered with them."""
-    ws = await http.ws_connect(cloud.ws_url)
-    assert (await ws.receive_json())["type"] == "ready"
+    ws, _ = await open_control(http, cloud.ws_url)
     await ws.send_json({"type": "get_ice_servers", "request_id": "i"})
     servers = (await ws.receive_json())["data"]["iceServers"]
     pc = RTCPeerConnection(rtc_configuration(servers))
@@ -90,7 +90,8 @@ async def connect_through(http: aiohttp.ClientSession, cloud):
 
 
 async def test_relay_only_media_flows_through_coturn(coturn, no_host_candidates):
-    ice = IceServerConfig(turn_urls=[f"turn:127.0.0.1:{coturn}?transport=udp"], turn_secret=SECRET)
+    ice = IceServerConfig(turn_urls=[f"turn:127.0.0.1:{coturn}?transport=udp"],
+                          turn_secret=SECRET)
     async with cloud_server(ice=ice) as cloud, aiohttp.ClientSession() as http:
         ws, pc, servers, offer_sdp, frames = await connect_through(http, cloud)
         try:
@@ -113,7 +114,8 @@ async def test_relay_only_media_flows_through_coturn(coturn, no_host_candidates)
 
 
 async def test_wrong_secret_gives_no_relay_candidates(coturn, no_host_candidates):
-    ice = IceServerConfig(turn_urls=[f"turn:127.0.0.1:{coturn}?transport=udp"], turn_secret="wrong")
+    ice = IceServerConfig(turn_urls=[f"turn:127.0.0.1:{coturn}?transport=udp"],
+                          turn_secret="wrong")
     async with cloud_server(ice=ice) as cloud, aiohttp.ClientSession() as http:
         ws, pc, servers, offer_sdp, frames = await connect_through(http, cloud)
         try:

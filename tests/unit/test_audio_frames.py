@@ -126,7 +126,7 @@ def test_relay_resamples_other_rates_continuously():
     tone = (0.5 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32)
     for k in range(len(tone) // n):
         frame = array_to_frame(np.stack([tone[k * n:(k + 1) * n]] * 2), "fltp", rate)
-        client._deliver("audio", frame, cloud_time=50.0 + k * 0.02, arrival=50.05 + k * 0.02)
+        client.deliver("audio", frame, cloud_time=50.0 + k * 0.02, arrival=50.05 + k * 0.02)
     asyncio.run(processor.first_audio())
     out = np.concatenate([processor.take_audio(960) for _ in range(90)], axis=1)[0] / 32768
     assert processor.audio_gap_samples == 0 and processor.audio_overlap_samples == 0
@@ -172,7 +172,7 @@ def test_raised_delay_is_given_back_when_the_network_calms_down():
 
     frame(0.05)  # sets the offset: 50 ms
     asyncio.run(processor.first_audio())
-    for k in range(50):  # on time, consumed as they are due
+    for _ in range(50):  # on time, consumed as they are due
         now[0] = t + 0.2
         frame(0.05)
         processor.take_audio(960)
@@ -181,7 +181,7 @@ def test_raised_delay_is_given_back_when_the_network_calms_down():
     frame(0.05 + 0.15 + 0.1)  # ...100 ms past its release time
     assert 0.1 <= processor.extra_delay <= 0.12
     raised = processor.extra_delay
-    for k in range(60 * 50):  # a calm minute
+    for _ in range(60 * 50):  # a calm minute
         now[0] = t + 0.05 + 0.15 + processor.extra_delay
         frame(0.05)
         processor.take_audio(960)

@@ -45,9 +45,9 @@ def test_rate_and_layout_change_mid_stream_is_continuous():
         buffer = MediaBuffer(loop, max_buffer=60.0)
         runner = PipelineRunner([pipeline], buffer)
         for _ in range(len(schedule)):
-            runner._emit(runner._call_chain(None))
-        assert runner._resampler.rebuilds == 2
-        total = len(buffer._audio)
+            assert runner.step()  # every call made a chunk
+        assert runner.resampler_rebuilds == 2
+        total = buffer.audio_buffered
         # every input second is there, less what the last filter still holds (< 30 ms)
         assert 3.0 * 48_000 - 0.03 * 48_000 <= total <= 3.0 * 48_000
         out = buffer.take_audio(total)
@@ -101,10 +101,11 @@ def test_missing_audio_is_silence_not_a_stall():
     now = [0.0]
     try:
         buffer = MediaBuffer(loop, max_buffer=60.0, clock=lambda: now[0])
-        runner = PipelineRunner([SometimesSilent([True, True] + [False] * 6 + [True, True])], buffer)
+        chain = [SometimesSilent([True, True] + [False] * 6 + [True, True])]
+        runner = PipelineRunner(chain, buffer)
         frames = []
         for chunk in range(10):  # 5 s of video; audio in the first and the last second
-            runner._emit(runner._call_chain(None))
+            assert runner.step()
             for k in range(25):  # play the chunk's 0.5 s out on a simulated clock
                 now[0] = buffer.epoch + buffer.playout_delay + (chunk * 25 + k) * 0.02
                 frames.append(buffer.take_audio(960))
@@ -127,10 +128,10 @@ def test_audio_without_an_audio_track_is_not_stored():
         buffer = MediaBuffer(loop, max_buffer=6.0, audio_clocked=False, clock=lambda: 0.0)
         runner = PipelineRunner([SometimesSilent([True] * 100)], buffer)
         for _ in range(100):  # 50 s of video with audio
-            runner._emit(runner._call_chain(None))
+            assert runner.step()
             while buffer.pop_video() is not None:
                 pass
     finally:
         loop.close()
-    assert len(buffer._audio) == 0
+    assert buffer.audio_buffered == 0
     assert buffer.audio_output_samples() == 0  # skipping media never moved the output

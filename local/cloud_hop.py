@@ -1,0 +1,98 @@
+"""CloudHop: one browser session's media hop to the cloud, kept up across failures.
+
+aiortc has no ICE restart, so when the hop fails a new CloudWebRTCClient (a new peer
+connection and a new cloud session) is built to feed the same FrameProcessor; the
+browser's hop stays up meanwhile (audio plays silence, video holds) and playback resumes
+on the cloud's clock. Every parameter the browser set is remembered and restored on the
+new hop; the chain stays the one this session negotiated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from scope_relay.protocol.parameters import CHAIN_KEYS, PIPELINE_IDS
+from scope_relay.util.tasks import OwnedTasks
+
+from .cloud_peer import CloudWebRTCClient
+
+logger = logging.getLogger(__name__)
+
+#: parameters remembered for a reconnect; beyond this the oldest key is forgotten
+MAX_PARAMETER_KEYS = 256
+
+
+class CloudHop:
+    def __init__(self, new_client: Callable[[], CloudWebRTCClient], *, pipeline_ids: list[str],
+                 initial_parameters: Mapping[str, Any], name: str = "session"):
+        #: builds an unconnected client for a new hop (each feeds the same FrameProcessor)
+        self._new_client = new_client
+        self.name = name
+        self.client: CloudWebRTCClient | None = None
+        #: every parameter update forwarded so far, merged: a new hop starts from them,
+        #: not from the offer's initial values
+        self.parameter_state: dict[str, Any] = {}
+        self.reconnects = 0
+        self.parameters_forgotten = 0
+        self._initial = {**initial_parameters, PIPELINE_IDS: list(pipeline_ids)}
+        self._tasks = OwnedTasks()
+
+    async def connect(self) -> None:
+        """Build the first hop, then keep it up in the background."""
+        self.client = self._new_client()
+        await self.client.connect(self._initial)
+        self._tasks.spawn(self._keep_connected())
+
+    def forward(self, raw: str, updates: Mapping[str, Any]) -> None:
+        """A browser ``parameters`` message: sent on unchanged (observe, never edit) and
+        remembered for the next hop."""
+        if self.client is not None:
+            self.client.send_parameters(raw)
+        self.parameter_state.update((k, v) for k, v in updates.items() if k not in CHAIN_KEYS)
+        while len(self.parameter_state) > MAX_PARAMETER_KEYS:  # oldest keys go first
+            del self.parameter_state[next(iter(self.parameter_state))]
+            self.parameters_forgotten += 1
+
+    async def _keep_connected(self) -> None:
+        backoff = 0.5
+        while True:
+            assert self.client is not None
+            await self.client.failed.wait()
+            logger.warning("%s: cloud media connection lost, reconnecting", self.name)
+            await self.client.close()
+            while True:
+                client = self._new_client()
+                restored = dict(self.parameter_state)
+                try:
+                    await client.connect({**self._initial, **restored})
+                except BaseException as exc:
+                    await client.close()
+                    if not isinstance(exc, Exception):
+                        raise  # cancelled by close(): the half-built client is closed too
+                    logger.warning("%s: reconnecting to the cloud failed: %s", self.name, exc)
+                    await asyncio.sleep(backoff)
+                    backoff = min(2 * backoff, 10.0)
+                    continue
+                self.client, backoff = client, 0.5
+                self.reconnects += 1
+                # what the browser changed while we connected went to the old channel
+                changed = {k: v for k, v in self.parameter_state.items()
+                           if k not in restored or restored[k] != v}
+                if changed:
+                    client.send_parameters(json.dumps(changed))
+                break
+
+    def stats(self) -> dict[str, Any]:
+        out = self.client.stats() if self.client is not None else {}
+        out["cloud_reconnects"] = self.reconnects
+        out["parameters_forgotten"] = self.parameters_forgotten
+        return out
+
+    async def close(self) -> None:
+        await self._tasks.cancel_all()
+        if self.client is not None:
+            await self.client.close()

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Lint and type checks (part of scripts/test.sh): ruff over the tree, mypy over the packages.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+.venv/bin/ruff check --quiet .
+# mypy checks the packages under their import names: a tree of links, since the folders
+# are mapped to scope_relay.* by setuptools (which mypy cannot follow).
+tree=build/typecheck/scope_relay
+mkdir -p "$tree"
+for pkg in protocol media rtc util cloud local cli; do ln -sfn "../../../$pkg" "$tree/$pkg"; done
+(cd build/typecheck && ../../.venv/bin/mypy --config-file ../../pyproject.toml -p scope_relay)
