@@ -69,6 +69,12 @@ def _add_relay_options(p: argparse.ArgumentParser) -> None:
                    help="relay playout delay in seconds (default 0.15)")
     g.add_argument("--browser-stun-url", action="append", default=[], metavar="URL",
                    help="STUN server for the browser hop (none by default)")
+    g.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                   help="another host name the page may be opened at (e.g. this machine's LAN "
+                        "address with --host 0.0.0.0); 127.0.0.1, localhost and [::1] always work")
+    g.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                   help="another origin allowed to drive the relay's API (e.g. "
+                        "http://localhost:5173); other web pages are refused")
     g.add_argument("--browser-loopback-ice", action="store_true",
                    help="restrict the browser hop to 127.0.0.1 (tests; needs Chromium's "
                         "--allow-loopback-in-peer-connection)")
@@ -173,7 +179,9 @@ async def run_relay(args, *, force_embedded: bool) -> None:
         browser_ice = [{"urls": [u]} for u in args.browser_stun_url]
         config = RelayConfig(target, browser_ice_servers=browser_ice,
                              loopback_ice=args.browser_loopback_ice,
-                             playout_delay=args.playout_delay, opus_bitrate=args.opus_bitrate)
+                             playout_delay=args.playout_delay, opus_bitrate=args.opus_bitrate,
+                             listen_host=args.host, allow_hosts=args.allow_host,
+                             allow_origins=args.allow_origin)
         relay = await stack.enter_async_context(
             serve(create_relay_app(config), args.host, args.port))
         print(f"open the page: {relay.url}/", flush=True)

@@ -35,6 +35,20 @@ class CloudError(ProtocolError):
     """An ``error`` reply from the cloud, with its code."""
 
 
+class CloudRefused(ProtocolError):
+    """A failure no retry fixes by itself: the key was refused, or there is no cloud app
+    at the URL. Requests fail at once with it (503) instead of waiting for ``ready``."""
+
+    code = "CLOUD_REFUSED"
+    status = 503
+
+
+#: After a refusal the relay tries again only this rarely (a key fixed on the cloud side).
+REFUSED_RETRY_SECONDS = 60.0
+#: ``error`` codes in place of ``ready`` that mean the same as an HTTP 401/403.
+_REFUSAL_CODES = frozenset({"UNAUTHORIZED", "ACCESS_DENIED"})
+
+
 class CloudConnectionManager:
     def __init__(self, target: CloudTarget, *, ready_timeout: float = 300.0,
                  request_timeout: float = 30.0, ping_interval: float = 20.0,
@@ -45,7 +59,7 @@ class CloudConnectionManager:
         self.ping_interval = ping_interval
         self.reconnect = reconnect
         self.user_id = user_id
-        self.state = "idle"  # connecting | ready | reconnecting | error | closed
+        self.state = "idle"  # connecting | ready | reconnecting | refused | error | closed
         self.stage = ""
         self.last_error: str | None = None
         self.connection_id: str | None = None
@@ -71,6 +85,8 @@ class CloudConnectionManager:
         except TimeoutError:
             raise Unavailable(f"cloud app not ready ({self.state}"
                               f"{': ' + self.last_error if self.last_error else ''})") from None
+        if self.state == "refused":  # a refusal is answered at once, in words
+            raise CloudRefused(self.last_error or "the cloud app refused the connection")
         if self.state in ("closed", "error"):  # woken by close() or by giving up
             raise Unavailable(f"cloud connection {self.state}"
                               f"{': ' + self.last_error if self.last_error else ''}")
@@ -137,6 +153,16 @@ class CloudConnectionManager:
                 await self._connect_once()
             except asyncio.CancelledError:
                 raise
+            except CloudRefused as exc:
+                self.last_error = exc.message
+                logger.error("cloud connection refused: %s (trying again in %.0f s)",
+                             exc.message, REFUSED_RETRY_SECONDS)
+                self._fail_pending(exc)
+                self.state = "refused"
+                self._ready.set()  # waiters wake and fail at once
+                await asyncio.sleep(REFUSED_RETRY_SECONDS)
+                self._ready.clear()
+                continue
             except Exception as exc:
                 self.last_error = str(exc) or type(exc).__name__
                 logger.warning("cloud connection: %s", self.last_error)
@@ -156,9 +182,16 @@ class CloudConnectionManager:
         headers = {"Authorization": f"Key {self.target.api_key}"} if self.target.api_key else {}
         self.stage = "connecting websocket"
         assert self._http is not None
-        async with self._http.ws_connect(self.target.ws_url, headers=headers,
-                                         max_msg_size=m.MAX_MESSAGE_BYTES * 2,
-                                         timeout=aiohttp.ClientWSTimeout(ws_close=5.0)) as ws:
+        try:
+            ws = await self._http.ws_connect(self.target.ws_url, headers=headers,
+                                             max_msg_size=m.MAX_MESSAGE_BYTES * 2,
+                                             timeout=aiohttp.ClientWSTimeout(ws_close=5.0))
+        except aiohttp.WSServerHandshakeError as exc:
+            refusal = self._refusal(exc.status)
+            if refusal is None:
+                raise
+            raise refusal from None
+        async with ws:
             self._ws = ws
             self.stage = "waiting for ready"
             first = await asyncio.wait_for(ws.receive(), self.ready_timeout)
@@ -167,6 +200,8 @@ class CloudConnectionManager:
             hello = m.decode_json_object(first.data)
             if hello["type"] == "error":
                 refused = m.parse_error(hello)
+                if refused.code in _REFUSAL_CODES:
+                    raise CloudRefused(f"the cloud app refused this relay: {refused.message}")
                 raise CloudError(refused.message, code=refused.code, status=refused.status)
             try:
                 self.connection_id = m.parse_ready(hello)
@@ -187,6 +222,15 @@ class CloudConnectionManager:
                 self._ws = None
             close_reason = self.last_error or f"closed with code {ws.close_code}"
             self.last_error = close_reason
+
+    def _refusal(self, status: int) -> CloudRefused | None:
+        """The permanent failure an HTTP status of the WebSocket upgrade means, if any."""
+        if status in (401, 403):
+            hint = "" if self.target.api_key else " (none was given: set SCOPE_CLOUD_API_KEY)"
+            return CloudRefused(f"the cloud app refused the API key{hint}")
+        if status == 404:
+            return CloudRefused(f"no cloud app at {self.target.ws_url}")
+        return None
 
     async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         async for msg in ws:

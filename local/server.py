@@ -20,6 +20,7 @@ from scope_relay.util.metrics import metrics_handler, session_gauges
 from .browser_session import BrowserSession
 from .cloud_connection import CloudConnectionManager
 from .cloud_target import CloudTarget
+from .same_origin import SameOriginPolicy, same_origin_middleware
 
 logger = logging.getLogger(__name__)
 RELAY_KEY: web.AppKey[LocalRelay] = web.AppKey("relay")
@@ -44,6 +45,16 @@ class RelayConfig:
     ready_timeout: float = 300.0
     request_timeout: float = 30.0
     opus_bitrate: int = DEFAULT_BITRATE
+    #: the address the page is served on: a specific one is also a name the relay answers to
+    listen_host: str = "127.0.0.1"
+    #: more host names the relay answers to (e.g. its LAN address, to watch from a phone)
+    allow_hosts: list[str] = field(default_factory=list)
+    #: more origins allowed to drive it (e.g. a page under development on another port)
+    allow_origins: list[str] = field(default_factory=list)
+
+
+def _without_id(stats: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in stats.items() if k != "sessionId"}
 
 
 def _error(status: int, message: str, code: str) -> web.Response:
@@ -108,8 +119,15 @@ class LocalRelay:
         return web.json_response(self.connection.status())
 
     async def stats(self, request: web.Request) -> web.Response:
-        return web.json_response({"sessions": [s.stats() for s in self.sessions.values()],
-                                  "cloud": self.connection.status()})
+        """Every session's figures, each named by an 8-character prefix only: the full id is
+        what lets a client end a session, and only its creator has it."""
+        sessions = [{"session": s.session_id[:8]} | _without_id(s.stats())
+                    for s in self.sessions.values()]
+        return web.json_response({"sessions": sessions, "cloud": self.connection.status()})
+
+    async def session_stats(self, request: web.Request) -> web.Response:
+        """One session's figures, for whoever holds its id (the page that created it)."""
+        return web.json_response(self._session(request).stats())
 
     def metrics(self) -> Iterator[Metric]:
         """The figures of ``/api/v1/stats`` as Prometheus gauges."""
@@ -150,6 +168,8 @@ def create_relay_app(config: RelayConfig) -> web.Application:
             return _error(500, f"internal error: {type(exc).__name__}: {exc}", "INTERNAL")
 
     app.middlewares.append(errors)
+    app.middlewares.append(same_origin_middleware(SameOriginPolicy.for_listener(
+        config.listen_host, config.allow_hosts, config.allow_origins)))
 
     async def index(request: web.Request) -> web.FileResponse:
         return web.FileResponse(STATIC / "index.html")
@@ -159,6 +179,7 @@ def create_relay_app(config: RelayConfig) -> web.Application:
     app.router.add_post("/api/v1/webrtc/offer", relay.offer)
     app.router.add_patch("/api/v1/webrtc/offer/{session_id}", relay.candidates)
     app.router.add_delete("/api/v1/webrtc/offer/{session_id}", relay.delete)
+    app.router.add_get("/api/v1/webrtc/offer/{session_id}", relay.session_stats)
     for method, path in PROXIED:
         app.router.add_route(method, path, relay.proxy)
     app.router.add_get("/api/v1/cloud/status", relay.cloud_status)

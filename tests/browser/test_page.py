@@ -115,7 +115,7 @@ async def test_page_starts_a_new_session_when_the_relay_drops_it(browser):
                 "&& scopeRelay.connectionState === 'connected'", timeout=30_000)
             await page.wait_for_function(AUDIO_ENERGY, timeout=20_000, polling=100)
             sessions = (await http.get("/api/v1/stats")).json()["sessions"]
-        assert [s["sessionId"] for s in sessions] == [await page.evaluate("scopeRelay.sessionId")]
+        assert [s["session"] for s in sessions] == [(await page.evaluate("scopeRelay.sessionId"))[:8]]
         assert await page.evaluate("scopeRelay.restarts") == 1
         assert await page.is_disabled("#start") and await page.is_enabled("#stop")
         (cloud_session,) = cloud.app[STATE_KEY].sessions.values()
@@ -152,3 +152,34 @@ async def test_camera_goes_up_and_comes_back_in_chromium(browser):
         assert session.runner.inputs is not None and session.stats()["video_frames_sent"] > 0
         await page.click("#stop")
         await page.close()
+
+
+async def test_page_streams_when_opened_at_localhost(browser):
+    """The relay answers only to its own names; localhost is one of them (as 127.0.0.1 is
+    for every other page test), and its page's requests pass the same-origin checks."""
+    async with cloud_server() as cloud, relay_server(cloud) as relay:
+        page = await browser.new_page()
+        errors: list[str] = []
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        await start_pipeline(page, relay.url.replace("127.0.0.1", "localhost"), "test-tone")
+        await page.wait_for_function(AUDIO_ENERGY, timeout=20_000, polling=100)
+        assert not [e for e in errors if "403" in e or "415" in e], errors
+        await page.close()
+
+
+async def test_page_names_a_refused_api_key(browser):
+    from scope_relay.local.cloud_target import CloudTarget
+    from scope_relay.local.server import RelayConfig, create_relay_app
+
+    from helpers.servers import serve
+
+    async with cloud_server(api_key="the-right-key") as cloud:
+        app = create_relay_app(RelayConfig(CloudTarget(cloud.ws_url, api_key="wrong"),
+                                           loopback_ice=True))
+        async with serve(app, shutdown_timeout=1.0) as relay:
+            page = await browser.new_page()
+            await page.goto(relay.url + "/")
+            await page.wait_for_function(
+                "document.querySelector('#cloud-status').textContent.includes("
+                "'refused the API key')", timeout=10_000)
+            await page.close()

@@ -36,14 +36,16 @@ export function watchStats(sessionId, { show, lost, restarts }) {
   async function poll() {
     let mine;
     try {
-      const stats = await api("/api/v1/stats");
+      // only this page knows its session's full id, and only it may read the session's figures
+      mine = await api(`/api/v1/webrtc/offer/${sessionId}`);
       if (stopped) return;
-      mine = stats.sessions.find((s) => s.sessionId === sessionId);
     } catch (err) {
       if (stopped) return;
-      show(err.message);
-      if (++missing >= UNREACHABLE_AFTER) lost("relay unreachable");
-      return;
+      if (err.status !== 404) {
+        show(err.message);
+        if (++missing >= UNREACHABLE_AFTER) lost("relay unreachable");
+        return;
+      }
     }
     // the relay no longer has our session (it was restarted, or ended it): start anew
     missing = mine ? 0 : missing + 1;
