@@ -23,6 +23,20 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 (no cap) or more, got {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < float("inf"):  # (NaN too)
+        raise argparse.ArgumentTypeError(f"must be 0 (off) or a finite number, got {text}")
+    return value
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--opus-bitrate", type=int, default=128_000, metavar="BPS",
                    help="Opus bitrate for audio this process sends (default 128000, "
@@ -59,6 +73,20 @@ def _add_cloud_options(p: argparse.ArgumentParser, *, embedded: bool) -> None:
     g.add_argument("--drain-seconds", type=float, default=600.0, metavar="S",
                    help="on SIGTERM: refuse new sessions (DRAINING), let live ones stream up "
                         "to S seconds, then close and exit 0 (default 600; SIGINT stops at once)")
+    g.add_argument("--message-rate", type=_non_negative_float, default=50.0, metavar="N",
+                   help="control messages a second each socket may send, sustained; over it "
+                        "the socket is read more slowly, and after 5 s over it in 10 s it is "
+                        "closed with RATE_LIMITED (default 50; 0: no limit)")
+    g.add_argument("--message-burst", type=_positive_int, default=200, metavar="N",
+                   help="control messages a socket may send at once above --message-rate "
+                        "(default 200)")
+    g.add_argument("--max-sockets-per-address", type=_non_negative_int, default=32, metavar="N",
+                   help="control sockets one client address may hold; more get HTTP 429 "
+                        "TOO_MANY_CONNECTIONS (default 32; 0: no cap; behind a proxy every "
+                        "client has the proxy's address)")
+    g.add_argument("--max-sockets-per-key", type=_non_negative_int, default=64, metavar="N",
+                   help="control sockets one API key (without --api-key: all clients "
+                        "together) may hold (default 64; 0: no cap)")
 
 
 def _add_relay_options(p: argparse.ArgumentParser) -> None:
@@ -142,6 +170,9 @@ def _cloud_config(args, *, embedded: bool):
         playout_delay=args.cloud_playout_delay, max_buffer=args.max_buffer,
         max_session_seconds=args.max_session_seconds, heartbeat=args.heartbeat or None,
         max_sessions=args.max_sessions,
+        message_rate=args.message_rate or None, message_burst=args.message_burst,
+        max_sockets_per_address=args.max_sockets_per_address or None,
+        max_sockets_per_key=args.max_sockets_per_key or None,
         ice=IceServerConfig(stun_urls=args.stun_url, turn_urls=args.turn_url,
                             turn_secret=args.turn_secret))
 

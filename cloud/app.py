@@ -5,25 +5,35 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from scope_relay.protocol.errors import Busy, Draining, InvalidMessage
+from scope_relay.protocol.errors import (
+    Busy,
+    Draining,
+    InvalidMessage,
+    ProtocolError,
+    TooManyConnections,
+    Unauthorized,
+)
 from scope_relay.protocol.messages import load_json
 from scope_relay.rtc.opus import DEFAULT_BITRATE, configure_opus
 from scope_relay.util.metrics import metrics_handler, session_gauges
 
 from .api import ApiRouter
+from .budget import SocketCaps, TokenBucket, key_identity
 from .control_channel import ControlChannel
 from .ice_servers import IceServerConfig
-from .log_forwarding import LogHub
+from .log_forwarding import OPERATOR_ONLY, LogHub
 from .media_session import MediaSession
 from .pipeline_manager import PipelineManager
 from .pipeline_registry import PipelineRegistry
+from .tenancy import current_connection, short_id
 
 logger = logging.getLogger(__name__)
 STATE_KEY: web.AppKey[CloudState] = web.AppKey("state")
@@ -32,6 +42,8 @@ STATE_KEY: web.AppKey[CloudState] = web.AppKey("state")
 CLOUD_LOGGER = "scope_relay.cloud"
 #: Probes an orchestrator sends without credentials.
 OPEN_PATHS = frozenset({"/health", "/ready"})
+#: refused sockets are logged at most this often (they are counted in the stats)
+REFUSAL_LOG_INTERVAL = 10.0
 
 
 def default_device() -> str:
@@ -56,6 +68,20 @@ class CloudConfig:
     require_user_id: bool = False
     allowed_user_ids: set[str] | None = None
     max_bad_messages: int = 50
+    #: every message a control socket sends (pings and WebSocket pings included) takes a
+    #: token from a bucket refilled at ``message_rate`` a second and holding ``message_burst``;
+    #: without one the socket is not read until there is. 0 or None: no budget.
+    message_rate: float | None = 50.0
+    message_burst: int = 200
+    #: a socket held back for more than this many seconds within ``rate_limit_window`` is
+    #: told RATE_LIMITED and closed (1008). None: only ever slowed down.
+    rate_limit_close_after: float | None = 5.0
+    rate_limit_window: float = 10.0
+    #: control sockets one client address / one API key (all clients, without a key) may
+    #: hold at once; further upgrades get HTTP 429 TOO_MANY_CONNECTIONS. 0 or None: no cap.
+    #: Behind a proxy every client has the proxy's address (docs/security.md).
+    max_sockets_per_address: int | None = 32
+    max_sockets_per_key: int | None = 64
     #: requests one control socket may have in progress at once; more are refused (BUSY)
     max_requests_in_flight: int = 32
     #: media sessions the app serves at once (each holds a pipeline on the GPU)
@@ -80,6 +106,14 @@ class CloudState:
         self.log_hub = LogHub()
         #: the open control sockets (their count is ``connections``)
         self.control_channels: set[ControlChannel] = set()
+        self.socket_caps = SocketCaps(config.max_sockets_per_address or None,
+                                      config.max_sockets_per_key or None)
+        if config.message_rate:  # a bad budget is refused at start, not at the first socket
+            TokenBucket(config.message_rate, config.message_burst)
+        #: messages held back for lack of a token, and sockets closed for staying over budget
+        #: (sockets still open count in their channel until they close)
+        self.rate_limited_messages_closed = 0
+        self.rate_limited_sockets = 0
         self.sessions_starting = 0
         #: set by :meth:`drain`: live sessions go on, new offers get DRAINING
         self.draining = False
@@ -108,7 +142,9 @@ class CloudState:
         else:
             self._idle.set()
 
-    async def create_session(self, sdp: str, initial_parameters: dict[str, Any]) -> MediaSession:
+    async def create_session(self, sdp: str, initial_parameters: dict[str, Any],
+                             owner: str | None = None) -> MediaSession:
+        """A new media session for ``sdp``, belonging to control connection ``owner``."""
         if self.draining:
             raise Draining("this cloud app is shutting down and takes no new sessions; "
                            "connect again to reach another instance")
@@ -119,7 +155,7 @@ class CloudState:
         session = MediaSession(self.manager, ice_servers=self.ice.servers(),
                                loopback_ice=self.config.loopback_ice,
                                playout_delay=self.config.playout_delay,
-                               max_buffer=self.config.max_buffer)
+                               max_buffer=self.config.max_buffer, owner=owner)
         self.sessions_starting += 1
         self._note_sessions_changed()
         try:
@@ -168,8 +204,20 @@ class CloudState:
     def connections(self) -> int:
         return len(self.control_channels)
 
+    @property
+    def rate_limited_messages(self) -> int:
+        """Messages that waited for a token, on open and closed sockets alike."""
+        return self.rate_limited_messages_closed + sum(
+            c.rate_limited_messages for c in list(self.control_channels))
+
+    def owned_session(self, session_id: str, owner: str) -> MediaSession | None:
+        """Session ``session_id`` if connection ``owner`` created it, else ``None`` (the same
+        answer as for no such session, so other connections' ids cannot be probed)."""
+        session = self.sessions.get(session_id)
+        return session if session is not None and session.owner == owner else None
+
     def metrics(self) -> Iterator[Metric]:
-        """The figures of :meth:`stats` as Prometheus gauges."""
+        """The figures of :meth:`stats` as Prometheus gauges (and counters: refusals)."""
         sessions = list(self.sessions.values())
         yield GaugeMetricFamily("scope_cloud_sessions", "open media sessions", value=len(sessions))
         yield GaugeMetricFamily("scope_cloud_active_sessions",
@@ -184,23 +232,74 @@ class CloudState:
                                 value=self.connections)
         yield GaugeMetricFamily("scope_cloud_log_lines_dropped", "log lines a slow client missed",
                                 value=self.log_hub.dropped)
-        yield from session_gauges("scope_cloud", ((s.session_id[:8], s.stats()) for s in sessions))
+        yield CounterMetricFamily("scope_cloud_rate_limited_messages",
+                                  "control messages held back for lack of a token",
+                                  value=self.rate_limited_messages)
+        yield CounterMetricFamily("scope_cloud_rate_limited_sockets",
+                                  "control sockets closed for staying over their message budget",
+                                  value=self.rate_limited_sockets)
+        refused = CounterMetricFamily("scope_cloud_refused_sockets",
+                                      "WebSocket upgrades refused by a socket cap", labels=["cap"])
+        for cap in ("address", "key"):
+            refused.add_metric([cap], self.socket_caps.refused[cap])
+        yield refused
+        yield from session_gauges("scope_cloud", ((short_id(s.session_id), s.stats())
+                                                  for s in sessions))
 
     def stats(self) -> dict[str, Any]:
-        return {"sessions": [s.stats() for s in self.sessions.values()],
-                "connections": self.connections, "log_lines_dropped": self.log_hub.dropped}
+        """``GET /api/v1/stats``. Asked through a control socket: that connection's own
+        sessions only (full ids) and its own figures. Asked over plain HTTP (operators,
+        with the key when the app has one): every session, ids cut to 8 characters."""
+        owner = current_connection.get()
+        if owner is not None:
+            channel = next((c for c in self.control_channels if c.connection_id == owner), None)
+            return {"sessions": [s.stats() for s in self.sessions.values() if s.owner == owner],
+                    "connections": self.connections,
+                    "log_lines_dropped": channel.log_lines_dropped if channel else 0,
+                    "rate_limited_messages": channel.rate_limited_messages if channel else 0}
+        return {"sessions": [s.stats() | {"sessionId": short_id(s.session_id)}
+                             for s in self.sessions.values()],
+                "connections": self.connections, "log_lines_dropped": self.log_hub.dropped,
+                "rate_limited_messages": self.rate_limited_messages,
+                "rate_limited_sockets": self.rate_limited_sockets,
+                "refused_sockets": self.socket_caps.refused_total}
 
 
-def _authorized(request: web.Request, api_key: str | None) -> bool:
+def _presented_key(request: web.Request) -> bytes | None:
+    """The token of an ``Authorization: Key <token>`` or ``Bearer <token>`` header (scheme
+    in any case), as bytes; ``None`` when there is no such header or it is malformed."""
+    try:
+        header = request.headers.get("Authorization")
+        if not header:
+            return None
+        scheme, _, token = header.strip().partition(" ")
+        token = token.strip()
+        if scheme.lower() not in ("key", "bearer") or not token:
+            return None
+        # the server decoded the header's bytes as UTF-8 with surrogateescape: back to them
+        return token.encode("utf-8", "surrogateescape")
+    except Exception:  # whatever a client sent, it is a 401, never a 500
+        return None
+
+
+def _authorized(presented: bytes | None, api_key: str | None) -> bool:
+    """Constant-time compare of bytes (a str compare raises on non-ASCII text)."""
     if not api_key:
         return True
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    return scheme.lower() in ("key", "bearer") and hmac.compare_digest(token.strip(), api_key)
+    if presented is None:
+        return False
+    try:
+        return hmac.compare_digest(presented, api_key.encode("utf-8"))
+    except Exception:
+        return False
 
 
 def _json_error(status: int, message: str, code: str) -> web.Response:
     return web.json_response({"error": message, "code": code, "detail": message}, status=status)
+
+
+def _error_response(exc: ProtocolError) -> web.Response:
+    return _json_error(exc.status, exc.message, exc.code)
 
 
 def create_app(config: CloudConfig | None = None) -> web.Application:
@@ -213,23 +312,51 @@ def create_app(config: CloudConfig | None = None) -> web.Application:
 
     @web.middleware
     async def auth(request: web.Request, handler):
-        if request.path not in OPEN_PATHS and not _authorized(request, config.api_key):
-            return _json_error(401, "missing or wrong API key (Authorization: Key <key>)",
-                               "UNAUTHORIZED")
+        if request.path not in OPEN_PATHS and not _authorized(_presented_key(request),
+                                                              config.api_key):
+            return _error_response(Unauthorized(
+                "missing or wrong API key (Authorization: Key <key>)"))
         return await handler(request)
 
     app.middlewares.append(auth)
+    refusals_logged = {"at": -REFUSAL_LOG_INTERVAL}
 
-    async def ws_handler(request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse(heartbeat=config.heartbeat, max_msg_size=16 * 1024 * 1024,
-                                   autoping=True)
-        await ws.prepare(request)
-        channel = ControlChannel(state, ws)
-        state.control_channels.add(channel)
+    def log_refusal(address: str, cap: str) -> None:
+        """For the operator only (another client's address is no client's business), and
+        at most every ``REFUSAL_LOG_INTERVAL`` s, however fast sockets are refused."""
+        now = time.monotonic()
+        if now - refusals_logged["at"] >= REFUSAL_LOG_INTERVAL:
+            logger.warning("refused a control socket from %s: at most %s (%d refused in all)",
+                           address, cap, state.socket_caps.refused_total, extra=OPERATOR_ONLY)
+            refusals_logged["at"] = now
+
+    async def ws_handler(request: web.Request) -> web.StreamResponse:
+        # Counted under the address the TCP connection comes from (behind a proxy: the
+        # proxy's) and the key presented (past auth: the app's key), or "anonymous".
+        address = request.remote or "unknown"
+        key = key_identity(_presented_key(request) if config.api_key else None)
+        refused_by = state.socket_caps.admit(address, key)
+        if refused_by is not None:
+            cap = (f"{config.max_sockets_per_address} per address" if refused_by == "address"
+                   else f"{config.max_sockets_per_key} per key")
+            log_refusal(address, cap)
+            return _error_response(TooManyConnections(
+                f"too many control sockets: at most {cap}; close one and connect again"))
         try:
-            await channel.run()
+            # autoping off: the channel answers WebSocket pings itself, on its message budget
+            ws = web.WebSocketResponse(heartbeat=config.heartbeat,
+                                       max_msg_size=16 * 1024 * 1024, autoping=False)
+            await ws.prepare(request)
+            channel = ControlChannel(state, ws, request.transport)
+            state.control_channels.add(channel)
+            try:
+                await channel.run()
+            finally:
+                state.control_channels.discard(channel)
+                state.rate_limited_messages_closed += channel.rate_limited_messages
+                state.rate_limited_sockets += channel.closed_for_rate
         finally:
-            state.control_channels.discard(channel)
+            state.socket_caps.release(address, key)
         return ws
 
     async def api_handler(request: web.Request) -> web.Response:

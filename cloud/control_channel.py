@@ -4,11 +4,21 @@ Requests are handled concurrently (a slow model load never blocks an offer or IC
 under a timeout; every failure is answered with its ``request_id`` and the connection
 keeps serving. Failed ``api`` calls are ``api_response`` with status >= 400, because
 Scope's client does not route ``error`` replies (docs/scope-compatibility.md).
+
+Budget: every message (WebSocket pings included) takes a token (cloud/budget.py); without
+one the socket is not read, parsed or answered until there is, so a flooding client
+costs the event loop that media shares no more than a polite one. A socket held back for
+too long is told ``RATE_LIMITED`` and closed (1008).
+
+Isolation: the channel's work runs with ``tenancy.current_connection`` set to its id, so
+its log lines and its view of ``/api/v1/stats`` are its own; its sessions answer only
+to it (another connection's ``sessionId`` is ``UNKNOWN_SESSION``, as a made-up one is).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -22,10 +32,15 @@ from scope_relay.protocol.errors import (
     Busy,
     InvalidMessage,
     ProtocolError,
+    RateLimited,
     RequestTimeout,
     UnknownSession,
 )
 from scope_relay.util.tasks import OwnedTasks
+
+from .budget import ThrottleMeter, TokenBucket
+from .log_forwarding import LogBuffer
+from .tenancy import current_connection
 
 if TYPE_CHECKING:
     from .app import CloudState
@@ -34,13 +49,18 @@ logger = logging.getLogger(__name__)
 
 CLOSE_ACCESS_DENIED = 4003
 CLOSE_POLICY = 1008
+#: how long a policy close (rate limit, bad messages) may take before it is cut off
+POLICY_CLOSE_WAIT = 1.0
 
 
 class ControlChannel:
-    def __init__(self, state: CloudState, ws: web.WebSocketResponse):
+    def __init__(self, state: CloudState, ws: web.WebSocketResponse,
+                 transport: asyncio.BaseTransport | None = None):
         self.state = state
         self.config = state.config
         self.ws = ws
+        #: the TCP connection under ``ws``: cut at once on a policy close
+        self._transport = transport
         self.connection_id = uuid.uuid4().hex
         self.user_id: str | None = None
         self.sessions: set[str] = set()
@@ -48,6 +68,18 @@ class ControlChannel:
         self._tasks = OwnedTasks()  # log forwarding, the duration limit
         self._requests = OwnedTasks()  # requests in progress, served concurrently
         self._bad_times: list[float] = []
+        self._log_buffer: LogBuffer | None = None
+        rate = self.config.message_rate
+        self._bucket = TokenBucket(rate, self.config.message_burst) if rate else None
+        self._throttle = ThrottleMeter(self.config.rate_limit_window)
+        #: messages that had to wait for a token
+        self.rate_limited_messages = 0
+        #: 1 once the socket was closed for staying over its budget
+        self.closed_for_rate = 0
+
+    @property
+    def log_lines_dropped(self) -> int:
+        return self._log_buffer.dropped if self._log_buffer is not None else 0
 
     # --- plumbing ------------------------------------------------------------------------
     async def send(self, message: dict[str, Any]) -> None:
@@ -80,31 +112,88 @@ class ControlChannel:
         """Close the socket (its sessions close as :meth:`run` ends)."""
         await self.ws.close(code=code, message=reason.encode()[:120])
 
+    async def _close_reading_nothing_more(self, code: int, reason: str) -> None:
+        """Close a misbehaving client's socket: the close frame is written, then the
+        connection is cut. (A flooder's backlog, megabytes in the socket buffers, sits
+        before its close frame: waiting for that frame would mean parsing all of it.)"""
+        closing = asyncio.ensure_future(self.close(code, reason))
+        await asyncio.sleep(0)  # closing runs first: the close frame goes into the transport
+        if self._transport is not None:
+            self._transport.close()  # what was written still goes out
+        with contextlib.suppress(TimeoutError, ConnectionError):
+            await asyncio.wait_for(closing, POLICY_CLOSE_WAIT)
+
     # --- lifecycle -----------------------------------------------------------------------
     async def run(self) -> None:
-        log_buffer = None
+        # everything this channel does, and every task it starts, works for this connection
+        owner = current_connection.set(self.connection_id)
         try:
             await self.state.ready.wait()
             await self.send(m.ready(self.connection_id))  # strictly the first message
-            log_buffer = self.state.log_hub.subscribe()
-            self._tasks.spawn(self._forward_logs(log_buffer))
+            self._log_buffer = self.state.log_hub.subscribe(self.connection_id)
+            self._tasks.spawn(self._forward_logs(self._log_buffer))
             if self.config.max_session_seconds:
                 self._tasks.spawn(self._limit_duration(self.config.max_session_seconds))
-            async for msg in self.ws:
-                if msg.type == WSMsgType.TEXT:
-                    await self._on_text(msg.data)
-                elif msg.type == WSMsgType.BINARY:
-                    await self._reject(InvalidMessage("binary frames are not part of the protocol"))
-                elif msg.type == WSMsgType.ERROR:
-                    logger.info("control socket error: %s", self.ws.exception())
-                    break
+            await self._receive_loop()
         finally:
-            if log_buffer is not None:
-                self.state.log_hub.unsubscribe(log_buffer)
+            if self._log_buffer is not None:
+                self.state.log_hub.unsubscribe(self._log_buffer)
             await self._requests.cancel_all()
             await self._tasks.cancel_all()
             for session_id in list(self.sessions):
                 await self.state.close_session(session_id)
+            current_connection.reset(owner)
+
+    async def _receive_loop(self) -> None:
+        while True:
+            msg = await self.ws.receive()
+            if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
+                return
+            if msg.type == WSMsgType.ERROR:
+                logger.info("control socket error: %s", self.ws.exception())
+                return
+            if not await self._take_token():
+                return
+            if msg.type == WSMsgType.TEXT:
+                await self._on_text(msg.data)
+            elif msg.type == WSMsgType.BINARY:
+                await self._reject(InvalidMessage("binary frames are not part of the protocol"))
+            elif msg.type == WSMsgType.PING:  # autoping is off: answered here, on the budget
+                with contextlib.suppress(ConnectionError, RuntimeError):
+                    await self.ws.pong(msg.data)
+            # (a PONG needs nothing: any data from the peer resets the heartbeat)
+            await asyncio.sleep(0)  # media and other clients run between any two messages
+
+    async def _take_token(self) -> bool:
+        """Take a token for the message just received, waiting for one (reading nothing
+        more meanwhile) when there is none. ``False`` when the socket was held back too
+        long and has been closed."""
+        if self._bucket is None:
+            return True
+        wait = self._bucket.take()
+        if wait:
+            self.rate_limited_messages += 1
+        while wait:
+            held = self._throttle.add(wait)
+            limit = self.config.rate_limit_close_after
+            if limit is not None and held > limit:
+                await self._close_rate_limited(held)
+                return False
+            await asyncio.sleep(wait)
+            wait = self._bucket.take()
+        return True
+
+    async def _close_rate_limited(self, held: float) -> None:
+        self.closed_for_rate = 1
+        window = self.config.rate_limit_window
+        logger.warning("closing control socket: over its message budget (%g a second, "
+                       "burst %d) for %.1f s of the last %g s", self.config.message_rate,
+                       self.config.message_burst, held, window)
+        await self.send(m.error_from(RateLimited(
+            f"more than {self.config.message_rate:g} messages a second (burst "
+            f"{self.config.message_burst}) for {held:.1f} s of the last {window:g} s: "
+            "closing this socket")))
+        await self._close_reading_nothing_more(CLOSE_POLICY, "rate limit exceeded")
 
     async def _forward_logs(self, buffer) -> None:
         while True:
@@ -125,7 +214,7 @@ class ControlChannel:
         self._bad_times = [t for t in self._bad_times if now - t < 10.0] + [now]
         if len(self._bad_times) > self.config.max_bad_messages:
             logger.warning("closing control socket: %d bad messages in 10 s", len(self._bad_times))
-            await self.close(CLOSE_POLICY, "too many invalid messages")
+            await self._close_reading_nothing_more(CLOSE_POLICY, "too many invalid messages")
 
     async def _on_text(self, raw: str) -> None:
         try:
@@ -181,13 +270,15 @@ class ControlChannel:
             servers = self.state.ice.servers(self.user_id or self.connection_id[:8])
             return m.ice_servers(rid, servers)
         if isinstance(request, m.Offer):
-            session = await self.state.create_session(request.sdp, request.initial_parameters)
+            session = await self.state.create_session(request.sdp, request.initial_parameters,
+                                                      owner=self.connection_id)
             # remember this connection's sessions (to close them with it), forgetting ended ones
             self.sessions = {sid for sid in self.sessions if sid in self.state.sessions}
             self.sessions.add(session.session_id)
             return m.answer(rid, session.pc.localDescription.sdp, session.session_id)
         if isinstance(request, m.IceCandidate):
-            target = self.state.sessions.get(request.session_id)
+            # another connection's session answers as a made-up id does: nothing to probe
+            target = self.state.owned_session(request.session_id, self.connection_id)
             if target is None:
                 raise UnknownSession(f"unknown sessionId {request.session_id!r}")
             await target.add_candidate(request.candidate)

@@ -34,10 +34,14 @@ class MediaSession(PeerSession):
 
     def __init__(self, manager: PipelineManager, *, ice_servers: list[dict[str, Any]],
                  loopback_ice: bool = False, playout_delay: float = 0.1,
-                 max_buffer: float = 6.0, connect_timeout: float = 30.0):
+                 max_buffer: float = 6.0, connect_timeout: float = 30.0,
+                 owner: str | None = None):
         super().__init__(ice_servers=ice_servers, loopback_ice=loopback_ice,
                          connect_timeout=connect_timeout)
         self.manager = manager
+        #: the ``connection_id`` of the control socket that created it: only that
+        #: connection may act on it or see it in full (cloud/tenancy.py)
+        self.owner = owner
         self.playout_delay = playout_delay
         self.max_buffer = max_buffer
         self.runner: PipelineRunner | None = None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import collections
+import contextvars
 import logging
 import threading
 import time
@@ -111,7 +112,10 @@ class PipelineRunner:
         self.min_lead = min_lead
         self._stop = threading.Event()
         self._wake = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="pipeline-runner", daemon=True)
+        # in a copy of the creating context: its lines go to the connection that made the
+        # session (cloud/tenancy.py), as they would from a task
+        self._thread = threading.Thread(target=contextvars.copy_context().run, args=(self._run,),
+                                        name="pipeline-runner", daemon=True)
         self._resampler = TimedResampler()
         self._chunk_start = 0.0  # media seconds where the next chunk starts
         self._audio_end = 0.0  # media seconds the audio written so far reaches (at input rate)

@@ -187,7 +187,7 @@ class CloudConnectionManager:
                                              max_msg_size=m.MAX_MESSAGE_BYTES * 2,
                                              timeout=aiohttp.ClientWSTimeout(ws_close=5.0))
         except aiohttp.WSServerHandshakeError as exc:
-            refusal = self._refusal(exc.status)
+            refusal = self._refusal(exc.status) or self._transient(exc.status)
             if refusal is None:
                 raise
             raise refusal from None
@@ -230,6 +230,16 @@ class CloudConnectionManager:
             return CloudRefused(f"the cloud app refused the API key{hint}")
         if status == 404:
             return CloudRefused(f"no cloud app at {self.target.ws_url}")
+        return None
+
+    @staticmethod
+    def _transient(status: int) -> Unavailable | None:
+        """What a passing refusal of the upgrade means, in words (retried as usual)."""
+        if status == 429:
+            return Unavailable("the cloud app has too many connections from this address or "
+                               "key (TOO_MANY_CONNECTIONS); retrying")
+        if status == 503:
+            return Unavailable("the cloud app is not taking connections (503); retrying")
         return None
 
     async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:

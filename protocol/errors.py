@@ -85,3 +85,25 @@ class InvalidAudio(ProtocolError):
     """Audio whose dtype, shape or format cannot be interpreted without guessing."""
 
     code = "INVALID_AUDIO"
+
+
+class Unauthorized(ProtocolError):
+    """A request without the right API key (HTTP 401 before any WebSocket upgrade)."""
+
+    code = "UNAUTHORIZED"
+    status = 401
+
+
+class RateLimited(ProtocolError):
+    """A control socket that stayed over its message budget: told so, then closed (1008)."""
+
+    code = "RATE_LIMITED"
+    status = 429
+
+
+class TooManyConnections(ProtocolError):
+    """A WebSocket upgrade refused (HTTP 429) because its address or key already holds the
+    most control sockets allowed."""
+
+    code = "TOO_MANY_CONNECTIONS"
+    status = 429

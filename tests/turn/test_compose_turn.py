@@ -1,0 +1,223 @@
+"""deploy/compose.yaml: its coturn accepts the TURN credentials its cloud app hands out.
+
+Both services come from the compose file itself, interpolated with deploy/compose.env.example
+and a test secret: coturn is the real ``turnserver`` with the file's own options (auth,
+realm, port range, peer rules), the cloud app is the real app configured by the real
+command-line parser from the file's ``command`` and ``environment``. Only what places them on
+this machine is changed: coturn listens and relays on 127.0.0.1 (``--listening-ip``,
+``--relay-ip``; on the box it has the host's addresses) and may relay to loopback peers
+(``--allow-loopback-peers``, tests only), its TURN port is a free one (``SCOPE_TURN_PORT``,
+a variable of the file), and the cloud app runs in this process on a free port. Every peer
+has its host candidates taken away, as for a relay behind NAT and a cloud app on a bridge
+network: media can only flow through coturn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import os
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import aioice.ice
+import pytest
+import yaml
+from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
+
+from scope_relay.cli.main import _cloud_config, build_parser
+from scope_relay.rtc.ice import rtc_configuration
+
+from helpers.control import open_control
+from helpers.peers import media_sections
+from helpers.servers import cloud_server
+
+pytestmark = [
+    pytest.mark.turn,
+    pytest.mark.skipif(shutil.which("turnserver") is None,
+                       reason="coturn not installed (scripts/setup.sh --system)"),
+]
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+#: letters and digits: coturn's image runs its arguments through sh (compose.env.example)
+SECRET = "composeTurnTestSecret0123"
+API_KEY = "compose-test-key"
+
+
+# --- the compose file, interpolated as docker compose does ---------------------------------
+
+_VARIABLE = re.compile(r"\$\$|\$\{(\w+)(?:(:?[-?])([^}]*))?\}|\$(\w+)")
+
+
+def interpolate(value: Any, env: dict[str, str]) -> Any:
+    """``${VAR}``, ``${VAR:-default}``, ``${VAR:?error}`` and ``$$`` in every string."""
+    if isinstance(value, dict):
+        return {k: interpolate(v, env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate(v, env) for v in value]
+    if not isinstance(value, str):
+        return value
+
+    def one(m: re.Match[str]) -> str:
+        if m.group(0) == "$$":
+            return "$"
+        name, op, arg = m.group(1) or m.group(4), m.group(2) or "", m.group(3)
+        unset = not env.get(name) if op.startswith(":") else name not in env
+        if unset and op.endswith("-"):
+            return arg
+        if unset and op.endswith("?"):
+            raise KeyError(f"{name}: {arg}")
+        return env.get(name, "")
+
+    return _VARIABLE.sub(one, value)
+
+
+def compose_services(**overrides: str) -> dict[str, Any]:
+    """The services of deploy/compose.yaml with compose.env.example's values plus ``overrides``."""
+    lines = (DEPLOY / "compose.env.example").read_text().splitlines()
+    env = dict(line.split("=", 1) for line in lines if line.strip() and not line.startswith("#"))
+    return interpolate(yaml.safe_load((DEPLOY / "compose.yaml").read_text()), env | overrides)["services"]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --- the two services ----------------------------------------------------------------------
+
+@contextlib.contextmanager
+def run_coturn(service: dict[str, Any], port: int) -> Iterator[None]:
+    """The compose file's coturn command (its image prepends ``turnserver`` to options),
+    placed on 127.0.0.1; returns once it takes TCP connections on ``port``."""
+    command = service["command"]
+    assert command[0].startswith("-") and f"--listening-port={port}" in command
+    with tempfile.TemporaryDirectory() as tmp:
+        log_path = os.path.join(tmp, "turn.log")
+        with open(log_path, "w") as log:
+            proc = subprocess.Popen(
+                ["turnserver", *command,
+                 # test placement only (see the module docstring)
+                 "--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1", "--allow-loopback-peers",
+                 "--simple-log", f"--pidfile={tmp}/turn.pid"],
+                stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 15
+            while True:
+                assert proc.poll() is None, f"coturn exited:\n{Path(log_path).read_text()}"
+                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+                    break
+                assert time.monotonic() < deadline, f"coturn not listening:\n{Path(log_path).read_text()}"
+                time.sleep(0.05)
+            yield
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
+def cloud_config(service: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """The cloud app's configuration from the service's ``command`` and ``environment``,
+    through the real ``scope-relay cloud`` parser (as the container's entrypoint runs it)."""
+    assert service["entrypoint"] == ["scope-relay", "cloud"]
+    for name, value in service["environment"].items():
+        monkeypatch.setenv(name, value)  # the parser reads its defaults from the environment
+    config = _cloud_config(build_parser().parse_args(["cloud", *service["command"]]), embedded=False)
+    # in this process: on 127.0.0.1 (cloud_server picks the port)
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)} | {"loopback_ice": True}
+
+
+@pytest.fixture
+def no_host_candidates(monkeypatch):
+    """No usable local address on any peer: only relayed candidates can exist."""
+    monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: [])
+
+
+def candidate_types(sdp: str) -> set[str]:
+    return {line.split(" typ ")[1].split()[0] for line in sdp.splitlines()
+            if line.startswith("a=candidate:")}
+
+
+async def offer_through_cloud_servers(http: aiohttp.ClientSession, ws_url: str):
+    """The control socket (with the compose file's API key), the cloud's ICE servers, and an
+    offer gathered with only those."""
+    ws, _ = await open_control(http, ws_url, headers={"Authorization": f"Key {API_KEY}"})
+    await ws.send_json({"type": "get_ice_servers", "request_id": "i"})
+    reply = await ws.receive_json()
+    assert reply["type"] != "error", reply
+    servers = reply["data"]["iceServers"]
+    pc = RTCPeerConnection(rtc_configuration(servers))
+    pc.addTransceiver("audio", direction="recvonly")
+    frames: asyncio.Queue = asyncio.Queue(maxsize=1000)
+
+    @pc.on("track")
+    def on_track(track):
+        async def pump():
+            with contextlib.suppress(MediaStreamError):
+                while True:
+                    await frames.put(await track.recv())
+        asyncio.ensure_future(pump())
+
+    await pc.setLocalDescription(await pc.createOffer())
+    return ws, pc, servers, pc.localDescription.sdp, frames
+
+
+# --- the tests -----------------------------------------------------------------------------
+
+async def test_compose_coturn_relays_media_with_the_cloud_apps_credentials(no_host_candidates, monkeypatch):
+    port = free_port()
+    services = compose_services(SCOPE_TURN_SECRET=SECRET, SCOPE_CLOUD_API_KEY=API_KEY,
+                                SCOPE_TURN_HOST="127.0.0.1", SCOPE_TURN_EXTERNAL_IP="127.0.0.1",
+                                SCOPE_TURN_PORT=str(port))
+    config = cloud_config(services["cloud"], monkeypatch)
+    assert config["ice"].turn_secret == SECRET and config["api_key"] == API_KEY
+    with run_coturn(services["coturn"], port):
+        async with cloud_server(**config) as cloud, aiohttp.ClientSession() as http:
+            ws, pc, servers, offer_sdp, frames = await offer_through_cloud_servers(http, cloud.ws_url)
+            try:
+                (turn,) = servers
+                assert turn["urls"] == [f"turn:127.0.0.1:{port}?transport=udp"]
+                assert turn["username"].split(":")[0].isdigit()  # REST credentials: <expiry>:<user>
+                # coturn granted an allocation to the relay's side...
+                assert candidate_types(offer_sdp) == {"relay"}
+                await ws.send_json({"type": "offer", "request_id": "o", "sdp": offer_sdp,
+                                    "initialParameters": {"pipeline_ids": ["test-tone"]}})
+                answer = await asyncio.wait_for(ws.receive_json(), 20)
+                assert answer["type"] == "answer", answer
+                # ...and to the cloud app's
+                assert candidate_types(answer["sdp"]) == {"relay"}
+                assert media_sections(answer["sdp"])["audio"] == "sendonly"
+                await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
+                for _ in range(25):  # the cloud's audio reaches the relay through coturn
+                    frame = await asyncio.wait_for(frames.get(), 20)
+                assert frame.sample_rate == 48_000
+            finally:
+                await pc.close()
+                await ws.close()
+
+
+async def test_compose_coturn_refuses_a_cloud_app_with_another_secret(no_host_candidates, monkeypatch):
+    port = free_port()
+    common = dict(SCOPE_CLOUD_API_KEY=API_KEY, SCOPE_TURN_HOST="127.0.0.1",
+                  SCOPE_TURN_EXTERNAL_IP="127.0.0.1", SCOPE_TURN_PORT=str(port))
+    coturn = compose_services(SCOPE_TURN_SECRET=SECRET, **common)["coturn"]
+    cloud = compose_services(SCOPE_TURN_SECRET="notTheSameSecret", **common)["cloud"]
+    with run_coturn(coturn, port):
+        async with cloud_server(**cloud_config(cloud, monkeypatch)) as served, \
+                aiohttp.ClientSession() as http:
+            ws, pc, servers, offer_sdp, _ = await offer_through_cloud_servers(http, served.ws_url)
+            try:
+                assert servers[0]["username"]  # credentials were handed out...
+                assert candidate_types(offer_sdp) == set()  # ...and coturn refused them
+            finally:
+                await pc.close()
+                await ws.close()
