@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import dataclasses
 import os
-import re
 import shutil
 import socket
 import subprocess
@@ -29,25 +28,24 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import aioice.ice
 import pytest
-import yaml
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
 from scope_relay.cli.main import _cloud_config, build_parser
 from scope_relay.rtc.ice import rtc_configuration
 
+from helpers.compose import compose, env_file
 from helpers.control import open_control
 from helpers.peers import media_sections
 from helpers.servers import cloud_server
+from helpers.turn import candidate_types, forbid_host_candidates
 
 pytestmark = [
     pytest.mark.turn,
     pytest.mark.skipif(shutil.which("turnserver") is None,
                        reason="coturn not installed (scripts/setup.sh --system)"),
 ]
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 #: letters and digits: coturn's image runs its arguments through sh (compose.env.example)
 SECRET = "composeTurnTestSecret0123"
 API_KEY = "compose-test-key"
@@ -55,37 +53,9 @@ API_KEY = "compose-test-key"
 
 # --- the compose file, interpolated as docker compose does ---------------------------------
 
-_VARIABLE = re.compile(r"\$\$|\$\{(\w+)(?:(:?[-?])([^}]*))?\}|\$(\w+)")
-
-
-def interpolate(value: Any, env: dict[str, str]) -> Any:
-    """``${VAR}``, ``${VAR:-default}``, ``${VAR:?error}`` and ``$$`` in every string."""
-    if isinstance(value, dict):
-        return {k: interpolate(v, env) for k, v in value.items()}
-    if isinstance(value, list):
-        return [interpolate(v, env) for v in value]
-    if not isinstance(value, str):
-        return value
-
-    def one(m: re.Match[str]) -> str:
-        if m.group(0) == "$$":
-            return "$"
-        name, op, arg = m.group(1) or m.group(4), m.group(2) or "", m.group(3)
-        unset = not env.get(name) if op.startswith(":") else name not in env
-        if unset and op.endswith("-"):
-            return arg
-        if unset and op.endswith("?"):
-            raise KeyError(f"{name}: {arg}")
-        return env.get(name, "")
-
-    return _VARIABLE.sub(one, value)
-
-
 def compose_services(**overrides: str) -> dict[str, Any]:
     """The services of deploy/compose.yaml with compose.env.example's values plus ``overrides``."""
-    lines = (DEPLOY / "compose.env.example").read_text().splitlines()
-    env = dict(line.split("=", 1) for line in lines if line.strip() and not line.startswith("#"))
-    return interpolate(yaml.safe_load((DEPLOY / "compose.yaml").read_text()), env | overrides)["services"]
+    return compose(env_file() | overrides)["services"]
 
 
 def free_port() -> int:
@@ -138,13 +108,7 @@ def cloud_config(service: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> di
 
 @pytest.fixture
 def no_host_candidates(monkeypatch):
-    """No usable local address on any peer: only relayed candidates can exist."""
-    monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: [])
-
-
-def candidate_types(sdp: str) -> set[str]:
-    return {line.split(" typ ")[1].split()[0] for line in sdp.splitlines()
-            if line.startswith("a=candidate:")}
+    forbid_host_candidates(monkeypatch)
 
 
 async def offer_through_cloud_servers(http: aiohttp.ClientSession, ws_url: str):

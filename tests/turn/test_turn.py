@@ -10,7 +10,6 @@ import subprocess
 import tempfile
 
 import aiohttp
-import aioice.ice
 import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
@@ -21,6 +20,7 @@ from scope_relay.rtc.ice import rtc_configuration
 from helpers.control import open_control
 from helpers.peers import media_sections
 from helpers.servers import cloud_server
+from helpers.turn import candidate_types, forbid_host_candidates
 
 pytestmark = [
     pytest.mark.turn,
@@ -57,13 +57,7 @@ def coturn():
 
 @pytest.fixture
 def no_host_candidates(monkeypatch):
-    """A host with no usable local address: only relayed candidates can exist."""
-    monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: [])
-
-
-def candidate_types(sdp: str) -> set[str]:
-    return {line.split(" typ ")[1].split()[0] for line in sdp.splitlines()
-            if line.startswith("a=candidate:")}
+    forbid_host_candidates(monkeypatch)
 
 
 async def connect_through(http: aiohttp.ClientSession, cloud):

@@ -28,6 +28,8 @@ from aiohttp.test_utils import make_mocked_request
 
 from scope_relay.cli.main import build_parser
 
+from helpers.compose import VARIABLE, compose, env_file
+
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
@@ -381,46 +383,10 @@ async def test_hpa_scales_on_the_sessions_metric_the_app_exports(build):
 
 # --- compose --------------------------------------------------------------------------------
 
-_VARIABLE = re.compile(r"\$\$|\$\{(\w+)(?:(:?[-?])([^}]*))?\}|\$(\w+)")
-
-
-def interpolate(value: Any, env: dict[str, str]) -> Any:
-    """Compose's ``${VAR}``, ``${VAR:-default}``, ``${VAR:?error}`` and ``$$``, in every string."""
-    if isinstance(value, dict):
-        return {k: interpolate(v, env) for k, v in value.items()}
-    if isinstance(value, list):
-        return [interpolate(v, env) for v in value]
-    if not isinstance(value, str):
-        return value
-
-    def one_variable(m: re.Match[str]) -> str:
-        if m.group(0) == "$$":
-            return "$"
-        name, op, arg = m.group(1) or m.group(4), m.group(2) or "", m.group(3)
-        unset = not env.get(name) if op.startswith(":") else name not in env
-        if unset and op.endswith("-"):
-            return arg
-        if unset and op.endswith("?"):
-            raise KeyError(f"{name}: {arg}")
-        return env.get(name, "")
-
-    return _VARIABLE.sub(one_variable, value)
-
-
-def env_file(path: Path) -> dict[str, str]:
-    pairs = (line.split("=", 1) for line in path.read_text().splitlines()
-             if line.strip() and not line.lstrip().startswith("#"))
-    return {k.strip(): v.strip() for k, v in pairs}
-
-
-def compose(env: dict[str, str]) -> dict[str, Any]:
-    return interpolate(yaml.safe_load((DEPLOY / "compose.yaml").read_text()), env)
-
-
 def test_compose_env_example_sets_every_required_variable():
     example = env_file(DEPLOY / "compose.env.example")
     text = (DEPLOY / "compose.yaml").read_text()
-    used = {m.group(1) or m.group(4) for m in _VARIABLE.finditer(text) if m.group(0) != "$$"}
+    used = {m.group(1) or m.group(4) for m in VARIABLE.finditer(text) if m.group(0) != "$$"}
     assert used <= set(example), f"missing from compose.env.example: {used - set(example)}"
     compose(example)  # no ${VAR:?...} left unset
     with pytest.raises(KeyError, match="SCOPE_TURN_SECRET"):
