@@ -1,19 +1,41 @@
-"""``scope-relay cloud | local | demo``."""
+"""``scope-relay cloud | local | demo | new-pipeline``."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
+import errno
 import logging
 import os
+import re
 import signal
 import sys
 
+from scope_relay.cli import new_pipeline
 from scope_relay.local.cloud_target import ENVIRONMENT_HELP, CloudTarget, resolve_cloud_target
 from scope_relay.util.serve import serve
 
 logger = logging.getLogger("scope_relay.cli")
+#: the relay re-emits the cloud's forwarded log lines under this logger (local/cloud_connection.py)
+CLOUD_ECHO_LOGGER = "scope_cloud"
+#: at most this long waiting for the cloud before the page URL is printed anyway
+STARTUP_WAIT = 15.0
+
+
+def _port_in_use(exc: OSError, args) -> str | None:
+    """One line for a port another program holds, naming the flag that moves ours."""
+    if exc.errno != errno.EADDRINUSE:
+        return None
+    osc = re.search(r"OSC port (\d+)", str(exc))  # local/osc.py names its port
+    if osc:
+        osc_port = int(osc.group(1))
+        return f"OSC port {osc_port} is in use; try --osc-port {osc_port + 1}"
+    found = re.search(r"(\d+)\)?: address already in use", str(exc), re.IGNORECASE)
+    port: int | None = int(found.group(1)) if found else getattr(args, "port", None)
+    if port is None:
+        return f"a port is in use: {exc.strerror}"
+    return f"port {port} is in use; try --port {port + 1}"
 
 
 def _positive_int(text: str) -> int:
@@ -53,6 +75,13 @@ def _add_cloud_options(p: argparse.ArgumentParser, *, embedded: bool) -> None:
                    help="cloud playout delay in seconds, shared by audio and video (default 0.1)")
     g.add_argument("--max-buffer", type=float, default=6.0, metavar="S",
                    help="most media buffered ahead before the oldest is skipped (default 6)")
+    g.add_argument("--device", default="auto", metavar="auto|cpu|cuda[:N]",
+                   help="where pipelines run (default auto: CUDA when available)")
+    g.add_argument("--pipeline", action="append", default=[], metavar="SPEC",
+                   help="a pipeline that is not installed: module:Class, file.py or "
+                        "file.py:Class (repeatable; also SCOPE_RELAY_PIPELINES, comma-separated)")
+    g.add_argument("--reload", action="store_true",
+                   help="use edited plugin code at the next session start (development)")
     if embedded:
         return
     g.add_argument("--stun-url", action="append", default=[], metavar="URL",
@@ -106,6 +135,12 @@ def _add_relay_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--browser-loopback-ice", action="store_true",
                    help="restrict the browser hop to 127.0.0.1 (tests; needs Chromium's "
                         "--allow-loopback-in-peer-connection)")
+    g.add_argument("--osc-port", type=int, default=None, metavar="PORT",
+                   help="accept OSC over UDP: /param/<name> <value> sets a parameter of the "
+                        "newest page session, checked against the pipeline (default: off)")
+    g.add_argument("--osc-host", default="127.0.0.1", metavar="ADDR",
+                   help="address for OSC input (default 127.0.0.1: this machine only; "
+                        "0.0.0.0 lets gear on the LAN send)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -140,6 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_relay_options(demo)
     _add_cloud_options(demo, embedded=True)
     _add_common(demo)
+
+    new_pipeline.add_parser(sub)
     return parser
 
 
@@ -163,9 +200,11 @@ def _cloud_config(args, *, embedded: bool):
 
     if embedded:
         return CloudConfig(loopback_ice=True, preload=args.preload, opus_bitrate=args.opus_bitrate,
-                           playout_delay=args.cloud_playout_delay, max_buffer=args.max_buffer)
+                           playout_delay=args.cloud_playout_delay, max_buffer=args.max_buffer,
+                           device=args.device, pipelines=args.pipeline, reload=args.reload)
     return CloudConfig(
         api_key=args.api_key, loopback_ice=args.loopback_ice, preload=args.preload,
+        device=args.device, pipelines=args.pipeline, reload=args.reload,
         opus_bitrate=args.opus_bitrate,
         playout_delay=args.cloud_playout_delay, max_buffer=args.max_buffer,
         max_session_seconds=args.max_session_seconds, heartbeat=args.heartbeat or None,
@@ -196,7 +235,7 @@ async def run_cloud(args) -> None:
 
 
 async def run_relay(args, *, force_embedded: bool) -> None:
-    from scope_relay.local.server import RelayConfig, create_relay_app
+    from scope_relay.local.server import RELAY_KEY, RelayConfig, create_relay_app
 
     target = None if force_embedded else resolve_cloud_target()
     async with contextlib.AsyncExitStack() as stack:
@@ -206,21 +245,35 @@ async def run_relay(args, *, force_embedded: bool) -> None:
             cloud = await stack.enter_async_context(
                 serve(create_app(_cloud_config(args, embedded=True)), "127.0.0.1", 0))
             target = CloudTarget(cloud.ws_url, app_id=None)
+            # the embedded app logs through scope_relay.cloud already; its lines forwarded
+            # over the control socket (re-emitted as scope_cloud) would print each one twice
+            logging.getLogger(CLOUD_ECHO_LOGGER).disabled = True
             print(f"embedded cloud app: {target.ws_url}", flush=True)
         browser_ice = [{"urls": [u]} for u in args.browser_stun_url]
         config = RelayConfig(target, browser_ice_servers=browser_ice,
                              loopback_ice=args.browser_loopback_ice,
                              playout_delay=args.playout_delay, opus_bitrate=args.opus_bitrate,
                              listen_host=args.host, allow_hosts=args.allow_host,
-                             allow_origins=args.allow_origin)
+                             allow_origins=args.allow_origin,
+                             osc_address=None if args.osc_port is None
+                             else (args.osc_host, args.osc_port))
         relay = await stack.enter_async_context(
             serve(create_relay_app(config), args.host, args.port))
+        relay_state = relay.app[RELAY_KEY]
+        # the URL is the last line of start-up: the cloud's "ready" (or its refusal) first
+        with contextlib.suppress(Exception):
+            await relay_state.connection.wait_ready(STARTUP_WAIT)
+        if relay_state.osc is not None:
+            print(f"OSC input: udp://{args.osc_host}:{relay_state.osc.port} "
+                  "(/param/<name> <value>)", flush=True)
         print(f"open the page: {relay.url}/", flush=True)
         await _until_stopped()
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "new-pipeline":  # writes files; no logging, no event loop
+        return new_pipeline.run(args)
     level = logging.getLevelName(args.log_level.upper())
     if not isinstance(level, int):
         print(f"scope-relay: unknown log level {args.log_level!r}", file=sys.stderr)
@@ -236,6 +289,12 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:  # configuration errors (e.g. a malformed SCOPE_CLOUD_APP_ID)
         print(f"scope-relay: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # expected failures in one line; anything else keeps its traceback
+        line = _port_in_use(exc, args)
+        if line is None:
+            raise
+        print(f"scope-relay: {line}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         pass
     return 0

@@ -66,9 +66,13 @@ class ApiRouter:
         return {"status": "ok"}
 
     async def _pipelines(self, body: Any) -> dict[str, Any]:
-        return {"pipelines": self.manager.registry.describe()}
+        """The pipelines, and (``failed``) the plugins that did not load, with their causes."""
+        await self.manager.refresh()
+        registry = self.manager.registry
+        return {"pipelines": registry.describe(), "failed": registry.describe_failures()}
 
     async def _schemas(self, body: Any) -> dict[str, Any]:
+        await self.manager.refresh()
         return self.manager.registry.schemas()
 
     async def _load(self, body: Any) -> dict[str, Any]:

@@ -31,8 +31,10 @@ from .control_channel import ControlChannel
 from .ice_servers import IceServerConfig
 from .log_forwarding import OPERATOR_ONLY, LogHub
 from .media_session import MediaSession
-from .pipeline_manager import PipelineManager
+from .pipeline_manager import PipelineManager, resolve_device
 from .pipeline_registry import PipelineRegistry
+from .pipelines.discovery import discover_pipelines
+from .pipelines.reload import PluginReloader
 from .tenancy import current_connection, short_id
 
 logger = logging.getLogger(__name__)
@@ -44,12 +46,6 @@ CLOUD_LOGGER = "scope_relay.cloud"
 OPEN_PATHS = frozenset({"/health", "/ready"})
 #: refused sockets are logged at most this often (they are counted in the stats)
 REFUSAL_LOG_INTERVAL = 10.0
-
-
-def default_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 @dataclass
@@ -87,8 +83,13 @@ class CloudConfig:
     #: media sessions the app serves at once (each holds a pipeline on the GPU)
     max_sessions: int = 16
     log_interval: float = 0.25
-    device: str | None = None
+    #: where pipelines run: auto (CUDA when available), cpu, cuda or cuda:N
+    device: str | None = "auto"
     preload: list[str] = field(default_factory=list)
+    #: pipeline SPECs (``module:Class``, ``file.py[:Class]``) besides the installed ones
+    pipelines: list[str] = field(default_factory=list)
+    #: load edited plugin sources again at the next chain load / session start
+    reload: bool = False
     opus_bitrate: int = DEFAULT_BITRATE
 
 
@@ -97,8 +98,17 @@ class CloudState:
 
     def __init__(self, config: CloudConfig):
         self.config = config
-        self.registry = PipelineRegistry()
-        self.manager = PipelineManager(self.registry, config.device or default_device())
+        device = resolve_device(config.device)  # a device this machine lacks: refused here
+        discovery = discover_pipelines(config.pipelines)
+        self.registry = PipelineRegistry.from_discovery(discovery)
+        reloader = (PluginReloader(discovery.origins, discovery.unloaded) if config.reload
+                    else None)
+        self.manager = PipelineManager(self.registry, device, reloader)
+        logger.info("pipelines on %s: %s%s", device, ", ".join(self.registry.ids()),
+                    f" ({len(discovery.failures)} plugins failed to load)"
+                    if discovery.failures else "")
+        if reloader is not None:
+            logger.info("--reload: watching %s", ", ".join(reloader.files) or "no plugin files")
         self.router = ApiRouter(self.manager, self.stats)
         self.ice = config.ice
         self.sessions: dict[str, MediaSession] = {}

@@ -13,6 +13,8 @@ too long is told ``RATE_LIMITED`` and closed (1008).
 Isolation: the channel's work runs with ``tenancy.current_connection`` set to its id, so
 its log lines and its view of ``/api/v1/stats`` are its own; its sessions answer only
 to it (another connection's ``sessionId`` is ``UNKNOWN_SESSION``, as a made-up one is).
+A session whose pipeline fails mid-stream is reported here, to its owner only, as an
+unsolicited ``error`` (``PIPELINE_FAILED``) naming the ``sessionId``.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from .tenancy import current_connection
 
 if TYPE_CHECKING:
     from .app import CloudState
+    from .media_session import MediaSession
 
 logger = logging.getLogger(__name__)
 
@@ -202,6 +205,11 @@ class ControlChannel:
             for message in m.logs(lines):
                 await self.send(message)
 
+    def _pipeline_failed(self, session: MediaSession, message: str) -> None:
+        """Tell this connection's client that one of its sessions stopped generating."""
+        if session.session_id in self.sessions and not self.ws.closed:
+            self._tasks.spawn(self.send(m.pipeline_failed(message, session.session_id)))
+
     async def _limit_duration(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
         await self.send(m.error(f"maximum session duration of {seconds:g} s exceeded",
@@ -275,6 +283,8 @@ class ControlChannel:
             # remember this connection's sessions (to close them with it), forgetting ended ones
             self.sessions = {sid for sid in self.sessions if sid in self.state.sessions}
             self.sessions.add(session.session_id)
+            # (its runner starts once the peer connects, after this answer: nothing is missed)
+            session.on_pipeline_failed = self._pipeline_failed
             return m.answer(rid, session.pc.localDescription.sdp, session.session_id)
         if isinstance(request, m.IceCandidate):
             # another connection's session answers as a made-up id does: nothing to probe

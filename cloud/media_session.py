@@ -1,18 +1,24 @@
-"""MediaSession: one WebRTC peer connection running one pipeline chain."""
+"""MediaSession: one WebRTC peer connection running one pipeline chain.
+
+A pipeline that fails (at load or mid-stream) is reported, never retried in silence: the
+offer is refused with ``PIPELINE_FAILED``, or, mid-stream, the reason lands in the stats
+(``pipeline_failed``) and goes to :attr:`MediaSession.on_pipeline_failed` (the owning
+control channel tells its client). The peer stays up; its client decides when to close it.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 import av
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
-from scope_relay.protocol.errors import NotReady
+from scope_relay.protocol.errors import NotReady, PipelineFailed
 from scope_relay.protocol.parameters import PIPELINE_IDS, pipeline_parameters
 from scope_relay.rtc.peer import PeerSession
 from scope_relay.rtc.sdp import validate_offer_sdp
@@ -49,6 +55,11 @@ class MediaSession(PeerSession):
         self.audio_track: TimedAudioTrack | None = None
         self.video_track: TimedVideoTrack | None = None
         self.created = time.monotonic()
+        #: ``"<pipeline id>: <ExceptionType>: <message>"`` once the chain failed mid-stream
+        self.pipeline_failed: str | None = None
+        #: called on the event loop with this session and :attr:`pipeline_failed`
+        self.on_pipeline_failed: Callable[[MediaSession, str], object] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def drained_input_frames(self) -> int:
@@ -67,8 +78,9 @@ class MediaSession(PeerSession):
             chain_ids = self.manager.state.pipeline_ids
         state = await self.manager.load(chain_ids)
         if state.status != "loaded":
-            raise NotReady(f"pipeline chain {state.pipeline_ids} failed to load: {state.error}")
+            raise PipelineFailed(f"{', '.join(state.pipeline_ids)}: failed to load: {state.error}")
         self.pipeline_ids = list(state.pipeline_ids)
+        self._loop = asyncio.get_running_loop()
         caps = self.capabilities = self.manager.registry.capabilities(self.pipeline_ids)
 
         await self.set_offer(sdp)
@@ -82,15 +94,40 @@ class MediaSession(PeerSession):
         self.attach_media(self.video_track, self.audio_track, receive_video=caps.accepts_video)
 
         # A real model's constructor takes seconds: never on the event loop other sessions use.
-        chain = await asyncio.to_thread(self.manager.instantiate, self.pipeline_ids)
+        try:
+            chain = await asyncio.to_thread(self.manager.instantiate, self.pipeline_ids)
+        except Exception as exc:  # the pipeline's own constructor: the client must hear why
+            logger.exception("%s: creating pipeline chain %s failed", self.name, self.pipeline_ids)
+            raise PipelineFailed(f"{', '.join(self.pipeline_ids)}: failed to load: "
+                                 f"{type(exc).__name__}: {exc}") from exc
         self.runner = PipelineRunner(chain, self.buffer,
-                                     params=pipeline_parameters(initial_parameters))
+                                     params=pipeline_parameters(initial_parameters),
+                                     on_failure=self._runner_failed)
         return await self.create_answer()
+
+    # --- a pipeline that raised ------------------------------------------------------------
+    def _runner_failed(self, pipeline_id: str, reason: str) -> None:
+        """From the runner's worker thread: over to the event loop."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            loop.call_soon_threadsafe(self._pipeline_failed, f"{pipeline_id}: {reason}")
+        except RuntimeError:  # the loop closed meanwhile (interpreter shutdown)
+            pass
+
+    def _pipeline_failed(self, message: str) -> None:
+        if self.pipeline_failed is not None or self.closed.is_set():
+            return
+        self.pipeline_failed = message
+        logger.error("%s: pipeline failed, generation stopped: %s", self.name, message)
+        if self.on_pipeline_failed is not None:
+            self.on_pipeline_failed(self, message)
 
     # --- hooks ---------------------------------------------------------------------------
     def on_connected(self) -> None:
-        if self.runner is not None and not self.runner.running:
-            self.runner.start()
+        if self.runner is not None:
+            self.runner.start()  # once; a failed runner is not started again
 
     def on_track(self, track: MediaStreamTrack) -> None:
         if track.kind == "video" and self.capabilities and self.capabilities.accepts_video:
@@ -138,6 +175,7 @@ class MediaSession(PeerSession):
         if self.video_track:
             out["video_frames_sent"] = self.video_track.frames_sent
             out["late_video_frames"] = self.video_track.late_frames
+        out["pipeline_failed"] = self.pipeline_failed
         if self.runner:
             out["pipeline_errors"] = self.runner.errors
             out["rejected_parameters"] = self.runner.rejected_params

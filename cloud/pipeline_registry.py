@@ -1,4 +1,5 @@
-"""The pipeline registry: the one authority on which pipelines exist and their capability flags."""
+"""The pipeline registry: the one authority on which pipelines exist and their capability flags,
+and on the plugins that failed to load (listed with their causes, never fatal)."""
 
 from __future__ import annotations
 
@@ -10,18 +11,38 @@ from scope_relay.protocol.errors import InvalidMessage, UnknownPipeline
 
 from .pipelines.base import Pipeline
 from .pipelines.builtin import BUILTIN_PIPELINES
+from .pipelines.discovery import Discovery, PluginFailure
+from .pipelines.reload import ReloadResult
 
 
 class PipelineRegistry:
-    def __init__(self, pipelines: Iterable[type[Pipeline]] = BUILTIN_PIPELINES):
+    def __init__(self, pipelines: Iterable[type[Pipeline]] = BUILTIN_PIPELINES,
+                 failures: Iterable[PluginFailure] = ()):
         self._classes: dict[str, type[Pipeline]] = {}
+        self.failures: list[PluginFailure] = list(failures)
         for cls in pipelines:
             self.register(cls)
+
+    @classmethod
+    def from_discovery(cls, discovery: Discovery) -> PipelineRegistry:
+        """The validated classes :func:`discover_pipelines` found, and its failures."""
+        return cls(discovery.pipelines, discovery.failures)
 
     def register(self, cls: type[Pipeline]) -> None:
         if cls.pipeline_id in self._classes:
             raise ValueError(f"pipeline {cls.pipeline_id!r} registered twice")
         self._classes[cls.pipeline_id] = cls
+
+    def apply_reload(self, result: ReloadResult) -> None:
+        """Take the classes a ``--reload`` check loaded (replacing those of the same id) and
+        its failures (replacing the earlier ones of each source it read again)."""
+        for pipeline_id, cls in result.classes.items():
+            self._classes[pipeline_id] = cls
+        for source, failures in result.failures.items():
+            self.failures = [f for f in self.failures if f.source != source] + failures
+
+    def describe_failures(self) -> list[dict[str, str]]:
+        return [f.as_dict() for f in self.failures]
 
     def ids(self) -> list[str]:
         return list(self._classes)

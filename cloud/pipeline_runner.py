@@ -4,6 +4,11 @@ Never on the event loop. It generates only when the buffer needs more (so fast p
 don't race ahead and parameter changes apply within a chunk), starts each call early
 enough for slow ones (it learns how long calls take), and waits rather than spins when a
 pipeline returns nothing.
+
+A pipeline that raises (or returns something unusable) ends generation for its session:
+retrying a broken model would only fill the log, and the client must hear why its media
+stopped. The runner logs the traceback, keeps the reason in :attr:`PipelineRunner.failed`
+and hands it to ``on_failure``; other sessions' runners never notice.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -27,13 +32,17 @@ from scope_relay.protocol.media import SAMPLE_RATE
 
 from .media_buffer import MediaBuffer
 from .pipelines.base import InputFrame, Pipeline, PipelineOutput, finite_number
+from .pipelines.outputs import as_pipeline_output, pipeline_name
 
 logger = logging.getLogger(__name__)
-#: Audio that resumes after a longer pause restarts its stream instead of being preceded
-#: by that much generated silence.
 #: parameters a session may hold; unknown keys beyond this are refused (counted)
 MAX_PARAMETER_KEYS = 256
+#: Audio that resumes after a longer pause restarts its stream instead of being preceded
+#: by that much generated silence.
 AUDIO_RESTART_GAP = 1.0
+#: a failure's text is cut to this many characters (an exception may carry megabytes,
+#: and the reason travels in a control message, in stats and to the page)
+MAX_FAILURE_CHARS = 2000
 _live_runners: weakref.WeakSet[PipelineRunner] = weakref.WeakSet()
 
 
@@ -98,9 +107,14 @@ def audio_to_numpy(audio: Any) -> np.ndarray:
     return as_channels_first(audio)
 
 
+#: ``on_failure(pipeline_id, reason)``, called once from the worker thread
+FailureCallback = Callable[[str, str], None]
+
+
 class PipelineRunner:
     def __init__(self, chain: Sequence[Pipeline], buffer: MediaBuffer, *,
-                 params: Mapping[str, Any] | None = None, min_lead: float = 0.12):
+                 params: Mapping[str, Any] | None = None, min_lead: float = 0.12,
+                 on_failure: FailureCallback | None = None):
         self.chain = list(chain)
         self.buffer = buffer
         self.inputs = InputQueue() if self.chain[0].accepts_video else None
@@ -123,9 +137,18 @@ class PipelineRunner:
         self.errors = 0
         self.rejected_params = 0
         self.last_error: str | None = None
+        #: ``"<ExceptionType>: <message>"`` once a call raised; generation has then ended
+        self.failed: str | None = None
+        #: the id of the pipeline that raised (the last one for unusable output)
+        self.failed_pipeline: str | None = None
+        self._on_failure = on_failure
+        self._culprit = pipeline_name(self.chain[-1])  # whose code runs now (worker only)
 
     # --- control (any thread) ----------------------------------------------------------
     def start(self) -> None:
+        """Start the worker (at most once: a second call does nothing)."""
+        if self._thread.ident is not None:
+            return
         _live_runners.add(self)
         self._thread.start()
 
@@ -195,7 +218,8 @@ class PipelineRunner:
         self._call_seconds = max(elapsed, 0.9 * self._call_seconds + 0.1 * elapsed)
 
     def _run(self) -> None:
-        with torch.no_grad():
+        # inference_mode, not no_grad: no version counters or autograd records at all
+        with torch.inference_mode():
             while not self._stop.is_set():
                 wait = self.buffer.lead() - self._target_lead()
                 if wait > 0:
@@ -215,14 +239,32 @@ class PipelineRunner:
                 began = time.monotonic()
                 try:
                     pushed = self.step(inputs)
-                    self._learn_call_time(time.monotonic() - began)
-                    if not pushed:
-                        self._stop.wait(0.02)  # idle pipelines wait, never spin
                 except Exception as exc:
-                    self.errors += 1
-                    self.last_error = f"{type(exc).__name__}: {exc}"
-                    logger.exception("pipeline chunk failed")
-                    self._stop.wait(0.5)
+                    self._fail(exc)
+                    return
+                self._learn_call_time(time.monotonic() - began)
+                if not pushed:
+                    self._stop.wait(0.02)  # idle pipelines wait, never spin
+
+    def _fail(self, exc: Exception) -> None:
+        """End generation: log the traceback, keep the reason, tell the owner."""
+        if self._stop.is_set():  # interrupted by a stop (close() on a model): no failure
+            logger.info("pipeline %s ended while stopping: %s: %s", self._culprit,
+                        type(exc).__name__, exc)
+            return
+        self.errors += 1
+        reason = f"{type(exc).__name__}: {exc}"
+        if len(reason) > MAX_FAILURE_CHARS:
+            reason = reason[:MAX_FAILURE_CHARS - 1] + "…"
+        self.failed = self.last_error = reason
+        self.failed_pipeline = self._culprit
+        logger.exception("pipeline %s failed; generation for this session stopped",
+                         self._culprit)
+        if self._on_failure is not None:
+            try:
+                self._on_failure(self._culprit, self.failed)
+            except Exception:  # the owner's bug must not hide the pipeline's
+                logger.exception("reporting the failure of pipeline %s failed", self._culprit)
 
     def step(self, inputs: list[InputFrame] | None = None) -> bool:
         """One chunk: apply pending parameter updates, call the chain once, and push its
@@ -243,7 +285,8 @@ class PipelineRunner:
         output: PipelineOutput | None = None
         stage_inputs = inputs
         for stage in self.chain:
-            output = stage(stage_inputs, self.params)
+            self._culprit = pipeline_name(stage)
+            output = as_pipeline_output(stage(stage_inputs, self.params), stage)
             if output is None:
                 return None
             if output.audio is not None:
@@ -263,6 +306,7 @@ class PipelineRunner:
         frame_seconds = 0.0
         duration = 0.0
         last = self.chain[-1]
+        self._culprit = pipeline_name(last)  # what cannot be used is the last stage's output
         if out.video is not None and last.produces_video:
             frames = video_to_numpy(out.video)
             fps = out.fps or last.fps or 30.0

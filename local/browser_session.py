@@ -1,4 +1,11 @@
-"""BrowserSession: one browser peer connection, bridged to the cloud through a CloudHop."""
+"""BrowserSession: one browser peer connection, bridged to the cloud through a CloudHop.
+
+When the cloud's pipeline fails, the browser's peer stays up (a page that restarts
+dropped sessions would otherwise loop on a broken model), the output tracks end (the
+FrameProcessor is closed: nothing more is coming, so nothing waits or counts underruns),
+the stats say ``pipeline_failed`` and the page gets ``{"type": "error", "code":
+"PIPELINE_FAILED", "error"}`` on its ``parameters`` channel (once it is open).
+"""
 
 from __future__ import annotations
 
@@ -8,9 +15,10 @@ from typing import Any
 
 from aiortc import MediaStreamTrack
 
+from scope_relay.protocol import messages as m
 from scope_relay.protocol.capabilities import Capabilities
-from scope_relay.protocol.errors import InvalidMessage, ProtocolError
-from scope_relay.protocol.parameters import PIPELINE_IDS
+from scope_relay.protocol.errors import InvalidMessage, PipelineFailed, ProtocolError
+from scope_relay.protocol.parameters import DATA_CHANNEL_LABEL, PIPELINE_IDS
 from scope_relay.rtc.aiortc_internals import offered_direction
 from scope_relay.rtc.peer import PeerSession
 from scope_relay.rtc.sdp import validate_offer_sdp
@@ -39,6 +47,9 @@ async def chain_capabilities(connection: CloudConnectionManager,
     if status >= 400:
         raise ProtocolError(str(data.get("detail", "pipeline load failed")),
                             code=str(data.get("code", "LOAD_FAILED")), status=status)
+    if data.get("status") == "error":  # the pipeline raised while loading
+        ids = ", ".join(str(p) for p in data.get("pipeline_ids") or [])
+        raise PipelineFailed(f"{ids}: failed to load: {data.get('error') or 'unknown error'}")
     if data.get("status") != "loaded":
         raise ProtocolError(f"pipeline not loaded: {data.get('error') or data.get('status')}",
                             code="NOT_LOADED", status=409)
@@ -64,6 +75,10 @@ class BrowserSession(PeerSession):
         #: the browser's camera through a bounded pump this session owns: it keeps being
         #: drained while the cloud hop reconnects (aiortc's receive queue is unbounded)
         self.camera: LatestFrameTrack | None = None
+        #: the page's ``parameters`` channel, for telling it that the pipeline failed
+        self._channel: Any = None
+        self._page_told = False
+        self.pc.on("datachannel", self._remember_channel)
 
     @property
     def cloud(self) -> CloudWebRTCClient | None:
@@ -98,6 +113,7 @@ class BrowserSession(PeerSession):
 
         self.hop = CloudHop(new_client, pipeline_ids=self.pipeline_ids,
                             initial_parameters=initial_parameters, name=self.name)
+        self.hop.on_pipeline_failed = self._pipeline_failed
         await self.hop.connect()
         if caps.produces_video and self.offers("video"):
             self.video_track = CloudTrack(self.processor)
@@ -117,6 +133,33 @@ class BrowserSession(PeerSession):
         if self.hop is not None:
             self.hop.forward(raw, updates)
 
+    # --- a failed pipeline -----------------------------------------------------------------
+    @property
+    def pipeline_failed(self) -> str | None:
+        """The cloud's reason, once its pipeline failed (the session then plays nothing)."""
+        return self.hop.pipeline_failed if self.hop else None
+
+    def _pipeline_failed(self, message: str) -> None:
+        logger.error("%s: pipeline failed: %s", self.name, message)
+        self.processor.close()  # the output tracks end: no more media is coming
+        self._tell_page()
+
+    def _remember_channel(self, channel: Any) -> None:
+        if channel.label == DATA_CHANNEL_LABEL:
+            self._channel = channel
+            self._tell_page()  # a failure that came before the channel
+
+    def _tell_page(self) -> None:
+        channel, message = self._channel, self.pipeline_failed
+        if (self._page_told or channel is None or message is None
+                or channel.readyState != "open"):
+            return  # sent when the channel opens, if it ever does; the stats say it anyway
+        self._page_told = True
+        try:
+            channel.send(m.encode(m.pipeline_failed(message)))
+        except Exception as exc:  # a closing channel: the stats still carry the reason
+            logger.warning("%s: could not tell the page the pipeline failed: %s", self.name, exc)
+
     async def release(self) -> None:
         self.processor.close()
         if self.hop is not None:
@@ -129,6 +172,7 @@ class BrowserSession(PeerSession):
         out.update(self.processor.stats())
         if self.hop:
             out.update(self.hop.stats())
+        out["pipeline_failed"] = self.pipeline_failed
         out["camera_frames_dropped"] = self.camera.dropped if self.camera else 0
         if self.video_track:
             out["video_frames_sent"] = self.video_track.frames_sent

@@ -3,7 +3,9 @@
 One WebSocket for signaling and API proxying. Replies are matched by ``request_id``;
 an ``error`` reply goes to its waiter at once (never a silent timeout), and when the
 socket drops every pending request fails immediately. The manager reconnects with
-backoff and waits for ``ready`` every time.
+backoff and waits for ``ready`` every time. An unsolicited ``error`` naming a
+``sessionId`` (a pipeline that failed mid-stream) goes to whoever watches that cloud
+session (:meth:`CloudConnectionManager.watch_session`), not to the connection's status.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import logging
 import random
 import re
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -47,6 +50,18 @@ class CloudRefused(ProtocolError):
 REFUSED_RETRY_SECONDS = 60.0
 #: ``error`` codes in place of ``ready`` that mean the same as an HTTP 401/403.
 _REFUSAL_CODES = frozenset({"UNAUTHORIZED", "ACCESS_DENIED"})
+#: cloud sessions watched at once; beyond this the oldest watch is forgotten (counted)
+MAX_SESSION_WATCHES = 1024
+
+#: gets the ``error`` messages about one cloud session
+SessionErrorCallback = Callable[[m.ErrorReply], object]
+#: What watched sessions are told when the control socket they were opened on is lost: the
+#: cloud ends a socket's media sessions with it, so waiting for WebRTC to notice (ICE
+#: consent, ~30 s) would only keep the user in silence.
+CONNECTION_LOST = "CONNECTION_LOST"
+#: Reconnect backoff: from 0.25 s, doubling, at most 1 s through the first minute of an
+#: outage (a restarted cloud app is found within ~1 s of being ready), then at most 15 s.
+BACKOFF_FIRST, BACKOFF_SHORT_CAP, BACKOFF_LONG_CAP, SHORT_OUTAGE = 0.25, 1.0, 15.0, 60.0
 
 
 class CloudConnectionManager:
@@ -71,6 +86,10 @@ class CloudConnectionManager:
         self._ready = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._closing = False
+        self._session_watches: dict[str, SessionErrorCallback] = {}
+        #: watches forgotten to keep the table bounded, and session errors nobody watched
+        self.session_watches_forgotten = 0
+        self.unrouted_session_errors = 0
 
     # --- public ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -120,6 +139,32 @@ class CloudConnectionManager:
             await self.request(m.ApiCall(None, method, path, body), timeout=timeout))
         return reply.status, reply.data
 
+    def watch_session(self, session_id: str, callback: SessionErrorCallback) -> None:
+        """Send unsolicited ``error`` messages naming cloud session ``session_id`` to
+        ``callback`` (on the event loop) until :meth:`unwatch_session`."""
+        self._session_watches.pop(session_id, None)
+        while len(self._session_watches) >= MAX_SESSION_WATCHES:
+            oldest = next(iter(self._session_watches))
+            del self._session_watches[oldest]
+            self.session_watches_forgotten += 1
+            logger.warning("forgot the watch on cloud session %s (more than %d)", oldest[:8],
+                           MAX_SESSION_WATCHES)
+        self._session_watches[session_id] = callback
+
+    def unwatch_session(self, session_id: str) -> None:
+        self._session_watches.pop(session_id, None)
+
+    def _sessions_lost(self) -> None:
+        """The socket is gone, and with it every cloud session opened on it: tell them."""
+        watches, self._session_watches = self._session_watches, {}
+        lost = m.ErrorReply(f"the control socket closed ({self.last_error}): the cloud ended "
+                            "this session", CONNECTION_LOST, 503)
+        for callback in watches.values():
+            try:
+                callback(lost)
+            except Exception:  # one session's bug must not stop the reconnect loop
+                logger.exception("a session's connection-lost handler failed")
+
     @property
     def pending_requests(self) -> int:
         """Requests sent and not answered yet."""
@@ -128,7 +173,9 @@ class CloudConnectionManager:
     def status(self) -> dict[str, Any]:
         return {"state": self.state, "stage": self.stage, "app_id": self.target.app_id,
                 "url": self.target.ws_url, "connection_id": self.connection_id,
-                "last_error": self.last_error, "connects": self.connects}
+                "last_error": self.last_error, "connects": self.connects,
+                "session_watches_forgotten": self.session_watches_forgotten,
+                "unrouted_session_errors": self.unrouted_session_errors}
 
     async def close(self) -> None:
         self._closing = True
@@ -145,7 +192,8 @@ class CloudConnectionManager:
 
     # --- connection loop ---------------------------------------------------------------
     async def _run(self) -> None:
-        backoff = 0.5
+        backoff = BACKOFF_FIRST
+        outage_began: float | None = None
         while not self._closing:
             self.state = "connecting" if self.connects == 0 else "reconnecting"
             started = time.monotonic()
@@ -169,14 +217,19 @@ class CloudConnectionManager:
             finally:
                 self._ready.clear()
                 self._fail_pending(Unavailable(f"cloud connection lost: {self.last_error}"))
+            self._sessions_lost()
             if not self.reconnect or self._closing:
                 self.state = "error"
                 self._ready.set()  # waiters wake and see it gave up
                 return
-            if time.monotonic() - started > 30:
-                backoff = 0.5
-            await asyncio.sleep(backoff * (1 + random.random() * 0.2))
-            backoff = min(backoff * 2, 15.0)
+            now = time.monotonic()
+            if now - started > 30:  # it had been up a while: a new outage
+                backoff, outage_began = BACKOFF_FIRST, now
+            if outage_began is None:
+                outage_began = now
+            cap = BACKOFF_SHORT_CAP if now - outage_began < SHORT_OUTAGE else BACKOFF_LONG_CAP
+            await asyncio.sleep(min(backoff, cap) * (1 + random.random() * 0.2))
+            backoff = min(backoff * 2, cap)
 
     async def _connect_once(self) -> None:
         headers = {"Authorization": f"Key {self.target.api_key}"} if self.target.api_key else {}
@@ -266,9 +319,26 @@ class CloudConnectionManager:
                 level = getattr(logging, match.group(1)) if match else logging.INFO
                 cloud_logger.log(level, "%s", line)
         elif data["type"] == "error":
-            closing = m.parse_error(data)
-            self.last_error = f"{closing.code}: {closing.message}"
+            failure = m.parse_error(data)
+            if failure.session_id is not None:  # one session's news, not the connection's
+                self._route_session_error(failure)
+                return
+            self.last_error = f"{failure.code}: {failure.message}"
             logger.warning("cloud error: %s", self.last_error)
+
+    def _route_session_error(self, failure: m.ErrorReply) -> None:
+        assert failure.session_id is not None
+        callback = self._session_watches.get(failure.session_id)
+        if callback is None:  # a session already closed here: nobody left to tell
+            self.unrouted_session_errors += 1
+            logger.info("cloud error for session %s nobody watches: %s: %s",
+                        failure.session_id[:8], failure.code, failure.message)
+            return
+        try:
+            callback(failure)
+        except Exception:  # a watcher's bug must not end the read loop
+            logger.exception("handling a cloud error for session %s failed",
+                             failure.session_id[:8])
 
     async def _keepalive(self) -> None:
         while True:

@@ -5,6 +5,10 @@ connection and a new cloud session) is built to feed the same FrameProcessor; th
 browser's hop stays up meanwhile (audio plays silence, video holds) and playback resumes
 on the cloud's clock. Every parameter the browser set is remembered and restored on the
 new hop; the chain stays the one this session negotiated.
+
+A pipeline that fails is the one thing a new hop cannot cure (the same model would fail
+the same way, and a reconnect loop would hide it): the hop is then failed for good, its
+cloud peer closed (freeing the cloud's session), and ``on_pipeline_failed`` is told.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from scope_relay.protocol.errors import PipelineFailed
 from scope_relay.protocol.parameters import CHAIN_KEYS, PIPELINE_IDS
 from scope_relay.util.tasks import OwnedTasks
 
@@ -40,12 +45,42 @@ class CloudHop:
         self.parameters_forgotten = 0
         self._initial = {**initial_parameters, PIPELINE_IDS: list(pipeline_ids)}
         self._tasks = OwnedTasks()
+        self._keeper: asyncio.Task | None = None
+        #: the cloud's reason once its pipeline failed; the hop is then down for good
+        self.pipeline_failed: str | None = None
+        #: called once with :attr:`pipeline_failed` (on the event loop)
+        self.on_pipeline_failed: Callable[[str], object] | None = None
+
+    def _build_client(self) -> CloudWebRTCClient:
+        client = self._new_client()
+        client.on_pipeline_failed = self._pipeline_failed
+        return client
 
     async def connect(self) -> None:
-        """Build the first hop, then keep it up in the background."""
-        self.client = self._new_client()
-        await self.client.connect(self._initial)
-        self._tasks.spawn(self._keep_connected())
+        """Build the first hop, then keep it up in the background. Raises
+        ``PIPELINE_FAILED`` if the pipeline fails before the hop is up."""
+        self.client = self._build_client()
+        try:
+            await self.client.connect(self._initial)
+        except Exception:
+            if self.pipeline_failed is not None:  # the real reason the hop went down
+                raise PipelineFailed(self.pipeline_failed) from None
+            raise
+        if self.pipeline_failed is not None:
+            raise PipelineFailed(self.pipeline_failed)
+        self._keeper = self._tasks.spawn(self._keep_connected())
+
+    def _pipeline_failed(self, message: str) -> None:
+        if self.pipeline_failed is not None:
+            return
+        self.pipeline_failed = message
+        logger.error("%s: the cloud's pipeline failed, not reconnecting: %s", self.name, message)
+        if self._keeper is not None:
+            self._keeper.cancel()  # (closes a half-built new client, if any)
+        if self.client is not None:
+            self._tasks.spawn(self.client.close())  # the cloud session is of no more use
+        if self.on_pipeline_failed is not None:
+            self.on_pipeline_failed(message)
 
     def forward(self, raw: str, updates: Mapping[str, Any]) -> None:
         """A browser ``parameters`` message: sent on unchanged (observe, never edit) and
@@ -65,7 +100,7 @@ class CloudHop:
             logger.warning("%s: cloud media connection lost, reconnecting", self.name)
             await self.client.close()
             while True:
-                client = self._new_client()
+                client = self._build_client()
                 restored = dict(self.parameter_state)
                 try:
                     await client.connect({**self._initial, **restored})
@@ -89,6 +124,7 @@ class CloudHop:
     def stats(self) -> dict[str, Any]:
         out = self.client.stats() if self.client is not None else {}
         out["cloud_reconnects"] = self.reconnects
+        out["pipeline_failed"] = self.pipeline_failed
         out["parameters_forgotten"] = self.parameters_forgotten
         return out
 

@@ -4,7 +4,9 @@ Transceivers follow the chain's flags: video (recvonly, or sendrecv carrying the
 browser's camera when the chain accepts video) only when the chain produces or accepts
 video; a recvonly audio transceiver only when it produces audio. Received packed-s16
 audio is de-interleaved into the FrameProcessor; both tracks are stamped with cloud time
-from the sender reports before anything is queued.
+from the sender reports before anything is queued. Once the cloud has answered, the
+client watches its cloud session on the control socket: a ``PIPELINE_FAILED`` for it sets
+:attr:`CloudWebRTCClient.pipeline_failed` and calls ``on_pipeline_failed``.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
@@ -22,13 +24,13 @@ from scope_relay.media.audio import float_to_s16, frame_channel_names, frame_to_
 from scope_relay.media.resample import TimedResampler
 from scope_relay.protocol import messages as m
 from scope_relay.protocol.capabilities import Capabilities
-from scope_relay.protocol.errors import Unavailable
+from scope_relay.protocol.errors import PipelineFailed, Unavailable
 from scope_relay.protocol.media import SAMPLE_RATE, VIDEO_CLOCK_RATE
 from scope_relay.rtc.ice import loopback_candidates, rtc_configuration
 from scope_relay.util.tasks import OwnedTasks, RunOnce
 
 from .camera import CameraFeed, LatestFrameTrack
-from .cloud_connection import CloudConnectionManager
+from .cloud_connection import CONNECTION_LOST, CloudConnectionManager
 from .frame_processor import FrameProcessor
 from .track_timing import TrackTimer
 
@@ -64,7 +66,10 @@ class CloudWebRTCClient:
         self.parameters_dropped = 0
         self.closed = asyncio.Event()
         self.failed = asyncio.Event()
-
+        #: the cloud's reason once its pipeline failed mid-stream (no reconnect cures that)
+        self.pipeline_failed: str | None = None
+        #: called with :attr:`pipeline_failed` when the cloud reports it
+        self.on_pipeline_failed: Callable[[str], object] | None = None
 
     async def connect(self, initial_parameters: Mapping[str, Any]) -> str:
         servers = m.parse_ice_servers(await self.connection.request(m.GetIceServers()))
@@ -107,6 +112,8 @@ class CloudWebRTCClient:
         offer = m.Offer(None, pc.localDescription.sdp, initial_parameters=dict(initial_parameters))
         answer = m.parse_answer(await self.connection.request(offer))
         self.session_id = answer.session_id
+        # before the peer can connect (and the cloud's runner start): nothing is missed
+        self.connection.watch_session(answer.session_id, self._on_cloud_error)
         await pc.setRemoteDescription(RTCSessionDescription(answer.sdp, "answer"))
         try:
             await asyncio.wait_for(connected.wait(), self.connect_timeout)
@@ -118,6 +125,21 @@ class CloudWebRTCClient:
         if self.failed.is_set():
             raise Unavailable("WebRTC connection to the cloud failed")
         return self.session_id or ""
+
+    def _on_cloud_error(self, failure: m.ErrorReply) -> None:
+        if failure.code == CONNECTION_LOST:  # the cloud ended our session: rebuild at once
+            logger.warning("cloud session %s: %s", (self.session_id or "")[:8], failure.message)
+            self.failed.set()
+            return
+        if failure.code != PipelineFailed.code:
+            logger.warning("cloud session %s: %s: %s", (self.session_id or "")[:8],
+                           failure.code, failure.message)
+            return
+        if self.pipeline_failed is not None or self.closed.is_set():
+            return
+        self.pipeline_failed = failure.message
+        if self.on_pipeline_failed is not None:
+            self.on_pipeline_failed(failure.message)
 
     def send_parameters(self, message: str) -> None:
         """Forward a browser ``parameters`` message unchanged (observe, never edit)."""
@@ -205,6 +227,8 @@ class CloudWebRTCClient:
 
     async def _close_once(self) -> None:
         self.closed.set()
+        if self.session_id is not None:
+            self.connection.unwatch_session(self.session_id)
         await self._tasks.cancel_all()
         if self.pc is not None:
             await self.pc.close()

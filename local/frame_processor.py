@@ -35,9 +35,12 @@ PTS_HEADROOM = 1.0
 MAX_JITTER = 0.3
 #: Raised delay is given back after a window in which every audio frame arrived at least
 #: ``DECAY_MARGIN`` before its release time, at most ``DECAY_STEP`` per window.
-DECAY_WINDOW = 10.0
+#: 2 s windows of 40 ms each: 200 ms given back in 10 s of calm (a raise after a stall or
+#: a loss burst is gone within ~10 s), while a window still spans ~100 audio frames, enough
+#: to see the network's ordinary jitter before giving its margin away.
+DECAY_WINDOW = 2.0
 DECAY_MARGIN = 0.02
-DECAY_STEP = 0.02
+DECAY_STEP = 0.04
 
 
 class FrameProcessor:

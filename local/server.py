@@ -20,6 +20,7 @@ from scope_relay.util.metrics import metrics_handler, session_gauges
 from .browser_session import BrowserSession
 from .cloud_connection import CloudConnectionManager
 from .cloud_target import CloudTarget
+from .osc import OscInput
 from .same_origin import SameOriginPolicy, same_origin_middleware
 
 logger = logging.getLogger(__name__)
@@ -51,6 +52,8 @@ class RelayConfig:
     allow_hosts: list[str] = field(default_factory=list)
     #: more origins allowed to drive it (e.g. a page under development on another port)
     allow_origins: list[str] = field(default_factory=list)
+    #: (host, port) for OSC input (``/param/<name> <value>``); None: no OSC (local/osc.py)
+    osc_address: tuple[str, int] | None = None
 
 
 def _without_id(stats: dict[str, Any]) -> dict[str, Any]:
@@ -71,6 +74,7 @@ class LocalRelay:
         self.connection = CloudConnectionManager(config.target, ready_timeout=config.ready_timeout,
                                                  request_timeout=config.request_timeout)
         self.sessions: dict[str, BrowserSession] = {}
+        self.osc: OscInput | None = None
 
     async def offer(self, request: web.Request) -> web.Response:
         body = await _json_body(request)
@@ -187,9 +191,17 @@ def create_relay_app(config: RelayConfig) -> web.Application:
     app.router.add_get("/metrics", metrics_handler(relay.metrics))
 
     async def on_startup(app: web.Application) -> None:
+        if config.osc_address is not None:  # first: a port in use fails before anything runs
+            # the owner is the newest session: the page opened last is the one on stage
+            relay.osc = OscInput(lambda: next(reversed(relay.sessions.values()), None),
+                                 lambda: relay.connection.api("GET", "/api/v1/pipelines"),
+                                 host=config.osc_address[0], port=config.osc_address[1])
+            await relay.osc.start()
         await relay.connection.start()
 
     async def on_cleanup(app: web.Application) -> None:
+        if relay.osc is not None:
+            await relay.osc.close()
         await relay.close()
 
     app.on_startup.append(on_startup)

@@ -107,3 +107,12 @@ class TooManyConnections(ProtocolError):
 
     code = "TOO_MANY_CONNECTIONS"
     status = 429
+
+
+class PipelineFailed(ProtocolError):
+    """A pipeline raised, while loading or mid-stream. Mid-stream it ends generation for
+    that session only; the client is told (an unsolicited ``error`` naming the session)
+    and the app keeps serving everyone else."""
+
+    code = "PIPELINE_FAILED"
+    status = 500

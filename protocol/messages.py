@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import InvalidMessage, ProtocolError, UnknownMessageType
+from .errors import InvalidMessage, PipelineFailed, ProtocolError, UnknownMessageType
 
 #: Scope's client refuses larger messages; nothing we send may exceed it.
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
@@ -262,6 +262,17 @@ def error(message: str, code: str, request_id: str | None = None,
     return _message("error", request_id, error=message, code=code, status=status)
 
 
+def pipeline_failed(message: str, session_id: str | None = None) -> dict[str, Any]:
+    """Unsolicited: a session's pipeline raised and generation for it has stopped. On the
+    control socket it names the cloud ``sessionId`` (a client may hold several); the relay
+    sends it to the page on the ``parameters`` data channel without one. Scope's client
+    consumes ``error`` messages without routing them, so it is harmless there."""
+    out = error(message, PipelineFailed.code, status=PipelineFailed.status)
+    if session_id is not None:
+        out["sessionId"] = session_id
+    return out
+
+
 def error_from(exc: ProtocolError, request_id: str | None = None) -> dict[str, Any]:
     rid = request_id if request_id is not None else getattr(exc, "request_id", None)
     return error(exc.message, exc.code, rid, exc.status)
@@ -317,11 +328,12 @@ def encode(message: Mapping[str, Any]) -> str:
 @dataclass(frozen=True)
 class ErrorReply:
     """An ``error`` message: a refused request, or (without ``request_id``) the cloud's
-    reason for closing."""
+    reason for closing, or (with ``session_id``) news about one media session."""
 
     message: str
     code: str
     status: int
+    session_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -341,9 +353,11 @@ class ApiReply:
 
 def parse_error(reply: Mapping[str, Any]) -> ErrorReply:
     status = reply.get("status")
+    session_id = reply.get("sessionId")
     return ErrorReply(str(reply.get("error") or "cloud error"), str(reply.get("code") or "ERROR"),
                       status if isinstance(status, int) and not isinstance(status, bool)
-                      and 400 <= status <= 599 else 502)
+                      and 400 <= status <= 599 else 502,
+                      session_id if isinstance(session_id, str) and session_id else None)
 
 
 def parse_ready(message: Mapping[str, Any]) -> str | None:

@@ -7,5 +7,5 @@ cd "$(dirname "$0")/.."
 # are mapped to scope_relay.* by setuptools (which mypy cannot follow).
 tree=build/typecheck/scope_relay
 mkdir -p "$tree"
-for pkg in protocol media rtc util cloud local cli; do ln -sfn "../../../$pkg" "$tree/$pkg"; done
+for pkg in protocol media rtc util cloud local cli testing; do ln -sfn "../../../$pkg" "$tree/$pkg"; done
 (cd build/typecheck && ../../.venv/bin/mypy --config-file ../../pyproject.toml -p scope_relay)

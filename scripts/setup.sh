@@ -1,26 +1,38 @@
 #!/usr/bin/env bash
-# Installs everything scope-relay needs into ./.venv (and, with --system, Debian packages
-# for the browser and TURN tests). Idempotent: re-running only installs what is missing.
+# Installs scope-relay into ./.venv. Idempotent: re-running only installs what is missing.
+#   scripts/setup.sh             everything: runtime, the cloud app (torch) and the test tools
+#   scripts/setup.sh --system    the same, plus Debian packages for the browser, TURN and loss-lab tests
+#   scripts/setup.sh --runtime   only what the demo runs (no pytest, Playwright, ruff, mypy...)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [[ "${1:-}" == "--system" ]]; then
-  need=()
-  [[ -x /usr/bin/chromium ]] || need+=(chromium chromium-driver)
-  command -v turnserver >/dev/null || need+=(coturn)
-  if ((${#need[@]})); then
-    SUDO=""; [[ $(id -u) -eq 0 ]] || SUDO="sudo"
-    echo "installing Debian packages: ${need[*]}"
-    $SUDO apt-get update -q
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${need[@]}"
-  fi
-fi
+extras="cloud,dev"
+case "${1:-}" in
+  --runtime) extras="cloud" ;;
+  --system)
+    need=()
+    [[ -x /usr/bin/chromium ]] || need+=(chromium chromium-driver)
+    command -v turnserver >/dev/null || need+=(coturn)
+    # the loss lab (tests/helpers/losslab.py): iptables NFQUEUE + the NetfilterQueue package,
+    # which pip builds against libnetfilter-queue
+    command -v iptables >/dev/null || need+=(iptables)
+    dpkg -s libnetfilter-queue-dev >/dev/null 2>&1 || need+=(libnetfilter-queue-dev)
+    command -v cc >/dev/null || need+=(gcc)
+    if ((${#need[@]})); then
+      SUDO=""; [[ $(id -u) -eq 0 ]] || SUDO="sudo"
+      echo "installing Debian packages: ${need[*]}"
+      $SUDO apt-get update -q
+      DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${need[@]}"
+    fi
+    ;;
+esac
 
 PYTHON="${PYTHON:-python3}"
 [[ -x .venv/bin/python ]] || "$PYTHON" -m venv .venv
-stamp=.venv/.installed
+# one stamp per set: a runtime-only .venv (from the demo) still gets the test tools later
+stamp=".venv/.installed-${extras/,/-}"
 if [[ ! -f $stamp || pyproject.toml -nt $stamp || constraints.txt -nt $stamp ]]; then
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -c constraints.txt -e '.[cloud,dev]'
+  .venv/bin/python -m pip install -q -c constraints.txt -e ".[${extras}]"
   touch "$stamp"
 fi

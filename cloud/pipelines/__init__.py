@@ -1,9 +1,12 @@
 """The pipeline author's API: subclass :class:`Pipeline`, declare flags and parameters,
-return a :class:`PipelineOutput` per call.
+return a :class:`PipelineOutput` per call; optionally report load progress from
+:meth:`Pipeline.load`. Register it with an entry point in the ``scope_relay.pipelines``
+group (``name = "module:Class"``), ``--pipeline`` or ``SCOPE_RELAY_PIPELINES``
+(:mod:`scope_relay.cloud.pipelines.discovery`).
 
     from scope_relay.cloud.pipelines import Pipeline, ParamSpec, PipelineOutput, InputFrame
 """
 
-from .base import InputFrame, ParamSpec, Pipeline, PipelineOutput
+from .base import InputFrame, LoadProgress, ParamSpec, Pipeline, PipelineOutput
 
-__all__ = ["InputFrame", "ParamSpec", "Pipeline", "PipelineOutput"]
+__all__ = ["InputFrame", "LoadProgress", "ParamSpec", "Pipeline", "PipelineOutput"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -68,6 +68,10 @@ class ParamSpec:
         return out
 
 
+#: ``progress(phase, fraction)``: what a loading pipeline reports (see :meth:`Pipeline.load`)
+LoadProgress = Callable[[str, float | None], None]
+
+
 @dataclass
 class InputFrame:
     """A camera frame handed to a pipeline: RGB ``(H, W, 3)`` uint8 and its media time."""
@@ -97,7 +101,7 @@ class Pipeline:
     """Base class. Subclasses set the class attributes and implement :meth:`__call__`.
 
     A pipeline is called repeatedly from the runner's worker thread (under
-    ``torch.no_grad()``), never on the event loop; returning ``None`` means "nothing yet".
+    ``torch.inference_mode()``), never on the event loop; returning ``None`` means "nothing yet".
     """
 
     pipeline_id: ClassVar[str]
@@ -112,15 +116,26 @@ class Pipeline:
     def __init__(self, device: str = "cpu"):
         self.device = device
 
+    def load(self, progress: LoadProgress) -> None:
+        """Optional: slow set-up (weights, kernels), called once per instance in a worker
+        thread after construction and before the first call. Call ``progress(phase,
+        fraction)`` (fraction 0..1, or None when unknown) as it goes: the status API shows
+        it while the chain loads. Each session gets its own instance, so keep what is
+        expensive to load in a class- or module-level cache."""
+
     def __call__(self, inputs: Sequence[InputFrame] | None,
-                 params: Mapping[str, Any]) -> PipelineOutput | None:
+                 params: Mapping[str, Any]) -> PipelineOutput | Mapping[str, Any] | None:
+        """One chunk: a :class:`PipelineOutput`, a Scope-style dict (``{"video": (T, H, W, 3),
+        "audio": (channels, samples), "audio_sample_rate": int}``, torch or numpy), or
+        ``None`` for "nothing yet". Raising ends generation for the session
+        (``PIPELINE_FAILED`` reaches its client)."""
         raise NotImplementedError
 
     @classmethod
     def describe(cls) -> dict[str, Any]:
         return {
             "id": cls.pipeline_id,
-            "name": cls.name,
+            "name": getattr(cls, "name", None) or cls.pipeline_id,
             "produces_video": cls.produces_video,
             "produces_audio": cls.produces_audio,
             "accepts_video": cls.accepts_video,

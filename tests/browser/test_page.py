@@ -6,6 +6,7 @@ import shutil
 import tempfile
 
 import pytest
+import pytest_asyncio
 
 from scope_relay.cloud.app import STATE_KEY
 
@@ -16,6 +17,7 @@ pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(shutil.which("chromium") is None and not __import__("os").path.exists(CHROMIUM),
                        reason="Debian chromium not installed (scripts/setup.sh --system)"),
+    pytest.mark.asyncio(loop_scope="module"),  # one browser for the module
 ]
 
 
@@ -34,7 +36,7 @@ AUDIO_ENERGY = """() => {
 }"""
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def browser():
     from playwright.async_api import async_playwright
 

@@ -158,8 +158,8 @@ def test_downmix_uses_standard_coefficients_by_channel_name():
 
 
 def test_raised_delay_is_given_back_when_the_network_calms_down():
-    """A late burst raises the relay's delay once; a calm minute gives it back, in steps,
-    without touching the audio (the cursor stays continuous)."""
+    """A late burst raises the relay's delay once; 10 s of calm give it all back, in
+    steps, without touching the audio (the cursor stays continuous)."""
     now = [1000.0]
     processor = FrameProcessor(clock=lambda: now[0])
     samples = np.ones((2, 960), np.int16)
@@ -181,9 +181,10 @@ def test_raised_delay_is_given_back_when_the_network_calms_down():
     frame(0.05 + 0.15 + 0.1)  # ...100 ms past its release time
     assert 0.1 <= processor.extra_delay <= 0.12
     raised = processor.extra_delay
-    for _ in range(60 * 50):  # a calm minute
+    for _ in range(10 * 50):  # 10 s of calm
         now[0] = t + 0.05 + 0.15 + processor.extra_delay
         frame(0.05)
         processor.take_audio(960)
-    assert processor.extra_delay < raised - 0.08 and processor.delay_decreases >= 4
+    assert raised > 0.1 and processor.extra_delay == 0.0  # back to the baseline
+    assert processor.delay_decreases >= 3  # in steps, not one jump
     assert processor.audio_underruns == 1  # the late frame's slot; nothing lost by decaying

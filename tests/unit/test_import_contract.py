@@ -1,6 +1,7 @@
 """Architecture rules as a test: cloud and local never import each other; the shared
 packages (media, rtc, util) import neither; protocol, the contract, imports nothing but
-the standard library; no torch anywhere but cloud/."""
+the standard library; no torch anywhere but cloud/. testing (the public test helper) may
+import both sides, like cli, and nothing of ours imports it."""
 
 from __future__ import annotations
 
@@ -12,15 +13,18 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SIDES = ("scope_relay.cloud", "scope_relay.local", "scope_relay.cli")
+SIDES = ("scope_relay.cloud", "scope_relay.local", "scope_relay.cli", "scope_relay.testing")
 FORBIDDEN = {
     "protocol": ("torch", "numpy", "av", "aiortc", "aioice", "aiohttp", "soxr",
                  "scope_relay.media", "scope_relay.rtc", "scope_relay.util", *SIDES),
     "media": ("torch", "aiortc", "aiohttp", "scope_relay.rtc", *SIDES),
     "rtc": ("torch", "aiohttp", *SIDES),
     "util": ("torch", "aiortc", "scope_relay.media", "scope_relay.rtc", *SIDES),
-    "local": ("torch", "scope_relay.cloud", "scope_relay.cli"),
-    "cloud": ("scope_relay.local", "scope_relay.cli"),
+    "local": ("torch", "scope_relay.cloud", "scope_relay.cli", "scope_relay.testing"),
+    "cloud": ("scope_relay.local", "scope_relay.cli", "scope_relay.testing"),
+    "cli": ("scope_relay.testing",),
+    # streams through both sides in-process; torch only by way of cloud
+    "testing": ("torch", "scope_relay.cli"),
 }
 #: Packages the relay imports: they must all import without torch.
 TORCH_FREE = ("local", "protocol", "media", "rtc", "util")

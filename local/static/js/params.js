@@ -1,48 +1,294 @@
-// The pipeline's parameters as inputs on the page. What the user sets is kept here, sent live
-// while a session is open, and handed to every new session so a reconnect keeps the settings.
+// The pipeline's parameters as controls built from its schema (GET /api/v1/pipelines):
+// sliders with a typed entry for numbers, whole-number entry for integers, toggles, text, a
+// prompt list with weights. A value is checked before it is sent; an invalid one is shown as
+// invalid and kept off the wire. What the user sets is remembered here and handed to every
+// new session, so a reconnect keeps the settings.
+
+import { icon } from "./icons.js";
 
 /** @type {Record<string, unknown>} values set on the page for the shown pipeline */
 let values = {};
 /** @type {RTCDataChannel | null} the live session's "parameters" channel, if any */
 let channel = null;
+/** @type {Record<string, Control>} the shown controls, by parameter name */
+let controls = {};
+/** name -> value waiting for the next send: a dragged slider sends at most ~30 times a second */
+let pending = {};
+let flushTimer = null;
+const SEND_MS = 33;
 
-// Only these types have an input here; the rest keep the pipeline's defaults.
-const EDITABLE = ["number", "integer", "prompts"];
+/**
+ * @typedef {object} Control
+ * @property {object} spec
+ * @property {(fraction: number) => void} setFraction  a controller's 0..1 position (MIDI)
+ * @property {HTMLButtonElement|null} learn            the MIDI-learn button, if mappable
+ */
+
+/** A slider step that gives about a thousand positions, rounded to a power of ten. */
+function niceStep(spec) {
+  if (spec.type === "integer") return 1;
+  const span = spec.maximum - spec.minimum;
+  return 10 ** Math.floor(Math.log10(span / 1000));
+}
+
+/**
+ * Why `text` is not a valid value for `spec`, or null when it is.
+ * @param {object} spec @param {string} text
+ */
+export function numberProblem(spec, text) {
+  if (text.trim() === "") return "enter a number";
+  const n = Number(text);
+  if (!Number.isFinite(n)) return "not a number";
+  if (spec.type === "integer" && !Number.isInteger(n)) return "a whole number";
+  if (spec.minimum != null && n < spec.minimum) return `at least ${spec.minimum}`;
+  if (spec.maximum != null && n > spec.maximum) return `at most ${spec.maximum}`;
+  return null;
+}
+
+function markInvalid(input, note, problem) {
+  input.setAttribute("aria-invalid", problem ? "true" : "false");
+  input.classList.toggle("invalid", !!problem);
+  note.textContent = problem ? `invalid: ${problem} — not sent` : "";
+}
 
 /**
  * Shows `pipeline`'s parameters in `box` and forgets what was set for the one shown before:
  * another pipeline starts from its own defaults, not the last one's settings.
  * @param {HTMLElement} box
- * @param {{params?: Record<string, {type: string, default?: any, description?: string}>}} pipeline
+ * @param {{params?: Record<string, any>}} pipeline
+ * @param {{onLearn?: (name: string) => void}} [hooks]
  */
-export function showParams(box, pipeline) {
+export function showParams(box, pipeline, hooks = {}) {
   values = {};
+  pending = {};
+  controls = {};
   box.replaceChildren();
-  for (const [name, spec] of Object.entries(pipeline.params || {})) {
-    if (!EDITABLE.includes(spec.type)) continue;
+  const entries = Object.entries(pipeline.params || {});
+  if (!entries.length) {
+    const none = document.createElement("p");
+    none.className = "muted";
+    none.textContent = "This pipeline has no parameters.";
+    box.append(none);
+  }
+  for (const [name, spec] of entries) {
+    const row = document.createElement("div");
+    row.className = `param param-${spec.type}`;
+    row.dataset.param = name;
+    const head = document.createElement("div");
+    head.className = "param-head";
     const label = document.createElement("label");
-    label.textContent = name;
-    const input = document.createElement("input");
-    input.name = name;
-    if (spec.type === "prompts") {
-      input.value = (spec.default || []).map((x) => x.text).join(", ");
-    } else {
-      input.type = "number";
-      input.step = "any";
-      input.value = spec.default;
+    label.textContent = name.replace(/_/g, " ");
+    label.htmlFor = `param-${name}`;
+    head.append(label);
+    const note = document.createElement("span");
+    note.className = "param-note";
+    note.setAttribute("aria-live", "polite");
+    const build = BUILDERS[spec.type];
+    if (!build) continue;
+    const { body, setFraction } = build(name, spec, note);
+    let learn = null;
+    if (setFraction && hooks.onLearn) {
+      learn = document.createElement("button");
+      learn.type = "button";
+      learn.className = "learn icon-button";
+      learn.title = `MIDI learn: move a knob or fader to map it to ${name}`;
+      learn.setAttribute("aria-label", `MIDI learn ${name}`);
+      learn.dataset.learn = name;
+      learn.innerHTML = icon("midi");
+      learn.addEventListener("click", () => hooks.onLearn(name));
+      head.append(learn);
     }
-    input.title = spec.description || "";
-    input.addEventListener("change", () => setParam(name, spec.type, input.value));
-    label.append(input);
-    box.append(label);
+    row.title = spec.description || "";
+    row.append(head, body, note);
+    if (spec.description) {
+      const help = document.createElement("p");
+      help.className = "param-help";
+      help.textContent = spec.description;
+      row.append(help);
+    }
+    box.append(row);
+    controls[name] = { spec, setFraction, learn };
   }
 }
 
-/** Records a value and, if a session is open, sends it now. */
-function setParam(name, type, raw) {
-  const value = type === "prompts" ? [{ text: raw, weight: 1 }] : Number(raw);
+const BUILDERS = {
+  number: numberControl,
+  integer: numberControl,
+  boolean: booleanControl,
+  string: stringControl,
+  prompts: promptsControl,
+};
+
+/** A slider (when the range is known) and a typed entry showing the same value. */
+function numberControl(name, spec, note) {
+  const body = document.createElement("div");
+  body.className = "param-body";
+  const entry = document.createElement("input");
+  entry.type = "number";
+  entry.id = `param-${name}`;
+  entry.name = name;
+  entry.className = "entry";
+  entry.value = String(spec.default ?? "");
+  entry.step = spec.type === "integer" ? "1" : "any";
+  if (spec.minimum != null) entry.min = String(spec.minimum);
+  if (spec.maximum != null) entry.max = String(spec.maximum);
+  let slider = null;
+  if (spec.minimum != null && spec.maximum != null) {
+    slider = document.createElement("input");
+    slider.type = "range";
+    slider.name = `${name}-slider`;
+    slider.min = String(spec.minimum);
+    slider.max = String(spec.maximum);
+    slider.step = String(niceStep(spec));
+    slider.value = String(spec.default ?? spec.minimum);
+    slider.setAttribute("aria-label", name);
+    slider.addEventListener("input", () => {
+      entry.value = slider.value;
+      markInvalid(entry, note, null);
+      setParam(name, Number(slider.value));
+    });
+    body.append(slider);
+  }
+  const commit = () => {
+    const problem = numberProblem(spec, entry.value);
+    markInvalid(entry, note, problem);
+    if (problem) return;
+    if (slider) slider.value = entry.value;
+    setParam(name, Number(entry.value));
+  };
+  entry.addEventListener("input", () => markInvalid(entry, note, numberProblem(spec, entry.value)));
+  entry.addEventListener("change", commit);
+  body.append(entry);
+  const setFraction = slider ? (fraction) => {
+    let v = spec.minimum + fraction * (spec.maximum - spec.minimum);
+    v = spec.type === "integer" ? Math.round(v) : Number(v.toPrecision(6));
+    slider.value = String(v);
+    entry.value = String(v);
+    markInvalid(entry, note, null);
+    setParam(name, v);
+  } : null;
+  return { body, setFraction };
+}
+
+function booleanControl(name, spec) {
+  const body = document.createElement("label");
+  body.className = "param-body switch";
+  const box = document.createElement("input");
+  box.type = "checkbox";
+  box.id = `param-${name}`;
+  box.name = name;
+  box.setAttribute("role", "switch");
+  box.checked = !!spec.default;
+  const track = document.createElement("span");
+  track.className = "switch-track";
+  box.addEventListener("change", () => setParam(name, box.checked));
+  body.append(box, track);
+  const setFraction = (fraction) => {
+    box.checked = fraction >= 0.5;
+    setParam(name, box.checked);
+  };
+  return { body, setFraction };
+}
+
+function stringControl(name, spec) {
+  const input = document.createElement("input");
+  input.type = "text";
+  input.id = `param-${name}`;
+  input.name = name;
+  input.className = "param-body";
+  input.value = String(spec.default ?? "");
+  input.addEventListener("change", () => setParam(name, input.value));
+  return { body: input, setFraction: null };
+}
+
+/** Rows of prompt text and weight; the whole list is sent when a valid row changes. */
+function promptsControl(name, spec, note) {
+  const body = document.createElement("div");
+  body.className = "param-body prompts";
+  const list = document.createElement("div");
+  list.className = "prompt-list";
+  const add = document.createElement("button");
+  add.type = "button";
+  add.className = "small";
+  add.innerHTML = `${icon("plus")}<span>Add prompt</span>`;
+  const read = () => [...list.children].map((row) => ({
+    text: row.querySelector("input[type=text]").value,
+    weightText: row.querySelector("input[type=number]").value,
+    row,
+  }));
+  const commit = () => {
+    let problem = null;
+    for (const p of read()) {
+      const bad = p.text.trim() === "" ? "a prompt needs text"
+        : numberProblem({ type: "number", minimum: 0 }, p.weightText);
+      p.row.classList.toggle("invalid", !!bad);
+      for (const input of p.row.querySelectorAll("input")) input.setAttribute("aria-invalid", String(!!bad));
+      problem ||= bad;
+    }
+    if (!list.children.length) problem = "at least one prompt";
+    note.textContent = problem ? `invalid: ${problem} — not sent` : "";
+    if (problem) return;
+    setParam(name, read().map((p) => ({ text: p.text, weight: Number(p.weightText) })));
+  };
+  const addRow = (prompt) => {
+    const row = document.createElement("div");
+    row.className = "prompt-row";
+    const text = document.createElement("input");
+    text.type = "text";
+    text.value = prompt.text;
+    text.placeholder = "describe it";
+    text.setAttribute("aria-label", "prompt");
+    const weight = document.createElement("input");
+    weight.type = "number";
+    weight.step = "0.1";
+    weight.min = "0";
+    weight.value = String(prompt.weight ?? 1);
+    weight.setAttribute("aria-label", "weight");
+    const remove = document.createElement("button");
+    remove.type = "button";
+    remove.className = "icon-button";
+    remove.setAttribute("aria-label", "remove prompt");
+    remove.innerHTML = icon("close");
+    remove.addEventListener("click", () => { row.remove(); commit(); });
+    text.addEventListener("change", commit);
+    weight.addEventListener("change", commit);
+    row.append(text, weight, remove);
+    list.append(row);
+  };
+  for (const p of spec.default || []) addRow(p);
+  add.addEventListener("click", () => { addRow({ text: "", weight: 1 }); list.lastChild.querySelector("input").focus(); });
+  body.append(list, add);
+  body.id = `param-${name}`;
+  return { body, setFraction: null };
+}
+
+/** Records a value and, if a session is open, sends it soon (coalesced). */
+function setParam(name, value) {
   values[name] = value;
-  if (channel?.readyState === "open") channel.send(JSON.stringify({ [name]: value }));
+  pending[name] = value;
+  if (!flushTimer) flushTimer = setTimeout(flush, SEND_MS);
+}
+
+function flush() {
+  flushTimer = null;
+  if (!Object.keys(pending).length) return;
+  if (channel?.readyState === "open") channel.send(JSON.stringify(pending));
+  pending = {};
+}
+
+/** A mapped controller moved: `fraction` in 0..1 across the control's range. */
+export function setFromController(name, fraction) {
+  controls[name]?.setFraction?.(fraction);
+}
+
+/** Which control is waiting for a controller (MIDI learn), or null; and which are mapped. */
+export function showLearning(learning, mapped) {
+  for (const [name, c] of Object.entries(controls)) {
+    if (!c.learn) continue;
+    c.learn.classList.toggle("armed", learning === name);
+    c.learn.classList.toggle("mapped", mapped.has(name));
+    c.learn.setAttribute("aria-pressed", String(learning === name));
+  }
 }
 
 /**

@@ -43,11 +43,14 @@ async function waitForIce(pc) {
 /**
  * What the session needs from the page, so this module knows no element ids.
  * @typedef {object} View
- * @property {(text: string) => void} status      one line for the user
+ * @property {(phase: string, reason?: string|null) => void} phase  idle, connecting, live,
+ *   retrying, stopped or failed (with why): state.js turns it into words
  * @property {(stream: MediaStream) => void} play  the stream the relay's tracks arrive on
  * @property {(audioOnly: boolean) => void} audioOnly  no picture will come: say so
  * @property {(running: boolean) => void} running  started (Stop makes sense) or not (Start does)
- * @property {(text: string) => void} stats        the relay's figures for this session
+ * @property {(figures: object|null, pc: RTCPeerConnection|null) => void} stats  the relay's
+ *   figures for this session (null: none any more), with the peer for the browser's own
+ * @property {(message: string) => void} pipelineFailed  the cloud says the pipeline failed
  */
 
 /**
@@ -68,8 +71,14 @@ export function createSession(view) {
     return { pc: null, sessionId: null, camera: null, stopStats: () => {} };
   }
 
-  /** The user pressed Start on `pipeline`. */
+  /**
+   * The user pressed Start on `pipeline`, or picked another one while streaming: one action
+   * ends the running session and starts the new one, so nothing is sent to the wrong chain.
+   */
   async function start(pipeline) {
+    clearTimeout(restartTimer);
+    restartTimer = null;
+    if (live.pc || live.sessionId) await teardown();
     wanted = pipeline;
     connectedOnce = false;
     attempts = 0;
@@ -85,7 +94,7 @@ export function createSession(view) {
     const attempt = ++generation;
     const check = () => { if (attempt !== generation) throw new Stale("superseded"); };
     let pc = null, camera = null, sessionId = null;
-    view.status(`Starting ${p.name}…`);
+    view.phase("connecting");
     try {
       pc = new RTCPeerConnection({ iceServers: [] });
       live.pc = pc;
@@ -102,7 +111,9 @@ export function createSession(view) {
         pc.addTransceiver("video", { direction: "recvonly" });
       }
       if (p.produces_audio) pc.addTransceiver("audio", { direction: "recvonly" });
-      useChannel(pc.createDataChannel("parameters", { ordered: true }));
+      const channel = pc.createDataChannel("parameters", { ordered: true });
+      channel.addEventListener("message", (event) => onChannelMessage(pc, event.data));
+      useChannel(channel);
       view.audioOnly(!p.produces_video);
       const offer = await pc.createOffer();
       await pc.setLocalDescription({ type: "offer", sdp: preferStereoOpus(offer.sdp) });
@@ -119,7 +130,7 @@ export function createSession(view) {
       await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
       check();
       live.stopStats = watchStats(sessionId, {
-        show: view.stats, lost: scheduleRestart, restarts: () => restarts });
+        show: (figures) => view.stats(figures, pc), lost: scheduleRestart });
     } catch (err) {
       if (attempt !== generation) {  // Stop or a newer attempt took over: undo only ours
         pc?.close();
@@ -132,18 +143,28 @@ export function createSession(view) {
         scheduleRestart(err.message);
       } else {  // never worked, or cannot work: say why and let the user choose
         await stop();
-        view.status(`Could not start: ${err.message}`);
+        view.phase("failed", err.message);
       }
+    }
+  }
+
+  /** The relay speaks on the parameters channel only to report errors (docs/protocol.md). */
+  function onChannelMessage(pc, data) {
+    if (pc !== live.pc || typeof data !== "string") return;
+    let message;
+    try { message = JSON.parse(data); } catch { return; }
+    if (message?.type === "error" && message.code === "PIPELINE_FAILED") {
+      view.pipelineFailed(String(message.error || "the pipeline failed"));
     }
   }
 
   function onConnectionState(pc) {
     if (pc !== live.pc) return;  // an older session's last words
-    view.status(`Connection: ${pc.connectionState}`);
     clearTimeout(disconnectTimer);
     if (pc.connectionState === "connected") {
       attempts = 0;
       connectedOnce = true;
+      view.phase("live");
     } else if (pc.connectionState === "failed") {
       scheduleRestart("connection failed");
     } else if (pc.connectionState === "disconnected") {
@@ -158,7 +179,7 @@ export function createSession(view) {
   function scheduleRestart(reason) {
     if (!wanted || restartTimer) return;
     const delay = Math.min(MAX_BACKOFF_MS, 1000 * 2 ** attempts++);
-    view.status(`Reconnecting in ${delay / 1000} s (${reason})…`);
+    view.phase("retrying", `${reason}; trying again in ${delay / 1000} s`);
     teardown();
     restartTimer = setTimeout(async () => {
       restartTimer = null;
@@ -176,9 +197,12 @@ export function createSession(view) {
     live = idle();
     useChannel(null);
     stopStats();
-    pc?.close();
+    view.stats(null, null);
     camera?.getTracks().forEach((t) => t.stop());
+    // the relay first: closing our peer first makes the relay end the session itself, and
+    // the DELETE then finds nothing (a 404 in the console on every Stop)
     if (sessionId) await endSession(sessionId);
+    pc?.close();
   }
 
   /** The user pressed Stop (or the session could not start): no more reconnecting. */
@@ -188,6 +212,7 @@ export function createSession(view) {
     restartTimer = null;
     await teardown();
     view.running(false);
+    view.phase("stopped");
   }
 
   /** Read-only facts about the live session; main.js publishes them as the test hook. */
@@ -202,6 +227,8 @@ export function createSession(view) {
     get localSdp() { return live.pc?.localDescription?.sdp ?? null; },
     /** The camera track's readyState ("live" or "ended"), or null without a camera. */
     get cameraTrackState() { return live.camera?.getVideoTracks()[0]?.readyState ?? null; },
+    /** The pipeline the user started and has not stopped (its id), or null. */
+    get pipeline() { return wanted?.id ?? null; },
   });
 
   return Object.freeze({ start, stop, facts });

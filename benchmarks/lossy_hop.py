@@ -1,0 +1,317 @@
+"""What packet loss and jitter on the cloud hop do today: the loss lab's baseline.
+
+Runs ``scope-relay cloud`` in a network namespace behind an impaired veth
+(tests/helpers/losslab.py: netem where the kernel has it, else NFQUEUE and a small
+drop/delay daemon), the relay in this process, and a receiving peer on 127.0.0.1 (its own
+hop clean). Per profile: a fresh relay session on ``av-sync`` (a flash and a 1 kHz click
+once per second), ``--before`` s clean, ``--during`` s impaired (cloud -> relay only),
+``--after`` s clean again. Printed per profile:
+
+- audio lost at the relay during the impairment: the relay's ``audio_gap_ms`` (holes filled
+  with silence) + ``audio_late_ms`` (arrived after its release time, dropped) +
+  ``audio_reset_ms``, in ms and % of the impaired time (``GET /api/v1/webrtc/offer/{id}``);
+- concealed ms and FEC-recovered packets: none exist yet (no PLC, no in-band FEC), "n.a.";
+- video freezes at the receiver from the impairment's start to the run's end: gaps over
+  100 ms between received frames (24 fps: 42 ms apart), count and longest;
+- relay latency, cloud release -> relay send: the relay's ``offset_ms + playout_delay_ms``
+  (median of 4 samples a second), before / during / in the last 3 s after;
+- A/V offset at the receiver (click minus flash, both through the relay's sender reports,
+  as benchmarks/av_sync.py does): median and worst from the impairment's start on;
+- what the impairment did: packets seen, dropped and reordered by the lab.
+
+    sudo .venv/bin/python benchmarks/lossy_hop.py [--during 20] [--profiles 1%,5%]
+
+Needs root, Linux namespaces, and ``tc netem`` or iptables NFQUEUE + ``NetfilterQueue``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# the cloud hop crosses the veth: no loopback-only ICE there (the browser hop is
+# restricted on its own, below)
+os.environ.pop("SCOPE_RELAY_ICE_LOOPBACK", None)
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+import httpx
+import numpy as np
+from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
+
+from scope_relay.local.cloud_target import CloudTarget
+from scope_relay.local.server import RelayConfig, create_relay_app
+from scope_relay.media.audio import frame_to_s16
+from scope_relay.rtc.ice import loopback_candidates, rtc_configuration
+from scope_relay.rtc.sender_reports import SenderReportTap
+from scope_relay.util.serve import serve
+
+from helpers.losslab import LabUnavailable, LossLab
+
+FREEZE_S = 0.1
+
+#: name -> (loss, delay_ms, jitter_ms, reorder)
+PROFILES: dict[str, tuple[float, float, float, bool]] = {
+    "0%": (0.0, 0.0, 0.0, True),
+    "1%": (0.01, 0.0, 0.0, True),
+    "5%": (0.05, 0.0, 0.0, True),
+    "10%": (0.10, 0.0, 0.0, True),
+    "30+-10ms": (0.0, 30.0, 10.0, True),
+    "2%+20+-15ms+reorder": (0.02, 20.0, 15.0, True),
+}
+
+
+class Receiver:
+    """The browser stand-in: receives av-sync from the relay on 127.0.0.1 and notes the
+    arrival of every video frame, and each flash and click (pts, arrival)."""
+
+    def __init__(self) -> None:
+        self.pc = RTCPeerConnection(rtc_configuration())
+        self.video_tap = SenderReportTap(
+            self.pc.addTransceiver("video", direction="recvonly").receiver, 90_000)
+        self.audio_tap = SenderReportTap(
+            self.pc.addTransceiver("audio", direction="recvonly").receiver, 48_000)
+        self.video_arrivals: list[float] = []
+        self.audio_frames = 0
+        self.flashes: list[tuple[int, float]] = []  # (video pts, arrival)
+        self.clicks: list[int] = []  # audio pts of click onsets
+        self._bright = 0.0
+        self._loud_until = -1
+        self._tasks: list[asyncio.Task] = []
+        self.session_id = ""
+        self.pc.on("track", lambda t: self._tasks.append(asyncio.ensure_future(self._consume(t))))
+
+    async def _consume(self, track) -> None:
+        try:
+            while True:
+                frame = await track.recv()
+                now = time.monotonic()
+                if track.kind == "video":
+                    self.video_arrivals.append(now)
+                    bright = float(frame.to_ndarray(format="gray").mean())
+                    if bright > 128 >= self._bright:
+                        self.flashes.append((frame.pts, now))
+                    self._bright = bright
+                else:
+                    self.audio_frames += 1
+                    left = frame_to_s16(frame)[0].astype(np.int32)
+                    loud = np.flatnonzero(np.abs(left) > 8000)
+                    if len(loud) and frame.pts + loud[0] > self._loud_until:
+                        self.clicks.append(frame.pts + int(loud[0]))
+                    if len(loud):
+                        self._loud_until = frame.pts + int(loud[-1]) + 4800
+        except MediaStreamError:
+            pass
+
+    async def connect(self, relay_url: str) -> None:
+        with loopback_candidates():  # the receiver's own hop: 127.0.0.1 only
+            await self.pc.setLocalDescription(await self.pc.createOffer())
+        async with httpx.AsyncClient(base_url=relay_url, timeout=60) as http:
+            response = await http.post("/api/v1/webrtc/offer", json={
+                "sdp": self.pc.localDescription.sdp, "type": "offer",
+                "initialParameters": {"pipeline_ids": ["av-sync"]}})
+            response.raise_for_status()
+            answer = response.json()
+        self.session_id = answer["sessionId"]
+        await self.pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
+
+    def freezes(self, since: float) -> list[float]:
+        times = [t for t in self.video_arrivals if t >= since - 1.0]
+        gaps = [b - a for a, b in zip(times, times[1:], strict=False) if b >= since]
+        return [g for g in gaps if g > FREEZE_S]
+
+    def av_offsets(self, since: float) -> list[float]:
+        """Click minus flash (ms) for every flash received since ``since`` with a click
+        within 500 ms of it (a flash whose click was lost is left out)."""
+        out = []
+        click_times = [t for t in map(self.audio_tap.best_time, self.clicks) if t is not None]
+        for pts, arrival in self.flashes:
+            flash_t = self.video_tap.best_time(pts)
+            if arrival < since or flash_t is None or not click_times:
+                continue
+            nearest = min(click_times, key=lambda c: abs(c - flash_t))
+            if abs(nearest - flash_t) < 0.5:
+                out.append((nearest - flash_t) * 1000)
+        return out
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await self.pc.close()
+
+
+@dataclass
+class Samples:
+    """The relay's session stats, sampled: (monotonic time, stats)."""
+
+    rows: list[tuple[float, dict]] = field(default_factory=list)
+
+    def at(self, t: float) -> dict:
+        """The last sample taken at or before ``t``."""
+        best = self.rows[0][1]
+        for when, stats in self.rows:
+            if when > t:
+                break
+            best = stats
+        return best
+
+    def latencies(self, start: float, end: float) -> list[float]:
+        return [s["offset_ms"] + s["playout_delay_ms"] for t, s in self.rows
+                if start <= t <= end and s.get("offset_ms") is not None]
+
+
+def lost_ms(stats: dict) -> float:
+    return (stats.get("audio_gap_ms", 0.0) + stats.get("audio_late_ms", 0.0)
+            + stats.get("audio_reset_ms", 0.0))
+
+
+def median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+async def run_profile(lab: LossLab, name: str, before: float, during: float,
+                      after: float) -> dict:
+    loss, delay_ms, jitter_ms, reorder = PROFILES[name]
+    lab.clear()
+    relay_app = create_relay_app(RelayConfig(CloudTarget(lab.ws_url), loopback_ice=True))
+    samples = Samples()
+    receiver = Receiver()
+    async with serve(relay_app) as relay, httpx.AsyncClient(base_url=relay.url,
+                                                            timeout=10) as http:
+        try:
+            await receiver.connect(relay.url)
+            deadline = time.monotonic() + 45
+            while not (receiver.video_arrivals and receiver.audio_frames and receiver.clicks):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("no media at the receiver within 45 s")
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(1.0)  # past the relay's start-up
+
+            async def sample_until(end: float) -> None:
+                while time.monotonic() < end:
+                    response = await http.get(f"/api/v1/webrtc/offer/{receiver.session_id}")
+                    if response.status_code == 200:
+                        samples.rows.append((time.monotonic(), response.json()))
+                    await asyncio.sleep(0.25)
+
+            t0 = time.monotonic()
+            await sample_until(t0 + before)
+            lab_before = lab.stats()["down"]
+            t1 = time.monotonic()
+            lab.set(loss=loss, delay_ms=delay_ms, jitter_ms=jitter_ms, reorder=reorder)
+            await sample_until(t1 + during)
+            lab.clear()
+            t2 = time.monotonic()
+            lab_during = lab.stats()["down"]
+            await sample_until(t2 + after)
+            t3 = time.monotonic()
+        finally:
+            await receiver.close()
+    s1, s2, s3 = samples.at(t1), samples.at(t2), samples.at(t3)
+    freezes = receiver.freezes(t1)
+    offsets = receiver.av_offsets(t1)
+    return {
+        "profile": name,
+        "lost_ms": lost_ms(s2) - lost_ms(s1),
+        "lost_pct": (lost_ms(s2) - lost_ms(s1)) / ((t2 - t1) * 1000) * 100,
+        "lost_after_ms": lost_ms(s3) - lost_ms(s2),
+        "late_ms": s2["audio_late_ms"] - s1["audio_late_ms"],
+        "underruns": s3["audio_underruns"] - s1["audio_underruns"],
+        "freezes": len(freezes),
+        "longest_freeze_ms": max(freezes, default=0.0) * 1000,
+        "lat_before": median(samples.latencies(t0, t1)),
+        "lat_during": median(samples.latencies(t1, t2)),
+        "lat_during_max": max(samples.latencies(t1, t2), default=None),
+        "lat_after": median(samples.latencies(t3 - 3.0, t3)),
+        "av_median": median(offsets),
+        "av_worst": max(offsets, key=abs) if offsets else None,
+        "flashes_paired": len(offsets),
+        "packets": lab_during.get("seen", 0) - lab_before.get("seen", 0),
+        "dropped": lab_during.get("dropped", 0) - lab_before.get("dropped", 0),
+        "reordered": lab_during.get("reordered", 0) - lab_before.get("reordered", 0),
+        "extra_delay_end": s3["extra_delay_ms"],
+    }
+
+
+def fmt(value: float | None, spec: str = ".0f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def print_table(rows: list[dict], during: float) -> None:
+    head = (f"{'profile':<21} {'audio lost':>15} {'conceal':>7} {'FEC':>4} "
+            f"{'freezes':>13} {'relay latency ms':>22} {'A/V ms':>13} {'lab pkts':>16}")
+    sub = (f"{'(cloud->relay)':<21} {'ms (%)':>15} {'ms':>7} {'pkts':>4} "
+           f"{'n (longest ms)':>13} {'before/during/after':>22} {'med (worst)':>13} "
+           f"{'drop/reord/seen':>16}")
+    print(f"\nimpaired for {during:g} s per profile; audio lost = relay audio_gap + late + "
+          "reset during it; freezes = receiver gaps > 100 ms from the impairment's start")
+    print(head)
+    print(sub)
+    for r in rows:
+        if "error" in r:
+            print(f"{r['profile']:<21} failed: {r['error']}")
+            continue
+        lost = f"{r['lost_ms']:.0f} ({r['lost_pct']:.1f}%)"
+        freezes = f"{r['freezes']} ({r['longest_freeze_ms']:.0f})"
+        latency = f"{fmt(r['lat_before'])}/{fmt(r['lat_during'])}/{fmt(r['lat_after'])}"
+        av = f"{fmt(r['av_median'], '+.1f')} ({fmt(r['av_worst'], '+.0f')})"
+        pkts = f"{r['dropped']}/{r['reordered']}/{r['packets']}"
+        print(f"{r['profile']:<21} {lost:>15} {'n.a.':>7} {'n.a.':>4} {freezes:>13} "
+              f"{latency:>22} {av:>13} {pkts:>16}")
+    print("\nconceal / FEC: no packet-loss concealment or Opus in-band FEC exists yet (n.a.)")
+    print(f"{'profile':<21} {'lost after':>10} {'late ms':>8} {'underruns':>9} "
+          f"{'lat max during':>14} {'extra delay at end':>18} {'flashes paired':>14}")
+    for r in rows:
+        if "error" in r:
+            continue
+        print(f"{r['profile']:<21} {r['lost_after_ms']:>10.0f} {r['late_ms']:>8.0f} "
+              f"{r['underruns']:>9} {fmt(r['lat_during_max']):>14} "
+              f"{r['extra_delay_end']:>18.0f} {r['flashes_paired']:>14}")
+
+
+async def main(args: argparse.Namespace) -> int:
+    names = list(PROFILES) if not args.profiles else args.profiles.split(",")
+    unknown = [n for n in names if n not in PROFILES]
+    if unknown:
+        print(f"unknown profiles {unknown}; known: {', '.join(PROFILES)}", file=sys.stderr)
+        return 2
+    try:
+        lab = LossLab(backend=args.backend)
+        lab.__enter__()
+    except LabUnavailable as exc:
+        print(f"the loss lab cannot run here: {exc}", file=sys.stderr)
+        return 2
+    rows = []
+    try:
+        print(f"loss lab: {lab.backend} backend, cloud app at {lab.ws_url} "
+              f"(namespace {lab.ns})", flush=True)
+        for name in names:
+            print(f"profile {name}: {args.before:g} s clean, {args.during:g} s impaired, "
+                  f"{args.after:g} s clean ...", flush=True)
+            try:
+                rows.append(await run_profile(lab, name, args.before, args.during, args.after))
+            except Exception as exc:  # keep the other profiles' figures
+                rows.append({"profile": name, "error": repr(exc)})
+            print(f"  {rows[-1]}", flush=True)
+    finally:
+        lab.close()
+    print_table(rows, args.during)
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--before", type=float, default=6.0, help="clean seconds first")
+    parser.add_argument("--during", type=float, default=20.0, help="impaired seconds")
+    parser.add_argument("--after", type=float, default=10.0, help="clean seconds after")
+    parser.add_argument("--profiles", default="",
+                        help=f"comma-separated subset of: {', '.join(PROFILES)}")
+    parser.add_argument("--backend", choices=("netem", "nfqueue"), default=None,
+                        help="force an impairment backend (default: netem if the kernel has it)")
+    sys.exit(asyncio.run(main(parser.parse_args())))

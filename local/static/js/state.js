@@ -1,0 +1,113 @@
+// The one place that decides what the page says is happening. Every other module reports
+// facts (the session's phase, the cloud's status, whether media flows and how fast); this
+// turns them into one state, so the badge, the buttons and the tests never disagree.
+
+/** No new media for this long while playing: the generator (or the path) has stalled. */
+export const STALL_MS = 2000;
+/** Below this share of real time the generator cannot keep up: say so. */
+export const SLOW_BELOW = 0.95;
+
+/**
+ * @typedef {object} Facts
+ * @property {"idle"|"connecting"|"live"|"retrying"|"stopped"|"failed"} phase  the session's
+ * @property {string|null} reason          why it is retrying or failed
+ * @property {string|null} connection      the RTCPeerConnection's connectionState
+ * @property {{state: string, last_error?: string}|null} cloud  GET /api/v1/cloud/status
+ * @property {boolean} relayReachable      the last poll of the relay answered
+ * @property {boolean} mediaSeen           media has arrived in this session
+ * @property {number|null} mediaAgeMs      since media last arrived
+ * @property {number|null} speed           generated media seconds per wall second
+ * @property {string|null} pipelineFailed  the pipeline's own failure, in its words
+ * @property {{phase?: string, fraction?: number}|null} loading  the cloud loading the chain
+ * @property {boolean} [pipelinesLoaded]  the page has the cloud's pipeline list
+ */
+
+/**
+ * @typedef {object} State
+ * @property {string} id      stable name (tests and CSS): idle, connecting, loading, waiting,
+ *   playing, slow, stalled, unreachable, refused, reconnecting, relay-down, failed, stopped
+ * @property {string} title   a few words
+ * @property {string} detail  the reason or the figure, in words ("" when none)
+ * @property {"ok"|"warn"|"bad"|"idle"|"busy"} tone
+ */
+
+/** A connection error in words a performer can act on (aiohttp's are for developers). */
+export function inWords(error) {
+  if (!error) return "";
+  const host = error.match(/Cannot connect to host ([^\s]+?)(?: ssl:\S+)?(?: \[|$)/);
+  if (host) return `nothing answers at ${host[1]}`;
+  return error;
+}
+
+/** @param {{state: string, last_error?: string}|null} cloud */
+function cloudProblem(cloud) {
+  if (!cloud || ["ready", "idle"].includes(cloud.state)) return null;
+  const why = inWords(cloud.last_error);
+  if (cloud.state === "refused") {
+    return { id: "refused", title: "Cloud refused the key", detail: why, tone: "bad" };
+  }
+  if (cloud.state === "connecting") {
+    return { id: "connecting", title: "Connecting to the cloud", detail: why, tone: "busy" };
+  }
+  if (cloud.state === "closed") {
+    return { id: "unreachable", title: "Cloud connection closed", detail: why, tone: "bad" };
+  }
+  // reconnecting, error: the socket is down and the relay keeps trying (or gave up)
+  return { id: "unreachable", title: "Cloud unreachable — reconnecting",
+           detail: why || "the control connection dropped", tone: "bad" };
+}
+
+/**
+ * @param {Facts} f
+ * @returns {State}
+ */
+export function deriveState(f) {
+  if (!f.relayReachable) {
+    return { id: "relay-down", title: "Relay unreachable", tone: "bad",
+             detail: "is scope-relay still running?" };
+  }
+  const cloud = cloudProblem(f.cloud);
+  if (f.phase === "stopped") return { id: "stopped", title: "Stopped", detail: "", tone: "idle" };
+  if (f.phase === "failed") {
+    return { id: "failed", title: "Could not start", detail: f.reason || "", tone: "bad" };
+  }
+  if (f.phase === "idle") {
+    if (cloud) return cloud;
+    if (f.pipelinesLoaded === false) {
+      return { id: "connecting", title: "Asking the cloud for its pipelines", detail: "", tone: "busy" };
+    }
+    return { id: "idle", title: "Ready", detail: "pick a pipeline and press Start", tone: "idle" };
+  }
+  // a session is wanted from here on
+  if (f.pipelineFailed) {
+    return { id: "failed", title: "Pipeline failed", detail: f.pipelineFailed, tone: "bad" };
+  }
+  if (cloud) return cloud;
+  if (f.phase === "retrying") {
+    return { id: "reconnecting", title: "Reconnecting", detail: f.reason || "", tone: "warn" };
+  }
+  if (f.phase === "live" && f.connection !== "connected") {
+    return { id: "reconnecting", title: "Connection interrupted", tone: "warn",
+             detail: `the browser's connection is ${f.connection || "gone"}` };
+  }
+  if (f.phase === "connecting" || f.connection !== "connected") {
+    if (f.loading && f.loading.fraction != null && f.loading.fraction < 1) {
+      const pct = Math.round(f.loading.fraction * 100);
+      return { id: "loading", title: "Loading the pipeline",
+               detail: `${f.loading.phase || "loading"} ${pct}%`, tone: "busy" };
+    }
+    return { id: "connecting", title: "Connecting", detail: "", tone: "busy" };
+  }
+  if (!f.mediaSeen) {
+    return { id: "waiting", title: "Waiting for the first media", detail: "", tone: "busy" };
+  }
+  if (f.mediaAgeMs != null && f.mediaAgeMs > STALL_MS) {
+    return { id: "stalled", title: "Stalled", tone: "warn",
+             detail: `no new media for ${(f.mediaAgeMs / 1000).toFixed(0)} s` };
+  }
+  if (f.speed != null && f.speed < SLOW_BELOW) {
+    return { id: "slow", title: "Generator slower than real time", tone: "warn",
+             detail: `generating at ${f.speed.toFixed(1)}x real time` };
+  }
+  return { id: "playing", title: "Playing", detail: "", tone: "ok" };
+}

@@ -1,0 +1,190 @@
+"""What a pipeline may return (PipelineOutput, a Scope-style dict, None) and what the runner
+does when one raises: generation ends, the reason is kept and reported once."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from scope_relay.cloud.media_buffer import MediaBuffer
+from scope_relay.cloud.pipeline_runner import PipelineRunner
+from scope_relay.cloud.pipelines import Pipeline, PipelineOutput
+from scope_relay.cloud.pipelines.outputs import as_pipeline_output
+
+from helpers.peers import dominant_frequency
+
+
+class Named(Pipeline):
+    pipeline_id = "named"
+    name = "Named"
+    produces_audio = True
+
+
+@pytest.fixture
+def loop():
+    loop = asyncio.new_event_loop()
+    yield loop
+    loop.close()
+
+
+def test_none_and_pipeline_output_pass_through():
+    out = PipelineOutput(audio=np.zeros((1, 10), np.float32), sample_rate=16_000)
+    assert as_pipeline_output(None, Named()) is None
+    assert as_pipeline_output(out, Named()) is out
+
+
+def test_scope_dict_becomes_an_output_and_unknown_keys_are_ignored():
+    video = torch.rand(2, 8, 8, 3)
+    audio = torch.zeros(2, 441)
+    out = as_pipeline_output({"video": video, "audio": audio, "audio_sample_rate": 44_100,
+                              "prompt_embeds": object(), "fps": "ignored"}, Named())
+    assert out is not None
+    assert out.video is video and out.audio is audio and out.sample_rate == 44_100
+    assert out.fps is None and out.video_times is None
+    numpy_rate = as_pipeline_output({"audio": np.zeros(160, np.float32),
+                                     "audio_sample_rate": np.int64(16_000)}, Named())
+    assert numpy_rate is not None and numpy_rate.sample_rate == 16_000
+    assert type(numpy_rate.sample_rate) is int
+
+
+def test_a_dict_without_media_means_nothing_yet():
+    assert as_pipeline_output({}, Named()) is None
+    assert as_pipeline_output({"video": None, "audio": None, "other": 1}, Named()) is None
+
+
+@pytest.mark.parametrize("result,error,words", [
+    ([1, 2, 3], TypeError, "returned list"),
+    (np.zeros(4), TypeError, "returned ndarray"),
+    ({"audio": np.zeros(4), "audio_sample_rate": "48k"}, TypeError, "audio_sample_rate"),
+    ({"audio": np.zeros(4), "audio_sample_rate": 0}, ValueError, "positive whole number"),
+    ({"audio": np.zeros(4), "audio_sample_rate": 44_100.5}, ValueError, "positive whole number"),
+    ({"audio": np.zeros(4), "audio_sample_rate": True}, TypeError, "audio_sample_rate"),
+])
+def test_anything_else_is_refused_naming_the_pipeline(result, error, words):
+    with pytest.raises(error, match=words) as caught:
+        as_pipeline_output(result, Named())
+    assert "'named'" in str(caught.value)
+
+
+class ScopeTone(Pipeline):
+    """A Scope pipeline's ``__call__`` body: a dict of tensors (or arrays) per call."""
+
+    pipeline_id = "scope-tone"
+    name = "Scope tone"
+    produces_audio = True
+    produces_video = True
+    fps = 10.0
+
+    def __init__(self, rate: int, freqs: list[float], *, as_numpy: bool):
+        super().__init__("cpu")
+        self.rate, self.freqs, self.as_numpy = rate, freqs, as_numpy
+        self.sample = 0
+
+    def __call__(self, inputs, params):
+        n = self.rate // 10
+        t = (self.sample + np.arange(n)) / self.rate
+        self.sample += n
+        audio = np.stack([0.5 * np.sin(2 * math.pi * f * t) for f in self.freqs]).astype(np.float32)
+        video = np.full((1, 4, 4, 3), 0.5, np.float32)
+        if not self.as_numpy:
+            return {"video": torch.from_numpy(video), "audio": torch.from_numpy(audio),
+                    "audio_sample_rate": self.rate, "extra": "ignored"}
+        return {"video": video, "audio": audio[0] if len(self.freqs) == 1 else audio,
+                "audio_sample_rate": self.rate}
+
+
+@pytest.mark.parametrize("rate,freqs,as_numpy", [
+    (44_100, [1000.0, 1500.0], False),  # torch, stereo
+    (16_000, [700.0], True),  # numpy, mono given as (samples,)
+])
+def test_scope_dict_audio_reaches_the_buffer_at_48k_on_pitch(loop, rate, freqs, as_numpy):
+    buffer = MediaBuffer(loop, max_buffer=60.0)
+    runner = PipelineRunner([ScopeTone(rate, freqs, as_numpy=as_numpy)], buffer)
+    for _ in range(20):
+        assert runner.step()
+    total = buffer.audio_buffered
+    assert 2.0 * 48_000 - 0.03 * 48_000 <= total <= 2.0 * 48_000  # every second is there
+    out = buffer.take_audio(total)
+    steady = out[:, 4800:-4800]  # clear of the resampler's start and tail
+    expected = freqs if len(freqs) == 2 else freqs * 2  # mono is duplicated
+    for channel, freq in zip(steady, expected, strict=True):
+        assert dominant_frequency(channel, 48_000) == pytest.approx(freq, rel=0.002)
+    # float video in [0, 1] became uint8 frames, one per call at the pipeline's 10 fps
+    frames = [buffer.pop_video() for _ in range(20)]
+    assert buffer.pop_video() is None
+    times = [t for t, _ in frames]
+    np.testing.assert_allclose(np.diff(times), 0.1, atol=1e-9)
+    assert all(f.dtype == np.uint8 and f.shape == (4, 4, 3) and (f == 128).all()
+               for _, f in frames)
+
+
+class RaisesAfter(Pipeline):
+    pipeline_id = "raises-after"
+    name = "Raises after"
+    produces_audio = True
+    sample_rate = 16_000
+
+    def __init__(self, good_calls: int):
+        super().__init__("cpu")
+        self.left = good_calls
+        self.raised = threading.Event()
+        self.grad_enabled: list[bool] = []
+        self.inference: list[bool] = []
+
+    def __call__(self, inputs, params):
+        self.grad_enabled.append(torch.is_grad_enabled())
+        self.inference.append(torch.is_inference_mode_enabled())
+        if self.left == 0:
+            self.raised.set()
+            raise RuntimeError("model exploded")
+        self.left -= 1
+        return PipelineOutput(audio=np.zeros((1, 800), np.float32), sample_rate=16_000)
+
+
+def test_a_raising_pipeline_ends_generation_and_reports_once(loop, caplog):
+    pipeline = RaisesAfter(good_calls=3)
+    reported: list[tuple[str, str]] = []
+    done = threading.Event()
+
+    def on_failure(pipeline_id: str, reason: str) -> None:
+        reported.append((pipeline_id, reason))
+        done.set()
+
+    runner = PipelineRunner([pipeline], MediaBuffer(loop), on_failure=on_failure)
+    runner.start()
+    try:
+        assert done.wait(10), "the failure was never reported"
+        runner._thread.join(5)  # the worker ends by itself: no retry loop
+        assert not runner.running
+    finally:
+        runner.stop()
+    assert reported == [("raises-after", "RuntimeError: model exploded")]
+    assert runner.failed == "RuntimeError: model exploded" and runner.failed_pipeline == "raises-after"
+    assert runner.errors == 1 and len(pipeline.inference) == 4  # called once more: never
+    assert all(pipeline.inference) and not any(pipeline.grad_enabled)  # inference_mode
+    traced = [r for r in caplog.records if r.exc_info and "raises-after" in r.getMessage()]
+    assert traced and "model exploded" in str(traced[0].exc_info[1])
+
+
+def test_unusable_output_is_a_failure_of_the_pipeline_that_made_it(loop):
+    class ReturnsText(Named):
+        pipeline_id = "returns-text"
+
+        def __call__(self, inputs, params):
+            return "a sound"
+
+    reported: list[tuple[str, str]] = []
+    runner = PipelineRunner([ReturnsText()], MediaBuffer(loop),
+                            on_failure=lambda pid, why: reported.append((pid, why)))
+    with pytest.raises(TypeError, match="'returns-text' returned str"):
+        runner.step()  # (driven directly: the caller sees the exception itself)
+    runner.start()
+    runner._thread.join(5)
+    assert not runner.running and runner.failed is not None
+    assert reported and reported[0][0] == "returns-text"
+    assert reported[0][1].startswith("TypeError: pipeline 'returns-text' returned str")
