@@ -127,7 +127,10 @@ class LocalRelay:
         what lets a client end a session, and only its creator has it."""
         sessions = [{"session": s.session_id[:8]} | _without_id(s.stats())
                     for s in self.sessions.values()]
-        return web.json_response({"sessions": sessions, "cloud": self.connection.status()})
+        out: dict[str, Any] = {"sessions": sessions, "cloud": self.connection.status()}
+        if self.osc is not None:
+            out["osc"] = self.osc.stats()
+        return web.json_response(out)
 
     async def session_stats(self, request: web.Request) -> web.Response:
         """One session's figures, for whoever holds its id (the page that created it)."""
@@ -140,6 +143,10 @@ class LocalRelay:
         ready = 1.0 if self.connection.state == "ready" else 0.0
         yield GaugeMetricFamily("scope_relay_cloud_ready", "control socket ready", value=ready)
         yield from session_gauges("scope_relay", ((s.session_id[:8], s.stats()) for s in sessions))
+        if self.osc is not None:  # OSC messages received, applied, refused, dropped
+            for name, count in self.osc.stats().items():
+                yield GaugeMetricFamily(f"scope_relay_osc_{name}", f"OSC messages: {name}",
+                                        value=count)
 
     async def close(self) -> None:
         for session in list(self.sessions.values()):

@@ -3,6 +3,7 @@ pipeline, checked against the pipeline's schema the way the page checks its cont
 
 from __future__ import annotations
 
+import httpx
 from pythonosc.udp_client import SimpleUDPClient
 
 from scope_relay.cloud.app import STATE_KEY
@@ -48,6 +49,9 @@ async def test_osc_message_changes_the_tone_frequency():
             await wait_until(lambda: osc.counts.refused == 4)
             assert session.runner.params["frequency"] == 880.0
             assert osc.stats()["forwarded"] == 1
+            async with httpx.AsyncClient(base_url=relay.url, timeout=10) as http:
+                assert (await http.get("/api/v1/stats")).json()["osc"]["refused"] == 4
+                assert "scope_relay_osc_refused 4.0" in (await http.get("/metrics")).text
             # the relay remembers it for a cloud-hop reconnect, like the page's own updates
             (browser_session,) = relay.app[RELAY_KEY].sessions.values()
             assert browser_session.parameter_state["frequency"] == 880.0
