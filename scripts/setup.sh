@@ -32,7 +32,15 @@ PYTHON="${PYTHON:-python3}"
 # one stamp per set: a runtime-only .venv (from the demo) still gets the test tools later
 stamp=".venv/.installed-${extras/,/-}"
 if [[ ! -f $stamp || pyproject.toml -nt $stamp || constraints.txt -nt $stamp ]]; then
-  .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -c constraints.txt -e ".[${extras}]"
+  # pip's and the build backend's chatter goes to a log, shown only if the install fails:
+  # the start-up output then ends with the page URL, nothing above it but our own lines
+  echo "setting up .venv (${extras}); the first time takes a few minutes"
+  log=.venv/setup.log
+  if ! { .venv/bin/python -m pip install -q --upgrade pip &&
+         .venv/bin/python -m pip install -q -c constraints.txt -e ".[${extras}]"; } >"$log" 2>&1; then
+    cat "$log" >&2
+    echo "setup failed (log: $log)" >&2
+    exit 1
+  fi
   touch "$stamp"
 fi
