@@ -364,7 +364,6 @@ def create_app(config: CloudConfig | None = None) -> web.Application:
             finally:
                 state.control_channels.discard(channel)
                 state.rate_limited_messages_closed += channel.rate_limited_messages
-                state.rate_limited_sockets += channel.closed_for_rate
         finally:
             state.socket_caps.release(address, key)
         return ws

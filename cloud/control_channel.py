@@ -121,8 +121,17 @@ class ControlChannel:
         before its close frame: waiting for that frame would mean parsing all of it.)"""
         closing = asyncio.ensure_future(self.close(code, reason))
         await asyncio.sleep(0)  # closing runs first: the close frame goes into the transport
-        if self._transport is not None:
-            self._transport.close()  # what was written still goes out
+        transport = self._transport
+        if isinstance(transport, asyncio.Transport) and transport.can_write_eof():
+            # FIN after the close frame, not yet a close: closing a socket with unread data
+            # sends a reset, and a reset can discard the close frame (and the error before
+            # it) from the client's receive buffer before the client reads them
+            transport.pause_reading()
+            transport.write_eof()
+            with contextlib.suppress(TimeoutError, ConnectionError):
+                await asyncio.wait_for(asyncio.shield(closing), POLICY_CLOSE_WAIT)
+        if transport is not None:
+            transport.close()  # now: what was written has gone out
         with contextlib.suppress(TimeoutError, ConnectionError):
             await asyncio.wait_for(closing, POLICY_CLOSE_WAIT)
 
@@ -188,6 +197,7 @@ class ControlChannel:
 
     async def _close_rate_limited(self, held: float) -> None:
         self.closed_for_rate = 1
+        self.state.rate_limited_sockets += 1  # counted now: the close itself takes a moment
         window = self.config.rate_limit_window
         logger.warning("closing control socket: over its message budget (%g a second, "
                        "burst %d) for %.1f s of the last %g s", self.config.message_rate,
