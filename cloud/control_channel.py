@@ -77,8 +77,6 @@ class ControlChannel:
         self._throttle = ThrottleMeter(self.config.rate_limit_window)
         #: messages that had to wait for a token
         self.rate_limited_messages = 0
-        #: 1 once the socket was closed for staying over its budget
-        self.closed_for_rate = 0
 
     @property
     def log_lines_dropped(self) -> int:
@@ -196,7 +194,6 @@ class ControlChannel:
         return True
 
     async def _close_rate_limited(self, held: float) -> None:
-        self.closed_for_rate = 1
         self.state.rate_limited_sockets += 1  # counted now: the close itself takes a moment
         window = self.config.rate_limit_window
         logger.warning("closing control socket: over its message budget (%g a second, "

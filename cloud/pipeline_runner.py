@@ -29,9 +29,10 @@ import torch
 from scope_relay.media.audio import as_channels_first
 from scope_relay.media.resample import TimedResampler
 from scope_relay.protocol.media import SAMPLE_RATE
+from scope_relay.protocol.parameters import finite_number
 
 from .media_buffer import MediaBuffer
-from .pipelines.base import InputFrame, Pipeline, PipelineOutput, finite_number
+from .pipelines.base import InputFrame, Pipeline, PipelineOutput
 from .pipelines.outputs import as_pipeline_output, pipeline_name
 
 logger = logging.getLogger(__name__)

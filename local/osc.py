@@ -28,6 +28,7 @@ from typing import Any, Protocol
 from pythonosc.dispatcher import Dispatcher
 from pythonosc.osc_server import AsyncIOOSCUDPServer
 
+from scope_relay.protocol.parameters import coerce_parameter, finite_number
 from scope_relay.util.tasks import OwnedTasks
 
 logger = logging.getLogger(__name__)
@@ -58,34 +59,17 @@ def coerce(name: str, value: Any, spec: Mapping[str, Any]) -> Any:
     booleans from true/false or 0/1 (what most OSC senders have), strings as they are, a
     prompt from a string (weight 1)."""
     kind = spec.get("type")
-    if kind in ("number", "integer"):
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            raise ValueError(f"{name} must be a finite number")
-        if kind == "integer":
-            if value != int(value):
-                raise ValueError(f"{name} must be a whole number")
-            value = int(value)
-        low, high = spec.get("minimum"), spec.get("maximum")
-        if low is not None and value < low:
-            raise ValueError(f"{name} must be >= {low}")
-        if high is not None and value > high:
-            raise ValueError(f"{name} must be <= {high}")
-        return value
-    if kind == "boolean":
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, int | float) and value in (0, 1):
-            return bool(value)
-        raise ValueError(f"{name} must be true/false or 0/1")
-    if kind == "string":
-        if not isinstance(value, str):
-            raise ValueError(f"{name} must be a string")
-        return value
-    if kind == "prompts":
+    if kind == "integer" and finite_number(value) is not None and value != int(value):
+        raise ValueError(f"{name} must be a whole number")  # OSC floats: never truncated
+    if kind == "boolean" and not isinstance(value, bool) and value in (0, 1):
+        value = bool(value)  # what most OSC senders have
+    elif kind == "prompts":
         if not isinstance(value, str) or not value.strip():
             raise ValueError(f"{name} must be a non-empty prompt text")
-        return [{"text": value, "weight": 1.0}]
-    raise ValueError(f"{name} has a type OSC cannot set ({kind!r})")
+        value = [{"text": value, "weight": 1.0}]
+    elif kind not in ("number", "integer", "boolean", "string"):
+        raise ValueError(f"{name} has a type OSC cannot set ({kind!r})")
+    return coerce_parameter(name, value, spec)
 
 
 @dataclass

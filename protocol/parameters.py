@@ -7,6 +7,7 @@ contract; they are declared here, once, for both sides.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -40,3 +41,47 @@ def parse_parameters_message(message: Any) -> dict[str, Any]:
     if len(message) > MAX_MESSAGE_BYTES:
         raise InvalidMessage(f"parameters message of {len(message)} characters is too large")
     return load_json_object(message, "a parameters message")
+
+
+def finite_number(value: Any) -> float | None:
+    """``value`` as a float if it is a finite JSON number (not a bool), else ``None``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:  # an integer with hundreds of digits
+        return None
+    return number if math.isfinite(number) else None
+
+
+def coerce_parameter(name: str, value: Any, schema: Mapping[str, Any]) -> Any:
+    """``value`` checked against one parameter's published schema (``{"type", "minimum"?,
+    "maximum"?}``: number, integer, boolean, string or prompts) and returned in its kind;
+    ``ValueError`` naming ``name`` otherwise. The cloud applies it to every update; a
+    client may check with it before sending."""
+    kind = schema.get("type")
+    if kind in ("number", "integer"):
+        if finite_number(value) is None:
+            raise ValueError(f"{name} must be a finite number")
+        low, high = schema.get("minimum"), schema.get("maximum")
+        if low is not None and value < low:
+            raise ValueError(f"{name} must be >= {low}")
+        if high is not None and value > high:
+            raise ValueError(f"{name} must be <= {high}")
+        return int(value) if kind == "integer" else float(value)
+    if kind == "boolean":
+        if not isinstance(value, bool):
+            raise ValueError(f"{name} must be true or false")
+        return value
+    if kind == "string":
+        if not isinstance(value, str):
+            raise ValueError(f"{name} must be a string")
+        return value
+    if kind == "prompts":
+        if not isinstance(value, list) or not all(
+                isinstance(p, dict) and isinstance(p.get("text"), str)
+                and finite_number(p.get("weight", 1.0)) is not None for p in value):
+            raise ValueError(f"{name} must be a list of {{text, weight}} objects "
+                             "with finite weights")
+        return [{"text": p["text"], "weight": float(p.get("weight", 1.0))} for p in value]
+    raise ValueError(f"unknown parameter kind {kind!r}")

@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
-
-def finite_number(value: Any) -> float | None:
-    """``value`` as a float if it is a finite JSON number (not a bool), else ``None``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    try:
-        number = float(value)
-    except OverflowError:  # an integer with hundreds of digits
-        return None
-    return number if math.isfinite(number) else None
+from scope_relay.protocol.parameters import coerce_parameter
 
 
 @dataclass(frozen=True)
@@ -33,30 +23,7 @@ class ParamSpec:
 
     def coerce(self, name: str, value: Any) -> Any:
         """Validate ``value``; raises ``ValueError`` with a message naming ``name``."""
-        if self.kind in ("number", "integer"):
-            if finite_number(value) is None:
-                raise ValueError(f"{name} must be a finite number")
-            if self.minimum is not None and value < self.minimum:
-                raise ValueError(f"{name} must be >= {self.minimum}")
-            if self.maximum is not None and value > self.maximum:
-                raise ValueError(f"{name} must be <= {self.maximum}")
-            return int(value) if self.kind == "integer" else float(value)
-        if self.kind == "boolean":
-            if not isinstance(value, bool):
-                raise ValueError(f"{name} must be true or false")
-            return value
-        if self.kind == "string":
-            if not isinstance(value, str):
-                raise ValueError(f"{name} must be a string")
-            return value
-        if self.kind == "prompts":
-            if not isinstance(value, list) or not all(
-                    isinstance(p, dict) and isinstance(p.get("text"), str)
-                    and finite_number(p.get("weight", 1.0)) is not None for p in value):
-                raise ValueError(f"{name} must be a list of {{text, weight}} objects "
-                                 "with finite weights")
-            return [{"text": p["text"], "weight": float(p.get("weight", 1.0))} for p in value]
-        raise ValueError(f"unknown parameter kind {self.kind!r}")
+        return coerce_parameter(name, value, self.schema())
 
     def schema(self) -> dict[str, Any]:
         out: dict[str, Any] = {"type": self.kind, "default": self.default,

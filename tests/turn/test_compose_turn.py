@@ -14,7 +14,6 @@ network: media can only flow through coturn.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import os
@@ -29,17 +28,12 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiortc import RTCPeerConnection, RTCSessionDescription
-from aiortc.mediastreams import MediaStreamError
 
 from scope_relay.cli.main import _cloud_config, build_parser
-from scope_relay.rtc.ice import rtc_configuration
 
 from helpers.compose import compose, env_file
-from helpers.control import open_control
-from helpers.peers import media_sections
 from helpers.servers import cloud_server
-from helpers.turn import candidate_types, forbid_host_candidates
+from helpers.turn import candidate_types, forbid_host_candidates, relayed_test_tone, turn_probe
 
 pytestmark = [
     pytest.mark.turn,
@@ -49,6 +43,7 @@ pytestmark = [
 #: letters and digits: coturn's image runs its arguments through sh (compose.env.example)
 SECRET = "composeTurnTestSecret0123"
 API_KEY = "compose-test-key"
+AUTH = {"Authorization": f"Key {API_KEY}"}
 
 
 # --- the compose file, interpolated as docker compose does ---------------------------------
@@ -111,30 +106,6 @@ def no_host_candidates(monkeypatch):
     forbid_host_candidates(monkeypatch)
 
 
-async def offer_through_cloud_servers(http: aiohttp.ClientSession, ws_url: str):
-    """The control socket (with the compose file's API key), the cloud's ICE servers, and an
-    offer gathered with only those."""
-    ws, _ = await open_control(http, ws_url, headers={"Authorization": f"Key {API_KEY}"})
-    await ws.send_json({"type": "get_ice_servers", "request_id": "i"})
-    reply = await ws.receive_json()
-    assert reply["type"] != "error", reply
-    servers = reply["data"]["iceServers"]
-    pc = RTCPeerConnection(rtc_configuration(servers))
-    pc.addTransceiver("audio", direction="recvonly")
-    frames: asyncio.Queue = asyncio.Queue(maxsize=1000)
-
-    @pc.on("track")
-    def on_track(track):
-        async def pump():
-            with contextlib.suppress(MediaStreamError):
-                while True:
-                    await frames.put(await track.recv())
-        asyncio.ensure_future(pump())
-
-    await pc.setLocalDescription(await pc.createOffer())
-    return ws, pc, servers, pc.localDescription.sdp, frames
-
-
 # --- the tests -----------------------------------------------------------------------------
 
 async def test_compose_coturn_relays_media_with_the_cloud_apps_credentials(no_host_candidates, monkeypatch):
@@ -145,28 +116,16 @@ async def test_compose_coturn_relays_media_with_the_cloud_apps_credentials(no_ho
     config = cloud_config(services["cloud"], monkeypatch)
     assert config["ice"].turn_secret == SECRET and config["api_key"] == API_KEY
     with run_coturn(services["coturn"], port):
-        async with cloud_server(**config) as cloud, aiohttp.ClientSession() as http:
-            ws, pc, servers, offer_sdp, frames = await offer_through_cloud_servers(http, cloud.ws_url)
-            try:
-                (turn,) = servers
-                assert turn["urls"] == [f"turn:127.0.0.1:{port}?transport=udp"]
-                assert turn["username"].split(":")[0].isdigit()  # REST credentials: <expiry>:<user>
-                # coturn granted an allocation to the relay's side...
-                assert candidate_types(offer_sdp) == {"relay"}
-                await ws.send_json({"type": "offer", "request_id": "o", "sdp": offer_sdp,
-                                    "initialParameters": {"pipeline_ids": ["test-tone"]}})
-                answer = await asyncio.wait_for(ws.receive_json(), 20)
-                assert answer["type"] == "answer", answer
-                # ...and to the cloud app's
-                assert candidate_types(answer["sdp"]) == {"relay"}
-                assert media_sections(answer["sdp"])["audio"] == "sendonly"
-                await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
-                for _ in range(25):  # the cloud's audio reaches the relay through coturn
-                    frame = await asyncio.wait_for(frames.get(), 20)
-                assert frame.sample_rate == 48_000
-            finally:
-                await pc.close()
-                await ws.close()
+        async with cloud_server(**config) as cloud, aiohttp.ClientSession() as http, \
+                turn_probe(http, cloud.ws_url, headers=AUTH) as probe:
+            (turn,) = probe.servers
+            assert turn["urls"] == [f"turn:127.0.0.1:{port}?transport=udp"]
+            assert turn["username"].split(":")[0].isdigit()  # REST credentials: <expiry>:<user>
+            # coturn granted an allocation to the relay's side, and (checked in
+            # relayed_test_tone) to the cloud app's; its audio reaches the relay through coturn
+            assert candidate_types(probe.offer_sdp) == {"relay"}
+            frame = await relayed_test_tone(probe)
+            assert frame.sample_rate == 48_000
 
 
 async def test_compose_coturn_refuses_a_cloud_app_with_another_secret(no_host_candidates, monkeypatch):
@@ -177,11 +136,7 @@ async def test_compose_coturn_refuses_a_cloud_app_with_another_secret(no_host_ca
     cloud = compose_services(SCOPE_TURN_SECRET="notTheSameSecret", **common)["cloud"]
     with run_coturn(coturn, port):
         async with cloud_server(**cloud_config(cloud, monkeypatch)) as served, \
-                aiohttp.ClientSession() as http:
-            ws, pc, servers, offer_sdp, _ = await offer_through_cloud_servers(http, served.ws_url)
-            try:
-                assert servers[0]["username"]  # credentials were handed out...
-                assert candidate_types(offer_sdp) == set()  # ...and coturn refused them
-            finally:
-                await pc.close()
-                await ws.close()
+                aiohttp.ClientSession() as http, \
+                turn_probe(http, served.ws_url, headers=AUTH) as probe:
+            assert probe.servers[0]["username"]  # credentials were handed out...
+            assert candidate_types(probe.offer_sdp) == set()  # ...and coturn refused them
