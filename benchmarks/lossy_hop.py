@@ -10,7 +10,9 @@ once per second), ``--before`` s clean, ``--during`` s impaired (cloud -> relay 
 - audio lost at the relay during the impairment: the relay's ``audio_gap_ms`` (holes filled
   with silence) + ``audio_late_ms`` (arrived after its release time, dropped) +
   ``audio_reset_ms``, in ms and % of the impaired time (``GET /api/v1/webrtc/offer/{id}``);
-- concealed ms and FEC-recovered packets: none exist yet (no PLC, no in-band FEC), "n.a.";
+- concealed ms (libopus packet-loss concealment) and FEC-recovered packets (Opus in-band
+  FEC from the next packet), and packets recovered by retransmission (NACK), from the
+  relay's receive path (``receive.audio`` in the session stats);
 - video freezes at the receiver from the impairment's start to the run's end: gaps over
   100 ms between received frames (24 fps: 42 ms apart), count and longest;
 - relay latency, cloud release -> relay send: the relay's ``offset_ms + playout_delay_ms``
@@ -64,7 +66,11 @@ PROFILES: dict[str, tuple[float, float, float, bool]] = {
     "10%": (0.10, 0.0, 0.0, True),
     "30+-10ms": (0.0, 30.0, 10.0, True),
     "2%+20+-15ms+reorder": (0.02, 20.0, 15.0, True),
+    # not a network profile: the cloud process stopped (SIGSTOP) for 3 s at the start of
+    # the impaired window, then running again; the hop itself stays clean
+    "3s-freeze": (0.0, 0.0, 0.0, True),
 }
+CLOUD_FREEZE_S = 3.0
 
 
 class Receiver:
@@ -204,7 +210,12 @@ async def run_profile(lab: LossLab, name: str, before: float, during: float,
             await sample_until(t0 + before)
             lab_before = lab.stats()["down"]
             t1 = time.monotonic()
-            lab.set(loss=loss, delay_ms=delay_ms, jitter_ms=jitter_ms, reorder=reorder)
+            if name == "3s-freeze":
+                lab.freeze_cloud()
+                await sample_until(t1 + CLOUD_FREEZE_S)
+                lab.thaw_cloud()
+            else:
+                lab.set(loss=loss, delay_ms=delay_ms, jitter_ms=jitter_ms, reorder=reorder)
             await sample_until(t1 + during)
             lab.clear()
             t2 = time.monotonic()
@@ -236,7 +247,18 @@ async def run_profile(lab: LossLab, name: str, before: float, during: float,
         "dropped": lab_during.get("dropped", 0) - lab_before.get("dropped", 0),
         "reordered": lab_during.get("reordered", 0) - lab_before.get("reordered", 0),
         "extra_delay_end": s3["extra_delay_ms"],
+        "concealed_ms": receive_figure(s3, "concealed_ms") - receive_figure(s1, "concealed_ms"),
+        "fec": receive_figure(s3, "fec_recovered") - receive_figure(s1, "fec_recovered"),
+        "nack_recovered": (receive_figure(s3, "retransmitted")
+                           - receive_figure(s1, "retransmitted")),
+        "video_skipped": (receive_figure(s3, "frames_skipped", "video")
+                          - receive_figure(s1, "frames_skipped", "video")),
     }
+
+
+def receive_figure(stats: dict, name: str, kind: str = "audio") -> float:
+    """One figure of the relay's receive path for a track (0 when absent)."""
+    return float((stats.get("receive") or {}).get(kind, {}).get(name, 0))
 
 
 def fmt(value: float | None, spec: str = ".0f") -> str:
@@ -262,17 +284,19 @@ def print_table(rows: list[dict], during: float) -> None:
         latency = f"{fmt(r['lat_before'])}/{fmt(r['lat_during'])}/{fmt(r['lat_after'])}"
         av = f"{fmt(r['av_median'], '+.1f')} ({fmt(r['av_worst'], '+.0f')})"
         pkts = f"{r['dropped']}/{r['reordered']}/{r['packets']}"
-        print(f"{r['profile']:<21} {lost:>15} {'n.a.':>7} {'n.a.':>4} {freezes:>13} "
+        print(f"{r['profile']:<21} {lost:>15} {r['concealed_ms']:>7.0f} {r['fec']:>4.0f} "
+              f"{freezes:>13} "
               f"{latency:>22} {av:>13} {pkts:>16}")
-    print("\nconceal / FEC: no packet-loss concealment or Opus in-band FEC exists yet (n.a.)")
-    print(f"{'profile':<21} {'lost after':>10} {'late ms':>8} {'underruns':>9} "
-          f"{'lat max during':>14} {'extra delay at end':>18} {'flashes paired':>14}")
+    print(f"\n{'profile':<21} {'lost after':>10} {'late ms':>8} {'underruns':>9} "
+          f"{'lat max during':>14} {'extra delay at end':>18} {'flashes paired':>14} "
+          f"{'NACK-recovered':>14} {'video frames skipped':>20}")
     for r in rows:
         if "error" in r:
             continue
         print(f"{r['profile']:<21} {r['lost_after_ms']:>10.0f} {r['late_ms']:>8.0f} "
               f"{r['underruns']:>9} {fmt(r['lat_during_max']):>14} "
-              f"{r['extra_delay_end']:>18.0f} {r['flashes_paired']:>14}")
+              f"{r['extra_delay_end']:>18.0f} {r['flashes_paired']:>14} "
+              f"{r['nack_recovered']:>14.0f} {r['video_skipped']:>20.0f}")
 
 
 async def main(args: argparse.Namespace) -> int:

@@ -138,6 +138,8 @@ def _add_relay_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--osc-port", type=int, default=None, metavar="PORT",
                    help="accept OSC over UDP: /param/<name> <value> sets a parameter of the "
                         "newest page session, checked against the pipeline (default: off)")
+    g.add_argument("--max-viewers", type=_positive_int, default=8, metavar="N",
+                   help="receive-only viewers per session, through its share link (default 8)")
     g.add_argument("--osc-host", default="127.0.0.1", metavar="ADDR",
                    help="address for OSC input (default 127.0.0.1: this machine only; "
                         "0.0.0.0 lets gear on the LAN send)")
@@ -254,7 +256,7 @@ async def run_relay(args, *, force_embedded: bool) -> None:
                              loopback_ice=args.browser_loopback_ice,
                              playout_delay=args.playout_delay, opus_bitrate=args.opus_bitrate,
                              listen_host=args.host, allow_hosts=args.allow_host,
-                             allow_origins=args.allow_origin,
+                             allow_origins=args.allow_origin, max_viewers=args.max_viewers,
                              osc_address=None if args.osc_port is None
                              else (args.osc_host, args.osc_port))
         relay = await stack.enter_async_context(

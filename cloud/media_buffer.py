@@ -9,7 +9,16 @@ one delay and one ``stall`` per session, so:
   where chunks came with video and no audio (a pipeline that makes audio only
   sometimes), the missing audio is silence by content and the clock runs on;
 * an overflow (more media ahead than ``max_buffer``) skips the oldest media on both
-  tracks by the same amount (``stall`` shrinks), counted.
+  tracks by the same amount (``stall`` shrinks), counted;
+* a pause (the runner calls :meth:`MediaBuffer.hold`) is an announced underflow: once
+  the buffered media has played, the clock holds the same way (silence, held picture,
+  ``stall`` grows) but it is counted as ``paused_ms``, not as underruns, and the next chunk
+  ends it. The clock resumes where it stopped: nothing to catch up, no burst;
+* a sender that falls behind (the audio track sending past its release time by more than
+  ``SENDER_LAG_TOLERANCE``) stalls the clock to now, counted as ``sender_lag_ms``, and
+  the lead is counted from what the audio track has taken, so the runner generates only
+  what can be sent; a video sender behind the audio clock skips to its newest due frame
+  (``skipped_video_frames``), and video is never held beyond ``max_buffer``.
 
 Invariant: the audio track's output position (its RTP time, in samples) is always
 ``audio_head + stall``. Video pts use the same mapping, so RTP time and release time agree
@@ -28,6 +37,11 @@ import numpy as np
 
 from scope_relay.media.ring import IndexedAudioRing
 from scope_relay.protocol.media import CHANNELS, SAMPLE_RATE
+
+#: The audio track sending this much past its frame's release time has fallen behind
+#: (a starved event loop or encoder): the clock stalls to now (see :meth:`catch_up_audio`).
+#: Less is scheduling jitter, which the receiver's jitter buffer absorbs.
+SENDER_LAG_TOLERANCE = 0.1
 
 
 class MediaBuffer:
@@ -57,6 +71,14 @@ class MediaBuffer:
         self.dropped_video_frames = 0
         self.absent_audio_samples = 0
         self.chunks = 0
+        self.sender_lag_samples = 0  # the clock stalled because the audio sender was late
+        self.sender_lags = 0
+        self.skipped_video_frames = 0  # the video sender fell behind the audio clock
+        #: the audio track has taken its first frame (its sender is running)
+        self.audio_taken = False
+        #: paused (see :meth:`hold`) until the next chunk arrives
+        self.holding = False
+        self.paused_samples = 0
 
     # --- clock -------------------------------------------------------------------------
     @property
@@ -83,12 +105,17 @@ class MediaBuffer:
         return self.clock() - self.epoch - self.playout_delay - self.stall / SAMPLE_RATE
 
     def lead(self) -> float:
-        """Seconds of media buffered ahead of what is playing now."""
+        """Seconds of media buffered ahead of what is playing now: of what the audio
+        track has taken, when it is behind the clock, so a sender that cannot keep up holds
+        the runner back instead of having media generated that only piles up."""
         with self._lock:
             end = max(self._video_end, self._audio.end / SAMPLE_RATE)
             if self.epoch is None:
                 return end
-            return end - max(self.media_now(), 0.0)
+            played = self.media_now()
+            if self.audio_clocked and self.audio_taken:  # (before, nothing can be behind)
+                played = min(played, self.audio_head / SAMPLE_RATE)
+            return end - max(played, 0.0)
 
     # --- writer (runner thread) --------------------------------------------------------
     def push(self, video: list[tuple[float, np.ndarray]], audio: np.ndarray | None,
@@ -99,11 +126,14 @@ class MediaBuffer:
         with self._lock:
             if self.closed:
                 return
+            if self.holding:
+                self._end_hold()
             if audio is not None and audio.shape[1] and self.audio_clocked:
                 self._write_audio(audio, audio_start)  # (no audio track: nobody to play it)
             for item in video:
                 self._video.append(item)
                 self._video_end = max(self._video_end, item[0] + frame_seconds)
+            self._trim_video()
             if video and (audio is None or not audio.shape[1]):
                 # a chunk without audio: its span is silent by content, not late
                 self._silent_until = max(self._silent_until,
@@ -115,6 +145,22 @@ class MediaBuffer:
                 self.epoch = self.clock() - max(start, 0.0)
             self._skip_overflow()
         self.loop.call_soon_threadsafe(self._wake, first)
+
+    def hold(self) -> None:
+        """The producer pauses: once the buffered media has played, the clock holds
+        (counted as paused, not as underruns) until the next chunk is pushed."""
+        with self._lock:
+            self.holding = True
+
+    def _end_hold(self) -> None:
+        """A chunk after a pause. An audio-clocked clock held frame by frame (take_audio);
+        a video-only one ran on: hold it now where its media ran out."""
+        self.holding = False
+        if not self.audio_clocked and self.epoch is not None:
+            ran_on = int(round((self.media_now() - self._video_end) * SAMPLE_RATE))
+            if ran_on > 0:
+                self.stall += ran_on
+                self.paused_samples += ran_on
 
     def _write_audio(self, audio: np.ndarray, start: int | None) -> None:
         # silence fills a gap, what was already played is trimmed, and the oldest samples
@@ -151,6 +197,7 @@ class MediaBuffer:
     def take_audio(self, n: int) -> np.ndarray:
         """The next ``n`` samples; what is missing is silence and stalls the clock."""
         with self._lock:
+            self.audio_taken = True
             got = min(n, len(self._audio))
             out = self._audio.read(got)
             if got < n:
@@ -160,7 +207,10 @@ class MediaBuffer:
                 self._audio.advance(absent)
                 self.absent_audio_samples += absent
                 late = n - got - absent
-                if late:  # the producer is late: hold both tracks (sync survives)
+                if late and self.holding:  # paused: the clock holds, as announced
+                    self.stall += late
+                    self.paused_samples += late
+                elif late:  # the producer is late: hold both tracks (sync survives)
                     self.underruns += 1
                     self.stall += late
                     self.stalled_samples += late
@@ -170,9 +220,42 @@ class MediaBuffer:
         return self.audio_head + self.stall
 
     def pop_video(self) -> tuple[float, np.ndarray] | None:
+        """The next frame to send. With audio clocking the session, frames whose
+        successor is already due are skipped (counted): a video sender that fell behind
+        catches up with the audio instead of drifting later and later."""
         with self._lock:
             self._video_event.clear()
+            if self.audio_clocked and self.epoch is not None:
+                now = self.clock()
+                while len(self._video) > 1 and self.release_time(self._video[1][0]) <= now:
+                    self._video.popleft()
+                    self.skipped_video_frames += 1
             return self._video.popleft() if self._video else None
+
+    def _trim_video(self) -> None:
+        """Never hold more than ``max_buffer`` of video, whether or not anything is
+        buffered ahead (a video track that stopped taking frames): drop the oldest."""
+        while self._video and self._video[-1][0] - self._video[0][0] > self.max_buffer:
+            self._video.popleft()
+            self.dropped_video_frames += 1
+
+    def catch_up_audio(self, early: float = 0.0) -> None:
+        """The audio track is about to send its next frame (``early`` s before its
+        release time, by design). If it is more than ``SENDER_LAG_TOLERANCE`` past that,
+        the sender fell behind: stall the clock to now, as an underflow does. The frame
+        goes out on time with its content intact (its RTP time jumps: the receiver hears
+        a gap), video is released that much later too, and the runner is not asked for
+        media that nobody can send."""
+        with self._lock:
+            if self.epoch is None:
+                return
+            due = self.epoch + (self.audio_head + self.stall) / SAMPLE_RATE + self.playout_delay
+            late = self.clock() - (due - early)
+            if late > SENDER_LAG_TOLERANCE:
+                samples = int(round(late * SAMPLE_RATE))
+                self.stall += samples
+                self.sender_lag_samples += samples
+                self.sender_lags += 1
 
     async def wait_video(self, timeout: float) -> None:
         try:
@@ -203,6 +286,12 @@ class MediaBuffer:
             "stalled_ms": round(self.stalled_samples / SAMPLE_RATE * 1000, 1),
             "skipped_ms": round(self.skipped_samples / SAMPLE_RATE * 1000, 1),
             "dropped_video_frames": self.dropped_video_frames,
+            "skipped_video_frames": self.skipped_video_frames,
+            "video_queue_frames": len(self._video),
+            "sender_lag_ms": round(self.sender_lag_samples / SAMPLE_RATE * 1000, 1),
+            "sender_lags": self.sender_lags,
             "absent_audio_ms": round(self.absent_audio_samples / SAMPLE_RATE * 1000, 1),
+            "paused": self.holding,
+            "paused_ms": round(self.paused_samples / SAMPLE_RATE * 1000, 1),
             "chunks": self.chunks,
         }

@@ -19,10 +19,12 @@ from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
 from scope_relay.protocol.errors import NotReady, PipelineFailed
+from scope_relay.protocol.media import SAMPLE_RATE
 from scope_relay.protocol.parameters import PIPELINE_IDS, pipeline_parameters
 from scope_relay.rtc.peer import PeerSession
 from scope_relay.rtc.sdp import validate_offer_sdp
 
+from .audio_input import InputAudioTimeline
 from .media_buffer import MediaBuffer
 from .output_tracks import TimedAudioTrack, TimedVideoTrack
 from .pipeline_manager import PipelineManager
@@ -60,6 +62,8 @@ class MediaSession(PeerSession):
         #: called on the event loop with this session and :attr:`pipeline_failed`
         self.on_pipeline_failed: Callable[[MediaSession, str], object] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: the microphone's placement on the media clock, once its track arrived
+        self.input_audio: InputAudioTimeline | None = None
 
     @property
     def drained_input_frames(self) -> int:
@@ -91,7 +95,8 @@ class MediaSession(PeerSession):
             self.video_track = TimedVideoTrack(self.buffer)
         if caps.produces_audio and self.offers("audio"):
             self.audio_track = TimedAudioTrack(self.buffer)
-        self.attach_media(self.video_track, self.audio_track, receive_video=caps.accepts_video)
+        self.attach_media(self.video_track, self.audio_track, receive_video=caps.accepts_video,
+                          receive_audio=caps.accepts_audio)
 
         # A real model's constructor takes seconds: never on the event loop other sessions use.
         try:
@@ -132,6 +137,8 @@ class MediaSession(PeerSession):
     def on_track(self, track: MediaStreamTrack) -> None:
         if track.kind == "video" and self.capabilities and self.capabilities.accepts_video:
             self._tasks.spawn(self._consume_input(track))
+        elif track.kind == "audio" and self.capabilities and self.capabilities.accepts_audio:
+            self._tasks.spawn(self._consume_input_audio(track))
         else:
             self.drain(track)  # never let aiortc's unbounded queue pile up
 
@@ -165,6 +172,21 @@ class MediaSession(PeerSession):
         except MediaStreamError:
             pass
 
+    async def _consume_input_audio(self, track: MediaStreamTrack) -> None:
+        """The microphone: 48 kHz chunks on the media clock into the runner's bounded queue."""
+        timeline = self.input_audio = InputAudioTimeline()
+        try:
+            while True:
+                frame = cast(av.AudioFrame, await track.recv())
+                runner, buffer = self.runner, self.buffer
+                if runner is None or runner.audio_inputs is None or buffer is None:
+                    continue
+                chunk = timeline.place(frame, buffer.media_now())
+                if chunk is not None:
+                    runner.audio_inputs.put(chunk)
+        except MediaStreamError:
+            pass
+
     def stats(self) -> dict[str, Any]:
         out = super().stats()
         if self.buffer:
@@ -178,8 +200,12 @@ class MediaSession(PeerSession):
         out["pipeline_failed"] = self.pipeline_failed
         if self.runner:
             out["pipeline_errors"] = self.runner.errors
+            out["pipeline_calls"] = self.runner.calls
             out["rejected_parameters"] = self.runner.rejected_params
             out["input_frames_dropped"] = self.runner.inputs.dropped if self.runner.inputs else 0
+            audio_in = self.runner.audio_inputs
+            out["input_audio_dropped_ms"] = (
+                round(audio_in.dropped_samples / SAMPLE_RATE * 1000, 1) if audio_in else 0.0)
             out["nonfinite_samples"] = self.runner.nonfinite_samples
         out["drained_input_frames"] = self.drained_input_frames
         return out

@@ -48,6 +48,7 @@ class TimedAudioTrack(MediaStreamTrack):
                           - OPUS_LOOKAHEAD_SECONDS)
         if buf.closed:
             raise MediaStreamError
+        buf.catch_up_audio(OPUS_LOOKAHEAD_SECONDS)  # fallen behind: the clock stalls to now
         pts = buf.audio_output_samples()
         samples, clipped = float_to_s16(buf.take_audio(FRAME_SAMPLES))
         self.clipped_samples += clipped

@@ -163,7 +163,8 @@ class PipelineManager:
         if state.pipeline_ids:
             out.update(self.registry.capabilities(state.pipeline_ids).as_dict())
         else:
-            out.update(produces_video=False, produces_audio=False, accepts_video=False)
+            out.update(produces_video=False, produces_audio=False, accepts_video=False,
+                       accepts_audio=False)
         if state.status == "loading" and state.progress is not None:
             out["progress"] = state.progress.snapshot()
         if state.error:

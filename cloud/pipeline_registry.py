@@ -65,7 +65,8 @@ class PipelineRegistry:
 
     def capabilities(self, pipeline_ids: Sequence[str]) -> Capabilities:
         """The chain's flags (see :func:`chain_capabilities` for the rule)."""
-        return chain_capabilities(Capabilities(c.produces_video, c.produces_audio, c.accepts_video)
+        return chain_capabilities(Capabilities(c.produces_video, c.produces_audio, c.accepts_video,
+                                               c.accepts_audio)
                                   for c in self.resolve_chain(list(pipeline_ids)))
 
     def describe(self) -> list[dict[str, Any]]:

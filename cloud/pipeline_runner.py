@@ -29,10 +29,16 @@ import torch
 from scope_relay.media.audio import as_channels_first
 from scope_relay.media.resample import TimedResampler
 from scope_relay.protocol.media import SAMPLE_RATE
-from scope_relay.protocol.parameters import finite_number
+from scope_relay.protocol.parameters import (
+    SESSION_CONTROLS,
+    coerce_parameter,
+    finite_number,
+    is_paused,
+)
 
+from .audio_input import AudioInputQueue
 from .media_buffer import MediaBuffer
-from .pipelines.base import InputFrame, Pipeline, PipelineOutput
+from .pipelines.base import InputFrame, Pipeline, PipelineInputs, PipelineOutput
 from .pipelines.outputs import as_pipeline_output, pipeline_name
 
 logger = logging.getLogger(__name__)
@@ -57,11 +63,14 @@ def _stop_live_runners() -> None:
 class InputQueue:
     """Bounded, thread-safe queue of camera frames (drops oldest, counted)."""
 
-    def __init__(self, max_frames: int = 8):
+    def __init__(self, max_frames: int = 8, cond: threading.Condition | None = None):
         self._frames: collections.deque[InputFrame] = collections.deque()
         self._max = max_frames
-        self._cond = threading.Condition()
+        self._cond = cond or threading.Condition()  # shared with the audio input's
         self.dropped = 0
+
+    def __len__(self) -> int:
+        return len(self._frames)
 
     def put(self, frame: InputFrame) -> None:
         with self._cond:
@@ -118,7 +127,11 @@ class PipelineRunner:
                  on_failure: FailureCallback | None = None):
         self.chain = list(chain)
         self.buffer = buffer
-        self.inputs = InputQueue() if self.chain[0].accepts_video else None
+        self._input_cond = threading.Condition()  # either input arriving wakes the worker
+        self.inputs = InputQueue(cond=self._input_cond) if self.chain[0].accepts_video else None
+        #: the microphone's audio when the first stage accepts audio (cloud/audio_input.py)
+        self.audio_inputs = (AudioInputQueue(cond=self._input_cond)
+                             if self.chain[0].accepts_audio else None)
         self.params: dict[str, Any] = {}
         for p in self.chain:
             self.params.update(p.default_params())
@@ -137,6 +150,10 @@ class PipelineRunner:
         self._call_seconds = 0.0
         self.errors = 0
         self.rejected_params = 0
+        #: chain calls made so far (none while paused)
+        self.calls = 0
+        #: the session is paused (``paused``): no calls, and the buffer's clock holds
+        self.paused = False
         self.last_error: str | None = None
         #: ``"<ExceptionType>: <message>"`` once a call raised; generation has then ended
         self.failed: str | None = None
@@ -165,6 +182,8 @@ class PipelineRunner:
         self._wake.set()
         if self.inputs is not None:
             self.inputs.wake()
+        if self.audio_inputs is not None:
+            self.audio_inputs.wake()
         for p in self.chain:
             close = getattr(p, "close", None)
             if close:
@@ -196,6 +215,14 @@ class PipelineRunner:
         with self._pending_lock:
             pending, self._pending = self._pending, {}
         for key, value in pending.items():
+            control = SESSION_CONTROLS.get(key)
+            if control is not None:  # a reserved session control (``paused``): its own schema
+                try:
+                    self.params[key] = coerce_parameter(key, value, control)
+                except ValueError as exc:
+                    self.rejected_params += 1
+                    logger.warning("ignored parameter update: %s", exc)
+                continue
             spec = next((p.params[key] for p in self.chain if key in p.params), None)
             if spec is None:
                 # unknown keys are kept, not rejected (Scope sends its own), within a bound
@@ -228,14 +255,17 @@ class PipelineRunner:
                     self._wake.clear()
                     continue
                 self._apply_pending()
-                if self.params.get("paused"):
+                self.paused = is_paused(self.params)
+                if self.paused:
+                    # once what was made has played, the clock holds: paused, not underrun
+                    self.buffer.hold()
                     self._wake.wait(0.1)
                     self._wake.clear()
                     continue
                 inputs = None
-                if self.inputs is not None:
-                    inputs = self.inputs.take_all(timeout=0.1)
-                    if not inputs:
+                if self.inputs is not None or self.audio_inputs is not None:
+                    inputs = self._take_inputs(timeout=0.1)
+                    if inputs is None:
                         continue
                 began = time.monotonic()
                 try:
@@ -246,6 +276,19 @@ class PipelineRunner:
                 self._learn_call_time(time.monotonic() - began)
                 if not pushed:
                     self._stop.wait(0.02)  # idle pipelines wait, never spin
+
+    def _take_inputs(self, timeout: float) -> PipelineInputs | None:
+        """The camera frames and input audio since the last call, waiting up to
+        ``timeout`` s for either; ``None`` when nothing came."""
+        video, audio = self.inputs, self.audio_inputs
+        with self._input_cond:
+            if not ((video is not None and len(video)) or (audio is not None and len(audio))):
+                self._input_cond.wait(timeout)
+            frames = video.take_all(timeout=0.0) if video is not None else []
+            chunks = audio.take_all() if audio is not None else []
+        if not frames and not chunks:
+            return None
+        return PipelineInputs(frames, chunks)
 
     def _fail(self, exc: Exception) -> None:
         """End generation: log the traceback, keep the reason, tell the owner."""
@@ -285,6 +328,7 @@ class PipelineRunner:
         audio_out: PipelineOutput | None = None
         output: PipelineOutput | None = None
         stage_inputs = inputs
+        self.calls += 1
         for stage in self.chain:
             self._culprit = pipeline_name(stage)
             output = as_pipeline_output(stage(stage_inputs, self.params), stage)

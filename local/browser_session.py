@@ -27,8 +27,11 @@ from .camera import LatestFrameTrack
 from .cloud_connection import CloudConnectionManager
 from .cloud_hop import CloudHop
 from .cloud_peer import CloudWebRTCClient
+from .fanout import CountedSubscription, OutputFanout
 from .frame_processor import FrameProcessor
+from .microphone import AudioForwarder
 from .output_tracks import AudioProcessingTrack, CloudTrack
+from .viewer_session import MAX_VIEWERS, Audience
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +66,8 @@ class BrowserSession(PeerSession):
     role = "browser session"
 
     def __init__(self, connection: CloudConnectionManager, *, ice_servers: list[dict[str, Any]],
-                 loopback_ice: bool, cloud_loopback_ice: bool, playout_delay: float):
+                 loopback_ice: bool, cloud_loopback_ice: bool, playout_delay: float,
+                 max_viewers: int = MAX_VIEWERS):
         super().__init__(ice_servers=ice_servers, loopback_ice=loopback_ice,
                          connect_timeout=CONNECT_TIMEOUT)
         self.connection = connection
@@ -72,9 +76,16 @@ class BrowserSession(PeerSession):
         self.hop: CloudHop | None = None
         self.video_track: CloudTrack | None = None
         self.audio_track: AudioProcessingTrack | None = None
+        #: the output tracks are read once and fanned out to this page and its viewers
+        self.max_viewers = max_viewers
+        self.audience: Audience | None = None
+        self._own_tracks: tuple[CountedSubscription | None, CountedSubscription | None] = (
+            None, None)
         #: the browser's camera through a bounded pump this session owns: it keeps being
         #: drained while the cloud hop reconnects (aiortc's receive queue is unbounded)
         self.camera: LatestFrameTrack | None = None
+        #: the browser's microphone, likewise (local/microphone.py), when the chain takes it
+        self.microphone: AudioForwarder | None = None
         #: the page's ``parameters`` channel, for telling it that the pipeline failed
         self._channel: Any = None
         self._page_told = False
@@ -106,9 +117,12 @@ class BrowserSession(PeerSession):
             for t in self.pc.getTransceivers())
         send_camera = caps.accepts_video and browser_sends_video
         camera = self.camera if send_camera else None
+        send_microphone = caps.accepts_audio and self.microphone is not None
+        microphone = self.microphone if send_microphone else None
 
         def new_client() -> CloudWebRTCClient:
             return CloudWebRTCClient(self.connection, self.processor, caps, camera=camera,
+                                     microphone=microphone,
                                      loopback_ice=self.cloud_loopback_ice)
 
         self.hop = CloudHop(new_client, pipeline_ids=self.pipeline_ids,
@@ -119,13 +133,20 @@ class BrowserSession(PeerSession):
             self.video_track = CloudTrack(self.processor)
         if caps.produces_audio and self.offers("audio"):
             self.audio_track = AudioProcessingTrack(self.processor)
-        self.attach_media(self.video_track, self.audio_track, receive_video=send_camera)
+        fanout = OutputFanout(self.video_track, self.audio_track)
+        self.audience = Audience(fanout, max_viewers=self.max_viewers)
+        self._own_tracks = fanout.subscribe()  # the owner's sender, like any viewer's
+        self.attach_media(*self._own_tracks, receive_video=send_camera,
+                          receive_audio=send_microphone)
         return await self.create_answer()
 
     # --- hooks ---------------------------------------------------------------------------
     def on_track(self, track: MediaStreamTrack) -> None:
         if track.kind == "video" and self.camera is None:
             self.camera = LatestFrameTrack(track)
+        elif (track.kind == "audio" and self.microphone is None and self.capabilities
+              and self.capabilities.accepts_audio):  # (the chain's flags are known by now)
+            self.microphone = AudioForwarder(track)
         else:
             self.drain(track)
 
@@ -162,10 +183,15 @@ class BrowserSession(PeerSession):
 
     async def release(self) -> None:
         self.processor.close()
+        if self.audience is not None:  # viewers end with the session they watch
+            await self.audience.close()
+            await self.audience.fanout.close()
         if self.hop is not None:
             await self.hop.close()
         if self.camera is not None:
             self.camera.stop()
+        if self.microphone is not None:
+            await self.microphone.close()
 
     def stats(self) -> dict[str, Any]:
         out = super().stats()
@@ -174,6 +200,9 @@ class BrowserSession(PeerSession):
             out.update(self.hop.stats())
         out["pipeline_failed"] = self.pipeline_failed
         out["camera_frames_dropped"] = self.camera.dropped if self.camera else 0
+        out["microphone_frames_dropped"] = self.microphone.dropped if self.microphone else 0
+        if self.audience:
+            out.update(self.audience.stats())
         if self.video_track:
             out["video_frames_sent"] = self.video_track.frames_sent
         if self.audio_track:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from scope_relay.protocol.errors import PipelineFailed
-from scope_relay.protocol.parameters import CHAIN_KEYS, PIPELINE_IDS
+from scope_relay.protocol.parameters import CHAIN_KEYS, PIPELINE_IDS, is_paused
 from scope_relay.util.tasks import OwnedTasks
 
 from .cloud_peer import CloudWebRTCClient
@@ -29,6 +29,10 @@ logger = logging.getLogger(__name__)
 
 #: parameters remembered for a reconnect; beyond this the oldest key is forgotten
 MAX_PARAMETER_KEYS = 256
+#: no media packet for this long on a hop that should be playing: rebuild it at once
+#: (ICE consent would take ~30 s to notice a cloud that died or lost our session)
+MEDIA_WATCHDOG = 2.0
+WATCHDOG_INTERVAL = 0.5
 
 
 class CloudHop:
@@ -43,6 +47,8 @@ class CloudHop:
         self.parameter_state: dict[str, Any] = {}
         self.reconnects = 0
         self.parameters_forgotten = 0
+        #: hops rebuilt because media stopped while the session should have been playing
+        self.media_timeouts = 0
         self._initial = {**initial_parameters, PIPELINE_IDS: list(pipeline_ids)}
         self._tasks = OwnedTasks()
         self._keeper: asyncio.Task | None = None
@@ -69,6 +75,7 @@ class CloudHop:
         if self.pipeline_failed is not None:
             raise PipelineFailed(self.pipeline_failed)
         self._keeper = self._tasks.spawn(self._keep_connected())
+        self._tasks.spawn(self._watch_media())
 
     def _pipeline_failed(self, message: str) -> None:
         if self.pipeline_failed is not None:
@@ -121,9 +128,36 @@ class CloudHop:
                     client.send_parameters(json.dumps(changed))
                 break
 
+    async def _watch_media(self) -> None:
+        """Fail the current hop when no packet has come for :data:`MEDIA_WATCHDOG` (twice
+        in a row, so a relay that was itself stalled does not blame the cloud)."""
+        strikes = 0
+        while self.pipeline_failed is None:
+            await asyncio.sleep(WATCHDOG_INTERVAL)
+            client = self.client
+            silence = client.media_silence() if client is not None else None
+            if client is None or client.failed.is_set() or self.paused or silence is None \
+                    or silence < MEDIA_WATCHDOG:
+                strikes = 0
+                continue
+            strikes += 1
+            if strikes >= 2:
+                logger.warning("%s: no media from the cloud for %.1f s: rebuilding the hop",
+                               self.name, silence)
+                self.media_timeouts += 1
+                client.failed.set()
+                strikes = 0
+
+    @property
+    def paused(self) -> bool:
+        """The page paused the session (``paused``): silence and a held picture are expected."""
+        return is_paused({**self._initial, **self.parameter_state})
+
     def stats(self) -> dict[str, Any]:
         out = self.client.stats() if self.client is not None else {}
+        out["paused"] = self.paused
         out["cloud_reconnects"] = self.reconnects
+        out["media_timeouts"] = self.media_timeouts
         out["pipeline_failed"] = self.pipeline_failed
         out["parameters_forgotten"] = self.parameters_forgotten
         return out

@@ -2,7 +2,8 @@
 
 Transceivers follow the chain's flags: video (recvonly, or sendrecv carrying the
 browser's camera when the chain accepts video) only when the chain produces or accepts
-video; a recvonly audio transceiver only when it produces audio. Received packed-s16
+video; an audio transceiver when it produces audio (recvonly) or accepts it and the
+browser sends its microphone (sendonly, or sendrecv carrying it). Received packed-s16
 audio is de-interleaved into the FrameProcessor; both tracks are stamped with cloud time
 from the sender reports before anything is queued. Once the cloud has answered, the
 client watches its cloud session on the control socket: a ``PIPELINE_FAILED`` for it sets
@@ -27,11 +28,13 @@ from scope_relay.protocol.capabilities import Capabilities
 from scope_relay.protocol.errors import PipelineFailed, Unavailable
 from scope_relay.protocol.media import SAMPLE_RATE, VIDEO_CLOCK_RATE
 from scope_relay.rtc.ice import loopback_candidates, rtc_configuration
+from scope_relay.rtc.receive_path import ReceivePath, install_receive_path
 from scope_relay.util.tasks import OwnedTasks, RunOnce
 
 from .camera import CameraFeed, LatestFrameTrack
 from .cloud_connection import CONNECTION_LOST, CloudConnectionManager
 from .frame_processor import FrameProcessor
+from .microphone import AudioForwarder, MicrophoneFeed
 from .track_timing import TrackTimer
 
 logger = logging.getLogger(__name__)
@@ -43,12 +46,14 @@ MAX_PARAMETERS_BUFFERED = 1 << 20
 class CloudWebRTCClient:
     def __init__(self, connection: CloudConnectionManager, processor: FrameProcessor,
                  capabilities: Capabilities, *, camera: LatestFrameTrack | None = None,
+                 microphone: AudioForwarder | None = None,
                  loopback_ice: bool = False, connect_timeout: float = 30.0,
                  sync_timeout: float = 3.0, max_pending: int = 400):
         self.connection = connection
         self.processor = processor
         self.capabilities = capabilities
         self.camera = camera
+        self.microphone = microphone
         self.loopback_ice = loopback_ice
         self.connect_timeout = connect_timeout
         self.sync_timeout = sync_timeout
@@ -57,6 +62,8 @@ class CloudWebRTCClient:
         self.pc: RTCPeerConnection | None = None
         self.channel: Any = None  # aiortc's RTCDataChannel once connected
         self._timers: dict[str, TrackTimer] = {}
+        #: our jitter buffers and loss handling on each receiver (rtc/receive_path.py)
+        self.receive_paths: dict[str, ReceivePath] = {}
         self._tasks = OwnedTasks()
         self._close = RunOnce(self._close_once)
         self._resampler = TimedResampler()
@@ -96,10 +103,16 @@ class CloudWebRTCClient:
                 transceiver = pc.addTransceiver("video", direction="recvonly")
             self._timers["video"] = TrackTimer(transceiver.receiver, VIDEO_CLOCK_RATE,
                                                 self.sync_timeout)
-        if caps.produces_audio:
+            self.receive_paths["video"] = install_receive_path(transceiver.receiver, "video")
+        if caps.accepts_audio and self.microphone is not None:  # the browser's microphone up
+            transceiver = pc.addTransceiver(MicrophoneFeed(self.microphone),
+                                            direction="sendrecv" if caps.produces_audio else "sendonly")
+        elif caps.produces_audio:
             transceiver = pc.addTransceiver("audio", direction="recvonly")
+        if caps.produces_audio:
             self._timers["audio"] = TrackTimer(transceiver.receiver, SAMPLE_RATE,
                                                 self.sync_timeout)
+            self.receive_paths["audio"] = install_receive_path(transceiver.receiver, "audio")
         if "video" in self._timers and "audio" in self._timers:
             video, audio = self._timers["video"], self._timers["audio"]
             video.follower_of = audio
@@ -207,6 +220,12 @@ class CloudWebRTCClient:
                 return
         self.processor.add_audio(samples, cloud_time, arrival)
 
+    def media_silence(self) -> float | None:
+        """Seconds since the last RTP packet from the cloud on any track (None before the
+        first one)."""
+        last = [p.last_packet for p in self.receive_paths.values() if p.last_packet is not None]
+        return None if not last else time.monotonic() - max(last)
+
     def stats(self) -> dict[str, Any]:
         return {
             "cloud_session": self.session_id,
@@ -214,6 +233,7 @@ class CloudWebRTCClient:
             "sender_reports": {k: t.tap.reports for k, t in self._timers.items()},
             "timing": {k: ("arrival" if t.fallback else "sender-report")
                        for k, t in self._timers.items()},
+            "receive": {k: p.stats() for k, p in self.receive_paths.items()},
             "tracks_timed_by_arrival": sum(t.fallback is not None for t in self._timers.values()),
             "pending_dropped": self.pending_dropped,
             "clipped_samples": self.clipped_samples,

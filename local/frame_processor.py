@@ -41,6 +41,11 @@ MAX_JITTER = 0.3
 DECAY_WINDOW = 2.0
 DECAY_MARGIN = 0.02
 DECAY_STEP = 0.04
+#: An audio cursor further than this behind what is due now skips forward to it
+#: (counted): a relay that cannot keep up plays current audio with gaps, instead of
+#: falling ever further behind until its ring overflows past the cursor and only silence
+#: is left (and a burst of stale frames once the load drops).
+MAX_OUTPUT_LAG = 0.2
 
 
 class FrameProcessor:
@@ -78,6 +83,8 @@ class FrameProcessor:
         self.video_overflow_frames = 0
         self.video_late_frames = 0
         self.audio_startup_skipped = 0  # held before the first sender report, then stale
+        self.audio_skipped_samples = 0  # passed unplayed: the output fell behind
+        self.audio_skips = 0
 
     # --- clock -------------------------------------------------------------------------
     def _observe(self, cloud_time: float, arrival: float) -> None:
@@ -151,18 +158,27 @@ class FrameProcessor:
 
     # --- readers (output tracks) ------------------------------------------------------
     async def first_audio(self) -> int:
-        """Wait for audio to exist; returns the cloud sample index playback starts at."""
+        """Wait for audio to exist; returns the cloud sample index to play next: where
+        playback starts, then the cursor (the output track asks before every frame), moved
+        on to what is due now if the output fell more than ``MAX_OUTPUT_LAG`` behind."""
         while not self._audio_started or self.offset is None:
             if self.closed:
                 raise EOFError
             self._audio_event.clear()
             await self._audio_event.wait()
+        due_now = int((self.clock() - self.offset - self.playout_delay - self.extra_delay)
+                      * SAMPLE_RATE)
         if self.audio_cursor is None:
             # Start at what is due now, not at the oldest held sample: a catch-up burst
             # would play stale audio and confuse the receiver's timing.
-            due_now = self.clock() - self.offset - self.playout_delay - self.extra_delay
-            self.audio_cursor = max(self._audio.start, int(due_now * SAMPLE_RATE))
+            self.audio_cursor = max(self._audio.start, due_now)
             self.audio_startup_skipped += self._audio.discard_before(self.audio_cursor)
+        elif due_now - self.audio_cursor > MAX_OUTPUT_LAG * SAMPLE_RATE:
+            # the output track fell behind (an overloaded relay): skip to now, never burst
+            self.audio_skipped_samples += due_now - self.audio_cursor
+            self.audio_skips += 1
+            self.audio_cursor = due_now
+            self._audio.discard_before(due_now)  # (counted in the skip)
         return self.audio_cursor
 
     def take_audio(self, n: int) -> np.ndarray:
@@ -219,6 +235,8 @@ class FrameProcessor:
             "audio_underruns": self.audio_underruns,
             "audio_late_ms": round(self.audio_late_samples / SAMPLE_RATE * 1000, 1),
             "audio_startup_skipped_ms": round(self.audio_startup_skipped / SAMPLE_RATE * 1000, 1),
+            "audio_skipped_ms": round(self.audio_skipped_samples / SAMPLE_RATE * 1000, 1),
+            "audio_skips": self.audio_skips,
             "audio_gap_ms": round(self.audio_gap_samples / SAMPLE_RATE * 1000, 1),
             "audio_overflow_ms": round(self.audio_overflow_samples / SAMPLE_RATE * 1000, 1),
             "audio_reset_ms": round(self.audio_reset_samples / SAMPLE_RATE * 1000, 1),

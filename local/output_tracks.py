@@ -3,6 +3,9 @@ FrameProcessor's one shared offset."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+
 import av
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
@@ -19,6 +22,20 @@ from scope_relay.protocol.media import (
 
 from .frame_processor import FrameProcessor
 
+logger = logging.getLogger(__name__)
+
+#: Sees each frame, with its final pts, just before it goes to the browser (a recording).
+#: Called on the event loop: it must return at once and must not change the frame.
+FrameTap = Callable[[av.AudioFrame | av.VideoFrame], None]
+
+
+def _run_taps(taps: list[FrameTap], frame: av.AudioFrame | av.VideoFrame) -> None:
+    for tap in taps:
+        try:
+            tap(frame)
+        except Exception:  # a broken tap must never stop live playback
+            logger.exception("frame tap failed")
+
 
 class CloudTrack(MediaStreamTrack):
     """Video from the cloud to the browser."""
@@ -30,6 +47,7 @@ class CloudTrack(MediaStreamTrack):
         self.processor = processor
         self.frames_sent = 0
         self._last_pts = -1
+        self.taps: list[FrameTap] = []
 
     async def recv(self) -> av.VideoFrame:
         p = self.processor
@@ -45,6 +63,7 @@ class CloudTrack(MediaStreamTrack):
         frame.pts = pts
         frame.time_base = VIDEO_TIME_BASE
         self.frames_sent += 1
+        _run_taps(self.taps, frame)
         return frame
 
 
@@ -57,6 +76,7 @@ class AudioProcessingTrack(MediaStreamTrack):
         super().__init__()
         self.processor = processor
         self.frames_sent = 0
+        self.taps: list[FrameTap] = []
 
     async def recv(self) -> av.AudioFrame:
         p = self.processor
@@ -73,4 +93,6 @@ class AudioProcessingTrack(MediaStreamTrack):
         self.frames_sent += 1
         assert p.base_time is not None  # set by the first audio queued
         base = round(p.base_time * SAMPLE_RATE)
-        return s16_frame(samples, cursor - base)
+        frame = s16_frame(samples, cursor - base)
+        _run_taps(self.taps, frame)
+        return frame

@@ -21,7 +21,10 @@ from .browser_session import BrowserSession
 from .cloud_connection import CloudConnectionManager
 from .cloud_target import CloudTarget
 from .osc import OscInput
+from .recording_routes import recording_routes
+from .recordings import Recordings
 from .same_origin import SameOriginPolicy, same_origin_middleware
+from .viewer_session import MAX_VIEWERS, ViewerSession
 
 logger = logging.getLogger(__name__)
 RELAY_KEY: web.AppKey[LocalRelay] = web.AppKey("relay")
@@ -54,6 +57,8 @@ class RelayConfig:
     allow_origins: list[str] = field(default_factory=list)
     #: (host, port) for OSC input (``/param/<name> <value>``); None: no OSC (local/osc.py)
     osc_address: tuple[str, int] | None = None
+    #: receive-only viewers per session (share links; local/viewer_session.py)
+    max_viewers: int = MAX_VIEWERS
 
 
 def _without_id(stats: dict[str, Any]) -> dict[str, Any]:
@@ -68,6 +73,14 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
     return load_json_object(await request.read(), "body")
 
 
+def _share(request: web.Request, session: BrowserSession) -> dict[str, str]:
+    """The share link of a session, for its owner only (never in /api/v1/stats)."""
+    if session.audience is None:
+        return {}
+    token = session.audience.token
+    return {"shareToken": token, "shareUrl": f"{request.scheme}://{request.host}/viewer#{token}"}
+
+
 class LocalRelay:
     def __init__(self, config: RelayConfig):
         self.config = config
@@ -75,6 +88,7 @@ class LocalRelay:
                                                  request_timeout=config.request_timeout)
         self.sessions: dict[str, BrowserSession] = {}
         self.osc: OscInput | None = None
+        self.recordings = Recordings()
 
     async def offer(self, request: web.Request) -> web.Response:
         body = await _json_body(request)
@@ -86,15 +100,21 @@ class LocalRelay:
         session = BrowserSession(self.connection, ice_servers=self.config.browser_ice_servers,
                                  loopback_ice=self.config.loopback_ice,
                                  cloud_loopback_ice=self.config.target.is_loopback,
-                                 playout_delay=self.config.playout_delay)
+                                 playout_delay=self.config.playout_delay,
+                                 max_viewers=self.config.max_viewers)
         try:
             answer = await session.handle_offer(body.get("sdp"), params)
         except BaseException:
             await session.close()
             raise
         self.sessions[session.session_id] = session
-        session.on_closed = lambda sid: self.sessions.pop(sid, None)
-        return web.json_response({"sdp": answer, "type": "answer", "sessionId": session.session_id})
+        session.on_closed = self._session_closed
+        return web.json_response({"sdp": answer, "type": "answer", "sessionId": session.session_id,
+                                  **_share(request, session)})
+
+    def _session_closed(self, session_id: str) -> None:
+        self.sessions.pop(session_id, None)
+        self.recordings.session_closed(session_id)  # its recording is finished, kept
 
     def _session(self, request: web.Request) -> BrowserSession:
         session_id = request.match_info["session_id"]
@@ -130,11 +150,56 @@ class LocalRelay:
         out: dict[str, Any] = {"sessions": sessions, "cloud": self.connection.status()}
         if self.osc is not None:
             out["osc"] = self.osc.stats()
+        out["recordings"] = self.recordings.stats()
         return web.json_response(out)
 
     async def session_stats(self, request: web.Request) -> web.Response:
         """One session's figures, for whoever holds its id (the page that created it)."""
-        return web.json_response(self._session(request).stats())
+        session = self._session(request)
+        return web.json_response(session.stats() | _share(request, session))
+
+    # --- viewers (share links) -------------------------------------------------------------
+    async def viewer_offer(self, request: web.Request) -> web.Response:
+        """A receive-only viewer joins the session whose share token it holds."""
+        body = await _json_body(request)
+        if body.get("type", "offer") != "offer":
+            raise InvalidMessage("'type' must be 'offer'")
+        token = body.get("shareToken")
+        if not isinstance(token, str) or not token:
+            raise InvalidMessage("'shareToken' must be the token of a share link")
+        owner = next((s for s in self.sessions.values()
+                      if s.audience is not None and s.audience.matches(token)), None)
+        if owner is None or owner.audience is None:
+            raise ProtocolError("no live session has this share link (it ended, or the link "
+                                "is wrong)", code="UNKNOWN_SHARE", status=404)
+        if owner.pipeline_failed is not None:
+            raise ProtocolError(f"the shared session's pipeline failed: {owner.pipeline_failed}",
+                                code="PIPELINE_FAILED", status=500)
+        assert owner.capabilities is not None  # set before the audience exists
+        viewer = ViewerSession(owner.audience.fanout, owner.capabilities, owner.pipeline_ids,
+                               ice_servers=self.config.browser_ice_servers,
+                               loopback_ice=self.config.loopback_ice)
+        try:
+            owner.audience.admit(viewer)
+            answer = await viewer.handle_offer(body.get("sdp"))
+        except BaseException:
+            await viewer.close()
+            raise
+        return web.json_response({"sdp": answer, "type": "answer", "viewerId": viewer.session_id})
+
+    def _viewer(self, request: web.Request) -> ViewerSession:
+        viewer_id = request.match_info["viewer_id"]
+        for session in self.sessions.values():
+            if session.audience is not None and viewer_id in session.audience.viewers:
+                return session.audience.viewers[viewer_id]
+        raise UnknownSession(f"unknown viewer {viewer_id!r}")
+
+    async def viewer_stats(self, request: web.Request) -> web.Response:
+        return web.json_response(self._viewer(request).stats())
+
+    async def viewer_delete(self, request: web.Request) -> web.Response:
+        await self._viewer(request).close()
+        return web.json_response({"closed": True})
 
     def metrics(self) -> Iterator[Metric]:
         """The figures of ``/api/v1/stats`` as Prometheus gauges."""
@@ -147,10 +212,14 @@ class LocalRelay:
             for name, count in self.osc.stats().items():
                 yield GaugeMetricFamily(f"scope_relay_osc_{name}", f"OSC messages: {name}",
                                         value=count)
+        for name, count in self.recordings.stats().items():  # active, dropped frames, ...
+            yield GaugeMetricFamily(f"scope_relay_recordings_{name}", f"recordings: {name}",
+                                    value=count)
 
     async def close(self) -> None:
         for session in list(self.sessions.values()):
             await session.close()
+        await self.recordings.close()
         await self.connection.close()
 
 
@@ -186,15 +255,24 @@ def create_relay_app(config: RelayConfig) -> web.Application:
         return web.FileResponse(STATIC / "index.html")
 
     app.router.add_get("/", index)
+
+    async def viewer_page(request: web.Request) -> web.FileResponse:
+        return web.FileResponse(STATIC / "viewer.html")
+
+    app.router.add_get("/viewer", viewer_page)
     app.router.add_static("/static", STATIC)
     app.router.add_post("/api/v1/webrtc/offer", relay.offer)
     app.router.add_patch("/api/v1/webrtc/offer/{session_id}", relay.candidates)
     app.router.add_delete("/api/v1/webrtc/offer/{session_id}", relay.delete)
     app.router.add_get("/api/v1/webrtc/offer/{session_id}", relay.session_stats)
+    app.router.add_post("/api/v1/webrtc/viewer", relay.viewer_offer)
+    app.router.add_get("/api/v1/webrtc/viewer/{viewer_id}", relay.viewer_stats)
+    app.router.add_delete("/api/v1/webrtc/viewer/{viewer_id}", relay.viewer_delete)
     for method, path in PROXIED:
         app.router.add_route(method, path, relay.proxy)
     app.router.add_get("/api/v1/cloud/status", relay.cloud_status)
     app.router.add_get("/api/v1/stats", relay.stats)
+    app.router.add_routes(recording_routes(relay.recordings, relay.sessions))
     app.router.add_get("/metrics", metrics_handler(relay.metrics))
 
     async def on_startup(app: web.Application) -> None:

@@ -17,9 +17,18 @@ from .messages import MAX_MESSAGE_BYTES, load_json_object
 #: The chain to run. Fixed for a session once negotiated; never a live parameter.
 PIPELINE_IDS = "pipeline_ids"
 #: Capability hints a client (Scope) may send; the cloud registry decides, so they are ignored.
-CAPABILITY_HINTS = frozenset({"produces_video", "produces_audio", "accepts_video"})
-#: ``true`` holds the generator: no pipeline call, silence and a held frame go out.
+CAPABILITY_HINTS = frozenset({"produces_video", "produces_audio", "accepts_video",
+                              "accepts_audio"})
+#: ``true`` pauses the session: the generator is not called; once the media already made
+#: has played, the picture holds, the sound is silence and the session's media clock holds
+#: too (reported as paused, not as underruns). ``false`` resumes where the clock stopped:
+#: no catch-up, sync and latency as before. Only JSON ``true``/``false`` (see PAUSED_SCHEMA).
 PAUSED = "paused"
+#: The reserved ``paused`` key's schema, checked like a pipeline's own parameters.
+PAUSED_SCHEMA: dict[str, Any] = {"type": "boolean", "default": False,
+                                 "description": "hold the generator, the picture and the clock"}
+#: Reserved keys that are live session controls, with their schemas (any pipeline).
+SESSION_CONTROLS: dict[str, dict[str, Any]] = {PAUSED: PAUSED_SCHEMA}
 #: The label of the data channel that carries parameter updates (ordered, JSON text).
 DATA_CHANNEL_LABEL = "parameters"
 
@@ -32,6 +41,11 @@ CHAIN_KEYS = frozenset({PIPELINE_IDS})
 def pipeline_parameters(initial: Mapping[str, Any]) -> dict[str, Any]:
     """The pipeline parameters in an offer's ``initialParameters`` (reserved keys removed)."""
     return {k: v for k, v in initial.items() if k not in NON_PARAMETER_KEYS}
+
+
+def is_paused(params: Mapping[str, Any]) -> bool:
+    """Whether these parameters (an offer's, or the merged live ones) pause the session."""
+    return params.get(PAUSED) is True
 
 
 def parse_parameters_message(message: Any) -> dict[str, Any]:

@@ -10,12 +10,15 @@ fails that test instead of silently changing behaviour.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aioice.ice
 import aiortc.codecs
 import aiortc.codecs.opus
+import aiortc.rtcrtpreceiver
+from aiortc.rtp import RtcpSdesPacket, RtcpSenderInfo, RtcpSourceInfo, RtcpSrPacket
 
 #: aiortc's own Opus encoder class (subclass it to change its settings).
 OpusEncoderBase: type = aiortc.codecs.opus.OpusEncoder
@@ -83,6 +86,117 @@ def offered_direction(transceiver: Any) -> str | None:
     return None if ours is None else _REVERSED[ours]
 
 
+# --- the receive path (rtc/receive_path.py) -------------------------------------------
+_original_get_decoder = aiortc.rtcrtpreceiver.get_decoder
+
+
+class CustomDecoderCodec:
+    """A codec a receive path hands to aiortc's decoder thread with its own frames: the
+    thread builds the decoder by calling :meth:`new_decoder` (see
+    :func:`install_decoder_hook`); ``name`` differs from the real codec's so a thread never
+    mixes the two."""
+
+    def __init__(self, codec: Any, name: str, new_decoder: Callable[[], Any]):
+        self.codec = codec
+        self.name = name
+        self.mimeType = codec.mimeType
+        self.new_decoder = new_decoder
+
+
+def install_decoder_hook() -> None:
+    """Let :class:`CustomDecoderCodec` choose its decoder in aiortc's decoder threads;
+    every other codec gets aiortc's own (idempotent, process-wide)."""
+
+    def get_decoder(codec: Any) -> Any:
+        if isinstance(codec, CustomDecoderCodec):
+            return codec.new_decoder()
+        return _original_get_decoder(codec)
+
+    aiortc.rtcrtpreceiver.get_decoder = get_decoder
+
+
+def replace_jitter_buffer(receiver: Any, intake: Any) -> None:
+    """Give every depayloaded RTP packet (RTX unwrapped, ``packet._data`` set) to
+    ``intake.add(packet)``, which must return ``(False, None)``: it queues frames itself
+    with :func:`queue_for_decoding`. aiortc's NACK generator is switched off (the intake
+    asks for lost packets, and again when a retransmission is lost too)."""
+    receiver._RTCRtpReceiver__jitter_buffer = intake
+    receiver._RTCRtpReceiver__nack_generator = None
+
+
+def receiver_codec(receiver: Any, payload_type: int) -> Any:
+    """The negotiated codec parameters for a payload type (``None`` if unknown)."""
+    return receiver._RTCRtpReceiver__codecs.get(payload_type)
+
+
+def queue_for_decoding(receiver: Any, codec: Any, frame: Any) -> None:
+    """Hand one encoded unit to the receiver's decoder thread, its ``timestamp`` (an RTP
+    timestamp) first mapped the way aiortc maps it (so ``pts`` and :func:`rtp_origin`
+    agree). Units must come in timestamp order."""
+    frame.timestamp = receiver._RTCRtpReceiver__timestamp_mapper.map(frame.timestamp)
+    receiver._RTCRtpReceiver__decoder_queue.put((codec, frame))
+
+
+def after_rtp_packet(receiver: Any, hook: Callable[[Any], Awaitable[None]]) -> None:
+    """Await ``hook(packet)`` after aiortc has handled each received RTP packet."""
+    original: Callable[..., Awaitable[None]] = receiver._handle_rtp_packet
+
+    async def handle_rtp(packet: Any, arrival_time_ms: int) -> None:
+        await original(packet, arrival_time_ms)
+        await hook(packet)
+
+    receiver._handle_rtp_packet = handle_rtp
+
+
+async def send_nack(receiver: Any, media_ssrc: int, lost: list[int]) -> None:
+    await receiver._send_rtcp_nack(media_ssrc, lost)
+
+
+async def send_pli(receiver: Any, media_ssrc: int) -> None:
+    await receiver._send_rtcp_pli(media_ssrc)
+
+
 def sender_encoder(sender: Any) -> Any:
     """The encoder an ``RTCRtpSender`` built for its first frame (``None`` before it)."""
     return getattr(sender, "_RTCRtpSender__encoder", None)
+
+
+# --- early sender reports (rtc/peer.py) ------------------------------------------------
+def report_early(sender: Any, frames: int) -> None:
+    """Make an ``RTCRtpSender`` send an RTCP sender report right after each of its first
+    ``frames`` frames has gone out. aiortc's own loop sends its first report 0.5-1.5 s
+    after the sender starts, and a receiver cannot put media on the sender's clock
+    before one. Each report is the one aiortc would send then: the last packet's RTP
+    time paired with the wall clock just after it was sent."""
+    original: Callable[[Any], Awaitable[Any]] = sender._next_encoded_frame
+    left = frames
+
+    async def next_encoded_frame(codec: Any) -> Any:
+        nonlocal left
+        # aiortc asks for the next frame right after sending every packet of the last
+        if sender._RTCRtpSender__packet_count:
+            left -= 1
+            if not left:  # the last one: aiortc's own method from here on
+                del sender._next_encoded_frame
+            await send_sender_report(sender)
+        return await original(codec)
+
+    if frames > 0:
+        sender._next_encoded_frame = next_encoded_frame
+
+
+async def send_sender_report(sender: Any) -> None:
+    """Send the sender report (and CNAME) aiortc's ``_run_rtcp`` would send now."""
+    ntp = sender._RTCRtpSender__ntp_timestamp
+    packets: list[Any] = [RtcpSrPacket(ssrc=sender._ssrc, sender_info=RtcpSenderInfo(
+        ntp_timestamp=ntp, rtp_timestamp=sender._RTCRtpSender__rtp_timestamp,
+        packet_count=sender._RTCRtpSender__packet_count & 0xFFFFFFFF,
+        octet_count=sender._RTCRtpSender__octet_count & 0xFFFFFFFF))]
+    # what receiver reports echo back (aiortc computes the round-trip time from it)
+    sender._RTCRtpSender__lsr = (ntp >> 16) & 0xFFFFFFFF
+    sender._RTCRtpSender__lsr_time = time.time()
+    cname = sender._RTCRtpSender__cname
+    if cname is not None:
+        packets.append(RtcpSdesPacket(chunks=[RtcpSourceInfo(
+            ssrc=sender._ssrc, items=[(1, cname.encode("utf8"))])]))
+    await sender._send_rtcp(packets)

@@ -3,28 +3,99 @@
 aiortc's encoder is hard-wired to 96 kbps with ``application=voip`` (speech tuning) and
 ignores SDP fmtp. :func:`configure_opus` installs a subclass that sets full-band
 ``audio`` at the chosen bitrate (128 kbps stereo by default) and advertises the same in
-the SDP (``stereo``/``sprop-stereo``/``maxaveragebitrate``) so browsers decode stereo.
+the SDP (``stereo``/``sprop-stereo``/``maxaveragebitrate``, and ``useinbandfec=1``) so
+browsers decode stereo.
 It is process-wide, as aiortc's codec table is; call it before creating peers.
+
+In-band FEC follows the loss the receiver reports: :func:`adapt_to_loss` feeds each RTCP
+receiver report's ``fraction lost`` to the sender's encoder, which tells libopus (its
+``packet_loss_perc``). With no loss libopus stays in CELT, full quality; once loss is
+reported it moves to hybrid mode and carries a low-bitrate copy of each frame in the next
+packet, which the receive path decodes when a single packet is lost (rtc/opus_decoder.py).
+PyAV fixes encoder options when it opens the codec, so the encoder here is libopus itself
+(:mod:`.libopus`, the same library PyAV encodes with, set up as FFmpeg sets it up:
+complexity 10, unconstrained VBR); where it cannot be used it is PyAV's (no FEC), as before.
 """
 
 from __future__ import annotations
 
-from .aiortc_internals import OpusEncoderBase, install_opus_encoder
+import logging
+import math
+from typing import Any
+
+from . import libopus
+from .aiortc_internals import OpusEncoderBase, install_opus_encoder, sender_encoder, tap_rtcp
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_BITRATE = 128_000
 APPLICATIONS = ("audio", "voip", "lowdelay")
+#: the loss libopus is told is the largest recent report, fading by this factor per report
+#: (~1 s apart): FEC comes at once with loss and leaves ~20 s after it
+LOSS_MEMORY = 0.9
+MAX_EXPECTED_LOSS = 30
 
 
 class MusicOpusEncoder(OpusEncoderBase):
-    """aiortc's Opus encoder, tuned by :func:`configure_opus`."""
+    """aiortc's Opus encoder, tuned by :func:`configure_opus`; libopus itself when it can
+    be loaded (the expected loss can then change while encoding)."""
 
     bitrate = DEFAULT_BITRATE
     application = "audio"
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__()  # PyAV's codec and the 20 ms resampler aiortc builds
         self.codec.bit_rate = self.bitrate
         self.codec.options = {"application": self.application}
+        self.expected_loss = 0
+        self._samples = 0  # where the next chunk starts when frames carry no pts
+        self._first_pts: int | None = None
+        self._opus: Any = None
+        if libopus.encoder_available():
+            self._opus = libopus.Encoder(48_000, 2, self.application)
+            self._opus.configure(bitrate=self.bitrate, complexity=10, vbr=True,
+                                 vbr_constraint=False, inband_fec=True, packet_loss_percent=0)
+
+    def set_expected_loss(self, percent: float) -> None:
+        """Tell libopus how much loss to expect (0-30 %): FEC is sized by it."""
+        value = min(MAX_EXPECTED_LOSS, max(0, math.ceil(percent)))
+        if value != self.expected_loss and self._opus is not None:
+            self._opus.configure(packet_loss_percent=value)
+        self.expected_loss = value
+
+    def encode(self, frame: Any, force_keyframe: bool = False) -> tuple[list[bytes], int | None]:
+        if self._opus is None:
+            return super().encode(frame, force_keyframe)
+        payloads, timestamp = [], None
+        for chunk in self.resampler.resample(frame):  # 960-sample s16 stereo frames
+            # RTP time follows the frames' pts, as aiortc's own encoder does: a stall of
+            # the sender's clock moves pts (and so RTP time) forward, not just the samples
+            pts = self._samples if chunk.pts is None else chunk.pts
+            if self._first_pts is None:
+                self._first_pts = pts
+            if timestamp is None:
+                timestamp = pts - self._first_pts
+            payloads.append(self._opus.encode(chunk.to_ndarray().tobytes(), chunk.samples))
+            self._samples = pts + chunk.samples
+        return payloads, timestamp
+
+
+def adapt_to_loss(sender: Any) -> None:
+    """Feed the loss an audio ``sender``'s receiver reports to its Opus encoder."""
+    state = {"loss": 0.0}
+
+    def on_rtcp(packet: Any) -> None:
+        reports = [r for r in getattr(packet, "reports", ())
+                   if r.ssrc == getattr(sender, "_ssrc", None)]
+        if not reports:
+            return
+        reported = max(r.fraction_lost for r in reports) / 256 * 100
+        state["loss"] = max(reported, state["loss"] * LOSS_MEMORY)
+        encoder = sender_encoder(sender)
+        if isinstance(encoder, MusicOpusEncoder):
+            encoder.set_expected_loss(state["loss"])
+
+    tap_rtcp(sender, on_rtcp)
 
 
 def configure_opus(bitrate: int = DEFAULT_BITRATE, application: str = "audio") -> None:
@@ -34,5 +105,5 @@ def configure_opus(bitrate: int = DEFAULT_BITRATE, application: str = "audio") -
         raise ValueError(f"Opus application must be one of {APPLICATIONS}, got {application!r}")
     MusicOpusEncoder.bitrate = bitrate
     MusicOpusEncoder.application = application
-    install_opus_encoder(MusicOpusEncoder,
-                         {"stereo": 1, "sprop-stereo": 1, "maxaveragebitrate": bitrate})
+    install_opus_encoder(MusicOpusEncoder, {"stereo": 1, "sprop-stereo": 1,
+                                            "maxaveragebitrate": bitrate, "useinbandfec": 1})

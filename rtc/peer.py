@@ -24,10 +24,18 @@ from scope_relay.protocol.errors import InvalidMessage
 from scope_relay.protocol.parameters import DATA_CHANNEL_LABEL, parse_parameters_message
 from scope_relay.util.tasks import OwnedTasks, RunOnce
 
+from .aiortc_internals import report_early
 from .ice import add_remote_candidate, loopback_candidates, parse_candidate, rtc_configuration
+from .opus import adapt_to_loss
+from .receive_path import install_receive_path
 from .sdp import refusing_bad_sdp, validate_offer_sdp
 
 logger = logging.getLogger(__name__)
+
+#: Sender reports sent right after each of a track's first frames: a receiver can place
+#: media on our clock from the first packets on, instead of 0.5-1.5 s later when aiortc's
+#: own first report comes (several, so a receiver taking the best one converges at once).
+EARLY_SENDER_REPORTS = 5
 
 
 class PeerSession:
@@ -66,24 +74,30 @@ class PeerSession:
         sdp = validate_offer_sdp(sdp)
         with refusing_bad_sdp("remote description"):
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        for transceiver in self.pc.getTransceivers():  # before any packet: our loss handling
+            install_receive_path(transceiver.receiver, transceiver.kind)
 
     def attach_media(self, video: MediaStreamTrack | None, audio: MediaStreamTrack | None,
-                     *, receive_video: bool) -> None:
+                     *, receive_video: bool, receive_audio: bool = False) -> None:
         """Answer the offer's m-lines: ``video`` on the first video m-line (which also
-        receives when ``receive_video``), ``audio`` on the first audio m-line, every other
-        m-line inactive, so no track exists without media behind it."""
+        receives when ``receive_video``), ``audio`` on the first audio m-line (which also
+        receives when ``receive_audio``), every other m-line inactive, so no track exists
+        without media behind it."""
         video_done = audio_done = False
         for transceiver in self.pc.getTransceivers():
             if transceiver.kind == "video" and not video_done:
                 video_done = True
                 if video is not None:
                     transceiver.sender.replaceTrack(video)
+                    report_early(transceiver.sender, EARLY_SENDER_REPORTS)
                 transceiver.direction = direction(video is not None, receive_video)
             elif transceiver.kind == "audio" and not audio_done:
                 audio_done = True
                 if audio is not None:
                     transceiver.sender.replaceTrack(audio)
-                transceiver.direction = direction(audio is not None, False)
+                    report_early(transceiver.sender, EARLY_SENDER_REPORTS)
+                    adapt_to_loss(transceiver.sender)
+                transceiver.direction = direction(audio is not None, receive_audio)
             else:
                 transceiver.direction = "inactive"
 

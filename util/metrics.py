@@ -14,10 +14,11 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 def session_gauges(prefix: str, sessions: Iterable[tuple[str, Mapping[str, Any]]]
                    ) -> Iterator[GaugeMetricFamily]:
-    """``{prefix}_{figure}{session="..."}`` for every int/float figure (bools and text left out)."""
+    """``{prefix}_{figure}{session="..."}`` for every int/float figure (bools and text left
+    out); nested figures are named by their path (``receive_audio_lost``)."""
     families: dict[str, GaugeMetricFamily] = {}
     for session_id, stats in sessions:
-        for key, value in stats.items():
+        for key, value in _flattened(stats):
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 continue
             family = families.get(key)
@@ -26,6 +27,14 @@ def session_gauges(prefix: str, sessions: Iterable[tuple[str, Mapping[str, Any]]
                     f"{prefix}_{key}", f"per-session '{key}' of /api/v1/stats", labels=["session"])
             family.add_metric([session_id], float(value))
     yield from families.values()
+
+
+def _flattened(stats: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for key, value in stats.items():
+        if isinstance(value, Mapping):
+            yield from _flattened(value, f"{prefix}{key}_")
+        else:
+            yield f"{prefix}{key}", value
 
 
 class _Collector:

@@ -5,8 +5,19 @@ group (``name = "module:Class"``), ``--pipeline`` or ``SCOPE_RELAY_PIPELINES``
 (:mod:`scope_relay.cloud.pipelines.discovery`).
 
     from scope_relay.cloud.pipelines import Pipeline, ParamSpec, PipelineOutput, InputFrame
+    from scope_relay.cloud.pipelines import InputAudio, PipelineInputs, join_audio  # audio in
 """
 
-from .base import InputFrame, LoadProgress, ParamSpec, Pipeline, PipelineOutput
+from .base import (
+    InputAudio,
+    InputFrame,
+    LoadProgress,
+    ParamSpec,
+    Pipeline,
+    PipelineInputs,
+    PipelineOutput,
+    join_audio,
+)
 
-__all__ = ["InputFrame", "LoadProgress", "ParamSpec", "Pipeline", "PipelineOutput"]
+__all__ = ["InputAudio", "InputFrame", "LoadProgress", "ParamSpec", "Pipeline", "PipelineInputs",
+           "PipelineOutput", "join_audio"]

@@ -48,6 +48,54 @@ class InputFrame:
 
 
 @dataclass
+class InputAudio:
+    """A chunk of input audio (the microphone) handed to a pipeline: float32 ``(channels,
+    samples)`` in [-1, 1] at ``sample_rate`` (48 kHz), its first sample at ``media_time``
+    on the same media clock as camera frames and output."""
+
+    samples: np.ndarray
+    sample_rate: int
+    media_time: float
+
+    @property
+    def duration(self) -> float:
+        return self.samples.shape[1] / self.sample_rate
+
+
+class PipelineInputs(list[InputFrame]):
+    """What a call receives as ``inputs``: the camera frames since the last call (it *is*
+    that list, so camera pipelines need not know about audio), and in :attr:`audio` the
+    input audio chunks since the last call, in order (empty unless the pipeline
+    ``accepts_audio``)."""
+
+    def __init__(self, frames: Sequence[InputFrame] = (), audio: Sequence[InputAudio] = ()):
+        super().__init__(frames)
+        self.audio: list[InputAudio] = list(audio)
+
+
+def join_audio(chunks: Sequence[InputAudio]) -> InputAudio | None:
+    """Chunks end to end as one (a gap between them is filled with silence, an overlap
+    trimmed), or ``None`` for no chunks: most effects want one block per call."""
+    if not chunks:
+        return None
+    rate = chunks[0].sample_rate
+    start = chunks[0].media_time
+    parts: list[np.ndarray] = []
+    at = 0  # samples written so far, counted from ``start``
+    for chunk in chunks:
+        offset = round((chunk.media_time - start) * rate)
+        data = chunk.samples
+        if offset > at:
+            parts.append(np.zeros((data.shape[0], offset - at), np.float32))
+            at = offset
+        elif offset < at:
+            data = data[:, at - offset:]
+        parts.append(data)
+        at += data.shape[1]
+    return InputAudio(np.concatenate(parts, axis=1), rate, start)
+
+
+@dataclass
 class PipelineOutput:
     """One chunk of output. Tensors may be torch or numpy.
 
@@ -76,6 +124,8 @@ class Pipeline:
     produces_video: ClassVar[bool] = False
     produces_audio: ClassVar[bool] = False
     accepts_video: ClassVar[bool] = False
+    #: called with the microphone's audio in ``inputs.audio`` (see :class:`PipelineInputs`)
+    accepts_audio: ClassVar[bool] = False
     fps: ClassVar[float | None] = None
     sample_rate: ClassVar[int | None] = None
     params: ClassVar[Mapping[str, ParamSpec]] = {}
@@ -106,6 +156,7 @@ class Pipeline:
             "produces_video": cls.produces_video,
             "produces_audio": cls.produces_audio,
             "accepts_video": cls.accepts_video,
+            "accepts_audio": cls.accepts_audio,
             "fps": cls.fps,
             "sample_rate": cls.sample_rate,
             "params": {k: spec.schema() for k, spec in cls.params.items()},

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from .base import InputFrame, ParamSpec, Pipeline, PipelineOutput
+from .voice_fx import VoiceFx
 
 FRAME_SIZE = (240, 320)  # H, W: cheap to encode on a CPU
 
@@ -180,4 +181,5 @@ class BurstyAv(Pipeline):
         self._stop.set()
 
 
-BUILTIN_PIPELINES: tuple[type[Pipeline], ...] = (Passthrough, TestTone, AvSync, BurstyAv)
+BUILTIN_PIPELINES: tuple[type[Pipeline], ...] = (Passthrough, TestTone, AvSync, BurstyAv,
+                                                 VoiceFx)

@@ -37,7 +37,7 @@ ENTRY_POINT_GROUP = "scope_relay.pipelines"
 ENV_VAR = "SCOPE_RELAY_PIPELINES"
 #: modules of this prefix are our own: their entry points are the built-ins
 BUILTIN_PREFIX = "scope_relay."
-FLAGS = ("produces_video", "produces_audio", "accepts_video")
+FLAGS = ("produces_video", "produces_audio", "accepts_video", "accepts_audio")
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,34 @@ class ColourCamera(MediaStreamTrack):
         return frame
 
 
+class ToneMicrophone(MediaStreamTrack):
+    """A fake microphone: a sine of ``frequency`` Hz, mono 48 kHz s16, in 20 ms frames
+    paced in real time, its phase continuous from frame to frame."""
+
+    kind = "audio"
+
+    def __init__(self, frequency: float = 440.0, amplitude: float = 0.3):
+        super().__init__()
+        self.frequency = frequency
+        self.amplitude = amplitude
+        self._sample = 0
+        self._start: float | None = None
+
+    async def recv(self) -> av.AudioFrame:
+        if self._start is None:
+            self._start = time.monotonic()
+        await asyncio.sleep(max(0.0, self._start + self._sample / 48000 - time.monotonic()))
+        t = (self._sample + np.arange(960)) / 48000
+        tone = self.amplitude * np.sin(2 * np.pi * self.frequency * t)
+        frame = av.AudioFrame.from_ndarray(np.round(tone * 32767).astype(np.int16)[None],
+                                           format="s16", layout="mono")
+        frame.sample_rate = 48000
+        frame.pts = self._sample
+        frame.time_base = fractions.Fraction(1, 48000)
+        self._sample += 960
+        return frame
+
+
 @dataclass
 class Received:
     audio: list[np.ndarray] = field(default_factory=list)  # int16 (2, n) per frame
@@ -64,7 +92,8 @@ class BrowserPeer:
     """Offers like the page does: recvonly (or sendrecv with a camera) transceivers."""
 
     def __init__(self, *, video: bool = True, audio: bool = True,
-                 camera: MediaStreamTrack | None = None):
+                 camera: MediaStreamTrack | None = None,
+                 microphone: MediaStreamTrack | None = None):
         self.pc = RTCPeerConnection(rtc_configuration())
         self.received = Received()
         self.audio_frames = asyncio.Event()
@@ -81,7 +110,8 @@ class BrowserPeer:
                 t = self.pc.addTransceiver("video", direction="recvonly")
             self.taps["video"] = SenderReportTap(t.receiver, 90000)
         if audio:
-            t = self.pc.addTransceiver("audio", direction="recvonly")
+            t = (self.pc.addTransceiver(microphone, direction="sendrecv") if microphone
+                 else self.pc.addTransceiver("audio", direction="recvonly"))
             self.taps["audio"] = SenderReportTap(t.receiver, 48000)
         self.channel = self.pc.createDataChannel("parameters", ordered=True)
         self.channel_open = asyncio.Event()
@@ -188,6 +218,20 @@ def dominant_frequency(x: np.ndarray, rate: int) -> float:
         a, b, c = np.log(spectrum[k - 1:k + 2] + 1e-12)
         k = k + 0.5 * (a - c) / (a - 2 * b + c)
     return k * rate / len(x)
+
+
+def tone_purity(x: np.ndarray, rate: int, frequencies: list[float],
+                width: float = 25.0) -> float:
+    """Power within ``width`` Hz of ``frequencies`` against all the rest, in dB (DC and
+    below 20 Hz left out): how pure a tone (or a pair of them) came through."""
+    x = x.astype(np.float64) * np.hanning(len(x))
+    power = np.abs(np.fft.rfft(x)) ** 2
+    freqs = np.fft.rfftfreq(len(x), 1 / rate)
+    wanted = np.zeros(len(freqs), bool)
+    for f in frequencies:
+        wanted |= np.abs(freqs - f) < width
+    rest = ~wanted & (freqs >= 20)
+    return float(10 * np.log10(power[wanted].sum() / max(power[rest].sum(), 1e-30)))
 
 
 def beep_segments(mono: np.ndarray, threshold: float = 2000) -> list[np.ndarray]:

@@ -3,15 +3,22 @@ installed versions on real objects: an upgrade that moves one fails here, by nam
 
 from __future__ import annotations
 
+import time
+
 import aioice.ice
 import aiortc.codecs
-from aiortc import RTCPeerConnection, RTCRtpCodecParameters
+import numpy as np
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpCodecParameters, RTCRtpSender
+from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcrtpreceiver import TimestampMapper
-from aiortc.rtp import RtcpSenderInfo, RtcpSrPacket
+from aiortc.rtp import RtcpPacket, RtcpSenderInfo, RtcpSrPacket, RtpPacket, is_rtcp
 
+from scope_relay.media.audio import s16_frame
+from scope_relay.protocol.media import FRAME_SAMPLES
 from scope_relay.rtc import aiortc_internals as internals
 from scope_relay.rtc.ice import rtc_configuration
 from scope_relay.rtc.opus import MusicOpusEncoder, configure_opus
+from scope_relay.rtc.sender_reports import ntp_to_unix
 
 
 async def offered_pair() -> tuple[RTCPeerConnection, RTCPeerConnection]:
@@ -74,3 +81,99 @@ async def test_rtcp_tap_and_rtp_origin_on_a_real_receiver():
     finally:
         await offerer.close()
         await answerer.close()
+
+
+class StandInTransport:
+    """What an ``RTCRtpSender`` sends through: keeps every datagram."""
+
+    state = "connected"
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    async def _send_rtp(self, data: bytes) -> None:
+        self.sent.append(data)
+
+
+class ThreeFrames(MediaStreamTrack):
+    kind = "audio"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    async def recv(self):
+        if self.count == 3:
+            raise MediaStreamError
+        self.count += 1
+        return s16_frame(np.zeros((2, FRAME_SAMPLES), np.int16), (self.count - 1) * FRAME_SAMPLES)
+
+
+async def test_early_sender_reports_follow_each_first_frame_on_a_real_sender():
+    """aiortc's own send loop, with reports early: each right after a frame's packet,
+    pairing that packet's RTP time with the wall clock just after it went out."""
+    transport = StandInTransport()
+    sender = RTCRtpSender(ThreeFrames(), transport)
+    internals.report_early(sender, 2)
+    codec = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, channels=2,
+                                  payloadType=111)
+    before = time.time()
+    await sender._run_rtp(codec)  # returns when the track ends
+    kinds = ["rtcp" if is_rtcp(d) else "rtp" for d in transport.sent]
+    assert kinds == ["rtp", "rtcp", "rtp", "rtcp", "rtp"]  # two early reports, then aiortc's own
+    for k in (1, 3):
+        (report,) = RtcpPacket.parse(transport.sent[k])
+        assert isinstance(report, RtcpSrPacket) and report.ssrc == sender._ssrc
+        rtp = RtpPacket.parse(transport.sent[k - 1])
+        assert report.sender_info.rtp_timestamp == rtp.timestamp
+        assert report.sender_info.packet_count == (k + 1) // 2
+        assert before <= ntp_to_unix(report.sender_info.ntp_timestamp) <= time.time()
+    assert "_next_encoded_frame" not in vars(sender)  # aiortc's own method again
+
+
+async def test_receive_path_takes_over_a_real_receivers_jitter_buffer_and_decoder():
+    """Packets through aiortc's own ``_handle_rtp_packet``: our buffer releases them at
+    once, NACKs the hole, and after its deadline the decoder thread conceals the lost
+    packet in place (pts continuous), through aiortc's decoder queue and track."""
+    import asyncio
+
+    from aiortc.rtcrtpparameters import RTCRtpReceiveParameters
+    from aiortc.rtcrtpreceiver import RemoteStreamTrack
+
+    from scope_relay.rtc.libopus import Encoder
+    from scope_relay.rtc.opus_decoder import loss_aware_available
+    from scope_relay.rtc.receive_path import install_receive_path
+
+    if not loss_aware_available():
+        import pytest
+        pytest.skip("no libopus")
+    pc = RTCPeerConnection(rtc_configuration())
+    receiver = pc.addTransceiver("audio", direction="recvonly").receiver
+    receiver._track = RemoteStreamTrack(kind="audio")  # what setRemoteDescription makes
+    path = install_receive_path(receiver, "audio")
+    now = [0.0]
+    path.buffer.clock = lambda: now[0]
+    nacks: list[list[int]] = []
+
+    async def record_nack(ssrc: int, lost: list[int]) -> None:
+        nacks.append(lost)
+
+    receiver._send_rtcp_nack = record_nack
+    codec = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, channels=2,
+                                  payloadType=111)
+    await receiver.receive(RTCRtpReceiveParameters(codecs=[codec]))
+    try:
+        encoder = Encoder(48000, 2, "audio")
+        tone = (np.sin(np.arange(960) / 10) * 8000).astype(np.int16).repeat(2).tobytes()
+        for i in (0, 1, 3, 4, 5):  # 2 is lost
+            packet = RtpPacket(payload_type=111, sequence_number=100 + i,
+                               timestamp=1000 + 960 * i, ssrc=5)
+            packet.payload = encoder.encode(tone, 960)
+            await receiver._handle_rtp_packet(packet, 0)
+            now[0] += 0.05
+        assert nacks == [[102]]
+        frames = [await asyncio.wait_for(receiver.track.recv(), 5) for _ in range(6)]
+        assert [f.pts for f in frames] == [960 * i for i in range(6)]
+        assert path.stats()["lost"] == 1 and path.stats()["concealed"] == 1
+    finally:
+        await pc.close()

@@ -10,6 +10,10 @@ const PATHS = {
   midi: '<circle cx="12" cy="12" r="8.5"/><path d="M12 12l4-4"/><circle cx="8" cy="15" r=".9"/>' +
         '<circle cx="16" cy="15" r=".9"/><circle cx="12" cy="17" r=".9"/>',
   plus: '<path d="M12 5v14M5 12h14"/>',
+  pause: '<rect x="6" y="5" width="4" height="14" rx="1" fill="currentColor" stroke="none"/>' +
+         '<rect x="14" y="5" width="4" height="14" rx="1" fill="currentColor" stroke="none"/>',
+  share: '<circle cx="6" cy="12" r="2.5"/><circle cx="18" cy="6" r="2.5"/><circle cx="18" cy="18" r="2.5"/>' +
+         '<path d="M8.2 10.9l7.6-3.8M8.2 13.1l7.6 3.8"/>',
   close: '<path d="M6 6l12 12M18 6L6 18"/>',
   keyboard: '<rect x="2" y="6" width="20" height="12" rx="2"/><path d="M6 10h.01M10 10h.01M14 10h.01M18 10h.01M7 14h10"/>',
 };

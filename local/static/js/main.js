@@ -9,7 +9,8 @@ import { icon } from "./icons.js";
 import { createMeter } from "./meter.js";
 import { createMidi } from "./midi.js";
 import { createOutput } from "./output.js";
-import { setFromController, showLearning, showParams } from "./params.js";
+import { createRecorder } from "./record.js";
+import { setFromController, setParam, showLearning, showParams } from "./params.js";
 import { createSession } from "./session.js";
 import { deriveState, inWords } from "./state.js";
 
@@ -27,6 +28,8 @@ const facts = {
 let state = deriveState(facts);
 let figures = null;
 let summary = null;
+/** The live session's viewer link (from its figures), or null. */
+let shareUrl = null;
 
 const output = createOutput($("stage"), $("video"));
 const meter = createMeter([$("meter-left"), $("meter-right")]);
@@ -42,6 +45,7 @@ const session = createSession({
                                                        speed: null, pipelineFailed: null });
     if (phase === "connecting") figures = createFigures(selectedRunning() || {});
     render();
+    recorder?.sessionChanged();
   },
   play: (stream) => { output.show(stream); meter.attach(stream); },
   audioOnly: (audioOnly) => { $("audio-only").hidden = !audioOnly; },
@@ -52,6 +56,7 @@ const session = createSession({
   },
   stats: (m, pc) => onFigures(m, pc),
   pipelineFailed: (message) => { facts.pipelineFailed = message; render(); },
+  echoCancellation: () => $("echo").checked,
 });
 
 // The test hook, and the page's only global: read-only facts for the browser tests (and for
@@ -72,7 +77,13 @@ window.scopeRelay = Object.freeze({
   get levels() { return meter.levels; },
   /** MIDI mappings of the shown pipeline, and the control waiting to learn. */
   get midi() { return { mapping: midi.mapping, learning: midi.learning }; },
+  /** The recording at the relay: {state, recordingId, elapsed, url, duration, error}. */
+  get recording() { return recorder.facts; },
 });
+
+// Record what this page receives, at the relay; only while a session is live.
+const recorder = createRecorder({ button: $("record"), elapsed: $("record-elapsed"), link: $("record-link") },
+                                () => (facts.phase === "live" ? session.facts.sessionId : null));
 
 function selected() {
   return pipelines.find((p) => p.id === $("pipeline").value);
@@ -100,11 +111,13 @@ function render() {
   $("cloud-status").dataset.tone = !facts.relayReachable || ["refused", "error", "reconnecting", "closed"]
     .includes(c?.state) ? "bad" : c?.state === "ready" ? "ok" : "busy";
   if (!["connecting", "live", "retrying"].includes(facts.phase)) showStrip(null, null);
+  showPauseShare();
 }
 
 async function onFigures(m, pc) {
   if (!m) {
     summary = null;
+    shareUrl = null;
     showStrip(null, null);
     return;
   }
@@ -113,6 +126,8 @@ async function onFigures(m, pc) {
   summary = figures.add(m, report ?? null, performance.now());
   Object.assign(facts, { mediaSeen: summary.mediaSeen, mediaAgeMs: summary.mediaAgeMs, speed: summary.speed });
   if (m.pipeline_failed) facts.pipelineFailed = String(m.pipeline_failed);
+  shareUrl = m.shareUrl || null;
+  $("share").title = `Open (and copy) a receive-only viewer link: ${m.viewers ?? 0} watching`;
   render();
   showStrip(summary, m);
 }
@@ -143,13 +158,39 @@ function showStrip(s, raw) {
     .map(([k, v]) => `${k}: ${v}`).join("\n");
 }
 
+/** Pause (the reserved `paused` parameter) holds the generator; it sticks across reconnects. */
+function togglePause() {
+  if (!session.facts.pipeline) return;
+  facts.paused = !facts.paused;
+  setParam("paused", facts.paused);
+  render();
+}
+
+/** Opens the receive-only viewer of this session in a new tab and copies its link. */
+function share() {
+  if (!shareUrl) return;
+  navigator.clipboard?.writeText(shareUrl).catch(() => {});
+  window.open(shareUrl, "_blank", "noopener");
+}
+
+function showPauseShare() {
+  const running = !!session.facts.pipeline;
+  $("pause").disabled = !running;
+  $("pause").setAttribute("aria-pressed", String(!!facts.paused));
+  $("pause").innerHTML = `${icon(facts.paused ? "play" : "pause")}<span>${facts.paused ? "Resume" : "Pause"}</span>`;
+  $("share").disabled = !(running && shareUrl && facts.phase === "live");
+}
+
 /** Shows what the chosen pipeline does and its parameters (at their defaults). */
 function showPipeline() {
   const p = selected();
   if (!p) return;
-  const flags = [p.produces_video && "video out", p.produces_audio && "audio out", p.accepts_video && "camera in"];
+  const flags = [p.produces_video && "video out", p.produces_audio && "audio out", p.accepts_video && "camera in",
+                 p.accepts_audio && "microphone in"];
+  $("echo-field").hidden = !p.accepts_audio;
   $("flags").textContent = flags.filter(Boolean).join(" · ");
   showParams($("params"), p, { onLearn: midi.available ? (name) => midi.learn(name) : undefined });
+  facts.paused = false;  // (the shown pipeline's values start afresh, unpaused)
   midi.load(p.id);
 }
 
@@ -185,7 +226,8 @@ function onKey(event) {
   const typing = t && (t.closest("input[type=text], input[type=number], textarea, select") || t.isContentEditable);
   // Space also presses a focused button or toggle: leave it to them
   if (typing || (event.key === " " && t?.closest("button, input"))) return;
-  const actions = { " ": toggleRun, m: toggleMute, f: output.toggleFullscreen, p: output.openPopout };
+  const actions = { " ": toggleRun, m: toggleMute, f: output.toggleFullscreen, p: output.openPopout,
+                    ".": togglePause };
   const action = actions[event.key.toLowerCase()];
   if (!action) return;
   event.preventDefault();
@@ -238,7 +280,7 @@ function showFailedPlugins(failed) {
 
 async function init() {
   for (const [id, name] of [["start", "play"], ["stop", "stop"], ["mute", "mute"],
-                            ["fullscreen", "fullscreen"], ["popout", "popout"]]) {
+                            ["fullscreen", "fullscreen"], ["popout", "popout"], ["share", "share"]]) {
     $(id).insertAdjacentHTML("afterbegin", icon(name));
   }
   $("start").addEventListener("click", start);
@@ -246,6 +288,8 @@ async function init() {
   $("mute").addEventListener("click", toggleMute);
   $("fullscreen").addEventListener("click", output.toggleFullscreen);
   $("popout").addEventListener("click", output.openPopout);
+  $("pause").addEventListener("click", togglePause);
+  $("share").addEventListener("click", share);
   $("pipeline").addEventListener("change", onPick);
   document.addEventListener("keydown", onKey);
   render();

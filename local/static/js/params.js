@@ -262,8 +262,9 @@ function promptsControl(name, spec, note) {
   return { body, setFraction: null };
 }
 
-/** Records a value and, if a session is open, sends it soon (coalesced). */
-function setParam(name, value) {
+/** Records a value and, if a session is open, sends it soon (coalesced). Also for the
+ * session controls the protocol reserves (`paused`), so a reconnect keeps them too. */
+export function setParam(name, value) {
   values[name] = value;
   pending[name] = value;
   if (!flushTimer) flushTimer = setTimeout(flush, SEND_MS);

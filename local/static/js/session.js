@@ -23,7 +23,7 @@ function isPermanent(err) {
 }
 
 /** Chromium decodes Opus as mono unless its own description asks for stereo. */
-function preferStereoOpus(sdp) {
+export function preferStereoOpus(sdp) {
   const match = sdp.match(/a=rtpmap:(\d+) opus\/48000\/2/i);
   if (!match) return sdp;
   const fmtp = new RegExp(`(a=fmtp:${match[1]} [^\r\n]*)`);
@@ -31,7 +31,7 @@ function preferStereoOpus(sdp) {
 }
 
 /** The page sends its candidates only inside the offer, so let gathering finish first. */
-async function waitForIce(pc) {
+export async function waitForIce(pc) {
   if (pc.iceGatheringState === "complete") return;
   await withTimeout(new Promise((resolve) => {
     pc.addEventListener("icegatheringstatechange", () => {
@@ -51,6 +51,8 @@ async function waitForIce(pc) {
  * @property {(figures: object|null, pc: RTCPeerConnection|null) => void} stats  the relay's
  *   figures for this session (null: none any more), with the peer for the browser's own
  * @property {(message: string) => void} pipelineFailed  the cloud says the pipeline failed
+ * @property {() => boolean} [echoCancellation]  whether the microphone asks for echo
+ *   cancellation (default true)
  */
 
 /**
@@ -102,15 +104,25 @@ export function createSession(view) {
       view.play(stream);
       pc.addEventListener("track", (event) => stream.addTrack(event.track));
       pc.addEventListener("connectionstatechange", () => onConnectionState(pc));
-      if (p.accepts_video) {
-        camera = await withTimeout(navigator.mediaDevices.getUserMedia({ video: true }), CAMERA_MS, "camera");
+      if (p.accepts_video || p.accepts_audio) {
+        // one prompt for what the pipeline takes: the camera and/or the microphone (echo
+        // cancellation on unless the page's toggle says otherwise: the output may be playing)
+        const audio = p.accepts_audio && { echoCancellation: view.echoCancellation?.() ?? true };
+        camera = await withTimeout(navigator.mediaDevices.getUserMedia({ video: !!p.accepts_video, audio }),
+                                   CAMERA_MS, p.accepts_video ? "camera" : "microphone");
         check();
         live.camera = camera;
+      }
+      if (p.accepts_video) {
         pc.addTransceiver(camera.getVideoTracks()[0], { direction: p.produces_video ? "sendrecv" : "sendonly" });
       } else if (p.produces_video) {
         pc.addTransceiver("video", { direction: "recvonly" });
       }
-      if (p.produces_audio) pc.addTransceiver("audio", { direction: "recvonly" });
+      if (p.accepts_audio) {
+        pc.addTransceiver(camera.getAudioTracks()[0], { direction: p.produces_audio ? "sendrecv" : "sendonly" });
+      } else if (p.produces_audio) {
+        pc.addTransceiver("audio", { direction: "recvonly" });
+      }
       const channel = pc.createDataChannel("parameters", { ordered: true });
       channel.addEventListener("message", (event) => onChannelMessage(pc, event.data));
       useChannel(channel);

@@ -20,12 +20,14 @@ export const SLOW_BELOW = 0.95;
  * @property {string|null} pipelineFailed  the pipeline's own failure, in its words
  * @property {{phase?: string, fraction?: number}|null} loading  the cloud loading the chain
  * @property {boolean} [pipelinesLoaded]  the page has the cloud's pipeline list
+ * @property {boolean} [paused]           the user paused the session (`paused`)
  */
 
 /**
  * @typedef {object} State
  * @property {string} id      stable name (tests and CSS): idle, connecting, loading, waiting,
- *   playing, slow, stalled, unreachable, refused, reconnecting, relay-down, failed, stopped
+ *   playing, paused, slow, stalled, unreachable, refused, reconnecting, relay-down, failed,
+ *   stopped
  * @property {string} title   a few words
  * @property {string} detail  the reason or the figure, in words ("" when none)
  * @property {"ok"|"warn"|"bad"|"idle"|"busy"} tone
@@ -100,6 +102,11 @@ export function deriveState(f) {
   }
   if (!f.mediaSeen) {
     return { id: "waiting", title: "Waiting for the first media", detail: "", tone: "busy" };
+  }
+  // paused on purpose: the held picture and the silence are not a stall
+  if (f.paused) {
+    return { id: "paused", title: "Paused", detail: "picture held, sound silent: Resume to go on",
+             tone: "idle" };
   }
   if (f.mediaAgeMs != null && f.mediaAgeMs > STALL_MS) {
     return { id: "stalled", title: "Stalled", tone: "warn",

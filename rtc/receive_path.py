@@ -1,0 +1,138 @@
+"""The receive path for a lossy hop, installed on one aiortc receiver.
+
+:func:`install_receive_path` swaps the receiver's jitter buffer for ours
+(:mod:`.jitter`): packets are released the moment they are in order (no prefetch hold, a
+video frame on its marker bit), a hole is NACKed at once and again while there is time,
+and given up after a deadline of about one retransmission. Audio then decodes through
+:mod:`.opus_decoder` (in-band FEC for a single loss, libopus concealment for the rest),
+video skips to the next keyframe and sends a PLI. aiortc keeps doing the rest (SRTP, RTX
+unwrapping, depayloading, RTCP reports, its decoder thread and track).
+
+Everything aiortc-private it needs is in :mod:`.aiortc_internals`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aiortc.jitterbuffer import JitterFrame
+
+from . import aiortc_internals as internals
+from .jitter import AudioJitterBuffer, AudioUnit, VideoJitterBuffer
+from .opus_decoder import DecodeStats, LossAwareOpusDecoder, loss_aware_available
+
+logger = logging.getLogger(__name__)
+
+_H264_KEY_NAL_TYPES = frozenset({5, 7})  # IDR slice, sequence parameter set
+_warned_no_libopus = False
+
+
+def is_keyframe(mime_type: str, data: bytes) -> bool:
+    """Whether an encoded frame starts a decodable sequence (unknown codecs: assume so)."""
+    mime = mime_type.lower()
+    if mime == "video/vp8":  # frame tag bit 0 clear + the keyframe start code
+        return len(data) >= 6 and not data[0] & 1 and data[3:6] == b"\x9d\x01\x2a"
+    if mime == "video/h264":  # Annex B as aiortc depayloads it: any IDR or SPS NAL unit
+        at = data.find(b"\x00\x00\x01")
+        while at != -1 and at + 3 < len(data):
+            if data[at + 3] & 0x1F in _H264_KEY_NAL_TYPES:
+                return True
+            at = data.find(b"\x00\x00\x01", at + 3)
+        return False
+    return True
+
+
+class ReceivePath:
+    """One receiver's intake (aiortc calls :meth:`add` as its jitter buffer) and its
+    feedback (NACK, PLI after each packet)."""
+
+    def __init__(self, receiver: Any, kind: str, *, clock: Callable[[], float] = time.monotonic):
+        self.receiver = receiver
+        self.kind = kind
+        self.media_ssrc: int | None = None
+        self.clock = clock
+        #: when the last RTP packet came (``clock`` time; None before the first)
+        self.last_packet: float | None = None
+        self._mime = ""
+        self.buffer: AudioJitterBuffer | VideoJitterBuffer
+        if kind == "audio":
+            self.buffer = AudioJitterBuffer(clock=clock)
+        else:
+            self.buffer = VideoJitterBuffer(is_keyframe=lambda d: is_keyframe(self._mime, d),
+                                            clock=clock)
+        self.decoding = DecodeStats()
+        self.loss_aware = kind == "audio" and loss_aware_available()
+        self.unconcealed = 0  # lost audio units with no concealing decoder (silence)
+        self._custom_codecs: dict[int, internals.CustomDecoderCodec] = {}
+
+    # --- aiortc's jitter-buffer interface ----------------------------------------------
+    @property
+    def capacity(self) -> int:
+        return self.buffer.capacity
+
+    def add(self, packet: Any) -> tuple[bool, None]:
+        codec = internals.receiver_codec(self.receiver, packet.payload_type)
+        if codec is None:
+            return False, None
+        self.media_ssrc = packet.ssrc
+        self.last_packet = self.clock()
+        self._mime = codec.mimeType
+        data: bytes = getattr(packet, "_data", b"")
+        if isinstance(self.buffer, AudioJitterBuffer):
+            for unit in self.buffer.add(packet.sequence_number, packet.timestamp, data):
+                self._queue_audio(codec, unit)
+        else:
+            for frame in self.buffer.add(packet.sequence_number, packet.timestamp, data,
+                                         bool(packet.marker)):
+                internals.queue_for_decoding(self.receiver, codec,
+                                             JitterFrame(frame.data, frame.timestamp))
+        return False, None
+
+    def _queue_audio(self, codec: Any, unit: AudioUnit) -> None:
+        if self.loss_aware:
+            custom = self._custom_codecs.get(codec.payloadType)
+            if custom is None:
+                custom = self._custom_codecs[codec.payloadType] = internals.CustomDecoderCodec(
+                    codec, f"{codec.name}+loss", lambda: LossAwareOpusDecoder(self.decoding))
+            internals.queue_for_decoding(self.receiver, custom, unit)
+        elif unit.payload is not None:
+            internals.queue_for_decoding(self.receiver, codec,
+                                         JitterFrame(unit.payload, unit.timestamp))
+        else:
+            self.unconcealed += 1
+
+    # --- feedback ------------------------------------------------------------------------
+    async def after_packet(self, packet: Any) -> None:
+        if self.media_ssrc is None:
+            return
+        lost = self.buffer.take_nacks()
+        if lost:
+            await internals.send_nack(self.receiver, self.media_ssrc, lost)
+        if isinstance(self.buffer, VideoJitterBuffer) and self.buffer.take_keyframe_request():
+            await internals.send_pli(self.receiver, self.media_ssrc)
+
+    def stats(self) -> dict[str, Any]:
+        out: dict[str, Any] = dict(self.buffer.stats())
+        if self.kind == "audio":
+            d = self.decoding
+            out.update(concealed=d.concealed, concealed_ms=round(d.concealed_samples / 48, 1),
+                       fec_recovered=d.fec_recovered, decode_errors=d.errors,
+                       unconcealed=self.unconcealed, loss_aware=self.loss_aware)
+        return out
+
+
+def install_receive_path(receiver: Any, kind: str) -> ReceivePath:
+    """Replace ``receiver``'s jitter buffer and loss handling (call before it starts)."""
+    global _warned_no_libopus
+    internals.install_decoder_hook()
+    path = ReceivePath(receiver, kind)
+    if kind == "audio" and not path.loss_aware and not _warned_no_libopus:
+        _warned_no_libopus = True
+        logger.warning("libopus not found: lost audio packets play as silence "
+                       "(install libopus0 for concealment and in-band FEC)")
+    internals.replace_jitter_buffer(receiver, path)
+    internals.after_rtp_packet(receiver, path.after_packet)
+    return path
