@@ -7,9 +7,10 @@ the running minimum of ``arrival - cloud_time`` over both tracks (the fastest pa
 network has shown). Nothing is re-paced per track by wall clock, so the relay keeps the
 cloud's A/V alignment.
 
-Queues are bounded in time; every drop is counted. Audio that arrives after its release
-time is dropped (counted) and raises ``extra_delay`` for both tracks, once, by the
-lateness. When the network has calmed down (every audio frame of a whole window came with
+Queues are bounded in time; every drop is counted. Audio that arrives after it was read
+is dropped (counted); lateness that repeats or lasts raises ``extra_delay`` for both
+tracks by a bounded step (:mod:`.lateness`: a lone catch-up burst after a stall raises
+nothing). When the network has calmed down (every audio frame of a whole window came with
 room to spare), ``extra_delay`` is given back in small steps: both tracks are simply sent
 a little earlier, the audio stays continuous, so latency never ratchets up over a session.
 """
@@ -27,6 +28,8 @@ import numpy as np
 
 from scope_relay.media.ring import IndexedAudioRing
 from scope_relay.protocol.media import CHANNELS, SAMPLE_RATE
+
+from .lateness import LatenessPolicy
 
 #: Outgoing pts start this far before the first cloud time seen, so they stay positive.
 PTS_HEADROOM = 1.0
@@ -66,6 +69,9 @@ class FrameProcessor:
         # its ``start`` is the cloud sample index of the oldest sample held
         self._audio = IndexedAudioRing(CHANNELS, int(max_queue * SAMPLE_RATE), np.int16)
         self._audio_started = False
+        self.lateness = LatenessPolicy()
+        #: (cloud index, samples, local time) of the output's recent reads
+        self._reads: collections.deque[tuple[int, int, float]] = collections.deque(maxlen=64)
         self.audio_cursor: int | None = None  # next cloud sample index to release
         self._video: collections.deque[tuple[float, av.VideoFrame]] = collections.deque()
         self._audio_event = asyncio.Event()
@@ -98,8 +104,8 @@ class FrameProcessor:
         assert self.offset is not None
         return cloud_time + self.offset + self.playout_delay + self.extra_delay
 
-    def _raise_delay(self, lateness: float) -> None:
-        self.extra_delay = min(self.max_extra_delay, self.extra_delay + lateness + 0.01)
+    def _raise_delay(self, step: float) -> None:
+        self.extra_delay = min(self.max_extra_delay, self.extra_delay + step)
         self._window_start, self._window_slack = None, None  # judge calm from here on
 
     def _judge_slack(self, cloud_time: float, arrival: float) -> None:
@@ -140,11 +146,15 @@ class FrameProcessor:
             late = self._audio.discard_before(self.audio_cursor)
             if late:
                 self.audio_late_samples += late
-                # how late this frame came for its own release time (a raise applies at
-                # once to the frames after it, so a burst raises once, not per frame)
-                lateness = arrival - self.release_time(cloud_time)
+                # how late this frame came for the read that needed it (the output reads
+                # ahead of release by the Opus lookahead, and in 20 ms steps)
+                lateness = arrival - self._read_time(index)
                 if 0 < lateness <= MAX_JITTER:  # beyond that it is stale, not jitter
-                    self._raise_delay(lateness)
+                    step = self.lateness.late(arrival, lateness)
+                    if step:
+                        self._raise_delay(step)
+            else:
+                self.lateness.on_time(arrival)
         self._audio_event.set()
 
     def add_video(self, frame: av.VideoFrame, cloud_time: float, arrival: float) -> None:
@@ -181,10 +191,19 @@ class FrameProcessor:
             self._audio.discard_before(due_now)  # (counted in the skip)
         return self.audio_cursor
 
+    def _read_time(self, index: int) -> float:
+        """When the output read the sample at cloud index ``index`` (its release time if
+        that read is no longer remembered)."""
+        for start, count, when in reversed(self._reads):
+            if start <= index < start + count:
+                return when
+        return self.release_time(index / SAMPLE_RATE)
+
     def take_audio(self, n: int) -> np.ndarray:
         """The ``n`` samples at the cursor; missing ones are silence (counted)."""
         cursor = self.audio_cursor
         assert cursor is not None
+        self._reads.append((cursor, n, self.clock()))
         out = np.zeros((CHANNELS, n), np.int16)
         self.audio_late_samples += self._audio.discard_before(cursor)
         lead = self._audio.start - cursor
@@ -227,6 +246,9 @@ class FrameProcessor:
             "playout_delay_ms": round((self.playout_delay + self.extra_delay) * 1000, 1),
             "extra_delay_ms": round(self.extra_delay * 1000, 1),
             "delay_decreases": self.delay_decreases,
+            "late_episodes": self.lateness.episodes,
+            "late_episodes_forgiven": self.lateness.forgiven,
+            "delay_raises": self.lateness.raises,
             "audio_queue_ms": round(self.audio_queue_seconds() * 1000, 1),
             "video_queue_ms": round(video_ms, 1),
             "video_queue_frames": len(self._video),

@@ -157,34 +157,89 @@ def test_downmix_uses_standard_coefficients_by_channel_name():
     np.testing.assert_allclose(out[0], 0.5 * c / norm, rtol=1e-5)
 
 
-def test_raised_delay_is_given_back_when_the_network_calms_down():
-    """A late burst raises the relay's delay once; 10 s of calm give it all back, in
-    steps, without touching the audio (the cursor stays continuous)."""
+def _steady_processor():
+    """A processor on a fake clock with 1 s of on-time audio played: (processor, frame, now)."""
     now = [1000.0]
     processor = FrameProcessor(clock=lambda: now[0])
     samples = np.ones((2, 960), np.int16)
-    t = 1000.0
+    t = [1000.0]
 
     def frame(lag: float) -> None:
-        nonlocal t
-        processor.add_audio(samples, cloud_time=t, arrival=t + lag)
-        t += 0.02
+        processor.add_audio(samples, cloud_time=t[0], arrival=t[0] + lag)
+        t[0] += 0.02
 
     frame(0.05)  # sets the offset: 50 ms
     asyncio.run(processor.first_audio())
     for _ in range(50):  # on time, consumed as they are due
-        now[0] = t + 0.2
+        now[0] = t[0] + 0.2
         frame(0.05)
         processor.take_audio(960)
-    processor.take_audio(960)  # the last buffered frame plays, then the next slot is
-    processor.take_audio(960)  # played as silence before its frame arrives...
-    frame(0.05 + 0.15 + 0.1)  # ...100 ms past its release time
-    assert 0.1 <= processor.extra_delay <= 0.12
+    return processor, frame, now, t
+
+
+def _late_episode(processor, frame, now, t, lateness: float) -> None:
+    """The next slot plays as silence, then its frame comes ``lateness`` after that read."""
+    processor.take_audio(960)  # the last buffered frame plays
+    now[0] += 0.02
+    processor.take_audio(960)  # the next slot plays as silence before its frame arrives
+    frame(now[0] + lateness - t[0])
+
+
+def _calm(processor, frame, now, t, seconds: float) -> None:
+    for _ in range(int(seconds * 50)):
+        now[0] = t[0] + 0.05 + 0.15 + processor.extra_delay
+        frame(0.05)
+        processor.take_audio(960)
+
+
+def test_a_lone_catch_up_burst_raises_no_delay():
+    """After a stall everything held back arrives late at once: one episode, forgiven."""
+    processor, frame, now, t = _steady_processor()
+    _late_episode(processor, frame, now, t, 0.1)
+    _calm(processor, frame, now, t, 1.0)
+    assert processor.extra_delay == 0.0
+    assert processor.lateness.episodes == 1 and processor.lateness.forgiven == 1
+    assert processor.audio_late_samples > 0  # the late audio itself is still dropped
+
+
+def test_repeated_lateness_raises_by_bounded_steps_and_calm_gives_it_back():
+    """A second late episode within 10 s is jitter: the delay rises by at most 80 ms per
+    raise; 10 s of calm give it all back, in steps, without touching the audio."""
+    processor, frame, now, t = _steady_processor()
+    _late_episode(processor, frame, now, t, 0.15)
+    _calm(processor, frame, now, t, 1.0)
+    _late_episode(processor, frame, now, t, 0.15)  # again: now it raises, bounded
     raised = processor.extra_delay
-    for _ in range(10 * 50):  # 10 s of calm
-        now[0] = t + 0.05 + 0.15 + processor.extra_delay
-        frame(0.05)
-        processor.take_audio(960)
-    assert raised > 0.1 and processor.extra_delay == 0.0  # back to the baseline
-    assert processor.delay_decreases >= 3  # in steps, not one jump
-    assert processor.audio_underruns == 1  # the late frame's slot; nothing lost by decaying
+    assert 0.05 <= raised <= 0.08 + 1e-9
+    assert processor.lateness.raises == 1
+    _calm(processor, frame, now, t, 10.0)
+    assert processor.extra_delay == 0.0  # back to the baseline
+    assert processor.delay_decreases >= 2  # in steps, not one jump
+
+
+def test_lateness_is_judged_at_the_read_not_the_release():
+    """The output reads a slot before its release (Opus lookahead, 20 ms steps): a frame
+    that misses the read by 30 ms is 30 ms late even if it beat its release time."""
+    processor, frame, now, t = _steady_processor()
+    processor.take_audio(960)
+    now[0] += 0.02
+    read_at = now[0]
+    processor.take_audio(960)  # read before the frame below exists
+    index = round(t[0] * 48_000)
+    assert processor._read_time(index) == read_at
+    before = processor.audio_late_samples
+    frame(read_at + 0.03 - t[0])
+    assert processor.audio_late_samples > before
+
+
+def test_lateness_that_lasts_raises_every_sustained_interval():
+    """A path that got slower: frames keep coming late, so the delay rises every 0.3 s by
+    a bounded step until they are in time again."""
+    from scope_relay.local.lateness import LatenessPolicy
+
+    policy = LatenessPolicy()
+    steps = [policy.late(10.0 + k * 0.02, 0.2) for k in range(50)]  # 1 s of late frames
+    raised = [s for s in steps if s]
+    assert len(raised) == 3 and all(s == 0.08 for s in raised)
+    policy.on_time(11.0)
+    assert policy.forgiven == 0 and policy.episodes == 1

@@ -91,7 +91,14 @@ export function createFigures(pipeline) {
     };
   }
 
-  return { add };
+  /** Measures the generator's speed afresh from the next new media on: a pause's held
+   * picture is not slowness (without this the page said "slower than real time" for the
+   * 9 s window after every Resume). */
+  function restartSpeed() {
+    firstMediaAt = Infinity;
+  }
+
+  return { add, restartSpeed };
 }
 
 /** The few numbers taken from the browser's own statistics. */

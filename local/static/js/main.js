@@ -124,6 +124,7 @@ async function onFigures(m, pc) {
   const report = await pc?.getStats().catch(() => null);
   if (!figures) return;
   summary = figures.add(m, report ?? null, performance.now());
+  if (facts.paused) summary.speed = null;  // no generator speed while it is paused
   Object.assign(facts, { mediaSeen: summary.mediaSeen, mediaAgeMs: summary.mediaAgeMs, speed: summary.speed });
   if (m.pipeline_failed) facts.pipelineFailed = String(m.pipeline_failed);
   shareUrl = m.shareUrl || null;
@@ -163,6 +164,7 @@ function togglePause() {
   if (!session.facts.pipeline) return;
   facts.paused = !facts.paused;
   setParam("paused", facts.paused);
+  figures?.restartSpeed();  // the paused stretch is no measure of the generator's speed
   render();
 }
 
