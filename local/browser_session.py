@@ -201,6 +201,7 @@ class BrowserSession(PeerSession):
         out["pipeline_failed"] = self.pipeline_failed
         out["camera_frames_dropped"] = self.camera.dropped if self.camera else 0
         out["microphone_frames_dropped"] = self.microphone.dropped if self.microphone else 0
+        out["microphone_frames_forwarded"] = self.microphone.forwarded if self.microphone else 0
         if self.audience:
             out.update(self.audience.stats())
         if self.video_track:

