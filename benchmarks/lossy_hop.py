@@ -171,6 +171,21 @@ class Samples:
         return [s["offset_ms"] + s["playout_delay_ms"] for t, s in self.rows
                 if start <= t <= end and s.get("offset_ms") is not None]
 
+    def recovery(self, since: float, baseline: float | None, within: float = 20.0) -> float | None:
+        """Seconds from ``since`` until the latency is back within ``within`` ms of
+        ``baseline`` for good (None: not by the last sample)."""
+        if baseline is None:
+            return None
+        back: float | None = None
+        for t, s in self.rows:
+            if t < since or s.get("offset_ms") is None:
+                continue
+            if abs(s["offset_ms"] + s["playout_delay_ms"] - baseline) <= within:
+                back = t if back is None else back
+            else:
+                back = None
+        return None if back is None else max(0.0, back - since)
+
 
 def lost_ms(stats: dict) -> float:
     return (stats.get("audio_gap_ms", 0.0) + stats.get("audio_late_ms", 0.0)
@@ -208,12 +223,14 @@ async def run_profile(lab: LossLab, name: str, before: float, during: float,
 
             t0 = time.monotonic()
             await sample_until(t0 + before)
+            impairment_end = None
             lab_before = lab.stats()["down"]
             t1 = time.monotonic()
             if name == "3s-freeze":
                 lab.freeze_cloud()
                 await sample_until(t1 + CLOUD_FREEZE_S)
                 lab.thaw_cloud()
+                impairment_end = time.monotonic()
             else:
                 lab.set(loss=loss, delay_ms=delay_ms, jitter_ms=jitter_ms, reorder=reorder)
             await sample_until(t1 + during)
@@ -240,6 +257,7 @@ async def run_profile(lab: LossLab, name: str, before: float, during: float,
         "lat_during": median(samples.latencies(t1, t2)),
         "lat_during_max": max(samples.latencies(t1, t2), default=None),
         "lat_after": median(samples.latencies(t3 - 3.0, t3)),
+        "recovered_s": samples.recovery(impairment_end or t2, median(samples.latencies(t0, t1))),
         "av_median": median(offsets),
         "av_worst": max(offsets, key=abs) if offsets else None,
         "flashes_paired": len(offsets),
@@ -289,14 +307,15 @@ def print_table(rows: list[dict], during: float) -> None:
               f"{latency:>22} {av:>13} {pkts:>16}")
     print(f"\n{'profile':<21} {'lost after':>10} {'late ms':>8} {'underruns':>9} "
           f"{'lat max during':>14} {'extra delay at end':>18} {'flashes paired':>14} "
-          f"{'NACK-recovered':>14} {'video frames skipped':>20}")
+          f"{'NACK-recovered':>14} {'video frames skipped':>20} {'latency back (s)':>16}")
     for r in rows:
         if "error" in r:
             continue
         print(f"{r['profile']:<21} {r['lost_after_ms']:>10.0f} {r['late_ms']:>8.0f} "
               f"{r['underruns']:>9} {fmt(r['lat_during_max']):>14} "
               f"{r['extra_delay_end']:>18.0f} {r['flashes_paired']:>14} "
-              f"{r['nack_recovered']:>14.0f} {r['video_skipped']:>20.0f}")
+              f"{r['nack_recovered']:>14.0f} {r['video_skipped']:>20.0f} "
+              f"{fmt(r['recovered_s'], '.1f'):>16}")
 
 
 async def main(args: argparse.Namespace) -> int:

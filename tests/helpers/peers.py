@@ -259,3 +259,26 @@ def beep_frequencies(blocks: list[np.ndarray], sample_rate: int = 48000) -> list
     trim = sample_rate // 100
     return [dominant_frequency(b[trim:-trim], sample_rate)
             for b in beep_segments(left) if len(b) >= sample_rate // 10]
+
+
+def av_offsets(peer: BrowserPeer, since_video: int, since_audio: int) -> list[float]:
+    """Click minus flash (seconds) for each flash from video frame ``since_video`` on that
+    the audio from frame ``since_audio`` on covers; both on the relay's clock through its
+    sender reports, as a browser lip-syncs them."""
+    video_tap, audio_tap = peer.taps["video"], peer.taps["audio"]
+    seen = peer.received.video_brightness[since_video:]
+    flashes = [video_tap.best_time(pts) for (pts, b), (_, prev) in zip(seen[1:], seen[:-1],
+                                                                        strict=True)
+               if b > 128 >= prev]
+    blocks = peer.received.audio[since_audio:]
+    starts = peer.received.audio_pts[since_audio:since_audio + len(blocks)]
+    clicks = []
+    quiet = True
+    for pts, block in zip(starts, blocks, strict=False):
+        loud = np.flatnonzero(np.abs(block[0].astype(np.int32)) > 8000)
+        if loud.size and quiet:
+            clicks.append(audio_tap.best_time(pts + int(loud[0])))
+        quiet = not loud.size
+    covered = [f for f in flashes if f is not None and clicks
+               and clicks[0] - 0.5 < f < clicks[-1] + 0.5]
+    return [min((c - f for c in clicks), key=abs) for f in covered]
