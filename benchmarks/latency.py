@@ -192,6 +192,7 @@ async def measure(cloud_app: Any, relay_app: Any, relay_url: str, trials: int,
         trial, receiver, cloud_session = await run_trial(cloud_app, relay_app, relay_url,
                                                          hold=seconds)
         lat = steady_latency(trial, receiver, cloud_session.buffer)
+        relay_stats = [s.stats() for s in relay_app[RELAY_KEY].sessions.values()]
         await receiver.close()
         print(f"{'cloud release -> relay send (ms)':<34} {'n':>4} {'median':>7} "
               f"{'p90':>7} {'max':>7}")
@@ -203,6 +204,11 @@ async def measure(cloud_app: Any, relay_app: Any, relay_url: str, trials: int,
             p90 = values[min(len(values) - 1, int(0.9 * len(values)))]
             print(f"{kind:<34} {len(values):>4} {statistics.median(values):7.1f} "
                   f"{p90:7.1f} {values[-1]:7.1f}")
+        for stats in relay_stats:  # what that latency cost at the relay
+            print(f"relay: audio underruns {stats['audio_underruns']}, late "
+                  f"{stats['audio_late_ms']:.0f} ms, extra delay {stats['extra_delay_ms']:.0f} ms"
+                  f" (raised {stats['delay_raises']}x), late video frames "
+                  f"{stats['video_late_frames']}")
     return 0
 
 

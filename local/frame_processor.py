@@ -52,7 +52,7 @@ MAX_OUTPUT_LAG = 0.2
 
 
 class FrameProcessor:
-    def __init__(self, *, playout_delay: float = 0.15, max_queue: float = 2.0,
+    def __init__(self, *, playout_delay: float = 0.07, max_queue: float = 2.0,
                  max_extra_delay: float = 1.0, clock: Callable[[], float] = time.time):
         self.playout_delay = playout_delay
         self.max_queue = max_queue

@@ -45,7 +45,7 @@ class RelayConfig:
     browser_ice_servers: list[dict[str, Any]] = field(default_factory=list)
     #: Restrict the browser hop to 127.0.0.1 (tests only; a real browser would not connect).
     loopback_ice: bool = False
-    playout_delay: float = 0.15
+    playout_delay: float = 0.07
     ready_timeout: float = 300.0
     request_timeout: float = 30.0
     opus_bitrate: int = DEFAULT_BITRATE
