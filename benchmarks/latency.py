@@ -12,7 +12,7 @@ click at the same media time, once per second) and prints:
   sender reports the way a browser maps them.
 
     .venv/bin/python benchmarks/latency.py [--trials 10] [--seconds 10]
-        [--relay-delay 0.15] [--cloud-delay 0.1] [--no-early-reports]
+        [--relay-delay 0.07] [--cloud-delay 0.1] [--no-early-reports]
 
 ``--no-early-reports`` leaves aiortc to send its first sender report when it would
 (0.5-1.5 s in): start-up as it was before the early reports of rtc/peer.py.
@@ -225,7 +225,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--relay-delay", type=float, default=0.15, help="relay playout delay, s")
+    parser.add_argument("--relay-delay", type=float, default=RelayConfig.playout_delay,
+                        help="relay playout delay, s (default: the relay's own)")
     parser.add_argument("--cloud-delay", type=float, default=0.1, help="cloud playout delay, s")
     parser.add_argument("--no-early-reports", action="store_true")
     args = parser.parse_args()

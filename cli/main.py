@@ -123,7 +123,8 @@ def _add_relay_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--host", default="127.0.0.1", help="address for the page (default 127.0.0.1)")
     g.add_argument("--port", type=int, default=8000, help="port for the page (default 8000)")
     g.add_argument("--playout-delay", type=float, default=0.07, metavar="S",
-                   help="relay playout delay in seconds (default 0.07; it rises by itself when the network needs more)")
+                   help="relay playout delay in seconds (default 0.07; it rises by itself "
+                        "when the network needs more)")
     g.add_argument("--browser-stun-url", action="append", default=[], metavar="URL",
                    help="STUN server for the browser hop (none by default)")
     g.add_argument("--allow-host", action="append", default=[], metavar="NAME",
