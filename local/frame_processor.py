@@ -148,9 +148,9 @@ class FrameProcessor:
                 self.audio_late_samples += late
                 # how late this frame came for the read that needed it (the output reads
                 # ahead of release by the Opus lookahead, and in 20 ms steps)
-                lateness = arrival - self._read_time(index)
-                if 0 < lateness <= MAX_JITTER:  # beyond that it is stale, not jitter
-                    step = self.lateness.late(arrival, lateness)
+                read_at = self._read_time(index)
+                if 0 < arrival - read_at <= MAX_JITTER:  # beyond that: stale, not jitter
+                    step = self.lateness.late(arrival, read_at)
                     if step:
                         self._raise_delay(step)
             else:

@@ -6,10 +6,6 @@ test its own cloud app and relay on 127.0.0.1.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import httpx
@@ -19,18 +15,16 @@ import pytest_asyncio
 from scope_relay.cloud.app import STATE_KEY
 from scope_relay.local.server import RELAY_KEY
 
-from helpers.chromium import ARGS, CHROMIUM
+from helpers.chromium import STATE, chromium_context, needs_chromium, page_at, start_pipeline
 from helpers.servers import cloud_server, relay_server
 from helpers.waiting import wait_until
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(shutil.which("chromium") is None and not os.path.exists(CHROMIUM),
-                       reason="Debian chromium not installed (scripts/setup.sh --system)"),
+    needs_chromium,
     pytest.mark.asyncio(loop_scope="module"),
 ]
 
-STATE = "scopeRelay.state.id === '{}'"
 
 # What the page asks getUserMedia for, and the settings of the tracks it gets.
 SPY_ON_CAPTURE = """(() => {
@@ -47,43 +41,8 @@ SPY_ON_CAPTURE = """(() => {
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def browser():
-    from playwright.async_api import async_playwright
-
-    with tempfile.TemporaryDirectory() as profile:
-        async with async_playwright() as pw:
-            context = await pw.chromium.launch_persistent_context(
-                profile, executable_path=CHROMIUM, headless=True, args=ARGS,
-                viewport={"width": 1280, "height": 860})
-            try:
-                yield context
-            finally:
-                await context.close()
-
-
-@contextlib.asynccontextmanager
-async def page_at(browser, url: str, init_script: str | None = None):
-    """A page on the relay, its console errors and uncaught exceptions collected."""
-    page = await browser.new_page()
-    if init_script:
-        await page.add_init_script(init_script)
-    page.errors = []
-    page.on("console", lambda m: page.errors.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: page.errors.append(str(e)))
-    await page.goto(url + "/")
-    await page.wait_for_function("document.querySelector('#pipeline').options.length >= 4",
-                                 timeout=20_000)
-    try:
-        yield page
-    finally:
-        await page.close()
-
-
-async def start(page, pipeline: str) -> str:
-    """Starts ``pipeline`` and waits until it plays; the session's full id."""
-    await page.select_option("#pipeline", pipeline)
-    await page.click("#start")
-    await page.wait_for_function(STATE.format("playing"), timeout=30_000)
-    return await page.evaluate("scopeRelay.sessionId")
+    async with chromium_context() as context:
+        yield context
 
 
 async def session_stats(relay, session_id: str) -> dict:
@@ -98,7 +57,7 @@ async def test_record_gives_an_mp4_with_h264_and_aac(browser, tmp_path: Path):
 
     async with cloud_server() as cloud, relay_server(cloud) as relay:
         async with page_at(browser, relay.url) as page:
-            await start(page, "av-sync")
+            await start_pipeline(page, "av-sync")
             await page.wait_for_selector("#record:enabled", timeout=10_000)
             await page.click("#record")
             await page.wait_for_function(
@@ -135,7 +94,7 @@ async def test_record_gives_an_mp4_with_h264_and_aac(browser, tmp_path: Path):
 async def test_pause_and_resume_reach_the_relay_and_the_badge(browser):
     async with cloud_server() as cloud, relay_server(cloud) as relay:
         async with page_at(browser, relay.url) as page:
-            session_id = await start(page, "av-sync")
+            session_id = await start_pipeline(page, "av-sync")
             assert await page.is_enabled("#pause")
             await page.click("#pause")
             await page.wait_for_function(STATE.format("paused"), timeout=10_000)
@@ -170,7 +129,7 @@ async def test_pause_and_resume_reach_the_relay_and_the_badge(browser):
 async def test_share_opens_a_viewer_that_plays_without_a_second_cloud_session(browser):
     async with cloud_server() as cloud, relay_server(cloud) as relay:
         async with page_at(browser, relay.url) as page:
-            session_id = await start(page, "av-sync")
+            session_id = await start_pipeline(page, "av-sync")
             await page.wait_for_selector("#share:enabled", timeout=10_000)
             share_url = (await session_stats(relay, session_id))["shareUrl"]
             await browser.grant_permissions(["clipboard-read", "clipboard-write"], origin=relay.url)
@@ -221,7 +180,7 @@ async def test_microphone_goes_up_to_voice_fx_and_its_sound_comes_back(browser):
             await page.select_option("#pipeline", "voice-fx")
             assert await page.is_visible("#echo-field")
             assert await page.is_checked("#echo")
-            session_id = await start(page, "voice-fx")
+            session_id = await start_pipeline(page, "voice-fx")
             # one prompt, for the microphone only, with the browser's echo cancellation on
             (capture,) = await page.evaluate("window._capture")
             assert capture["constraints"] == {"video": False, "audio": {"echoCancellation": True}}

@@ -7,10 +7,7 @@ state and pipeline they reach (the README shows them).
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -20,56 +17,23 @@ from scope_relay.cloud.app import STATE_KEY
 from scope_relay.local.cloud_target import CloudTarget
 from scope_relay.local.server import RelayConfig, create_relay_app
 
-from helpers.chromium import ARGS, CHROMIUM
+from helpers.chromium import STATE, chromium_context, needs_chromium, page_at, start_pipeline
 from helpers.servers import cloud_server, relay_server, serve
 from helpers.waiting import wait_until
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(shutil.which("chromium") is None and not os.path.exists(CHROMIUM),
-                       reason="Debian chromium not installed (scripts/setup.sh --system)"),
+    needs_chromium,
     pytest.mark.asyncio(loop_scope="module"),
 ]
 
 SHOTS = os.environ.get("SCOPE_RELAY_SCREENSHOTS")
-STATE = "scopeRelay.state.id === '{}'"
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def browser():
-    from playwright.async_api import async_playwright
-
-    with tempfile.TemporaryDirectory() as profile:
-        async with async_playwright() as pw:
-            context = await pw.chromium.launch_persistent_context(
-                profile, executable_path=CHROMIUM, headless=True, args=ARGS,
-                viewport={"width": 1280, "height": 860})
-            try:
-                yield context
-            finally:
-                await context.close()
-
-
-@contextlib.asynccontextmanager
-async def page_at(browser, url: str):
-    """A page on the relay, its console errors collected (asserted empty by the caller)."""
-    page = await browser.new_page()
-    page.errors = []
-    page.on("console", lambda m: page.errors.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: page.errors.append(str(e)))
-    await page.goto(url + "/")
-    await page.wait_for_function("document.querySelector('#pipeline').options.length >= 4",
-                                 timeout=20_000)
-    try:
-        yield page
-    finally:
-        await page.close()
-
-
-async def start(page, pipeline: str) -> None:
-    await page.select_option("#pipeline", pipeline)
-    await page.click("#start")
-    await page.wait_for_function(STATE.format("playing"), timeout=30_000)
+    async with chromium_context() as context:
+        yield context
 
 
 async def snap(page, name: str) -> None:
@@ -88,7 +52,7 @@ async def test_load_play_stop_say_what_happens_without_console_errors(browser):
         async with page_at(browser, relay.url) as page:
             await page.wait_for_function(STATE.format("idle"), timeout=5_000)
             await snap(page, "state-idle")
-            await start(page, "av-sync")
+            await start_pipeline(page, "av-sync")
             await page.wait_for_function("scopeRelay.figures?.fps > 0", timeout=10_000)
             assert await page.text_content("#fig-sync") in ("in sync", "waiting")
             await snap(page, "pipeline-av-sync")
@@ -104,7 +68,7 @@ async def test_load_play_stop_say_what_happens_without_console_errors(browser):
 async def test_slider_range_is_enforced_and_a_change_reaches_the_pipeline(browser):
     async with cloud_server() as cloud, relay_server(cloud) as relay:
         async with page_at(browser, relay.url) as page:
-            await start(page, "test-tone")
+            await start_pipeline(page, "test-tone")
             slider = "#params input[name=frequency-slider]"
             assert await page.get_attribute(slider, "min") == "20"
             assert await page.get_attribute(slider, "max") == "11000"
@@ -130,7 +94,7 @@ async def test_slider_range_is_enforced_and_a_change_reaches_the_pipeline(browse
 async def test_level_meter_moves_with_the_tone_and_rests_with_silence(browser):
     async with cloud_server() as cloud, relay_server(cloud) as relay:
         async with page_at(browser, relay.url) as page:
-            await start(page, "test-tone")
+            await start_pipeline(page, "test-tone")
             await page.wait_for_function("Math.max(...scopeRelay.levels) > 0.2", timeout=10_000,
                                          polling=50)
             await snap(page, "pipeline-test-tone")
@@ -148,7 +112,7 @@ async def test_level_meter_moves_with_the_tone_and_rests_with_silence(browser):
 async def test_switching_pipelines_while_playing_restarts_on_the_new_one(browser):
     async with cloud_server() as cloud, relay_server(cloud) as relay:
         async with page_at(browser, relay.url) as page:
-            await start(page, "test-tone")
+            await start_pipeline(page, "test-tone")
             first = await page.evaluate("scopeRelay.sessionId")
             await page.select_option("#pipeline", "av-sync")  # one action
             await page.wait_for_function(
@@ -169,7 +133,7 @@ async def test_switching_pipelines_while_playing_restarts_on_the_new_one(browser
 async def test_output_keeps_its_aspect_goes_fullscreen_and_pops_out(browser):
     async with cloud_server() as cloud, relay_server(cloud) as relay:
         async with page_at(browser, relay.url) as page:
-            await start(page, "bursty-av")
+            await start_pipeline(page, "bursty-av")
             await page.wait_for_function("document.querySelector('#video').videoWidth > 0",
                                          timeout=20_000)
             ratio = await page.evaluate("""() => {
@@ -219,7 +183,7 @@ async def test_a_generator_that_stops_producing_is_named_stalled(browser):
             await page.select_option("#pipeline", "bursty-av")
             await page.fill("#params input[name=generation_delay]", "0.5")
             await page.dispatch_event("#params input[name=generation_delay]", "change")
-            await start(page, "bursty-av")
+            await start_pipeline(page, "bursty-av")
             await page.fill("#params input[name=generation_delay]", "30")  # next call: 30 s
             await page.dispatch_event("#params input[name=generation_delay]", "change")
             await page.wait_for_function(STATE.format("stalled"), timeout=20_000)
@@ -231,7 +195,7 @@ async def test_a_generator_that_stops_producing_is_named_stalled(browser):
 async def test_screenshots_of_the_camera_pipeline_and_a_phone(browser):
     async with cloud_server() as cloud, relay_server(cloud) as relay:
         async with page_at(browser, relay.url) as page:
-            await start(page, "passthrough")
+            await start_pipeline(page, "passthrough")
             await page.wait_for_function("scopeRelay.figures?.fps > 0", timeout=10_000)
             await snap(page, "pipeline-passthrough")
             await page.set_viewport_size({"width": 390, "height": 844})
@@ -244,7 +208,7 @@ async def test_cloud_killed_then_restarted(browser):
     try:
         port = int(cloud.url.rsplit(":", 1)[1])
         async with relay_server(cloud) as relay, page_at(browser, relay.url) as page:
-            await start(page, "test-tone")
+            await start_pipeline(page, "test-tone")
             await first.__aexit__(None, None, None)  # the cloud app goes away
             first = None
             await page.wait_for_function(STATE.format("unreachable"), timeout=1_500)
@@ -290,7 +254,7 @@ async def test_midi_learn_maps_a_controller_and_remembers_it(browser):
         await page.goto(relay.url + "/")
         await page.wait_for_function("document.querySelector('#pipeline').options.length >= 4",
                                      timeout=20_000)
-        await start(page, "test-tone")
+        await start_pipeline(page, "test-tone")
         await page.click("[data-learn=frequency]")
         await page.wait_for_function("scopeRelay.midi.learning === 'frequency'")
         await snap(page, "midi-learn")

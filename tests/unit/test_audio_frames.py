@@ -232,14 +232,23 @@ def test_lateness_is_judged_at_the_read_not_the_release():
     assert processor.audio_late_samples > before
 
 
-def test_lateness_that_lasts_raises_every_sustained_interval():
-    """A path that got slower: frames keep coming late, so the delay rises every 0.3 s by
-    a bounded step until they are in time again."""
+def test_lateness_that_lasts_raises_by_bounded_steps_until_frames_are_in_time():
+    """A path that got slower: frames keep coming late, so the delay rises by a bounded
+    step once they have been late for 0.1 s, and again only if frames read after that
+    raise are late too (frames read before it say nothing about whether it was enough)."""
     from scope_relay.local.lateness import LatenessPolicy
 
     policy = LatenessPolicy()
-    steps = [policy.late(10.0 + k * 0.02, 0.2) for k in range(50)]  # 1 s of late frames
+    # 1 s of frames each 0.2 s after its read, all read before the first raise
+    steps = [policy.late(10.0 + k * 0.02, read_at=9.8 + k * 0.02 if k < 10 else 10.0)
+             for k in range(50)]
     raised = [s for s in steps if s]
-    assert len(raised) == 3 and all(s == 0.08 for s in raised)
+    assert raised == [0.08]  # the later ones were read before it: no second raise
+    policy = LatenessPolicy()
+    steps = [policy.late(10.0 + k * 0.02, read_at=10.0 + k * 0.02 - 0.2) for k in range(50)]
+    assert [s for s in steps if s] == [0.08] * 5  # still late after each raise: again
     policy.on_time(11.0)
     assert policy.forgiven == 0 and policy.episodes == 1
+    small = LatenessPolicy()
+    small.late(20.0, 19.995)
+    assert small.late(20.12, 20.115) == 0.02  # 5 ms late: the minimum step
