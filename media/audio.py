@@ -254,3 +254,17 @@ def array_to_frame(x: np.ndarray, fmt: str = "s16", sample_rate: int = SAMPLE_RA
     if pts is not None:
         frame.pts = pts
     return frame
+
+
+def audio_level_dbov(frame: av.AudioFrame) -> int:
+    """The RTP audio-level header value (RFC 6465) of an s16 frame: -127..0 dBov.
+
+    The same figure aiortc's sender computes, in one vectorised pass (aiortc unpacks every
+    sample in a Python loop: ~0.4 ms per 20 ms stereo frame, per session, on the event
+    loop). Like aiortc's, the sum covers the first plane and is divided by the frame's
+    samples per channel."""
+    pcm = np.frombuffer(bytes(frame.planes[0]), dtype=np.int16).astype(np.float64)
+    rms = float(np.sqrt(np.dot(pcm, pcm) / (frame.samples * 32767.0 * 32767.0)))
+    if rms <= 0:
+        return -127
+    return round(min(0.0, max(-127.0, 20 * np.log10(rms))))

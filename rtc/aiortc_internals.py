@@ -18,6 +18,7 @@ import aioice.ice
 import aiortc.codecs
 import aiortc.codecs.opus
 import aiortc.rtcrtpreceiver
+import aiortc.rtp
 from aiortc.rtp import RtcpSdesPacket, RtcpSenderInfo, RtcpSourceInfo, RtcpSrPacket
 
 #: aiortc's own Opus encoder class (subclass it to change its settings).
@@ -44,6 +45,15 @@ def install_opus_encoder(encoder: type, parameters: dict[str, Any]) -> None:
     for codec in aiortc.codecs.CODECS["audio"]:
         if codec.mimeType.lower() == "audio/opus":
             codec.parameters.update(parameters)
+
+
+_original_audio_level: Callable[[Any], int] = aiortc.rtp.compute_audio_level_dbov
+
+
+def install_audio_level(compute: Callable[[Any], int]) -> None:
+    """Make every audio sender compute its RTP audio-level extension with ``compute``
+    (aiortc's ``rtp.compute_audio_level_dbov``, which it looks up per frame)."""
+    setattr(aiortc.rtp, "compute_audio_level_dbov", compute)  # noqa: B010 (a module attribute we replace)
 
 
 def opus_codec_parameters() -> dict[str, Any]:

@@ -23,8 +23,16 @@ import logging
 import math
 from typing import Any
 
+from scope_relay.media.audio import audio_level_dbov
+
 from . import libopus
-from .aiortc_internals import OpusEncoderBase, install_opus_encoder, sender_encoder, tap_rtcp
+from .aiortc_internals import (
+    OpusEncoderBase,
+    install_audio_level,
+    install_opus_encoder,
+    sender_encoder,
+    tap_rtcp,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -107,3 +115,4 @@ def configure_opus(bitrate: int = DEFAULT_BITRATE, application: str = "audio") -
     MusicOpusEncoder.application = application
     install_opus_encoder(MusicOpusEncoder, {"stereo": 1, "sprop-stereo": 1,
                                             "maxaveragebitrate": bitrate, "useinbandfec": 1})
+    install_audio_level(audio_level_dbov)  # the same figure, vectorised

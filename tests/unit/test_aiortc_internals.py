@@ -177,3 +177,19 @@ async def test_receive_path_takes_over_a_real_receivers_jitter_buffer_and_decode
         assert path.stats()["lost"] == 1 and path.stats()["concealed"] == 1
     finally:
         await pc.close()
+
+
+def test_audio_level_is_aiortcs_figure_computed_vectorised():
+    """Our RTP audio level equals aiortc's own on real frames (silence, quiet, loud, full
+    scale), and is what its senders now call."""
+    import aiortc.rtp
+
+    from scope_relay.media.audio import audio_level_dbov
+
+    configure_opus()
+    assert aiortc.rtp.compute_audio_level_dbov is audio_level_dbov
+    rng = np.random.default_rng(1)
+    for scale in (0, 3, 300, 8000, 32767):
+        samples = (rng.uniform(-1, 1, (2, FRAME_SAMPLES)) * scale).astype(np.int16)
+        frame = s16_frame(samples, 0)
+        assert audio_level_dbov(frame) == internals._original_audio_level(frame), scale
