@@ -1,0 +1,173 @@
+"""Sessions through the relay on one machine: N receivers at once, each its own cloud
+session of ``av-sync``, the cloud app and the relay as separate processes (as a user runs
+them), the receivers here.
+
+Per N (1, 2, 4, 8 by default) it prints: the relay's audio underruns, late and skipped
+audio, and delay raises summed over the sessions (during the measured window); lip sync at
+the receivers (click minus flash through the relay's sender reports: median and worst);
+the relay's and the cloud's CPU (% of one core) and resident memory with the sessions
+open, and both processes' memory again once every session has closed.
+
+    .venv/bin/python benchmarks/relay_capacity.py [--sessions 1 2 4 8] [--seconds 10]
+
+On this machine the receivers decode on the same 2 cores as the cloud app and the relay,
+so the figures are a floor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import socket
+import statistics
+import sys
+import time
+from typing import Any
+
+os.environ.setdefault("SCOPE_RELAY_ICE_LOOPBACK", "1")
+
+import httpx
+from aiortc import RTCSessionDescription
+from latency import Receiver, Trial  # this folder's (run as a script)
+
+from scope_relay.rtc.ice import loopback_candidates
+
+CLI = [sys.executable, "-m", "scope_relay.cli"]
+TICKS = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+
+
+def rss_mb(pid: int) -> float:
+    return int(open(f"/proc/{pid}/statm").read().split()[1]) * PAGE / 2**20
+
+
+async def start(args: list[str], pattern: str, env: dict[str, str]) -> tuple[Any, str]:
+    proc = await asyncio.create_subprocess_exec(*CLI, *args, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.STDOUT, env=env)
+    assert proc.stdout is not None
+    while line := (await asyncio.wait_for(proc.stdout.readline(), 60)).decode():
+        match = re.search(pattern, line)
+        if match:
+            asyncio.ensure_future(drain(proc.stdout))
+            return proc, match.group(1)
+    raise RuntimeError(f"{args[0]} ended before serving")
+
+
+async def drain(stream: asyncio.StreamReader) -> None:
+    while await stream.readline():
+        pass
+
+
+async def open_session(relay_url: str) -> Receiver:
+    trial = Trial()
+    receiver = Receiver(trial, time.monotonic())
+    with loopback_candidates():
+        await receiver.pc.setLocalDescription(await receiver.pc.createOffer())
+    async with httpx.AsyncClient(base_url=relay_url, timeout=120) as http:
+        answer = (await http.post("/api/v1/webrtc/offer", json={
+            "sdp": receiver.pc.localDescription.sdp, "type": "offer",
+            "initialParameters": {"pipeline_ids": ["av-sync"]}})).json()
+    await receiver.pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
+    await asyncio.wait_for(asyncio.gather(*(e.wait() for e in receiver.first.values())), 30)
+    return receiver
+
+
+def lip_sync(receiver: Receiver, since: float) -> list[float]:
+    """Click minus flash (ms) for flashes after ``since`` (wall clock), paired within 0.5 s."""
+    flashes = [t for t in (receiver.video_tap.best_time(p) for p in receiver.trial.flashes)
+               if t is not None and t >= since]
+    clicks = [t for t in (receiver.audio_tap.best_time(p) for p in receiver.trial.clicks)
+              if t is not None]
+    out = []
+    for flash in flashes:
+        nearest = min(clicks, key=lambda c: abs(c - flash), default=None)
+        if nearest is not None and abs(nearest - flash) < 0.5:
+            out.append((nearest - flash) * 1000)
+    return out
+
+
+def totals(stats: dict) -> dict[str, float]:
+    keys = ("audio_underruns", "audio_late_ms", "audio_skipped_ms", "delay_raises")
+    return {k: sum(float(s.get(k) or 0) for s in stats["sessions"]) for k in keys}
+
+
+async def measure(n: int, seconds: float, relay_url: str, relay_pid: int, cloud_pid: int) -> dict:
+    receivers = await asyncio.gather(*(open_session(relay_url) for _ in range(n)))
+    async with httpx.AsyncClient(base_url=relay_url, timeout=30) as http:
+        await asyncio.sleep(2.0)  # past every session's start-up (a measured window follows)
+        before = totals((await http.get("/api/v1/stats")).json())
+        cpu0 = {pid: cpu_seconds(pid) for pid in (relay_pid, cloud_pid)}
+        t0, wall0 = time.monotonic(), time.time()
+        await asyncio.sleep(seconds)  # the window being measured
+        elapsed = time.monotonic() - t0
+        after = totals((await http.get("/api/v1/stats")).json())
+        cpu = {pid: (cpu_seconds(pid) - cpu0[pid]) / elapsed * 100 for pid in cpu0}
+        rss_open = {pid: rss_mb(pid) for pid in cpu0}
+        offsets = [o for r in receivers for o in lip_sync(r, wall0)]
+        for r in receivers:
+            await r.close()
+        deadline = time.monotonic() + 30
+        while (await http.get("/api/v1/stats")).json()["sessions"]:
+            if time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
+    await asyncio.sleep(2.0)  # let both processes finish closing before reading memory
+    return {"n": n, **{k: after[k] - before[k] for k in after},
+            "av_median": statistics.median(offsets) if offsets else None,
+            "av_worst": max(offsets, key=abs) if offsets else None, "paired": len(offsets),
+            "relay_cpu": cpu[relay_pid], "cloud_cpu": cpu[cloud_pid],
+            "relay_rss": rss_open[relay_pid], "cloud_rss": rss_open[cloud_pid],
+            "relay_rss_after": rss_mb(relay_pid), "cloud_rss_after": rss_mb(cloud_pid)}
+
+
+async def main(counts: list[int], seconds: float) -> int:
+    env = {**os.environ, "SCOPE_RELAY_ICE_LOOPBACK": "1", "PYTHONUNBUFFERED": "1"}
+    env.pop("SCOPE_CLOUD_API_KEY", None)
+    cloud, ws_url = await start(["cloud", "--host", "127.0.0.1", "--port", "0",
+                                 "--loopback-ice", "--log-level", "WARNING"],
+                                r"cloud app: (ws://\S+)", env)
+    relay_env = {**env, "SCOPE_CLOUD_WS_URL": ws_url}
+    relay, relay_url = await start(["local", "--port", str(free_port()),
+                                    "--browser-loopback-ice", "--log-level", "WARNING"],
+                                   r"open the page: (http://\S+?)/?\s*$", relay_env)
+    try:
+        idle = (rss_mb(relay.pid), rss_mb(cloud.pid))
+        print(f"idle: relay {idle[0]:.0f} MB, cloud {idle[1]:.0f} MB resident")
+        print(f"{'N':>3} {'underruns':>9} {'late ms':>8} {'skipped ms':>10} {'raises':>6} "
+              f"{'A/V ms med (worst)':>19} {'relay CPU':>9} {'cloud CPU':>9} "
+              f"{'relay MB':>9} {'cloud MB':>9} {'MB after (relay/cloud)':>22}")
+        for n in counts:
+            r = await measure(n, seconds, relay_url, relay.pid, cloud.pid)
+            av = ("-" if r["av_median"] is None
+                  else f"{r['av_median']:+.1f} ({r['av_worst']:+.0f})")
+            print(f"{n:>3} {r['audio_underruns']:>9.0f} {r['audio_late_ms']:>8.0f} "
+                  f"{r['audio_skipped_ms']:>10.0f} {r['delay_raises']:>6.0f} {av:>19} "
+                  f"{r['relay_cpu']:>8.0f}% {r['cloud_cpu']:>8.0f}% {r['relay_rss']:>9.0f} "
+                  f"{r['cloud_rss']:>9.0f} "
+                  f"{r['relay_rss_after']:>10.0f}/{r['cloud_rss_after']:.0f}", flush=True)
+    finally:
+        for proc in (relay, cloud):
+            proc.kill()
+            await proc.wait()
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sessions", type=int, nargs="+", default=[1, 2, 4, 8])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    args = parser.parse_args()
+    sys.exit(asyncio.run(main(args.sessions, args.seconds)))
