@@ -23,6 +23,7 @@ from scope_relay.protocol.errors import (
 )
 from scope_relay.protocol.messages import load_json
 from scope_relay.rtc.opus import DEFAULT_BITRATE, configure_opus
+from scope_relay.util.memory import release_freed_memory
 from scope_relay.util.metrics import metrics_handler, session_gauges
 
 from .api import ApiRouter
@@ -184,6 +185,8 @@ class CloudState:
     def _forget_session(self, session_id: str) -> None:
         self.sessions.pop(session_id, None)
         self._note_sessions_changed()
+        if not self.sessions:
+            release_freed_memory()
 
     async def close_session(self, session_id: str) -> None:
         session = self.sessions.pop(session_id, None)

@@ -15,6 +15,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from scope_relay.protocol.errors import InvalidMessage, ProtocolError, UnknownSession
 from scope_relay.protocol.messages import load_json_object
 from scope_relay.rtc.opus import DEFAULT_BITRATE, configure_opus
+from scope_relay.util.memory import release_freed_memory
 from scope_relay.util.metrics import metrics_handler, session_gauges
 
 from .browser_session import BrowserSession
@@ -115,6 +116,8 @@ class LocalRelay:
     def _session_closed(self, session_id: str) -> None:
         self.sessions.pop(session_id, None)
         self.recordings.session_closed(session_id)  # its recording is finished, kept
+        if not self.sessions:
+            release_freed_memory()
 
     def _session(self, request: web.Request) -> BrowserSession:
         session_id = request.match_info["session_id"]
