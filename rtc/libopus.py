@@ -8,7 +8,7 @@ Which libopus: the one PyAV's wheel ships (the same library FFmpeg encodes Opus 
 this process; 1.6 with av 18), else the system's. The maintained binding, ``opuslib-next``,
 only finds the system's: 1.3.1 on Debian 12, whose encoder measured 4 dB less tone purity
 than PyAV's on this project's own test (tests/integration/test_scope_outputs.py), and which
-lacks ``opus_packet_has_lbrr``. Hence these ~100 lines, not that dependency.
+lacks ``opus_packet_has_lbrr``. Hence this small binding, not that dependency.
 """
 
 from __future__ import annotations
