@@ -68,11 +68,7 @@ class ReceivePath:
         self.unconcealed = 0  # lost audio units with no concealing decoder (silence)
         self._custom_codecs: dict[int, internals.CustomDecoderCodec] = {}
 
-    # --- aiortc's jitter-buffer interface ----------------------------------------------
-    @property
-    def capacity(self) -> int:
-        return self.buffer.capacity
-
+    # --- aiortc's jitter-buffer interface (it calls only ``add``) ------------------------
     def add(self, packet: Any) -> tuple[bool, None]:
         codec = internals.receiver_codec(self.receiver, packet.payload_type)
         if codec is None:
