@@ -112,7 +112,8 @@ async def test_pause_holds_generator_and_resumes_in_sync(stack):
         assert cloud_after["paused_ms"] >= 2900 and cloud_after["paused"] is False
         assert relay_after["paused"] is False
         assert relay_after["audio_underruns"] - relay_before["audio_underruns"] <= MAX_UNDERRUNS
-        assert relay_after["offset_ms"] == relay_before["offset_ms"]
+        # the offset is a running minimum of transit: it may only tighten, and by little
+        assert 0 <= relay_before["offset_ms"] - relay_after["offset_ms"] <= 5.0
         assert relay_after["video_late_frames"] - relay_before["video_late_frames"] <= 2
 
 
