@@ -95,7 +95,8 @@ MEASURE = """async (seconds) => {
 }"""
 
 
-async def main(seconds: float, warmup: float) -> int:
+async def main(seconds: float, warmup: float) -> dict[str, float] | None:
+    """Print the per-flash offsets; return the settled figures (ms), None if none."""
     from playwright.async_api import async_playwright
 
     async with serve(create_app(CloudConfig(loopback_ice=True))) as cloud, \
@@ -128,7 +129,7 @@ async def main(seconds: float, warmup: float) -> int:
           f"outputLatency {seen['outputLatency'] * 1000:.1f} ms (the tap's own path)")
     if not flashes or not clicks:
         print(f"nothing to compare: {len(flashes)} flashes, {len(clicks)} clicks")
-        return 1
+        return None
     print(f"{'t (s)':>6}  {'click - flash (ms)':>18}")
     settled = []
     for flash in flashes:
@@ -141,13 +142,15 @@ async def main(seconds: float, warmup: float) -> int:
             settled.append(offset)
     if not settled:
         print("no flashes after the warm-up: run longer")
-        return 1
+        return None
     tap_ms = (seen["baseLatency"] + seen["outputLatency"]) * 1000
     median = statistics.median(settled)
-    print(f"\nafter {warmup:g} s warm-up: median {median:+.1f} ms, worst "
-          f"{max(settled, key=abs):+.1f} ms over {len(settled)} flashes; net of the tap's own "
-          f"{tap_ms:.0f} ms: median {median - tap_ms:+.1f} ms")
-    return 0
+    ordered = sorted(settled)
+    p5, p95 = (ordered[min(len(ordered) - 1, int(q * len(ordered)))] for q in (0.05, 0.95))
+    print(f"\nafter {warmup:g} s warm-up: median {median:+.1f} ms, p5..p95 {p5:+.1f}.."
+          f"{p95:+.1f} ms, worst {max(settled, key=abs):+.1f} ms over {len(settled)} flashes; "
+          f"net of the tap's own {tap_ms:.0f} ms: median {median - tap_ms:+.1f} ms")
+    return {"median": median, "p5": p5, "p95": p95, "tap_ms": tap_ms}
 
 
 if __name__ == "__main__":
@@ -157,4 +160,4 @@ if __name__ == "__main__":
     args = parser.parse_args()
     if not os.path.exists(CHROMIUM):
         sys.exit("needs Debian's chromium: scripts/setup.sh --system")
-    sys.exit(asyncio.run(main(args.seconds, args.warmup)))
+    sys.exit(0 if asyncio.run(main(args.seconds, args.warmup)) else 1)

@@ -14,6 +14,9 @@ click at the same media time, once per second) and prints:
     .venv/bin/python benchmarks/latency.py [--trials 10] [--seconds 10]
         [--relay-delay 0.07] [--cloud-delay 0.1] [--no-early-reports]
 
+The receiver stand-in decodes what arrives at once, through the same receive path as the
+relay (a browser's NetEq and video receiver do too); ``--aiortc-receiver`` keeps aiortc's
+own buffers instead, which hold ~80 ms of audio and a video frame until the next one.
 ``--no-early-reports`` leaves aiortc to send its first sender report when it would
 (0.5-1.5 s in): start-up as it was before the early reports of rtc/peer.py.
 """
@@ -42,10 +45,13 @@ from scope_relay.local.server import RELAY_KEY, RelayConfig, create_relay_app
 from scope_relay.media.audio import frame_to_s16
 from scope_relay.rtc import peer
 from scope_relay.rtc.ice import rtc_configuration
+from scope_relay.rtc.receive_path import install_receive_path
 from scope_relay.rtc.sender_reports import SenderReportTap
 from scope_relay.util.serve import serve
 
 PIPELINE = "av-sync"
+#: the receiver stand-in decodes on arrival, as a browser does (--aiortc-receiver: not)
+PROMPT_RECEIVER = True
 
 
 @dataclass
@@ -67,10 +73,13 @@ class Receiver:
     def __init__(self, trial: Trial, began: float):
         self.trial, self.began = trial, began
         self.pc = RTCPeerConnection(rtc_configuration())
-        self.video_tap = SenderReportTap(
-            self.pc.addTransceiver("video", direction="recvonly").receiver, 90_000)
-        self.audio_tap = SenderReportTap(
-            self.pc.addTransceiver("audio", direction="recvonly").receiver, 48_000)
+        video = self.pc.addTransceiver("video", direction="recvonly").receiver
+        audio = self.pc.addTransceiver("audio", direction="recvonly").receiver
+        if PROMPT_RECEIVER:  # like a browser: plays what arrives (aiortc's own holds ~80 ms)
+            install_receive_path(video, "video")
+            install_receive_path(audio, "audio")
+        self.video_tap = SenderReportTap(video, 90_000)
+        self.audio_tap = SenderReportTap(audio, 48_000)
         self.first = {"audio": asyncio.Event(), "video": asyncio.Event()}
         self._tasks: list[asyncio.Task] = []
         self._bright = 0.0
@@ -168,7 +177,9 @@ def steady_latency(trial: Trial, receiver: Receiver, buffer: Any) -> dict[str, l
 
 
 async def measure(cloud_app: Any, relay_app: Any, relay_url: str, trials: int,
-                  seconds: float) -> int:
+                  seconds: float) -> dict[str, Any]:
+    """Print the start-up trials and the steady latency; return the figures (ms)."""
+    figures: dict[str, Any] = {}
     rows: list[Trial] = []
     print(f"{'trial':>5} {'answer':>7} {'cloud out':>9} {'relay in':>9} "
           f"{'audio':>7} {'video':>7}   (ms after the receiver began its offer)", flush=True)
@@ -186,6 +197,9 @@ async def measure(cloud_app: Any, relay_app: Any, relay_url: str, trials: int,
     print(f"\n{'start-up (ms)':<22} {'median':>9} {'max':>9}")
     for name in ("answer", "cloud_release", "relay_first_in", "first_audio", "first_video"):
         print(f"{name:<22} {figure([getattr(t, name) for t in rows])}")
+        seen = [v for v in (getattr(t, name) for t in rows) if v is not None]
+        if seen:
+            figures[name] = (statistics.median(seen), max(seen))
 
     if seconds > 0:
         print(f"\nsteady: one session for {seconds:g} s ...", flush=True)
@@ -204,15 +218,18 @@ async def measure(cloud_app: Any, relay_app: Any, relay_url: str, trials: int,
             p90 = values[min(len(values) - 1, int(0.9 * len(values)))]
             print(f"{kind:<34} {len(values):>4} {statistics.median(values):7.1f} "
                   f"{p90:7.1f} {values[-1]:7.1f}")
+            figures[f"steady_{kind}"] = statistics.median(values)
+        figures["underruns"] = sum(s["audio_underruns"] for s in relay_stats)
         for stats in relay_stats:  # what that latency cost at the relay
             print(f"relay: audio underruns {stats['audio_underruns']}, late "
                   f"{stats['audio_late_ms']:.0f} ms, extra delay {stats['extra_delay_ms']:.0f} ms"
                   f" (raised {stats['delay_raises']}x), late video frames "
                   f"{stats['video_late_frames']}")
-    return 0
+    return figures
 
 
-async def main(trials: int, seconds: float, relay_delay: float, cloud_delay: float) -> int:
+async def main(trials: int, seconds: float, relay_delay: float,
+               cloud_delay: float) -> dict[str, Any]:
     cloud_app = create_app(CloudConfig(loopback_ice=True, playout_delay=cloud_delay))
     async with serve(cloud_app) as cloud:
         relay_app = create_relay_app(RelayConfig(CloudTarget(cloud.ws_url), loopback_ice=True,
@@ -229,7 +246,11 @@ if __name__ == "__main__":
                         help="relay playout delay, s (default: the relay's own)")
     parser.add_argument("--cloud-delay", type=float, default=0.1, help="cloud playout delay, s")
     parser.add_argument("--no-early-reports", action="store_true")
+    parser.add_argument("--aiortc-receiver", action="store_true",
+                        help="the receiver stand-in keeps aiortc's own jitter buffers")
     args = parser.parse_args()
+    PROMPT_RECEIVER = not args.aiortc_receiver
     if args.no_early_reports:
         peer.EARLY_SENDER_REPORTS = 0
-    sys.exit(asyncio.run(main(args.trials, args.seconds, args.relay_delay, args.cloud_delay)))
+    asyncio.run(main(args.trials, args.seconds, args.relay_delay, args.cloud_delay))
+    sys.exit(0)

@@ -133,7 +133,8 @@ async def measure(n: int, seconds: float, relay_url: str, relay_pid: int, cloud_
             "relay_rss_after": rss_mb(relay_pid), "cloud_rss_after": rss_mb(cloud_pid)}
 
 
-async def main(counts: list[int], seconds: float) -> int:
+async def main(counts: list[int], seconds: float) -> dict[str, Any]:
+    """Print a row per N; return the rows and the idle memory."""
     env = {**os.environ, "SCOPE_RELAY_ICE_LOOPBACK": "1", "PYTHONUNBUFFERED": "1"}
     env.pop("SCOPE_CLOUD_API_KEY", None)
     cloud, ws_url = await start(["cloud", "--host", "127.0.0.1", "--port", "0",
@@ -145,12 +146,14 @@ async def main(counts: list[int], seconds: float) -> int:
                                    r"open the page: (http://\S+?)/?\s*$", relay_env)
     try:
         idle = (rss_mb(relay.pid), rss_mb(cloud.pid))
+        out: dict[str, Any] = {"idle_relay_mb": idle[0], "idle_cloud_mb": idle[1], "rows": []}
         print(f"idle: relay {idle[0]:.0f} MB, cloud {idle[1]:.0f} MB resident")
         print(f"{'N':>3} {'underruns':>9} {'late ms':>8} {'skipped ms':>10} {'raises':>6} "
               f"{'A/V ms med (worst)':>19} {'relay CPU':>9} {'cloud CPU':>9} "
               f"{'relay MB':>9} {'cloud MB':>9} {'MB after (relay/cloud)':>22}")
         for n in counts:
             r = await measure(n, seconds, relay_url, relay.pid, cloud.pid)
+            out["rows"].append(r)
             av = ("-" if r["av_median"] is None
                   else f"{r['av_median']:+.1f} ({r['av_worst']:+.0f})")
             print(f"{n:>3} {r['audio_underruns']:>9.0f} {r['audio_late_ms']:>8.0f} "
@@ -162,7 +165,7 @@ async def main(counts: list[int], seconds: float) -> int:
         for proc in (relay, cloud):
             proc.kill()
             await proc.wait()
-    return 0
+    return out
 
 
 if __name__ == "__main__":
@@ -170,4 +173,5 @@ if __name__ == "__main__":
     parser.add_argument("--sessions", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--seconds", type=float, default=10.0)
     args = parser.parse_args()
-    sys.exit(asyncio.run(main(args.sessions, args.seconds)))
+    asyncio.run(main(args.sessions, args.seconds))
+    sys.exit(0)

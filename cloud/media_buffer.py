@@ -47,11 +47,16 @@ SENDER_LAG_TOLERANCE = 0.1
 class MediaBuffer:
     def __init__(self, loop: asyncio.AbstractEventLoop, *, playout_delay: float = 0.1,
                  max_buffer: float = 6.0, audio_clocked: bool = True,
+                 release_when_ready: bool = False,
                  clock: Callable[[], float] = time.monotonic):
         self.loop = loop
         self.playout_delay = playout_delay
         self.max_buffer = max_buffer
         self.audio_clocked = audio_clocked
+        #: video goes out the moment it is made, its pts still on the media clock: a
+        #: camera-driven chain without audio is paced by the camera and has nothing to
+        #: line up with, so any wait would only add latency
+        self.release_when_ready = release_when_ready
         self.clock = clock
         self._lock = threading.Lock()
         #: the audio not yet played; its ``start`` is the media sample index playing next

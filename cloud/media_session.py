@@ -88,9 +88,12 @@ class MediaSession(PeerSession):
         caps = self.capabilities = self.manager.registry.capabilities(self.pipeline_ids)
 
         await self.set_offer(sdp)
-        self.buffer = MediaBuffer(asyncio.get_running_loop(), playout_delay=self.playout_delay,
-                                  max_buffer=self.max_buffer,
-                                  audio_clocked=caps.produces_audio and self.offers("audio"))
+        audio_clocked = caps.produces_audio and self.offers("audio")
+        camera_driven = caps.accepts_video and not audio_clocked
+        self.buffer = MediaBuffer(asyncio.get_running_loop(),
+                                  playout_delay=0.0 if camera_driven else self.playout_delay,
+                                  max_buffer=self.max_buffer, audio_clocked=audio_clocked,
+                                  release_when_ready=camera_driven)
         if caps.produces_video and self.offers("video"):
             self.video_track = TimedVideoTrack(self.buffer)
         if caps.produces_audio and self.offers("audio"):

@@ -79,6 +79,20 @@ class TimedVideoTrack(MediaStreamTrack):
                 break
             await buf.wait_video(timeout=0.5)
         media_time, rgb = item
+        if not buf.release_when_ready:
+            await self._wait_release(media_time)
+        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+        pts = max(video_pts(buf.output_seconds(media_time)), self._last_pts + 1)
+        self._last_pts = pts
+        frame.pts = pts
+        frame.time_base = VIDEO_TIME_BASE
+        self.frames_sent += 1
+        return frame
+
+    async def _wait_release(self, media_time: float) -> None:
+        """Until the frame's release time; a late frame in a video-only session stalls
+        the clock by its lateness, so the frames after it keep their spacing."""
+        buf = self.buffer
         while True:  # the clock may stall while we wait: re-read it
             deadline = buf.release_time(media_time)
             now = buf.clock()
@@ -90,10 +104,3 @@ class TimedVideoTrack(MediaStreamTrack):
             self.late_frames += 1
             if not buf.audio_clocked:
                 buf.stall_for(lateness)
-        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-        pts = max(video_pts(buf.output_seconds(media_time)), self._last_pts + 1)
-        self._last_pts = pts
-        frame.pts = pts
-        frame.time_base = VIDEO_TIME_BASE
-        self.frames_sent += 1
-        return frame

@@ -112,6 +112,10 @@ class BrowserSession(PeerSession):
             self.connection, initial_parameters.get(PIPELINE_IDS))
         self.capabilities = caps
         await self.set_offer(sdp)
+        if not (caps.produces_audio and self.offers("audio")):
+            # no audio to line the video up with: frames pass on arrival (the browser's
+            # own jitter buffer smooths them), so a camera loop adds no wait here
+            self.processor.playout_delay = 0.0
         browser_sends_video = any(
             t.kind == "video" and offered_direction(t) in ("sendrecv", "sendonly")
             for t in self.pc.getTransceivers())
@@ -128,7 +132,6 @@ class BrowserSession(PeerSession):
         self.hop = CloudHop(new_client, pipeline_ids=self.pipeline_ids,
                             initial_parameters=initial_parameters, name=self.name)
         self.hop.on_pipeline_failed = self._pipeline_failed
-        await self.hop.connect()
         if caps.produces_video and self.offers("video"):
             self.video_track = CloudTrack(self.processor)
         if caps.produces_audio and self.offers("audio"):
@@ -138,7 +141,10 @@ class BrowserSession(PeerSession):
         self._own_tracks = fanout.subscribe()  # the owner's sender, like any viewer's
         self.attach_media(*self._own_tracks, receive_video=send_camera,
                           receive_audio=send_microphone)
-        return await self.create_answer()
+        # the answer first: an offer that cannot be answered costs no cloud session
+        answer = await self.create_answer()
+        await self.hop.connect()  # returns once the cloud answered (see CloudHop.connect)
+        return answer
 
     # --- hooks ---------------------------------------------------------------------------
     def on_track(self, track: MediaStreamTrack) -> None:

@@ -63,19 +63,39 @@ class CloudHop:
         return client
 
     async def connect(self) -> None:
-        """Build the first hop, then keep it up in the background. Raises
-        ``PIPELINE_FAILED`` if the pipeline fails before the hop is up."""
+        """Negotiate the first hop and return once the cloud has answered, then bring it
+        up and keep it up in the background. Raises what the cloud refused, or
+        ``PIPELINE_FAILED`` if the pipeline failed before that.
+
+        Returning before ICE and DTLS are done lets the relay answer its browser at once,
+        so the two hops connect side by side rather than one after the other (about
+        100 ms off every start-up). A first hop that then fails to connect is rebuilt
+        like any later one; a pipeline that fails on its first frame reaches the page as
+        ``PIPELINE_FAILED`` on the data channel."""
         self.client = self._build_client()
         try:
-            await self.client.connect(self._initial)
-        except Exception:
+            await self.client.negotiate(self._initial)
+        except BaseException:
+            await self.client.close()
             if self.pipeline_failed is not None:  # the real reason the hop went down
                 raise PipelineFailed(self.pipeline_failed) from None
             raise
         if self.pipeline_failed is not None:
             raise PipelineFailed(self.pipeline_failed)
-        self._keeper = self._tasks.spawn(self._keep_connected())
+        self._keeper = self._tasks.spawn(self._keep_connected(self.client))
         self._tasks.spawn(self._watch_media())
+
+    async def _finish_first_hop(self, client: CloudWebRTCClient) -> None:
+        """Wait for the first hop to connect; on failure mark it failed so it is rebuilt.
+        Parameters the browser sent meanwhile found no open channel: send them now."""
+        try:
+            await client.wait_connected()
+        except Exception as exc:
+            logger.warning("%s: the cloud hop did not come up: %s", self.name, exc)
+            client.failed.set()
+            return
+        if self.parameter_state and client.parameters_dropped:
+            client.send_parameters(json.dumps(self.parameter_state))
 
     def _pipeline_failed(self, message: str) -> None:
         if self.pipeline_failed is not None:
@@ -99,7 +119,8 @@ class CloudHop:
             del self.parameter_state[next(iter(self.parameter_state))]
             self.parameters_forgotten += 1
 
-    async def _keep_connected(self) -> None:
+    async def _keep_connected(self, first: CloudWebRTCClient) -> None:
+        await self._finish_first_hop(first)
         backoff = 0.5
         while True:
             assert self.client is not None

@@ -60,6 +60,8 @@ class CloudWebRTCClient:
         self.max_pending = max_pending
         self.session_id: str | None = None
         self.pc: RTCPeerConnection | None = None
+        self._connected = asyncio.Event()  # replaced by negotiate() for its connection
+        self._channel_open = asyncio.Event()
         self.channel: Any = None  # aiortc's RTCDataChannel once connected
         self._timers: dict[str, TrackTimer] = {}
         #: our jitter buffers and loss handling on each receiver (rtc/receive_path.py)
@@ -79,10 +81,20 @@ class CloudWebRTCClient:
         self.on_pipeline_failed: Callable[[str], object] | None = None
 
     async def connect(self, initial_parameters: Mapping[str, Any]) -> str:
+        """Negotiate, then wait until media and parameters can flow."""
+        session_id = await self.negotiate(initial_parameters)
+        await self.wait_connected()
+        return session_id
+
+    async def negotiate(self, initial_parameters: Mapping[str, Any]) -> str:
+        """Offer to the cloud and apply its answer; returns the cloud session id. Raises
+        what the cloud refused (unknown pipeline, no capacity, ...). ICE and DTLS go on
+        in the background: :meth:`wait_connected` waits for them."""
         servers = m.parse_ice_servers(await self.connection.request(m.GetIceServers()))
         self.pc = pc = RTCPeerConnection(rtc_configuration(servers))
         caps = self.capabilities
-        connected, channel_open = asyncio.Event(), asyncio.Event()
+        self._connected = connected = asyncio.Event()
+        self._channel_open = channel_open = asyncio.Event()
 
         @pc.on("connectionstatechange")
         def on_state() -> None:
@@ -128,6 +140,12 @@ class CloudWebRTCClient:
         # before the peer can connect (and the cloud's runner start): nothing is missed
         self.connection.watch_session(answer.session_id, self._on_cloud_error)
         await pc.setRemoteDescription(RTCSessionDescription(answer.sdp, "answer"))
+        return self.session_id or ""
+
+    async def wait_connected(self) -> None:
+        """Wait for the negotiated connection to carry media and the data channel; raises
+        :class:`Unavailable` if it fails or takes longer than ``connect_timeout``."""
+        connected, channel_open = self._connected, self._channel_open
         try:
             await asyncio.wait_for(connected.wait(), self.connect_timeout)
             if not self.failed.is_set():  # connected: parameters can flow once SCTP is up
@@ -137,7 +155,6 @@ class CloudWebRTCClient:
                 f"WebRTC to the cloud did not connect in {self.connect_timeout:g} s") from None
         if self.failed.is_set():
             raise Unavailable("WebRTC connection to the cloud failed")
-        return self.session_id or ""
 
     def _on_cloud_error(self, failure: m.ErrorReply) -> None:
         if failure.code == CONNECTION_LOST:  # the cloud ended our session: rebuild at once

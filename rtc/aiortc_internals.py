@@ -18,8 +18,10 @@ import aioice.ice
 import aiortc.codecs
 import aiortc.codecs.opus
 import aiortc.rtcrtpreceiver
+import aiortc.rtcrtpsender
 import aiortc.rtp
 from aiortc.rtp import RtcpSdesPacket, RtcpSenderInfo, RtcpSourceInfo, RtcpSrPacket
+from av.frame import Frame
 
 #: aiortc's own Opus encoder class (subclass it to change its settings).
 OpusEncoderBase: type = aiortc.codecs.opus.OpusEncoder
@@ -97,34 +99,6 @@ def offered_direction(transceiver: Any) -> str | None:
 
 
 # --- the receive path (rtc/receive_path.py) -------------------------------------------
-_original_get_decoder = aiortc.rtcrtpreceiver.get_decoder
-
-
-class CustomDecoderCodec:
-    """A codec a receive path hands to aiortc's decoder thread with its own frames: the
-    thread builds the decoder by calling :meth:`new_decoder` (see
-    :func:`install_decoder_hook`); ``name`` differs from the real codec's so a thread never
-    mixes the two."""
-
-    def __init__(self, codec: Any, name: str, new_decoder: Callable[[], Any]):
-        self.codec = codec
-        self.name = name
-        self.mimeType = codec.mimeType
-        self.new_decoder = new_decoder
-
-
-def install_decoder_hook() -> None:
-    """Let :class:`CustomDecoderCodec` choose its decoder in aiortc's decoder threads;
-    every other codec gets aiortc's own (idempotent, process-wide)."""
-
-    def get_decoder(codec: Any) -> Any:
-        if isinstance(codec, CustomDecoderCodec):
-            return codec.new_decoder()
-        return _original_get_decoder(codec)
-
-    aiortc.rtcrtpreceiver.get_decoder = get_decoder
-
-
 def replace_jitter_buffer(receiver: Any, intake: Any) -> None:
     """Give every depayloaded RTP packet (RTX unwrapped, ``packet._data`` set) to
     ``intake.add(packet)``, which must return ``(False, None)``: it queues frames itself
@@ -139,12 +113,24 @@ def receiver_codec(receiver: Any, payload_type: int) -> Any:
     return receiver._RTCRtpReceiver__codecs.get(payload_type)
 
 
+def map_timestamp(receiver: Any, timestamp: int) -> int:
+    """An RTP timestamp mapped the way aiortc maps it before decoding (so ``pts`` and
+    :func:`rtp_origin` agree). Timestamps must come in order."""
+    mapped: int = receiver._RTCRtpReceiver__timestamp_mapper.map(timestamp)
+    return mapped
+
+
 def queue_for_decoding(receiver: Any, codec: Any, frame: Any) -> None:
-    """Hand one encoded unit to the receiver's decoder thread, its ``timestamp`` (an RTP
-    timestamp) first mapped the way aiortc maps it (so ``pts`` and :func:`rtp_origin`
-    agree). Units must come in timestamp order."""
-    frame.timestamp = receiver._RTCRtpReceiver__timestamp_mapper.map(frame.timestamp)
+    """Hand one encoded unit to the receiver's decoder thread, its ``timestamp`` first
+    mapped (:func:`map_timestamp`). Units must come in timestamp order."""
+    frame.timestamp = map_timestamp(receiver, frame.timestamp)
     receiver._RTCRtpReceiver__decoder_queue.put((codec, frame))
+
+
+def deliver_decoded(receiver: Any, frame: Any) -> None:
+    """Put a frame decoded on the event loop where the receiver's track reads, as
+    aiortc's decoder thread would (without the thread hop)."""
+    receiver._track._queue.put_nowait(frame)
 
 
 def after_rtp_packet(receiver: Any, hook: Callable[[Any], Awaitable[None]]) -> None:
@@ -171,6 +157,35 @@ def sender_encoder(sender: Any) -> Any:
     return getattr(sender, "_RTCRtpSender__encoder", None)
 
 
+def encode_on_loop(sender: Any) -> None:
+    """Make an ``RTCRtpSender`` encode on the event loop: aiortc hands every frame to the
+    default thread pool, which for a 20 ms Opus frame (~0.1-0.3 ms to encode) costs more
+    than the encoding (a pool submit, a self-pipe write and a loop wake-up per frame).
+    The frame is read, encoded and given an audio level exactly as aiortc does."""
+
+    async def next_encoded_frame(codec: Any) -> Any:
+        data = await sender._RTCRtpSender__track.recv()
+        if not sender._enabled:
+            return None  # (read anyway, so nothing piles up)
+        encoder = sender._RTCRtpSender__encoder
+        if encoder is None:
+            encoder = sender._RTCRtpSender__encoder = aiortc.rtcrtpsender.get_encoder(codec)
+        audio_level: Any = None  # (aiortc's own annotation says int; it passes None too)
+        if isinstance(data, Frame):
+            if isinstance(data, aiortc.rtcrtpsender.AudioFrame):
+                audio_level = aiortc.rtp.compute_audio_level_dbov(data)
+            force_keyframe = sender._RTCRtpSender__force_keyframe
+            sender._RTCRtpSender__force_keyframe = False
+            payloads, timestamp = encoder.encode(data, force_keyframe)
+        else:
+            payloads, timestamp = encoder.pack(data)
+        if not payloads:
+            return None
+        return aiortc.rtcrtpsender.RTCEncodedFrame(payloads, timestamp, audio_level)
+
+    sender._next_encoded_frame = next_encoded_frame
+
+
 # --- early sender reports (rtc/peer.py) ------------------------------------------------
 def report_early(sender: Any, frames: int) -> None:
     """Make an ``RTCRtpSender`` send an RTCP sender report right after each of its first
@@ -186,8 +201,8 @@ def report_early(sender: Any, frames: int) -> None:
         # aiortc asks for the next frame right after sending every packet of the last
         if sender._RTCRtpSender__packet_count:
             left -= 1
-            if not left:  # the last one: aiortc's own method from here on
-                del sender._next_encoded_frame
+            if not left:  # the last one: the method from before from here on
+                sender._next_encoded_frame = original
             await send_sender_report(sender)
         return await original(codec)
 

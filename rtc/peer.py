@@ -24,7 +24,7 @@ from scope_relay.protocol.errors import InvalidMessage
 from scope_relay.protocol.parameters import DATA_CHANNEL_LABEL, parse_parameters_message
 from scope_relay.util.tasks import OwnedTasks, RunOnce
 
-from .aiortc_internals import report_early
+from .aiortc_internals import encode_on_loop, report_early
 from .ice import add_remote_candidate, loopback_candidates, parse_candidate, rtc_configuration
 from .opus import adapt_to_loss
 from .receive_path import install_receive_path
@@ -95,6 +95,7 @@ class PeerSession:
                 audio_done = True
                 if audio is not None:
                     transceiver.sender.replaceTrack(audio)
+                    encode_on_loop(transceiver.sender)  # (before report_early wraps it)
                     report_early(transceiver.sender, EARLY_SENDER_REPORTS)
                     adapt_to_loss(transceiver.sender)
                 transceiver.direction = direction(audio is not None, receive_audio)

@@ -54,3 +54,49 @@ class SyntheticCamera(MediaStreamTrack):
         frame.time_base = fractions.Fraction(1, VIDEO_CLOCK)
         self.frames_sent += 1
         return frame
+
+
+#: :class:`NumberedCamera`'s code: GRID x GRID blocks of BLOCK pixels, one bit each
+GRID = 4
+BLOCK = 40
+
+
+def numbered_frame(number: int, width: int = 640, height: int = 480) -> np.ndarray:
+    """A grey ``(H, W, 3)`` frame carrying ``number`` (mod 2**16) in its top-left corner
+    as black and white blocks, bit 0 first: coarse enough to survive VP8 at any bitrate."""
+    frame = np.full((height, width, 3), 128, np.uint8)
+    bits = (number >> np.arange(GRID * GRID)) & 1
+    blocks = np.where(bits.reshape(GRID, GRID), 235, 16).astype(np.uint8)
+    frame[:GRID * BLOCK, :GRID * BLOCK] = np.kron(blocks, np.ones((BLOCK, BLOCK), np.uint8))[
+        :, :, None]
+    return frame
+
+
+def frame_number(image: np.ndarray) -> int | None:
+    """The number :func:`numbered_frame` put in ``image`` (RGB or grey), or ``None`` when
+    a block is not clearly black or white (a blurred or foreign frame)."""
+    grey = image.mean(axis=2) if image.ndim == 3 else image
+    if grey.shape[0] < GRID * BLOCK or grey.shape[1] < GRID * BLOCK:
+        return None
+    cells = grey[:GRID * BLOCK, :GRID * BLOCK].reshape(GRID, BLOCK, GRID, BLOCK)
+    means = cells[:, 8:-8, :, 8:-8].mean(axis=(1, 3)).ravel()  # block centres
+    if np.any((means > 80) & (means < 170)):
+        return None
+    return int(np.sum((means >= 170) << np.arange(GRID * GRID)))
+
+
+class NumberedCamera(SyntheticCamera):
+    """A camera whose frames carry their number (:func:`frame_number` reads it back), for
+    timing a round trip: :attr:`sent_at` maps each number to when aiortc took the frame."""
+
+    def __init__(self, *, fps: float = 30.0, width: int = 640, height: int = 480):
+        super().__init__(numbered_frame(0, width, height), fps=fps)
+        self.width, self.height = width, height
+        self.sent_at: dict[int, float] = {}
+
+    async def recv(self) -> av.VideoFrame:
+        number = self.frames_sent % (1 << GRID * GRID)
+        self.image = numbered_frame(number, self.width, self.height)
+        frame = await super().recv()
+        self.sent_at[number] = time.monotonic()
+        return frame

@@ -127,7 +127,7 @@ async def stream_pipeline(pipeline_ids: str | Sequence[str], *,
     ``camera``: for a chain that accepts video, the track to send (``True``: a
     :class:`SyntheticCamera` showing colour bars; ``False``: none). ``device``: where the
     cloud runs pipelines (``cpu``, ``cuda``, ...; default: CUDA when there is one). The
-    offer, answered once the chain is loaded and the whole path is up, may take up to
+    offer, answered once the chain is loaded and the cloud has answered, may take up to
     ``timeout`` seconds.
 
     Every hop gathers only 127.0.0.1 candidates (``SCOPE_RELAY_ICE_LOOPBACK=1`` is set

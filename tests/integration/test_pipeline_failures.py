@@ -182,6 +182,8 @@ async def test_load_failure_refuses_the_offer_with_the_exception_text(stack):
             await ws.send_json({"type": "offer", "request_id": "o1", "sdp": pc.localDescription.sdp,
                                 "initialParameters": {"pipeline_ids": ["fails-loading"]}})
             reply = await asyncio.wait_for(ws.receive_json(), 30)
+            while reply["type"] == "logs":  # the load's log lines may be forwarded first
+                reply = await asyncio.wait_for(ws.receive_json(), 30)
     finally:
         await pc.close()
     assert reply["type"] == "error" and reply["request_id"] == "o1", reply

@@ -128,13 +128,40 @@ async def test_early_sender_reports_follow_each_first_frame_on_a_real_sender():
         assert report.sender_info.rtp_timestamp == rtp.timestamp
         assert report.sender_info.packet_count == (k + 1) // 2
         assert before <= ntp_to_unix(report.sender_info.ntp_timestamp) <= time.time()
-    assert "_next_encoded_frame" not in vars(sender)  # aiortc's own method again
+    assert sender._next_encoded_frame.__func__ is RTCRtpSender._next_encoded_frame  # aiortc's
+
+
+async def test_audio_is_encoded_on_the_loop_by_a_real_sender():
+    """With ``encode_on_loop`` nothing goes to the thread pool, and the packets are what
+    aiortc's own sender makes: RTP time following the frames' pts."""
+    import asyncio
+
+    transport = StandInTransport()
+    sender = RTCRtpSender(ThreeFrames(), transport)
+    internals.encode_on_loop(sender)
+    internals.report_early(sender, 1)  # as rtc/peer.py stacks them
+    codec = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, channels=2,
+                                  payloadType=111)
+    loop = asyncio.get_running_loop()
+
+    def no_pool(*args: object) -> None:
+        raise AssertionError("a frame was handed to the thread pool")
+
+    loop.run_in_executor = no_pool  # type: ignore[method-assign]
+    try:
+        await sender._run_rtp(codec)  # returns when the track ends
+    finally:
+        del loop.run_in_executor
+    packets = [RtpPacket.parse(d) for d in transport.sent if not is_rtcp(d)]
+    assert [p.timestamp - packets[0].timestamp for p in packets] == [0, 960, 1920]
+    assert all(p.payload for p in packets)
+    assert not hasattr(sender._next_encoded_frame, "__func__")  # ours, after the reports too
 
 
 async def test_receive_path_takes_over_a_real_receivers_jitter_buffer_and_decoder():
     """Packets through aiortc's own ``_handle_rtp_packet``: our buffer releases them at
-    once, NACKs the hole, and after its deadline the decoder thread conceals the lost
-    packet in place (pts continuous), through aiortc's decoder queue and track."""
+    once, NACKs the hole, and after its deadline the lost packet is concealed in place
+    (pts continuous), decoded on the loop into aiortc's track."""
     import asyncio
 
     from aiortc.rtcrtpparameters import RTCRtpReceiveParameters
