@@ -74,6 +74,10 @@ def table(f: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
         rows.append(("offer -> first audio / video (median, max)",
                      f"{audio[0]:.0f} / {video[0]:.0f} ms (max {max(audio[1], video[1]):.0f})",
                      "bare aiortc 130 ms", "<= 350 median, <= 500 max", "yes" if met else "no"))
+        cold = lat.get("cold")
+        if cold and None not in cold:
+            rows.append(("  a process's first session (loads the chain)",
+                         f"{cold[0]:.0f} / {cold[1]:.0f} ms", "-", "-", "-"))
     if "steady_audio" in lat:
         worst = max(lat["steady_audio"], lat.get("steady_video", 0.0))
         rows.append(("cloud release -> relay send, steady",
@@ -106,7 +110,7 @@ def table(f: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     b = f.get("browser")
     if b:
         inside = LEAD_LIMIT <= b["p5"] and b["p95"] <= LAG_LIMIT
-        rows.append(("lip sync in Chromium (click - flash, p5..p95)",
+        rows.append(("lip sync in Chromium (click - flash, net, p5..p95)",
                      f"median {b['median']:+.0f} ms, {b['p5']:+.0f}..{b['p95']:+.0f}",
                      "0", "-15..+45 ms", "yes" if inside else "no"))
     return rows

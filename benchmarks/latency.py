@@ -3,7 +3,9 @@
 Runs the real cloud app and relay on 127.0.0.1 with the `av-sync` pipeline (a flash and a
 click at the same media time, once per second) and prints:
 
-- start-up, over ``--trials`` fresh sessions: from the receiver starting its offer to
+- start-up, over ``--trials`` fresh sessions after a first one (printed as ``cold``: the
+  first session of a process also loads the pipeline, imports codecs and warms their
+  libraries): from the receiver starting its offer to
   the relay's answer, the cloud releasing its first frame, the relay getting the first
   frame from the cloud, and the receiver's first audio and first video frame (``recv()``);
   the median and the worst of each;
@@ -183,17 +185,21 @@ async def measure(cloud_app: Any, relay_app: Any, relay_url: str, trials: int,
     rows: list[Trial] = []
     print(f"{'trial':>5} {'answer':>7} {'cloud out':>9} {'relay in':>9} "
           f"{'audio':>7} {'video':>7}   (ms after the receiver began its offer)", flush=True)
-    for k in range(trials):
+
+    def cell(v: float | None, width: int) -> str:
+        return f"{v:{width}.0f}" if v is not None else f"{'-':>{width}}"
+
+    for k in range(-1, trials):  # -1: the processes' first session, printed, not counted
         trial, receiver, _ = await run_trial(cloud_app, relay_app, relay_url)
         await receiver.close()
         await sessions_gone(cloud_app, relay_app)
-        rows.append(trial)
-
-        def cell(v: float | None, width: int) -> str:
-            return f"{v:{width}.0f}" if v is not None else f"{'-':>{width}}"
-        print(f"{k:>5} {cell(trial.answer, 7)} {cell(trial.cloud_release, 9)} "
-              f"{cell(trial.relay_first_in, 9)} {cell(trial.first_audio, 7)} "
-              f"{cell(trial.first_video, 7)}", flush=True)
+        if k >= 0:
+            rows.append(trial)
+        print(f"{'cold' if k < 0 else k:>5} {cell(trial.answer, 7)} "
+              f"{cell(trial.cloud_release, 9)} {cell(trial.relay_first_in, 9)} "
+              f"{cell(trial.first_audio, 7)} {cell(trial.first_video, 7)}", flush=True)
+        if k < 0:
+            figures["cold"] = (trial.first_audio, trial.first_video)
     print(f"\n{'start-up (ms)':<22} {'median':>9} {'max':>9}")
     for name in ("answer", "cloud_release", "relay_first_in", "first_audio", "first_video"):
         print(f"{name:<22} {figure([getattr(t, name) for t in rows])}")

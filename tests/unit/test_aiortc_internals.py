@@ -128,18 +128,17 @@ async def test_early_sender_reports_follow_each_first_frame_on_a_real_sender():
         assert report.sender_info.rtp_timestamp == rtp.timestamp
         assert report.sender_info.packet_count == (k + 1) // 2
         assert before <= ntp_to_unix(report.sender_info.ntp_timestamp) <= time.time()
-    assert sender._next_encoded_frame.__func__ is RTCRtpSender._next_encoded_frame  # aiortc's
 
 
 async def test_audio_is_encoded_on_the_loop_by_a_real_sender():
-    """With ``encode_on_loop`` nothing goes to the thread pool, and the packets are what
-    aiortc's own sender makes: RTP time following the frames' pts."""
+    """With ``encode_frames(on_loop=True)`` nothing goes to the thread pool, and the
+    packets are what aiortc's own sender makes: RTP time following the frames' pts."""
     import asyncio
 
     transport = StandInTransport()
     sender = RTCRtpSender(ThreeFrames(), transport)
-    internals.encode_on_loop(sender)
-    internals.report_early(sender, 1)  # as rtc/peer.py stacks them
+    release = internals.encode_frames(sender, on_loop=True)
+    internals.report_early(sender, 1, release)  # as rtc/peer.py stacks them
     codec = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, channels=2,
                                   payloadType=111)
     loop = asyncio.get_running_loop()
@@ -156,6 +155,42 @@ async def test_audio_is_encoded_on_the_loop_by_a_real_sender():
     assert [p.timestamp - packets[0].timestamp for p in packets] == [0, 960, 1920]
     assert all(p.payload for p in packets)
     assert not hasattr(sender._next_encoded_frame, "__func__")  # ours, after the reports too
+
+
+class SlowEncoder:
+    """An encoder that takes 60 ms a frame, like VP8 on a busy pool."""
+
+    def encode(self, frame: object, force_keyframe: bool = False) -> tuple[list[bytes], int]:
+        time.sleep(0.06)
+        return [b"\xf8\xff\xfe"], int(getattr(frame, "pts", 0) or 0)
+
+
+async def test_sender_reports_pair_rtp_time_with_release_not_send_time():
+    """A frame that took 60 ms to encode is reported at when it left its track, so the
+    receiver does not place it 60 ms late (aiortc pairs the time its packets went out)."""
+    transport = StandInTransport()
+    sender = RTCRtpSender(ThreeFrames(), transport)
+    release = internals.encode_frames(sender, on_loop=False)  # the pool, as video does
+    sender._RTCRtpSender__encoder = SlowEncoder()
+    internals.report_early(sender, 2, release)
+    released: list[float] = []
+    track = sender._RTCRtpSender__track
+    original_recv = track.recv
+
+    async def recv() -> object:
+        frame = await original_recv()
+        released.append(time.time())
+        return frame
+
+    track.recv = recv
+    codec = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, channels=2,
+                                  payloadType=111)
+    await sender._run_rtp(codec)
+    reports = [RtcpPacket.parse(d)[0] for d in transport.sent if is_rtcp(d)]
+    assert len(reports) == 2
+    for k, report in enumerate(reports):
+        reported = ntp_to_unix(report.sender_info.ntp_timestamp)
+        assert abs(reported - released[k]) < 0.01, (reported, released[k])
 
 
 async def test_receive_path_takes_over_a_real_receivers_jitter_buffer_and_decoder():
