@@ -33,7 +33,8 @@ VP8 = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90_000)
 
 
 def pipeline_media(pipeline_id: str, seconds: float) -> tuple[list[np.ndarray], np.ndarray, float]:
-    """``seconds`` of the pipeline's output: RGB frames, int16 (2, n) audio, fps."""
+    """``seconds`` of the pipeline's output: RGB (or 2-D I420) frames, int16 (2, n) audio,
+    fps."""
     registry = PipelineRegistry()
     pipeline = registry.get(pipeline_id)("cpu")
     frames: list[np.ndarray] = []
@@ -58,7 +59,7 @@ def encoded(frames: list[np.ndarray], audio: np.ndarray, fps: float
     video_encoder, audio_encoder = get_encoder(VP8), MusicOpusEncoder()
     video = []
     for k, rgb in enumerate(frames):
-        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+        frame = av.VideoFrame.from_ndarray(rgb, format="yuv420p" if rgb.ndim == 2 else "rgb24")
         frame.pts = round(k * 90_000 / fps)
         payloads, timestamp = video_encoder.encode(frame)
         video.append((b"".join(depayload(VP8, p) for p in payloads), timestamp))

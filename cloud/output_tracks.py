@@ -78,10 +78,12 @@ class TimedVideoTrack(MediaStreamTrack):
             if item is not None:
                 break
             await buf.wait_video(timeout=0.5)
-        media_time, rgb = item
+        media_time, picture = item
         if not buf.release_when_ready:
             await self._wait_release(media_time)
-        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+        # (H, W, 3) RGB, or a 2-D I420 frame from a pipeline that made YUV itself
+        frame = av.VideoFrame.from_ndarray(picture, format="yuv420p" if picture.ndim == 2
+                                           else "rgb24")
         pts = max(video_pts(buf.output_seconds(media_time)), self._last_pts + 1)
         self._last_pts = pts
         frame.pts = pts

@@ -23,6 +23,7 @@ import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import av
 import numpy as np
 import torch
 
@@ -93,8 +94,18 @@ class InputQueue:
             self._cond.notify_all()
 
 
-def video_to_numpy(video: Any) -> list[np.ndarray]:
-    """``(T, H, W, 3)`` uint8 or float [0, 1] (torch or numpy) -> list of uint8 frames."""
+#: what :attr:`PipelineOutput.video_format` may say
+VIDEO_FORMATS = ("rgb24", "yuv420p")
+
+
+def video_to_numpy(video: Any, video_format: str = "rgb24") -> list[np.ndarray]:
+    """``(T, H, W, 3)`` uint8 or float [0, 1] (torch or numpy) -> list of uint8 frames;
+    for ``yuv420p``, ``(T, H * 3 // 2, W)`` uint8 -> list of 2-D I420 frames."""
+    if video_format == "yuv420p":
+        return _yuv_to_numpy(video)
+    if video_format != "rgb24":
+        raise ValueError(f"video_format must be one of {', '.join(VIDEO_FORMATS)}, "
+                         f"got {video_format!r}")
     if isinstance(video, torch.Tensor):
         if video.is_floating_point():
             video = (video.clamp(0, 1) * 255).round().to(torch.uint8)
@@ -109,6 +120,25 @@ def video_to_numpy(video: Any) -> list[np.ndarray]:
             raise ValueError(f"video must be uint8 or float in [0, 1], got {arr.dtype}")
         arr = (np.clip(np.nan_to_num(arr), 0, 1) * 255).round().astype(np.uint8)
     return [np.ascontiguousarray(f) for f in arr]
+
+
+def _yuv_to_numpy(video: Any) -> list[np.ndarray]:
+    if isinstance(video, torch.Tensor):
+        video = video.detach().cpu().numpy()
+    arr = np.asarray(video)
+    if arr.ndim == 2:
+        arr = arr[np.newaxis]
+    if (arr.ndim != 3 or arr.dtype != np.uint8 or arr.shape[1] % 3 or arr.shape[2] % 2
+            or arr.shape[1] // 3 % 2 or not arr.shape[2]):
+        raise ValueError("yuv420p video must be (T, H * 3 / 2, W) uint8 with H and W even, "
+                         f"got shape {arr.shape} {arr.dtype}")
+    return [np.ascontiguousarray(f) for f in arr]
+
+
+def yuv_to_rgb(frame: np.ndarray) -> np.ndarray:
+    """One 2-D I420 frame as ``(H, W, 3)`` RGB (for a stage that feeds another)."""
+    return np.asarray(av.VideoFrame.from_ndarray(frame, format="yuv420p").to_ndarray(
+        format="rgb24"))
 
 
 def audio_to_numpy(audio: Any) -> np.ndarray:
@@ -337,7 +367,9 @@ class PipelineRunner:
             if output.audio is not None:
                 audio_out = output
             if output.video is not None:
-                frames = video_to_numpy(output.video)
+                frames = video_to_numpy(output.video, output.video_format)
+                if output.video_format == "yuv420p" and stage is not self.chain[-1]:
+                    frames = [yuv_to_rgb(f) for f in frames]  # the next stage takes RGB
                 times = output.video_times or [0.0] * len(frames)
                 stage_inputs = [InputFrame(f, t) for f, t in zip(frames, times, strict=False)]
         if output is not None and audio_out is not None and audio_out is not output:
@@ -353,7 +385,7 @@ class PipelineRunner:
         last = self.chain[-1]
         self._culprit = pipeline_name(last)  # what cannot be used is the last stage's output
         if out.video is not None and last.produces_video:
-            frames = video_to_numpy(out.video)
+            frames = video_to_numpy(out.video, out.video_format)
             fps = out.fps or last.fps or 30.0
             if finite_number(fps) is None or fps <= 0:
                 raise ValueError(f"fps must be a positive finite number, got {fps!r}")

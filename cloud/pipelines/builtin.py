@@ -91,7 +91,9 @@ class TestTone(Pipeline):
 
 class AvSync(Pipeline):
     """24 fps video and 48 kHz stereo audio: once per second a white frame and a 1 kHz
-    click start at the same media time; black and silent otherwise."""
+    click start at the same media time; black and silent otherwise. The frames are made
+    as YUV (``video_format="yuv420p"``), as a pipeline that wants no colour conversion
+    does."""
 
     pipeline_id = "av-sync"
     name = "A/V sync test"
@@ -111,7 +113,10 @@ class AvSync(Pipeline):
         fps, sr = int(self.fps), self.sample_rate
         per_frame = sr // fps
         h, w = FRAME_SIZE
-        video = torch.zeros((self.chunk_frames, h, w, 3), dtype=torch.uint8, device=self.device)
+        # black I420 frames (Y 16, chroma 128): handed to the encoder as they are
+        video = torch.full((self.chunk_frames, h * 3 // 2, w), 128, dtype=torch.uint8,
+                           device=self.device)
+        video[:, :h] = 16
         audio = torch.zeros((2, self.chunk_frames * per_frame), device=self.device)
         click_len = int(self.click_seconds * sr)
         t = torch.arange(click_len, device=self.device) / sr
@@ -119,11 +124,12 @@ class AvSync(Pipeline):
             click_len, int(0.002 * sr), self.device)
         for k in range(self.chunk_frames):
             if (self._frame + k) % fps == 0:
-                video[k] = 255
+                video[k, :h] = 235  # white
                 start = k * per_frame
                 audio[:, start:start + click_len] = click
         self._frame += self.chunk_frames
-        return PipelineOutput(video=video, audio=audio, sample_rate=sr, fps=self.fps)
+        return PipelineOutput(video=video, audio=audio, sample_rate=sr, fps=self.fps,
+                              video_format="yuv420p")
 
 
 def prompt_seed(params: Mapping[str, Any]) -> int:

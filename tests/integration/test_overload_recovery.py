@@ -11,10 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import re
 import signal
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import httpx
@@ -25,7 +23,7 @@ from scope_relay.local.frame_processor import MAX_OUTPUT_LAG
 from scope_relay.media.audio import frame_to_s16
 
 from helpers.peers import BrowserPeer
-from helpers.processes import CLI, CloudProcess, cloud_process
+from helpers.processes import cloud_process, relay_process
 from helpers.waiting import wait_until
 
 #: how long the relay gets no CPU at all: the forced overload
@@ -91,56 +89,6 @@ def steady_from(heard: list[Heard], start: int) -> int | None:
                 pts_step(a, b) == FRAME for a, b in zip(run, run[1:], strict=False)):
             return i
     return None
-
-
-@dataclass
-class RelayProcess:
-    proc: asyncio.subprocess.Process
-    url: str
-    output: list[str]
-
-
-@contextlib.asynccontextmanager
-async def relay_process(cloud: CloudProcess, start_timeout: float = 60.0
-                        ) -> AsyncIterator[RelayProcess]:
-    """``scope-relay local`` on a free port, its cloud ``cloud``, once it prints its page's
-    URL; continued (should it be stopped) and killed afterwards."""
-    env = {**os.environ, "SCOPE_RELAY_ICE_LOOPBACK": "1", "PYTHONUNBUFFERED": "1",
-           "SCOPE_CLOUD_WS_URL": cloud.ws_url}
-    for name in ("SCOPE_CLOUD_API_KEY", "SCOPE_CLOUD_APP_ID", "SCOPE_CLOUD_BASE_URL"):
-        env.pop(name, None)
-    proc = await asyncio.create_subprocess_exec(
-        *CLI, "local", "--host", "127.0.0.1", "--port", "0", "--browser-loopback-ice",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env)
-    stdout = proc.stdout
-    assert stdout is not None
-    output: list[str] = []
-    reader = None
-
-    async def read_rest() -> None:
-        while line := await stdout.readline():
-            output.append(line.decode(errors="replace").rstrip())
-
-    try:
-        async def started() -> str:
-            while line := await stdout.readline():
-                output.append(line.decode(errors="replace").rstrip())
-                match = re.search(r"open the page: (http://\S+?)/?$", output[-1])
-                if match:
-                    return match.group(1)
-            raise AssertionError("the relay ended before serving:\n" + "\n".join(output))
-
-        url = await asyncio.wait_for(started(), start_timeout)
-        reader = asyncio.ensure_future(read_rest())
-        yield RelayProcess(proc, url, output)
-    finally:
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGCONT)  # never leave it stopped, whatever failed
-            proc.kill()
-            await proc.wait()
-        if reader is not None:
-            await asyncio.gather(reader, return_exceptions=True)
 
 
 async def session_stats(http: httpx.AsyncClient) -> dict:

@@ -188,3 +188,74 @@ def test_unusable_output_is_a_failure_of_the_pipeline_that_made_it(loop):
     assert not runner.running and runner.failed is not None
     assert reported and reported[0][0] == "returns-text"
     assert reported[0][1].startswith("TypeError: pipeline 'returns-text' returned str")
+
+
+class MakesYuv(Pipeline):
+    """Grey I420 frames (Y 200) with a dark top-left quarter, made as YUV."""
+
+    pipeline_id = "makes-yuv"
+    name = "Makes YUV"
+    produces_video = True
+    fps = 10.0
+
+    def __call__(self, inputs, params):
+        frame = np.full((24, 16), 128, np.uint8)  # 16 x 16 picture: 16 rows of Y, 8 of U+V
+        frame[:16] = 200
+        frame[:8, :8] = 30
+        return PipelineOutput(video=frame[None], video_format="yuv420p")
+
+
+class TakesRgb(Pipeline):
+    """Notes what it was given; passes its input on."""
+
+    pipeline_id = "takes-rgb"
+    name = "Takes RGB"
+    produces_video = True
+    accepts_video = True
+
+    def __init__(self) -> None:
+        super().__init__("cpu")
+        self.seen: list[np.ndarray] = []
+
+    def __call__(self, inputs, params):
+        self.seen.extend(f.rgb for f in inputs)
+        return PipelineOutput(video=np.stack([f.rgb for f in inputs]))
+
+
+def test_yuv_frames_reach_the_sender_as_yuv_without_conversion(loop):
+    from scope_relay.cloud.output_tracks import TimedVideoTrack
+
+    buffer = MediaBuffer(loop, audio_clocked=False, playout_delay=0.0)
+    runner = PipelineRunner([MakesYuv()], buffer)
+    assert runner.step()
+    media_time, picture = buffer._video[0]
+    assert picture.shape == (24, 16) and picture.dtype == np.uint8  # kept as I420
+    frame = loop.run_until_complete(TimedVideoTrack(buffer).recv())
+    assert frame.format.name == "yuv420p" and (frame.width, frame.height) == (16, 16)
+    grey = frame.to_ndarray(format="gray")
+    assert grey[:8, :8].max() < 40 and grey[8:, 8:].min() > 190
+
+
+def test_a_yuv_stage_feeding_another_hands_it_rgb(loop):
+    taker = TakesRgb()
+    runner = PipelineRunner([MakesYuv(), taker], MediaBuffer(loop, audio_clocked=False))
+    assert runner.step()
+    (rgb,) = taker.seen
+    assert rgb.shape == (16, 16, 3) and rgb.dtype == np.uint8
+    assert rgb[:8, :8].max() < 40 and rgb[8:, 8:].min() > 190  # grey, so R = G = B
+
+
+@pytest.mark.parametrize("video,video_format,words", [
+    (np.zeros((1, 25, 16), np.uint8), "yuv420p", "H \\* 3 / 2"),  # not a multiple of 3
+    (np.zeros((1, 24, 15), np.uint8), "yuv420p", "H \\* 3 / 2"),  # odd width
+    (np.zeros((1, 24, 16), np.float32), "yuv420p", "uint8"),
+    (np.zeros((1, 16, 16, 3), np.uint8), "nv12", "video_format must be one of"),
+])
+def test_unusable_yuv_is_refused_with_what_was_expected(loop, video, video_format, words):
+    class Bad(MakesYuv):
+        def __call__(self, inputs, params):
+            return PipelineOutput(video=video, video_format=video_format)
+
+    runner = PipelineRunner([Bad()], MediaBuffer(loop, audio_clocked=False))
+    with pytest.raises(ValueError, match=words):
+        runner.step()
