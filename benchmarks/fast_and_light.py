@@ -113,6 +113,10 @@ def table(f: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
         rows.append(("lip sync in Chromium (click - flash, net, p5..p95)",
                      f"median {b['median']:+.0f} ms, {b['p5']:+.0f}..{b['p95']:+.0f}",
                      "0", "-15..+45 ms", "yes" if inside else "no"))
+        raw_inside = LEAD_LIMIT <= b["raw_p5"] and b["raw_p95"] <= LAG_LIMIT
+        rows.append(("  as the tap heard it (its own output latency in)",
+                     f"median {b['raw_median']:+.0f} ms, {b['raw_p5']:+.0f}..{b['raw_p95']:+.0f}",
+                     "0", "-15..+45 ms", "yes" if raw_inside else "no"))
     return rows
 
 
