@@ -237,6 +237,11 @@ class MediaBuffer:
                     self.skipped_video_frames += 1
             return self._video.popleft() if self._video else None
 
+    def video_queued(self) -> int:
+        """Video frames waiting to be sent."""
+        with self._lock:
+            return len(self._video)
+
     def _trim_video(self) -> None:
         """Never hold more than ``max_buffer`` of video, whether or not anything is
         buffered ahead (a video track that stopped taking frames): drop the oldest."""

@@ -67,6 +67,8 @@ class TimedVideoTrack(MediaStreamTrack):
         self.frames_sent = 0
         self.late_frames = 0
         self._last_pts = -1
+        #: (when, media time) of the frame sent last, while more were queued behind it
+        self._spaced_from: tuple[float, float] | None = None
 
     async def recv(self) -> av.VideoFrame:
         buf = self.buffer
@@ -79,7 +81,9 @@ class TimedVideoTrack(MediaStreamTrack):
                 break
             await buf.wait_video(timeout=0.5)
         media_time, picture = item
-        if not buf.release_when_ready:
+        if buf.release_when_ready:
+            await self._keep_spacing(media_time)
+        else:
             await self._wait_release(media_time)
         # (H, W, 3) RGB, or a 2-D I420 frame from a pipeline that made YUV itself
         frame = av.VideoFrame.from_ndarray(picture, format="yuv420p" if picture.ndim == 2
@@ -90,6 +94,18 @@ class TimedVideoTrack(MediaStreamTrack):
         frame.time_base = VIDEO_TIME_BASE
         self.frames_sent += 1
         return frame
+
+    async def _keep_spacing(self, media_time: float) -> None:
+        """Released when made, except that frames made together (a model's chunk) keep
+        their media spacing: a frame that was already queued when the one before it went
+        out follows it by the difference of their media times. A frame made after that
+        goes at once, so waits never add up over a session (a camera's clock and ours may
+        drift apart), and a chunk reaches the relay as the paced frames it expects."""
+        buf = self.buffer
+        if self._spaced_from is not None:
+            sent_at, sent_media_time = self._spaced_from
+            await sleep_until(buf.clock, sent_at + max(0.0, media_time - sent_media_time))
+        self._spaced_from = (buf.clock(), media_time) if buf.video_queued() else None
 
     async def _wait_release(self, media_time: float) -> None:
         """Until the frame's release time; a late frame in a video-only session stalls

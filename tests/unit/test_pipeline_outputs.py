@@ -259,3 +259,37 @@ def test_unusable_yuv_is_refused_with_what_was_expected(loop, video, video_forma
     runner = PipelineRunner([Bad()], MediaBuffer(loop, audio_clocked=False))
     with pytest.raises(ValueError, match=words):
         runner.step()
+
+
+def test_camera_driven_frames_go_when_made_and_a_chunk_keeps_its_spacing(loop, monkeypatch):
+    """``release_when_ready``: a lone frame goes at once however late its media time;
+    frames pushed together go out spaced by their media times, not in a burst."""
+    import scope_relay.media.pacing as pacing
+    from scope_relay.cloud.output_tracks import TimedVideoTrack
+
+    now = [100.0]
+
+    async def sleep_on_fake_clock(seconds: float) -> None:
+        now[0] += seconds
+
+    monkeypatch.setattr(pacing, "asyncio", type("Asyncio", (), {"sleep": sleep_on_fake_clock}))
+    buffer = MediaBuffer(loop, audio_clocked=False, playout_delay=0.0,
+                         release_when_ready=True, clock=lambda: now[0])
+    track = TimedVideoTrack(buffer)
+    picture = np.zeros((4, 4, 3), np.uint8)
+
+    async def send_all() -> list[float]:
+        times = []
+        while buffer.video_queued():
+            await track.recv()
+            times.append(now[0])
+        return times
+
+    buffer.push([(0.0, picture)], None, 0.1)  # a lone frame: at once
+    assert loop.run_until_complete(send_all()) == [100.0]
+    now[0] += 5.0  # a frame made long after its media time: still at once
+    buffer.push([(0.1, picture)], None, 0.1)
+    assert loop.run_until_complete(send_all()) == [105.0]
+    buffer.push([(0.2 + 0.1 * k, picture) for k in range(4)], None, 0.1)  # a chunk
+    sent = loop.run_until_complete(send_all())
+    np.testing.assert_allclose(np.diff([105.0, *sent]), [0.0, 0.1, 0.1, 0.1], atol=1e-9)
