@@ -28,20 +28,20 @@ from typing import Any
 os.environ.setdefault("SCOPE_RELAY_ICE_LOOPBACK", "1")
 
 import httpx
-from aiortc import RTCPeerConnection, RTCSessionDescription
-from aiortc.mediastreams import MediaStreamError
+from aiortc import RTCSessionDescription
 from relay_capacity import free_port, start  # this folder's (run as a script)
+from track_reader import TrackReader
 
-from scope_relay.rtc.ice import loopback_candidates, rtc_configuration
+from scope_relay.rtc.ice import loopback_candidates
 from scope_relay.rtc.receive_path import install_receive_path
 from scope_relay.testing.camera import NumberedCamera, frame_number
 
 
-class LoopPage:
+class LoopPage(TrackReader):
     """The page stand-in: sends the numbered camera, times each number coming back."""
 
     def __init__(self) -> None:
-        self.pc = RTCPeerConnection(rtc_configuration())
+        super().__init__()
         self.camera = NumberedCamera()
         transceiver = self.pc.addTransceiver(self.camera, direction="sendrecv")
         install_receive_path(transceiver.receiver, "video")
@@ -49,31 +49,19 @@ class LoopPage:
         self.unreadable = 0
         self.first = asyncio.Event()
         self._seen: set[int] = set()
-        self._tasks: list[asyncio.Task] = []
-        self.pc.on("track", lambda t: self._tasks.append(asyncio.ensure_future(self._read(t))))
 
-    async def _read(self, track: Any) -> None:
-        try:
-            while True:
-                frame = await track.recv()
-                now = time.monotonic()
-                number = frame_number(frame.to_ndarray(format="gray"))
-                if number is None:
-                    self.unreadable += 1
-                    continue
-                sent = self.camera.sent_at.get(number)
-                if sent is None or number in self._seen:
-                    continue  # a repeat of a frame already timed
-                self._seen.add(number)
-                self.round_trips.append((now, (now - sent) * 1000))
-                self.first.set()
-        except MediaStreamError:
-            pass
-
-    async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await self.pc.close()
+    def on_frame(self, kind: str, frame: Any) -> None:
+        now = time.monotonic()
+        number = frame_number(frame.to_ndarray(format="gray"))
+        if number is None:
+            self.unreadable += 1
+            return
+        sent = self.camera.sent_at.get(number)
+        if sent is None or number in self._seen:
+            return  # a repeat of a frame already timed
+        self._seen.add(number)
+        self.round_trips.append((now, (now - sent) * 1000))
+        self.first.set()
 
 
 async def run(seconds: float, pipeline: str = "passthrough", relay_args: Sequence[str] = (),

@@ -38,15 +38,14 @@ os.environ.setdefault("SCOPE_RELAY_ICE_LOOPBACK", "1")
 
 import httpx
 import numpy as np
-from aiortc import RTCPeerConnection, RTCSessionDescription
-from aiortc.mediastreams import MediaStreamError
+from aiortc import RTCSessionDescription
+from track_reader import TrackReader  # this folder's (run as a script)
 
 from scope_relay.cloud.app import STATE_KEY, CloudConfig, create_app
 from scope_relay.local.cloud_target import CloudTarget
 from scope_relay.local.server import RELAY_KEY, RelayConfig, create_relay_app
 from scope_relay.media.audio import frame_to_s16
 from scope_relay.rtc import peer
-from scope_relay.rtc.ice import rtc_configuration
 from scope_relay.rtc.receive_path import install_receive_path
 from scope_relay.rtc.sender_reports import SenderReportTap
 from scope_relay.util.serve import serve
@@ -69,12 +68,12 @@ class Trial:
     clicks: list[int] = field(default_factory=list)  # received audio pts of click onsets
 
 
-class Receiver:
+class Receiver(TrackReader):
     """A page stand-in: recvonly audio and video, noting first frames, flashes, clicks."""
 
     def __init__(self, trial: Trial, began: float):
+        super().__init__()
         self.trial, self.began = trial, began
-        self.pc = RTCPeerConnection(rtc_configuration())
         video = self.pc.addTransceiver("video", direction="recvonly").receiver
         audio = self.pc.addTransceiver("audio", direction="recvonly").receiver
         if PROMPT_RECEIVER:  # like a browser: plays what arrives (aiortc's own holds ~80 ms)
@@ -83,40 +82,28 @@ class Receiver:
         self.video_tap = SenderReportTap(video, 90_000)
         self.audio_tap = SenderReportTap(audio, 48_000)
         self.first = {"audio": asyncio.Event(), "video": asyncio.Event()}
-        self._tasks: list[asyncio.Task] = []
         self._bright = 0.0
         self._loud_until = -1
-        self.pc.on("track", lambda t: self._tasks.append(asyncio.ensure_future(self._consume(t))))
 
     def _ms(self) -> float:
         return (time.monotonic() - self.began) * 1000
 
-    async def _consume(self, track: Any) -> None:
-        try:
-            while True:
-                frame = await track.recv()
-                if not self.first[track.kind].is_set():
-                    setattr(self.trial, f"first_{track.kind}", self._ms())
-                    self.first[track.kind].set()
-                if track.kind == "video":
-                    bright = float(frame.to_ndarray(format="gray").mean())
-                    if bright > 128 >= self._bright:
-                        self.trial.flashes.append(frame.pts)
-                    self._bright = bright
-                else:
-                    left = frame_to_s16(frame)[0].astype(np.int32)
-                    loud = np.flatnonzero(np.abs(left) > 8000)
-                    if len(loud) and frame.pts + loud[0] > self._loud_until:
-                        self.trial.clicks.append(frame.pts + int(loud[0]))
-                    if len(loud):
-                        self._loud_until = frame.pts + int(loud[-1]) + 4800
-        except MediaStreamError:
-            pass
-
-    async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await self.pc.close()
+    def on_frame(self, kind: str, frame: Any) -> None:
+        if not self.first[kind].is_set():
+            setattr(self.trial, f"first_{kind}", self._ms())
+            self.first[kind].set()
+        if kind == "video":
+            bright = float(frame.to_ndarray(format="gray").mean())
+            if bright > 128 >= self._bright:
+                self.trial.flashes.append(frame.pts)
+            self._bright = bright
+        else:
+            left = frame_to_s16(frame)[0].astype(np.int32)
+            loud = np.flatnonzero(np.abs(left) > 8000)
+            if len(loud) and frame.pts + loud[0] > self._loud_until:
+                self.trial.clicks.append(frame.pts + int(loud[0]))
+            if len(loud):
+                self._loud_until = frame.pts + int(loud[-1]) + 4800
 
 
 async def run_trial(cloud_app: Any, relay_app: Any, relay_url: str,

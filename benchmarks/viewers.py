@@ -23,15 +23,14 @@ import os
 import re
 import sys
 from collections.abc import AsyncIterator
+from typing import Any
 
 os.environ.setdefault("SCOPE_RELAY_ICE_LOOPBACK", "1")
 
 import httpx
 import numpy as np
-from aiortc import RTCPeerConnection, RTCSessionDescription
-from aiortc.mediastreams import MediaStreamError
-
-from scope_relay.rtc.ice import rtc_configuration
+from aiortc import RTCSessionDescription
+from track_reader import TrackReader  # this folder's (run as a script)
 
 CLI = [sys.executable, "-m", "scope_relay.cli"]
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -82,26 +81,19 @@ async def process(args: list[str], ready: str, env: dict[str, str]
             await asyncio.gather(reader, return_exceptions=True)
 
 
-class Receiver:
+class Receiver(TrackReader):
     """A page or a viewer: recvonly video and audio, frames counted and dropped."""
 
     def __init__(self, *, owner: bool = False) -> None:
-        self.pc = RTCPeerConnection(rtc_configuration())
+        super().__init__()
         if owner:  # the page's parameters channel (a viewer has none)
             self.pc.createDataChannel("parameters", ordered=True)
         self.pc.addTransceiver("video", direction="recvonly")
         self.pc.addTransceiver("audio", direction="recvonly")
         self.frames = {"video": 0, "audio": 0}
-        self.tasks: list[asyncio.Task] = []
-        self.pc.on("track", lambda t: self.tasks.append(asyncio.ensure_future(self._consume(t))))
 
-    async def _consume(self, track) -> None:
-        try:
-            while True:
-                await track.recv()
-                self.frames[track.kind] += 1
-        except MediaStreamError:
-            pass
+    def on_frame(self, kind: str, frame: Any) -> None:
+        self.frames[kind] += 1
 
     async def offer(self, http: httpx.AsyncClient, path: str, body: dict) -> dict:
         await self.pc.setLocalDescription(await self.pc.createOffer())
@@ -111,11 +103,6 @@ class Receiver:
         data = response.json()
         await self.pc.setRemoteDescription(RTCSessionDescription(data["sdp"], "answer"))
         return data
-
-    async def close(self) -> None:
-        for task in self.tasks:
-            task.cancel()
-        await self.pc.close()
 
 
 async def window(pids: dict[str, int], seconds: float, receivers: list[Receiver]

@@ -366,9 +366,9 @@ class PipelineRunner:
                 return None
             if output.audio is not None:
                 audio_out = output
-            if output.video is not None:
+            if output.video is not None and stage is not self.chain[-1]:  # (the last: _emit)
                 frames = video_to_numpy(output.video, output.video_format)
-                if output.video_format == "yuv420p" and stage is not self.chain[-1]:
+                if output.video_format == "yuv420p":
                     frames = [yuv_to_rgb(f) for f in frames]  # the next stage takes RGB
                 times = output.video_times or [0.0] * len(frames)
                 stage_inputs = [InputFrame(f, t) for f, t in zip(frames, times, strict=False)]
@@ -384,8 +384,9 @@ class PipelineRunner:
         duration = 0.0
         last = self.chain[-1]
         self._culprit = pipeline_name(last)  # what cannot be used is the last stage's output
-        if out.video is not None and last.produces_video:
-            frames = video_to_numpy(out.video, out.video_format)
+        # (checked even when the last stage does not declare video: a bug either way)
+        frames = None if out.video is None else video_to_numpy(out.video, out.video_format)
+        if frames is not None and last.produces_video:
             fps = out.fps or last.fps or 30.0
             if finite_number(fps) is None or fps <= 0:
                 raise ValueError(f"fps must be a positive finite number, got {fps!r}")

@@ -157,25 +157,36 @@ def sender_encoder(sender: Any) -> Any:
     return getattr(sender, "_RTCRtpSender__encoder", None)
 
 
-class ReleaseClock:
-    """When the frame a sender last encoded left its track (NTP): what its sender reports
-    should pair with that frame's RTP time, rather than when its packets went out after
-    encoding (see :func:`report_early`)."""
+# --- our send step (rtc/peer.py) -----------------------------------------------------
+def drive_sender(sender: Any, *, encode_on_loop: bool, early_reports: int) -> None:
+    """Take over an ``RTCRtpSender``'s per-frame step (aiortc's: read the track, encode in
+    the default thread pool, return the payloads), doing the same plus three things:
 
-    last_ntp: int | None = None
-
-
-def encode_frames(sender: Any, *, on_loop: bool) -> ReleaseClock:
-    """Take over an ``RTCRtpSender``'s read-and-encode step, which aiortc does as: read the
-    track, encode in the default thread pool, return the payloads. Ours does the same,
-    and notes when each frame was released (:class:`ReleaseClock`); with ``on_loop`` it
-    encodes on the event loop instead: for a 20 ms Opus frame (~0.1-0.3 ms to encode) the
-    pool costs more than the codec (a submit, a self-pipe write and a loop wake-up per
-    frame). Video keeps the pool: a VP8 frame can take milliseconds."""
-    release = ReleaseClock()
+    - ``encode_on_loop``: encode on the event loop. For a 20 ms Opus frame (~0.1-0.3 ms
+      to encode) the pool costs more than the codec (a submit, a self-pipe write and a
+      loop wake-up per frame); video keeps the pool, a VP8 frame can take milliseconds.
+    - Sender reports pair the last frame's RTP time with when that frame left its track.
+      aiortc pairs the time its packets went out, after encoding, which places a frame
+      late by its encode time (a VP8 frame: ms, more when the pool is busy), and a
+      browser lip-syncs by these pairs. Every report, aiortc's own included, gets it.
+    - A sender report right after each of the first ``early_reports`` frames has gone
+      out: aiortc's own loop sends its first 0.5-1.5 s after the sender starts, and a
+      receiver cannot put media on the sender's clock before one.
+    """
     loop = sender._RTCRtpSender__loop
+    reports_left = early_reports
+    last_release: int | None = None  # NTP time the last frame sent left its track
 
     async def next_encoded_frame(codec: Any) -> Any:
+        nonlocal reports_left, last_release
+        # aiortc asks for the next frame right after sending every packet of the last,
+        # with nothing awaited between: no report can go out with its send-time pair
+        if sender._RTCRtpSender__packet_count:
+            if last_release is not None:
+                sender._RTCRtpSender__ntp_timestamp = last_release
+            if reports_left > 0:
+                reports_left -= 1
+                await send_sender_report(sender)
         data = await sender._RTCRtpSender__track.recv()
         released = aiortc.rtcrtpsender.clock.current_ntp_time()
         if not sender._enabled:
@@ -189,7 +200,7 @@ def encode_frames(sender: Any, *, on_loop: bool) -> ReleaseClock:
                 audio_level = aiortc.rtp.compute_audio_level_dbov(data)
             force_keyframe = sender._RTCRtpSender__force_keyframe
             sender._RTCRtpSender__force_keyframe = False
-            if on_loop:
+            if encode_on_loop:
                 payloads, timestamp = encoder.encode(data, force_keyframe)
             else:
                 payloads, timestamp = await loop.run_in_executor(
@@ -198,40 +209,10 @@ def encode_frames(sender: Any, *, on_loop: bool) -> ReleaseClock:
             payloads, timestamp = encoder.pack(data)
         if not payloads:
             return None
-        release.last_ntp = released
+        last_release = released
         return aiortc.rtcrtpsender.RTCEncodedFrame(payloads, timestamp, audio_level)
 
     sender._next_encoded_frame = next_encoded_frame
-    return release
-
-
-# --- early sender reports (rtc/peer.py) ------------------------------------------------
-def report_early(sender: Any, frames: int, release: ReleaseClock | None = None) -> None:
-    """Make an ``RTCRtpSender`` send an RTCP sender report right after each of its first
-    ``frames`` frames has gone out. aiortc's own loop sends its first report 0.5-1.5 s
-    after the sender starts, and a receiver cannot put media on the sender's clock
-    before one. Each report is the one aiortc would send then: the last packet's RTP
-    time paired with the wall clock just after it was sent, or, given ``release``
-    (:func:`encode_frames`), with when that frame was released. aiortc's pairing puts a
-    frame late by its encoding time (a VP8 frame: ms, more when the pool is busy), and a
-    browser lip-syncs by these pairs; every report, aiortc's own included, uses it."""
-    original: Callable[[Any], Awaitable[Any]] = sender._next_encoded_frame
-    left = frames
-
-    async def next_encoded_frame(codec: Any) -> Any:
-        nonlocal left
-        # aiortc asks for the next frame right after sending every packet of the last,
-        # with nothing awaited between: no report can go out with its own send-time pair
-        if sender._RTCRtpSender__packet_count:
-            if release is not None and release.last_ntp is not None:
-                sender._RTCRtpSender__ntp_timestamp = release.last_ntp
-            if left > 0:
-                left -= 1
-                await send_sender_report(sender)
-        return await original(codec)
-
-    if frames > 0 or release is not None:
-        sender._next_encoded_frame = next_encoded_frame
 
 
 async def send_sender_report(sender: Any) -> None:

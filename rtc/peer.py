@@ -24,7 +24,7 @@ from scope_relay.protocol.errors import InvalidMessage
 from scope_relay.protocol.parameters import DATA_CHANNEL_LABEL, parse_parameters_message
 from scope_relay.util.tasks import OwnedTasks, RunOnce
 
-from .aiortc_internals import encode_frames, report_early
+from .aiortc_internals import drive_sender
 from .ice import add_remote_candidate, loopback_candidates, parse_candidate, rtc_configuration
 from .opus import adapt_to_loss
 from .receive_path import install_receive_path
@@ -89,15 +89,15 @@ class PeerSession:
                 video_done = True
                 if video is not None:
                     transceiver.sender.replaceTrack(video)
-                    release = encode_frames(transceiver.sender, on_loop=False)
-                    report_early(transceiver.sender, EARLY_SENDER_REPORTS, release)
+                    drive_sender(transceiver.sender, encode_on_loop=False,
+                                 early_reports=EARLY_SENDER_REPORTS)
                 transceiver.direction = direction(video is not None, receive_video)
             elif transceiver.kind == "audio" and not audio_done:
                 audio_done = True
                 if audio is not None:
                     transceiver.sender.replaceTrack(audio)
-                    release = encode_frames(transceiver.sender, on_loop=True)
-                    report_early(transceiver.sender, EARLY_SENDER_REPORTS, release)
+                    drive_sender(transceiver.sender, encode_on_loop=True,
+                                 early_reports=EARLY_SENDER_REPORTS)
                     adapt_to_loss(transceiver.sender)
                 transceiver.direction = direction(audio is not None, receive_audio)
             else:

@@ -111,10 +111,10 @@ class ThreeFrames(MediaStreamTrack):
 
 async def test_early_sender_reports_follow_each_first_frame_on_a_real_sender():
     """aiortc's own send loop, with reports early: each right after a frame's packet,
-    pairing that packet's RTP time with the wall clock just after it went out."""
+    pairing that packet's RTP time with when its frame left the track."""
     transport = StandInTransport()
     sender = RTCRtpSender(ThreeFrames(), transport)
-    internals.report_early(sender, 2)
+    internals.drive_sender(sender, encode_on_loop=False, early_reports=2)
     codec = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, channels=2,
                                   payloadType=111)
     before = time.time()
@@ -131,14 +131,13 @@ async def test_early_sender_reports_follow_each_first_frame_on_a_real_sender():
 
 
 async def test_audio_is_encoded_on_the_loop_by_a_real_sender():
-    """With ``encode_frames(on_loop=True)`` nothing goes to the thread pool, and the
+    """With ``encode_on_loop`` nothing goes to the thread pool, and the
     packets are what aiortc's own sender makes: RTP time following the frames' pts."""
     import asyncio
 
     transport = StandInTransport()
     sender = RTCRtpSender(ThreeFrames(), transport)
-    release = internals.encode_frames(sender, on_loop=True)
-    internals.report_early(sender, 1, release)  # as rtc/peer.py stacks them
+    internals.drive_sender(sender, encode_on_loop=True, early_reports=1)
     codec = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, channels=2,
                                   payloadType=111)
     loop = asyncio.get_running_loop()
@@ -170,9 +169,8 @@ async def test_sender_reports_pair_rtp_time_with_release_not_send_time():
     receiver does not place it 60 ms late (aiortc pairs the time its packets went out)."""
     transport = StandInTransport()
     sender = RTCRtpSender(ThreeFrames(), transport)
-    release = internals.encode_frames(sender, on_loop=False)  # the pool, as video does
+    internals.drive_sender(sender, encode_on_loop=False, early_reports=2)  # as video
     sender._RTCRtpSender__encoder = SlowEncoder()
-    internals.report_early(sender, 2, release)
     released: list[float] = []
     track = sender._RTCRtpSender__track
     original_recv = track.recv
