@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from scope_relay.local.frame_processor import FrameProcessor
+from scope_relay.local.playout.frame_processor import FrameProcessor
 from scope_relay.media.audio import array_to_frame, float_to_s16, frame_to_s16, s16_frame
 from scope_relay.media.resample import AudioFramer, StreamResampler
 from scope_relay.protocol.media import FRAME_SAMPLES

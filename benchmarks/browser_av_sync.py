@@ -30,7 +30,7 @@ from pathlib import Path
 from av_sync import serve  # this folder: the same way to start a server on 127.0.0.1
 
 from scope_relay.cloud.app import CloudConfig, create_app
-from scope_relay.local.cloud_target import CloudTarget
+from scope_relay.local.cloud_link.target import CloudTarget
 from scope_relay.local.server import RelayConfig, create_relay_app
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))

@@ -275,7 +275,7 @@ def _victim(cloud_session: dict, relay_session: dict) -> dict[str, Any]:
 
 async def main(seconds: float, warmup: float, cloud_config: str, sockets: int,
                rate: float) -> int:
-    from scope_relay.local.cloud_target import CloudTarget
+    from scope_relay.local.cloud_link.target import CloudTarget
     from scope_relay.local.server import RELAY_KEY, RelayConfig, create_relay_app
 
     cloud = await asyncio.create_subprocess_exec(

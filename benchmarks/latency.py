@@ -42,7 +42,7 @@ from aiortc import RTCSessionDescription
 from track_reader import TrackReader  # this folder's (run as a script)
 
 from scope_relay.cloud.app import STATE_KEY, CloudConfig, create_app
-from scope_relay.local.cloud_target import CloudTarget
+from scope_relay.local.cloud_link.target import CloudTarget
 from scope_relay.local.server import RELAY_KEY, RelayConfig, create_relay_app
 from scope_relay.media.audio import frame_to_s16
 from scope_relay.rtc import peer

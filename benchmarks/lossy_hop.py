@@ -47,7 +47,7 @@ import numpy as np
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
-from scope_relay.local.cloud_target import CloudTarget
+from scope_relay.local.cloud_link.target import CloudTarget
 from scope_relay.local.server import RelayConfig, create_relay_app
 from scope_relay.media.audio import frame_to_s16
 from scope_relay.rtc.ice import loopback_candidates, rtc_configuration

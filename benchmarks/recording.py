@@ -30,8 +30,8 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
 from scope_relay.cloud.app import CloudConfig, create_app
-from scope_relay.local.cloud_target import CloudTarget
-from scope_relay.local.recorder import Recorder
+from scope_relay.local.cloud_link.target import CloudTarget
+from scope_relay.local.recording.recorder import Recorder
 from scope_relay.local.server import RELAY_KEY, RelayConfig, create_relay_app
 from scope_relay.media.audio import s16_frame
 from scope_relay.protocol.media import VIDEO_TIME_BASE

@@ -22,7 +22,7 @@ from aiortc.codecs import depayload, get_decoder, get_encoder
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
-from scope_relay.cloud.pipeline_registry import PipelineRegistry
+from scope_relay.cloud.hosting.registry import PipelineRegistry
 from scope_relay.media.audio import s16_frame
 from scope_relay.protocol.media import FRAME_SAMPLES, SAMPLE_RATE
 from scope_relay.rtc.jitter import AudioUnit

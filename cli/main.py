@@ -13,11 +13,11 @@ import signal
 import sys
 
 from scope_relay.cli import new_pipeline
-from scope_relay.local.cloud_target import ENVIRONMENT_HELP, CloudTarget, resolve_cloud_target
+from scope_relay.local.cloud_link.target import ENVIRONMENT_HELP, CloudTarget, resolve_cloud_target
 from scope_relay.util.serve import serve
 
 logger = logging.getLogger("scope_relay.cli")
-#: the relay re-emits the cloud's forwarded log lines under this logger (local/cloud_connection.py)
+#: the relay re-emits the cloud's forwarded log lines under this logger (local/cloud_link/control_socket.py)
 CLOUD_ECHO_LOGGER = "scope_cloud"
 #: at most this long waiting for the cloud before the page URL is printed anyway
 STARTUP_WAIT = 15.0
@@ -27,7 +27,7 @@ def _port_in_use(exc: OSError, args) -> str | None:
     """One line for a port another program holds, naming the flag that moves ours."""
     if exc.errno != errno.EADDRINUSE:
         return None
-    osc = re.search(r"OSC port (\d+)", str(exc))  # local/osc.py names its port
+    osc = re.search(r"OSC port (\d+)", str(exc))  # local/inputs/osc.py names its port
     if osc:
         osc_port = int(osc.group(1))
         return f"OSC port {osc_port} is in use; try --osc-port {osc_port + 1}"
@@ -199,7 +199,7 @@ async def _until_stopped() -> None:
 
 def _cloud_config(args, *, embedded: bool):
     from scope_relay.cloud.app import CloudConfig  # torch lives here: import only when needed
-    from scope_relay.cloud.ice_servers import IceServerConfig
+    from scope_relay.cloud.control.ice_servers import IceServerConfig
 
     if embedded:
         return CloudConfig(loopback_ice=True, preload=args.preload, opus_bitrate=args.opus_bitrate,

@@ -6,9 +6,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from scope_relay.cloud.hosting.manager import PipelineManager
 from scope_relay.protocol.errors import InvalidMessage, ProtocolError
-
-from .pipeline_manager import PipelineManager
 
 
 @dataclass

@@ -13,6 +13,17 @@ from typing import Any
 from aiohttp import web
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from scope_relay.cloud.api import ApiRouter
+from scope_relay.cloud.control.budget import SocketCaps, TokenBucket, key_identity
+from scope_relay.cloud.control.channel import ControlChannel
+from scope_relay.cloud.control.ice_servers import IceServerConfig
+from scope_relay.cloud.control.log_forwarding import OPERATOR_ONLY, LogHub
+from scope_relay.cloud.control.tenancy import current_connection, short_id
+from scope_relay.cloud.hosting.discovery import discover_pipelines
+from scope_relay.cloud.hosting.manager import PipelineManager, resolve_device
+from scope_relay.cloud.hosting.registry import PipelineRegistry
+from scope_relay.cloud.hosting.reload import PluginReloader
+from scope_relay.cloud.sessions.media_session import MediaSession
 from scope_relay.protocol.errors import (
     Busy,
     Draining,
@@ -25,18 +36,6 @@ from scope_relay.protocol.messages import load_json
 from scope_relay.rtc.opus import DEFAULT_BITRATE, configure_opus
 from scope_relay.util.memory import release_freed_memory
 from scope_relay.util.metrics import metrics_handler, session_gauges
-
-from .api import ApiRouter
-from .budget import SocketCaps, TokenBucket, key_identity
-from .control_channel import ControlChannel
-from .ice_servers import IceServerConfig
-from .log_forwarding import OPERATOR_ONLY, LogHub
-from .media_session import MediaSession
-from .pipeline_manager import PipelineManager, resolve_device
-from .pipeline_registry import PipelineRegistry
-from .pipelines.discovery import discover_pipelines
-from .pipelines.reload import PluginReloader
-from .tenancy import current_connection, short_id
 
 logger = logging.getLogger(__name__)
 STATE_KEY: web.AppKey[CloudState] = web.AppKey("state")

@@ -12,20 +12,19 @@ from typing import Any
 from aiohttp import web
 from prometheus_client.core import GaugeMetricFamily, Metric
 
+from scope_relay.local.access.same_origin import SameOriginPolicy, same_origin_middleware
+from scope_relay.local.cloud_link.control_socket import CloudConnectionManager
+from scope_relay.local.cloud_link.target import CloudTarget
+from scope_relay.local.inputs.osc import OscInput
+from scope_relay.local.recording.catalogue import Recordings
+from scope_relay.local.recording.routes import recording_routes
+from scope_relay.local.sessions.browser_session import BrowserSession
+from scope_relay.local.sessions.viewers import MAX_VIEWERS, ViewerSession
 from scope_relay.protocol.errors import InvalidMessage, ProtocolError, UnknownSession
 from scope_relay.protocol.messages import load_json_object
 from scope_relay.rtc.opus import DEFAULT_BITRATE, configure_opus
 from scope_relay.util.memory import release_freed_memory
 from scope_relay.util.metrics import metrics_handler, session_gauges
-
-from .browser_session import BrowserSession
-from .cloud_connection import CloudConnectionManager
-from .cloud_target import CloudTarget
-from .osc import OscInput
-from .recording_routes import recording_routes
-from .recordings import Recordings
-from .same_origin import SameOriginPolicy, same_origin_middleware
-from .viewer_session import MAX_VIEWERS, ViewerSession
 
 logger = logging.getLogger(__name__)
 RELAY_KEY: web.AppKey[LocalRelay] = web.AppKey("relay")
@@ -56,9 +55,9 @@ class RelayConfig:
     allow_hosts: list[str] = field(default_factory=list)
     #: more origins allowed to drive it (e.g. a page under development on another port)
     allow_origins: list[str] = field(default_factory=list)
-    #: (host, port) for OSC input (``/param/<name> <value>``); None: no OSC (local/osc.py)
+    #: (host, port) for OSC input (``/param/<name> <value>``); None: no OSC (local/inputs/osc.py)
     osc_address: tuple[str, int] | None = None
-    #: receive-only viewers per session (share links; local/viewer_session.py)
+    #: receive-only viewers per session (share links; local/sessions/viewers.py)
     max_viewers: int = MAX_VIEWERS
 
 

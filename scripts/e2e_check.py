@@ -32,7 +32,7 @@ import numpy as np
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
-from scope_relay.local.cloud_target import resolve_cloud_target
+from scope_relay.local.cloud_link.target import resolve_cloud_target
 from scope_relay.local.server import RelayConfig, create_relay_app
 from scope_relay.media.audio import frame_to_s16
 from scope_relay.rtc.ice import loopback_candidates, rtc_configuration

@@ -19,7 +19,7 @@ import numbers
 from collections.abc import Mapping
 from typing import Any
 
-from .base import PipelineOutput
+from scope_relay.cloud.pipelines.base import PipelineOutput
 
 #: the keys of a Scope-style dict that mean something here
 VIDEO_KEY, AUDIO_KEY, RATE_KEY = "video", "audio", "audio_sample_rate"

@@ -14,7 +14,7 @@ import pytest
 import pytest_asyncio
 
 from scope_relay.cloud.app import STATE_KEY
-from scope_relay.local.cloud_target import CloudTarget
+from scope_relay.local.cloud_link.target import CloudTarget
 from scope_relay.local.server import RelayConfig, create_relay_app
 
 from helpers.chromium import STATE, chromium_context, needs_chromium, page_at, start_pipeline

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from scope_relay.cloud.app import CloudConfig, create_app
-from scope_relay.local.cloud_target import CloudTarget
+from scope_relay.local.cloud_link.target import CloudTarget
 from scope_relay.local.server import RelayConfig, create_relay_app
 from scope_relay.util.serve import Served, serve
 

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from scope_relay.cloud.app import STATE_KEY
-from scope_relay.cloud.pipelines import builtin
+from scope_relay.cloud.builtin_pipelines import signals as builtin
 from scope_relay.local.server import RELAY_KEY
 
 from helpers.control import control_socket

@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from scope_relay.cloud.app import STATE_KEY
-from scope_relay.local.cloud_connection import CloudConnectionManager, CloudError
-from scope_relay.local.cloud_target import CloudTarget
+from scope_relay.local.cloud_link.control_socket import CloudConnectionManager, CloudError
+from scope_relay.local.cloud_link.target import CloudTarget
 from scope_relay.protocol import messages as m
 from scope_relay.protocol.errors import Unavailable
 

@@ -8,7 +8,7 @@ import time
 import httpx
 import pytest
 
-from scope_relay.local.cloud_target import CloudTarget
+from scope_relay.local.cloud_link.target import CloudTarget
 
 from helpers.servers import Served, cloud_server, serve
 

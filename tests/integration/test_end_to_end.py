@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from scope_relay.cloud.app import STATE_KEY
-from scope_relay.local.frame_processor import MAX_JITTER
+from scope_relay.local.playout.frame_processor import MAX_JITTER
 from scope_relay.local.server import RELAY_KEY
 
 from helpers.peers import (
@@ -114,7 +114,7 @@ async def test_passthrough_returns_camera_frames(stack):
 async def test_bursty_pipeline_plays_through_and_follows_prompts(stack):
     """2 s of A/V per call after a generation delay: the playout delay absorbs the bursts
     and a prompt change reaches both picture and sound."""
-    from scope_relay.cloud.pipelines.builtin import prompt_seed
+    from scope_relay.cloud.builtin_pipelines.signals import prompt_seed
 
     first, second = "a calm blue sea", "a neon city at night"
     assert prompt_seed({"prompts": [{"text": first}]}) % 24 != prompt_seed(

@@ -21,7 +21,7 @@ from aiohttp import WSMsgType, web
 from websockets.asyncio.client import connect as websockets_connect
 from websockets.exceptions import InvalidStatus
 
-from scope_relay.local.cloud_target import CloudTarget
+from scope_relay.local.cloud_link.target import CloudTarget
 from scope_relay.local.server import RELAY_KEY, RelayConfig, create_relay_app
 
 from helpers.control import open_control

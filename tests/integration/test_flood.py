@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from scope_relay.cloud.app import STATE_KEY
-from scope_relay.cloud.budget import SocketCaps, ThrottleMeter, TokenBucket, key_identity
+from scope_relay.cloud.control.budget import SocketCaps, ThrottleMeter, TokenBucket, key_identity
 from scope_relay.local.server import RELAY_KEY
 
 from helpers.control import control_socket

@@ -11,14 +11,14 @@ import aiohttp
 import pytest
 
 from scope_relay.cloud.app import STATE_KEY
-from scope_relay.cloud.pipeline_manager import PipelineManager
-from scope_relay.cloud.pipeline_registry import PipelineRegistry
+from scope_relay.cloud.builtin_pipelines.signals import BUILTIN_PIPELINES
+from scope_relay.cloud.hosting.manager import PipelineManager
+from scope_relay.cloud.hosting.registry import PipelineRegistry
 from scope_relay.cloud.pipelines.base import Pipeline, PipelineOutput
-from scope_relay.cloud.pipelines.builtin import BUILTIN_PIPELINES
-from scope_relay.local import browser_session as relay_session
-from scope_relay.local.cloud_connection import CloudConnectionManager
-from scope_relay.local.cloud_target import CloudTarget
+from scope_relay.local.cloud_link.control_socket import CloudConnectionManager
+from scope_relay.local.cloud_link.target import CloudTarget
 from scope_relay.local.server import RELAY_KEY
+from scope_relay.local.sessions import browser_session as relay_session
 from scope_relay.protocol import messages as m
 from scope_relay.protocol.errors import Unavailable
 

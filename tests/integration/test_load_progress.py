@@ -15,7 +15,7 @@ from helpers.servers import cloud_server, relay_server
 SLOW = """
 import time
 
-from scope_relay.cloud.pipelines.builtin import TestTone
+from scope_relay.cloud.builtin_pipelines.signals import TestTone
 
 STEPS = 30
 

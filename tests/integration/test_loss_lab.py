@@ -12,7 +12,7 @@ import time
 import httpx
 import pytest
 
-from scope_relay.local.cloud_target import CloudTarget
+from scope_relay.local.cloud_link.target import CloudTarget
 from scope_relay.local.server import RelayConfig, create_relay_app
 from scope_relay.rtc.ice import loopback_candidates
 from scope_relay.util.serve import serve

@@ -7,7 +7,7 @@ import httpx
 from pythonosc.udp_client import SimpleUDPClient
 
 from scope_relay.cloud.app import STATE_KEY
-from scope_relay.local.osc import coerce
+from scope_relay.local.inputs.osc import coerce
 from scope_relay.local.server import RELAY_KEY
 
 from helpers.peers import connected

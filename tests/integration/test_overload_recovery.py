@@ -1,6 +1,6 @@
 """A relay frozen for a moment (the worst overload: its process gets no CPU at all) plays
 current audio again within 2 s once it runs again, skipping what it missed instead of
-playing a backlog (issue 17; ``MAX_OUTPUT_LAG`` in local/frame_processor.py).
+playing a backlog (issue 17; ``MAX_OUTPUT_LAG`` in local/playout/frame_processor.py).
 
 The cloud app and the relay are separate processes, as a user runs them, so the relay
 alone can be frozen (SIGSTOP) and thawed (SIGCONT); the receiver is an aiortc peer here.
@@ -19,7 +19,7 @@ import httpx
 import numpy as np
 from aiortc.mediastreams import MediaStreamError
 
-from scope_relay.local.frame_processor import MAX_OUTPUT_LAG
+from scope_relay.local.playout.frame_processor import MAX_OUTPUT_LAG
 from scope_relay.media.audio import frame_to_s16
 
 from helpers.peers import BrowserPeer

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from scope_relay.cloud.pipelines.discovery import ENV_VAR
+from scope_relay.cloud.hosting.discovery import ENV_VAR
 
 from helpers.peers import beep_frequencies, connected
 from helpers.servers import cloud_server, relay_server
@@ -43,7 +43,7 @@ py-modules = ["relay_test_plugin"]
 
 TONE = """
 from scope_relay.cloud.pipelines import Pipeline
-from scope_relay.cloud.pipelines.builtin import TestTone
+from scope_relay.cloud.builtin_pipelines.signals import TestTone
 
 FREQUENCY = {frequency}
 

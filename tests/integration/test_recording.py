@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from scope_relay.cloud.app import STATE_KEY
-from scope_relay.local.recordings import Recordings
+from scope_relay.local.recording.catalogue import Recordings
 from scope_relay.local.server import RELAY_KEY
 
 from helpers.peers import connected

@@ -11,7 +11,7 @@ import tempfile
 import aiohttp
 import pytest
 
-from scope_relay.cloud.ice_servers import IceServerConfig
+from scope_relay.cloud.control.ice_servers import IceServerConfig
 
 from helpers.servers import cloud_server
 from helpers.turn import candidate_types, forbid_host_candidates, relayed_test_tone, turn_probe

@@ -8,8 +8,8 @@ import av
 import numpy as np
 import pytest
 
-from scope_relay.local.cloud_peer import CloudWebRTCClient
-from scope_relay.local.frame_processor import FrameProcessor
+from scope_relay.local.cloud_link.peer import CloudWebRTCClient
+from scope_relay.local.playout.frame_processor import FrameProcessor
 from scope_relay.media.audio import (
     array_to_frame,
     as_channels_first,
@@ -236,7 +236,7 @@ def test_lateness_that_lasts_raises_by_bounded_steps_until_frames_are_in_time():
     """A path that got slower: frames keep coming late, so the delay rises by a bounded
     step once they have been late for 0.1 s, and again only if frames read after that
     raise are late too (frames read before it say nothing about whether it was enough)."""
-    from scope_relay.local.lateness import LatenessPolicy
+    from scope_relay.local.playout.lateness import LatenessPolicy
 
     policy = LatenessPolicy()
     # 1 s of frames each 0.2 s after its read, all read before the first raise

@@ -12,7 +12,7 @@ import asyncio
 
 import numpy as np
 
-from scope_relay.cloud.media_buffer import SENDER_LAG_TOLERANCE, MediaBuffer
+from scope_relay.cloud.sessions.media_buffer import SENDER_LAG_TOLERANCE, MediaBuffer
 from scope_relay.protocol.media import FRAME_SAMPLES, OPUS_LOOKAHEAD_SECONDS, SAMPLE_RATE
 
 STEP = FRAME_SAMPLES / SAMPLE_RATE  # 20 ms

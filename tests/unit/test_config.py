@@ -1,6 +1,6 @@
 import pytest
 
-from scope_relay.local.cloud_target import resolve_app_id, resolve_cloud_target
+from scope_relay.local.cloud_link.target import resolve_app_id, resolve_cloud_target
 
 
 def test_owner_app_resolves_against_base():

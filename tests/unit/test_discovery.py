@@ -12,21 +12,21 @@ from pathlib import Path
 
 import pytest
 
-from scope_relay.cloud.pipeline_manager import LoadProgressRecorder, PipelineManager, resolve_device
-from scope_relay.cloud.pipeline_registry import PipelineRegistry
-from scope_relay.cloud.pipelines import builtin
-from scope_relay.cloud.pipelines.builtin import BUILTIN_PIPELINES
-from scope_relay.cloud.pipelines.discovery import (
+from scope_relay.cloud.builtin_pipelines import signals as builtin
+from scope_relay.cloud.builtin_pipelines.signals import BUILTIN_PIPELINES
+from scope_relay.cloud.hosting.discovery import (
     ENV_VAR,
     discover_pipelines,
     parse_spec,
     validate_pipeline,
 )
-from scope_relay.cloud.pipelines.reload import PluginReloader
+from scope_relay.cloud.hosting.manager import LoadProgressRecorder, PipelineManager, resolve_device
+from scope_relay.cloud.hosting.registry import PipelineRegistry
+from scope_relay.cloud.hosting.reload import PluginReloader
 
 PLUGINS = '''
 from scope_relay.cloud.pipelines import ParamSpec, Pipeline
-from scope_relay.cloud.pipelines.builtin import TestTone
+from scope_relay.cloud.builtin_pipelines.signals import TestTone
 
 FREQUENCY = {frequency}
 
@@ -116,7 +116,7 @@ def test_broken_plugins_fail_one_by_one_and_the_rest_load(plugin_dir):
     assert "neither video nor audio" in errors["--pipeline plug_broken:Silent"]
     assert "must be a ParamSpec" in errors["--pipeline plug_broken:BadParams"]
     dup = errors["--pipeline plug_broken:Dup"]  # the first wins; both sources are named
-    assert "duplicate pipeline id 'test-tone'" in dup and "scope_relay.cloud.pipelines.builtin" in dup
+    assert "duplicate pipeline id 'test-tone'" in dup and "scope_relay.cloud.builtin_pipelines.signals" in dup
     assert "not a Pipeline subclass" in errors["--pipeline plug_broken:NOT_A_CLASS"]
     assert "no attribute 'Absent'" in errors["--pipeline plug_broken:Absent"]
     registry = PipelineRegistry.from_discovery(found)

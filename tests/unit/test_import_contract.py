@@ -65,8 +65,8 @@ def test_local_relay_runs_without_torch():
         "import sys; sys.modules['torch'] = None\n"
         f"import pkgutil, importlib, {packages}\n"
         f"for pkg in ({packages}):\n"
-        "    for m in pkgutil.iter_modules(pkg.__path__):\n"
-        "        importlib.import_module(pkg.__name__ + '.' + m.name)\n"
+        "    for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + '.'):\n"
+        "        importlib.import_module(m.name)\n"
         "assert 'scope_relay.cloud' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from aiortc.rtp import RtcpSenderInfo, RtcpSrPacket
 
-from scope_relay.local.track_timing import TrackTimer
+from scope_relay.local.playout.track_timing import TrackTimer
 from scope_relay.rtc.sender_reports import NTP_UNIX_OFFSET, SenderReportTap
 
 

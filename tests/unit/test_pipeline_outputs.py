@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from scope_relay.cloud.media_buffer import MediaBuffer
-from scope_relay.cloud.pipeline_runner import PipelineRunner
+from scope_relay.cloud.hosting.runner import PipelineRunner
 from scope_relay.cloud.pipelines import Pipeline, PipelineOutput
 from scope_relay.cloud.pipelines.outputs import as_pipeline_output
+from scope_relay.cloud.sessions.media_buffer import MediaBuffer
 
 from helpers.peers import dominant_frequency
 
@@ -223,7 +223,7 @@ class TakesRgb(Pipeline):
 
 
 def test_yuv_frames_reach_the_sender_as_yuv_without_conversion(loop):
-    from scope_relay.cloud.output_tracks import TimedVideoTrack
+    from scope_relay.cloud.sessions.paced_tracks import TimedVideoTrack
 
     buffer = MediaBuffer(loop, audio_clocked=False, playout_delay=0.0)
     runner = PipelineRunner([MakesYuv()], buffer)
@@ -265,7 +265,7 @@ def test_camera_driven_frames_go_when_made_and_a_chunk_keeps_its_spacing(loop, m
     """``release_when_ready``: a lone frame goes at once however late its media time;
     frames pushed together go out spaced by their media times, not in a burst."""
     import scope_relay.media.pacing as pacing
-    from scope_relay.cloud.output_tracks import TimedVideoTrack
+    from scope_relay.cloud.sessions.paced_tracks import TimedVideoTrack
 
     now = [100.0]
 

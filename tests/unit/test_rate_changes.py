@@ -7,9 +7,9 @@ import math
 
 import numpy as np
 
-from scope_relay.cloud.media_buffer import MediaBuffer
-from scope_relay.cloud.pipeline_runner import PipelineRunner
+from scope_relay.cloud.hosting.runner import PipelineRunner
 from scope_relay.cloud.pipelines.base import Pipeline, PipelineOutput
+from scope_relay.cloud.sessions.media_buffer import MediaBuffer
 
 FREQ = 440.0
 CHUNK = 0.1  # seconds per call

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from scope_relay.local.recording_timeline import CFR_GAP, SPARSE_STEP, RecordingTimeline
+from scope_relay.local.recording.timeline import CFR_GAP, SPARSE_STEP, RecordingTimeline
 
 V, A = 90_000, 48_000
 

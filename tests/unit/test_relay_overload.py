@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from scope_relay.local.frame_processor import MAX_OUTPUT_LAG, FrameProcessor
+from scope_relay.local.playout.frame_processor import MAX_OUTPUT_LAG, FrameProcessor
 from scope_relay.protocol.media import FRAME_SAMPLES, OPUS_LOOKAHEAD_SECONDS, SAMPLE_RATE
 
 STEP = FRAME_SAMPLES / SAMPLE_RATE  # 20 ms

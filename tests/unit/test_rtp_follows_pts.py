@@ -1,7 +1,7 @@
 """RTP time follows the audio frames' pts through the Opus encoder the senders use.
 
 Every stall of the cloud's clock (an underflow, a pause, a sender that fell behind; see
-cloud/media_buffer.py) moves the audio track's pts forward without sending the samples in
+cloud/sessions/media_buffer.py) moves the audio track's pts forward without sending the samples in
 between. The receiver places audio on the cloud's clock from RTP time and the sender
 reports, so RTP time must jump with pts: if the encoder counted samples instead, every
 stall would leave the relay's audio that much "late" from then on, and dropped.

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from scope_relay.cloud.audio_input import AudioInputQueue
+from scope_relay.cloud.builtin_pipelines.voice_dsp import PitchShifter, RingModulator
+from scope_relay.cloud.builtin_pipelines.voice_fx import VoiceFx
 from scope_relay.cloud.pipelines import InputAudio, PipelineInputs, join_audio
-from scope_relay.cloud.pipelines.voice_dsp import PitchShifter, RingModulator
-from scope_relay.cloud.pipelines.voice_fx import VoiceFx
+from scope_relay.cloud.sessions.audio_input import AudioInputQueue
 
 RATE = 48_000
 

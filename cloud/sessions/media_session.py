@@ -1,0 +1,213 @@
+"""MediaSession: one WebRTC peer connection running one pipeline chain.
+
+A pipeline that fails (at load or mid-stream) is reported, never retried in silence: the
+offer is refused with ``PIPELINE_FAILED``, or, mid-stream, the reason lands in the stats
+(``pipeline_failed``) and goes to :attr:`MediaSession.on_pipeline_failed` (the owning
+control channel tells its client). The peer stays up; its client decides when to close it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, cast
+
+import av
+from aiortc import MediaStreamTrack
+from aiortc.mediastreams import MediaStreamError
+
+from scope_relay.cloud.hosting.manager import PipelineManager
+from scope_relay.cloud.hosting.runner import PipelineRunner
+from scope_relay.cloud.pipelines.base import InputFrame
+from scope_relay.cloud.sessions.audio_input import InputAudioTimeline
+from scope_relay.cloud.sessions.media_buffer import MediaBuffer
+from scope_relay.cloud.sessions.paced_tracks import TimedAudioTrack, TimedVideoTrack
+from scope_relay.protocol.errors import NotReady, PipelineFailed
+from scope_relay.protocol.media import SAMPLE_RATE
+from scope_relay.protocol.parameters import PIPELINE_IDS, pipeline_parameters
+from scope_relay.rtc.peer import PeerSession
+from scope_relay.rtc.sdp import validate_offer_sdp
+
+logger = logging.getLogger(__name__)
+
+
+class MediaSession(PeerSession):
+    """The chain's output tracks on the offer's m-lines (by the registry's flags), the
+    camera into the runner when the chain accepts video, parameter updates into it."""
+
+    role = "session"
+
+    def __init__(self, manager: PipelineManager, *, ice_servers: list[dict[str, Any]],
+                 loopback_ice: bool = False, playout_delay: float = 0.1,
+                 max_buffer: float = 6.0, connect_timeout: float = 30.0,
+                 owner: str | None = None):
+        super().__init__(ice_servers=ice_servers, loopback_ice=loopback_ice,
+                         connect_timeout=connect_timeout)
+        self.manager = manager
+        #: the ``connection_id`` of the control socket that created it: only that
+        #: connection may act on it or see it in full (cloud/control/tenancy.py)
+        self.owner = owner
+        self.playout_delay = playout_delay
+        self.max_buffer = max_buffer
+        self.runner: PipelineRunner | None = None
+        self.buffer: MediaBuffer | None = None
+        self.audio_track: TimedAudioTrack | None = None
+        self.video_track: TimedVideoTrack | None = None
+        self.created = time.monotonic()
+        #: ``"<pipeline id>: <ExceptionType>: <message>"`` once the chain failed mid-stream
+        self.pipeline_failed: str | None = None
+        #: called on the event loop with this session and :attr:`pipeline_failed`
+        self.on_pipeline_failed: Callable[[MediaSession, str], object] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        #: the microphone's placement on the media clock, once its track arrived
+        self.input_audio: InputAudioTimeline | None = None
+
+    @property
+    def drained_input_frames(self) -> int:
+        """Incoming frames nobody needed (e.g. Scope's black video for an audio-only
+        chain), received and dropped so aiortc's unbounded queue never grows."""
+        return self.drained_frames
+
+    async def accept_offer(self, sdp: str, initial_parameters: Mapping[str, Any]) -> str:
+        """Set up the chain and tracks for ``sdp``; returns the answer SDP."""
+        validate_offer_sdp(sdp)  # before a model load, not after
+        chain_ids = initial_parameters.get(PIPELINE_IDS)
+        if chain_ids is None:
+            if self.manager.state.status != "loaded":
+                raise NotReady("no pipeline is loaded: pass initialParameters.pipeline_ids "
+                               "or POST /api/v1/pipeline/load first")
+            chain_ids = self.manager.state.pipeline_ids
+        state = await self.manager.load(chain_ids)
+        if state.status != "loaded":
+            raise PipelineFailed(f"{', '.join(state.pipeline_ids)}: failed to load: {state.error}")
+        self.pipeline_ids = list(state.pipeline_ids)
+        self._loop = asyncio.get_running_loop()
+        caps = self.capabilities = self.manager.registry.capabilities(self.pipeline_ids)
+
+        await self.set_offer(sdp)
+        audio_clocked = caps.produces_audio and self.offers("audio")
+        camera_driven = caps.accepts_video and not audio_clocked
+        self.buffer = MediaBuffer(asyncio.get_running_loop(),
+                                  playout_delay=0.0 if camera_driven else self.playout_delay,
+                                  max_buffer=self.max_buffer, audio_clocked=audio_clocked,
+                                  release_when_ready=camera_driven)
+        if caps.produces_video and self.offers("video"):
+            self.video_track = TimedVideoTrack(self.buffer)
+        if caps.produces_audio and self.offers("audio"):
+            self.audio_track = TimedAudioTrack(self.buffer)
+        self.attach_media(self.video_track, self.audio_track, receive_video=caps.accepts_video,
+                          receive_audio=caps.accepts_audio)
+
+        # A real model's constructor takes seconds: never on the event loop other sessions use.
+        try:
+            chain = await asyncio.to_thread(self.manager.instantiate, self.pipeline_ids)
+        except Exception as exc:  # the pipeline's own constructor: the client must hear why
+            logger.exception("%s: creating pipeline chain %s failed", self.name, self.pipeline_ids)
+            raise PipelineFailed(f"{', '.join(self.pipeline_ids)}: failed to load: "
+                                 f"{type(exc).__name__}: {exc}") from exc
+        self.runner = PipelineRunner(chain, self.buffer,
+                                     params=pipeline_parameters(initial_parameters),
+                                     on_failure=self._runner_failed)
+        return await self.create_answer()
+
+    # --- a pipeline that raised ------------------------------------------------------------
+    def _runner_failed(self, pipeline_id: str, reason: str) -> None:
+        """From the runner's worker thread: over to the event loop."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            loop.call_soon_threadsafe(self._pipeline_failed, f"{pipeline_id}: {reason}")
+        except RuntimeError:  # the loop closed meanwhile (interpreter shutdown)
+            pass
+
+    def _pipeline_failed(self, message: str) -> None:
+        if self.pipeline_failed is not None or self.closed.is_set():
+            return
+        self.pipeline_failed = message
+        logger.error("%s: pipeline failed, generation stopped: %s", self.name, message)
+        if self.on_pipeline_failed is not None:
+            self.on_pipeline_failed(self, message)
+
+    # --- hooks ---------------------------------------------------------------------------
+    def on_connected(self) -> None:
+        if self.runner is not None:
+            self.runner.start()  # once; a failed runner is not started again
+
+    def on_track(self, track: MediaStreamTrack) -> None:
+        if track.kind == "video" and self.capabilities and self.capabilities.accepts_video:
+            self._tasks.spawn(self._consume_input(track))
+        elif track.kind == "audio" and self.capabilities and self.capabilities.accepts_audio:
+            self._tasks.spawn(self._consume_input_audio(track))
+        else:
+            self.drain(track)  # never let aiortc's unbounded queue pile up
+
+    def on_parameters(self, raw: str, updates: dict[str, Any]) -> None:
+        if self.runner is not None:
+            self.runner.update_params(updates)
+
+    def stop_producing(self) -> None:
+        if self.runner is not None:
+            self.runner.request_stop()  # at once: the worker stops producing
+
+    async def release(self) -> None:
+        if self.buffer is not None:
+            self.buffer.close()
+        if self.runner is not None:
+            await asyncio.to_thread(self.runner.stop)
+
+    async def _consume_input(self, track: MediaStreamTrack) -> None:
+        first_time: float | None = None
+        base = 0.0
+        try:
+            while True:
+                frame = cast(av.VideoFrame, await track.recv())
+                if self.runner is None or self.runner.inputs is None or self.buffer is None:
+                    continue
+                t = float(frame.time or 0.0)
+                if first_time is None:
+                    first_time, base = t, max(self.buffer.media_now(), 0.0)
+                rgb = await asyncio.to_thread(frame.to_ndarray, format="rgb24")
+                self.runner.inputs.put(InputFrame(rgb, base + t - first_time))
+        except MediaStreamError:
+            pass
+
+    async def _consume_input_audio(self, track: MediaStreamTrack) -> None:
+        """The microphone: 48 kHz chunks on the media clock into the runner's bounded queue."""
+        timeline = self.input_audio = InputAudioTimeline()
+        try:
+            while True:
+                frame = cast(av.AudioFrame, await track.recv())
+                runner, buffer = self.runner, self.buffer
+                if runner is None or runner.audio_inputs is None or buffer is None:
+                    continue
+                chunk = timeline.place(frame, buffer.media_now())
+                if chunk is not None:
+                    runner.audio_inputs.put(chunk)
+        except MediaStreamError:
+            pass
+
+    def stats(self) -> dict[str, Any]:
+        out = super().stats()
+        if self.buffer:
+            out.update(self.buffer.stats())
+        if self.audio_track:
+            out["audio_frames_sent"] = self.audio_track.frames_sent
+            out["clipped_samples"] = self.audio_track.clipped_samples
+        if self.video_track:
+            out["video_frames_sent"] = self.video_track.frames_sent
+            out["late_video_frames"] = self.video_track.late_frames
+        out["pipeline_failed"] = self.pipeline_failed
+        if self.runner:
+            out["pipeline_errors"] = self.runner.errors
+            out["pipeline_calls"] = self.runner.calls
+            out["rejected_parameters"] = self.runner.rejected_params
+            out["input_frames_dropped"] = self.runner.inputs.dropped if self.runner.inputs else 0
+            audio_in = self.runner.audio_inputs
+            out["input_audio_dropped_ms"] = (
+                round(audio_in.dropped_samples / SAMPLE_RATE * 1000, 1) if audio_in else 0.0)
+            out["nonfinite_samples"] = self.runner.nonfinite_samples
+        out["drained_input_frames"] = self.drained_input_frames
+        return out

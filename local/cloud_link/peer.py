@@ -1,0 +1,270 @@
+"""CloudWebRTCClient: the relay's peer connection to the cloud app.
+
+Transceivers follow the chain's flags: video (recvonly, or sendrecv carrying the
+browser's camera when the chain accepts video) only when the chain produces or accepts
+video; an audio transceiver when it produces audio (recvonly) or accepts it and the
+browser sends its microphone (sendonly, or sendrecv carrying it). Received packed-s16
+audio is de-interleaved into the FrameProcessor; both tracks are stamped with cloud time
+from the sender reports before anything is queued. Once the cloud has answered, the
+client watches its cloud session on the control socket: a ``PIPELINE_FAILED`` for it sets
+:attr:`CloudWebRTCClient.pipeline_failed` and calls ``on_pipeline_failed``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
+
+from scope_relay.local.cloud_link.control_socket import CONNECTION_LOST, CloudConnectionManager
+from scope_relay.local.inputs.camera_uplink import CameraFeed, LatestFrameTrack
+from scope_relay.local.inputs.microphone_uplink import AudioForwarder, MicrophoneFeed
+from scope_relay.local.playout.frame_processor import FrameProcessor
+from scope_relay.local.playout.track_timing import TrackTimer
+from scope_relay.media.audio import float_to_s16, frame_channel_names, frame_to_array, frame_to_s16
+from scope_relay.media.resample import TimedResampler
+from scope_relay.protocol import messages as m
+from scope_relay.protocol.capabilities import Capabilities
+from scope_relay.protocol.errors import PipelineFailed, Unavailable
+from scope_relay.protocol.media import SAMPLE_RATE, VIDEO_CLOCK_RATE
+from scope_relay.rtc.ice import loopback_candidates, rtc_configuration
+from scope_relay.rtc.receive_path import ReceivePath, install_receive_path
+from scope_relay.util.tasks import OwnedTasks, RunOnce
+
+logger = logging.getLogger(__name__)
+
+#: parameter messages queued in SCTP beyond this are dropped (counted), not buffered forever
+MAX_PARAMETERS_BUFFERED = 1 << 20
+
+
+class CloudWebRTCClient:
+    def __init__(self, connection: CloudConnectionManager, processor: FrameProcessor,
+                 capabilities: Capabilities, *, camera: LatestFrameTrack | None = None,
+                 microphone: AudioForwarder | None = None,
+                 loopback_ice: bool = False, connect_timeout: float = 30.0,
+                 sync_timeout: float = 3.0, max_pending: int = 400):
+        self.connection = connection
+        self.processor = processor
+        self.capabilities = capabilities
+        self.camera = camera
+        self.microphone = microphone
+        self.loopback_ice = loopback_ice
+        self.connect_timeout = connect_timeout
+        self.sync_timeout = sync_timeout
+        self.max_pending = max_pending
+        self.session_id: str | None = None
+        self.pc: RTCPeerConnection | None = None
+        self._connected = asyncio.Event()  # replaced by negotiate() for its connection
+        self._channel_open = asyncio.Event()
+        self.channel: Any = None  # aiortc's RTCDataChannel once connected
+        self._timers: dict[str, TrackTimer] = {}
+        #: our jitter buffers and loss handling on each receiver (rtc/receive_path.py)
+        self.receive_paths: dict[str, ReceivePath] = {}
+        self._tasks = OwnedTasks()
+        self._close = RunOnce(self._close_once)
+        self._resampler = TimedResampler()
+        self.pending_dropped = 0
+        self.clipped_samples = 0
+        self.parameters_forwarded = 0
+        self.parameters_dropped = 0
+        self.closed = asyncio.Event()
+        self.failed = asyncio.Event()
+        #: the cloud's reason once its pipeline failed mid-stream (no reconnect cures that)
+        self.pipeline_failed: str | None = None
+        #: called with :attr:`pipeline_failed` when the cloud reports it
+        self.on_pipeline_failed: Callable[[str], object] | None = None
+
+    async def connect(self, initial_parameters: Mapping[str, Any]) -> str:
+        """Negotiate, then wait until media and parameters can flow."""
+        session_id = await self.negotiate(initial_parameters)
+        await self.wait_connected()
+        return session_id
+
+    async def negotiate(self, initial_parameters: Mapping[str, Any]) -> str:
+        """Offer to the cloud and apply its answer; returns the cloud session id. Raises
+        what the cloud refused (unknown pipeline, no capacity, ...). ICE and DTLS go on
+        in the background: :meth:`wait_connected` waits for them."""
+        servers = m.parse_ice_servers(await self.connection.request(m.GetIceServers()))
+        self.pc = pc = RTCPeerConnection(rtc_configuration(servers))
+        caps = self.capabilities
+        self._connected = connected = asyncio.Event()
+        self._channel_open = channel_open = asyncio.Event()
+
+        @pc.on("connectionstatechange")
+        def on_state() -> None:
+            logger.info("cloud peer: %s", pc.connectionState)
+            if pc.connectionState == "connected":
+                connected.set()
+            elif pc.connectionState in ("failed", "closed"):
+                self.failed.set()
+                connected.set()
+                channel_open.set()  # nothing more to wait for
+
+        pc.on("track", self._on_track)
+        if caps.produces_video or caps.accepts_video:
+            if caps.accepts_video and self.camera is not None:
+                transceiver = pc.addTransceiver(
+                    CameraFeed(self.camera), direction="sendrecv" if caps.produces_video else "sendonly")
+            else:
+                transceiver = pc.addTransceiver("video", direction="recvonly")
+            self._timers["video"] = TrackTimer(transceiver.receiver, VIDEO_CLOCK_RATE,
+                                                self.sync_timeout)
+            self.receive_paths["video"] = install_receive_path(transceiver.receiver, "video")
+        if caps.accepts_audio and self.microphone is not None:  # the browser's microphone up
+            transceiver = pc.addTransceiver(MicrophoneFeed(self.microphone),
+                                            direction="sendrecv" if caps.produces_audio else "sendonly")
+        elif caps.produces_audio:
+            transceiver = pc.addTransceiver("audio", direction="recvonly")
+        if caps.produces_audio:
+            self._timers["audio"] = TrackTimer(transceiver.receiver, SAMPLE_RATE,
+                                                self.sync_timeout)
+            self.receive_paths["audio"] = install_receive_path(transceiver.receiver, "audio")
+        if "video" in self._timers and "audio" in self._timers:
+            video, audio = self._timers["video"], self._timers["audio"]
+            video.follower_of = audio
+            video.sibling, audio.sibling = audio, video
+        self.channel = pc.createDataChannel("parameters", ordered=True)
+        self.channel.on("open", channel_open.set)
+
+        with loopback_candidates(self.loopback_ice):
+            await pc.setLocalDescription(await pc.createOffer())
+        offer = m.Offer(None, pc.localDescription.sdp, initial_parameters=dict(initial_parameters))
+        answer = m.parse_answer(await self.connection.request(offer))
+        self.session_id = answer.session_id
+        # before the peer can connect (and the cloud's runner start): nothing is missed
+        self.connection.watch_session(answer.session_id, self._on_cloud_error)
+        await pc.setRemoteDescription(RTCSessionDescription(answer.sdp, "answer"))
+        return self.session_id or ""
+
+    async def wait_connected(self) -> None:
+        """Wait for the negotiated connection to carry media and the data channel; raises
+        :class:`Unavailable` if it fails or takes longer than ``connect_timeout``."""
+        connected, channel_open = self._connected, self._channel_open
+        try:
+            await asyncio.wait_for(connected.wait(), self.connect_timeout)
+            if not self.failed.is_set():  # connected: parameters can flow once SCTP is up
+                await asyncio.wait_for(channel_open.wait(), self.connect_timeout)
+        except TimeoutError:
+            raise Unavailable(
+                f"WebRTC to the cloud did not connect in {self.connect_timeout:g} s") from None
+        if self.failed.is_set():
+            raise Unavailable("WebRTC connection to the cloud failed")
+
+    def _on_cloud_error(self, failure: m.ErrorReply) -> None:
+        if failure.code == CONNECTION_LOST:  # the cloud ended our session: rebuild at once
+            logger.warning("cloud session %s: %s", (self.session_id or "")[:8], failure.message)
+            self.failed.set()
+            return
+        if failure.code != PipelineFailed.code:
+            logger.warning("cloud session %s: %s: %s", (self.session_id or "")[:8],
+                           failure.code, failure.message)
+            return
+        if self.pipeline_failed is not None or self.closed.is_set():
+            return
+        self.pipeline_failed = failure.message
+        if self.on_pipeline_failed is not None:
+            self.on_pipeline_failed(failure.message)
+
+    def send_parameters(self, message: str) -> None:
+        """Forward a browser ``parameters`` message unchanged (observe, never edit)."""
+        channel = self.channel
+        if (channel is not None and channel.readyState == "open"
+                and channel.bufferedAmount < MAX_PARAMETERS_BUFFERED):
+            channel.send(message)
+            self.parameters_forwarded += 1
+        else:
+            self.parameters_dropped += 1
+
+    # --- receiving ---------------------------------------------------------------------
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        timer = self._timers.get(track.kind)
+        if timer is None:
+            self._tasks.spawn(self._drain(track))
+        else:
+            self._tasks.spawn(self._consume(track, timer))
+
+    async def _drain(self, track: MediaStreamTrack) -> None:
+        try:
+            while True:
+                await track.recv()
+        except MediaStreamError:
+            pass
+
+    async def _consume(self, track: MediaStreamTrack, timer: TrackTimer) -> None:
+        try:
+            while True:
+                frame = await track.recv()
+                arrival = time.time()
+                cloud_time = timer.cloud_time(frame.pts or 0, arrival)
+                if cloud_time is None:  # until the first sender report: hold, bounded
+                    if len(timer.pending) >= self.max_pending:
+                        timer.pending.popleft()
+                        self.pending_dropped += 1
+                    timer.pending.append((frame, arrival))
+                    continue
+                while timer.pending:
+                    held, held_arrival = timer.pending.popleft()
+                    held_time = timer.cloud_time(held.pts or 0, held_arrival)
+                    assert held_time is not None  # the timer has a clock from here on
+                    self.deliver(track.kind, held, held_time, held_arrival)
+                self.deliver(track.kind, frame, cloud_time, arrival)
+        except MediaStreamError:
+            pass
+
+    def deliver(self, kind: str, frame: Any, cloud_time: float, arrival: float) -> None:
+        """Queue one decoded frame already placed on cloud time (``arrival``: local wall
+        clock). Audio in any format or rate is made 48 kHz stereo s16 first."""
+        if kind == "video":
+            self.processor.add_video(frame, cloud_time, arrival)
+            return
+        if frame.format.name in ("s16", "s16p") and frame.sample_rate == SAMPLE_RATE and \
+                frame.layout.nb_channels == 2:
+            samples = frame_to_s16(frame)  # what aiortc decodes: passes untouched
+        else:  # any other format or rate: one streaming resampler for this track
+            names = frame_channel_names(frame) if frame.layout.nb_channels > 2 else None
+            resampled, index = self._resampler.process(
+                frame_to_array(frame), frame.sample_rate, round(cloud_time * SAMPLE_RATE), names)
+            samples, clipped = float_to_s16(resampled)
+            self.clipped_samples += clipped
+            cloud_time = index / SAMPLE_RATE
+            if not samples.shape[1]:
+                return
+        self.processor.add_audio(samples, cloud_time, arrival)
+
+    def media_silence(self) -> float | None:
+        """Seconds since the last RTP packet from the cloud on any track (None before the
+        first one)."""
+        last = [p.last_packet for p in self.receive_paths.values() if p.last_packet is not None]
+        return None if not last else time.monotonic() - max(last)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "cloud_session": self.session_id,
+            "cloud_connection": self.pc.connectionState if self.pc else "new",
+            "sender_reports": {k: t.tap.reports for k, t in self._timers.items()},
+            "timing": {k: ("arrival" if t.fallback else "sender-report")
+                       for k, t in self._timers.items()},
+            "receive": {k: p.stats() for k, p in self.receive_paths.items()},
+            "tracks_timed_by_arrival": sum(t.fallback is not None for t in self._timers.values()),
+            "pending_dropped": self.pending_dropped,
+            "clipped_samples": self.clipped_samples,
+            "nonfinite_samples": self._resampler.resampler.nonfinite_samples,
+            "parameters_forwarded": self.parameters_forwarded,
+            "parameters_dropped": self.parameters_dropped,
+        }
+
+    async def close(self) -> None:
+        await self._close()
+
+    async def _close_once(self) -> None:
+        self.closed.set()
+        if self.session_id is not None:
+            self.connection.unwatch_session(self.session_id)
+        await self._tasks.cancel_all()
+        if self.pc is not None:
+            await self.pc.close()

@@ -1,0 +1,266 @@
+"""FrameProcessor: the relay's bounded queues, on the cloud's timeline, released on ours.
+
+Both received tracks are first placed on the cloud's one timeline (cloud wall-clock
+seconds from the sender reports, see :mod:`media_sync`), then released on the local clock
+at ``cloud_time + offset + playout_delay + extra_delay``. ``offset`` is one per session:
+the running minimum of ``arrival - cloud_time`` over both tracks (the fastest path the
+network has shown). Nothing is re-paced per track by wall clock, so the relay keeps the
+cloud's A/V alignment.
+
+Queues are bounded in time; every drop is counted. Audio that arrives after it was read
+is dropped (counted); lateness that repeats or lasts raises ``extra_delay`` for both
+tracks by a bounded step (:mod:`.lateness`: a lone catch-up burst after a stall raises
+nothing). When the network has calmed down (every audio frame of a whole window came with
+room to spare), ``extra_delay`` is given back in small steps: both tracks are simply sent
+a little earlier, the audio stays continuous, so latency never ratchets up over a session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from collections.abc import Callable
+from typing import Any
+
+import av
+import numpy as np
+
+from scope_relay.local.playout.lateness import LatenessPolicy
+from scope_relay.media.ring import IndexedAudioRing
+from scope_relay.protocol.media import CHANNELS, SAMPLE_RATE
+
+#: Outgoing pts start this far before the first cloud time seen, so they stay positive.
+PTS_HEADROOM = 1.0
+#: Lateness up to this is network jitter (the delay rises to absorb it); later audio is
+#: stale (held across a reconnect) and is only dropped.
+MAX_JITTER = 0.3
+#: Raised delay is given back after a window in which every audio frame arrived at least
+#: ``DECAY_MARGIN`` before its release time, at most ``DECAY_STEP`` per window.
+#: 2 s windows of 40 ms each: 200 ms given back in 10 s of calm (a raise after a stall or
+#: a loss burst is gone within ~10 s), while a window still spans ~100 audio frames, enough
+#: to see the network's ordinary jitter before giving its margin away.
+DECAY_WINDOW = 2.0
+DECAY_MARGIN = 0.02
+DECAY_STEP = 0.04
+#: An audio cursor further than this behind what is due now skips forward to it
+#: (counted): a relay that cannot keep up plays current audio with gaps, instead of
+#: falling ever further behind until its ring overflows past the cursor and only silence
+#: is left (and a burst of stale frames once the load drops).
+MAX_OUTPUT_LAG = 0.2
+
+
+class FrameProcessor:
+    def __init__(self, *, playout_delay: float = 0.07, max_queue: float = 2.0,
+                 max_extra_delay: float = 1.0, clock: Callable[[], float] = time.time):
+        self.playout_delay = playout_delay
+        self.max_queue = max_queue
+        self.max_extra_delay = max_extra_delay
+        self.clock = clock
+        self.offset: float | None = None
+        self.extra_delay = 0.0
+        self._window_start: float | None = None
+        self._window_slack: float | None = None
+        self.delay_decreases = 0
+        self.base_time: float | None = None
+        # int16: exactly what is sent, so 48 kHz s16 from the cloud passes bit-exact with
+        # no float conversion on the hot path
+        # its ``start`` is the cloud sample index of the oldest sample held
+        self._audio = IndexedAudioRing(CHANNELS, int(max_queue * SAMPLE_RATE), np.int16)
+        self._audio_started = False
+        self.lateness = LatenessPolicy()
+        #: (cloud index, samples, local time) of the output's recent reads
+        self._reads: collections.deque[tuple[int, int, float]] = collections.deque(maxlen=64)
+        self.audio_cursor: int | None = None  # next cloud sample index to release
+        self._video: collections.deque[tuple[float, av.VideoFrame]] = collections.deque()
+        self._audio_event = asyncio.Event()
+        self._video_event = asyncio.Event()
+        self.closed = False
+        # figures
+        self.audio_frames_in = 0
+        self.video_frames_in = 0
+        self.audio_overflow_samples = 0
+        self.audio_reset_samples = 0
+        self.audio_late_samples = 0
+        self.audio_gap_samples = 0
+        self.audio_overlap_samples = 0
+        self.audio_underruns = 0
+        self.video_overflow_frames = 0
+        self.video_late_frames = 0
+        self.audio_startup_skipped = 0  # held before the first sender report, then stale
+        self.audio_skipped_samples = 0  # passed unplayed: the output fell behind
+        self.audio_skips = 0
+
+    # --- clock -------------------------------------------------------------------------
+    def _observe(self, cloud_time: float, arrival: float) -> None:
+        lag = arrival - cloud_time
+        if self.offset is None or lag < self.offset:
+            self.offset = lag
+        if self.base_time is None:
+            self.base_time = cloud_time - PTS_HEADROOM
+
+    def release_time(self, cloud_time: float) -> float:
+        assert self.offset is not None
+        return cloud_time + self.offset + self.playout_delay + self.extra_delay
+
+    def _raise_delay(self, step: float) -> None:
+        self.extra_delay = min(self.max_extra_delay, self.extra_delay + step)
+        self._window_start, self._window_slack = None, None  # judge calm from here on
+
+    def _judge_slack(self, cloud_time: float, arrival: float) -> None:
+        """Track how early audio arrives; after a calm window, give back raised delay."""
+        if not self.extra_delay:
+            return
+        slack = self.release_time(cloud_time) - arrival
+        if self._window_start is None or self._window_slack is None:
+            self._window_start, self._window_slack = arrival, slack
+            return
+        self._window_slack = min(self._window_slack, slack)
+        if arrival - self._window_start >= DECAY_WINDOW:
+            spare = self._window_slack - DECAY_MARGIN
+            if spare > 0:
+                self.extra_delay = max(0.0, self.extra_delay - min(spare, DECAY_STEP))
+                self.delay_decreases += 1
+            self._window_start, self._window_slack = None, None  # a new window
+
+    # --- writers (CloudWebRTCClient) ---------------------------------------------------
+    def add_audio(self, samples: np.ndarray, cloud_time: float, arrival: float) -> None:
+        """``samples``: int16 ``(2, n)`` at 48 kHz starting at ``cloud_time``."""
+        self._observe(cloud_time, arrival)
+        self.audio_frames_in += 1
+        index = round(cloud_time * SAMPLE_RATE)
+        if not self._audio_started:
+            self._audio.reset(index)
+            self._audio_started = True
+        gap = index - self._audio.end
+        if gap >= SAMPLE_RATE or gap > 0 and not len(self._audio) and self.audio_cursor is None:
+            self.audio_reset_samples += self._audio.reset(index)  # a new timeline: counted
+        # lost packets leave a gap that silence fills, keeping later audio on its time
+        placed = self._audio.write_at(index, samples)
+        self.audio_gap_samples += placed.gap
+        self.audio_overlap_samples += placed.trimmed
+        self.audio_overflow_samples += placed.dropped
+        self._judge_slack(cloud_time, arrival)
+        if self.audio_cursor is not None:
+            late = self._audio.discard_before(self.audio_cursor)
+            if late:
+                self.audio_late_samples += late
+                # how late this frame came for the read that needed it (the output reads
+                # ahead of release by the Opus lookahead, and in 20 ms steps)
+                read_at = self._read_time(index)
+                if 0 < arrival - read_at <= MAX_JITTER:  # beyond that: stale, not jitter
+                    step = self.lateness.late(arrival, read_at)
+                    if step:
+                        self._raise_delay(step)
+            else:
+                self.lateness.on_time(arrival)
+        self._audio_event.set()
+
+    def add_video(self, frame: av.VideoFrame, cloud_time: float, arrival: float) -> None:
+        self._observe(cloud_time, arrival)
+        self.video_frames_in += 1
+        self._video.append((cloud_time, frame))
+        while self._video and self._video[-1][0] - self._video[0][0] > self.max_queue:
+            self._video.popleft()
+            self.video_overflow_frames += 1
+        self._video_event.set()
+
+    # --- readers (output tracks) ------------------------------------------------------
+    async def first_audio(self) -> int:
+        """Wait for audio to exist; returns the cloud sample index to play next: where
+        playback starts, then the cursor (the output track asks before every frame), moved
+        on to what is due now if the output fell more than ``MAX_OUTPUT_LAG`` behind."""
+        while not self._audio_started or self.offset is None:
+            if self.closed:
+                raise EOFError
+            self._audio_event.clear()
+            await self._audio_event.wait()
+        due_now = int((self.clock() - self.offset - self.playout_delay - self.extra_delay)
+                      * SAMPLE_RATE)
+        if self.audio_cursor is None:
+            # Start at what is due now, not at the oldest held sample: a catch-up burst
+            # would play stale audio and confuse the receiver's timing.
+            self.audio_cursor = max(self._audio.start, due_now)
+            self.audio_startup_skipped += self._audio.discard_before(self.audio_cursor)
+        elif due_now - self.audio_cursor > MAX_OUTPUT_LAG * SAMPLE_RATE:
+            # the output track fell behind (an overloaded relay): skip to now, never burst
+            self.audio_skipped_samples += due_now - self.audio_cursor
+            self.audio_skips += 1
+            self.audio_cursor = due_now
+            self._audio.discard_before(due_now)  # (counted in the skip)
+        return self.audio_cursor
+
+    def _read_time(self, index: int) -> float:
+        """When the output read the sample at cloud index ``index`` (its release time if
+        that read is no longer remembered)."""
+        for start, count, when in reversed(self._reads):
+            if start <= index < start + count:
+                return when
+        return self.release_time(index / SAMPLE_RATE)
+
+    def take_audio(self, n: int) -> np.ndarray:
+        """The ``n`` samples at the cursor; missing ones are silence (counted)."""
+        cursor = self.audio_cursor
+        assert cursor is not None
+        self._reads.append((cursor, n, self.clock()))
+        out = np.zeros((CHANNELS, n), np.int16)
+        self.audio_late_samples += self._audio.discard_before(cursor)
+        lead = self._audio.start - cursor
+        if lead < n and len(self._audio):
+            count = min(n - max(lead, 0), len(self._audio))
+            out[:, max(lead, 0):max(lead, 0) + count] = self._audio.read(count)
+            if max(lead, 0) + count < n:
+                self.audio_underruns += 1
+        else:
+            self.audio_underruns += 1
+        self.audio_cursor = cursor + n
+        return out
+
+    def audio_queue_seconds(self) -> float:
+        return len(self._audio) / SAMPLE_RATE
+
+    async def next_video(self) -> tuple[float, av.VideoFrame]:
+        """The next frame to show; frames already a whole queue-length late are skipped
+        (counted), except the newest, so the picture catches up instead of bursting."""
+        while not self._video:
+            if self.closed:
+                raise EOFError
+            self._video_event.clear()
+            await self._video_event.wait()
+        now = self.clock()
+        while len(self._video) > 1 and self.release_time(self._video[1][0]) < now:
+            self._video.popleft()
+            self.video_late_frames += 1
+        return self._video.popleft()
+
+    def close(self) -> None:
+        self.closed = True
+        self._audio_event.set()
+        self._video_event.set()
+
+    def stats(self) -> dict[str, Any]:
+        video_ms = (self._video[-1][0] - self._video[0][0]) * 1000 if len(self._video) > 1 else 0.0
+        return {
+            "offset_ms": None if self.offset is None else round(self.offset * 1000, 1),
+            "playout_delay_ms": round((self.playout_delay + self.extra_delay) * 1000, 1),
+            "extra_delay_ms": round(self.extra_delay * 1000, 1),
+            "delay_decreases": self.delay_decreases,
+            "late_episodes": self.lateness.episodes,
+            "late_episodes_forgiven": self.lateness.forgiven,
+            "delay_raises": self.lateness.raises,
+            "audio_queue_ms": round(self.audio_queue_seconds() * 1000, 1),
+            "video_queue_ms": round(video_ms, 1),
+            "video_queue_frames": len(self._video),
+            "audio_frames_in": self.audio_frames_in,
+            "video_frames_in": self.video_frames_in,
+            "audio_underruns": self.audio_underruns,
+            "audio_late_ms": round(self.audio_late_samples / SAMPLE_RATE * 1000, 1),
+            "audio_startup_skipped_ms": round(self.audio_startup_skipped / SAMPLE_RATE * 1000, 1),
+            "audio_skipped_ms": round(self.audio_skipped_samples / SAMPLE_RATE * 1000, 1),
+            "audio_skips": self.audio_skips,
+            "audio_gap_ms": round(self.audio_gap_samples / SAMPLE_RATE * 1000, 1),
+            "audio_overflow_ms": round(self.audio_overflow_samples / SAMPLE_RATE * 1000, 1),
+            "audio_reset_ms": round(self.audio_reset_samples / SAMPLE_RATE * 1000, 1),
+            "video_overflow_frames": self.video_overflow_frames,
+            "video_late_frames": self.video_late_frames,
+        }

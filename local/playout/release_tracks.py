@@ -1,0 +1,97 @@
+"""The relay's output tracks to the browser, released on the local clock by the
+FrameProcessor's one shared offset."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import av
+from aiortc import MediaStreamTrack
+from aiortc.mediastreams import MediaStreamError
+
+from scope_relay.local.playout.frame_processor import FrameProcessor
+from scope_relay.media.audio import s16_frame
+from scope_relay.media.pacing import sleep_until
+from scope_relay.protocol.media import (
+    FRAME_SAMPLES,
+    OPUS_LOOKAHEAD_SECONDS,
+    SAMPLE_RATE,
+    VIDEO_TIME_BASE,
+    video_pts,
+)
+
+logger = logging.getLogger(__name__)
+
+#: Sees each frame, with its final pts, just before it goes to the browser (a recording).
+#: Called on the event loop: it must return at once and must not change the frame.
+FrameTap = Callable[[av.AudioFrame | av.VideoFrame], None]
+
+
+def _run_taps(taps: list[FrameTap], frame: av.AudioFrame | av.VideoFrame) -> None:
+    for tap in taps:
+        try:
+            tap(frame)
+        except Exception:  # a broken tap must never stop live playback
+            logger.exception("frame tap failed")
+
+
+class CloudTrack(MediaStreamTrack):
+    """Video from the cloud to the browser."""
+
+    kind = "video"
+
+    def __init__(self, processor: FrameProcessor):
+        super().__init__()
+        self.processor = processor
+        self.frames_sent = 0
+        self._last_pts = -1
+        self.taps: list[FrameTap] = []
+
+    async def recv(self) -> av.VideoFrame:
+        p = self.processor
+        try:
+            cloud_time, frame = await p.next_video()
+        except EOFError:
+            self.stop()
+            raise MediaStreamError from None
+        await sleep_until(p.clock, p.release_time(cloud_time))
+        assert p.base_time is not None  # set by the first frame queued
+        pts = max(video_pts(cloud_time - p.base_time), self._last_pts + 1)
+        self._last_pts = pts
+        frame.pts = pts
+        frame.time_base = VIDEO_TIME_BASE
+        self.frames_sent += 1
+        _run_taps(self.taps, frame)
+        return frame
+
+
+class AudioProcessingTrack(MediaStreamTrack):
+    """48 kHz stereo 20 ms packed-s16 frames to the browser; bit-exact for 48 kHz s16 input."""
+
+    kind = "audio"
+
+    def __init__(self, processor: FrameProcessor):
+        super().__init__()
+        self.processor = processor
+        self.frames_sent = 0
+        self.taps: list[FrameTap] = []
+
+    async def recv(self) -> av.AudioFrame:
+        p = self.processor
+        try:
+            cursor = await p.first_audio()
+        except EOFError:
+            self.stop()
+            raise MediaStreamError from None
+        await sleep_until(p.clock, p.release_time(cursor / SAMPLE_RATE) - OPUS_LOOKAHEAD_SECONDS)
+        if p.closed:
+            self.stop()
+            raise MediaStreamError
+        samples = p.take_audio(FRAME_SAMPLES)
+        self.frames_sent += 1
+        assert p.base_time is not None  # set by the first audio queued
+        base = round(p.base_time * SAMPLE_RATE)
+        frame = s16_frame(samples, cursor - base)
+        _run_taps(self.taps, frame)
+        return frame

@@ -1,0 +1,216 @@
+"""BrowserSession: one browser peer connection, bridged to the cloud through a CloudHop.
+
+When the cloud's pipeline fails, the browser's peer stays up (a page that restarts
+dropped sessions would otherwise loop on a broken model), the output tracks end (the
+FrameProcessor is closed: nothing more is coming, so nothing waits or counts underruns),
+the stats say ``pipeline_failed`` and the page gets ``{"type": "error", "code":
+"PIPELINE_FAILED", "error"}`` on its ``parameters`` channel (once it is open).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from aiortc import MediaStreamTrack
+
+from scope_relay.local.cloud_link.control_socket import CloudConnectionManager
+from scope_relay.local.cloud_link.hop import CloudHop
+from scope_relay.local.cloud_link.peer import CloudWebRTCClient
+from scope_relay.local.inputs.camera_uplink import LatestFrameTrack
+from scope_relay.local.inputs.microphone_uplink import AudioForwarder
+from scope_relay.local.playout.frame_processor import FrameProcessor
+from scope_relay.local.playout.release_tracks import AudioProcessingTrack, CloudTrack
+from scope_relay.local.sessions.fanout import CountedSubscription, OutputFanout
+from scope_relay.local.sessions.viewers import MAX_VIEWERS, Audience
+from scope_relay.protocol import messages as m
+from scope_relay.protocol.capabilities import Capabilities
+from scope_relay.protocol.errors import InvalidMessage, PipelineFailed, ProtocolError
+from scope_relay.protocol.parameters import DATA_CHANNEL_LABEL, PIPELINE_IDS
+from scope_relay.rtc.aiortc_internals import offered_direction
+from scope_relay.rtc.peer import PeerSession
+from scope_relay.rtc.sdp import validate_offer_sdp
+
+logger = logging.getLogger(__name__)
+
+#: a browser that never completes ICE (it went away after its offer) is let go after this
+CONNECT_TIMEOUT = 60.0
+
+
+async def chain_capabilities(connection: CloudConnectionManager,
+                             pipeline_ids: Any) -> tuple[list[str], Capabilities]:
+    """Ask the cloud (the only authority) for the chain's flags, loading it if needed."""
+    if pipeline_ids is None:
+        status, data = await connection.api("GET", "/api/v1/pipeline/status")
+    else:
+        status, data = await connection.api("POST", "/api/v1/pipeline/load",
+                                            {"pipeline_ids": pipeline_ids}, timeout=600)
+    if status >= 400:
+        raise ProtocolError(str(data.get("detail", "pipeline load failed")),
+                            code=str(data.get("code", "LOAD_FAILED")), status=status)
+    if data.get("status") == "error":  # the pipeline raised while loading
+        ids = ", ".join(str(p) for p in data.get("pipeline_ids") or [])
+        raise PipelineFailed(f"{ids}: failed to load: {data.get('error') or 'unknown error'}")
+    if data.get("status") != "loaded":
+        raise ProtocolError(f"pipeline not loaded: {data.get('error') or data.get('status')}",
+                            code="NOT_LOADED", status=409)
+    return list(data.get("pipeline_ids") or []), Capabilities.from_mapping(data)
+
+
+class BrowserSession(PeerSession):
+    """The page's peer: the relay's output tracks by the chain's flags, the browser's
+    camera pumped up to the cloud, parameter messages forwarded through the cloud hop."""
+
+    role = "browser session"
+
+    def __init__(self, connection: CloudConnectionManager, *, ice_servers: list[dict[str, Any]],
+                 loopback_ice: bool, cloud_loopback_ice: bool, playout_delay: float,
+                 max_viewers: int = MAX_VIEWERS):
+        super().__init__(ice_servers=ice_servers, loopback_ice=loopback_ice,
+                         connect_timeout=CONNECT_TIMEOUT)
+        self.connection = connection
+        self.cloud_loopback_ice = cloud_loopback_ice
+        self.processor = FrameProcessor(playout_delay=playout_delay)
+        self.hop: CloudHop | None = None
+        self.video_track: CloudTrack | None = None
+        self.audio_track: AudioProcessingTrack | None = None
+        #: the output tracks are read once and fanned out to this page and its viewers
+        self.max_viewers = max_viewers
+        self.audience: Audience | None = None
+        self._own_tracks: tuple[CountedSubscription | None, CountedSubscription | None] = (
+            None, None)
+        #: the browser's camera through a bounded pump this session owns: it keeps being
+        #: drained while the cloud hop reconnects (aiortc's receive queue is unbounded)
+        self.camera: LatestFrameTrack | None = None
+        #: the browser's microphone, likewise (local/inputs/microphone_uplink.py), when the chain takes it
+        self.microphone: AudioForwarder | None = None
+        #: the page's ``parameters`` channel, for telling it that the pipeline failed
+        self._channel: Any = None
+        self._page_told = False
+        self.pc.on("datachannel", self._remember_channel)
+
+    @property
+    def cloud(self) -> CloudWebRTCClient | None:
+        """The current peer connection to the cloud (a new one after each reconnect)."""
+        return self.hop.client if self.hop else None
+
+    @property
+    def cloud_reconnects(self) -> int:
+        return self.hop.reconnects if self.hop else 0
+
+    @property
+    def parameter_state(self) -> dict[str, Any]:
+        return self.hop.parameter_state if self.hop else {}
+
+    async def handle_offer(self, sdp: Any, initial_parameters: Mapping[str, Any]) -> str:
+        sdp = validate_offer_sdp(sdp)  # before a model load, not after
+        if not isinstance(initial_parameters, Mapping):
+            raise InvalidMessage("initialParameters must be an object")
+        self.pipeline_ids, caps = await chain_capabilities(
+            self.connection, initial_parameters.get(PIPELINE_IDS))
+        self.capabilities = caps
+        await self.set_offer(sdp)
+        if not (caps.produces_audio and self.offers("audio")):
+            # no audio to line the video up with: frames pass on arrival (the browser's
+            # own jitter buffer smooths them), so a camera loop adds no wait here
+            self.processor.playout_delay = 0.0
+        browser_sends_video = any(
+            t.kind == "video" and offered_direction(t) in ("sendrecv", "sendonly")
+            for t in self.pc.getTransceivers())
+        send_camera = caps.accepts_video and browser_sends_video
+        camera = self.camera if send_camera else None
+        send_microphone = caps.accepts_audio and self.microphone is not None
+        microphone = self.microphone if send_microphone else None
+
+        def new_client() -> CloudWebRTCClient:
+            return CloudWebRTCClient(self.connection, self.processor, caps, camera=camera,
+                                     microphone=microphone,
+                                     loopback_ice=self.cloud_loopback_ice)
+
+        self.hop = CloudHop(new_client, pipeline_ids=self.pipeline_ids,
+                            initial_parameters=initial_parameters, name=self.name)
+        self.hop.on_pipeline_failed = self._pipeline_failed
+        if caps.produces_video and self.offers("video"):
+            self.video_track = CloudTrack(self.processor)
+        if caps.produces_audio and self.offers("audio"):
+            self.audio_track = AudioProcessingTrack(self.processor)
+        fanout = OutputFanout(self.video_track, self.audio_track)
+        self.audience = Audience(fanout, max_viewers=self.max_viewers)
+        self._own_tracks = fanout.subscribe()  # the owner's sender, like any viewer's
+        self.attach_media(*self._own_tracks, receive_video=send_camera,
+                          receive_audio=send_microphone)
+        # the answer first: an offer that cannot be answered costs no cloud session
+        answer = await self.create_answer()
+        await self.hop.connect()  # returns once the cloud answered (see CloudHop.connect)
+        return answer
+
+    # --- hooks ---------------------------------------------------------------------------
+    def on_track(self, track: MediaStreamTrack) -> None:
+        if track.kind == "video" and self.camera is None:
+            self.camera = LatestFrameTrack(track)
+        elif (track.kind == "audio" and self.microphone is None and self.capabilities
+              and self.capabilities.accepts_audio):  # (the chain's flags are known by now)
+            self.microphone = AudioForwarder(track)
+        else:
+            self.drain(track)
+
+    def on_parameters(self, raw: str, updates: dict[str, Any]) -> None:
+        if self.hop is not None:
+            self.hop.forward(raw, updates)
+
+    # --- a failed pipeline -----------------------------------------------------------------
+    @property
+    def pipeline_failed(self) -> str | None:
+        """The cloud's reason, once its pipeline failed (the session then plays nothing)."""
+        return self.hop.pipeline_failed if self.hop else None
+
+    def _pipeline_failed(self, message: str) -> None:
+        logger.error("%s: pipeline failed: %s", self.name, message)
+        self.processor.close()  # the output tracks end: no more media is coming
+        self._tell_page()
+
+    def _remember_channel(self, channel: Any) -> None:
+        if channel.label == DATA_CHANNEL_LABEL:
+            self._channel = channel
+            self._tell_page()  # a failure that came before the channel
+
+    def _tell_page(self) -> None:
+        channel, message = self._channel, self.pipeline_failed
+        if (self._page_told or channel is None or message is None
+                or channel.readyState != "open"):
+            return  # sent when the channel opens, if it ever does; the stats say it anyway
+        self._page_told = True
+        try:
+            channel.send(m.encode(m.pipeline_failed(message)))
+        except Exception as exc:  # a closing channel: the stats still carry the reason
+            logger.warning("%s: could not tell the page the pipeline failed: %s", self.name, exc)
+
+    async def release(self) -> None:
+        self.processor.close()
+        if self.audience is not None:  # viewers end with the session they watch
+            await self.audience.close()
+            await self.audience.fanout.close()
+        if self.hop is not None:
+            await self.hop.close()
+        if self.camera is not None:
+            self.camera.stop()
+        if self.microphone is not None:
+            await self.microphone.close()
+
+    def stats(self) -> dict[str, Any]:
+        out = super().stats()
+        out.update(self.processor.stats())
+        if self.hop:
+            out.update(self.hop.stats())
+        out["pipeline_failed"] = self.pipeline_failed
+        out["camera_frames_dropped"] = self.camera.dropped if self.camera else 0
+        out["microphone_frames_dropped"] = self.microphone.dropped if self.microphone else 0
+        out["microphone_frames_forwarded"] = self.microphone.forwarded if self.microphone else 0
+        if self.audience:
+            out.update(self.audience.stats())
+        if self.video_track:
+            out["video_frames_sent"] = self.video_track.frames_sent
+        if self.audio_track:
+            out["audio_frames_sent"] = self.audio_track.frames_sent
+        return out
