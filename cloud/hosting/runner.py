@@ -21,6 +21,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import av
@@ -40,6 +41,7 @@ from scope_relay.protocol.parameters import (
     finite_number,
     is_paused,
 )
+from scope_relay.util.counters import Counters
 
 logger = logging.getLogger(__name__)
 #: parameters a session may hold; unknown keys beyond this are refused (counted)
@@ -59,6 +61,14 @@ def _stop_live_runners() -> None:
     for runner in list(_live_runners):
         runner.stop(timeout=2.0)
 
+
+@dataclass(slots=True)
+class RunnerCounts(Counters):
+    """What one session's chain was asked to do and refused."""
+
+    pipeline_calls: int = 0  # chain calls made so far (none while paused)
+    pipeline_errors: int = 0
+    rejected_parameters: int = 0  # values of an unknown key or the wrong type
 
 class InputQueue:
     """Bounded, thread-safe queue of camera frames (drops oldest, counted)."""
@@ -177,10 +187,7 @@ class PipelineRunner:
         self._chunk_start = 0.0  # media seconds where the next chunk starts
         self._audio_end = 0.0  # media seconds the audio written so far reaches (at input rate)
         self._call_seconds = 0.0
-        self.errors = 0
-        self.rejected_params = 0
-        #: chain calls made so far (none while paused)
-        self.calls = 0
+        self.counts = RunnerCounts()
         #: the session is paused (``paused``): no calls, and the buffer's clock holds
         self.paused = False
         self.last_error: str | None = None
@@ -249,7 +256,7 @@ class PipelineRunner:
                 try:
                     self.params[key] = coerce_parameter(key, value, control)
                 except ValueError as exc:
-                    self.rejected_params += 1
+                    self.counts.rejected_parameters += 1
                     logger.warning("ignored parameter update: %s", exc)
                 continue
             spec = next((p.params[key] for p in self.chain if key in p.params), None)
@@ -258,12 +265,12 @@ class PipelineRunner:
                 if key in self.params or len(self.params) < MAX_PARAMETER_KEYS:
                     self.params[key] = value
                 else:
-                    self.rejected_params += 1
+                    self.counts.rejected_parameters += 1
                 continue
             try:
                 self.params[key] = spec.coerce(key, value)
             except Exception as exc:  # nothing a client sends may end the worker thread
-                self.rejected_params += 1
+                self.counts.rejected_parameters += 1
                 logger.warning("ignored parameter update: %s", exc)
 
     def _target_lead(self) -> float:
@@ -325,7 +332,7 @@ class PipelineRunner:
             logger.info("pipeline %s ended while stopping: %s: %s", self._culprit,
                         type(exc).__name__, exc)
             return
-        self.errors += 1
+        self.counts.pipeline_errors += 1
         reason = f"{type(exc).__name__}: {exc}"
         if len(reason) > MAX_FAILURE_CHARS:
             reason = reason[:MAX_FAILURE_CHARS - 1] + "…"
@@ -357,7 +364,7 @@ class PipelineRunner:
         audio_out: PipelineOutput | None = None
         output: PipelineOutput | None = None
         stage_inputs = inputs
-        self.calls += 1
+        self.counts.pipeline_calls += 1
         for stage in self.chain:
             self._culprit = pipeline_name(stage)
             output = as_pipeline_output(stage(stage_inputs, self.params), stage)

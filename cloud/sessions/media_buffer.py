@@ -32,17 +32,35 @@ import collections
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
 from scope_relay.media.ring import IndexedAudioRing
 from scope_relay.protocol.media import CHANNELS, SAMPLE_RATE
+from scope_relay.util.counters import Counters, samples_counter
 
 #: The audio track sending this much past its frame's release time has fallen behind
 #: (a starved event loop or encoder): the clock stalls to now (see :meth:`catch_up_audio`).
 #: Less is scheduling jitter, which the receiver's jitter buffer absorbs.
 SENDER_LAG_TOLERANCE = 0.1
 
+
+@dataclass(slots=True)
+class BufferCounts(Counters):
+    """What one session's media clock stalled, skipped, dropped and paused."""
+
+    chunks: int = 0
+    underruns: int = 0
+    stalled_samples: int = samples_counter(SAMPLE_RATE)
+    skipped_samples: int = samples_counter(SAMPLE_RATE)
+    dropped_video_frames: int = 0
+    skipped_video_frames: int = 0  # the video sender fell behind the audio clock
+    #: the clock stalled because the audio sender was late
+    sender_lag_samples: int = samples_counter(SAMPLE_RATE)
+    sender_lags: int = 0
+    absent_audio_samples: int = samples_counter(SAMPLE_RATE)  # chunks that came without audio
+    paused_samples: int = samples_counter(SAMPLE_RATE)
 
 class MediaBuffer:
     def __init__(self, loop: asyncio.AbstractEventLoop, *, playout_delay: float = 0.1,
@@ -69,21 +87,11 @@ class MediaBuffer:
         self.started = asyncio.Event()
         self._video_event = asyncio.Event()
         self.closed = False
-        # figures
-        self.underruns = 0
-        self.stalled_samples = 0
-        self.skipped_samples = 0
-        self.dropped_video_frames = 0
-        self.absent_audio_samples = 0
-        self.chunks = 0
-        self.sender_lag_samples = 0  # the clock stalled because the audio sender was late
-        self.sender_lags = 0
-        self.skipped_video_frames = 0  # the video sender fell behind the audio clock
+        self.counts = BufferCounts()
         #: the audio track has taken its first frame (its sender is running)
         self.audio_taken = False
         #: paused (see :meth:`hold`) until the next chunk arrives
         self.holding = False
-        self.paused_samples = 0
 
     # --- clock -------------------------------------------------------------------------
     @property
@@ -143,7 +151,7 @@ class MediaBuffer:
                 # a chunk without audio: its span is silent by content, not late
                 self._silent_until = max(self._silent_until,
                                          round(self._video_end * SAMPLE_RATE))
-            self.chunks += 1
+            self.counts.chunks += 1
             first = self.epoch is None
             if first:
                 start = min([t for t, _ in video] + [self.audio_head / SAMPLE_RATE])
@@ -165,7 +173,7 @@ class MediaBuffer:
             ran_on = int(round((self.media_now() - self._video_end) * SAMPLE_RATE))
             if ran_on > 0:
                 self.stall += ran_on
-                self.paused_samples += ran_on
+                self.counts.paused_samples += ran_on
 
     def _write_audio(self, audio: np.ndarray, start: int | None) -> None:
         # silence fills a gap, what was already played is trimmed, and the oldest samples
@@ -178,7 +186,7 @@ class MediaBuffer:
     def _skipped(self, samples: int) -> None:
         """The media position moved on without the output (RTP) position: count it."""
         self.stall -= samples
-        self.skipped_samples += samples
+        self.counts.skipped_samples += samples
 
     def _skip_overflow(self) -> None:
         end = max(self._video_end, self._audio.end / SAMPLE_RATE)
@@ -191,7 +199,7 @@ class MediaBuffer:
         now = self.media_now()
         while self._video and self._video[0][0] < now:
             self._video.popleft()
-            self.dropped_video_frames += 1
+            self.counts.dropped_video_frames += 1
 
     def _wake(self, first: bool) -> None:
         if first:
@@ -210,15 +218,15 @@ class MediaBuffer:
                 # silence by content (chunks that came without audio): the clock runs on
                 absent = min(n - got, max(0, self._silent_until - self.audio_head))
                 self._audio.advance(absent)
-                self.absent_audio_samples += absent
+                self.counts.absent_audio_samples += absent
                 late = n - got - absent
                 if late and self.holding:  # paused: the clock holds, as announced
                     self.stall += late
-                    self.paused_samples += late
+                    self.counts.paused_samples += late
                 elif late:  # the producer is late: hold both tracks (sync survives)
-                    self.underruns += 1
+                    self.counts.underruns += 1
                     self.stall += late
-                    self.stalled_samples += late
+                    self.counts.stalled_samples += late
             return out
 
     def audio_output_samples(self) -> int:
@@ -234,7 +242,7 @@ class MediaBuffer:
                 now = self.clock()
                 while len(self._video) > 1 and self.release_time(self._video[1][0]) <= now:
                     self._video.popleft()
-                    self.skipped_video_frames += 1
+                    self.counts.skipped_video_frames += 1
             return self._video.popleft() if self._video else None
 
     def video_queued(self) -> int:
@@ -247,7 +255,7 @@ class MediaBuffer:
         buffered ahead (a video track that stopped taking frames): drop the oldest."""
         while self._video and self._video[-1][0] - self._video[0][0] > self.max_buffer:
             self._video.popleft()
-            self.dropped_video_frames += 1
+            self.counts.dropped_video_frames += 1
 
     def catch_up_audio(self, early: float = 0.0) -> None:
         """The audio track is about to send its next frame (``early`` s before its
@@ -264,8 +272,8 @@ class MediaBuffer:
             if late > SENDER_LAG_TOLERANCE:
                 samples = int(round(late * SAMPLE_RATE))
                 self.stall += samples
-                self.sender_lag_samples += samples
-                self.sender_lags += 1
+                self.counts.sender_lag_samples += samples
+                self.counts.sender_lags += 1
 
     async def wait_video(self, timeout: float) -> None:
         try:
@@ -278,7 +286,7 @@ class MediaBuffer:
         with self._lock:
             samples = int(round(seconds * SAMPLE_RATE))
             self.stall += samples
-            self.stalled_samples += samples
+            self.counts.stalled_samples += samples
 
     def close(self) -> None:
         with self._lock:
@@ -288,20 +296,11 @@ class MediaBuffer:
         self.loop.call_soon_threadsafe(self._video_event.set)
         self.loop.call_soon_threadsafe(self.started.set)  # tracks waiting for media see closed
 
-    def stats(self) -> dict[str, float]:
+    def stats(self) -> dict[str, float | int | bool]:
         return {
             "playout_delay_ms": self.playout_delay * 1000,
             "buffered_ms": round(self.lead() * 1000, 1) if self.epoch is not None else 0.0,
-            "underruns": self.underruns,
-            "stalled_ms": round(self.stalled_samples / SAMPLE_RATE * 1000, 1),
-            "skipped_ms": round(self.skipped_samples / SAMPLE_RATE * 1000, 1),
-            "dropped_video_frames": self.dropped_video_frames,
-            "skipped_video_frames": self.skipped_video_frames,
             "video_queue_frames": len(self._video),
-            "sender_lag_ms": round(self.sender_lag_samples / SAMPLE_RATE * 1000, 1),
-            "sender_lags": self.sender_lags,
-            "absent_audio_ms": round(self.absent_audio_samples / SAMPLE_RATE * 1000, 1),
             "paused": self.holding,
-            "paused_ms": round(self.paused_samples / SAMPLE_RATE * 1000, 1),
-            "chunks": self.chunks,
+            **self.counts.as_stats(),
         }

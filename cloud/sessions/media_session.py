@@ -201,9 +201,7 @@ class MediaSession(PeerSession):
             out["late_video_frames"] = self.video_track.late_frames
         out["pipeline_failed"] = self.pipeline_failed
         if self.runner:
-            out["pipeline_errors"] = self.runner.errors
-            out["pipeline_calls"] = self.runner.calls
-            out["rejected_parameters"] = self.runner.rejected_params
+            out.update(self.runner.counts.as_stats())
             out["input_frames_dropped"] = self.runner.inputs.dropped if self.runner.inputs else 0
             audio_in = self.runner.audio_inputs
             out["input_audio_dropped_ms"] = (

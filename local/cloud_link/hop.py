@@ -93,7 +93,7 @@ class CloudHop:
             logger.warning("%s: the cloud hop did not come up: %s", self.name, exc)
             client.failed.set()
             return
-        if self.parameter_state and client.parameters_dropped:
+        if self.parameter_state and client.counts.parameters_dropped:
             client.send_parameters(json.dumps(self.parameter_state))
 
     def _pipeline_failed(self, message: str) -> None:

@@ -16,6 +16,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
@@ -34,6 +35,7 @@ from scope_relay.protocol.errors import PipelineFailed, Unavailable
 from scope_relay.protocol.media import SAMPLE_RATE, VIDEO_CLOCK_RATE
 from scope_relay.rtc.ice import loopback_candidates, rtc_configuration
 from scope_relay.rtc.receive_path import ReceivePath, install_receive_path
+from scope_relay.util.counters import Counters
 from scope_relay.util.tasks import OwnedTasks, RunOnce
 
 logger = logging.getLogger(__name__)
@@ -41,6 +43,15 @@ logger = logging.getLogger(__name__)
 #: parameter messages queued in SCTP beyond this are dropped (counted), not buffered forever
 MAX_PARAMETERS_BUFFERED = 1 << 20
 
+
+@dataclass(slots=True)
+class CloudPeerCounts(Counters):
+    """What the relay's peer to the cloud dropped, clipped and forwarded."""
+
+    pending_dropped: int = 0  # frames held before the first sender report, oldest dropped
+    clipped_samples: int = 0  # audio samples outside [-1, 1], clipped
+    parameters_forwarded: int = 0
+    parameters_dropped: int = 0  # over the data channel's unsent-bytes bound
 
 class CloudWebRTCClient:
     def __init__(self, connection: CloudConnectionManager, processor: FrameProcessor,
@@ -68,10 +79,7 @@ class CloudWebRTCClient:
         self._tasks = OwnedTasks()
         self._close = RunOnce(self._close_once)
         self._resampler = TimedResampler()
-        self.pending_dropped = 0
-        self.clipped_samples = 0
-        self.parameters_forwarded = 0
-        self.parameters_dropped = 0
+        self.counts = CloudPeerCounts()
         self.closed = asyncio.Event()
         self.failed = asyncio.Event()
         #: the cloud's reason once its pipeline failed mid-stream (no reconnect cures that)
@@ -176,9 +184,9 @@ class CloudWebRTCClient:
         if (channel is not None and channel.readyState == "open"
                 and channel.bufferedAmount < MAX_PARAMETERS_BUFFERED):
             channel.send(message)
-            self.parameters_forwarded += 1
+            self.counts.parameters_forwarded += 1
         else:
-            self.parameters_dropped += 1
+            self.counts.parameters_dropped += 1
 
     # --- receiving ---------------------------------------------------------------------
     def _on_track(self, track: MediaStreamTrack) -> None:
@@ -204,7 +212,7 @@ class CloudWebRTCClient:
                 if cloud_time is None:  # until the first sender report: hold, bounded
                     if len(timer.pending) >= self.max_pending:
                         timer.pending.popleft()
-                        self.pending_dropped += 1
+                        self.counts.pending_dropped += 1
                     timer.pending.append((frame, arrival))
                     continue
                 while timer.pending:
@@ -230,7 +238,7 @@ class CloudWebRTCClient:
             resampled, index = self._resampler.process(
                 frame_to_array(frame), frame.sample_rate, round(cloud_time * SAMPLE_RATE), names)
             samples, clipped = float_to_s16(resampled)
-            self.clipped_samples += clipped
+            self.counts.clipped_samples += clipped
             cloud_time = index / SAMPLE_RATE
             if not samples.shape[1]:
                 return
@@ -251,11 +259,8 @@ class CloudWebRTCClient:
                        for k, t in self._timers.items()},
             "receive": {k: p.stats() for k, p in self.receive_paths.items()},
             "tracks_timed_by_arrival": sum(t.fallback is not None for t in self._timers.values()),
-            "pending_dropped": self.pending_dropped,
-            "clipped_samples": self.clipped_samples,
             "nonfinite_samples": self._resampler.resampler.nonfinite_samples,
-            "parameters_forwarded": self.parameters_forwarded,
-            "parameters_dropped": self.parameters_dropped,
+            **self.counts.as_stats(),
         }
 
     async def close(self) -> None:

@@ -21,6 +21,7 @@ import asyncio
 import collections
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import av
@@ -29,6 +30,7 @@ import numpy as np
 from scope_relay.local.playout.lateness import LatenessPolicy
 from scope_relay.media.ring import IndexedAudioRing
 from scope_relay.protocol.media import CHANNELS, SAMPLE_RATE
+from scope_relay.util.counters import Counters, samples_counter
 
 #: Outgoing pts start this far before the first cloud time seen, so they stay positive.
 PTS_HEADROOM = 1.0
@@ -50,6 +52,28 @@ DECAY_STEP = 0.04
 MAX_OUTPUT_LAG = 0.2
 
 
+@dataclass(slots=True)
+class PlayoutCounts(Counters):
+    """What the relay's playout received, dropped, skipped and filled in (docs/architecture.md,
+    "Bounded queues and counted drops")."""
+
+    audio_frames_in: int = 0
+    video_frames_in: int = 0
+    audio_underruns: int = 0
+    audio_late_samples: int = samples_counter(SAMPLE_RATE)  # arrived after it was read
+    #: held before the first sender report, then stale
+    audio_startup_skipped_samples: int = samples_counter(SAMPLE_RATE)
+    audio_skipped_samples: int = samples_counter(SAMPLE_RATE)  # passed unplayed: output fell behind
+    audio_skips: int = 0
+    audio_gap_samples: int = samples_counter(SAMPLE_RATE)  # lost packets, filled with silence
+    audio_overlap_samples: int = samples_counter(SAMPLE_RATE)
+    audio_overflow_samples: int = samples_counter(SAMPLE_RATE)
+    audio_reset_samples: int = samples_counter(SAMPLE_RATE)  # a new timeline
+    video_overflow_frames: int = 0
+    video_late_frames: int = 0
+    delay_decreases: int = 0
+
+
 class FrameProcessor:
     def __init__(self, *, playout_delay: float = 0.07, max_queue: float = 2.0,
                  max_extra_delay: float = 1.0, clock: Callable[[], float] = time.time):
@@ -61,7 +85,6 @@ class FrameProcessor:
         self.extra_delay = 0.0
         self._window_start: float | None = None
         self._window_slack: float | None = None
-        self.delay_decreases = 0
         self.base_time: float | None = None
         # int16: exactly what is sent, so 48 kHz s16 from the cloud passes bit-exact with
         # no float conversion on the hot path
@@ -76,20 +99,7 @@ class FrameProcessor:
         self._audio_event = asyncio.Event()
         self._video_event = asyncio.Event()
         self.closed = False
-        # figures
-        self.audio_frames_in = 0
-        self.video_frames_in = 0
-        self.audio_overflow_samples = 0
-        self.audio_reset_samples = 0
-        self.audio_late_samples = 0
-        self.audio_gap_samples = 0
-        self.audio_overlap_samples = 0
-        self.audio_underruns = 0
-        self.video_overflow_frames = 0
-        self.video_late_frames = 0
-        self.audio_startup_skipped = 0  # held before the first sender report, then stale
-        self.audio_skipped_samples = 0  # passed unplayed: the output fell behind
-        self.audio_skips = 0
+        self.counts = PlayoutCounts()
 
     # --- clock -------------------------------------------------------------------------
     def _observe(self, cloud_time: float, arrival: float) -> None:
@@ -120,31 +130,31 @@ class FrameProcessor:
             spare = self._window_slack - DECAY_MARGIN
             if spare > 0:
                 self.extra_delay = max(0.0, self.extra_delay - min(spare, DECAY_STEP))
-                self.delay_decreases += 1
+                self.counts.delay_decreases += 1
             self._window_start, self._window_slack = None, None  # a new window
 
     # --- writers (CloudWebRTCClient) ---------------------------------------------------
     def add_audio(self, samples: np.ndarray, cloud_time: float, arrival: float) -> None:
         """``samples``: int16 ``(2, n)`` at 48 kHz starting at ``cloud_time``."""
         self._observe(cloud_time, arrival)
-        self.audio_frames_in += 1
+        self.counts.audio_frames_in += 1
         index = round(cloud_time * SAMPLE_RATE)
         if not self._audio_started:
             self._audio.reset(index)
             self._audio_started = True
         gap = index - self._audio.end
         if gap >= SAMPLE_RATE or gap > 0 and not len(self._audio) and self.audio_cursor is None:
-            self.audio_reset_samples += self._audio.reset(index)  # a new timeline: counted
+            self.counts.audio_reset_samples += self._audio.reset(index)  # a new timeline: counted
         # lost packets leave a gap that silence fills, keeping later audio on its time
         placed = self._audio.write_at(index, samples)
-        self.audio_gap_samples += placed.gap
-        self.audio_overlap_samples += placed.trimmed
-        self.audio_overflow_samples += placed.dropped
+        self.counts.audio_gap_samples += placed.gap
+        self.counts.audio_overlap_samples += placed.trimmed
+        self.counts.audio_overflow_samples += placed.dropped
         self._judge_slack(cloud_time, arrival)
         if self.audio_cursor is not None:
             late = self._audio.discard_before(self.audio_cursor)
             if late:
-                self.audio_late_samples += late
+                self.counts.audio_late_samples += late
                 # how late this frame came for the read that needed it (the output reads
                 # ahead of release by the Opus lookahead, and in 20 ms steps)
                 read_at = self._read_time(index)
@@ -158,11 +168,11 @@ class FrameProcessor:
 
     def add_video(self, frame: av.VideoFrame, cloud_time: float, arrival: float) -> None:
         self._observe(cloud_time, arrival)
-        self.video_frames_in += 1
+        self.counts.video_frames_in += 1
         self._video.append((cloud_time, frame))
         while self._video and self._video[-1][0] - self._video[0][0] > self.max_queue:
             self._video.popleft()
-            self.video_overflow_frames += 1
+            self.counts.video_overflow_frames += 1
         self._video_event.set()
 
     # --- readers (output tracks) ------------------------------------------------------
@@ -181,11 +191,11 @@ class FrameProcessor:
             # Start at what is due now, not at the oldest held sample: a catch-up burst
             # would play stale audio and confuse the receiver's timing.
             self.audio_cursor = max(self._audio.start, due_now)
-            self.audio_startup_skipped += self._audio.discard_before(self.audio_cursor)
+            self.counts.audio_startup_skipped_samples += self._audio.discard_before(self.audio_cursor)
         elif due_now - self.audio_cursor > MAX_OUTPUT_LAG * SAMPLE_RATE:
             # the output track fell behind (an overloaded relay): skip to now, never burst
-            self.audio_skipped_samples += due_now - self.audio_cursor
-            self.audio_skips += 1
+            self.counts.audio_skipped_samples += due_now - self.audio_cursor
+            self.counts.audio_skips += 1
             self.audio_cursor = due_now
             self._audio.discard_before(due_now)  # (counted in the skip)
         return self.audio_cursor
@@ -204,15 +214,15 @@ class FrameProcessor:
         assert cursor is not None
         self._reads.append((cursor, n, self.clock()))
         out = np.zeros((CHANNELS, n), np.int16)
-        self.audio_late_samples += self._audio.discard_before(cursor)
+        self.counts.audio_late_samples += self._audio.discard_before(cursor)
         lead = self._audio.start - cursor
         if lead < n and len(self._audio):
             count = min(n - max(lead, 0), len(self._audio))
             out[:, max(lead, 0):max(lead, 0) + count] = self._audio.read(count)
             if max(lead, 0) + count < n:
-                self.audio_underruns += 1
+                self.counts.audio_underruns += 1
         else:
-            self.audio_underruns += 1
+            self.counts.audio_underruns += 1
         self.audio_cursor = cursor + n
         return out
 
@@ -230,7 +240,7 @@ class FrameProcessor:
         now = self.clock()
         while len(self._video) > 1 and self.release_time(self._video[1][0]) < now:
             self._video.popleft()
-            self.video_late_frames += 1
+            self.counts.video_late_frames += 1
         return self._video.popleft()
 
     def close(self) -> None:
@@ -244,23 +254,11 @@ class FrameProcessor:
             "offset_ms": None if self.offset is None else round(self.offset * 1000, 1),
             "playout_delay_ms": round((self.playout_delay + self.extra_delay) * 1000, 1),
             "extra_delay_ms": round(self.extra_delay * 1000, 1),
-            "delay_decreases": self.delay_decreases,
             "late_episodes": self.lateness.episodes,
             "late_episodes_forgiven": self.lateness.forgiven,
             "delay_raises": self.lateness.raises,
             "audio_queue_ms": round(self.audio_queue_seconds() * 1000, 1),
             "video_queue_ms": round(video_ms, 1),
             "video_queue_frames": len(self._video),
-            "audio_frames_in": self.audio_frames_in,
-            "video_frames_in": self.video_frames_in,
-            "audio_underruns": self.audio_underruns,
-            "audio_late_ms": round(self.audio_late_samples / SAMPLE_RATE * 1000, 1),
-            "audio_startup_skipped_ms": round(self.audio_startup_skipped / SAMPLE_RATE * 1000, 1),
-            "audio_skipped_ms": round(self.audio_skipped_samples / SAMPLE_RATE * 1000, 1),
-            "audio_skips": self.audio_skips,
-            "audio_gap_ms": round(self.audio_gap_samples / SAMPLE_RATE * 1000, 1),
-            "audio_overflow_ms": round(self.audio_overflow_samples / SAMPLE_RATE * 1000, 1),
-            "audio_reset_ms": round(self.audio_reset_samples / SAMPLE_RATE * 1000, 1),
-            "video_overflow_frames": self.video_overflow_frames,
-            "video_late_frames": self.video_late_frames,
+            **self.counts.as_stats(),
         }

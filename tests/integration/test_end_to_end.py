@@ -135,7 +135,7 @@ async def test_bursty_pipeline_plays_through_and_follows_prompts(stack):
         assert np.abs(before_colour - after_colour).max() > 10
         # the runner learned how long a call takes and started each one early enough
         (session,) = cloud.app[STATE_KEY].sessions.values()
-        assert session.buffer.underruns == 0, session.stats()
+        assert session.buffer.counts.underruns == 0, session.stats()
 
 
 async def test_cloud_hop_failure_reconnects_and_keeps_parameters(stack):

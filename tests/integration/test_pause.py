@@ -61,12 +61,12 @@ async def test_pause_holds_generator_and_resumes_in_sync(stack):
         # --- pause ----------------------------------------------------------------------
         await peer.send_parameters({"paused": True})
         await wait_until(lambda: runner.paused)
-        calls = runner.calls
-        await wait_until(lambda: buffer.paused_samples > 0)  # what was made has played
+        calls = runner.counts.pipeline_calls
+        await wait_until(lambda: buffer.counts.paused_samples > 0)  # what was made has played
         await peer.wait_audio_frames(25)  # what was on its way to the peer has arrived
         frames_held = len(peer.received.video)
         await peer.wait_audio_frames(125, timeout=20)  # 3 s paused in all: audio plays on
-        assert runner.calls == calls, "the pipeline was called while paused"
+        assert runner.counts.pipeline_calls == calls, "the pipeline was called while paused"
         assert len(peer.received.video) == frames_held  # the picture holds
         silent = peer.received.audio_array()[:, -100 * FRAME_SAMPLES:]
         assert np.abs(silent.astype(np.int32)).max() < 64  # silence (Opus: a few LSB)
@@ -79,7 +79,7 @@ async def test_pause_holds_generator_and_resumes_in_sync(stack):
 
         # --- resume ---------------------------------------------------------------------
         await peer.send_parameters({"paused": False})
-        await wait_until(lambda: runner.calls > calls and not buffer.holding)
+        await wait_until(lambda: runner.counts.pipeline_calls > calls and not buffer.holding)
         video_mark, audio_mark = len(peer.received.video), len(peer.received.audio)
         resumed_at = time.monotonic()
         await asyncio.gather(peer.wait_audio_frames(250, timeout=30),
@@ -124,8 +124,8 @@ async def test_paused_accepts_only_booleans(stack):
         (cloud_session,) = cloud.app[STATE_KEY].sessions.values()
         runner = cloud_session.runner
         await peer.send_parameters({"paused": "yes"})  # not a pause: refused, counted
-        await wait_until(lambda: runner.rejected_params == 1)
+        await wait_until(lambda: runner.counts.rejected_parameters == 1)
         assert not runner.paused
-        calls = runner.calls
+        calls = runner.counts.pipeline_calls
         await peer.wait_audio_frames(25)
-        assert runner.calls > calls  # still generating
+        assert runner.counts.pipeline_calls > calls  # still generating

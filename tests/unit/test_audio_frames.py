@@ -75,7 +75,7 @@ def test_relay_path_is_bit_exact_for_48k_s16():
     assert start == round(1000.0 * 48000)
     out = np.concatenate([processor.take_audio(960) for _ in range(50)], axis=1)
     np.testing.assert_array_equal(out, source)
-    assert processor.audio_underruns == 0
+    assert processor.counts.audio_underruns == 0
 
 
 def test_s16_frame_round_trip_and_pts():
@@ -129,7 +129,7 @@ def test_relay_resamples_other_rates_continuously():
         client.deliver("audio", frame, cloud_time=50.0 + k * 0.02, arrival=50.05 + k * 0.02)
     asyncio.run(processor.first_audio())
     out = np.concatenate([processor.take_audio(960) for _ in range(90)], axis=1)[0] / 32768
-    assert processor.audio_gap_samples == 0 and processor.audio_overlap_samples == 0
+    assert processor.counts.audio_gap_samples == 0 and processor.counts.audio_overlap_samples == 0
     y = out[960:]
     s = np.arange(len(y)) / 48_000
     basis = np.stack([np.sin(2 * np.pi * 1000 * s), np.cos(2 * np.pi * 1000 * s)], 1)
@@ -199,7 +199,7 @@ def test_a_lone_catch_up_burst_raises_no_delay():
     _calm(processor, frame, now, t, 1.0)
     assert processor.extra_delay == 0.0
     assert processor.lateness.episodes == 1 and processor.lateness.forgiven == 1
-    assert processor.audio_late_samples > 0  # the late audio itself is still dropped
+    assert processor.counts.audio_late_samples > 0  # the late audio itself is still dropped
 
 
 def test_repeated_lateness_raises_by_bounded_steps_and_calm_gives_it_back():
@@ -214,7 +214,7 @@ def test_repeated_lateness_raises_by_bounded_steps_and_calm_gives_it_back():
     assert processor.lateness.raises == 1
     _calm(processor, frame, now, t, 10.0)
     assert processor.extra_delay == 0.0  # back to the baseline
-    assert processor.delay_decreases >= 2  # in steps, not one jump
+    assert processor.counts.delay_decreases >= 2  # in steps, not one jump
 
 
 def test_lateness_is_judged_at_the_read_not_the_release():
@@ -227,9 +227,9 @@ def test_lateness_is_judged_at_the_read_not_the_release():
     processor.take_audio(960)  # read before the frame below exists
     index = round(t[0] * 48_000)
     assert processor._read_time(index) == read_at
-    before = processor.audio_late_samples
+    before = processor.counts.audio_late_samples
     frame(read_at + 0.03 - t[0])
-    assert processor.audio_late_samples > before
+    assert processor.counts.audio_late_samples > before
 
 
 def test_lateness_that_lasts_raises_by_bounded_steps_until_frames_are_in_time():

@@ -165,7 +165,7 @@ def test_a_raising_pipeline_ends_generation_and_reports_once(loop, caplog):
         runner.stop()
     assert reported == [("raises-after", "RuntimeError: model exploded")]
     assert runner.failed == "RuntimeError: model exploded" and runner.failed_pipeline == "raises-after"
-    assert runner.errors == 1 and len(pipeline.inference) == 4  # called once more: never
+    assert runner.counts.pipeline_errors == 1 and len(pipeline.inference) == 4  # called once more: never
     assert all(pipeline.inference) and not any(pipeline.grad_enabled)  # inference_mode
     traced = [r for r in caplog.records if r.exc_info and "raises-after" in r.getMessage()]
     assert traced and "model exploded" in str(traced[0].exc_info[1])

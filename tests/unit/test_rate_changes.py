@@ -53,7 +53,7 @@ def test_rate_and_layout_change_mid_stream_is_continuous():
         out = buffer.take_audio(total)
     finally:
         loop.close()
-    assert buffer.underruns == 0
+    assert buffer.counts.underruns == 0
     left = out[0]
     np.testing.assert_allclose(out[1], left, atol=1e-6)
     # No click at either switch (1.0 s and 2.0 s). A click is a discontinuity: a step of
@@ -112,8 +112,8 @@ def test_missing_audio_is_silence_not_a_stall():
         audio = np.concatenate(frames, axis=1)[0]
     finally:
         loop.close()
-    assert buffer.underruns == 0 and buffer.stall == 0  # video was never held back
-    assert buffer.absent_audio_samples == 3 * 48_000  # seconds 1-4 were silence by content
+    assert buffer.counts.underruns == 0 and buffer.stall == 0  # video was never held back
+    assert buffer.counts.absent_audio_samples == 3 * 48_000  # seconds 1-4 were silence by content
     loud = np.abs(audio.reshape(-1, 960)).max(axis=1) > 0.1
     assert loud[:50].all() and not loud[50:200].any() and loud[200:].all()
     # the tone is back on its own media time: sample 4 s is where the generator put it
