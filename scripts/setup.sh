@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs scope-relay into ./.venv. Idempotent: re-running only installs what is missing.
 #   scripts/setup.sh             everything: runtime, the cloud app (torch) and the test tools
-#   scripts/setup.sh --system    the same, plus Debian packages for the browser, TURN and loss-lab tests
+#   scripts/setup.sh --system    the same, plus Debian packages for the browser, TURN and loss-lab tests,
+#                                and the loss lab's NetfilterQueue (the `lab` extra, built against them)
 #   scripts/setup.sh --runtime   only what the demo runs (no pytest, Playwright, ruff, mypy...)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +11,7 @@ extras="cloud,dev"
 case "${1:-}" in
   --runtime) extras="cloud" ;;
   --system)
+    extras="cloud,dev,lab"
     need=()
     [[ -x /usr/bin/chromium ]] || need+=(chromium chromium-driver)
     command -v turnserver >/dev/null || need+=(coturn)
@@ -29,9 +31,21 @@ esac
 
 PYTHON="${PYTHON:-python3}"
 [[ -x .venv/bin/python ]] || "$PYTHON" -m venv .venv
-# one stamp per set: a runtime-only .venv (from the demo) still gets the test tools later
-stamp=".venv/.installed-${extras/,/-}"
-if [[ ! -f $stamp || pyproject.toml -nt $stamp || constraints.txt -nt $stamp ]]; then
+# one stamp per set: a runtime-only .venv (from the demo) still gets the test tools later,
+# and a fresh stamp of a larger set (cloud-dev-lab) covers a smaller one (cloud, cloud-dev)
+stamp=".venv/.installed-${extras//,/-}"
+covered() {
+  local have
+  for have in .venv/.installed-*; do
+    [[ -f $have && ! pyproject.toml -nt $have && ! constraints.txt -nt $have ]] || continue
+    have="-${have#.venv/.installed-}-"
+    local extra missing=""
+    for extra in ${extras//,/ }; do [[ $have == *"-$extra-"* ]] || missing=1; done
+    [[ -z $missing ]] && return 0
+  done
+  return 1
+}
+if ! covered; then
   # pip's and the build backend's chatter goes to a log, shown only if the install fails:
   # the start-up output then ends with the page URL, nothing above it but our own lines
   echo "setting up .venv (${extras}); the first time takes a few minutes"

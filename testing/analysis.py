@@ -15,8 +15,11 @@ def _as_float(x: np.ndarray) -> np.ndarray:
 
 
 def dominant_frequency(x: np.ndarray, rate: int = SAMPLE_RATE) -> float:
-    """Frequency (Hz) of the strongest spectral peak of a mono signal, refined by parabolic
-    interpolation on the log spectrum (well under 1% error on a tone of 0.25 s or more)."""
+    """Frequency (Hz) of the strongest spectral peak of a mono 1-D signal ``x`` (int16 PCM
+    or float) sampled at ``rate`` Hz (default 48 kHz: what :class:`Receiver` delivers; pass
+    your own rate for anything else), refined by parabolic interpolation on the log
+    spectrum (well under 1% error on a tone of 0.25 s or more). Where the three bins round
+    the peak have no curvature the refinement would divide by zero: the bin itself is used."""
     if x.ndim != 1 or len(x) < 3:
         raise ValueError("dominant_frequency needs a mono signal of 3 samples or more")
     windowed = _as_float(x) * np.hanning(len(x))

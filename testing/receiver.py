@@ -18,13 +18,9 @@ from aiortc.mediastreams import MediaStreamError
 
 from scope_relay.media.audio import frame_to_s16
 from scope_relay.protocol.capabilities import Capabilities
+from scope_relay.protocol.errors import PipelineFailed
 from scope_relay.protocol.media import SAMPLE_RATE
 from scope_relay.rtc.ice import rtc_configuration
-
-
-class PipelineFailed(RuntimeError):
-    """The cloud's pipeline raised mid-stream (the relay said so on the ``parameters``
-    channel); the message is the cloud's ``"<pipeline id>: <ExceptionType>: <message>"``."""
 
 
 class Receiver:
@@ -133,7 +129,9 @@ class Receiver:
         return list(self._video)
 
     async def _until(self, predicate: Any, timeout: float, what: str) -> None:
-        """Wait for ``predicate``; :class:`PipelineFailed` at once if the pipeline fails."""
+        """Wait for ``predicate``; :class:`PipelineFailed` (the protocol's own error, so one
+        ``except`` catches it from the kit and from a client alike) at once if the pipeline
+        fails, its message the cloud's ``"<pipeline id>: <ExceptionType>: <message>"``."""
         try:
             async with self._arrived:
                 await asyncio.wait_for(self._arrived.wait_for(

@@ -13,13 +13,22 @@ from scope_relay.protocol.parameters import coerce_parameter
 
 @dataclass(frozen=True)
 class ParamSpec:
-    """One live-adjustable parameter; ``kind`` is number, integer, boolean, string or prompts."""
+    """One live-adjustable parameter; ``kind`` is number, integer, boolean, string or prompts.
+
+    ``label``: what the page shows for it (``"Root (Hz)"``); without one the page derives a
+    title from the parameter's name (``root_hz`` -> "Root Hz"), which cannot spell units.
+    """
 
     kind: str
     default: Any
     description: str = ""
     minimum: float | None = None
     maximum: float | None = None
+    label: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.label is not None and (not isinstance(self.label, str) or not self.label.strip()):
+            raise ValueError(f"ParamSpec label must be a non-empty string, got {self.label!r}")
 
     def coerce(self, name: str, value: Any) -> Any:
         """Validate ``value``; raises ``ValueError`` with a message naming ``name``."""
@@ -32,6 +41,8 @@ class ParamSpec:
             out["minimum"] = self.minimum
         if self.maximum is not None:
             out["maximum"] = self.maximum
+        if self.label is not None:
+            out["label"] = self.label
         return out
 
 

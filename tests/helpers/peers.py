@@ -1,4 +1,7 @@
-"""A Python aiortc peer standing in for the browser page."""
+"""A Python aiortc peer standing in for the browser page, with what only this suite needs:
+sender-report taps, received pts and arrival times, a microphone, SDP inspection. What the
+public kit offers (cameras, ``dominant_frequency``, ``rms``...) comes from
+:mod:`scope_relay.testing`; nothing here duplicates it."""
 
 from __future__ import annotations
 
@@ -20,31 +23,7 @@ from aiortc.mediastreams import MediaStreamError
 from scope_relay.media.audio import frame_to_s16
 from scope_relay.rtc.ice import rtc_configuration
 from scope_relay.rtc.sender_reports import SenderReportTap
-
-
-class ColourCamera(MediaStreamTrack):
-    """A fake camera: solid-colour 320x240 frames at ~30 fps."""
-
-    kind = "video"
-
-    def __init__(self, rgb=(200, 30, 40)):
-        super().__init__()
-        self.rgb = rgb
-        self._count = 0
-        self._start: float | None = None
-
-    async def recv(self) -> av.VideoFrame:
-        if self._start is None:
-            self._start = time.monotonic()
-        target = self._start + self._count / 30
-        await asyncio.sleep(max(0.0, target - time.monotonic()))
-        img = np.empty((240, 320, 3), np.uint8)
-        img[:] = self.rgb
-        frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-        frame.pts = self._count * 3000
-        frame.time_base = fractions.Fraction(1, 90000)
-        self._count += 1
-        return frame
+from scope_relay.testing import dominant_frequency
 
 
 class ToneMicrophone(MediaStreamTrack):
@@ -207,17 +186,6 @@ def media_sections(sdp: str) -> dict[str, str]:
         elif kind and line.strip() in ("a=sendrecv", "a=sendonly", "a=recvonly", "a=inactive"):
             out[kind] = line.strip()[2:]
     return out
-
-
-def dominant_frequency(x: np.ndarray, rate: int) -> float:
-    """Peak of the spectrum with parabolic interpolation (good to well under 1%)."""
-    x = x.astype(np.float64) * np.hanning(len(x))
-    spectrum = np.abs(np.fft.rfft(x))
-    k = int(np.argmax(spectrum[1:])) + 1
-    if 1 <= k < len(spectrum) - 1:
-        a, b, c = np.log(spectrum[k - 1:k + 2] + 1e-12)
-        k = k + 0.5 * (a - c) / (a - 2 * b + c)
-    return k * rate / len(x)
 
 
 def tone_purity(x: np.ndarray, rate: int, frequencies: list[float],

@@ -12,19 +12,19 @@ import pytest
 from scope_relay.cloud.app import STATE_KEY
 from scope_relay.local.playout.frame_processor import MAX_JITTER
 from scope_relay.local.server import RELAY_KEY
+from scope_relay.testing import SyntheticCamera, dominant_frequency
 
-from helpers.peers import (
-    ColourCamera,
-    beep_frequencies,
-    connected,
-    dominant_frequency,
-    media_sections,
-)
+from helpers.peers import beep_frequencies, connected, media_sections
 from helpers.servers import cloud_server, relay_server
 
 #: A steady stream on loopback plays at most a few 20 ms slots as silence: measured 0
 #: in every run here over ~5 s of av-sync; the bound leaves room for a loaded 2-core box.
 MAX_UNDERRUNS = 5
+
+
+def solid_camera(rgb: tuple[int, int, int]) -> SyntheticCamera:
+    """A 320x240 camera showing one colour, at 30 fps."""
+    return SyntheticCamera(np.full((240, 320, 3), rgb, np.uint8))
 
 
 async def test_test_tone_frequency_and_live_change(stack):
@@ -104,7 +104,7 @@ async def test_av_sync_flashes_and_clicks_once_per_second(stack):
 async def test_passthrough_returns_camera_frames(stack):
     _, relay = stack
     async with connected(relay.url, {"pipeline_ids": ["passthrough"]}, audio=False,
-                         camera=ColourCamera((200, 30, 40))) as peer:
+                         camera=solid_camera((200, 30, 40))) as peer:
         await peer.wait_video_frames(20, timeout=30)
         colours = np.array([c for _, c in peer.received.video[-10:]])
         np.testing.assert_allclose(colours.mean(axis=0), (200, 30, 40), atol=12)
@@ -201,7 +201,7 @@ async def test_camera_keeps_flowing_after_a_cloud_hop_reconnect(stack):
     get the browser's camera (and nothing may pile up while it reconnects)."""
     cloud, relay = stack
     async with connected(relay.url, {"pipeline_ids": ["passthrough"]}, audio=False,
-                         camera=ColourCamera((30, 200, 40))) as peer:
+                         camera=solid_camera((30, 200, 40))) as peer:
         await peer.wait_video_frames(10, timeout=30)
         (session,) = relay.app[RELAY_KEY].sessions.values()
         old_client = session.cloud

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from scope_relay.local.server import RELAY_KEY
+from scope_relay.testing import SyntheticCamera
 
-from helpers.peers import ColourCamera, ToneMicrophone, connected, media_sections
+from helpers.peers import ToneMicrophone, connected, media_sections
 
 CASES = {
     # pipeline: (cloud-hop offer, cloud-hop answer, browser answer)
@@ -23,7 +24,7 @@ CASES = {
 @pytest.mark.parametrize("pipeline", list(CASES))
 async def test_transceivers_follow_flags_on_both_hops(pipeline, stack):
     cloud_offer, cloud_answer, browser_answer = CASES[pipeline]
-    camera = ColourCamera() if pipeline == "passthrough" else None
+    camera = SyntheticCamera() if pipeline == "passthrough" else None
     _, relay = stack
     async with connected(relay.url, {"pipeline_ids": [pipeline]}, video=True, audio=True,
                          camera=camera) as peer:

@@ -12,8 +12,9 @@ import torch
 
 from scope_relay.cloud.app import STATE_KEY
 from scope_relay.cloud.pipelines import Pipeline
+from scope_relay.testing import dominant_frequency
 
-from helpers.peers import connected, dominant_frequency
+from helpers.peers import connected
 
 SECONDS = 0.1  # per call
 #: not a whole number of cycles per 20 ms Opus frame, so the tone's phase against the

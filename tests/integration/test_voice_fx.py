@@ -11,8 +11,9 @@ from collections.abc import Callable
 import numpy as np
 
 from scope_relay.local.server import RELAY_KEY
+from scope_relay.testing import dominant_frequency
 
-from helpers.peers import BrowserPeer, ToneMicrophone, connected, dominant_frequency, tone_purity
+from helpers.peers import BrowserPeer, ToneMicrophone, connected, tone_purity
 
 RATE = 48_000
 TONE = 440.0

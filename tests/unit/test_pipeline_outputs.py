@@ -15,8 +15,7 @@ from scope_relay.cloud.hosting.runner import PipelineRunner
 from scope_relay.cloud.pipelines import Pipeline, PipelineOutput
 from scope_relay.cloud.pipelines.outputs import as_pipeline_output
 from scope_relay.cloud.sessions.media_buffer import MediaBuffer
-
-from helpers.peers import dominant_frequency
+from scope_relay.testing import dominant_frequency
 
 
 class Named(Pipeline):

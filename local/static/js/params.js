@@ -77,7 +77,13 @@ export function showParams(box, pipeline, hooks = {}) {
     const head = document.createElement("div");
     head.className = "param-head";
     const label = document.createElement("label");
-    label.textContent = name.replace(/_/g, " ");
+    if (typeof spec.label === "string" && spec.label.trim()) {
+      // the author's own words ("Root (Hz)"): shown as written, not title-cased
+      label.textContent = spec.label;
+      label.style.textTransform = "none";
+    } else {
+      label.textContent = name.replace(/_/g, " ");
+    }
     label.htmlFor = `param-${name}`;
     head.append(label);
     const note = document.createElement("span");
