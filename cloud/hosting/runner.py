@@ -36,6 +36,7 @@ from scope_relay.media.audio import as_channels_first
 from scope_relay.media.resample import TimedResampler
 from scope_relay.protocol.media import SAMPLE_RATE
 from scope_relay.protocol.parameters import (
+    PAUSED,
     SESSION_CONTROLS,
     coerce_parameter,
     finite_number,
@@ -188,8 +189,6 @@ class PipelineRunner:
         self._audio_end = 0.0  # media seconds the audio written so far reaches (at input rate)
         self._call_seconds = 0.0
         self.counts = RunnerCounts()
-        #: the session is paused (``paused``): no calls, and the buffer's clock holds
-        self.paused = False
         self.last_error: str | None = None
         #: ``"<ExceptionType>: <message>"`` once a call raised; generation has then ended
         self.failed: str | None = None
@@ -204,10 +203,16 @@ class PipelineRunner:
         if self._thread.ident is not None:
             return
         _live_runners.add(self)
+        if is_paused(self.params):  # an offer that starts paused
+            self.buffer.hold()
         self._thread.start()
 
     def update_params(self, updates: Mapping[str, Any]) -> None:
-        """Applied at the next chunk boundary, never mid-chunk."""
+        """Applied at the next chunk boundary, never mid-chunk; a pause or resume holds
+        or frees the media clock at once (what was already made waits, it does not play
+        on for the length of a chunk)."""
+        if PAUSED in updates and isinstance(updates[PAUSED], bool):
+            (self.buffer.hold if updates[PAUSED] else self.buffer.resume)()
         with self._pending_lock:
             self._pending.update(updates)
         self._wake.set()
@@ -224,6 +229,11 @@ class PipelineRunner:
             close = getattr(p, "close", None)
             if close:
                 close()
+
+    @property
+    def paused(self) -> bool:
+        """The session is paused (``paused``): no calls, and the buffer's clock holds."""
+        return self.buffer.holding
 
     @property
     def running(self) -> bool:
@@ -291,10 +301,7 @@ class PipelineRunner:
                     self._wake.clear()
                     continue
                 self._apply_pending()
-                self.paused = is_paused(self.params)
-                if self.paused:
-                    # once what was made has played, the clock holds: paused, not underrun
-                    self.buffer.hold()
+                if self.paused:  # (held when the update came: update_params)
                     self._wake.wait(0.1)
                     self._wake.clear()
                     continue

@@ -10,10 +10,12 @@ one delay and one ``stall`` per session, so:
   sometimes), the missing audio is silence by content and the clock runs on;
 * an overflow (more media ahead than ``max_buffer``) skips the oldest media on both
   tracks by the same amount (``stall`` shrinks), counted;
-* a pause (the runner calls :meth:`MediaBuffer.hold`) is an announced underflow: once
-  the buffered media has played, the clock holds the same way (silence, held picture,
-  ``stall`` grows) but it is counted as ``paused_ms``, not as underruns, and the next chunk
-  ends it. The clock resumes where it stopped: nothing to catch up, no burst;
+* a pause (:meth:`MediaBuffer.hold`, called the moment the ``paused`` update arrives) stops
+  the clock at once: the audio track plays silence and ``stall`` grows with it, no video
+  frame is released (the picture holds), and what was buffered waits (a bursty generator's
+  two seconds do not play on). It is counted as ``paused_ms``, not as underruns.
+  :meth:`MediaBuffer.resume` lets the clock run on from where it stopped, with the buffered
+  media first: nothing to catch up, no burst, no gap;
 * a sender that falls behind (the audio track sending past its release time by more than
   ``SENDER_LAG_TOLERANCE``) stalls the clock to now, counted as ``sender_lag_ms``, and
   the lead is counted from what the audio track has taken, so the runner generates only
@@ -90,8 +92,9 @@ class MediaBuffer:
         self.counts = BufferCounts()
         #: the audio track has taken its first frame (its sender is running)
         self.audio_taken = False
-        #: paused (see :meth:`hold`) until the next chunk arrives
+        #: paused (see :meth:`hold`) until :meth:`resume`
         self.holding = False
+        self._held_since: float | None = None  # clock time the (video-only) clock stopped
 
     # --- clock -------------------------------------------------------------------------
     @property
@@ -139,8 +142,6 @@ class MediaBuffer:
         with self._lock:
             if self.closed:
                 return
-            if self.holding:
-                self._end_hold()
             if audio is not None and audio.shape[1] and self.audio_clocked:
                 self._write_audio(audio, audio_start)  # (no audio track: nobody to play it)
             for item in video:
@@ -160,20 +161,27 @@ class MediaBuffer:
         self.loop.call_soon_threadsafe(self._wake, first)
 
     def hold(self) -> None:
-        """The producer pauses: once the buffered media has played, the clock holds
-        (counted as paused, not as underruns) until the next chunk is pushed."""
+        """Pause now: the clock stops where it is (silence, held picture, counted as
+        paused) and the buffered media waits for :meth:`resume`."""
         with self._lock:
-            self.holding = True
+            if not self.holding:
+                self.holding = True
+                self._held_since = self.clock()
 
-    def _end_hold(self) -> None:
-        """A chunk after a pause. An audio-clocked clock held frame by frame (take_audio);
-        a video-only one ran on: hold it now where its media ran out."""
-        self.holding = False
-        if not self.audio_clocked and self.epoch is not None:
-            ran_on = int(round((self.media_now() - self._video_end) * SAMPLE_RATE))
-            if ran_on > 0:
-                self.stall += ran_on
-                self.counts.paused_samples += ran_on
+    def resume(self) -> None:
+        """End a pause: the clock runs on from where it stopped. An audio-clocked clock
+        was held frame by frame (:meth:`take_audio`); a video-only one is moved on here by
+        the time it was held."""
+        with self._lock:
+            if not self.holding:
+                return
+            self.holding = False
+            if not self.audio_clocked and self.epoch is not None and self._held_since is not None:
+                held = int(round((self.clock() - self._held_since) * SAMPLE_RATE))
+                self.stall += held
+                self.counts.paused_samples += held
+            self._held_since = None
+        self.loop.call_soon_threadsafe(self._video_event.set)
 
     def _write_audio(self, audio: np.ndarray, start: int | None) -> None:
         # silence fills a gap, what was already played is trimmed, and the oldest samples
@@ -211,6 +219,10 @@ class MediaBuffer:
         """The next ``n`` samples; what is missing is silence and stalls the clock."""
         with self._lock:
             self.audio_taken = True
+            if self.holding:  # paused: silence, and the clock holds with it
+                self.stall += n
+                self.counts.paused_samples += n
+                return np.zeros((CHANNELS, n), np.float32)
             got = min(n, len(self._audio))
             out = self._audio.read(got)
             if got < n:
@@ -220,10 +232,7 @@ class MediaBuffer:
                 self._audio.advance(absent)
                 self.counts.absent_audio_samples += absent
                 late = n - got - absent
-                if late and self.holding:  # paused: the clock holds, as announced
-                    self.stall += late
-                    self.counts.paused_samples += late
-                elif late:  # the producer is late: hold both tracks (sync survives)
+                if late:  # the producer is late: hold both tracks (sync survives)
                     self.counts.underruns += 1
                     self.stall += late
                     self.counts.stalled_samples += late
@@ -238,6 +247,8 @@ class MediaBuffer:
         catches up with the audio instead of drifting later and later."""
         with self._lock:
             self._video_event.clear()
+            if self.holding:  # paused: the picture holds
+                return None
             if self.audio_clocked and self.epoch is not None:
                 now = self.clock()
                 while len(self._video) > 1 and self.release_time(self._video[1][0]) <= now:

@@ -129,3 +129,43 @@ async def test_paused_accepts_only_booleans(stack):
         calls = runner.counts.pipeline_calls
         await peer.wait_audio_frames(25)
         assert runner.counts.pipeline_calls > calls  # still generating
+
+
+def loud_frames(peer: BrowserPeer, since: int) -> int:
+    """Audio frames from index ``since`` on that carry sound (not Opus's near-silence)."""
+    return sum(int(np.abs(f.astype(np.int32)).max() >= 64) for f in peer.received.audio[since:])
+
+
+async def test_pause_on_a_bursty_generator_holds_at_once(stack):
+    """``bursty-av`` makes 2 s of media per call. Pause holds the output at once (what
+    was made waits; it used to play on for 2.5-3 s) and Resume plays it from there."""
+    cloud, relay = stack
+    async with connected(relay.url, {"pipeline_ids": ["bursty-av"],
+                                     "generation_delay": 0.1}) as peer:
+        await asyncio.gather(peer.wait_audio_frames(100, timeout=30),
+                             peer.wait_video_frames(30, timeout=30))
+        (cloud_session,) = cloud.app[STATE_KEY].sessions.values()
+        await wait_until(lambda: cloud_session.buffer.lead() > 1.0)  # a burst is waiting
+        audio_mark = len(peer.received.audio)
+        paused_at = time.monotonic()
+        await peer.send_parameters({"paused": True})
+        await peer.wait_audio_frames(100, timeout=20)  # 2 s at the peer
+        loud_ms = loud_frames(peer, audio_mark) * 20
+        late_video = [a for a, _ in peer.received.video if a > paused_at + 0.5]
+        print(f"after Pause: {loud_ms} ms of sound, {len(late_video)} frames after 0.5 s")
+        # what was on its way (the cloud's sender, both playout delays) still plays;
+        # the generator's buffered burst does not
+        assert loud_ms <= 500, loud_ms
+        assert not late_video
+        assert cloud_session.buffer.lead() > 1.0  # the burst waits for the resume
+
+        audio_mark = len(peer.received.audio)
+        video_mark = len(peer.received.video)
+        await peer.send_parameters({"paused": False})
+        await asyncio.gather(peer.wait_audio_frames(50, timeout=20),
+                             peer.wait_video_frames(12, timeout=20))
+        # the waiting burst plays at once: sound within the first half second
+        first = next(i for i, f in enumerate(peer.received.audio[audio_mark:])
+                     if np.abs(f.astype(np.int32)).max() >= 64)
+        assert first * 20 <= 500, first
+        assert len(peer.received.video) > video_mark
