@@ -289,10 +289,10 @@ def _page_url(url: str, config: RelayConfig) -> str:
     """The served URL; with a token, the one URL that carries it (printed once only)."""
     if config.token is None:
         return f"{url}/"
-    from scope_relay.local.access.token import page_url
+    from scope_relay.local.access.token import LOOPBACK_LISTEN, WILDCARD_ADDRESSES, page_url
 
     port = int(url.rsplit(":", 1)[1])
-    if not config.require_token:
+    if not config.require_token and config.listen_host in WILDCARD_ADDRESSES | LOOPBACK_LISTEN:
         print(f"on this machine: http://127.0.0.1:{port}/ (no token needed)", flush=True)
     return page_url(config.listen_host, config.allow_hosts, port, config.token)
 

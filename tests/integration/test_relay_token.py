@@ -243,6 +243,7 @@ async def test_the_cli_prints_the_token_url_once(monkeypatch):
             assert url.hostname == LAN_ADDRESS and url.path == "/" and url.query.startswith("token=")
             token = url.query.removeprefix("token=")
             assert len(token) >= 43  # 256 bits
+            assert not any("on this machine" in line for line in relay.output)  # not on .0.1
             base = f"http://{url.netloc}"
             async with httpx.AsyncClient(base_url=base, timeout=60, transport=httpx.AsyncHTTPTransport(
                     local_address=NEIGHBOUR)) as http:
