@@ -148,7 +148,8 @@ def _add_relay_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--token", default=os.environ.get("SCOPE_RELAY_TOKEN") or None,
                    help="what clients on other machines must show (env SCOPE_RELAY_TOKEN); "
                         "with --host beyond loopback and no token, one is made at start and "
-                        "printed once in the page URL (?token=...)")
+                        "printed once in the page URL (?token=...); prefer the variable, "
+                        "since other users of this machine can read a flag with ps")
     g.add_argument("--require-token", action="store_true",
                    help="ask this machine's own clients (127.0.0.1, ::1) for the token too, "
                         "e.g. behind a reverse proxy on this machine")
