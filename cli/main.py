@@ -11,10 +11,14 @@ import os
 import re
 import signal
 import sys
+from typing import TYPE_CHECKING
 
 from scope_relay.cli import new_pipeline
 from scope_relay.local.cloud_link.target import ENVIRONMENT_HELP, CloudTarget, resolve_cloud_target
 from scope_relay.util.serve import serve
+
+if TYPE_CHECKING:
+    from scope_relay.local.server import RelayConfig
 
 logger = logging.getLogger("scope_relay.cli")
 #: the relay re-emits the cloud's forwarded log lines under this logger (local/cloud_link/control_socket.py)
@@ -141,6 +145,14 @@ def _add_relay_options(p: argparse.ArgumentParser) -> None:
                         "newest page session, checked against the pipeline (default: off)")
     g.add_argument("--max-viewers", type=_positive_int, default=8, metavar="N",
                    help="receive-only viewers per session, through its share link (default 8)")
+    g.add_argument("--token", default=os.environ.get("SCOPE_RELAY_TOKEN") or None,
+                   help="what clients on other machines must show (env SCOPE_RELAY_TOKEN); "
+                        "with --host beyond loopback and no token, one is made at start and "
+                        "printed once in the page URL (?token=...); prefer the variable, "
+                        "since other users of this machine can read a flag with ps")
+    g.add_argument("--require-token", action="store_true",
+                   help="ask this machine's own clients (127.0.0.1, ::1) for the token too, "
+                        "e.g. behind a reverse proxy on this machine")
     g.add_argument("--osc-host", default="127.0.0.1", metavar="ADDR",
                    help="address for OSC input (default 127.0.0.1: this machine only; "
                         "0.0.0.0 lets gear on the LAN send)")
@@ -259,7 +271,8 @@ async def run_relay(args, *, force_embedded: bool) -> None:
                              listen_host=args.host, allow_hosts=args.allow_host,
                              allow_origins=args.allow_origin, max_viewers=args.max_viewers,
                              osc_address=None if args.osc_port is None
-                             else (args.osc_host, args.osc_port))
+                             else (args.osc_host, args.osc_port),
+                             token=args.token, require_token=args.require_token)
         relay = await stack.enter_async_context(
             serve(create_relay_app(config), args.host, args.port))
         relay_state = relay.app[RELAY_KEY]
@@ -269,8 +282,20 @@ async def run_relay(args, *, force_embedded: bool) -> None:
         if relay_state.osc is not None:
             print(f"OSC input: udp://{args.osc_host}:{relay_state.osc.port} "
                   "(/param/<name> <value>)", flush=True)
-        print(f"open the page: {relay.url}/", flush=True)
+        print(f"open the page: {_page_url(relay.url, config)}", flush=True)
         await _until_stopped()
+
+
+def _page_url(url: str, config: RelayConfig) -> str:
+    """The served URL; with a token, the one URL that carries it (printed once only)."""
+    if config.token is None:
+        return f"{url}/"
+    from scope_relay.local.access.token import LOOPBACK_LISTEN, WILDCARD_ADDRESSES, page_url
+
+    port = int(url.rsplit(":", 1)[1])
+    if not config.require_token and config.listen_host in WILDCARD_ADDRESSES | LOOPBACK_LISTEN:
+        print(f"on this machine: http://127.0.0.1:{port}/ (no token needed)", flush=True)
+    return page_url(config.listen_host, config.allow_hosts, port, config.token)
 
 
 def main(argv: list[str] | None = None) -> int:

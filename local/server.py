@@ -13,6 +13,7 @@ from aiohttp import web
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from scope_relay.local.access.same_origin import SameOriginPolicy, same_origin_middleware
+from scope_relay.local.access.token import TokenPolicy, guard_with_token, new_token, token_needed
 from scope_relay.local.cloud_link.control_socket import CloudConnectionManager
 from scope_relay.local.cloud_link.target import CloudTarget
 from scope_relay.local.inputs.osc import OscInput
@@ -59,6 +60,16 @@ class RelayConfig:
     osc_address: tuple[str, int] | None = None
     #: receive-only viewers per session (share links; local/sessions/viewers.py)
     max_viewers: int = MAX_VIEWERS
+    #: what clients beyond this machine must show (local/access/token.py); made at start
+    #: when the relay listens beyond loopback (or ``require_token``) and none is given
+    token: str | None = None
+    #: this machine's own clients need the token too (e.g. behind a local reverse proxy)
+    require_token: bool = False
+
+    def __post_init__(self) -> None:
+        if self.token is None and token_needed(self.listen_host,
+                                               require_locally=self.require_token):
+            self.token = new_token()
 
 
 def _without_id(stats: dict[str, Any]) -> dict[str, Any]:
@@ -252,6 +263,8 @@ def create_relay_app(config: RelayConfig) -> web.Application:
     app.middlewares.append(errors)
     app.middlewares.append(same_origin_middleware(SameOriginPolicy.for_listener(
         config.listen_host, config.allow_hosts, config.allow_origins)))
+    if config.token is not None:  # after the host checks: beyond this machine, the token
+        guard_with_token(app, TokenPolicy(config.token, local_exempt=not config.require_token))
 
     async def index(request: web.Request) -> web.FileResponse:
         return web.FileResponse(STATIC / "index.html")

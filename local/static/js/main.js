@@ -21,7 +21,7 @@ const CLOUD_POLL_MS = 500;  // a cloud going away shows within a second
 let pipelines = [];
 /** Everything state.js decides from (see its Facts). */
 const facts = {
-  phase: "idle", reason: null, connection: null, cloud: null, relayReachable: true,
+  phase: "idle", reason: null, connection: null, cloud: null, relayReachable: true, locked: null,
   mediaSeen: false, mediaAgeMs: null, speed: null, pipelineFailed: null, loading: null,
   pipelinesLoaded: false,
 };
@@ -241,8 +241,10 @@ async function pollCloud() {
   try {
     facts.cloud = await api("/api/v1/cloud/status");
     facts.relayReachable = true;
+    facts.locked = null;
   } catch (err) {
     facts.relayReachable = err.status !== undefined;  // an HTTP answer means it is there
+    facts.locked = err.status === 401 ? err.message : null;  // on the LAN, without the token
   }
   if (facts.phase === "connecting" && facts.cloud?.state === "ready") {
     try {

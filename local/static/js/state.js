@@ -14,6 +14,8 @@ export const SLOW_BELOW = 0.95;
  * @property {string|null} connection      the RTCPeerConnection's connectionState
  * @property {{state: string, last_error?: string}|null} cloud  GET /api/v1/cloud/status
  * @property {boolean} relayReachable      the last poll of the relay answered
+ * @property {string|null} [locked]       the relay refused the page its API (401: it is
+ *   served on the LAN and this browser has not opened its token URL), in its words
  * @property {boolean} mediaSeen           media has arrived in this session
  * @property {number|null} mediaAgeMs      since media last arrived
  * @property {number|null} speed           generated media seconds per wall second
@@ -26,8 +28,8 @@ export const SLOW_BELOW = 0.95;
 /**
  * @typedef {object} State
  * @property {string} id      stable name (tests and CSS): idle, connecting, loading, waiting,
- *   playing, paused, slow, stalled, unreachable, refused, reconnecting, relay-down, failed,
- *   stopped
+ *   playing, paused, slow, stalled, unreachable, refused, reconnecting, relay-down, locked,
+ *   failed, stopped
  * @property {string} title   a few words
  * @property {string} detail  the reason or the figure, in words ("" when none)
  * @property {"ok"|"warn"|"bad"|"idle"|"busy"} tone
@@ -67,6 +69,10 @@ export function deriveState(f) {
   if (!f.relayReachable) {
     return { id: "relay-down", title: "Relay unreachable", tone: "bad",
              detail: "is scope-relay still running?" };
+  }
+  if (f.locked) {
+    return { id: "locked", title: "This relay needs its token", tone: "bad",
+             detail: "open the address with ?token= that scope-relay printed" };
   }
   const cloud = cloudProblem(f.cloud);
   if (f.phase === "stopped") return { id: "stopped", title: "Stopped", detail: "", tone: "idle" };
