@@ -289,7 +289,7 @@ class ControlChannel:
             return m.ice_servers(rid, servers)
         if isinstance(request, m.Offer):
             session = await self.host.create_session(request.sdp, request.initial_parameters,
-                                                      owner=self.connection_id)
+                                                     owner=self.connection_id)
             # remember this connection's sessions (to close them with it), forgetting ended ones
             self.sessions = {sid for sid in self.sessions if sid in self.host.sessions}
             self.sessions.add(session.session_id)
