@@ -213,6 +213,7 @@ class CloudState:
         return cut
 
     def count_rate_limited_socket(self) -> None:
+        """A channel is closing its socket for staying over its message budget."""
         self.rate_limited_sockets += 1
 
     @property

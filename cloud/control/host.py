@@ -53,7 +53,8 @@ class ChannelHost(Protocol):
 
     @property
     def config(self) -> ChannelSettings: ...
-    #: set once the app serves requests (pipelines preloaded): ``ready`` waits for it
+    #: set once the app serves requests (pipelines preloaded): a channel's ``ready``
+    #: message waits for it
     @property
     def ready(self) -> asyncio.Event: ...
     @property
