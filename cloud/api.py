@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from scope_relay.cloud.hosting.manager import PipelineManager
-from scope_relay.protocol.errors import InvalidMessage, ProtocolError
+from scope_relay.protocol.errors import InvalidMessage, MethodNotAllowed, NotFound, ProtocolError
 
 
 @dataclass
@@ -50,12 +50,11 @@ class ApiRouter:
         path = path.split("?", 1)[0].rstrip("/") or "/"
         methods = self._routes.get(path)
         if methods is None:
-            return ApiResult(404, {"detail": f"no API route {path}"}, f"no API route {path}",
-                             "NOT_FOUND")
+            return ApiResult.failure(NotFound(f"no API route {path}"))
         handler = methods.get(method.upper())
         if handler is None:
             message = f"{method} not allowed on {path}; allowed: {', '.join(methods)}"
-            return ApiResult(405, {"detail": message}, message, "METHOD_NOT_ALLOWED")
+            return ApiResult.failure(MethodNotAllowed(message))
         try:
             return ApiResult(200, await handler(body))
         except ProtocolError as exc:

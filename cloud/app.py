@@ -207,10 +207,14 @@ class CloudState:
         cut = self.active_sessions
         reason = (f"the cloud app shut down after draining for {timeout:g} s" if cut
                   else "the cloud app shut down")
-        await asyncio.gather(*(channel.shut_down(reason, "DRAINING")
+        await asyncio.gather(*(channel.shut_down(Draining(reason))
                                for channel in list(self.control_channels)))
         logger.info("drained: %d sessions cut off", cut)
         return cut
+
+    def count_rate_limited_socket(self) -> None:
+        """A channel is closing its socket for staying over its message budget."""
+        self.rate_limited_sockets += 1
 
     @property
     def connections(self) -> int:
@@ -306,12 +310,9 @@ def _authorized(presented: bytes | None, api_key: str | None) -> bool:
         return False
 
 
-def _json_error(status: int, message: str, code: str) -> web.Response:
-    return web.json_response({"error": message, "code": code, "detail": message}, status=status)
-
-
 def _error_response(exc: ProtocolError) -> web.Response:
-    return _json_error(exc.status, exc.message, exc.code)
+    return web.json_response({"error": exc.message, "code": exc.code, "detail": exc.message},
+                             status=exc.status)
 
 
 def create_app(config: CloudConfig | None = None) -> web.Application:
@@ -376,7 +377,7 @@ def create_app(config: CloudConfig | None = None) -> web.Application:
             try:
                 body = load_json(await request.read(), "body")
             except InvalidMessage as exc:
-                return _json_error(400, str(exc), InvalidMessage.code)
+                return _error_response(exc)
         result = await state.router.handle(request.method, request.path, body)
         data = result.data
         if result.status >= 400:

@@ -21,7 +21,18 @@ from scope_relay.local.recording.catalogue import Recordings
 from scope_relay.local.recording.routes import recording_routes
 from scope_relay.local.sessions.browser_session import BrowserSession
 from scope_relay.local.sessions.viewers import MAX_VIEWERS, ViewerSession
-from scope_relay.protocol.errors import InvalidMessage, ProtocolError, UnknownSession
+from scope_relay.protocol.errors import (
+    Forbidden,
+    Internal,
+    InvalidMessage,
+    MethodNotAllowed,
+    NotFound,
+    PipelineFailed,
+    ProtocolError,
+    RequestEntityTooLarge,
+    UnknownSession,
+    UnknownShare,
+)
 from scope_relay.protocol.messages import load_json_object
 from scope_relay.rtc.opus import DEFAULT_BITRATE, configure_opus
 from scope_relay.util.memory import release_freed_memory
@@ -37,6 +48,10 @@ PROXIED = {
     ("GET", "/api/v1/pipelines"), ("GET", "/api/v1/pipelines/schemas"),
     ("POST", "/api/v1/pipeline/load"), ("GET", "/api/v1/pipeline/status"),
 }
+#: the HTTP errors aiohttp raises (a directory, no route, wrong method, body over the size
+#: limit), by status; any other is named by its reason in capitals
+HTTP_ERRORS = {e.status: e for e in (Forbidden, NotFound, MethodNotAllowed,
+                                     RequestEntityTooLarge)}
 
 
 @dataclass
@@ -183,11 +198,10 @@ class LocalRelay:
         owner = next((s for s in self.sessions.values()
                       if s.audience is not None and s.audience.matches(token)), None)
         if owner is None or owner.audience is None:
-            raise ProtocolError("no live session has this share link (it ended, or the link "
-                                "is wrong)", code="UNKNOWN_SHARE", status=404)
+            raise UnknownShare("no live session has this share link (it ended, or the link "
+                               "is wrong)")
         if owner.pipeline_failed is not None:
-            raise ProtocolError(f"the shared session's pipeline failed: {owner.pipeline_failed}",
-                                code="PIPELINE_FAILED", status=500)
+            raise PipelineFailed(f"the shared session's pipeline failed: {owner.pipeline_failed}")
         assert owner.capabilities is not None  # set before the audience exists
         viewer = ViewerSession(owner.audience.fanout, owner.capabilities, owner.pipeline_ids,
                                ice_servers=self.config.browser_ice_servers,
@@ -252,13 +266,16 @@ def create_relay_app(config: RelayConfig) -> web.Application:
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
-            response = _error(exc.status, exc.reason, exc.reason.upper().replace(" ", "_"))
+            known = HTTP_ERRORS.get(exc.status)
+            code = known.code if known else exc.reason.upper().replace(" ", "_")
+            response = _error(exc.status, exc.reason, code)
             if "Allow" in exc.headers:  # a 405 still says which methods would do
                 response.headers["Allow"] = exc.headers["Allow"]
             return response
         except Exception as exc:  # a bug of ours: answer, log, keep serving
             logger.exception("%s %s failed", request.method, request.path)
-            return _error(500, f"internal error: {type(exc).__name__}: {exc}", "INTERNAL")
+            return _error(Internal.status, f"internal error: {type(exc).__name__}: {exc}",
+                          Internal.code)
 
     app.middlewares.append(errors)
     app.middlewares.append(same_origin_middleware(SameOriginPolicy.for_listener(

@@ -1,7 +1,7 @@
 """What the cloud app and the local relay must agree on, and nothing else.
 
 Control-channel messages (:mod:`.messages`), reserved parameter keys (:mod:`.parameters`),
-capability flags (:mod:`.capabilities`), typed errors (:mod:`.errors`) and the media
+capability flags (:mod:`.capabilities`), the error catalogue (:mod:`.errors`) and the media
 contract (:mod:`.media`). Standard library only: no torch, numpy, aiortc or aiohttp here.
 """
 

@@ -12,7 +12,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import InvalidMessage, PipelineFailed, ProtocolError, UnknownMessageType
+from .errors import (
+    InvalidMessage,
+    PipelineFailed,
+    ProtocolError,
+    UnknownMessageType,
+    UnnamedApiError,
+    UnnamedCloudError,
+    UnnamedError,
+)
 
 #: Scope's client refuses larger messages; nothing we send may exceed it.
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
@@ -111,11 +119,6 @@ class SetUserId:
 Request = GetIceServers | Offer | IceCandidate | ApiCall | Ping | SetUserId
 
 
-def _attach(exc: ProtocolError, request_id: str | None) -> ProtocolError:
-    exc.request_id = request_id  # type: ignore[attr-defined]
-    return exc
-
-
 def load_json(raw: str | bytes, what: str) -> Any:
     """``json.loads`` whose every failure, deep nesting and bad UTF-8 included, is an
     ``InvalidMessage`` naming ``what`` (a peer's bad text must never escape as a 500)."""
@@ -146,7 +149,7 @@ def decode_json_object(raw: str | bytes) -> dict[str, Any]:
     data = load_json_object(raw, "message")
     msg_type = data.get("type")
     if not isinstance(msg_type, str) or not msg_type:
-        raise _attach(InvalidMessage("message needs a string 'type'"), _request_id(data))
+        raise InvalidMessage("message needs a string 'type'", request_id=_request_id(data))
     return data
 
 
@@ -159,73 +162,68 @@ def _request_id(data: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _field(data: Mapping[str, Any], name: str, kind: type | tuple[type, ...], rid: str | None,
+def _refusal(data: Mapping[str, Any], message: str,
+             kind: type[ProtocolError] = InvalidMessage) -> ProtocolError:
+    """``kind`` naming the request ``data`` (whose ``type`` is known to be a string)."""
+    return kind(message, request_id=_request_id(data), request_type=data["type"])
+
+
+def _field(data: Mapping[str, Any], name: str, kind: type | tuple[type, ...],
            *, required: bool = True, default: Any = None) -> Any:
     if name not in data or data[name] is None:
         if required:
-            raise _attach(InvalidMessage(f"'{data['type']}' needs field '{name}'"), rid)
+            raise _refusal(data, f"'{data['type']}' needs field '{name}'")
         return default
     value = data[name]
     if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
         expected = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
-        raise _attach(
-            InvalidMessage(f"field '{name}' of '{data['type']}' must be {expected}, "
-                           f"got {type(value).__name__}"),
-            rid,
-        )
+        raise _refusal(data, f"field '{name}' of '{data['type']}' must be {expected}, "
+                             f"got {type(value).__name__}")
     return value
 
 
 def parse_request(raw: str | bytes) -> Request:
     """Parse and validate one client -> cloud message.
 
-    Raises :class:`ProtocolError` with ``request_id`` and ``request_type`` attached when they
+    Raises :class:`ProtocolError` with ``request_id`` and ``request_type`` set when they
     were readable, so the refusal can take the form that request's reply takes.
     """
     data = decode_json_object(raw)
-    try:
-        return _parse_fields(data)
-    except ProtocolError as exc:
-        exc.request_type = data.get("type")  # type: ignore[attr-defined]
-        raise
-
-
-def _parse_fields(data: dict[str, Any]) -> Request:
     rid = _request_id(data)
     if "request_id" in data and data["request_id"] is not None and rid is None:
-        raise InvalidMessage("'request_id' must be a string")
+        raise _refusal(data, "'request_id' must be a string")
     msg_type = data["type"]
     if msg_type == "get_ice_servers":
         return GetIceServers(rid)
     if msg_type == "ping":
         return Ping(rid)
     if msg_type == "set_user_id":
-        return SetUserId(rid, str(_field(data, "user_id", (str, int), rid)))
+        return SetUserId(rid, str(_field(data, "user_id", (str, int))))
     if msg_type == "offer":
-        sdp = _field(data, "sdp", str, rid)
-        sdp_type = _field(data, "sdp_type", str, rid, required=False, default="offer")
+        sdp = _field(data, "sdp", str)
+        sdp_type = _field(data, "sdp_type", str, required=False, default="offer")
         if sdp_type != "offer":
-            raise _attach(InvalidMessage(f"'sdp_type' must be 'offer', got {sdp_type!r}"), rid)
-        params = _field(data, "initialParameters", dict, rid, required=False, default={})
-        user_id = _field(data, "user_id", (str, int), rid, required=False)
+            raise _refusal(data, f"'sdp_type' must be 'offer', got {sdp_type!r}")
+        params = _field(data, "initialParameters", dict, required=False, default={})
+        user_id = _field(data, "user_id", (str, int), required=False)
         return Offer(rid, sdp, sdp_type, dict(params), None if user_id is None else str(user_id))
     if msg_type == "icecandidate":
-        session_id = _field(data, "sessionId", str, rid)
+        session_id = _field(data, "sessionId", str)
         candidate = data.get("candidate")
         if candidate is not None:
             if not isinstance(candidate, dict) or not isinstance(candidate.get("candidate"), str):
-                raise _attach(InvalidMessage(
-                    "'candidate' must be null or an object with a string 'candidate'"), rid)
+                raise _refusal(data,
+                               "'candidate' must be null or an object with a string 'candidate'")
         return IceCandidate(rid, session_id, candidate)
     if msg_type == "api":
-        method = _field(data, "method", str, rid).upper()
+        method = _field(data, "method", str).upper()
         if method not in API_METHODS:
-            raise _attach(InvalidMessage(f"unsupported API method {method!r}"), rid)
-        path = _field(data, "path", str, rid)
+            raise _refusal(data, f"unsupported API method {method!r}")
+        path = _field(data, "path", str)
         if not path.startswith("/"):
-            raise _attach(InvalidMessage(f"API path must start with '/', got {path!r}"), rid)
+            raise _refusal(data, f"API path must start with '/', got {path!r}")
         return ApiCall(rid, method, path, data.get("body"))
-    raise _attach(UnknownMessageType(f"unknown message type {msg_type!r}"), rid)
+    raise _refusal(data, f"unknown message type {msg_type!r}", UnknownMessageType)
 
 
 # --- replies (cloud -> client) ---------------------------------------------------------
@@ -274,17 +272,17 @@ def pipeline_failed(message: str, session_id: str | None = None) -> dict[str, An
 
 
 def error_from(exc: ProtocolError, request_id: str | None = None) -> dict[str, Any]:
-    rid = request_id if request_id is not None else getattr(exc, "request_id", None)
+    rid = request_id if request_id is not None else exc.request_id
     return error(exc.message, exc.code, rid, exc.status)
 
 
-def failure(exc: ProtocolError, request_type: str | None,
+def failure(exc: ProtocolError, request_type: str | None = None,
             request_id: str | None = None) -> dict[str, Any]:
-    """The reply to a request that failed. ``api`` calls fail as an ``api_response`` (Scope's
-    client routes only that back to its caller; an ``error`` would leave it waiting 30 s),
-    everything else as ``error``."""
-    rid = request_id if request_id is not None else getattr(exc, "request_id", None)
-    if request_type == "api":
+    """The reply to a request that failed (by default the one the error names). ``api``
+    calls fail as an ``api_response`` (Scope's client routes only that back to its caller;
+    an ``error`` would leave it waiting 30 s), everything else as ``error``."""
+    rid = request_id if request_id is not None else exc.request_id
+    if (request_type or exc.request_type) == "api":
         return api_response(rid, exc.status, {"detail": exc.message}, exc.message, exc.code)
     return error_from(exc, rid)
 
@@ -297,7 +295,7 @@ def api_response(request_id: str | None, status: int, data: Any,
     reply = _message("api_response", request_id, status=status, data=data)
     if status >= 400:
         reply["error"] = error_message or str(data.get("detail", "request failed"))
-        reply["code"] = code or "API_ERROR"
+        reply["code"] = code or UnnamedApiError.code
         data.setdefault("detail", reply["error"])
     return reply
 
@@ -354,7 +352,7 @@ class ApiReply:
 def parse_error(reply: Mapping[str, Any]) -> ErrorReply:
     status = reply.get("status")
     session_id = reply.get("sessionId")
-    return ErrorReply(str(reply.get("error") or "cloud error"), str(reply.get("code") or "ERROR"),
+    return ErrorReply(str(reply.get("error") or "cloud error"), str(reply.get("code") or UnnamedError.code),
                       status if isinstance(status, int) and not isinstance(status, bool)
                       and 400 <= status <= 599 else 502,
                       session_id if isinstance(session_id, str) and session_id else None)
@@ -393,7 +391,7 @@ def parse_api_response(reply: Mapping[str, Any]) -> ApiReply:
         raise InvalidMessage("'api_response' status must be an integer")
     if status >= 400:
         data["error"] = str(reply.get("error") or data.get("detail") or "failed")
-        data["code"] = str(reply.get("code") or "CLOUD_ERROR")
+        data["code"] = str(reply.get("code") or UnnamedCloudError.code)
     return ApiReply(status, data)
 
 

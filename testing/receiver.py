@@ -17,6 +17,7 @@ from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
 from scope_relay.media.audio import frame_to_s16
+from scope_relay.protocol import errors
 from scope_relay.protocol.capabilities import Capabilities
 from scope_relay.protocol.errors import PipelineFailed
 from scope_relay.protocol.media import SAMPLE_RATE
@@ -89,7 +90,7 @@ class Receiver:
             data = json.loads(message) if isinstance(message, str) else None
         except ValueError:
             return
-        if isinstance(data, dict) and data.get("code") == "PIPELINE_FAILED":
+        if isinstance(data, dict) and data.get("code") == errors.PipelineFailed.code:
             self.failure = str(data.get("error"))
             self._own(self._wake())
 

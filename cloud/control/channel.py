@@ -29,22 +29,25 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import WSMsgType, web
 
 from scope_relay.cloud.control.budget import ThrottleMeter, TokenBucket
+from scope_relay.cloud.control.host import ChannelHost
 from scope_relay.cloud.control.log_forwarding import LogBuffer
 from scope_relay.cloud.control.tenancy import current_connection
 from scope_relay.protocol import messages as m
 from scope_relay.protocol.errors import (
     AccessDenied,
     Busy,
+    Internal,
     InvalidMessage,
+    MaxDurationExceeded,
     ProtocolError,
     RateLimited,
     RequestTimeout,
+    TooLarge,
     UnknownSession,
 )
 from scope_relay.util.tasks import OwnedTasks
 
 if TYPE_CHECKING:
-    from scope_relay.cloud.app import CloudState
     from scope_relay.cloud.sessions.media_session import MediaSession
 
 logger = logging.getLogger(__name__)
@@ -56,10 +59,12 @@ POLICY_CLOSE_WAIT = 1.0
 
 
 class ControlChannel:
-    def __init__(self, state: CloudState, ws: web.WebSocketResponse,
+    """One client's control socket; it sees the app only as a :class:`ChannelHost`."""
+
+    def __init__(self, host: ChannelHost, ws: web.WebSocketResponse,
                  transport: asyncio.BaseTransport | None = None):
-        self.state = state
-        self.config = state.config
+        self.host = host
+        self.config = host.config
         self.ws = ws
         #: the TCP connection under ``ws``: cut at once on a policy close
         self._transport = transport
@@ -94,19 +99,18 @@ class ControlChannel:
             rid = message.get("request_id")
             if rid is None:
                 return
-            reply = (m.api_response(rid, 413, {"detail": str(exc)}, str(exc), "TOO_LARGE")
-                     if message.get("type") == "api_response" else m.error(str(exc), "TOO_LARGE", rid))
-            text = m.encode(reply)
+            request_type = "api" if message.get("type") == "api_response" else None
+            text = m.encode(m.failure(TooLarge(str(exc)), request_type, rid))
         async with self._send_lock:
             try:
                 await self.ws.send_str(text)
             except (ConnectionError, RuntimeError):
                 pass  # the peer went away; the receive loop will notice
 
-    async def shut_down(self, message: str, code: str) -> None:
+    async def shut_down(self, reason: ProtocolError) -> None:
         """Tell the client why (an unsolicited ``error``), then close the socket."""
-        await self.send(m.error(message, code, status=503))
-        await self.close(1001, message)
+        await self.send(m.error_from(reason))
+        await self.close(1001, reason.message)
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Close the socket (its sessions close as :meth:`run` ends)."""
@@ -137,20 +141,20 @@ class ControlChannel:
         # everything this channel does, and every task it starts, works for this connection
         owner = current_connection.set(self.connection_id)
         try:
-            await self.state.ready.wait()
+            await self.host.ready.wait()
             await self.send(m.ready(self.connection_id))  # strictly the first message
-            self._log_buffer = self.state.log_hub.subscribe(self.connection_id)
+            self._log_buffer = self.host.log_hub.subscribe(self.connection_id)
             self._tasks.spawn(self._forward_logs(self._log_buffer))
             if self.config.max_session_seconds:
                 self._tasks.spawn(self._limit_duration(self.config.max_session_seconds))
             await self._receive_loop()
         finally:
             if self._log_buffer is not None:
-                self.state.log_hub.unsubscribe(self._log_buffer)
+                self.host.log_hub.unsubscribe(self._log_buffer)
             await self._requests.cancel_all()
             await self._tasks.cancel_all()
             for session_id in list(self.sessions):
-                await self.state.close_session(session_id)
+                await self.host.close_session(session_id)
             current_connection.reset(owner)
 
     async def _receive_loop(self) -> None:
@@ -193,7 +197,7 @@ class ControlChannel:
         return True
 
     async def _close_rate_limited(self, held: float) -> None:
-        self.state.rate_limited_sockets += 1  # counted now: the close itself takes a moment
+        self.host.count_rate_limited_socket()  # now: the close itself takes a moment
         window = self.config.rate_limit_window
         logger.warning("closing control socket: over its message budget (%g a second, "
                        "burst %d) for %.1f s of the last %g s", self.config.message_rate,
@@ -218,12 +222,12 @@ class ControlChannel:
 
     async def _limit_duration(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
-        await self.send(m.error(f"maximum session duration of {seconds:g} s exceeded",
-                                "MAX_DURATION_EXCEEDED"))
+        await self.send(m.error_from(MaxDurationExceeded(
+            f"maximum session duration of {seconds:g} s exceeded")))
         await self.close(1000, "max duration exceeded")
 
     async def _reject(self, exc: ProtocolError) -> None:
-        await self.send(m.failure(exc, getattr(exc, "request_type", None)))
+        await self.send(m.failure(exc))
         now = time.monotonic()
         self._bad_times = [t for t in self._bad_times if now - t < 10.0] + [now]
         if len(self._bad_times) > self.config.max_bad_messages:
@@ -263,8 +267,8 @@ class ControlChannel:
             reply = m.failure(exc, request.type, request.request_id)
         except Exception as exc:  # a bug of ours: answer, log, keep serving
             logger.exception("%s failed", request.type)
-            reply = m.failure(ProtocolError(f"internal error: {exc}", code="INTERNAL", status=500),
-                              request.type, request.request_id)
+            reply = m.failure(Internal(f"internal error: {exc}"), request.type,
+                              request.request_id)
         if reply is not None:
             await self.send(reply)
 
@@ -281,25 +285,25 @@ class ControlChannel:
             self.user_id = request.user_id
             return m.user_id_set(request.user_id, rid)
         if isinstance(request, m.GetIceServers):
-            servers = self.state.ice.servers(self.user_id or self.connection_id[:8])
+            servers = self.host.ice.servers(self.user_id or self.connection_id[:8])
             return m.ice_servers(rid, servers)
         if isinstance(request, m.Offer):
-            session = await self.state.create_session(request.sdp, request.initial_parameters,
-                                                      owner=self.connection_id)
+            session = await self.host.create_session(request.sdp, request.initial_parameters,
+                                                     owner=self.connection_id)
             # remember this connection's sessions (to close them with it), forgetting ended ones
-            self.sessions = {sid for sid in self.sessions if sid in self.state.sessions}
+            self.sessions = {sid for sid in self.sessions if sid in self.host.sessions}
             self.sessions.add(session.session_id)
             # (its runner starts once the peer connects, after this answer: nothing is missed)
             session.on_pipeline_failed = self._pipeline_failed
             return m.answer(rid, session.pc.localDescription.sdp, session.session_id)
         if isinstance(request, m.IceCandidate):
             # another connection's session answers as a made-up id does: nothing to probe
-            target = self.state.owned_session(request.session_id, self.connection_id)
+            target = self.host.owned_session(request.session_id, self.connection_id)
             if target is None:
                 raise UnknownSession(f"unknown sessionId {request.session_id!r}")
             await target.add_candidate(request.candidate)
             return m.icecandidate_ack(rid)
         if isinstance(request, m.ApiCall):
-            result = await self.state.router.handle(request.method, request.path, request.body)
+            result = await self.host.router.handle(request.method, request.path, request.body)
             return m.api_response(rid, result.status, result.data, result.error, result.code)
         raise InvalidMessage(f"unhandled message type {request.type!r}")

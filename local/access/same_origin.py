@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from scope_relay.protocol.errors import ProtocolError
+from scope_relay.protocol.errors import ForbiddenHost, ForbiddenOrigin, UnsupportedMediaType
 
 #: Names a browser on this machine uses for the relay (with the port it listens on).
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -26,21 +26,6 @@ WILDCARD_ADDRESSES = frozenset({"", "0.0.0.0", "::"})
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-class ForbiddenHost(ProtocolError):
-    code = "FORBIDDEN_HOST"
-    status = 403
-
-
-class ForbiddenOrigin(ProtocolError):
-    code = "FORBIDDEN_ORIGIN"
-    status = 403
-
-
-class NotJson(ProtocolError):
-    code = "UNSUPPORTED_MEDIA_TYPE"
-    status = 415
 
 
 @dataclass(frozen=True)
@@ -74,7 +59,7 @@ class SameOriginPolicy:
         unrouted = request.match_info.http_exception is not None  # its 404/405 says more
         if (request.method in BODY_METHODS and request.path.startswith("/api/")
                 and not unrouted and request.content_type != "application/json"):
-            raise NotJson("API requests must send a JSON body (Content-Type: application/json)")
+            raise UnsupportedMediaType("API requests must send a JSON body (Content-Type: application/json)")
 
     def _origins(self, host_header: str) -> set[str]:
         return {f"http://{host_header.lower()}", f"https://{host_header.lower()}", *self.origins}

@@ -24,7 +24,15 @@ import aiohttp
 
 from scope_relay.local.cloud_link.target import CloudTarget
 from scope_relay.protocol import messages as m
-from scope_relay.protocol.errors import ProtocolError, RequestTimeout, Unavailable
+from scope_relay.protocol.errors import (
+    AccessDenied,
+    CloudRefused,
+    ProtocolError,
+    RequestTimeout,
+    TooManyConnections,
+    Unauthorized,
+    Unavailable,
+)
 
 logger = logging.getLogger(__name__)
 #: Cloud log lines are re-emitted here, outside the ``scope_relay`` tree on purpose (an
@@ -34,21 +42,23 @@ _LEVEL = re.compile(r" - (DEBUG|INFO|WARNING|ERROR|CRITICAL) - ")
 
 
 class CloudError(ProtocolError):
-    """An ``error`` reply from the cloud, with its code."""
+    """A failure the cloud reported, passed on with the cloud's own code and status (codes
+    of protocol/errors.py, or ones a newer cloud app knows)."""
 
+    def __init__(self, message: str, code: str, status: int):
+        super().__init__(message)
+        self.code = code
+        self.status = status
 
-class CloudRefused(ProtocolError):
-    """A failure no retry fixes by itself: the key was refused, or there is no cloud app
-    at the URL. Requests fail at once with it (503) instead of waiting for ``ready``."""
-
-    code = "CLOUD_REFUSED"
-    status = 503
+    @classmethod
+    def from_reply(cls, reply: m.ErrorReply) -> CloudError:
+        return cls(reply.message, reply.code, reply.status)
 
 
 #: After a refusal the relay tries again only this rarely (a key fixed on the cloud side).
 REFUSED_RETRY_SECONDS = 60.0
 #: ``error`` codes in place of ``ready`` that mean the same as an HTTP 401/403.
-_REFUSAL_CODES = frozenset({"UNAUTHORIZED", "ACCESS_DENIED"})
+_REFUSAL_CODES = frozenset({Unauthorized.code, AccessDenied.code})
 #: cloud sessions watched at once; beyond this the oldest watch is forgotten (counted)
 MAX_SESSION_WATCHES = 1024
 
@@ -128,8 +138,7 @@ class CloudConnectionManager:
         finally:
             self._pending.pop(request_id, None)
         if reply.get("type") == "error":
-            failed = m.parse_error(reply)
-            raise CloudError(failed.message, code=failed.code, status=failed.status)
+            raise CloudError.from_reply(m.parse_error(reply))
         return reply
 
     async def api(self, method: str, path: str, body: Any = None,
@@ -254,7 +263,7 @@ class CloudConnectionManager:
                 refused = m.parse_error(hello)
                 if refused.code in _REFUSAL_CODES:
                     raise CloudRefused(f"the cloud app refused this relay: {refused.message}")
-                raise CloudError(refused.message, code=refused.code, status=refused.status)
+                raise CloudError.from_reply(refused)
             try:
                 self.connection_id = m.parse_ready(hello)
             except ProtocolError as exc:
@@ -289,7 +298,7 @@ class CloudConnectionManager:
         """What a passing refusal of the upgrade means, in words (retried as usual)."""
         if status == 429:
             return Unavailable("the cloud app has too many connections from this address or "
-                               "key (TOO_MANY_CONNECTIONS); retrying")
+                               f"key ({TooManyConnections.code}); retrying")
         if status == 503:
             return Unavailable("the cloud app is not taking connections (503); retrying")
         return None

@@ -24,33 +24,21 @@ from typing import Any
 from scope_relay.local.playout.release_tracks import AudioProcessingTrack, CloudTrack
 from scope_relay.local.recording.mp4_file import CONTENT_TYPE, SUFFIX
 from scope_relay.local.recording.recorder import Recorder
-from scope_relay.protocol.errors import NotFound, ProtocolError
+from scope_relay.protocol.errors import (
+    AlreadyRecording,
+    NotFound,
+    NothingToRecord,
+    ProtocolError,
+    RecordingActive,
+    RecordingFailed,
+    TooManyRecordings,
+)
 from scope_relay.util.tasks import OwnedTasks, RunOnce
 
 logger = logging.getLogger(__name__)
 
 MAX_ACTIVE = 4
 MAX_KEPT = 16
-
-
-class TooManyRecordings(ProtocolError):
-    code = "TOO_MANY_RECORDINGS"
-    status = 429
-
-
-class AlreadyRecording(ProtocolError):
-    code = "ALREADY_RECORDING"
-    status = 409
-
-
-class NothingToRecord(ProtocolError):
-    code = "NOTHING_TO_RECORD"
-    status = 409
-
-
-class RecordingFailed(ProtocolError):
-    code = "RECORDING_FAILED"
-    status = 500
 
 
 @dataclass
@@ -185,8 +173,7 @@ class Recordings:
         """A finished recording whose file can be downloaded."""
         recording = self.get(recording_id)
         if recording.active or not recording.recorder.finished:
-            raise ProtocolError("still recording: stop it first", code="RECORDING_ACTIVE",
-                                status=409)
+            raise RecordingActive("still recording: stop it first")
         if recording.recorder.error is not None or not recording.recorder.path.exists():
             raise NotFound("this recording has no file")
         return recording

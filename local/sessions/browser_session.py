@@ -15,7 +15,7 @@ from typing import Any
 
 from aiortc import MediaStreamTrack
 
-from scope_relay.local.cloud_link.control_socket import CloudConnectionManager
+from scope_relay.local.cloud_link.control_socket import CloudConnectionManager, CloudError
 from scope_relay.local.cloud_link.hop import CloudHop
 from scope_relay.local.cloud_link.peer import CloudWebRTCClient
 from scope_relay.local.inputs.camera_uplink import LatestFrameTrack
@@ -26,7 +26,7 @@ from scope_relay.local.sessions.fanout import CountedSubscription, OutputFanout
 from scope_relay.local.sessions.viewers import MAX_VIEWERS, Audience
 from scope_relay.protocol import messages as m
 from scope_relay.protocol.capabilities import Capabilities
-from scope_relay.protocol.errors import InvalidMessage, PipelineFailed, ProtocolError
+from scope_relay.protocol.errors import InvalidMessage, LoadFailed, NotLoaded, PipelineFailed
 from scope_relay.protocol.parameters import DATA_CHANNEL_LABEL, PIPELINE_IDS
 from scope_relay.rtc.aiortc_internals import offered_direction
 from scope_relay.rtc.peer import PeerSession
@@ -47,14 +47,13 @@ async def chain_capabilities(connection: CloudConnectionManager,
         status, data = await connection.api("POST", "/api/v1/pipeline/load",
                                             {"pipeline_ids": pipeline_ids}, timeout=600)
     if status >= 400:
-        raise ProtocolError(str(data.get("detail", "pipeline load failed")),
-                            code=str(data.get("code", "LOAD_FAILED")), status=status)
+        raise CloudError(str(data.get("detail", "pipeline load failed")),
+                         str(data.get("code", LoadFailed.code)), status)
     if data.get("status") == "error":  # the pipeline raised while loading
         ids = ", ".join(str(p) for p in data.get("pipeline_ids") or [])
         raise PipelineFailed(f"{ids}: failed to load: {data.get('error') or 'unknown error'}")
     if data.get("status") != "loaded":
-        raise ProtocolError(f"pipeline not loaded: {data.get('error') or data.get('status')}",
-                            code="NOT_LOADED", status=409)
+        raise NotLoaded(f"pipeline not loaded: {data.get('error') or data.get('status')}")
     return list(data.get("pipeline_ids") or []), Capabilities.from_mapping(data)
 
 

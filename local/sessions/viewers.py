@@ -20,7 +20,7 @@ from aiortc import MediaStreamTrack
 
 from scope_relay.local.sessions.fanout import CountedSubscription, OutputFanout
 from scope_relay.protocol.capabilities import Capabilities
-from scope_relay.protocol.errors import ProtocolError
+from scope_relay.protocol.errors import TooManyViewers, UnknownShare
 from scope_relay.rtc.peer import PeerSession
 from scope_relay.rtc.sdp import validate_offer_sdp
 
@@ -100,11 +100,10 @@ class Audience:
         """Count ``viewer`` in (before its offer is answered, so racing joins see the cap);
         it leaves the audience when it closes."""
         if self.closed:
-            raise ProtocolError("the shared session has ended", code="UNKNOWN_SHARE", status=404)
+            raise UnknownShare("the shared session has ended")
         if len(self.viewers) >= self.max_viewers:
             self.refused += 1
-            raise ProtocolError(f"this session already has its {self.max_viewers} viewers",
-                                code="TOO_MANY_VIEWERS", status=429)
+            raise TooManyViewers(f"this session already has its {self.max_viewers} viewers")
         self.viewers[viewer.session_id] = viewer
         viewer.on_closed = lambda sid: self.viewers.pop(sid, None)
 
