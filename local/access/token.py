@@ -32,6 +32,8 @@ from urllib.parse import quote, urlencode
 
 from aiohttp import web
 
+from scope_relay.protocol.errors import Unauthorized
+
 #: Where this machine's own clients connect from: on Linux a connection to any 127.0.0.0/8
 #: address leaves from 127.0.0.1 unless the client binds another, so this is exact for
 #: real clients, and a test binding 127.0.0.3 is, to the relay, a LAN neighbour.
@@ -133,7 +135,8 @@ def is_public(request: web.Request) -> bool:
 
 
 def _unauthorised(message: str) -> web.Response:
-    return web.json_response({"error": message, "code": "UNAUTHORIZED"}, status=401,
+    return web.json_response({"error": message, "code": Unauthorized.code},
+                             status=Unauthorized.status,
                              headers={"WWW-Authenticate": 'Bearer realm="scope-relay"'})
 
 

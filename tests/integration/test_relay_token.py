@@ -235,10 +235,10 @@ async def test_a_share_link_viewer_gets_in_with_viewer_rights_only():
 
 async def test_the_cli_prints_the_token_url_once(monkeypatch):
     """``scope-relay local --host 127.0.0.2``: one line carries the token (the URL to open);
-    requests with it, logged by aiohttp's access log, show ``<token>`` instead."""
+    requests with it, logged by aiohttp's access log (at DEBUG), show ``<token>`` instead."""
     async with cloud_server() as cloud:
         stand_in = SimpleNamespace(ws_url=cloud.ws_url)  # relay_process needs only its URL
-        async with relay_process(stand_in, "--host", LAN_ADDRESS) as relay:  # type: ignore[arg-type]
+        async with relay_process(stand_in, "--host", LAN_ADDRESS, "--log-level", "debug") as relay:  # type: ignore[arg-type]
             url = urlsplit(relay.url)
             assert url.hostname == LAN_ADDRESS and url.path == "/" and url.query.startswith("token=")
             token = url.query.removeprefix("token=")
