@@ -133,11 +133,10 @@ class Recording:
 
     def ended_message(self) -> dict[str, Any]:
         """What its page is told when it ended by itself (the ``parameters`` channel)."""
+        described = self.describe()
         out = {"type": "recording", "recordingId": self.recording_id, "state": self.state}
-        for key in ("reason", "message", "error", "url", "duration"):
-            value = self.describe().get(key)
-            if value is not None:
-                out[key] = value
+        out.update((key, described[key]) for key in ("reason", "message", "error", "url",
+                                                     "duration") if key in described)
         return out
 
 

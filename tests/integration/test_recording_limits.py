@@ -29,6 +29,7 @@ from scope_relay.local.recording.storage import MARKER, PREFIX, RecordingLimits,
 from scope_relay.local.server import RELAY_KEY
 
 from helpers.peers import BrowserPeer, connected
+from helpers.processes import relay_process
 from helpers.servers import cloud_server, relay_server
 from helpers.waiting import wait_until
 
@@ -115,6 +116,25 @@ async def test_size_cap_stops_the_recording_with_a_playable_file(tmp_path):
     counts = frames_in(path)
     assert counts.get("video", 0) > 10 and counts.get("audio", 0) > 10
     assert stats["stopped_by_cap"] == 1 and stats["active"] == 0
+
+
+async def test_time_cap_stops_the_recording_at_its_length(tmp_path):
+    limits = RecordingLimits(directory=tmp_path, max_seconds=2.0, check_interval=0.2)
+    async with recording_stack(limits) as (relay, recordings), \
+            connected(relay.url, BURSTY) as peer, \
+            httpx.AsyncClient(base_url=relay.url, timeout=30) as http:
+        told = PageMessages(peer)
+        started = await start_recording(http, peer)
+        _, message = await told.recording_ended(timeout=30)
+        assert message["state"] == "stopped" and message["reason"] == "max_duration"
+        await wait_until(lambda: recordings.get(started["recordingId"]).recorder.finished)
+        download = await http.get(message["url"])
+    path = tmp_path / "timed.mp4"
+    path.write_bytes(download.content)
+    with av.open(str(path)) as container:
+        seconds = float(container.duration or 0) / av.time_base
+    print(f"time cap 2 s: {message['duration']} s in the status, {seconds:.2f} s in the file")
+    assert 2.0 <= message["duration"] < 3.0 and 2.0 <= seconds < 3.0
 
 
 @pytest.fixture
@@ -278,3 +298,23 @@ async def test_a_killed_relays_folder_is_removed_at_start_and_a_live_ones_kept(t
     finally:
         alive.kill()
         alive.wait()
+
+
+async def test_a_relay_killed_while_recording_leaves_a_folder_the_next_one_removes(tmp_path):
+    """kill -9 of a real relay process mid-recording, then a new relay on the same
+    ``--recordings-dir``: the folder is there after the kill, gone once the next has started."""
+    base = tmp_path / "recordings"
+    async with cloud_server() as cloud:
+        async with relay_process(cloud, "--recordings-dir", str(base),  # type: ignore[arg-type]
+                                 "--recording-max-gib", "1") as relay, \
+                connected(relay.url, BURSTY) as peer, \
+                httpx.AsyncClient(base_url=relay.url, timeout=30) as http:
+            await start_recording(http, peer)
+            await wait_until(lambda: any(base.glob(f"{PREFIX}*/*.mp4")), timeout=20)
+            (folder,) = base.glob(f"{PREFIX}*")
+            relay.proc.kill()  # SIGKILL: no cleanup runs
+            await relay.proc.wait()
+        assert folder.exists() and any(folder.glob("*.mp4"))
+        async with relay_process(cloud, "--recordings-dir", str(base)) as second:  # type: ignore[arg-type]
+            assert not folder.exists()
+            assert any("left by a relay that is gone" in line for line in second.output)
