@@ -203,7 +203,7 @@ class Recordings:
                 f"{limits.reserve_bytes / 2**20:.0f} MiB kept free (--recordings-reserve-gib)")
         if not limits.total_bytes:
             return
-        need = min(limits.max_bytes or limits.total_bytes, limits.total_bytes)
+        need = min(limits.max_bytes, limits.total_bytes)  # room for one whole recording
         while self._used_bytes() + need > limits.total_bytes:
             finished = [r for r in self._items.values() if r.recorder.finished]
             if not finished:

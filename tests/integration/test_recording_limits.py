@@ -137,6 +137,29 @@ async def test_time_cap_stops_the_recording_at_its_length(tmp_path):
     assert 2.0 <= message["duration"] < 3.0 and 2.0 <= seconds < 3.0
 
 
+async def test_folder_budget_stops_a_recording_and_the_oldest_file_makes_room(tmp_path):
+    limits = RecordingLimits(directory=tmp_path, max_bytes=0, total_bytes=200_000,
+                             check_interval=0.2)
+    async with recording_stack(limits) as (relay, recordings), \
+            connected(relay.url, BURSTY) as peer, \
+            httpx.AsyncClient(base_url=relay.url, timeout=30) as http:
+        told = PageMessages(peer)
+        first = await start_recording(http, peer)
+        _, message = await told.recording_ended(timeout=60)
+        assert message["state"] == "stopped" and message["reason"] == "folder_budget"
+        await wait_until(lambda: recordings.get(first["recordingId"]).recorder.finished)
+        first_file = recordings.get(first["recordingId"]).recorder.path
+        assert first_file.stat().st_size >= 200_000
+        # the folder is full of a finished file: it goes to make room for the next one
+        second = await start_recording(http, peer)
+        assert not first_file.exists()
+        gone = await http.get(f"/api/v1/recordings/{first['recordingId']}")
+        assert gone.status_code == 404
+        stats = (await http.get("/api/v1/stats")).json()["recordings"]
+        assert stats["expired"] == 1 and stats["active"] == 1 and stats["stopped_by_cap"] == 1
+        assert (await http.delete(f"/api/v1/recordings/{second['recordingId']}")).status_code == 200
+
+
 @pytest.fixture
 def failing_writer(monkeypatch) -> Iterator[list[float]]:
     """The file writer raises ENOSPC at its 40th video frame, as a full disk would; the
