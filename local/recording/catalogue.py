@@ -186,16 +186,12 @@ class Recordings:
         """Read by a recorder's worker thread: only an int and a tuple swapped on the loop."""
         return self._finished_bytes + sum(r.bytes_written for r in self._writers if r is not me)
 
-    def _room_check(self, directory: Path) -> int:
-        """Free bytes on the disk (off the loop)."""
-        return free_bytes(directory)
-
     async def _make_room(self) -> None:
         """Refuse when the disk is below its reserve; let the oldest finished files go while
         the folder has no room for one more recording; refuse if it still has none."""
         limits = self.limits
         directory = await asyncio.to_thread(lambda: self.directory)
-        free = await asyncio.to_thread(self._room_check, directory)
+        free = await asyncio.to_thread(free_bytes, directory)
         if free < limits.reserve_bytes:
             self.refused_storage += 1
             raise InsufficientStorage(

@@ -245,9 +245,7 @@ class Recorder:
         logger.warning("recording %s stopped: %s", self.path.name, self.end_message)
         self._writing = False
         self._closing = True
-        self._finish()  # a failure here is the recording's failure (_guarded)
-        self.kept = True
-        self._measure()
+        self._finish()  # (a failure here is the recording's failure: _guarded)
         self._tell_loop()
 
     def _write(self, kind: str, pts: int, delay: float, frame: Any) -> None:
