@@ -156,6 +156,19 @@ def _add_relay_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--osc-host", default="127.0.0.1", metavar="ADDR",
                    help="address for OSC input (default 127.0.0.1: this machine only; "
                         "0.0.0.0 lets gear on the LAN send)")
+    g.add_argument("--recordings-dir", default=None, metavar="DIR",
+                   help="where recordings are written, in a folder of this relay's own that "
+                        "goes when it stops (default: the system's temp dir)")
+    g.add_argument("--recording-max-minutes", type=_non_negative_float, default=120.0,
+                   metavar="MIN", help="a recording stops after this long (default 120; 0: no cap)")
+    g.add_argument("--recording-max-gib", type=_non_negative_float, default=4.0, metavar="GIB",
+                   help="a recording stops at this file size (default 4; 0: no cap)")
+    g.add_argument("--recordings-total-gib", type=_non_negative_float, default=20.0,
+                   metavar="GIB", help="all recordings' files together; the oldest finished "
+                   "ones make room (default 20; 0: no cap)")
+    g.add_argument("--recordings-reserve-gib", type=_non_negative_float, default=1.0,
+                   metavar="GIB", help="free disk space kept: recording is refused below it and "
+                   "stops when it is reached (default 1)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -249,6 +262,18 @@ async def run_cloud(args) -> None:
             await asyncio.gather(drain, again, return_exceptions=True)
 
 
+def _recording_limits(args):
+    from pathlib import Path
+
+    from scope_relay.local.recording.storage import GIB, RecordingLimits
+
+    return RecordingLimits(
+        directory=Path(args.recordings_dir) if args.recordings_dir else None,
+        max_seconds=args.recording_max_minutes * 60, max_bytes=int(args.recording_max_gib * GIB),
+        total_bytes=int(args.recordings_total_gib * GIB),
+        reserve_bytes=int(args.recordings_reserve_gib * GIB))
+
+
 async def run_relay(args, *, force_embedded: bool) -> None:
     from scope_relay.local.server import RELAY_KEY, RelayConfig, create_relay_app
 
@@ -272,7 +297,8 @@ async def run_relay(args, *, force_embedded: bool) -> None:
                              allow_origins=args.allow_origin, max_viewers=args.max_viewers,
                              osc_address=None if args.osc_port is None
                              else (args.osc_host, args.osc_port),
-                             token=args.token, require_token=args.require_token)
+                             token=args.token, require_token=args.require_token,
+                             recordings=_recording_limits(args))
         relay = await stack.enter_async_context(
             serve(create_relay_app(config), args.host, args.port))
         relay_state = relay.app[RELAY_KEY]

@@ -19,6 +19,7 @@ from scope_relay.local.cloud_link.target import CloudTarget
 from scope_relay.local.inputs.osc import OscInput
 from scope_relay.local.recording.catalogue import Recordings
 from scope_relay.local.recording.routes import recording_routes
+from scope_relay.local.recording.storage import RecordingLimits
 from scope_relay.local.sessions.browser_session import BrowserSession
 from scope_relay.local.sessions.viewers import MAX_VIEWERS, ViewerSession
 from scope_relay.protocol.errors import (
@@ -75,6 +76,8 @@ class RelayConfig:
     osc_address: tuple[str, int] | None = None
     #: receive-only viewers per session (share links; local/sessions/viewers.py)
     max_viewers: int = MAX_VIEWERS
+    #: where recordings go and their caps (local/recording/storage.py)
+    recordings: RecordingLimits = field(default_factory=RecordingLimits)
     #: what clients beyond this machine must show (local/access/token.py); made at start
     #: when the relay listens beyond loopback (or ``require_token``) and none is given
     token: str | None = None
@@ -114,7 +117,7 @@ class LocalRelay:
                                                  request_timeout=config.request_timeout)
         self.sessions: dict[str, BrowserSession] = {}
         self.osc: OscInput | None = None
-        self.recordings = Recordings()
+        self.recordings = Recordings(config.recordings)
 
     async def offer(self, request: web.Request) -> web.Response:
         body = await _json_body(request)
@@ -314,6 +317,7 @@ def create_relay_app(config: RelayConfig) -> web.Application:
                                  lambda: relay.connection.api("GET", "/api/v1/pipelines"),
                                  host=config.osc_address[0], port=config.osc_address[1])
             await relay.osc.start()
+        await relay.recordings.open()  # folders of killed relays go
         await relay.connection.start()
 
     async def on_cleanup(app: web.Application) -> None:

@@ -249,6 +249,14 @@ class RecordingFailed(ProtocolError):
     status = 500
 
 
+class InsufficientStorage(ProtocolError):
+    """A recording refused at start: the disk is below its free-space reserve, or the
+    recordings folder is at its budget with running recordings."""
+
+    code = "INSUFFICIENT_STORAGE"
+    status = 507
+
+
 # --- stand-ins for a failure that named no code ---------------------------------------
 
 class Unnamed(ProtocolError):

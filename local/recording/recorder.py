@@ -9,6 +9,14 @@ A/V alignment, gaps filled, never backwards) and encodes and muxes it with PyAV
 
 A frame dropped at the queue becomes a held frame or silence in the file, like any other
 gap, so the file's timing is not disturbed by drops, only its content.
+
+The worker also keeps the recording within its limits (``storage.RecordingLimits``): every
+``check_interval`` seconds, not per frame, it looks at the file's size, its duration, the
+folder's total and the disk's free space. A cap reached finishes the file there (playable)
+and ends the recording as ``stopped`` with the reason; a write error (a full disk, any
+``OSError``, any other failure) ends it as ``failed``: the file is finished if it still
+can be and kept only if it then opens, else removed. Either way the event loop is told at
+once (``on_end``), so the page hears of it within a second.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import os
 import queue
 import threading
 import time
@@ -26,6 +35,7 @@ from typing import Any
 import av
 
 from scope_relay.local.recording.mp4_file import RecordingFile
+from scope_relay.local.recording.storage import RecordingLimits, free_bytes
 from scope_relay.local.recording.timeline import RecordingTimeline
 from scope_relay.media.audio import frame_to_s16
 
@@ -38,15 +48,61 @@ MAX_AUDIO_BEFORE_VIDEO = 10.0
 
 _STOP = object()
 
+#: Why a recording stopped by itself (``end_reason``), with the words said to the user.
+CAP_MESSAGES = {
+    "max_duration": "the recording reached its time cap ({})",
+    "max_size": "the recording reached its size cap ({})",
+    "folder_budget": "the recordings folder reached its total budget ({})",
+    "disk_reserve": "the disk is nearly full (less than {} free)",
+}
+
+
+def _bytes_in_words(n: float) -> str:
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:.3g} {unit}"
+    return f"{n:.0f} B"
+
+
+def _playable(path: Path) -> bool:
+    """Whether the finished file opens and yields a frame (what a player would do)."""
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams:
+                return False
+            for _ in container.decode(container.streams[0]):
+                return True
+    except Exception:  # av.error.* or OSError: not a file anyone can play
+        return False
+    return False
+
 
 class Recorder:
     """Taps for the output tracks, a bounded queue, and the worker thread writing the file."""
 
     def __init__(self, path: Path, *, video: bool, audio: bool,
-                 output_delay: Callable[[], float] = lambda: 0.0, max_queue: int = MAX_QUEUE):
+                 output_delay: Callable[[], float] = lambda: 0.0, max_queue: int = MAX_QUEUE,
+                 limits: RecordingLimits | None = None,
+                 others_bytes: Callable[[], int] = lambda: 0,
+                 on_end: Callable[[], None] = lambda: None):
         """``output_delay``: how long after its pts the relay sends a frame now, less a
-        constant (its rises are the pauses of the output: ``recording_timeline``)."""
+        constant (its rises are the pauses of the output: ``recording_timeline``).
+        ``others_bytes``: what the folder's other files take (read from the worker thread).
+        ``on_end``: called on the event loop when the recording ended by itself (a cap, a
+        failure), not when asked to stop."""
         self.path = path
+        self.limits = limits or RecordingLimits()
+        self._others_bytes = others_bytes
+        self._on_end = on_end
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._writing = True  # the worker still writes frames to the file
+        self._next_check = 0.0
+        #: set by the worker when it ended the recording itself: a cap's name, and words
+        self.end_reason: str | None = None
+        self.end_message: str | None = None
+        self.kept = False  # the file is finished and playable: it may be downloaded
+        self.failed_at: float | None = None  # (monotonic) when the worker met its error
+        self.bytes_written = 0  # the file's size as last looked at
         self._output_delay = output_delay
         self.file = RecordingFile(path, video=video, audio=audio)
         self.timeline = RecordingTimeline(audio=audio)
@@ -64,6 +120,9 @@ class Recorder:
         self.max_queued = 0
 
     def start(self) -> None:
+        """On the event loop (it is told there when the recording ends by itself)."""
+        self._loop = asyncio.get_running_loop()
+        self._next_check = time.monotonic() + self.limits.check_interval
         self._thread.start()
 
     # --- taps (event loop) -------------------------------------------------------------
@@ -111,24 +170,83 @@ class Recorder:
         started = time.thread_time()
         try:
             while (item := self._queue.get()) is not _STOP:
-                if self.error is None and not self._aborted:
+                if self._writing and not self._aborted:
                     self._guarded(self._write, *item)
-            if self._aborted or self.error is not None:
+                    if self._writing and time.monotonic() >= self._next_check:
+                        self._guarded(self._check)
+            if self._aborted:
                 self.file.abort()
-            else:
+            elif self._writing:
+                self._writing = False
                 self._guarded(self._finish)
-                if self.error is not None:
-                    self.file.abort()
         finally:
             self.cpu_seconds = time.thread_time() - started
             self._done.set_result(None)
 
     def _guarded(self, action: Any, *args: Any) -> None:
+        """Run a step of the worker; a failure fails the recording, live playback goes on."""
         try:
             action(*args)
-        except Exception as exc:  # the recording fails, live playback goes on
+        except Exception as exc:
             logger.exception("recording %s failed", self.path.name)
             self.error = f"{type(exc).__name__}: {exc}"
+            self.failed_at = time.monotonic()
+            self._writing = False
+            self._closing = True
+            self._salvage()
+            self._tell_loop()
+
+    def _salvage(self) -> None:
+        """After a failure: finish the file if that still works and keep it only if it
+        then plays; otherwise remove it (a broken file is nothing to download)."""
+        try:
+            self.file.close()
+            self.kept = _playable(self.path)
+        except Exception as exc:  # the disk is still full, the muxer is broken, ...
+            logger.warning("recording %s: the partial file cannot be finished: %s",
+                           self.path.name, exc)
+            self.file.abort()
+            self.kept = False
+        if not self.kept:
+            self.path.unlink(missing_ok=True)
+        self._measure()
+
+    def _tell_loop(self) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            try:
+                self._loop.call_soon_threadsafe(self._on_end)
+            except RuntimeError:  # the loop closed meanwhile: nobody to tell
+                pass
+
+    def _measure(self) -> int:
+        try:
+            self.bytes_written = os.stat(self.path).st_size
+        except FileNotFoundError:
+            self.bytes_written = 0
+        return self.bytes_written
+
+    def _check(self) -> None:
+        """The caps, every ``check_interval`` s: the first one reached ends the recording."""
+        limits = self.limits
+        self._next_check = time.monotonic() + limits.check_interval
+        size = self._measure()
+        reason, figure = None, ""
+        if limits.max_seconds and self.timeline.end >= limits.max_seconds:
+            reason, figure = "max_duration", f"{limits.max_seconds:g} s"
+        elif limits.max_bytes and size >= limits.max_bytes:
+            reason, figure = "max_size", _bytes_in_words(limits.max_bytes)
+        elif limits.total_bytes and size + self._others_bytes() >= limits.total_bytes:
+            reason, figure = "folder_budget", _bytes_in_words(limits.total_bytes)
+        elif limits.reserve_bytes and free_bytes(self.path.parent) < limits.reserve_bytes:
+            reason, figure = "disk_reserve", _bytes_in_words(limits.reserve_bytes)
+        if reason is None:
+            return
+        self.end_reason, self.end_message = reason, CAP_MESSAGES[reason].format(figure)
+        logger.warning("recording %s stopped: %s", self.path.name, self.end_message)
+        self._writing = False
+        self._closing = True
+        self._finish()  # (a failure here is the recording's failure: _guarded)
+        self._tell_loop()
 
     def _write(self, kind: str, pts: int, delay: float, frame: Any) -> None:
         if kind == "video":
@@ -155,6 +273,8 @@ class Recorder:
             for t in self.timeline.video_tail():
                 self.file.repeat_video(t)
         self.file.close()
+        self.kept = self.path.exists()
+        self._measure()
 
     # --- figures -----------------------------------------------------------------------
     @property
@@ -173,5 +293,6 @@ class Recorder:
             "queue_frames": self._queue.qsize(),
             "max_queue_frames": self.max_queued,
             "cpu_seconds": round(self.cpu_seconds, 3),
+            "bytes": self.bytes_written,
             **self.timeline.stats(),
         }

@@ -185,6 +185,19 @@ class BrowserSession(PeerSession):
         except Exception as exc:  # a closing channel: the stats still carry the reason
             logger.warning("%s: could not tell the page the pipeline failed: %s", self.name, exc)
 
+    def tell_page(self, message: dict[str, Any]) -> bool:
+        """Send the page one message on its ``parameters`` channel (a recording that ended
+        by itself); False when the channel is not open (the caller's status says it)."""
+        channel = self._channel
+        if channel is None or channel.readyState != "open":
+            return False
+        try:
+            channel.send(m.encode(message))
+        except Exception as exc:  # a closing channel
+            logger.warning("%s: could not tell the page: %s", self.name, exc)
+            return False
+        return True
+
     async def release(self) -> None:
         self.processor.close()
         if self.audience is not None:  # viewers end with the session they watch

@@ -90,6 +90,9 @@ async def stop_and_download(http: httpx.AsyncClient, recording_id: str,
     assert download.status_code == 200, download.text
     assert download.headers["Content-Type"] == "video/mp4"
     assert download.headers["Content-Disposition"].startswith('attachment; filename="scope-relay-av-sync-')
+    # never sniffed as a page or script, never embedded by another site
+    assert download.headers["X-Content-Type-Options"] == "nosniff"
+    assert download.headers["Cross-Origin-Resource-Policy"] == "same-origin"
     path = into / "recording.mp4"
     path.write_bytes(download.content)
     assert len(download.content) == result["size"]
@@ -105,7 +108,12 @@ async def test_av_sync_recording_keeps_both_tracks_duration_and_lip_sync(stack, 
         assert peer.session_id is not None
         began = time.monotonic()
         started = await record(http, peer.session_id)
-        assert started["state"] == "recording" and started["sessionId"] == peer.session_id
+        assert started["state"] == "recording"
+        status = await http.get(f"/api/v1/recordings/{started['recordingId']}")
+        # whoever holds a recording's URL must not learn the session id (it ends the session
+        # and reads its share link): not in the start's answer, the status, nor the end's
+        for answer in (started, status.json()):
+            assert "sessionId" not in answer and peer.session_id not in str(answer)
         again = await http.post("/api/v1/recordings", json={"sessionId": peer.session_id})
         assert again.status_code == 409 and again.json()["code"] == "ALREADY_RECORDING"
         early = await http.get(f"/api/v1/recordings/{started['recordingId']}/file")
@@ -115,6 +123,7 @@ async def test_av_sync_recording_keeps_both_tracks_duration_and_lip_sync(stack, 
         result, path = await stop_and_download(http, started["recordingId"], tmp_path)
         repeat = await http.delete(f"/api/v1/recordings/{started['recordingId']}")
         assert repeat.json()["url"] == result["url"]  # stopping twice: the same answer
+        assert peer.session_id not in repeat.text and peer.session_id not in str(result)
         everything = (await http.get("/api/v1/stats")).json()
         stats, live = everything["recordings"], everything["sessions"][0]
 

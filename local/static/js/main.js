@@ -56,6 +56,7 @@ const session = createSession({
   },
   stats: (m, pc) => onFigures(m, pc),
   pipelineFailed: (message) => { facts.pipelineFailed = message; render(); },
+  recordingEnded: (message) => recorder?.ended(message),
   echoCancellation: () => $("echo").checked,
 });
 
@@ -77,12 +78,13 @@ window.scopeRelay = Object.freeze({
   get levels() { return meter.levels; },
   /** MIDI mappings of the shown pipeline, and the control waiting to learn. */
   get midi() { return { mapping: midi.mapping, learning: midi.learning }; },
-  /** The recording at the relay: {state, recordingId, elapsed, url, duration, error}. */
+  /** The recording at the relay: {state, recordingId, elapsed, url, duration, error, ended}. */
   get recording() { return recorder.facts; },
 });
 
 // Record what this page receives, at the relay; only while a session is live.
-const recorder = createRecorder({ button: $("record"), elapsed: $("record-elapsed"), link: $("record-link") },
+const recorder = createRecorder({ button: $("record"), elapsed: $("record-elapsed"), link: $("record-link"),
+                                  notice: $("record-notice") },
                                 () => (facts.phase === "live" ? session.facts.sessionId : null));
 
 function selected() {

@@ -1,6 +1,9 @@
 // Recording at the relay: the Record button, the elapsed time while it runs, and a download
 // link once stopped. The relay records exactly what it sends this page (docs/protocol.md,
 // "Recording"), so the page only starts and stops it; nothing is recorded in the browser.
+// A recording the relay ended by itself (a size or time cap, a full disk, a write error) is
+// pushed to the page on the session's data channel (ended()): the clock stops there and
+// then, the reason is shown, and a file that survived is offered. Nothing polls.
 
 import { api } from "./api.js";
 
@@ -12,7 +15,7 @@ const clock = (seconds) => {
 };
 
 /**
- * @param {{button: HTMLButtonElement, elapsed: HTMLElement, link: HTMLAnchorElement}} view
+ * @param {{button: HTMLButtonElement, elapsed: HTMLElement, link: HTMLAnchorElement, notice?: HTMLElement}} view
  * @param {() => string|null} sessionId  the live session's id, or null
  */
 export function createRecorder(view, sessionId) {
@@ -21,7 +24,8 @@ export function createRecorder(view, sessionId) {
   let startedAt = 0;
   let timer = null;
   let busy = false;
-  const facts = { state: "idle", recordingId: null, elapsed: 0, url: null, duration: null, error: null };
+  const facts = { state: "idle", recordingId: null, elapsed: 0, url: null, duration: null, error: null,
+                  ended: null };
 
   function show() {
     const recording = facts.state === "recording";
@@ -36,6 +40,11 @@ export function createRecorder(view, sessionId) {
       view.link.textContent = `Download recording (${clock(facts.duration ?? 0)})`;
     }
     view.button.title = facts.error ? `recording: ${facts.error}` : "Record what this page receives (MP4)";
+    view.button.dataset.error = facts.error ? "true" : "false";
+    if (view.notice) {
+      view.notice.hidden = !facts.error;
+      view.notice.textContent = facts.error ? `Recording ${facts.ended === "stopped" ? "stopped" : "failed"}: ${facts.error}` : "";
+    }
   }
 
   function tick() {
@@ -50,7 +59,7 @@ export function createRecorder(view, sessionId) {
     recordingId = started.recordingId;
     recorded = id;
     startedAt = performance.now();
-    Object.assign(facts, { state: "recording", recordingId, elapsed: 0, url: null, duration: null });
+    Object.assign(facts, { state: "recording", recordingId, elapsed: 0, url: null, duration: null, ended: null });
     timer = setInterval(tick, TICK_MS);
   }
 
@@ -90,6 +99,18 @@ export function createRecorder(view, sessionId) {
     sessionChanged() {
       if (facts.state === "recording" && sessionId() !== recorded) toggle();
       else show();
+    },
+    /** The relay ended the recording by itself ({type: "recording", recordingId, state:
+     *  "stopped" | "failed", reason, message?, error?, url?, duration?}): show it now. */
+    ended(message) {
+      if (!message || message.recordingId !== recordingId) return;
+      clearInterval(timer);
+      timer = null;
+      recordingId = null;
+      Object.assign(facts, { state: "idle", ended: message.state, url: message.url ?? null,
+                             duration: message.duration ?? null,
+                             error: String(message.message || message.error || message.reason || message.state) });
+      show();
     },
     /** Read-only facts for the page's test hook. */
     get facts() { return { ...facts }; },

@@ -160,13 +160,16 @@ export function createSession(view) {
     }
   }
 
-  /** The relay speaks on the parameters channel only to report errors (docs/protocol.md). */
+  /** The relay speaks on the parameters channel to report a failed pipeline, and a
+   *  recording that ended by itself (docs/protocol.md). */
   function onChannelMessage(pc, data) {
     if (pc !== live.pc || typeof data !== "string") return;
     let message;
     try { message = JSON.parse(data); } catch { return; }
     if (message?.type === "error" && message.code === "PIPELINE_FAILED") {
       view.pipelineFailed(String(message.error || "the pipeline failed"));
+    } else if (message?.type === "recording") {
+      view.recordingEnded?.(message);
     }
   }
 
