@@ -7,7 +7,7 @@ click at the same media time, once per second) and, for every second, prints:
 - the latency from the cloud releasing the flash to the relay sending it on (both
   playout delays, the network, decoding), which must not creep up.
 
-    .venv/bin/python benchmarks/av_sync.py [--seconds 60]
+    .venv/bin/python benchmarks/av_sync.py [--seconds 60] [--quick]
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import httpx
 import numpy as np
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
+from quick import parse_args  # this folder's (run as a script)
 
 from scope_relay.cloud.app import STATE_KEY, CloudConfig, create_app
 from scope_relay.local.cloud_link.target import CloudTarget
@@ -35,6 +36,9 @@ from scope_relay.rtc.sender_reports import SenderReportTap
 from scope_relay.util.serve import serve
 
 __all__ = ["main", "serve"]  # serve: benchmarks/browser_av_sync.py starts its servers with it
+
+#: --quick: long enough for a few flashes, so both halves of the latency have some
+QUICK = {"seconds": 4.0}
 
 
 async def main(seconds: float) -> int:
@@ -105,13 +109,18 @@ async def measure(cloud_app, relay_app, relay_url: str, seconds: float) -> int:
         offsets.append(offset)
         latencies.append(latency)
         print(f"{k:>5} {offset:14.1f} {latency:27.1f}")
-    half = len(latencies) // 2
-    print(f"\nA/V offset: median {statistics.median(offsets):.1f} ms, "
-          f"worst {max(offsets, key=abs):.1f} ms over {len(offsets)} flashes "
-          f"({uncovered} shown before the first sound, left out)")
-    print(f"latency: first half median {statistics.median(latencies[:half]):.1f} ms, "
-          f"second half median {statistics.median(latencies[half:]):.1f} ms (creep "
-          f"{statistics.median(latencies[half:]) - statistics.median(latencies[:half]):+.1f} ms)")
+    if len(offsets) < 2:
+        print(f"\nonly {len(offsets)} flash(es) with sound under them: run longer")
+        status = 1
+    else:
+        half = len(latencies) // 2
+        first, second = statistics.median(latencies[:half]), statistics.median(latencies[half:])
+        print(f"\nA/V offset: median {statistics.median(offsets):.1f} ms, "
+              f"worst {max(offsets, key=abs):.1f} ms over {len(offsets)} flashes "
+              f"({uncovered} shown before the first sound, left out)")
+        print(f"latency: first half median {first:.1f} ms, second half median {second:.1f} ms "
+              f"(creep {second - first:+.1f} ms)")
+        status = 0
     stats = session.stats()
     print(f"relay: offset {stats['offset_ms']} ms, playout delay {stats['playout_delay_ms']} ms "
           f"(extra {stats['extra_delay_ms']} ms), underruns {stats['audio_underruns']}, "
@@ -119,10 +128,10 @@ async def measure(cloud_app, relay_app, relay_url: str, seconds: float) -> int:
     for task in tasks:
         task.cancel()
     await pc.close()
-    return 0
+    return status
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0)
-    sys.exit(asyncio.run(main(parser.parse_args().seconds)))
+    sys.exit(asyncio.run(main(parse_args(parser, QUICK).seconds)))

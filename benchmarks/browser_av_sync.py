@@ -14,7 +14,7 @@ Chromium's own lip sync starts audio 130-200 ms late and converges over 5-25 s t
 dead band (docs/architecture.md, Measuring), and a Web Audio tap has latencies of its own
 (printed), so read the figures after the warm-up and trust them for errors of ~30 ms and up.
 
-    .venv/bin/python benchmarks/browser_av_sync.py [--seconds 45] [--warmup 20]
+    .venv/bin/python benchmarks/browser_av_sync.py [--seconds 45] [--warmup 20] [--quick]
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import tempfile
 from pathlib import Path
 
 from av_sync import serve  # this folder: the same way to start a server on 127.0.0.1
+from quick import parse_args
 
 from scope_relay.cloud.app import CloudConfig, create_app
 from scope_relay.local.cloud_link.target import CloudTarget
@@ -35,6 +36,9 @@ from scope_relay.local.server import RelayConfig, create_relay_app
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from helpers.chromium import ARGS, CHROMIUM
+
+#: --quick: a few flashes past a short warm-up (Chromium has not settled its lip sync yet)
+QUICK = {"seconds": 5.0, "warmup": 2.0}
 
 # Arms a promise for the first frame the <video> element presents after Start is clicked.
 FIRST_FRAME = """() => {
@@ -159,7 +163,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=45.0)
     parser.add_argument("--warmup", type=float, default=20.0)
-    args = parser.parse_args()
+    args = parse_args(parser, QUICK)
     if not os.path.exists(CHROMIUM):
         sys.exit("needs Debian's chromium: scripts/setup.sh --system")
     sys.exit(0 if asyncio.run(main(args.seconds, args.warmup)) else 1)

@@ -9,7 +9,7 @@ The cloud app and the relay run as separate processes (as a user runs them), the
 stand-in here; its receiver decodes on arrival, as a browser does.
 
     .venv/bin/python benchmarks/camera_loop.py [--seconds 10] [--relay-delay S]
-        [--cloud-delay S] [--pipeline passthrough]
+        [--cloud-delay S] [--pipeline passthrough] [--quick]
 
 Without ``--relay-delay``/``--cloud-delay`` both processes run at their defaults.
 """
@@ -29,12 +29,16 @@ os.environ.setdefault("SCOPE_RELAY_ICE_LOOPBACK", "1")
 
 import httpx
 from aiortc import RTCSessionDescription
-from relay_capacity import free_port, start  # this folder's (run as a script)
+from quick import parse_args  # this folder's (run as a script)
+from relay_capacity import free_port, start
 from track_reader import TrackReader
 
 from scope_relay.rtc.ice import loopback_candidates
 from scope_relay.rtc.receive_path import install_receive_path
 from scope_relay.testing.camera import NumberedCamera, frame_number
+
+#: --quick: a one-second window after a one-second warm-up
+QUICK = {"seconds": 1.0, "warmup": 1.0}
 
 
 class LoopPage(TrackReader):
@@ -65,8 +69,9 @@ class LoopPage(TrackReader):
 
 
 async def run(seconds: float, pipeline: str = "passthrough", relay_args: Sequence[str] = (),
-              cloud_args: Sequence[str] = ()) -> dict[str, float] | None:
-    """Print the round trip; return its median, p90 and max (ms), None if none came back."""
+              cloud_args: Sequence[str] = (), warmup: float = 2.0) -> dict[str, float] | None:
+    """Print the round trip over ``seconds`` after ``warmup`` s; return its median, p90 and
+    max (ms), None if none came back."""
     env = {**os.environ, "SCOPE_RELAY_ICE_LOOPBACK": "1", "PYTHONUNBUFFERED": "1"}
     env.pop("SCOPE_CLOUD_API_KEY", None)
     cloud, ws_url = await start(["cloud", "--host", "127.0.0.1", "--port", "0",
@@ -89,8 +94,8 @@ async def run(seconds: float, pipeline: str = "passthrough", relay_args: Sequenc
             answer = reply.json()
             await page.pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
             await asyncio.wait_for(page.first.wait(), 30)
-            warm = time.monotonic() + 2.0  # past the encoders' first keyframes and ramp-up
-            await asyncio.sleep(2.0 + seconds)  # the window being measured
+            warm = time.monotonic() + warmup  # past the encoders' first keyframes and ramp-up
+            await asyncio.sleep(warmup + seconds)  # the window being measured
             stats = next((s for s in (await http.get("/api/v1/stats")).json()["sessions"]
                           if s["session"] == answer["sessionId"][:8]), None)
         trips = sorted(ms for when, ms in page.round_trips if when >= warm)
@@ -119,10 +124,11 @@ if __name__ == "__main__":
     parser.add_argument("--pipeline", default="passthrough")
     parser.add_argument("--relay-delay", type=float, help="relay --playout-delay, s")
     parser.add_argument("--cloud-delay", type=float, help="cloud --cloud-playout-delay, s")
-    args = parser.parse_args()
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds left out first")
+    args = parse_args(parser, QUICK)
     relay_args = [] if args.relay_delay is None else ["--playout-delay", str(args.relay_delay)]
     cloud_args: list[str] = []
     if args.cloud_delay is not None:
         cloud_args = ["--cloud-playout-delay", str(args.cloud_delay)]
-    figures = asyncio.run(run(args.seconds, args.pipeline, relay_args, cloud_args))
+    figures = asyncio.run(run(args.seconds, args.pipeline, relay_args, cloud_args, args.warmup))
     sys.exit(0 if figures else 1)

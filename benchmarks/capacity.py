@@ -6,7 +6,7 @@ opens N sessions at once with plain aiortc receivers speaking the control protoc
 them play, and reads the cloud's own figures over the measured window. N doubles until a
 run is not clean.
 
-    .venv/bin/python benchmarks/capacity.py [--pipelines test-tone av-sync] [--seconds 10]
+    .venv/bin/python benchmarks/capacity.py [--pipelines test-tone av-sync] [--seconds 10] [--quick]
     .venv/bin/python benchmarks/capacity.py --cloud ws://gpu-box:8001/ws --api-key KEY
 
 Locally the receivers decode on the same cores as the cloud app, so the figures are a
@@ -30,12 +30,15 @@ os.environ.setdefault("SCOPE_RELAY_ICE_LOOPBACK", "1")
 import aiohttp
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
+from quick import parse_args  # this folder's (run as a script)
 
 from scope_relay.protocol import messages as m
 from scope_relay.rtc.ice import rtc_configuration
 
 CLEAN_DELIVERY = 0.95  # share of the expected audio/video frames that must arrive
 FLAGS = {"test-tone": (False, True), "av-sync": (True, True), "bursty-av": (True, True)}
+#: --quick: an audio-only and an audio + video pipeline, one session each, one-second windows
+QUICK = {"pipelines": ["test-tone", "av-sync"], "seconds": 1.0, "max_sessions": 1}
 
 
 @dataclass
@@ -197,4 +200,4 @@ if __name__ == "__main__":
     parser.add_argument("--max-sessions", type=int, default=32)
     parser.add_argument("--cloud", help="a running cloud app's ws:// URL (default: start one)")
     parser.add_argument("--api-key", default=os.environ.get("SCOPE_CLOUD_API_KEY"))
-    asyncio.run(main(parser.parse_args()))
+    asyncio.run(main(parse_args(parser, QUICK)))

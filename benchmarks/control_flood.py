@@ -19,6 +19,7 @@ before, during and after.
 
     .venv/bin/python benchmarks/control_flood.py [--seconds 10] [--cloud-config '{"message_rate": 0}']
     .venv/bin/python benchmarks/control_flood.py --sockets 32 --rate 49
+    .venv/bin/python benchmarks/control_flood.py --quick
 
 ``--cloud-config`` is a JSON object of ``CloudConfig`` fields for the cloud app (e.g.
 ``{"message_rate": 0}`` turns the per-socket message budget off, to compare).
@@ -44,11 +45,14 @@ import httpx
 from aiohttp import web
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
+from quick import parse_args  # this folder's (run as a script)
 
 from scope_relay.rtc.ice import rtc_configuration
 from scope_relay.util.serve import serve
 
 HERE = os.path.abspath(__file__)
+#: --quick: a one-second flood after a one-second warm-up
+QUICK = {"seconds": 1.0, "warmup": 1.0}
 
 
 def rss_mb() -> float:
@@ -367,7 +371,7 @@ if __name__ == "__main__":
     parser.add_argument("--rate", type=float, default=0.0,
                         help="pings a second per flooding socket (default 0: as fast as it can)")
     parser.add_argument("--url", help="(flood) the cloud app's /ws")
-    args = parser.parse_args()
+    args = parse_args(parser, QUICK)
     if args.role == "cloud":
         asyncio.run(run_cloud(json.loads(args.cloud_config)))
     elif args.role == "flood":

@@ -15,6 +15,9 @@ is printed as they go; the table comes last):
   ``--no-browser`` or without Debian's chromium).
 
     .venv/bin/python benchmarks/fast_and_light.py [--trials 10] [--seconds 10] [--no-browser]
+        [--quick]
+
+``--quick`` runs each of them as its own ``--quick`` does (their ``QUICK`` settings).
 
 Everything runs on this machine: on a 2-core box the receivers, the cloud app and the
 relay share the cores, so capacity and CPU figures are floors for a real deployment.
@@ -35,6 +38,7 @@ import camera_loop
 import latency
 import relay_capacity
 import transcode_floor
+from quick import parse_args
 
 from scope_relay.local.server import RelayConfig
 
@@ -48,20 +52,30 @@ def clean(row: dict[str, Any]) -> bool:
                                     "delay_raises"))
 
 
-async def collect(trials: int, seconds: float, browser: bool) -> dict[str, Any]:
+async def collect(trials: int, seconds: float, browser: bool, quick: bool = False
+                  ) -> dict[str, Any]:
+    """Run the benchmarks in turn (each as its ``--quick`` does where ``quick``)."""
     out: dict[str, Any] = {}
+    lat = latency.QUICK if quick else {"trials": trials, "seconds": seconds}
+    cam = camera_loop.QUICK if quick else {"seconds": seconds}
+    floor = transcode_floor.QUICK if quick else {"seconds": seconds}
+    cap = relay_capacity.QUICK if quick else {"sessions": [1, 2, 4, 8], "seconds": seconds}
+    chromium = browser_av_sync.QUICK if quick else {"seconds": 45.0, "warmup": 20.0}
     print("== start-up and steady latency (latency.py)", flush=True)
-    out["latency"] = await latency.main(trials, seconds, RelayConfig.playout_delay, 0.1)
+    out["latency"] = await latency.main(lat["trials"], lat["seconds"],
+                                        RelayConfig.playout_delay, 0.1)
     print("\n== camera round trip (camera_loop.py)", flush=True)
-    out["camera"] = await camera_loop.run(seconds)
+    out["camera"] = await camera_loop.run(**cam)
     print("\n== bare transcode floor (transcode_floor.py)", flush=True)
-    out["floor"] = await asyncio.to_thread(transcode_floor.floor_percent, "av-sync", seconds)
+    out["floor"] = await asyncio.to_thread(transcode_floor.floor_percent, "av-sync",
+                                           floor["seconds"])
     print(f"{out['floor']:.1f} % of one core per session")
     print("\n== capacity, CPU, memory (relay_capacity.py)", flush=True)
-    out["capacity"] = await relay_capacity.main([1, 2, 4, 8], seconds)
+    out["capacity"] = await relay_capacity.main(cap["sessions"], cap["seconds"],
+                                                cap.get("settle", 2.0))
     if browser and os.path.exists(browser_av_sync.CHROMIUM):
         print("\n== lip sync in Chromium (browser_av_sync.py)", flush=True)
-        out["browser"] = await browser_av_sync.main(45.0, 20.0)
+        out["browser"] = await browser_av_sync.main(chromium["seconds"], chromium["warmup"])
     return out
 
 
@@ -120,8 +134,8 @@ def table(f: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     return rows
 
 
-def main(trials: int, seconds: float, browser: bool) -> int:
-    figures = asyncio.run(collect(trials, seconds, browser))
+def main(trials: int, seconds: float, browser: bool, quick: bool = False) -> int:
+    figures = asyncio.run(collect(trials, seconds, browser, quick))
     rows = table(figures)
     widths = [max(len(r[k]) for r in rows + [("figure", "ours", "floor / anchor", "goal",
                                                 "met")]) for k in range(5)]
@@ -136,5 +150,5 @@ if __name__ == "__main__":
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--no-browser", action="store_true")
-    args = parser.parse_args()
-    sys.exit(main(args.trials, args.seconds, not args.no_browser))
+    args = parse_args(parser, {})
+    sys.exit(main(args.trials, args.seconds, not args.no_browser, args.quick))

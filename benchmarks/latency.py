@@ -14,7 +14,7 @@ click at the same media time, once per second) and prints:
   sender reports the way a browser maps them.
 
     .venv/bin/python benchmarks/latency.py [--trials 10] [--seconds 10]
-        [--relay-delay 0.07] [--cloud-delay 0.1] [--no-early-reports]
+        [--relay-delay 0.07] [--cloud-delay 0.1] [--no-early-reports] [--quick]
 
 The receiver stand-in decodes what arrives at once, through the same receive path as the
 relay (a browser's NetEq and video receiver do too); ``--aiortc-receiver`` keeps aiortc's
@@ -39,7 +39,8 @@ os.environ.setdefault("SCOPE_RELAY_ICE_LOOPBACK", "1")
 import httpx
 import numpy as np
 from aiortc import RTCSessionDescription
-from track_reader import TrackReader  # this folder's (run as a script)
+from quick import parse_args  # this folder's (run as a script)
+from track_reader import TrackReader
 
 from scope_relay.cloud.app import STATE_KEY, CloudConfig, create_app
 from scope_relay.local.cloud_link.target import CloudTarget
@@ -53,6 +54,8 @@ from scope_relay.util.serve import serve
 PIPELINE = "av-sync"
 #: the receiver stand-in decodes on arrival, as a browser does (--aiortc-receiver: not)
 PROMPT_RECEIVER = True
+#: --quick: one trial after the cold one, a steady session with a few flashes
+QUICK = {"trials": 1, "seconds": 3.0}
 
 
 @dataclass
@@ -241,7 +244,7 @@ if __name__ == "__main__":
     parser.add_argument("--no-early-reports", action="store_true")
     parser.add_argument("--aiortc-receiver", action="store_true",
                         help="the receiver stand-in keeps aiortc's own jitter buffers")
-    args = parser.parse_args()
+    args = parse_args(parser, QUICK)
     PROMPT_RECEIVER = not args.aiortc_receiver
     if args.no_early_reports:
         peer.EARLY_SENDER_REPORTS = 0

@@ -21,9 +21,10 @@ once per second), ``--before`` s clean, ``--during`` s impaired (cloud -> relay 
   as benchmarks/av_sync.py does): median and worst from the impairment's start on;
 - what the impairment did: packets seen, dropped and reordered by the lab.
 
-    sudo .venv/bin/python benchmarks/lossy_hop.py [--during 20] [--profiles 1%,5%]
+    sudo .venv/bin/python benchmarks/lossy_hop.py [--during 20] [--profiles 1%,5%] [--quick]
 
-Needs root, Linux namespaces, and ``tc netem`` or iptables NFQUEUE + ``NetfilterQueue``.
+Needs root, Linux namespaces, and ``tc netem`` or iptables NFQUEUE + ``NetfilterQueue``;
+exits 2 where the lab cannot run, 1 if a profile failed.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ import httpx
 import numpy as np
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
+from quick import parse_args  # this folder's (run as a script)
 
 from scope_relay.local.cloud_link.target import CloudTarget
 from scope_relay.local.server import RelayConfig, create_relay_app
@@ -66,11 +68,13 @@ PROFILES: dict[str, tuple[float, float, float, bool]] = {
     "10%": (0.10, 0.0, 0.0, True),
     "30+-10ms": (0.0, 30.0, 10.0, True),
     "2%+20+-15ms+reorder": (0.02, 20.0, 15.0, True),
-    # not a network profile: the cloud process stopped (SIGSTOP) for 3 s at the start of
-    # the impaired window, then running again; the hop itself stays clean
+    # not a network profile: the cloud process stopped (SIGSTOP) for 3 s (``--freeze``) at
+    # the start of the impaired window, then running again; the hop itself stays clean
     "3s-freeze": (0.0, 0.0, 0.0, True),
 }
 CLOUD_FREEZE_S = 3.0
+#: --quick: one network profile and the freeze (the two ways a window is impaired), short
+QUICK = {"before": 1.0, "during": 2.0, "after": 1.0, "profiles": "5%,3s-freeze", "freeze": 1.0}
 
 
 class Receiver:
@@ -197,7 +201,7 @@ def median(values: list[float]) -> float | None:
 
 
 async def run_profile(lab: LossLab, name: str, before: float, during: float,
-                      after: float) -> dict:
+                      after: float, freeze: float = CLOUD_FREEZE_S) -> dict:
     loss, delay_ms, jitter_ms, reorder = PROFILES[name]
     lab.clear()
     relay_app = create_relay_app(RelayConfig(CloudTarget(lab.ws_url), loopback_ice=True))
@@ -228,7 +232,7 @@ async def run_profile(lab: LossLab, name: str, before: float, during: float,
             t1 = time.monotonic()
             if name == "3s-freeze":
                 lab.freeze_cloud()
-                await sample_until(t1 + CLOUD_FREEZE_S)
+                await sample_until(t1 + freeze)
                 lab.thaw_cloud()
                 impairment_end = time.monotonic()
             else:
@@ -335,17 +339,19 @@ async def main(args: argparse.Namespace) -> int:
         print(f"loss lab: {lab.backend} backend, cloud app at {lab.ws_url} "
               f"(namespace {lab.ns})", flush=True)
         for name in names:
-            print(f"profile {name}: {args.before:g} s clean, {args.during:g} s impaired, "
+            freeze = f" (the cloud stopped for {args.freeze:g} s)" if name == "3s-freeze" else ""
+            print(f"profile {name}: {args.before:g} s clean, {args.during:g} s impaired{freeze}, "
                   f"{args.after:g} s clean ...", flush=True)
             try:
-                rows.append(await run_profile(lab, name, args.before, args.during, args.after))
+                rows.append(await run_profile(lab, name, args.before, args.during, args.after,
+                                              args.freeze))
             except Exception as exc:  # keep the other profiles' figures
                 rows.append({"profile": name, "error": repr(exc)})
             print(f"  {rows[-1]}", flush=True)
     finally:
         lab.close()
     print_table(rows, args.during)
-    return 0
+    return 1 if any("error" in r for r in rows) else 0
 
 
 if __name__ == "__main__":
@@ -357,4 +363,6 @@ if __name__ == "__main__":
                         help=f"comma-separated subset of: {', '.join(PROFILES)}")
     parser.add_argument("--backend", choices=("netem", "nfqueue"), default=None,
                         help="force an impairment backend (default: netem if the kernel has it)")
-    sys.exit(asyncio.run(main(parser.parse_args())))
+    parser.add_argument("--freeze", type=float, default=CLOUD_FREEZE_S,
+                        help="seconds the 3s-freeze profile stops the cloud for")
+    sys.exit(asyncio.run(main(parse_args(parser, QUICK))))

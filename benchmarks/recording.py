@@ -8,7 +8,7 @@
 2. Encoder alone: the recorder fed synthetic frames as fast as it takes them, at 320x240
    and 1280x720, 24 fps with audio: CPU seconds per minute of recording.
 
-    .venv/bin/python benchmarks/recording.py [--seconds 20]
+    .venv/bin/python benchmarks/recording.py [--seconds 20] [--quick]
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import httpx
 import numpy as np
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
+from quick import parse_args  # this folder's (run as a script)
 
 from scope_relay.cloud.app import CloudConfig, create_app
 from scope_relay.local.cloud_link.target import CloudTarget
@@ -37,6 +38,9 @@ from scope_relay.media.audio import s16_frame
 from scope_relay.protocol.media import VIDEO_TIME_BASE
 from scope_relay.rtc.ice import rtc_configuration
 from scope_relay.util.serve import serve
+
+#: --quick: one-second windows (and one second of media per encoder-alone size)
+QUICK = {"seconds": 1.0}
 
 
 async def _drain(track) -> None:
@@ -130,4 +134,4 @@ async def main(seconds: float) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=20.0)
-    asyncio.run(main(parser.parse_args().seconds))
+    asyncio.run(main(parse_args(parser, QUICK).seconds))

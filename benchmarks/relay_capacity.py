@@ -8,7 +8,7 @@ the receivers (click minus flash through the relay's sender reports: median and 
 the relay's and the cloud's CPU (% of one core) and resident memory with the sessions
 open, and both processes' memory again once every session has closed.
 
-    .venv/bin/python benchmarks/relay_capacity.py [--sessions 1 2 4 8] [--seconds 10]
+    .venv/bin/python benchmarks/relay_capacity.py [--sessions 1 2 4 8] [--seconds 10] [--quick]
 
 On this machine the receivers decode on the same 2 cores as the cloud app and the relay,
 so the figures are a floor.
@@ -31,12 +31,15 @@ os.environ.setdefault("SCOPE_RELAY_ICE_LOOPBACK", "1")
 import httpx
 from aiortc import RTCSessionDescription
 from latency import Receiver, Trial  # this folder's (run as a script)
+from quick import parse_args
 
 from scope_relay.rtc.ice import loopback_candidates
 
 CLI = [sys.executable, "-m", "scope_relay.cli"]
 TICKS = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
+#: --quick: one session (one row), a short window
+QUICK = {"sessions": [1], "seconds": 1.0, "settle": 1.0}
 
 
 def free_port() -> int:
@@ -104,10 +107,11 @@ def totals(stats: dict) -> dict[str, float]:
     return {k: sum(float(s.get(k) or 0) for s in stats["sessions"]) for k in keys}
 
 
-async def measure(n: int, seconds: float, relay_url: str, relay_pid: int, cloud_pid: int) -> dict:
+async def measure(n: int, seconds: float, relay_url: str, relay_pid: int, cloud_pid: int,
+                  settle: float = 2.0) -> dict:
     receivers = await asyncio.gather(*(open_session(relay_url) for _ in range(n)))
     async with httpx.AsyncClient(base_url=relay_url, timeout=30) as http:
-        await asyncio.sleep(2.0)  # past every session's start-up (a measured window follows)
+        await asyncio.sleep(settle)  # past every session's start-up (a measured window follows)
         before = totals((await http.get("/api/v1/stats")).json())
         cpu0 = {pid: cpu_seconds(pid) for pid in (relay_pid, cloud_pid)}
         t0, wall0 = time.monotonic(), time.time()
@@ -124,7 +128,7 @@ async def measure(n: int, seconds: float, relay_url: str, relay_pid: int, cloud_
             if time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.2)
-    await asyncio.sleep(2.0)  # let both processes finish closing before reading memory
+    await asyncio.sleep(settle)  # let both processes finish closing before reading memory
     return {"n": n, **{k: after[k] - before[k] for k in after},
             "av_median": statistics.median(offsets) if offsets else None,
             "av_worst": max(offsets, key=abs) if offsets else None, "paired": len(offsets),
@@ -133,7 +137,7 @@ async def measure(n: int, seconds: float, relay_url: str, relay_pid: int, cloud_
             "relay_rss_after": rss_mb(relay_pid), "cloud_rss_after": rss_mb(cloud_pid)}
 
 
-async def main(counts: list[int], seconds: float) -> dict[str, Any]:
+async def main(counts: list[int], seconds: float, settle: float = 2.0) -> dict[str, Any]:
     """Print a row per N; return the rows and the idle memory."""
     env = {**os.environ, "SCOPE_RELAY_ICE_LOOPBACK": "1", "PYTHONUNBUFFERED": "1"}
     env.pop("SCOPE_CLOUD_API_KEY", None)
@@ -152,7 +156,7 @@ async def main(counts: list[int], seconds: float) -> dict[str, Any]:
               f"{'A/V ms med (worst)':>19} {'relay CPU':>9} {'cloud CPU':>9} "
               f"{'relay MB':>9} {'cloud MB':>9} {'MB after (relay/cloud)':>22}")
         for n in counts:
-            r = await measure(n, seconds, relay_url, relay.pid, cloud.pid)
+            r = await measure(n, seconds, relay_url, relay.pid, cloud.pid, settle)
             out["rows"].append(r)
             av = ("-" if r["av_median"] is None
                   else f"{r['av_median']:+.1f} ({r['av_worst']:+.0f})")
@@ -172,6 +176,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--seconds", type=float, default=10.0)
-    args = parser.parse_args()
-    asyncio.run(main(args.sessions, args.seconds))
+    parser.add_argument("--settle", type=float, default=2.0,
+                        help="seconds after opening (and after closing) each N's sessions")
+    args = parse_args(parser, QUICK)
+    asyncio.run(main(args.sessions, args.seconds, args.settle))
     sys.exit(0)

@@ -7,7 +7,7 @@ libopus coder), on the media of a built-in pipeline, in a tight loop: no RTP, no
 event loop, no timing. The relay's own CPU per session divided by this figure is its
 overhead (``relay_capacity.py`` prints that ratio).
 
-    .venv/bin/python benchmarks/transcode_floor.py [--pipeline av-sync] [--seconds 10]
+    .venv/bin/python benchmarks/transcode_floor.py [--pipeline av-sync] [--seconds 10] [--quick]
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import numpy as np
 from aiortc.codecs import depayload, get_decoder, get_encoder
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from quick import parse_args  # this folder's (run as a script)
 
 from scope_relay.cloud.hosting.registry import PipelineRegistry
 from scope_relay.media.audio import s16_frame
@@ -30,6 +31,8 @@ from scope_relay.rtc.opus import MusicOpusEncoder
 from scope_relay.rtc.opus_decoder import DecodeStats, LossAwareOpusDecoder
 
 VP8 = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90_000)
+#: --quick: one second of media
+QUICK = {"seconds": 1.0}
 
 
 def pipeline_media(pipeline_id: str, seconds: float) -> tuple[list[np.ndarray], np.ndarray, float]:
@@ -96,7 +99,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pipeline", default="av-sync")
     parser.add_argument("--seconds", type=float, default=10.0)
-    args = parser.parse_args()
+    args = parse_args(parser, QUICK)
     print(f"bare transcode of {args.pipeline!r} (VP8 + Opus, decode + re-encode): "
           f"{floor_percent(args.pipeline, args.seconds):.1f} % of one core")
     sys.exit(0)

@@ -9,6 +9,7 @@ least-squares slope). The cloud app's CPU is printed too: it must not change wit
 (one cloud session, one generation).
 
     .venv/bin/python benchmarks/viewers.py [--viewers 3] [--seconds 10] [--pipeline av-sync]
+        [--quick]
 
 The receivers decode in this process, on the same cores: on a small machine the figures
 are a ceiling for what the relay needs, not a floor.
@@ -30,10 +31,13 @@ os.environ.setdefault("SCOPE_RELAY_ICE_LOOPBACK", "1")
 import httpx
 import numpy as np
 from aiortc import RTCSessionDescription
-from track_reader import TrackReader  # this folder's (run as a script)
+from quick import parse_args  # this folder's (run as a script)
+from track_reader import TrackReader
 
 CLI = [sys.executable, "-m", "scope_relay.cli"]
 TICKS = os.sysconf("SC_CLK_TCK")
+#: --quick: the owner alone, then one viewer (two rows: a slope), one-second windows
+QUICK = {"viewers": 1, "seconds": 1.0}
 
 
 def cpu_seconds(pid: int) -> float:
@@ -173,5 +177,5 @@ if __name__ == "__main__":
     parser.add_argument("--viewers", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--pipeline", default="av-sync")
-    a = parser.parse_args()
+    a = parse_args(parser, QUICK)
     sys.exit(asyncio.run(main(a.viewers, a.seconds, a.pipeline)))
