@@ -32,6 +32,12 @@ from typing import Any
 from scope_relay.local.playout.release_tracks import AudioProcessingTrack, CloudTrack
 from scope_relay.local.recording.mp4_file import CONTENT_TYPE, SUFFIX
 from scope_relay.local.recording.recorder import Recorder
+from scope_relay.local.recording.storage import (
+    RecordingLimits,
+    free_bytes,
+    make_folder,
+    remove_stale_folders,
+)
 from scope_relay.protocol.errors import (
     AlreadyRecording,
     InsufficientStorage,
@@ -41,12 +47,6 @@ from scope_relay.protocol.errors import (
     RecordingActive,
     RecordingFailed,
     TooManyRecordings,
-)
-from scope_relay.local.recording.storage import (
-    RecordingLimits,
-    free_bytes,
-    make_folder,
-    remove_stale_folders,
 )
 from scope_relay.util.tasks import OwnedTasks, RunOnce
 
