@@ -2,8 +2,8 @@
 
 By default OSC drives the newest session: the page opened last is the one on stage. With
 OSC open to the LAN (``--osc-host 0.0.0.0``) that lets anyone who can start a session take
-over the performer's gear, so the performer's page (or any client holding the session's
-full id, which only its creator has) can pin OSC to its session:
+over the performer's gear, so whoever holds a session's full id (only its creator, the
+page, has it) can pin OSC to that session:
 ``POST /api/v1/osc {"sessionId"}``. While that session lives, nobody else can move the pin
 (``409 OSC_PINNED``); it is released by its holder (``"pinned": false``) or when the
 session ends, and OSC goes back to the newest session.
