@@ -282,7 +282,8 @@ class OscInput:
             try:
                 await self._send(batch)
             except Exception as exc:  # a bug or a cloud hiccup must not end OSC input
-                self._log.warning("failed", "OSC update failed: %s: %s", type(exc).__name__, exc)
+                self._log.warning("failed", "OSC update failed: %s: %.200s",
+                                  type(exc).__name__, exc)
 
     async def _send(self, batch: dict[str, Any]) -> None:
         owner = self._target()

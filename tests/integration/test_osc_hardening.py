@@ -4,6 +4,7 @@ dropped with one short log line. Real sockets, the real relay, the real cloud ap
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import socket
@@ -87,20 +88,24 @@ async def test_timetags_ahead_never_stall_the_relay():
             latencies.append(time.monotonic() - started)
             return answer
 
+        async def until_counted(name: str, count: int) -> None:
+            """Ask the stats until ``name`` reaches ``count`` (each answer timed)."""
+            async with asyncio.timeout(10):
+                while (await osc_stats())[name] < count:
+                    await asyncio.sleep(0.02)
+
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
             far = ((0xFFFFFFFF << 32, 500.0), (timetag(time.time() + 6), 600.0))
             for count, (tag, value) in enumerate(far, 1):
                 udp.sendto(bundle(tag, message("/param/frequency", value)), ("127.0.0.1", port))
-                while (await osc_stats())["timetag_ahead"] < count:
-                    pass
+                await until_counted("timetag_ahead", count)
                 await wait_until(lambda v=value: v in frequencies(arrivals), timeout=10)
             await peer.wait_audio_frames(25, timeout=10)  # the audio goes on
 
             sent = time.monotonic()
             udp.sendto(bundle(timetag(time.time() + 0.5), message("/param/frequency", 700.0)),
                        ("127.0.0.1", port))
-            while (await osc_stats())["scheduled"] < 1:
-                pass
+            await until_counted("scheduled", 1)
             await wait_until(lambda: 700.0 in frequencies(arrivals), timeout=10)
             (arrived,) = [t for t, u in arrivals if u.get("frequency") == 700.0]
         print(f"stats answered in {max(latencies) * 1000:.0f} ms at most "
