@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import signal
 import socket
 import time
 from typing import Any
@@ -117,6 +118,13 @@ async def test_timetags_ahead_never_stall_the_relay():
         stats = await osc_stats()
         assert stats["timetag_ahead"] == 2 and stats["scheduled"] == 1
         assert stats["forwarded"] == 3
+        # and it still stops when asked (a relay asleep until 2036 ignored SIGINT)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.sendto(bundle(0xFFFFFFFF << 32, message("/param/frequency", 800.0)),
+                       ("127.0.0.1", port))
+        await until_counted("timetag_ahead", 3)
+        relay.proc.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(relay.proc.wait(), 20) == 0
 
 
 async def test_a_flood_is_coalesced_and_rate_limited():
@@ -187,3 +195,24 @@ async def test_nested_and_malformed_packets_are_counted_and_dropped(caplog):
             assert stats["too_deep"] == 2 and stats["malformed"] == 3
             assert "scope_relay_osc_too_deep 2.0" in (await http.get("/metrics")).text
         await peer.wait_audio_frames(25)
+
+
+async def test_parsing_has_a_budget():
+    """Beyond 10,000 messages in a burst (2,000 a second sustained) packets are dropped
+    unread and counted: a flood cannot take the event loop from the media."""
+    async with cloud_server() as cloud, relay_server(cloud, osc_address=("127.0.0.1", 0)) as relay:
+        osc = relay.app[RELAY_KEY].osc
+        assert osc is not None
+        packet = bundle(IMMEDIATELY, *[message("/param/frequency", 300.0)] * 250)
+        started = time.monotonic()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            for sent in range(1, 61):  # 15,000 messages
+                udp.sendto(packet, ("127.0.0.1", osc.port))
+                await wait_until(lambda n=sent: osc.counts.received + osc.counts.dropped * 250
+                                 >= n * 250, interval=0.001)
+        elapsed = time.monotonic() - started
+        print(f"15,000 messages in {elapsed:.2f} s: {osc.counts.received} parsed, "
+              f"{osc.counts.dropped} packets dropped")
+        assert osc.counts.dropped >= 1
+        assert osc.counts.received <= 10_000 + 2000 * elapsed + 250
+        assert osc.counts.received + osc.counts.dropped * 250 == 15_000
