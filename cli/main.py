@@ -142,7 +142,8 @@ def _add_relay_options(p: argparse.ArgumentParser) -> None:
                         "--allow-loopback-in-peer-connection)")
     g.add_argument("--osc-port", type=int, default=None, metavar="PORT",
                    help="accept OSC over UDP: /param/<name> <value> sets a parameter of the "
-                        "newest page session, checked against the pipeline (default: off)")
+                        "newest page session (or the one pinned with POST /api/v1/osc), "
+                        "checked against the pipeline (default: off)")
     g.add_argument("--max-viewers", type=_positive_int, default=8, metavar="N",
                    help="receive-only viewers per session, through its share link (default 8)")
     g.add_argument("--token", default=os.environ.get("SCOPE_RELAY_TOKEN") or None,

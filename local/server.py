@@ -17,6 +17,7 @@ from scope_relay.local.access.token import TokenPolicy, guard_with_token, new_to
 from scope_relay.local.cloud_link.control_socket import CloudConnectionManager
 from scope_relay.local.cloud_link.target import CloudTarget
 from scope_relay.local.inputs.osc import OscInput
+from scope_relay.local.inputs.osc_target import OscTarget, osc_routes
 from scope_relay.local.recording.catalogue import Recordings
 from scope_relay.local.recording.routes import recording_routes
 from scope_relay.local.recording.storage import RecordingLimits
@@ -117,6 +118,8 @@ class LocalRelay:
                                                  request_timeout=config.request_timeout)
         self.sessions: dict[str, BrowserSession] = {}
         self.osc: OscInput | None = None
+        #: whom OSC drives: the session pinned with POST /api/v1/osc, else the newest
+        self.osc_target = OscTarget(self.sessions)
         self.recordings = Recordings(config.recordings)
 
     async def offer(self, request: web.Request) -> web.Response:
@@ -238,7 +241,7 @@ class LocalRelay:
         ready = 1.0 if self.connection.state == "ready" else 0.0
         yield GaugeMetricFamily("scope_relay_cloud_ready", "control socket ready", value=ready)
         yield from session_gauges("scope_relay", ((s.session_id[:8], s.stats()) for s in sessions))
-        if self.osc is not None:  # OSC messages received, applied, refused, dropped
+        if self.osc is not None:  # OSC messages received, sent, refused, dropped...
             for name, count in self.osc.stats().items():
                 yield GaugeMetricFamily(f"scope_relay_osc_{name}", f"OSC messages: {name}",
                                         value=count)
@@ -308,12 +311,12 @@ def create_relay_app(config: RelayConfig) -> web.Application:
     app.router.add_get("/api/v1/cloud/status", relay.cloud_status)
     app.router.add_get("/api/v1/stats", relay.stats)
     app.router.add_routes(recording_routes(relay.recordings, relay.sessions))
+    app.router.add_routes(osc_routes(relay.osc_target, lambda: relay.osc is not None))
     app.router.add_get("/metrics", metrics_handler(relay.metrics))
 
     async def on_startup(app: web.Application) -> None:
         if config.osc_address is not None:  # first: a port in use fails before anything runs
-            # the owner is the newest session: the page opened last is the one on stage
-            relay.osc = OscInput(lambda: next(reversed(relay.sessions.values()), None),
+            relay.osc = OscInput(relay.osc_target,
                                  lambda: relay.connection.api("GET", "/api/v1/pipelines"),
                                  host=config.osc_address[0], port=config.osc_address[1])
             await relay.osc.start()

@@ -249,6 +249,20 @@ class RecordingFailed(ProtocolError):
     status = 500
 
 
+class OscPinned(ProtocolError):
+    """OSC is pinned to another live session; only that session's page can move the pin."""
+
+    code = "OSC_PINNED"
+    status = 409
+
+
+class OscOff(ProtocolError):
+    """The OSC API while the relay listens for no OSC (no ``--osc-port``)."""
+
+    code = "OSC_OFF"
+    status = 409
+
+
 class InsufficientStorage(ProtocolError):
     """A recording refused at start: the disk is below its free-space reserve, or the
     recordings folder is at its budget with running recordings."""

@@ -28,8 +28,10 @@ logger = logging.getLogger(__name__)
 
 #: viewers per session unless the relay is told otherwise
 MAX_VIEWERS = 8
-#: a viewer that never completes ICE after its offer is let go after this
-CONNECT_TIMEOUT = 60.0
+#: a viewer that has not connected this long after its offer was answered is let go, and
+#: its slot with it: offers that never connect ("ghosts") cannot hold a share link's slots
+#: for long. Generous for a real viewer: on a LAN, ICE and DTLS take well under a second.
+CONNECT_TIMEOUT = 10.0
 
 
 class ViewerSession(PeerSession):
@@ -48,6 +50,10 @@ class ViewerSession(PeerSession):
         self.audio: CountedSubscription | None = None
         #: ``parameters`` messages a viewer sent: never forwarded
         self.parameters_refused = 0
+        #: its offer was answered / ICE and DTLS came up: answered and closed before
+        #: connecting, it held a slot for nothing (a "ghost")
+        self.answered = False
+        self.ever_connected = False
 
     async def handle_offer(self, sdp: Any) -> str:
         await self.set_offer(validate_offer_sdp(sdp))
@@ -57,11 +63,16 @@ class ViewerSession(PeerSession):
             video=caps.produces_video and self.offers("video"),
             audio=caps.produces_audio and self.offers("audio"))
         self.attach_media(self.video, self.audio, receive_video=False)
-        return await self.create_answer()
+        answer = await self.create_answer()
+        self.answered = True
+        return answer
 
     # --- hooks ---------------------------------------------------------------------------
     def on_track(self, track: MediaStreamTrack) -> None:
         self.drain(track)  # (answered inactive; anything arriving anyway is read and dropped)
+
+    def on_connected(self) -> None:
+        self.ever_connected = True
 
     def on_parameters(self, raw: str, updates: dict[str, Any]) -> None:
         self.parameters_refused += 1
@@ -91,6 +102,9 @@ class Audience:
         self.viewers: dict[str, ViewerSession] = {}
         #: joins refused because the session had its maximum of viewers
         self.refused = 0
+        #: viewers whose offer was answered but who never connected (their slot freed
+        #: after CONNECT_TIMEOUT at most)
+        self.never_connected = 0
         self.closed = False
 
     def matches(self, token: str) -> bool:
@@ -105,7 +119,13 @@ class Audience:
             self.refused += 1
             raise TooManyViewers(f"this session already has its {self.max_viewers} viewers")
         self.viewers[viewer.session_id] = viewer
-        viewer.on_closed = lambda sid: self.viewers.pop(sid, None)
+        viewer.on_closed = self._left
+
+    def _left(self, viewer_id: str) -> None:
+        viewer = self.viewers.pop(viewer_id, None)
+        if viewer is not None and viewer.answered and not viewer.ever_connected \
+                and not self.closed:
+            self.never_connected += 1
 
     async def close(self) -> None:
         """The owner's session ended: so does every viewer's."""
@@ -115,4 +135,5 @@ class Audience:
 
     def stats(self) -> dict[str, Any]:
         return {"viewers": len(self.viewers), "viewers_refused": self.refused,
+                "viewers_never_connected": self.never_connected,
                 **self.fanout.stats()}

@@ -77,3 +77,65 @@ def test_busy_ports_are_one_line_each(capsys, monkeypatch):
         assert main(["demo", "--port", "0", "--osc-port", str(busy_udp)]) == 1
         assert capsys.readouterr().err.strip().splitlines()[-1] == (
             f"scope-relay: OSC port {busy_udp} is in use; try --osc-port {busy_udp + 1}")
+
+
+async def test_osc_pinned_to_the_performers_session():
+    """By default OSC drives the newest session, so with OSC open to the LAN a neighbour's
+    new session would take the performer's gear; pinned, it stays with the performer's
+    session until that session releases it or ends."""
+    async with cloud_server() as cloud, relay_server(cloud, osc_address=("127.0.0.1", 0)) as relay, \
+            httpx.AsyncClient(base_url=relay.url, timeout=10) as http:
+        osc = relay.app[RELAY_KEY].osc
+        assert osc is not None
+        client = SimpleUDPClient("127.0.0.1", osc.port)
+
+        def cloud_session(interval: float):
+            (found,) = [s for s in cloud.app[STATE_KEY].sessions.values()
+                        if s.runner.params.get("interval") == interval]
+            return found
+
+        async with connected(relay.url, {"pipeline_ids": ["test-tone"], "interval": 0.5},
+                             video=False) as performer:
+            await performer.wait_audio_frames(5)
+            pinned = await http.post("/api/v1/osc", json={"sessionId": performer.session_id})
+            assert pinned.status_code == 200, pinned.text
+            assert pinned.json() == {"target": "pinned", "session": performer.session_id[:8]}
+            async with connected(relay.url, {"pipeline_ids": ["test-tone"], "interval": 0.7},
+                                 video=False) as neighbour:
+                await neighbour.wait_audio_frames(5)
+                mine, theirs = cloud_session(0.5), cloud_session(0.7)
+                client.send_message("/param/frequency", 660.0)
+                await wait_until(lambda: mine.runner.params.get("frequency") == 660.0)
+                assert theirs.runner.params.get("frequency") == 440.0
+                # the neighbour cannot take the pin (nor release it), nor use a made-up id
+                taken = await http.post("/api/v1/osc", json={"sessionId": neighbour.session_id})
+                assert taken.status_code == 409 and taken.json()["code"] == "OSC_PINNED"
+                released = await http.post("/api/v1/osc", json={
+                    "sessionId": neighbour.session_id, "pinned": False})
+                assert released.status_code == 409
+                made_up = await http.post("/api/v1/osc", json={"sessionId": "0" * 32})
+                assert made_up.status_code == 404 and made_up.json()["code"] == "UNKNOWN_SESSION"
+                assert (await http.get("/api/v1/stats")).json()["osc"]["pinned"] == 1
+                # released by its holder: back to the newest session
+                released = await http.post("/api/v1/osc", json={
+                    "sessionId": performer.session_id, "pinned": False})
+                assert released.json() == {"target": "newest",
+                                           "session": neighbour.session_id[:8]}
+                client.send_message("/param/frequency", 770.0)
+                await wait_until(lambda: theirs.runner.params.get("frequency") == 770.0)
+                assert mine.runner.params["frequency"] == 660.0
+                # a pin ends with its session
+                assert (await http.post("/api/v1/osc", json={
+                    "sessionId": neighbour.session_id})).status_code == 200
+            await wait_until(lambda: len(relay.app[RELAY_KEY].sessions) == 1)
+            assert (await http.get("/api/v1/osc")).json() == {
+                "target": "newest", "session": performer.session_id[:8]}
+
+
+async def test_osc_api_when_osc_is_off(stack):
+    _, relay = stack
+    async with httpx.AsyncClient(base_url=relay.url, timeout=10) as http:
+        off = await http.post("/api/v1/osc", json={"sessionId": "0" * 32})
+        assert off.status_code == 409 and off.json()["code"] == "OSC_OFF"
+        bad = await http.get("/api/v1/osc")
+        assert bad.status_code == 409

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
+import socket
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -14,6 +16,7 @@ from aiortc import RTCSessionDescription
 
 from scope_relay.cloud.app import STATE_KEY
 from scope_relay.local.server import RELAY_KEY
+from scope_relay.local.sessions.viewers import CONNECT_TIMEOUT
 from scope_relay.rtc.aiortc_internals import rtp_origin
 
 from helpers.peers import BrowserPeer, connected
@@ -228,3 +231,50 @@ async def test_a_viewer_leaving_does_not_disturb_the_owner(stack):
         (session,) = relay.app[RELAY_KEY].sessions.values()
         assert session.audience is not None and not session.audience.viewers
         assert session.audience.fanout.subscribers == 1  # the owner's own audio
+
+
+async def test_ghost_viewers_release_their_slots(stack):
+    """8 viewer offers that never connect (their candidates lead to a socket that reads
+    nothing) fill the link; each is let go within CONNECT_TIMEOUT (10 s), counted, and a
+    real viewer then gets in."""
+    assert CONNECT_TIMEOUT <= 10
+    _, relay = stack
+    async with connected(relay.url, {"pipeline_ids": ["test-tone"]}, video=False) as owner:
+        async with httpx.AsyncClient(base_url=relay.url, timeout=60) as http:
+            token = (await http.get(f"/api/v1/webrtc/offer/{owner.session_id}")).json()["shareToken"]
+            template = BrowserPeer(video=False)
+            try:
+                await template.pc.setLocalDescription(await template.pc.createOffer())
+                sdp = template.pc.localDescription.sdp
+            finally:
+                await template.close()
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as blackhole:
+                blackhole.bind(("127.0.0.1", 0))
+                port = blackhole.getsockname()[1]
+                ghost_sdp = re.sub(r"(a=candidate:\S+ \d+ udp \d+) \S+ \d+",
+                                   rf"\1 127.0.0.1 {port}", sdp)
+                assert f"127.0.0.1 {port} typ host" in ghost_sdp
+                started = time.monotonic()
+                for _ in range(8):
+                    ghost = await http.post("/api/v1/webrtc/viewer", json={
+                        "sdp": ghost_sdp, "type": "offer", "shareToken": token})
+                    assert ghost.status_code == 200, ghost.text
+                (session,) = relay.app[RELAY_KEY].sessions.values()
+                audience = session.audience
+                assert audience is not None and len(audience.viewers) == 8
+                locked = BrowserPeer(video=False)  # the link is full for now
+                try:
+                    assert (await join_as_viewer(locked, relay.url, token)).status_code == 429
+                finally:
+                    await locked.close()
+                await wait_until(lambda: not audience.viewers, timeout=CONNECT_TIMEOUT + 10)
+                freed = time.monotonic() - started
+            print(f"8 ghost viewers let go {freed:.1f} s after their offers")
+            assert freed < CONNECT_TIMEOUT + 5
+            stats = (await http.get("/api/v1/stats")).json()["sessions"][0]
+            assert stats["viewers_never_connected"] == 8 and stats["viewers_refused"] == 1
+            async with viewer(relay.url, token) as watcher:  # a real viewer gets in
+                await watcher.wait_audio_frames(25)
+                assert len(audience.viewers) == 1
+        await owner.wait_audio_frames(25)
+        assert audience.never_connected == 8  # the real viewer did connect
