@@ -85,8 +85,10 @@ if fal is not None:
             # fal registers its own endpoints as POST only; /ready, /metrics and /api/... are
             # added here, on the FastAPI app fal builds (fal's own /health is kept)
             super()._add_extra_routes(app)
-            bridge.add_http_routes(app, bridge.HttpProxy(lambda: self.cloud.http_url),
-                                   paths=("/ready", "/metrics"))
+            # /metrics and /api/v1/stats are refused while the app has no key (on fal)
+            proxy = bridge.HttpProxy(lambda: self.cloud.http_url,
+                                     lambda: bool(self.cloud.api_key))
+            bridge.add_http_routes(app, proxy, paths=("/ready", "/metrics"))
 
 
 # --- local: the same bridge under uvicorn ---------------------------------------------------

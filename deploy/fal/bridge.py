@@ -10,7 +10,14 @@ on 127.0.0.1 (:class:`CloudProcess`) and this module forwards to it:
   is passed on with its code and reason; the client's ``Authorization`` header (and any
   subprotocols it offers) go upstream, and an upstream refusal of the upgrade (401 without
   the right key, for instance) is answered to the client with the same status and body.
-- ``/health``, ``/ready``, ``/metrics``, ``/api/...``: proxied over HTTP.
+- ``/health``, ``/ready``, ``/metrics``, ``/api/...``: proxied over HTTP, except the operator
+  routes (``/metrics``, the all-sessions ``/api/v1/stats``) while the cloud app has no API
+  key: on fal it runs without one behind fal's gateway, and every caller the gateway admits
+  would read every session's figures. With a key the app itself checks it.
+
+Every client reaches the cloud app from the bridge's address, so the app runs with its
+per-address socket cap off (``--max-sockets-per-address 0``; otherwise the first 32 sockets
+of one client would lock everyone out); the per-key cap and the message budgets stay.
 
 Codes that cannot travel in a close frame are mapped: "no status" (1005) becomes 1000, and
 a connection lost without a close frame (1006) closes the other side with 1011 (upstream
@@ -60,6 +67,8 @@ WS_HEADERS = ("authorization",)
 HTTP_HEADERS = ("authorization", "content-type", "accept")
 #: routes proxied over HTTP as they are (``/api/...`` too)
 HTTP_PATHS = ("/health", "/ready", "/metrics")
+#: routes that show every session: proxied only when the cloud app checks a key
+OPERATOR_PATHS = frozenset({"/metrics", "/api/v1/stats"})
 CLOSE_NORMAL, CLOSE_GOING_AWAY, CLOSE_INTERNAL = 1000, 1001, 1011
 NO_STATUS, ABNORMAL = 1005, 1006
 
@@ -113,10 +122,11 @@ class CloudProcess:
         return self.ws_url.replace("ws://", "http://", 1).removesuffix("/ws")
 
     def command(self) -> list[str]:
-        # our --host/--port come last, so extra arguments cannot move the app off loopback
+        # ours come last, so extra arguments cannot move the app off loopback, nor give it a
+        # per-address cap that every client behind the bridge (one address) would share
         return [self.python, "-m", "scope_relay.cli", "cloud", *self.extra_args,
                 *(["--loopback-ice"] if self.loopback_ice else []),
-                "--host", "127.0.0.1", "--port", "0"]
+                "--host", "127.0.0.1", "--port", "0", "--max-sockets-per-address", "0"]
 
     def start(self) -> str:
         """Launch the app and return its HTTP URL once ``/health`` answers."""
@@ -276,14 +286,27 @@ async def bridge_websocket(client: WebSocket, upstream_ws_url: str) -> None:
 
 
 # --- HTTP --------------------------------------------------------------------------------
-class HttpProxy:
-    """Forwards a request to the cloud app, with a bounded body, as it is."""
+def _normalized(path: str) -> str:
+    """``path`` with empty segments dropped (``//api/v1/stats/`` is ``/api/v1/stats``)."""
+    return "/" + "/".join(part for part in path.split("/") if part)
 
-    def __init__(self, upstream: Callable[[], str]):
+
+class HttpProxy:
+    """Forwards a request to the cloud app, with a bounded body, as it is; the operator routes
+    only while ``upstream_checks_key()`` (the app has an API key), else ``403 FORBIDDEN``."""
+
+    def __init__(self, upstream: Callable[[], str],
+                 upstream_checks_key: Callable[[], bool] = lambda: False):
         self.upstream = upstream
+        self.upstream_checks_key = upstream_checks_key
         self._http: httpx.AsyncClient | None = None
 
     async def forward(self, request: Request, path: str) -> Response:
+        if _normalized(path) in OPERATOR_PATHS and not self.upstream_checks_key():
+            message = (f"{_normalized(path)} shows every session: not served through this bridge"
+                       " while the cloud app has no API key")
+            return Response(json.dumps({"error": message, "code": "FORBIDDEN"}), 403,
+                            media_type="application/json")
         body = bytearray()
         async for chunk in request.stream():
             body += chunk
@@ -332,7 +355,7 @@ def create_bridge(upstream: str | CloudProcess) -> FastAPI:
     def upstream_url() -> str:
         return cloud.http_url if cloud is not None else fixed_url
 
-    proxy = HttpProxy(upstream_url)
+    proxy = HttpProxy(upstream_url, lambda: cloud is not None and bool(cloud.api_key))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -48,3 +48,20 @@ def env_file(path: Path = DEPLOY / "compose.env.example") -> dict[str, str]:
 def compose(env: dict[str, str]) -> dict[str, Any]:
     """deploy/compose.yaml with ``env``'s values."""
     return interpolate(yaml.safe_load((DEPLOY / "compose.yaml").read_text()), env)
+
+
+def coturn_command(env: dict[str, str], secret_dir: Path) -> tuple[list[str], dict[str, str]]:
+    """The coturn service's command line and environment as Compose runs them, here: its
+    entrypoint script read from where the file's volume mounts it from, and the secret written
+    to a file in ``secret_dir`` as Compose writes ``/run/secrets/turn_secret``."""
+    project = compose(env)
+    service = project["services"]["coturn"]
+    (mount,) = service["volumes"]
+    source, target, _ = mount.split(":")
+    command = [part.replace(target, str((DEPLOY / source).resolve())) for part in service["entrypoint"]]
+    (secret,) = service["secrets"]
+    variable = project["secrets"][secret]["environment"]
+    assert service["environment"]["TURN_SECRET_FILE"] == f"/run/secrets/{secret}"
+    secret_file = secret_dir / secret
+    secret_file.write_text(env[variable] + "\n")
+    return [*command, *service["command"]], {"TURN_SECRET_FILE": str(secret_file)}

@@ -1,12 +1,19 @@
-"""What the TURN tests share: peers that can only use relayed candidates, and reading them."""
+"""What the TURN tests share: peers that can only use relayed candidates, and reading them;
+network namespaces to place coturn and the addresses it must or must not relay to."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import ctypes
+import itertools
+import os
+import shutil
+import subprocess
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import aioice.ice
@@ -19,6 +26,8 @@ from scope_relay.rtc.ice import rtc_configuration
 
 from .control import open_control
 from .peers import media_sections
+
+T = TypeVar("T")
 
 
 def forbid_host_candidates(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -90,3 +99,60 @@ async def relayed_test_tone(probe: TurnProbe) -> av.AudioFrame:
     for _ in range(25):
         frame = await asyncio.wait_for(probe.frames.get(), 20)
     return frame
+
+
+# --- coturn in a network namespace of its own ------------------------------------------------
+
+_namespaces = itertools.count()
+CLONE_NEWNET = 0x40000000
+
+
+def namespaces_unavailable() -> str | None:
+    """Why this machine cannot make network namespaces for a test (None: it can)."""
+    if shutil.which("ip") is None:
+        return "iproute2 (ip) not installed"
+    if os.geteuid() != 0:
+        return "network namespaces need root"
+    return None
+
+
+@contextlib.contextmanager
+def network_namespace(addresses: Sequence[str]) -> Iterator[str]:
+    """A network namespace named for this process, its loopback up with ``addresses`` (each a
+    /32 on ``lo``); deleted at the end, whatever still runs in it is cut off."""
+    name = f"scope-turn-{os.getpid()}-{next(_namespaces)}"
+    subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True)
+    try:
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True, capture_output=True)
+        for address in addresses:
+            subprocess.run(["ip", "-n", name, "addr", "add", f"{address}/32", "dev", "lo"],
+                           check=True, capture_output=True)
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+def run_in_namespace(name: str, work: Callable[[], T]) -> T:
+    """``work()`` on a thread of its own that has entered namespace ``name`` (setns applies
+    to the calling thread only), so every socket it opens lives there; returns its result."""
+    outcome: dict[str, Any] = {}
+
+    def thread() -> None:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            fd = os.open(f"/run/netns/{name}", os.O_RDONLY)
+            try:
+                if libc.setns(fd, CLONE_NEWNET) != 0:
+                    raise OSError(ctypes.get_errno(), f"setns({name})")
+            finally:
+                os.close(fd)
+            outcome["result"] = work()
+        except BaseException as exc:  # handed to the caller
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=thread, name=f"netns-{name}")
+    worker.start()
+    worker.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]

@@ -170,6 +170,60 @@ async def test_http_routes_answer_as_the_cloud_app_does(bridge):
     assert metrics.status_code == 200 and "scope_cloud_sessions" in metrics.text
 
 
+async def test_forty_sockets_with_one_key_are_accepted_through_the_bridge(bridge):
+    """Behind the bridge every client has the bridge's address: with the cloud app's default
+    per-address cap (32) the 33rd socket, and everyone else's, got 429. The bridge turns
+    that cap off; the per-key cap (64) still holds."""
+    async with aiohttp.ClientSession() as http:
+        sockets = []
+        try:
+            for _ in range(40):
+                ws, _ready = await open_control(http, bridge.ws_url, headers=AUTH)
+                sockets.append(ws)
+            assert all(not ws.closed for ws in sockets)
+            await sockets[-1].send_json({"type": "ping", "request_id": "p"})
+            reply = await asyncio.wait_for(sockets[-1].receive_json(), 10)
+            while reply["type"] == "logs":
+                reply = await asyncio.wait_for(sockets[-1].receive_json(), 10)
+            assert reply["type"] == "pong", reply
+        finally:
+            await asyncio.gather(*(ws.close() for ws in sockets))
+
+
+def test_the_bridge_starts_the_cloud_app_without_a_per_address_cap(bridge_module):
+    command = bridge_module.CloudProcess(["--max-sockets-per-address", "5"]).command()
+    flags = [i for i, part in enumerate(command) if part == "--max-sockets-per-address"]
+    assert command[flags[-1] + 1] == "0"  # ours last: argparse keeps the last one
+
+
+async def test_operator_routes_need_the_key_through_the_bridge(bridge):
+    async with httpx.AsyncClient(timeout=10) as http:
+        for path in ("/metrics", "/api/v1/stats"):
+            assert (await http.get(http_of(bridge.ws_url) + path, headers=AUTH)).status_code == 200
+            assert (await http.get(http_of(bridge.ws_url) + path)).status_code == 401
+
+
+async def test_without_a_key_operator_routes_are_refused_and_the_rest_served():
+    """On fal the cloud app runs without a key (fal's gateway checks callers): every caller
+    the gateway admits must not read every session's figures through /metrics or the
+    all-sessions /api/v1/stats. The bridge refuses them; the routes relays use still work."""
+    with local_fal_bridge() as keyless:
+        async with httpx.AsyncClient(timeout=10) as http:
+            base = http_of(keyless.ws_url)
+            for path in ("/metrics", "/api/v1/stats", "/api/v1//stats", "/api/v1/stats/"):
+                refused = await http.get(base + path)
+                assert refused.status_code == 403, path
+                assert refused.json()["code"] == "FORBIDDEN"
+            assert (await http.get(base + "//api/v1/stats")).status_code == 404  # no route at all
+            # the cloud app itself would have answered (what the bridge used to pass on)
+            assert (await http.get(http_of(keyless.cloud_ws_url) + "/api/v1/stats")).status_code == 200
+            assert (await http.get(base + "/api/v1/pipelines")).status_code == 200
+            assert (await http.get(base + "/ready")).status_code == 200
+        async with aiohttp.ClientSession() as session:
+            ws, _ready = await open_control(session, keyless.ws_url)
+            await ws.close()
+
+
 # --- the bridge's frame and close handling, in process against an echo upstream ------------
 @pytest.fixture(scope="module")
 def bridge_module() -> ModuleType:

@@ -5,9 +5,11 @@ and a test secret: coturn is the real ``turnserver`` with the file's own options
 realm, port range, peer rules), the cloud app is the real app configured by the real
 command-line parser from the file's ``command`` and ``environment``. Only what places them on
 this machine is changed: coturn listens and relays on 127.0.0.1 (``--listening-ip``,
-``--relay-ip``; on the box it has the host's addresses) and may relay to loopback peers
-(``--allow-loopback-peers``, tests only), its TURN port is a free one (``SCOPE_TURN_PORT``,
-a variable of the file), and the cloud app runs in this process on a free port. Every peer
+``--relay-ip``; on the box it has the host's addresses) and may relay to 127.0.0.1, where
+both relayed candidates are here (``--allow-loopback-peers --allowed-peer-ip=127.0.0.1``,
+tests only: tests/turn/test_peer_rules.py runs the peer rules with no such allowance), its
+TURN port is a free one (``SCOPE_TURN_PORT``, a variable of the file), its secret file is in
+a temporary directory, and the cloud app runs in this process on a free port. Every peer
 has its host candidates taken away, as for a relay behind NAT and a cloud app on a bridge
 network: media can only flow through coturn.
 """
@@ -31,7 +33,7 @@ import pytest
 
 from scope_relay.cli.main import _cloud_config, build_parser
 
-from helpers.compose import compose, env_file
+from helpers.compose import compose, coturn_command, env_file
 from helpers.servers import cloud_server
 from helpers.turn import candidate_types, forbid_host_candidates, relayed_test_tone, turn_probe
 
@@ -48,9 +50,14 @@ AUTH = {"Authorization": f"Key {API_KEY}"}
 
 # --- the compose file, interpolated as docker compose does ---------------------------------
 
+def compose_env(**overrides: str) -> dict[str, str]:
+    """compose.env.example's values plus ``overrides``."""
+    return env_file() | overrides
+
+
 def compose_services(**overrides: str) -> dict[str, Any]:
     """The services of deploy/compose.yaml with compose.env.example's values plus ``overrides``."""
-    return compose(env_file() | overrides)["services"]
+    return compose(compose_env(**overrides))["services"]
 
 
 def free_port() -> int:
@@ -62,20 +69,21 @@ def free_port() -> int:
 # --- the two services ----------------------------------------------------------------------
 
 @contextlib.contextmanager
-def run_coturn(service: dict[str, Any], port: int) -> Iterator[None]:
-    """The compose file's coturn command (its image prepends ``turnserver`` to options),
+def run_coturn(env: dict[str, str], port: int) -> Iterator[None]:
+    """The compose file's coturn (its entrypoint script and command, the secret in a file),
     placed on 127.0.0.1; returns once it takes TCP connections on ``port``."""
-    command = service["command"]
-    assert command[0].startswith("-") and f"--listening-port={port}" in command
     with tempfile.TemporaryDirectory() as tmp:
+        command, coturn_env = coturn_command(env, Path(tmp))
+        assert f"--listening-port={port}" in command
         log_path = os.path.join(tmp, "turn.log")
         with open(log_path, "w") as log:
             proc = subprocess.Popen(
-                ["turnserver", *command,
+                [*command,
                  # test placement only (see the module docstring)
                  "--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1", "--allow-loopback-peers",
-                 "--simple-log", f"--pidfile={tmp}/turn.pid"],
-                stdout=log, stderr=subprocess.STDOUT)
+                 "--allowed-peer-ip=127.0.0.1", "--simple-log", f"--pidfile={tmp}/turn.pid"],
+                stdout=log, stderr=subprocess.STDOUT,
+                env={**os.environ, **coturn_env, "TURN_RUNTIME_DIR": tmp})
         try:
             deadline = time.monotonic() + 15
             while True:
@@ -110,12 +118,12 @@ def no_host_candidates(monkeypatch):
 
 async def test_compose_coturn_relays_media_with_the_cloud_apps_credentials(no_host_candidates, monkeypatch):
     port = free_port()
-    services = compose_services(SCOPE_TURN_SECRET=SECRET, SCOPE_CLOUD_API_KEY=API_KEY,
-                                SCOPE_TURN_HOST="127.0.0.1", SCOPE_TURN_EXTERNAL_IP="127.0.0.1",
-                                SCOPE_TURN_PORT=str(port))
-    config = cloud_config(services["cloud"], monkeypatch)
+    env = compose_env(SCOPE_TURN_SECRET=SECRET, SCOPE_CLOUD_API_KEY=API_KEY,
+                      SCOPE_TURN_HOST="127.0.0.1", SCOPE_TURN_EXTERNAL_IP="127.0.0.1",
+                      SCOPE_TURN_PORT=str(port))
+    config = cloud_config(compose(env)["services"]["cloud"], monkeypatch)
     assert config["ice"].turn_secret == SECRET and config["api_key"] == API_KEY
-    with run_coturn(services["coturn"], port):
+    with run_coturn(env, port):
         async with cloud_server(**config) as cloud, aiohttp.ClientSession() as http, \
                 turn_probe(http, cloud.ws_url, headers=AUTH) as probe:
             (turn,) = probe.servers
@@ -132,9 +140,8 @@ async def test_compose_coturn_refuses_a_cloud_app_with_another_secret(no_host_ca
     port = free_port()
     common = dict(SCOPE_CLOUD_API_KEY=API_KEY, SCOPE_TURN_HOST="127.0.0.1",
                   SCOPE_TURN_EXTERNAL_IP="127.0.0.1", SCOPE_TURN_PORT=str(port))
-    coturn = compose_services(SCOPE_TURN_SECRET=SECRET, **common)["coturn"]
     cloud = compose_services(SCOPE_TURN_SECRET="notTheSameSecret", **common)["cloud"]
-    with run_coturn(coturn, port):
+    with run_coturn(compose_env(SCOPE_TURN_SECRET=SECRET, **common), port):
         async with cloud_server(**cloud_config(cloud, monkeypatch)) as served, \
                 aiohttp.ClientSession() as http, \
                 turn_probe(http, served.ws_url, headers=AUTH) as probe:

@@ -302,11 +302,22 @@ def test_service_ingress_and_monitor_reach_the_cloud_pods(build):
             if p["pathType"] == "Exact"] == ["/ws"]
     monitor = one(docs, "ServiceMonitor", CLOUD)
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
-    assert monitor["spec"]["endpoints"] == [
-        {"port": service_port["name"], "path": "/metrics", "interval": "15s"}]
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert (endpoint["port"], endpoint["path"]) == (service_port["name"], "/metrics")
     pdb = one(docs, "PodDisruptionBudget", CLOUD)
     assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
     assert pdb["spec"].get("maxUnavailable") == 1 or pdb["spec"].get("minAvailable") == 1
+
+
+def secret_files(docs: list[dict[str, Any]], kind: str, name: str, c: dict[str, Any]) -> dict[str, str]:
+    """Files the container sees from Secret volumes: path -> ``secret:<name>/<key>``."""
+    volumes = {v["name"]: v for v in one(docs, kind, name)["spec"]["template"]["spec"].get("volumes", [])}
+    out = {}
+    for mount in c.get("volumeMounts", []):
+        if secret := volumes[mount["name"]].get("secret"):
+            for item in secret["items"]:
+                out[f"{mount['mountPath']}/{item['path']}"] = f"secret:{secret['secretName']}/{item['key']}"
+    return out
 
 
 @pytest.mark.parametrize("build", ["base", *OVERLAYS])
@@ -318,7 +329,12 @@ def test_cloud_app_and_coturn_share_one_turn_secret(build):
     coturn_args = [expand(a, coturn_env) for a in coturn["args"]]
     assert cloud_env["SCOPE_TURN_SECRET"] == "secret:scope-relay-secrets/turn-secret"
     assert "--use-auth-secret" in coturn_args
-    assert f"--static-auth-secret={cloud_env['SCOPE_TURN_SECRET']}" in coturn_args
+    # coturn reads the same Secret key from a file (entrypoint.sh): never from its arguments
+    # or environment, which `ps` and the pod spec show
+    files = secret_files(docs, "DaemonSet", "coturn", coturn)
+    assert files[coturn_env["TURN_SECRET_FILE"]] == cloud_env["SCOPE_TURN_SECRET"]
+    assert not any("secret:" in v for v in coturn_env.values())
+    assert not any("static-auth-secret" in a for a in coturn["command"] + coturn_args)
     assert cloud_env["SCOPE_CLOUD_API_KEY"] == "secret:scope-relay-secrets/api-key"
     example = one(load_all(K8S / "secret.example.yaml"), "Secret", "scope-relay-secrets")
     assert set(example["stringData"]) == {"api-key", "turn-secret"}
@@ -328,6 +344,42 @@ def test_cloud_app_and_coturn_share_one_turn_secret(build):
     turn_port = int(found(r":(\d+)\?", cloud_args(docs).turn_url[0]))
     assert f"--listening-port={turn_port}" in coturn_args
     assert f"--realm={one(docs, 'ConfigMap', 'scope-relay-config')['data']['turn-realm']}" in coturn_args
+
+
+def peer_rules(text: str) -> list[str]:
+    """The option lines of a coturn config (comments and blank lines dropped)."""
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+@pytest.mark.parametrize("build", ["base", *OVERLAYS])
+def test_coturn_runs_one_peer_rule_list_in_compose_and_kubernetes(build):
+    """One deny list: the files Compose mounts are the ConfigMap's, byte for byte; both start
+    coturn through that script (which reads the rules), and neither passes -n (which makes
+    coturn ignore the config file, rules and secret with it). tests/turn/test_peer_rules.py
+    runs coturn with them."""
+    docs = rendered()[build]
+    files = one(docs, "ConfigMap", "coturn-config")["data"]
+    assert files == {name: (DEPLOY / "coturn" / name).read_text()
+                     for name in ("entrypoint.sh", "peer-rules.conf")}
+    rules = peer_rules(files["peer-rules.conf"])
+    assert {"no-tcp-relay", "no-multicast-peers"} <= set(rules)
+    denied = {line.split("=", 1)[1] for line in rules if line.startswith("denied-peer-ip=")}
+    for first in ("10.0.0.0", "172.16.0.0", "192.168.0.0", "100.64.0.0", "127.0.0.0", "169.254.0.0",
+                  "198.18.0.0", "192.0.2.0", "198.51.100.0", "203.0.113.0", "224.0.0.0",
+                  "::1", "fc00::", "fe80::", "2001:db8::"):
+        assert any(r == first or r.startswith(first + "-") for r in denied), first
+    assert not any(r.startswith("::-") for r in denied)  # coturn: a range from :: denies everything
+
+    coturn = container(docs, "DaemonSet", "coturn", "coturn")
+    mount = next(m["mountPath"] for m in coturn["volumeMounts"] if m["name"] == "coturn-config")
+    assert coturn["command"] == ["/bin/sh", f"{mount}/entrypoint.sh"]
+    services = compose(env_file(DEPLOY / "compose.env.example"))["services"]
+    source, target, _ = services["coturn"]["volumes"][0].split(":")
+    assert (DEPLOY / source).resolve() == DEPLOY / "coturn"
+    assert services["coturn"]["entrypoint"] == ["/bin/sh", f"{target}/entrypoint.sh"]
+    for args in (coturn["args"], services["coturn"]["command"]):
+        assert "-n" not in args
+        assert len([a for a in args if a.startswith("--allowed-peer-ip=")]) == 1
 
 
 def test_turn_gateways_of_overlays_sharing_a_cluster_do_not_collide():
@@ -381,6 +433,83 @@ async def test_hpa_scales_on_the_sessions_metric_the_app_exports(build):
     assert "<<.Series>>" in rule["metricsQuery"] and "<<.LabelMatchers>>" in rule["metricsQuery"]
 
 
+@pytest.mark.parametrize("build", ["base", *OVERLAYS])
+def test_every_cloud_socket_shares_the_ingress_address_so_the_per_address_cap_is_off(build):
+    args = cloud_args(rendered()[build])
+    assert args.max_sockets_per_address == 0
+    assert args.max_sockets_per_key > 0 and args.message_rate > 0  # these stay
+
+
+@pytest.mark.parametrize("build", ["base", *OVERLAYS])
+async def test_prometheus_scrapes_metrics_with_the_key_the_app_requires(build):
+    """The ServiceMonitor sends the API key from the Secret the app reads it from, and the
+    real app (its middlewares and handler, no socket) serves the HPA's metric to exactly
+    that request, and 401 without it (what the scrape got before)."""
+    from scope_relay.cloud.app import CloudConfig, create_app
+
+    docs = rendered()[build]
+    cloud_env = env_values(docs, container(docs, "Deployment", CLOUD, CONTAINER))
+    (endpoint,) = one(docs, "ServiceMonitor", CLOUD)["spec"]["endpoints"]
+    auth = endpoint["authorization"]
+    credentials = auth["credentials"]
+    assert f"secret:{credentials['name']}/{credentials['key']}" == cloud_env["SCOPE_CLOUD_API_KEY"]
+    scheme = auth.get("type", "Bearer")  # Prometheus' default
+
+    key = "k8s-scrape-key"
+    app = create_app(CloudConfig(api_key=key, max_sessions=cloud_args(docs).max_sessions))
+    route = next(r for r in app.router.routes()
+                 if r.method == "GET" and r.resource.canonical == endpoint["path"])
+
+    async def scrape(headers: dict[str, str]):
+        handler = route.handler
+        for middleware in reversed(app.middlewares):
+            handler = functools.partial(middleware, handler=handler)
+        return await handler(make_mocked_request("GET", endpoint["path"], headers=headers, app=app))
+
+    scraped = await scrape({"Authorization": f"{scheme} {key}"})
+    assert scraped.status == 200 and f"# TYPE {METRIC} gauge" in scraped.body.decode()
+    assert (await scrape({})).status == 401
+    # Prometheus may reach the port: the NetworkPolicy admits its namespace there
+    policy = one(docs, "NetworkPolicy", CLOUD)
+    tcp_rules = [r for r in policy["spec"]["ingress"]
+                 if any(p.get("protocol") == "TCP" and p.get("port") == endpoint["port"] for p in r["ports"])]
+    namespaces = {peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+                  for rule in tcp_rules for peer in rule["from"]}
+    assert "monitoring" in namespaces
+
+
+@pytest.mark.parametrize("build", ["base", *OVERLAYS])
+def test_pods_are_locked_down(build):
+    docs = rendered()[build]
+    pod = one(docs, "Deployment", CLOUD)["spec"]["template"]
+    spec = pod["spec"]
+    c = container(docs, "Deployment", CLOUD, CONTAINER)
+    assert spec["automountServiceAccountToken"] is False
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    assert c["securityContext"]["allowPrivilegeEscalation"] is False
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    writable = {m["mountPath"] for m in c["volumeMounts"] if "emptyDir" in volumes[m["name"]]}
+    assert {"/tmp", "/home/scope"} <= writable  # TMPDIR and HOME (caches) of the image's user
+    # the NetworkPolicy covers the cloud pods, both ways
+    policy = one(docs, "NetworkPolicy", CLOUD)
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    assert set(policy["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+    assert any(b["ipBlock"].get("except") == ["169.254.0.0/16"]
+               for rule in policy["spec"]["egress"] for b in rule["to"])  # no metadata service
+
+    coturn_pod = one(docs, "DaemonSet", "coturn")["spec"]["template"]["spec"]
+    coturn = container(docs, "DaemonSet", "coturn", "coturn")
+    context = coturn_pod["securityContext"]
+    assert context["runAsNonRoot"] is True and context["runAsUser"] > 0  # numeric: checkable
+    assert context["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert coturn_pod["automountServiceAccountToken"] is False
+    assert coturn["securityContext"]["readOnlyRootFilesystem"] is True
+    runtime = expand("$(TURN_RUNTIME_DIR)", env_values(docs, coturn))
+    assert runtime in {m["mountPath"] for m in coturn["volumeMounts"]}  # where the config is written
+
+
 # --- compose --------------------------------------------------------------------------------
 
 def test_compose_env_example_sets_every_required_variable():
@@ -405,11 +534,14 @@ def test_compose_cloud_and_coturn_share_the_secret(monkeypatch):
     assert cloud["entrypoint"] == ["scope-relay", "cloud"]
     args = build_parser().parse_args(["cloud", *cloud["command"]])
     assert args.turn_secret == "s3cret" and args.api_key == "k3y"
-    assert args.host == "0.0.0.0" and f"{args.port}:{args.port}" in cloud["ports"][0]
+    assert args.host == "0.0.0.0" and cloud["ports"][0].endswith(f":{args.port}:{args.port}")
     assert args.turn_url == [f"turn:{env['SCOPE_TURN_HOST']}:{env['SCOPE_TURN_PORT']}?transport=udp"]
-    # coturn checks the REST credentials the cloud app signs, with the same secret
+    # coturn checks the REST credentials the cloud app signs, with the same secret, read
+    # from the file Compose writes it to (never its command line: ps, docker inspect)
     assert "--use-auth-secret" in coturn["command"]
-    assert "--static-auth-secret=s3cret" in coturn["command"]
+    assert not any("s3cret" in str(part) for part in coturn["command"] + coturn["entrypoint"])
+    assert coturn["secrets"] == ["turn_secret"]
+    assert compose(env)["secrets"]["turn_secret"] == {"environment": "SCOPE_TURN_SECRET"}
     assert f"--listening-port={env['SCOPE_TURN_PORT']}" in coturn["command"]
     assert coturn["network_mode"] == "host"
     # SIGTERM drains: compose waits long enough before it kills
@@ -417,6 +549,23 @@ def test_compose_cloud_and_coturn_share_the_secret(monkeypatch):
     gpu = cloud["deploy"]["resources"]["reservations"]["devices"][0]
     assert gpu["driver"] == "nvidia" and "gpu" in gpu["capabilities"]
     assert "/health" in " ".join(cloud["healthcheck"]["test"])
+
+
+def test_compose_publishes_the_app_on_loopback_unless_told_otherwise():
+    """With the tls profile the key must not travel in clear: 8001 is published on 127.0.0.1
+    (Caddy reaches the app over the compose network), by default and in the example."""
+    example = env_file(DEPLOY / "compose.env.example")
+    for env in (example, {k: v for k, v in example.items() if k != "SCOPE_CLOUD_BIND"}):
+        services = compose(env)["services"]
+        (published,) = services["cloud"]["ports"]
+        assert published.split(":")[0] == "127.0.0.1"
+        assert services["tls"]["profiles"] == ["tls"]
+        assert services["tls"]["command"][-1] == "cloud:8001"
+        assert set(services["tls"]["networks"]) <= set(services["cloud"]["networks"])
+    # coturn may relay to the cloud container's fixed address, and that one only
+    services = compose(example)["services"]
+    address = services["cloud"]["networks"]["media"]["ipv4_address"]
+    assert f"--allowed-peer-ip={address}" in services["coturn"]["command"]
 
 
 # --- the preview workflow -------------------------------------------------------------------
