@@ -94,12 +94,13 @@ async def measure(cloud_app, relay_app, relay_url: str, seconds: float) -> int:
     wall_minus_monotonic = time.time() - time.monotonic()
     offsets, latencies, uncovered = [], [], 0
     print(f"{'flash':>5} {'A/V offset ms':>14} {'cloud->receiver latency ms':>27}")
+    # clicks on the relay's clock; none can be placed before the audio's first sender report
+    click_times = [t for c in clicks if (t := audio_tap.best_time(c)) is not None]
     for k, pts in enumerate(flashes):
         flash_t = video_tap.best_time(pts)
-        if flash_t is None or not clicks:
+        if flash_t is None or not click_times:
             continue
-        nearest = min(clicks, key=lambda c: abs(audio_tap.best_time(c) - flash_t))
-        offset = (audio_tap.best_time(nearest) - flash_t) * 1000
+        offset = min((t - flash_t for t in click_times), key=abs) * 1000
         if abs(offset) > 500:  # no audio under this flash yet: the picture starts first
             uncovered += 1
             continue

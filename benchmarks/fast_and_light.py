@@ -56,11 +56,12 @@ async def collect(trials: int, seconds: float, browser: bool, quick: bool = Fals
                   ) -> dict[str, Any]:
     """Run the benchmarks in turn (each as its ``--quick`` does where ``quick``)."""
     out: dict[str, Any] = {}
-    lat = latency.QUICK if quick else {"trials": trials, "seconds": seconds}
-    cam = camera_loop.QUICK if quick else {"seconds": seconds}
-    floor = transcode_floor.QUICK if quick else {"seconds": seconds}
-    cap = relay_capacity.QUICK if quick else {"sessions": [1, 2, 4, 8], "seconds": seconds}
-    chromium = browser_av_sync.QUICK if quick else {"seconds": 45.0, "warmup": 20.0}
+    lat: dict[str, Any] = latency.QUICK if quick else {"trials": trials, "seconds": seconds}
+    cam: dict[str, Any] = camera_loop.QUICK if quick else {"seconds": seconds}
+    floor: dict[str, Any] = transcode_floor.QUICK if quick else {"seconds": seconds}
+    cap: dict[str, Any] = (relay_capacity.QUICK if quick
+                           else {"sessions": [1, 2, 4, 8], "seconds": seconds})
+    chromium: dict[str, Any] = browser_av_sync.QUICK if quick else {"seconds": 45.0, "warmup": 20.0}
     print("== start-up and steady latency (latency.py)", flush=True)
     out["latency"] = await latency.main(lat["trials"], lat["seconds"],
                                         RelayConfig.playout_delay, 0.1)

@@ -24,6 +24,7 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from quick import parse_args  # this folder's (run as a script)
 
 from scope_relay.cloud.hosting.registry import PipelineRegistry
+from scope_relay.cloud.pipelines.outputs import as_pipeline_output
 from scope_relay.media.audio import s16_frame
 from scope_relay.protocol.media import FRAME_SAMPLES, SAMPLE_RATE
 from scope_relay.rtc.jitter import AudioUnit
@@ -44,7 +45,9 @@ def pipeline_media(pipeline_id: str, seconds: float) -> tuple[list[np.ndarray], 
     audio: list[np.ndarray] = []
     fps = float(pipeline.fps or 30.0)
     while len(frames) < seconds * fps:
-        out = pipeline(None, {k: spec.default for k, spec in pipeline.params.items()})
+        out = as_pipeline_output(
+            pipeline(None, {k: spec.default for k, spec in pipeline.params.items()}), pipeline)
+        assert out is not None, f"{pipeline_id} made nothing on a call"
         if out.video is not None:
             frames.extend(np.asarray(out.video.cpu()))
         if out.audio is not None:

@@ -161,9 +161,9 @@ async def main(viewers: int, seconds: float, pipeline: str) -> int:
         finally:
             for r in receivers:
                 await r.close()
-        n = np.array([r[0] for r in rows], float)
+        counts = np.array([r[0] for r in rows], float)
         relay_cpu = np.array([r[1] for r in rows])
-        slope = float(np.polyfit(n, relay_cpu, 1)[0]) if len(rows) > 1 else float("nan")
+        slope = float(np.polyfit(counts, relay_cpu, 1)[0]) if len(rows) > 1 else float("nan")
         print(f"per extra viewer: relay CPU +{slope * 100:.1f} % of a core "
               f"(least squares over 0..{viewers}); base (owner only) {relay_cpu[0] * 100:.1f} %")
         print(f"cloud sessions: {cloud_sessions}; relay viewers: {stats['viewers']}; frames "

@@ -18,6 +18,8 @@ from scope_relay.local.cloud_link.target import ENVIRONMENT_HELP, CloudTarget, r
 from scope_relay.util.serve import serve
 
 if TYPE_CHECKING:
+    from scope_relay.cloud.app import CloudConfig
+    from scope_relay.local.recording.storage import RecordingLimits
     from scope_relay.local.server import RelayConfig
 
 logger = logging.getLogger("scope_relay.cli")
@@ -27,7 +29,7 @@ CLOUD_ECHO_LOGGER = "scope_cloud"
 STARTUP_WAIT = 15.0
 
 
-def _port_in_use(exc: OSError, args) -> str | None:
+def _port_in_use(exc: OSError, args: argparse.Namespace) -> str | None:
     """One line for a port another program holds, naming the flag that moves ours."""
     if exc.errno != errno.EADDRINUSE:
         return None
@@ -223,7 +225,7 @@ async def _until_stopped() -> None:
     await _signals().get()
 
 
-def _cloud_config(args, *, embedded: bool):
+def _cloud_config(args: argparse.Namespace, *, embedded: bool) -> CloudConfig:
     from scope_relay.cloud.app import CloudConfig  # torch lives here: import only when needed
     from scope_relay.cloud.control.ice_servers import IceServerConfig
 
@@ -245,7 +247,7 @@ def _cloud_config(args, *, embedded: bool):
                             turn_secret=args.turn_secret))
 
 
-async def run_cloud(args) -> None:
+async def run_cloud(args: argparse.Namespace) -> None:
     from scope_relay.cloud.app import STATE_KEY, create_app
 
     app = create_app(_cloud_config(args, embedded=False))
@@ -263,7 +265,7 @@ async def run_cloud(args) -> None:
             await asyncio.gather(drain, again, return_exceptions=True)
 
 
-def _recording_limits(args):
+def _recording_limits(args: argparse.Namespace) -> RecordingLimits:
     from pathlib import Path
 
     from scope_relay.local.recording.storage import GIB, RecordingLimits
@@ -275,7 +277,7 @@ def _recording_limits(args):
         reserve_bytes=int(args.recordings_reserve_gib * GIB))
 
 
-async def run_relay(args, *, force_embedded: bool) -> None:
+async def run_relay(args: argparse.Namespace, *, force_embedded: bool) -> None:
     from scope_relay.local.server import RELAY_KEY, RelayConfig, create_relay_app
 
     target = None if force_embedded else resolve_cloud_target()

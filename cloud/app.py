@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from scope_relay.cloud.api import ApiRouter
@@ -324,7 +325,7 @@ def create_app(config: CloudConfig | None = None) -> web.Application:
     app[STATE_KEY] = state
 
     @web.middleware
-    async def auth(request: web.Request, handler):
+    async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path not in OPEN_PATHS and not _authorized(_presented_key(request),
                                                               config.api_key):
             return _error_response(Unauthorized(

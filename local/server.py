@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from scope_relay.local.access.same_origin import SameOriginPolicy, same_origin_middleware
@@ -263,7 +264,7 @@ def create_relay_app(config: RelayConfig) -> web.Application:
     app[RELAY_KEY] = relay
 
     @web.middleware
-    async def errors(request: web.Request, handler):
+    async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         """Every failure is JSON ``{"error", "code"}`` (docs/protocol.md), never a text page."""
         try:
             return await handler(request)

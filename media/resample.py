@@ -8,6 +8,7 @@ concatenating the whole buffer per frame.
 
 from __future__ import annotations
 
+import av
 import numpy as np
 import soxr
 
@@ -91,7 +92,7 @@ class AudioFramer:
         """Add audio; returns samples dropped (oldest first) because the ring was full."""
         return self.ring.write(self.resampler.process(x, in_rate, channel_names, finite=finite))
 
-    def push_frame(self, frame) -> int:
+    def push_frame(self, frame: av.AudioFrame) -> int:
         """Add a PyAV frame of any format, layout and rate."""
         names = frame_channel_names(frame) if frame.layout.nb_channels > 2 else None
         integer = frame.format.name.rstrip("p") in ("s16", "s32", "u8")

@@ -68,7 +68,8 @@ class TestTone(Pipeline):
         self._sample = 0  # absolute sample index
         self._phase = 0.0  # radians, carried across chunks
 
-    def __call__(self, inputs, params) -> PipelineOutput:
+    def __call__(self, inputs: Sequence[InputFrame] | None,
+                 params: Mapping[str, Any]) -> PipelineOutput:
         sr = self.sample_rate
         n = int(self.chunk_seconds * sr)
         idx = torch.arange(self._sample, self._sample + n, device=self.device, dtype=torch.float64)
@@ -109,7 +110,8 @@ class AvSync(Pipeline):
         super().__init__(device)
         self._frame = 0
 
-    def __call__(self, inputs, params) -> PipelineOutput:
+    def __call__(self, inputs: Sequence[InputFrame] | None,
+                 params: Mapping[str, Any]) -> PipelineOutput:
         fps, sr = int(self.fps), self.sample_rate
         per_frame = sr // fps
         h, w = FRAME_SIZE
@@ -162,7 +164,8 @@ class BurstyAv(Pipeline):
         self._sample = 0
         self._stop = threading.Event()
 
-    def __call__(self, inputs, params) -> PipelineOutput:
+    def __call__(self, inputs: Sequence[InputFrame] | None,
+                 params: Mapping[str, Any]) -> PipelineOutput:
         self._stop.wait(float(params["generation_delay"]))  # stands in for GPU work
         seed = prompt_seed(params)
         fps, sr = int(self.fps), self.sample_rate

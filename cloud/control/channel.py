@@ -208,7 +208,7 @@ class ControlChannel:
             "closing this socket")))
         await self._close_reading_nothing_more(CLOSE_POLICY, "rate limit exceeded")
 
-    async def _forward_logs(self, buffer) -> None:
+    async def _forward_logs(self, buffer: LogBuffer) -> None:
         while True:
             await asyncio.sleep(self.config.log_interval)
             lines = buffer.drain()

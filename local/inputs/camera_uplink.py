@@ -7,6 +7,7 @@ import collections
 
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
+from av.frame import Frame
 
 
 class LatestFrameTrack(MediaStreamTrack):
@@ -34,7 +35,7 @@ class LatestFrameTrack(MediaStreamTrack):
         except MediaStreamError:
             self._event.set()
 
-    async def recv(self):
+    async def recv(self) -> Frame:
         while not self._frames:
             if self._task.done():
                 self.stop()
@@ -59,5 +60,5 @@ class CameraFeed(MediaStreamTrack):
         super().__init__()
         self.pump = pump
 
-    async def recv(self):
+    async def recv(self) -> Frame:
         return await self.pump.recv()

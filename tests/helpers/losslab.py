@@ -318,7 +318,7 @@ class LossLab:
         return args
 
     def _netem_apply(self) -> None:
-        pairs = [(self.veth_cloud, self.ns, self.down)]
+        pairs: list[tuple[str, str | None, Impairment]] = [(self.veth_cloud, self.ns, self.down)]
         if self.up is not None:
             pairs.append((self.veth_root, None, self.up))
         for dev, ns, imp in pairs:

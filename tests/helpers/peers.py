@@ -240,12 +240,14 @@ def av_offsets(peer: BrowserPeer, since_video: int, since_audio: int) -> list[fl
                if b > 128 >= prev]
     blocks = peer.received.audio[since_audio:]
     starts = peer.received.audio_pts[since_audio:since_audio + len(blocks)]
-    clicks = []
+    clicks: list[float] = []
     quiet = True
     for pts, block in zip(starts, blocks, strict=False):
         loud = np.flatnonzero(np.abs(block[0].astype(np.int32)) > 8000)
         if loud.size and quiet:
-            clicks.append(audio_tap.best_time(pts + int(loud[0])))
+            click = audio_tap.best_time(pts + int(loud[0]))
+            if click is not None:  # like a flash, placed only once a sender report came
+                clicks.append(click)
         quiet = not loud.size
     covered = [f for f in flashes if f is not None and clicks
                and clicks[0] - 0.5 < f < clicks[-1] + 0.5]

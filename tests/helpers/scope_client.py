@@ -117,6 +117,7 @@ class ScopeLikeClient:
             await self.ws.send_str(json.dumps({"type": "set_user_id", "user_id": self.user_id}))
 
     async def _read(self) -> None:
+        assert self.ws is not None  # started by connect()
         async for msg in self.ws:
             if msg.type != aiohttp.WSMsgType.TEXT:
                 continue
@@ -140,6 +141,7 @@ class ScopeLikeClient:
         request_id = str(uuid.uuid4())
         future = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
+        assert self.ws is not None, "request() before connect()"
         await self.ws.send_str(json.dumps({"type": msg_type, "request_id": request_id, **fields}))
         reply = await asyncio.wait_for(future, timeout)
         reply.setdefault("status", 200)

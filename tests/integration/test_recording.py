@@ -49,17 +49,22 @@ class Decoded:
 
 def decode(path: Path) -> Decoded:
     with av.open(str(path)) as container:
-        streams = {s.type: float(s.duration * s.time_base) for s in container.streams}
-        codecs = {s.type: s.codec_context.name for s in container.streams}
+        streams: dict[str, float] = {}
+        codecs: dict[str, str] = {}
+        for s in container.streams:
+            assert s.duration is not None and s.time_base is not None  # written by the muxer
+            streams[s.type] = float(s.duration * s.time_base)
+            codecs[s.type] = s.codec_context.name
         times, brightness = [], []
         for frame in container.decode(video=0):
             times.append(float(frame.time))
             brightness.append(float(frame.to_ndarray(format="gray").mean()))
     with av.open(str(path)) as container:
         audio_times, pcm = [], []
-        for frame in container.decode(audio=0):
-            audio_times.append(float(frame.time))
-            pcm.append(frame.to_ndarray()[0])
+        for audio_frame in container.decode(audio=0):
+            assert audio_frame.time is not None  # decoded with a pts
+            audio_times.append(float(audio_frame.time))
+            pcm.append(audio_frame.to_ndarray()[0])
     assert audio_times and audio_times[0] == 0.0  # AAC priming is cut by the edit list
     return Decoded(streams, np.array(times), np.array(brightness), np.array(audio_times),
                    np.concatenate(pcm), codecs)

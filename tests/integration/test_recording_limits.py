@@ -328,7 +328,7 @@ async def test_a_relay_killed_while_recording_leaves_a_folder_the_next_one_remov
     ``--recordings-dir``: the folder is there after the kill, gone once the next has started."""
     base = tmp_path / "recordings"
     async with cloud_server() as cloud:
-        async with relay_process(cloud, "--recordings-dir", str(base),  # type: ignore[arg-type]
+        async with relay_process(cloud, "--recordings-dir", str(base),
                                  "--recording-max-gib", "1") as relay, \
                 connected(relay.url, BURSTY) as peer, \
                 httpx.AsyncClient(base_url=relay.url, timeout=30) as http:
@@ -338,6 +338,6 @@ async def test_a_relay_killed_while_recording_leaves_a_folder_the_next_one_remov
             relay.proc.kill()  # SIGKILL: no cleanup runs
             await relay.proc.wait()
         assert folder.exists() and any(folder.glob("*.mp4"))
-        async with relay_process(cloud, "--recordings-dir", str(base)) as second:  # type: ignore[arg-type]
+        async with relay_process(cloud, "--recordings-dir", str(base)) as second:
             assert not folder.exists()
             assert any("left by a relay that is gone" in line for line in second.output)

@@ -238,7 +238,7 @@ async def test_the_cli_prints_the_token_url_once(monkeypatch):
     requests with it, logged by aiohttp's access log (at DEBUG), show ``<token>`` instead."""
     async with cloud_server() as cloud:
         stand_in = SimpleNamespace(ws_url=cloud.ws_url)  # relay_process needs only its URL
-        async with relay_process(stand_in, "--host", LAN_ADDRESS, "--log-level", "debug") as relay:  # type: ignore[arg-type]
+        async with relay_process(stand_in, "--host", LAN_ADDRESS, "--log-level", "debug") as relay:
             url = urlsplit(relay.url)
             assert url.hostname == LAN_ADDRESS and url.path == "/" and url.query.startswith("token=")
             token = url.query.removeprefix("token=")
@@ -253,7 +253,7 @@ async def test_the_cli_prints_the_token_url_once(monkeypatch):
                 await wait_until(lambda: any("/?token=<token>" in line for line in relay.output), 30)
             assert sum(token in line for line in relay.output) == 1, relay.output
         monkeypatch.setenv("SCOPE_RELAY_TOKEN", "from-the-environment")
-        async with relay_process(stand_in, "--require-token") as relay:  # type: ignore[arg-type]
+        async with relay_process(stand_in, "--require-token") as relay:
             assert relay.url.endswith("/?token=from-the-environment"), relay.url
             assert not any("on this machine" in line for line in relay.output)
             async with httpx.AsyncClient(timeout=60) as http:  # from 127.0.0.1

@@ -111,7 +111,7 @@ def matched(per_peer: list[list[float]]) -> np.ndarray:
 async def test_three_viewers_share_one_cloud_session_in_sync():
     async with cloud_server() as cloud, relay_server(cloud, max_viewers=3) as relay, \
             connected(relay.url, {"pipeline_ids": ["av-sync"]}) as owner:
-        owner.packets = PacketArrivals(owner.taps["video"].receiver)  # type: ignore[attr-defined]
+        owner.packets = PacketArrivals(owner.taps["video"].receiver)
         async with httpx.AsyncClient(base_url=relay.url) as http:
             mine = (await http.get(f"/api/v1/webrtc/offer/{owner.session_id}")).json()
         token = mine["shareToken"]

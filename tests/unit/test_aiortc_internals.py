@@ -145,7 +145,7 @@ async def test_audio_is_encoded_on_the_loop_by_a_real_sender():
     def no_pool(*args: object) -> None:
         raise AssertionError("a frame was handed to the thread pool")
 
-    loop.run_in_executor = no_pool  # type: ignore[method-assign]
+    loop.run_in_executor = no_pool
     try:
         await sender._run_rtp(codec)  # returns when the track ends
     finally:

@@ -31,7 +31,7 @@ class Cloud:
         self.generated = 0.0  # media seconds the runner produced
         self.audio_sent = 0
         self.video_lateness: list[float] = []
-        self.most_video_queued = 0
+        self.most_video_queued: float = 0
         self._credit = {"audio": 0.0, "video": 0.0}
 
     def generate(self) -> None:

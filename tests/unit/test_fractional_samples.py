@@ -51,7 +51,9 @@ def run(rounding: str) -> tuple[np.ndarray, np.ndarray]:
         runner = PipelineRunner([OneFramePerCall(rounding)], buffer)
         for _ in range(FRAMES):
             assert runner.step()
-        times = np.array([buffer.pop_video()[0] for _ in range(FRAMES)])
+        popped = [buffer.pop_video() for _ in range(FRAMES)]
+        times = np.array([item[0] for item in popped if item is not None])
+        assert len(times) == FRAMES  # every step made a frame, none held back
         audio = buffer.take_audio(buffer.audio_buffered)[0]
     finally:
         loop.close()

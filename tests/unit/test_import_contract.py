@@ -34,7 +34,7 @@ TORCH_FREE = ("local", "protocol", "media", "rtc", "util")
 
 def imported_modules(path: Path, package: str) -> set[str]:
     tree = ast.parse(path.read_text(), str(path))
-    found = set()
+    found: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
