@@ -13,6 +13,8 @@ for pkg in protocol media rtc util cloud local cli testing; do ln -sfn "../../..
 # tests/ and benchmarks/ against those packages (helpers/ and the benchmarks' sibling modules
 # import by folder). Signatures, annotated functions and module code are checked; the bodies of
 # unannotated test functions are not (--no-check-untyped-defs; --allow-untyped-defs so a test
-# needs no "-> None"): checking them too reported 138 errors when this was added.
+# needs no "-> None"): checking them too reported 138 errors when this was added. mypy's note
+# that such bodies go unchecked (annotation-unchecked) is that choice restated: silenced.
 MYPYPATH=tests:benchmarks:build/typecheck .venv/bin/mypy --config-file pyproject.toml \
-    --no-check-untyped-defs --allow-untyped-defs tests benchmarks
+    --no-check-untyped-defs --allow-untyped-defs --disable-error-code annotation-unchecked \
+    tests benchmarks

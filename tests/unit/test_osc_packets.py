@@ -18,7 +18,7 @@ from scope_relay.local.inputs.osc_packets import (
 )
 
 
-def message(address: str, *values: object) -> bytes:
+def message(address: str, *values: str | bytes | bool | int | float) -> bytes:
     builder = OscMessageBuilder(address)
     for value in values:
         builder.add_arg(value)
