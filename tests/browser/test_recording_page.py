@@ -4,18 +4,13 @@ file that survived is offered. Debian's real Chromium, the real cloud app and re
 
 from __future__ import annotations
 
-import errno
-import os
 import time
-from collections.abc import Iterator
 
-import av
 import pytest
 import pytest_asyncio
 
-from scope_relay.local.recording import mp4_file
-
 from helpers.chromium import chromium_context, needs_chromium, page_at, start_pipeline
+from helpers.full_disk import fail_video_writes_from
 from helpers.servers import cloud_server, relay_server
 from helpers.waiting import wait_until
 
@@ -33,19 +28,9 @@ async def browser():
 
 
 @pytest.fixture
-def disk_fills_at_frame_48(monkeypatch) -> Iterator[list[float]]:
+def disk_fills_at_frame_48(monkeypatch) -> list[float]:
     """The file writer raises ENOSPC at its 48th video frame (2 s of av-sync)."""
-    raised: list[float] = []
-    original = mp4_file.RecordingFile._encode_video
-
-    def encode_video(self: mp4_file.RecordingFile, frame: av.VideoFrame, at: float) -> None:
-        if self.video_frames >= 48:
-            raised.append(time.monotonic())
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        original(self, frame, at)
-
-    monkeypatch.setattr(mp4_file.RecordingFile, "_encode_video", encode_video)
-    yield raised
+    return fail_video_writes_from(monkeypatch, 48)
 
 
 async def test_a_failed_recording_shows_on_the_page_within_a_second(browser,

@@ -5,22 +5,25 @@ dropped with one short log line. Real sockets, the real relay, the real cloud ap
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import signal
 import socket
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 from pythonosc.osc_message_builder import OscMessageBuilder
 
 from scope_relay.cloud.app import STATE_KEY
+from scope_relay.local.inputs.osc import OscInput
 from scope_relay.local.server import RELAY_KEY
 
-from helpers.peers import connected
+from helpers.peers import BrowserPeer, connected
 from helpers.processes import relay_process
-from helpers.servers import cloud_server, relay_server
+from helpers.servers import Served, cloud_server, relay_server
 from helpers.waiting import wait_until
 
 #: the relay's HTTP must answer within this while bundles are pending (the issue asks
@@ -51,6 +54,19 @@ def bundle(tag: int, *elements: bytes) -> bytes:
 
 def timetag(unix: float) -> int:
     return int((unix + NTP_TO_UNIX) * 2**32)
+
+
+@contextlib.asynccontextmanager
+async def osc_session() -> AsyncIterator[tuple[Served, BrowserPeer, OscInput, Any]]:
+    """A playing ``test-tone`` session on a relay whose OSC listens on a free port:
+    ``(relay, its peer, the relay's OSC input, the cloud's media session)``."""
+    async with cloud_server() as cloud, relay_server(cloud, osc_address=("127.0.0.1", 0)) as relay, \
+            connected(relay.url, {"pipeline_ids": ["test-tone"]}, video=False) as peer:
+        osc = relay.app[RELAY_KEY].osc
+        assert osc is not None
+        await peer.wait_audio_frames(10)
+        (session,) = cloud.app[STATE_KEY].sessions.values()
+        yield relay, peer, osc, session
 
 
 def record_parameters(cloud_session: Any) -> list[tuple[float, dict[str, Any]]]:
@@ -130,12 +146,7 @@ async def test_timetags_ahead_never_stall_the_relay():
 async def test_a_flood_is_coalesced_and_rate_limited():
     """5,000 values of one parameter as fast as the relay reads them: at most SEND_RATE
     ``parameters`` messages a second reach the cloud, and the last value wins."""
-    async with cloud_server() as cloud, relay_server(cloud, osc_address=("127.0.0.1", 0)) as relay, \
-            connected(relay.url, {"pipeline_ids": ["test-tone"]}, video=False) as peer:
-        osc = relay.app[RELAY_KEY].osc
-        assert osc is not None
-        await peer.wait_audio_frames(10)
-        (session,) = cloud.app[STATE_KEY].sessions.values()
+    async with osc_session() as (relay, peer, osc, session):
         arrivals = record_parameters(session)
         total, chunk = 5000, 100  # a chunk fits the socket's buffer: none lost in the kernel
         started = time.monotonic()
@@ -163,12 +174,7 @@ async def test_nested_and_malformed_packets_are_counted_and_dropped(caplog):
     """Bundles nested 100 and 2,500 deep (python-osc: a RecursionError traceback per packet)
     and garbage: counted, dropped, one short line each kind; OSC goes on working."""
     caplog.set_level(logging.WARNING, logger=OSC_LOGGER)
-    async with cloud_server() as cloud, relay_server(cloud, osc_address=("127.0.0.1", 0)) as relay, \
-            connected(relay.url, {"pipeline_ids": ["test-tone"]}, video=False) as peer:
-        osc = relay.app[RELAY_KEY].osc
-        assert osc is not None
-        await peer.wait_audio_frames(10)
-        (session,) = cloud.app[STATE_KEY].sessions.values()
+    async with osc_session() as (relay, peer, osc, session):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
             for depth, value in ((100, 300.0), (2500, 310.0)):
                 packet = message("/param/frequency", value)

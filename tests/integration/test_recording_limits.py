@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import json
 import os
 import subprocess
@@ -23,11 +22,11 @@ import av
 import httpx
 import pytest
 
-from scope_relay.local.recording import mp4_file
 from scope_relay.local.recording.catalogue import Recordings
 from scope_relay.local.recording.storage import MARKER, PREFIX, RecordingLimits, owner_marker
 from scope_relay.local.server import RELAY_KEY
 
+from helpers.full_disk import fail_video_writes_from
 from helpers.peers import BrowserPeer, connected
 from helpers.processes import relay_process
 from helpers.servers import cloud_server, relay_server
@@ -86,11 +85,20 @@ async def recording_stack(limits: RecordingLimits) -> AsyncIterator[tuple[Any, R
         yield relay, relay.app[RELAY_KEY].recordings
 
 
-async def test_size_cap_stops_the_recording_with_a_playable_file(tmp_path):
-    limits = RecordingLimits(directory=tmp_path, max_bytes=150_000, check_interval=0.2)
+@contextlib.asynccontextmanager
+async def bursty_session(limits: RecordingLimits) -> AsyncIterator[
+        tuple[Any, Recordings, BrowserPeer, httpx.AsyncClient]]:
+    """A ``bursty-av`` session on a relay with these limits: ``(relay, its recordings,
+    the session's peer, an HTTP client for the relay)``."""
     async with recording_stack(limits) as (relay, recordings), \
             connected(relay.url, BURSTY) as peer, \
             httpx.AsyncClient(base_url=relay.url, timeout=30) as http:
+        yield relay, recordings, peer, http
+
+
+async def test_size_cap_stops_the_recording_with_a_playable_file(tmp_path):
+    limits = RecordingLimits(directory=tmp_path, max_bytes=150_000, check_interval=0.2)
+    async with bursty_session(limits) as (relay, recordings, peer, http):
         told = PageMessages(peer)
         started = await start_recording(http, peer)
         _, message = await told.recording_ended(timeout=60)
@@ -120,9 +128,7 @@ async def test_size_cap_stops_the_recording_with_a_playable_file(tmp_path):
 
 async def test_time_cap_stops_the_recording_at_its_length(tmp_path):
     limits = RecordingLimits(directory=tmp_path, max_seconds=2.0, check_interval=0.2)
-    async with recording_stack(limits) as (relay, recordings), \
-            connected(relay.url, BURSTY) as peer, \
-            httpx.AsyncClient(base_url=relay.url, timeout=30) as http:
+    async with bursty_session(limits) as (relay, recordings, peer, http):
         told = PageMessages(peer)
         started = await start_recording(http, peer)
         _, message = await told.recording_ended(timeout=30)
@@ -140,9 +146,7 @@ async def test_time_cap_stops_the_recording_at_its_length(tmp_path):
 async def test_folder_budget_stops_a_recording_and_the_oldest_file_makes_room(tmp_path):
     limits = RecordingLimits(directory=tmp_path, max_bytes=0, total_bytes=200_000,
                              check_interval=0.2)
-    async with recording_stack(limits) as (relay, recordings), \
-            connected(relay.url, BURSTY) as peer, \
-            httpx.AsyncClient(base_url=relay.url, timeout=30) as http:
+    async with bursty_session(limits) as (relay, recordings, peer, http):
         told = PageMessages(peer)
         first = await start_recording(http, peer)
         _, message = await told.recording_ended(timeout=60)
@@ -161,27 +165,15 @@ async def test_folder_budget_stops_a_recording_and_the_oldest_file_makes_room(tm
 
 
 @pytest.fixture
-def failing_writer(monkeypatch) -> Iterator[list[float]]:
+def failing_writer(monkeypatch) -> list[float]:
     """The file writer raises ENOSPC at its 40th video frame, as a full disk would; the
     list gets the time it raised."""
-    raised: list[float] = []
-    original = mp4_file.RecordingFile._encode_video
-
-    def encode_video(self: mp4_file.RecordingFile, frame: av.VideoFrame, at: float) -> None:
-        if self.video_frames >= 40:
-            raised.append(time.monotonic())
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        original(self, frame, at)
-
-    monkeypatch.setattr(mp4_file.RecordingFile, "_encode_video", encode_video)
-    yield raised
+    return fail_video_writes_from(monkeypatch, 40)
 
 
 async def test_write_error_fails_the_recording_and_the_page_is_told_at_once(
         tmp_path, failing_writer):
-    async with recording_stack(RecordingLimits(directory=tmp_path)) as (relay, recordings), \
-            connected(relay.url, BURSTY) as peer, \
-            httpx.AsyncClient(base_url=relay.url, timeout=30) as http:
+    async with bursty_session(RecordingLimits(directory=tmp_path)) as (relay, recordings, peer, http):
         told = PageMessages(peer)
         started = await start_recording(http, peer)
         arrived, message = await told.recording_ended(timeout=30)
@@ -208,9 +200,7 @@ async def test_write_error_fails_the_recording_and_the_page_is_told_at_once(
 
 async def test_a_new_recording_below_the_free_space_reserve_is_refused(tmp_path):
     limits = RecordingLimits(directory=tmp_path, reserve_bytes=1 << 60)  # more than any disk
-    async with recording_stack(limits) as (relay, recordings), \
-            connected(relay.url, BURSTY) as peer, \
-            httpx.AsyncClient(base_url=relay.url, timeout=30) as http:
+    async with bursty_session(limits) as (relay, recordings, peer, http):
         await peer.wait_audio_frames(10, timeout=30)
         response = await http.post("/api/v1/recordings", json={"sessionId": peer.session_id})
         assert response.status_code == 507, response.text
@@ -255,9 +245,7 @@ def fill(disk: Path) -> None:
 async def test_a_really_full_disk_fails_the_recording_and_refuses_the_next(tmp_path):
     with small_tmpfs(tmp_path / "disk", "8m") as disk:
         limits = RecordingLimits(directory=disk, reserve_bytes=0, check_interval=60)
-        async with recording_stack(limits) as (relay, recordings), \
-                connected(relay.url, BURSTY) as peer, \
-                httpx.AsyncClient(base_url=relay.url, timeout=30) as http:
+        async with bursty_session(limits) as (relay, recordings, peer, http):
             told = PageMessages(peer)
             started = await start_recording(http, peer)
             recorder = recordings.get(started["recordingId"]).recorder
