@@ -29,6 +29,8 @@ const facts = {
 let state = deriveState(facts);
 let figures = null;
 let summary = null;
+/** The relay's last figures for the live session (the raw counters), or null. */
+let lastRaw = null;
 /** The live session's viewer link (from its figures), or null. */
 let shareUrl = null;
 /** The chain makes no picture (the stage then says so while muted). */
@@ -134,7 +136,8 @@ function render() {
     : !c ? "cloud …" : `cloud ${c.state}${c.state !== "ready" && c.last_error ? ": " + inWords(c.last_error) : ""}`;
   $("cloud-status").dataset.tone = !facts.relayReachable || ["refused", "error", "reconnecting", "closed"]
     .includes(c?.state) ? "bad" : c?.state === "ready" ? "ok" : "busy";
-  if (!["connecting", "live", "retrying"].includes(facts.phase)) showStrip(null, null);
+  // the strip follows the state at once (an outage blanks it now, not at the next poll)
+  showStrip(["connecting", "live", "retrying"].includes(facts.phase) ? summary : null, lastRaw);
   if (output.held !== !!facts.paused) output.hold(!!facts.paused);
   showHint(state);
   showPauseShare();
@@ -183,6 +186,7 @@ function onNotice(message) {
 async function onFigures(m, pc) {
   if (!m) {
     summary = null;
+    lastRaw = null;
     shareUrl = null;
     showStrip(null, null);
     return;
@@ -201,9 +205,9 @@ async function onFigures(m, pc) {
                          resuming: summary.resuming });
   if (m.pipeline_failed) session.fail(String(m.pipeline_failed));
   shareUrl = m.shareUrl || null;
+  lastRaw = m;
   $("share").title = `Open (and copy) a receive-only viewer link: ${m.viewers ?? 0} watching`;
-  render();
-  showStrip(summary, m);
+  render();  // (the strip too)
 }
 
 const fmt = (x, digits = 0) => x == null || !Number.isFinite(x) ? "—" : x.toFixed(digits);
@@ -212,7 +216,7 @@ const fmt = (x, digits = 0) => x == null || !Number.isFinite(x) ? "—" : x.toFi
  * and speed describe media that flows: at any other time they show "—", not the last value. */
 function showStrip(s, raw) {
   const set = (id, text, tone = "") => { $(id).textContent = text; $(id).dataset.tone = tone; };
-  if (!s) {
+  if (!s || !raw) {
     for (const id of ["fig-latency", "fig-fps", "fig-sync", "fig-bitrate", "fig-speed", "fig-drops"]) set(id, "—");
     $("stats").textContent = facts.phase === "stopped" ? "stopped: no session" : "no session";
     return;

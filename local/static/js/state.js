@@ -69,7 +69,7 @@ export function noCloudHint(url) {
       ["Start one on this machine (the relay finds it by itself):", "scope-relay cloud"],
       ["or stop this relay and run both in one:", "scope-relay demo"],
       ["or point the relay at a cloud app elsewhere:", "scope-relay local --cloud ws://HOST:8001/ws"],
-      ["(or set", "SCOPE_CLOUD_APP_ID", "to owner/app or a ws:// URL before starting it)"],
+      ["or set", "SCOPE_CLOUD_APP_ID", "(owner/app or a ws:// URL) before starting the relay"],
     ],
     note: `This relay tries ${url || "its configured address"} and keeps trying: the page follows by itself.`,
   };
@@ -89,13 +89,16 @@ export const REFUSED_HINT = {
 function cloudProblem(cloud) {
   if (!cloud || ["ready", "idle"].includes(cloud.state)) return null;
   const why = inWords(cloud.last_error);
+  if (cloud.state === "refused" && why.startsWith("no cloud app at ")) {  // a 404 there
+    return { id: "no-cloud", title: "No cloud app", detail: why, tone: "bad", hint: noCloudHint(cloud.url) };
+  }
   if (cloud.state === "refused") {
     return { id: "refused", title: "Cloud refused the key", detail: why, tone: "bad", hint: REFUSED_HINT };
   }
-  if (cloud.state === "connecting" && cloud.last_error) {
-    // never connected, and a try has failed: a dead end until someone starts a cloud app
-    const detail = !cloud.url ? why
-      : why.startsWith("nothing answers at ") ? `nothing answers at ${cloud.url}` : `${cloud.url}: ${why}`;
+  if (cloud.state === "connecting" && why.startsWith("nothing answers at ")) {
+    // never connected, and nothing listens there (or the name does not resolve): a dead end
+    // until someone starts a cloud app or points the relay elsewhere
+    const detail = cloud.url ? `nothing answers at ${cloud.url}` : why;
     return { id: "no-cloud", title: "No cloud app", detail, tone: "bad", hint: noCloudHint(cloud.url) };
   }
   if (cloud.state === "connecting") {
