@@ -357,3 +357,24 @@ async def test_refused_values_and_failed_reloads_pushed_by_the_relay_are_shown(b
             assert await page.get_attribute(f"{row} input[name=frequency]", "aria-invalid") == "false"
             assert await page.text_content(f"{row} .param-note") == ""
             assert page.errors == []
+
+
+async def test_after_a_resume_only_a_real_stall_is_named(browser):
+    """state.js: media due again (a resume, a recovery) is awaited for its grace, counted
+    from then; past it, a stall is a stall."""
+    async with cloud_server() as cloud, relay_server(cloud) as relay:
+        async with page_at(browser, relay.url) as page:
+            got = await page.evaluate("""async () => {
+                const { deriveState, AFTER_RESUME, AFTER_RECOVERY } = await import('/static/js/state.js');
+                const base = { phase: 'live', reason: null, connection: 'connected',
+                    cloud: { state: 'ready' }, relayReachable: true, mediaSeen: true,
+                    speed: null, pipelineFailed: null, loading: null };
+                const at = (resuming, mediaAgeMs) => {
+                    const s = deriveState({ ...base, resuming, mediaAgeMs });
+                    return `${s.id}: ${s.title}`;
+                };
+                return [at(AFTER_RESUME, 1500), at(AFTER_RESUME, 2500), at(AFTER_RECOVERY, 8000),
+                        at(AFTER_RECOVERY, 12000), at(null, 2500)];
+            }""")
+            assert got == ["waiting: Resuming", "stalled: Stalled", "waiting: Reconnected",
+                           "stalled: Stalled", "stalled: Stalled"], got
