@@ -269,6 +269,13 @@ async def test_midi_learn_refused_is_shown(browser, refusal, words):
             assert words in await page.get_attribute(button, "title")
             if refusal is MIDI_NOT_ALLOWED:
                 await snap(page, "midi-refused")
+                # the performer allows MIDI and presses the knob again: it arms, unmarked
+                await page.evaluate("""navigator.requestMIDIAccess = async () => (
+                    { inputs: new Map(), outputs: new Map(), onstatechange: null })""")
+                await page.click(button)
+                await page.wait_for_function("scopeRelay.midi.learning === 'frequency'", timeout=5_000)
+                assert "refused" not in (await page.get_attribute(button, "class")).split()
+                assert await page.evaluate("scopeRelay.midi.error") is None
 
 
 class FailsAfterFrames(Pipeline):

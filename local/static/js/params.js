@@ -327,6 +327,10 @@ export function showLearning(learning, mapped) {
   for (const [name, c] of Object.entries(controls)) {
     if (!c.learn) continue;
     c.learn.classList.toggle("armed", learning === name);
+    if (learning === name) {  // armed again: whatever refused it before is being retried
+      c.learn.classList.remove("refused");
+      c.learn.title = `MIDI learn: move a knob or fader to map it to ${name}`;
+    }
     c.learn.classList.toggle("mapped", mapped.has(name));
     c.learn.setAttribute("aria-pressed", String(learning === name));
   }
