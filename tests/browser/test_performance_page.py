@@ -232,6 +232,7 @@ async def test_a_refused_key_is_named(browser):
             await page.goto(relay.url + "/")
             await page.wait_for_function(STATE.format("refused"), timeout=5_000)
             assert await page.text_content("#state-title") == "Cloud refused the key"
+            assert "SCOPE_CLOUD_API_KEY=" in await page.text_content("#hint")  # what to set
             await snap(page, "state-key-refused")
             await page.close()
 
@@ -295,6 +296,9 @@ async def test_every_state_comes_from_one_function(browser):
                     refused: { cloud: { state: 'refused', last_error: 'refused the API key' } },
                     reconnecting: { phase: 'retrying', reason: 'connection failed' },
                     'relay-down': { relayReachable: false },
+                    'no-cloud': { phase: 'idle', cloud: { state: 'connecting',
+                        url: 'ws://127.0.0.1:8001/ws',
+                        last_error: 'Cannot connect to host 127.0.0.1:8001 ssl:default [refused]' } },
                 };
                 const out = {};
                 for (const [id, f] of Object.entries(cases)) {
@@ -307,3 +311,4 @@ async def test_every_state_comes_from_one_function(browser):
                 assert got == expected, (expected, got)
             assert ids["slow"][1] == "generating at 0.4x real time"
             assert ids["loading"][1] == "weights 40%"
+            assert ids["no-cloud"][1] == "nothing answers at ws://127.0.0.1:8001/ws"

@@ -27,6 +27,9 @@ export function createFigures(pipeline) {
   let lastMediaAt = null;
   let firstMediaAt = Infinity;
   let jitter = { delay: 0, count: 0, avgMs: null };
+  /** Resumed (after a pause or an outage) and no new media since: what is awaited, in
+   * words, or null. The media age then counts from the resume, not from the gap. */
+  let resuming = null;
 
   /** The counter that says new media arrived: video frames when there is video (the cloud
    * fills audio gaps with silence, so audio keeps flowing through a generator stall). */
@@ -40,7 +43,10 @@ export function createFigures(pipeline) {
     const rtc = readReport(report);
     const frames = Number(mediaCount(m)) || 0;
     if (frames > lastFrames) {
-      if (lastFrames >= 0 || frames > 0) lastMediaAt = now;
+      if (lastFrames >= 0 || frames > 0) {
+        lastMediaAt = now;
+        resuming = null;
+      }
       if (frames > 0 && firstMediaAt === Infinity) firstMediaAt = now;
       lastFrames = frames;
     }
@@ -75,6 +81,7 @@ export function createFigures(pipeline) {
       camera: !!pipeline.accepts_video,
       mediaSeen: lastMediaAt !== null,
       mediaAgeMs: lastMediaAt === null ? null : now - lastMediaAt,
+      resuming,
       speed,
       fps: rtc.fps,
       bitrateKbps: bitrate,
@@ -98,7 +105,21 @@ export function createFigures(pipeline) {
     firstMediaAt = Infinity;
   }
 
-  return { add, restartSpeed };
+  /**
+   * Media is expected again from `now` (the user resumed, the cloud came back): the gap is
+   * neither a stall nor slowness, so the media age counts from here and the speed is
+   * measured afresh.
+   * @param {number} now @param {{title: string, detail: string, graceMs: number}} why
+   */
+  function resumed(now, why) {
+    if (lastMediaAt !== null) {
+      lastMediaAt = now;
+      resuming = why;
+    }
+    restartSpeed();
+  }
+
+  return { add, restartSpeed, resumed };
 }
 
 /** The few numbers taken from the browser's own statistics. */

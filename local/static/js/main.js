@@ -8,11 +8,12 @@ import { createFigures } from "./figures.js";
 import { icon } from "./icons.js";
 import { createMeter } from "./meter.js";
 import { createMidi } from "./midi.js";
+import { createNotices } from "./notices.js";
 import { createOutput } from "./output.js";
 import { createRecorder } from "./record.js";
-import { setFromController, setParam, showLearning, showParams } from "./params.js";
+import { setFromController, setParam, showLearnRefused, showLearning, showParams, showRefused } from "./params.js";
 import { createSession } from "./session.js";
-import { deriveState, inWords } from "./state.js";
+import { AFTER_RECOVERY, AFTER_RESUME, deriveState, inWords } from "./state.js";
 
 const $ = (id) => document.getElementById(id);
 const CLOUD_POLL_MS = 500;  // a cloud going away shows within a second
@@ -23,40 +24,63 @@ let pipelines = [];
 const facts = {
   phase: "idle", reason: null, connection: null, cloud: null, relayReachable: true, locked: null,
   mediaSeen: false, mediaAgeMs: null, speed: null, pipelineFailed: null, loading: null,
-  pipelinesLoaded: false,
+  pipelinesLoaded: false, paused: false, resuming: null,
 };
 let state = deriveState(facts);
 let figures = null;
 let summary = null;
+/** The relay's last figures for the live session (the raw counters), or null. */
+let lastRaw = null;
 /** The live session's viewer link (from its figures), or null. */
 let shareUrl = null;
+/** The chain makes no picture (the stage then says so while muted). */
+let audioOnly = false;
+/** The relay's count of rebuilt cloud hops for this session, last seen. */
+let cloudReconnects = 0;
+/** The cloud's status has been other than ready since it was last ready. */
+let outage = false;
 
 const output = createOutput($("stage"), $("video"));
 const meter = createMeter([$("meter-left"), $("meter-right")]);
+const notices = createNotices($("notices"));
 const midi = createMidi({
   move: (name, fraction) => setFromController(name, fraction),
   changed: () => showLearning(midi.learning, midi.mapped),
+  refused: (name, why) => {  // never silent: on the knob, and in words
+    showLearnRefused(name, why);
+    notices.show("midi", `MIDI learn for ${name}: ${why}`, { tone: "bad" });
+  },
 });
 
 const session = createSession({
   phase: (phase, reason = null) => {
     Object.assign(facts, { phase, reason });
-    if (phase === "connecting") Object.assign(facts, { mediaSeen: false, mediaAgeMs: null,
-                                                       speed: null, pipelineFailed: null });
-    if (phase === "connecting") figures = createFigures(selectedRunning() || {});
+    if (phase === "connecting") {
+      Object.assign(facts, { mediaSeen: false, mediaAgeMs: null, speed: null, pipelineFailed: null,
+                             resuming: null });
+      figures = createFigures(selectedRunning() || {});
+      cloudReconnects = 0;
+      notices.clear("reload");  // a new session loads the pipeline afresh: it says again if not
+    }
     render();
     recorder?.sessionChanged();
   },
   play: (stream) => { output.show(stream); meter.attach(stream); },
-  audioOnly: (audioOnly) => { $("audio-only").hidden = !audioOnly; },
+  track: (track) => output.adopt(track),
+  audioOnly: (yes) => { audioOnly = yes; showAudioOnly(); },
   running: (running) => {
     $("start").disabled = running;
     $("stop").disabled = !running;
     if (!running) meter.detach();
   },
   stats: (m, pc) => onFigures(m, pc),
-  pipelineFailed: (message) => { facts.pipelineFailed = message; render(); },
+  pipelineFailed: (message) => {
+    facts.pipelineFailed = message;
+    output.clear();  // no frozen last frame: the reason is shown there instead
+    render();
+  },
   recordingEnded: (message) => recorder?.ended(message),
+  notice: (message) => onNotice(message),
   echoCancellation: () => $("echo").checked,
 });
 
@@ -76,8 +100,10 @@ window.scopeRelay = Object.freeze({
   get figures() { return summary && { ...summary }; },
   /** The level meter's [left, right], 0..1. */
   get levels() { return meter.levels; },
-  /** MIDI mappings of the shown pipeline, and the control waiting to learn. */
-  get midi() { return { mapping: midi.mapping, learning: midi.learning }; },
+  /** MIDI mappings of the shown pipeline, the control waiting to learn, why MIDI failed. */
+  get midi() { return { mapping: midi.mapping, learning: midi.learning, error: midi.error }; },
+  /** The toasts and banners shown, {key: text}. */
+  get notices() { return notices.shown; },
   /** The recording at the relay: {state, recordingId, elapsed, url, duration, error, ended}. */
   get recording() { return recorder.facts; },
 });
@@ -112,46 +138,100 @@ function render() {
     : !c ? "cloud …" : `cloud ${c.state}${c.state !== "ready" && c.last_error ? ": " + inWords(c.last_error) : ""}`;
   $("cloud-status").dataset.tone = !facts.relayReachable || ["refused", "error", "reconnecting", "closed"]
     .includes(c?.state) ? "bad" : c?.state === "ready" ? "ok" : "busy";
-  if (!["connecting", "live", "retrying"].includes(facts.phase)) showStrip(null, null);
+  // the strip follows the state at once (an outage blanks it now, not at the next poll)
+  showStrip(["connecting", "live", "retrying"].includes(facts.phase) ? summary : null, lastRaw);
+  if (output.held !== !!facts.paused) output.hold(!!facts.paused);
+  showHint(state);
   showPauseShare();
+}
+
+/** A dead end's next step, over the output (where the picture would be). */
+function showHint(s) {
+  const box = $("hint");
+  box.hidden = !s.hint;
+  showAudioOnly();
+  if (!s.hint) return;
+  $("hint-title").textContent = s.hint.title;
+  $("hint-detail").textContent = s.detail;
+  $("hint-steps").replaceChildren(...s.hint.steps.map(([before, code, after]) => {
+    const li = document.createElement("li");
+    li.append(before);
+    if (code) {
+      const c = document.createElement("code");
+      c.textContent = code;
+      li.append(" ", c);
+    }
+    if (after) li.append(" ", after);
+    return li;
+  }));
+  $("hint-note").textContent = s.hint.note || "";
+}
+
+/** "audio-only pipeline: unmute to listen" only while that is what there is to do. */
+function showAudioOnly() {
+  $("audio-only").hidden = !(audioOnly && $("video").muted && $("hint").hidden);
+}
+
+/** What the relay pushed about the session that is not its state (session.js View.notice). */
+function onNotice(message) {
+  if (message.type === "parameter_refused") {
+    const name = String(message.name ?? "?"), reason = String(message.reason ?? "refused");
+    if (!showRefused(name, message.value, reason)) {  // not a control here (OSC, the API)
+      notices.show(`refused-${name}`, `The pipeline refused ${name} = ${JSON.stringify(message.value)}: ${reason}`);
+    }
+  } else if (message.type === "pipeline_reload_failed") {
+    notices.show("reload", `${message.pipeline ?? "the pipeline"}: the edited code did not load `
+      + `(${message.error ?? "unknown error"}); still running the code it had`, { sticky: true });
+  }
 }
 
 async function onFigures(m, pc) {
   if (!m) {
     summary = null;
+    lastRaw = null;
     shareUrl = null;
     showStrip(null, null);
     return;
   }
   const report = await pc?.getStats().catch(() => null);
   if (!figures) return;
+  // a rebuilt cloud hop (the cloud crashed, or its hop failed): the outage is no measure of
+  // the generator's speed
+  if ((Number(m.cloud_reconnects) || 0) !== cloudReconnects) {
+    cloudReconnects = Number(m.cloud_reconnects) || 0;
+    expectMedia(AFTER_RECOVERY);
+  }
   summary = figures.add(m, report ?? null, performance.now());
   if (facts.paused) summary.speed = null;  // no generator speed while it is paused
-  Object.assign(facts, { mediaSeen: summary.mediaSeen, mediaAgeMs: summary.mediaAgeMs, speed: summary.speed });
-  if (m.pipeline_failed) facts.pipelineFailed = String(m.pipeline_failed);
+  Object.assign(facts, { mediaSeen: summary.mediaSeen, mediaAgeMs: summary.mediaAgeMs, speed: summary.speed,
+                         resuming: summary.resuming });
+  if (m.pipeline_failed) session.fail(String(m.pipeline_failed));
   shareUrl = m.shareUrl || null;
+  lastRaw = m;
   $("share").title = `Open (and copy) a receive-only viewer link: ${m.viewers ?? 0} watching`;
-  render();
-  showStrip(summary, m);
+  render();  // (the strip too)
 }
 
 const fmt = (x, digits = 0) => x == null || !Number.isFinite(x) ? "—" : x.toFixed(digits);
 
-/** The compact strip in words; the relay's raw counters one click away. */
+/** The compact strip in words; the relay's raw counters one click away. Latency, fps, A/V
+ * and speed describe media that flows: at any other time they show "—", not the last value. */
 function showStrip(s, raw) {
   const set = (id, text, tone = "") => { $(id).textContent = text; $(id).dataset.tone = tone; };
-  if (!s) {
+  if (!s || !raw) {
     for (const id of ["fig-latency", "fig-fps", "fig-sync", "fig-bitrate", "fig-speed", "fig-drops"]) set(id, "—");
     $("stats").textContent = facts.phase === "stopped" ? "stopped: no session" : "no session";
     return;
   }
-  set("fig-latency", `${fmt(s.latencyMs)} ms`);
-  set("fig-fps", s.fps == null ? "—" : `${fmt(s.fps)}${s.resolution ? " · " + s.resolution : ""}`);
-  set("fig-sync", s.sync ?? (s.video ? "video only" : "audio only"), s.sync === "not locked" ? "warn" : "");
+  const flowing = ["playing", "slow"].includes(state.id);
+  set("fig-latency", flowing ? `${fmt(s.latencyMs)} ms` : "—");
+  set("fig-fps", s.fps == null || !flowing ? "—" : `${fmt(s.fps)}${s.resolution ? " · " + s.resolution : ""}`);
+  set("fig-sync", !flowing ? "—" : s.sync ?? (s.video ? "video only" : "audio only"), flowing && s.sync === "not locked" ? "warn" : "");
   set("fig-bitrate", s.bitrateKbps == null ? "—" : s.bitrateKbps >= 1000
     ? `${fmt(s.bitrateKbps / 1000, 1)} Mbit/s` : `${fmt(s.bitrateKbps)} kbit/s`);
-  set("fig-speed", s.speed != null ? `${fmt(s.speed, 1)}x real time` : s.camera ? "follows the camera" : s.video ? "measuring…" : "n/a (no video)",
-      s.speed != null && s.speed < 0.95 ? "warn" : "");
+  set("fig-speed", !flowing && s.video && !s.camera ? "—"
+    : s.speed != null ? `${fmt(s.speed, 1)}x real time` : s.camera ? "follows the camera" : s.video ? "measuring…" : "n/a (no video)",
+      flowing && s.speed != null && s.speed < 0.95 ? "warn" : "");
   const d = s.drops;
   const drops = [d.frames && `${d.frames} frames`, Math.round(d.audioMs) && `${fmt(d.audioMs)} ms audio`,
                  d.underruns && `${d.underruns} underruns`].filter(Boolean);
@@ -167,7 +247,15 @@ function togglePause() {
   facts.paused = !facts.paused;
   setParam("paused", facts.paused);
   figures?.restartSpeed();  // the paused stretch is no measure of the generator's speed
-  render();
+  if (!facts.paused) expectMedia(AFTER_RESUME);  // not a stall: wait for the media to flow again
+  render();  // (the output holds, or plays again, here: at the click)
+}
+
+/** Media is due again from now (a resume, a recovery): the gap before is no stall. */
+function expectMedia(why) {
+  if (!figures) return;
+  figures.resumed(performance.now(), why);
+  if (facts.mediaSeen) Object.assign(facts, { resuming: why, mediaAgeMs: 0, speed: null });
 }
 
 /** Opens the receive-only viewer of this session in a new tab and copies its link. */
@@ -193,7 +281,7 @@ function showPipeline() {
                  p.accepts_audio && "microphone in"];
   $("echo-field").hidden = !p.accepts_audio;
   $("flags").textContent = flags.filter(Boolean).join(" · ");
-  showParams($("params"), p, { onLearn: midi.available ? (name) => midi.learn(name) : undefined });
+  showParams($("params"), p, { onLearn: (name) => midi.learn(name) });  // (says so if MIDI is refused)
   facts.paused = false;  // (the shown pipeline's values start afresh, unpaused)
   midi.load(p.id);
 }
@@ -221,6 +309,7 @@ function toggleMute() {
   if (!video.muted) video.play().catch(() => {});
   $("mute").innerHTML = `${icon(video.muted ? "mute" : "sound")}<span>${video.muted ? "Unmute" : "Mute"}</span>`;
   $("mute").setAttribute("aria-pressed", String(!video.muted));
+  showAudioOnly();
 }
 
 /** Space start/stop, m mute, f fullscreen, p pop-out; not while typing into a field. */
@@ -244,6 +333,13 @@ async function pollCloud() {
     facts.cloud = await api("/api/v1/cloud/status");
     facts.relayReachable = true;
     facts.locked = null;
+    if (facts.cloud?.state !== "ready") {
+      figures?.restartSpeed();  // an outage is no slowness
+      outage = true;
+    } else if (outage) {  // back: the relay rebuilds the session's cloud hop
+      outage = false;
+      if (facts.phase === "live") expectMedia(AFTER_RECOVERY);
+    }
   } catch (err) {
     facts.relayReachable = err.status !== undefined;  // an HTTP answer means it is there
     facts.locked = err.status === 401 ? err.message : null;  // on the LAN, without the token

@@ -4,9 +4,28 @@
 
 const STORE = "scope-relay.midi.";
 
+/** Why Web MIDI cannot be had here, in words a performer can act on; null when it can. */
+function unavailable() {
+  if (navigator.requestMIDIAccess) return null;
+  if (!window.isSecureContext) {
+    return "MIDI needs a secure page: open the relay at http://127.0.0.1 or localhost on this machine";
+  }
+  return "this browser has no Web MIDI: use Chrome, Edge or Firefox for MIDI learn";
+}
+
+/** A failed requestMIDIAccess() in words. */
+function refusedInWords(err) {
+  if (err?.name === "NotAllowedError" || err?.name === "SecurityError") {
+    return "the browser refused MIDI access: allow MIDI for this site (the icon in the address bar), then press the knob again";
+  }
+  return `MIDI is not available: ${err?.message || err}`;
+}
+
 /**
- * @param {{move: (name: string, fraction: number) => void, changed: () => void}} hooks
- *   move: a mapped controller moved (0..1); changed: learning or the mappings changed
+ * @param {{move: (name: string, fraction: number) => void, changed: () => void,
+ *          refused: (name: string, why: string) => void}} hooks
+ *   move: a mapped controller moved (0..1); changed: learning or the mappings changed;
+ *   refused: learning `name` cannot work, and why (shown, never silent)
  */
 export function createMidi(hooks) {
   let pipelineId = null;
@@ -15,6 +34,8 @@ export function createMidi(hooks) {
   let learning = null;
   let access = null;
   let accessTried = false;
+  /** why the last request for Web MIDI failed, or null */
+  let error = null;
 
   function load(id) {
     pipelineId = id;
@@ -32,15 +53,20 @@ export function createMidi(hooks) {
     localStorage.setItem(STORE + pipelineId, JSON.stringify(Object.fromEntries(mapping)));
   }
 
-  /** Asks for Web MIDI once; listens on every input, present and future. */
-  async function connect() {
-    if (access || accessTried || !navigator.requestMIDIAccess) return access;
+  /** Asks for Web MIDI (on its own, once; on a click, again); listens on every input,
+   * present and future. */
+  async function connect(clicked = false) {
+    if (access || (accessTried && !clicked)) return access;
+    error = unavailable();
+    if (error) return null;
     accessTried = true;
     try {
       access = await navigator.requestMIDIAccess();
-    } catch {
+    } catch (err) {
+      error = refusedInWords(err);
       return null;
     }
+    error = null;
     const listen = () => access.inputs.forEach((input) => { input.onmidimessage = onMessage; });
     listen();
     access.onstatechange = listen;
@@ -70,9 +96,11 @@ export function createMidi(hooks) {
   async function learn(name) {
     learning = learning === name ? null : name;
     hooks.changed();
-    if (!(await connect())) {
+    if (!learning) return;
+    if (!(await connect(true))) {
       learning = null;
       hooks.changed();
+      hooks.refused(name, error || "MIDI is not available");
     }
   }
 
@@ -81,7 +109,8 @@ export function createMidi(hooks) {
     learn,
     get learning() { return learning; },
     get mapped() { return new Set(mapping.values()); },
-    get available() { return !!navigator.requestMIDIAccess; },
+    /** why MIDI learn failed last, or null */
+    get error() { return error; },
     /** `{"cc:0:7": "frequency"}` for the test hook */
     get mapping() { return Object.fromEntries(mapping); },
   };

@@ -8,6 +8,7 @@
  */
 export function createOutput(stage, video) {
   let popout = null;
+  let held = false;
 
   // the stage takes the picture's own shape, so it is never stretched, only scaled
   video.addEventListener("resize", () => {
@@ -41,14 +42,43 @@ export function createOutput(stage, video) {
     out.addEventListener("dblclick", () => out.requestFullscreen?.().catch(() => {}));
     doc.body.replaceChildren(out);
     out.srcObject = video.srcObject;
+    if (held) out.pause();
     return popout;
   }
 
-  /** A new session's stream: the pop-out follows it. */
+  const videos = () => [video, popout && !popout.closed && popout.document.getElementById("popout-video")]
+    .filter(Boolean);
+
+  /** A new session's stream: the pop-out follows it (and a pause holds it too). */
   function show(stream) {
-    video.srcObject = stream;
-    if (popout && !popout.closed) popout.document.getElementById("popout-video").srcObject = stream;
+    for (const v of videos()) v.srcObject = stream;
+    hold(held);
   }
 
-  return { toggleFullscreen, openPopout, show };
+  /** A track just joined the shown stream: a held output keeps it silent. */
+  function adopt(track) {
+    if (track.kind === "audio") track.enabled = !held;
+  }
+
+  /**
+   * Pause at the click, not when the media already on its way has played out: the picture
+   * holds on the frame shown and the sound (speakers and level meter) goes silent at once;
+   * `false` plays the live media again.
+   * @param {boolean} on
+   */
+  function hold(on) {
+    held = on;
+    for (const t of video.srcObject?.getAudioTracks?.() ?? []) t.enabled = !on;
+    for (const v of videos()) {
+      if (on) v.pause();
+      else if (v.srcObject) v.play().catch(() => {});
+    }
+  }
+
+  /** No picture any more (a failed pipeline): the last frame is not left frozen there. */
+  function clear() {
+    for (const v of videos()) v.srcObject = null;
+  }
+
+  return { toggleFullscreen, openPopout, show, adopt, hold, clear, get held() { return held; } };
 }

@@ -22,6 +22,8 @@ const SEND_MS = 33;
  * @property {object} spec
  * @property {(fraction: number) => void} setFraction  a controller's 0..1 position (MIDI)
  * @property {HTMLButtonElement|null} learn            the MIDI-learn button, if mappable
+ * @property {HTMLElement} row                         the control's row
+ * @property {HTMLElement} note                        the line under it for problems
  */
 
 /** A slider step that gives about a thousand positions, rounded to a power of ten. */
@@ -113,7 +115,7 @@ export function showParams(box, pipeline, hooks = {}) {
       row.append(help);
     }
     box.append(row);
-    controls[name] = { spec, setFraction, learn };
+    controls[name] = { spec, setFraction, learn, row, note };
   }
 }
 
@@ -271,6 +273,7 @@ function promptsControl(name, spec, note) {
 /** Records a value and, if a session is open, sends it soon (coalesced). Also for the
  * session controls the protocol reserves (`paused`), so a reconnect keeps them too. */
 export function setParam(name, value) {
+  clearRefused(name);
   values[name] = value;
   pending[name] = value;
   if (!flushTimer) flushTimer = setTimeout(flush, SEND_MS);
@@ -288,11 +291,46 @@ export function setFromController(name, fraction) {
   controls[name]?.setFraction?.(fraction);
 }
 
+/**
+ * The pipeline refused `value` for `name` (the relay's `parameter_refused`, whoever sent it:
+ * this page, OSC, the API): the control is marked invalid with the reason until it is set
+ * again. False when no control of the shown pipeline has that name.
+ * @param {string} name @param {unknown} value @param {string} reason
+ */
+export function showRefused(name, value, reason) {
+  const c = controls[name];
+  if (!c) return false;
+  c.row.classList.add("refused");
+  for (const input of c.row.querySelectorAll("input")) input.setAttribute("aria-invalid", "true");
+  c.note.textContent = `refused ${JSON.stringify(value) ?? ""}: ${reason}`;
+  return true;
+}
+
+function clearRefused(name) {
+  const c = controls[name];
+  if (!c?.row.classList.contains("refused")) return;
+  c.row.classList.remove("refused");
+  for (const input of c.row.querySelectorAll("input")) input.setAttribute("aria-invalid", "false");
+  c.note.textContent = "";
+}
+
+/** MIDI learn cannot work for `name`: the knob button says why (and looks refused). */
+export function showLearnRefused(name, why) {
+  const learn = controls[name]?.learn;
+  if (!learn) return;
+  learn.classList.add("refused");
+  learn.title = `MIDI learn unavailable: ${why}`;
+}
+
 /** Which control is waiting for a controller (MIDI learn), or null; and which are mapped. */
 export function showLearning(learning, mapped) {
   for (const [name, c] of Object.entries(controls)) {
     if (!c.learn) continue;
     c.learn.classList.toggle("armed", learning === name);
+    if (learning === name) {  // armed again: whatever refused it before is being retried
+      c.learn.classList.remove("refused");
+      c.learn.title = `MIDI learn: move a knob or fader to map it to ${name}`;
+    }
     c.learn.classList.toggle("mapped", mapped.has(name));
     c.learn.setAttribute("aria-pressed", String(learning === name));
   }

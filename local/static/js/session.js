@@ -46,11 +46,15 @@ export async function waitForIce(pc) {
  * @property {(phase: string, reason?: string|null) => void} phase  idle, connecting, live,
  *   retrying, stopped or failed (with why): state.js turns it into words
  * @property {(stream: MediaStream) => void} play  the stream the relay's tracks arrive on
+ * @property {(track: MediaStreamTrack) => void} [track]  a track just joined that stream
  * @property {(audioOnly: boolean) => void} audioOnly  no picture will come: say so
  * @property {(running: boolean) => void} running  started (Stop makes sense) or not (Start does)
  * @property {(figures: object|null, pc: RTCPeerConnection|null) => void} stats  the relay's
  *   figures for this session (null: none any more), with the peer for the browser's own
  * @property {(message: string) => void} pipelineFailed  the cloud says the pipeline failed
+ *   (the session then ends by itself: phase "failed")
+ * @property {(message: object) => void} [notice]  any other message the relay pushes on the
+ *   parameters channel (`parameter_refused`, `pipeline_reload_failed`), parsed
  * @property {() => boolean} [echoCancellation]  whether the microphone asks for echo
  *   cancellation (default true)
  */
@@ -80,7 +84,10 @@ export function createSession(view) {
   async function start(pipeline) {
     clearTimeout(restartTimer);
     restartTimer = null;
-    if (live.pc || live.sessionId) await teardown();
+    if (live.pc || live.sessionId) {
+      view.phase("connecting");  // first: the old session's closing is no "interruption"
+      await teardown();
+    }
     wanted = pipeline;
     connectedOnce = false;
     attempts = 0;
@@ -102,7 +109,10 @@ export function createSession(view) {
       live.pc = pc;
       const stream = new MediaStream();
       view.play(stream);
-      pc.addEventListener("track", (event) => stream.addTrack(event.track));
+      pc.addEventListener("track", (event) => {
+        stream.addTrack(event.track);
+        view.track?.(event.track);
+      });
       pc.addEventListener("connectionstatechange", () => onConnectionState(pc));
       if (p.accepts_video || p.accepts_audio) {
         // one prompt for what the pipeline takes: the camera and/or the microphone (echo
@@ -154,23 +164,37 @@ export function createSession(view) {
       if (connectedOnce && !isPermanent(err)) {
         scheduleRestart(err.message);
       } else {  // never worked, or cannot work: say why and let the user choose
-        await stop();
-        view.phase("failed", err.message);
+        await stop("failed", err.message);
       }
     }
   }
 
-  /** The relay speaks on the parameters channel to report a failed pipeline, and a
-   *  recording that ended by itself (docs/protocol.md). */
+  /** The relay speaks on the parameters channel (docs/protocol.md): a failed pipeline ends
+   * the session, a recording that ended by itself goes to the recorder, the rest (problems)
+   * are shown and it plays on. */
   function onChannelMessage(pc, data) {
     if (pc !== live.pc || typeof data !== "string") return;
     let message;
     try { message = JSON.parse(data); } catch { return; }
-    if (message?.type === "error" && message.code === "PIPELINE_FAILED") {
-      view.pipelineFailed(String(message.error || "the pipeline failed"));
-    } else if (message?.type === "recording") {
+    if (!message || typeof message !== "object") return;
+    if (message.type === "error" && message.code === "PIPELINE_FAILED") {
+      fail(String(message.error || "the pipeline failed"));
+    } else if (message.type === "recording") {
       view.recordingEnded?.(message);
+    } else if (typeof message.type === "string") {
+      view.notice?.(message);
     }
+  }
+
+  /**
+   * The pipeline failed (the cloud's words): no reconnect can cure it, so the session ends
+   * and Start (or another pipeline) is the user's next step. Idempotent.
+   * @param {string} message
+   */
+  async function fail(message) {
+    if (!wanted) return;
+    view.pipelineFailed(message);
+    await stop("failed", message);
   }
 
   function onConnectionState(pc) {
@@ -220,14 +244,19 @@ export function createSession(view) {
     pc?.close();
   }
 
-  /** The user pressed Stop (or the session could not start): no more reconnecting. */
-  async function stop() {
+  /**
+   * The user pressed Stop (or the session could not start, or its pipeline failed): no more
+   * reconnecting. The phase is told first, so closing the connection never reads as an
+   * interruption on the way.
+   * @param {"stopped"|"failed"} [phase] @param {string|null} [reason]
+   */
+  async function stop(phase = "stopped", reason = null) {
     wanted = null;
     clearTimeout(restartTimer);
     restartTimer = null;
-    await teardown();
     view.running(false);
-    view.phase("stopped");
+    view.phase(phase, reason);
+    await teardown();
   }
 
   /** Read-only facts about the live session; main.js publishes them as the test hook. */
@@ -246,5 +275,5 @@ export function createSession(view) {
     get pipeline() { return wanted?.id ?? null; },
   });
 
-  return Object.freeze({ start, stop, facts });
+  return Object.freeze({ start, stop: () => stop(), fail, facts });
 }

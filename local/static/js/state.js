@@ -6,6 +6,11 @@
 export const STALL_MS = 2000;
 /** Below this share of real time the generator cannot keep up: say so. */
 export const SLOW_BELOW = 0.95;
+/** What the page waits for after Resume: the held media comes at once. */
+export const AFTER_RESUME = { title: "Resuming", detail: "waiting for the media to flow again", graceMs: STALL_MS };
+/** ... and after an outage: the relay builds a new cloud hop first (a few seconds). */
+export const AFTER_RECOVERY = { title: "Reconnected", detail: "the cloud is back: waiting for its media",
+                                graceMs: 10000 };
 
 /**
  * @typedef {object} Facts
@@ -23,6 +28,9 @@ export const SLOW_BELOW = 0.95;
  * @property {{phase?: string, fraction?: number}|null} loading  the cloud loading the chain
  * @property {boolean} [pipelinesLoaded]  the page has the cloud's pipeline list
  * @property {boolean} [paused]           the user paused the session (`paused`)
+ * @property {{title: string, detail: string, graceMs: number}|null} [resuming]  media is
+ *   expected again (AFTER_RESUME, AFTER_RECOVERY) and none has come since: the media age
+ *   counts from then, and the gap before is no stall
  */
 
 /**
@@ -33,6 +41,13 @@ export const SLOW_BELOW = 0.95;
  * @property {string} title   a few words
  * @property {string} detail  the reason or the figure, in words ("" when none)
  * @property {"ok"|"warn"|"bad"|"idle"|"busy"} tone
+ * @property {Hint} [hint]   what to do next, where the page is at a dead end
+ */
+
+/**
+ * The next step at a dead end, shown over the output: lines of words, each with an optional
+ * command or variable to type (shown as code) and words after it.
+ * @typedef {{title: string, steps: [string, string?, string?][], note?: string}} Hint
  */
 
 /** A connection error in words a performer can act on (aiohttp's are for developers). */
@@ -43,12 +58,48 @@ export function inWords(error) {
   return error;
 }
 
-/** @param {{state: string, last_error?: string}|null} cloud */
+/** After a failure, what the buttons offer. */
+const AGAIN = ["Press Start to try again (or pick another pipeline first)."];
+
+/** A relay with no cloud app at its address: the three ways to give it one. */
+export function noCloudHint(url) {
+  return {
+    title: "No cloud app answers this relay",
+    steps: [
+      ["Start one on this machine (the relay finds it by itself):", "scope-relay cloud"],
+      ["or stop this relay and run both in one:", "scope-relay demo"],
+      ["or point the relay at a cloud app elsewhere:", "scope-relay local --cloud ws://HOST:8001/ws"],
+      ["or set", "SCOPE_CLOUD_APP_ID", "(owner/app or a ws:// URL) before starting the relay"],
+    ],
+    note: `This relay tries ${url || "its configured address"} and keeps trying: the page follows by itself.`,
+  };
+}
+
+/** A key the cloud app refuses: which variable carries it. */
+export const REFUSED_HINT = {
+  title: "The cloud app wants another key",
+  steps: [
+    ["Give the relay the key the cloud app was started with (its SCOPE_CLOUD_API_KEY):",
+     "SCOPE_CLOUD_API_KEY=<key> scope-relay local"],
+  ],
+  note: "Then restart the relay; this page follows by itself.",
+};
+
+/** @param {{state: string, last_error?: string, url?: string}|null} cloud */
 function cloudProblem(cloud) {
   if (!cloud || ["ready", "idle"].includes(cloud.state)) return null;
   const why = inWords(cloud.last_error);
+  if (cloud.state === "refused" && why.startsWith("no cloud app at ")) {  // a 404 there
+    return { id: "no-cloud", title: "No cloud app", detail: why, tone: "bad", hint: noCloudHint(cloud.url) };
+  }
   if (cloud.state === "refused") {
-    return { id: "refused", title: "Cloud refused the key", detail: why, tone: "bad" };
+    return { id: "refused", title: "Cloud refused the key", detail: why, tone: "bad", hint: REFUSED_HINT };
+  }
+  if (cloud.state === "connecting" && why.startsWith("nothing answers at ")) {
+    // never connected, and nothing listens there (or the name does not resolve): a dead end
+    // until someone starts a cloud app or points the relay elsewhere
+    const detail = cloud.url ? `nothing answers at ${cloud.url}` : why;
+    return { id: "no-cloud", title: "No cloud app", detail, tone: "bad", hint: noCloudHint(cloud.url) };
   }
   if (cloud.state === "connecting") {
     return { id: "connecting", title: "Connecting to the cloud", detail: why, tone: "busy" };
@@ -76,8 +127,9 @@ export function deriveState(f) {
   }
   const cloud = cloudProblem(f.cloud);
   if (f.phase === "stopped") return { id: "stopped", title: "Stopped", detail: "", tone: "idle" };
-  if (f.phase === "failed") {
-    return { id: "failed", title: "Could not start", detail: f.reason || "", tone: "bad" };
+  if (f.phase === "failed" && !f.pipelineFailed) {
+    return { id: "failed", title: "Could not start", detail: f.reason || "", tone: "bad",
+             hint: { title: "The session did not start", steps: [AGAIN] } };
   }
   if (f.phase === "idle") {
     if (cloud) return cloud;
@@ -87,8 +139,9 @@ export function deriveState(f) {
     return { id: "idle", title: "Ready", detail: "pick a pipeline and press Start", tone: "idle" };
   }
   // a session is wanted from here on
-  if (f.pipelineFailed) {
-    return { id: "failed", title: "Pipeline failed", detail: f.pipelineFailed, tone: "bad" };
+  if (f.pipelineFailed) {  // (the session ends on it: phase "failed" soon follows)
+    return { id: "failed", title: "Pipeline failed", detail: f.pipelineFailed, tone: "bad",
+             hint: { title: "The pipeline stopped with an error", steps: [AGAIN] } };
   }
   if (cloud) return cloud;
   if (f.phase === "retrying") {
@@ -113,6 +166,11 @@ export function deriveState(f) {
   if (f.paused) {
     return { id: "paused", title: "Paused", detail: "picture held, sound silent: Resume to go on",
              tone: "idle" };
+  }
+  // just resumed (or recovered): until media flows again, or has not for the grace (a real
+  // stall), the page is waiting for it, not stalled
+  if (f.resuming && !(f.mediaAgeMs != null && f.mediaAgeMs > f.resuming.graceMs)) {
+    return { id: "waiting", title: f.resuming.title, detail: f.resuming.detail, tone: "busy" };
   }
   if (f.mediaAgeMs != null && f.mediaAgeMs > STALL_MS) {
     return { id: "stalled", title: "Stalled", tone: "warn",
