@@ -17,6 +17,7 @@ from scope_relay.local.access.token import TokenPolicy, guard_with_token, new_to
 from scope_relay.local.cloud_link.control_socket import CloudConnectionManager
 from scope_relay.local.cloud_link.target import CloudTarget
 from scope_relay.local.inputs.osc import OscInput
+from scope_relay.local.outputs.routes import Outputs
 from scope_relay.local.recording.catalogue import Recordings
 from scope_relay.local.recording.routes import recording_routes
 from scope_relay.local.sessions.browser_session import BrowserSession
@@ -104,7 +105,9 @@ def _share(request: web.Request, session: BrowserSession) -> dict[str, str]:
     if session.audience is None:
         return {}
     token = session.audience.token
-    return {"shareToken": token, "shareUrl": f"{request.scheme}://{request.host}/viewer#{token}"}
+    base = f"{request.scheme}://{request.host}"
+    return {"shareToken": token, "shareUrl": f"{base}/viewer#{token}",
+            "whepUrl": f"{base}/whep/{token}", "tsUrl": f"{base}/ts/{token}"}
 
 
 class LocalRelay:
@@ -115,6 +118,8 @@ class LocalRelay:
         self.sessions: dict[str, BrowserSession] = {}
         self.osc: OscInput | None = None
         self.recordings = Recordings()
+        self.outputs = Outputs(self.sessions, ice_servers=config.browser_ice_servers,
+                               loopback_ice=config.loopback_ice, max_clients=config.max_viewers)
 
     async def offer(self, request: web.Request) -> web.Response:
         body = await _json_body(request)
@@ -141,6 +146,7 @@ class LocalRelay:
     def _session_closed(self, session_id: str) -> None:
         self.sessions.pop(session_id, None)
         self.recordings.session_closed(session_id)  # its recording is finished, kept
+        self.outputs.session_closed(session_id)
         if not self.sessions:
             release_freed_memory()
 
@@ -173,7 +179,7 @@ class LocalRelay:
     async def stats(self, request: web.Request) -> web.Response:
         """Every session's figures, each named by an 8-character prefix only: the full id is
         what lets a client end a session, and only its creator has it."""
-        sessions = [{"session": s.session_id[:8]} | _without_id(s.stats())
+        sessions = [{"session": s.session_id[:8]} | _without_id(self._session_stats(s))
                     for s in self.sessions.values()]
         out: dict[str, Any] = {"sessions": sessions, "cloud": self.connection.status()}
         if self.osc is not None:
@@ -181,10 +187,13 @@ class LocalRelay:
         out["recordings"] = self.recordings.stats()
         return web.json_response(out)
 
+    def _session_stats(self, session: BrowserSession) -> dict[str, Any]:
+        return session.stats() | self.outputs.stats_for(session.session_id)
+
     async def session_stats(self, request: web.Request) -> web.Response:
         """One session's figures, for whoever holds its id (the page that created it)."""
         session = self._session(request)
-        return web.json_response(session.stats() | _share(request, session))
+        return web.json_response(self._session_stats(session) | _share(request, session))
 
     # --- viewers (share links) -------------------------------------------------------------
     async def viewer_offer(self, request: web.Request) -> web.Response:
@@ -234,7 +243,8 @@ class LocalRelay:
         yield GaugeMetricFamily("scope_relay_sessions", "browser sessions", value=len(sessions))
         ready = 1.0 if self.connection.state == "ready" else 0.0
         yield GaugeMetricFamily("scope_relay_cloud_ready", "control socket ready", value=ready)
-        yield from session_gauges("scope_relay", ((s.session_id[:8], s.stats()) for s in sessions))
+        yield from session_gauges("scope_relay", ((s.session_id[:8], self._session_stats(s))
+                                                  for s in sessions))
         if self.osc is not None:  # OSC messages received, applied, refused, dropped
             for name, count in self.osc.stats().items():
                 yield GaugeMetricFamily(f"scope_relay_osc_{name}", f"OSC messages: {name}",
@@ -246,6 +256,7 @@ class LocalRelay:
     async def close(self) -> None:
         for session in list(self.sessions.values()):
             await session.close()
+        await self.outputs.close()
         await self.recordings.close()
         await self.connection.close()
 
@@ -305,6 +316,7 @@ def create_relay_app(config: RelayConfig) -> web.Application:
     app.router.add_get("/api/v1/cloud/status", relay.cloud_status)
     app.router.add_get("/api/v1/stats", relay.stats)
     app.router.add_routes(recording_routes(relay.recordings, relay.sessions))
+    app.router.add_routes(relay.outputs.routes())
     app.router.add_get("/metrics", metrics_handler(relay.metrics))
 
     async def on_startup(app: web.Application) -> None:

@@ -1,0 +1,202 @@
+"""The relay's output routes and each session's outputs (docs/outputs.md):
+
+- ``POST /whep/{shareToken}`` (``application/sdp``) -> ``201``, ``Location``, the answer:
+  a WHEP viewer (``whep.py``); ``DELETE {Location}`` ends it, ``PATCH`` there is ``405``;
+- ``GET /ts/{shareToken}``: the session as MPEG-TS over HTTP (``ts.py``).
+
+The share token is the capability for both: whoever may watch the session may pull it,
+nothing more. Every output of a session is in its figures (``stats_for``) under
+``outputs``, by kind, and ends with the session.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from aiohttp import web
+
+from scope_relay.local.outputs.sdp_http import created, read_offer
+from scope_relay.local.outputs.ts import CONTENT_TYPE, TsStream
+from scope_relay.local.outputs.whep import WhepViewer
+from scope_relay.local.sessions.browser_session import BrowserSession
+from scope_relay.protocol.errors import PipelineFailed, TooManyViewers, UnknownSession, UnknownShare
+from scope_relay.util.tasks import OwnedTasks
+
+logger = logging.getLogger(__name__)
+
+KINDS = ("whep", "ts")
+
+
+class SessionOutputs:
+    """One session's outputs and their figures (those of clients gone are kept)."""
+
+    def __init__(self) -> None:
+        self.ts: TsStream | None = None
+        self.ts_clients_refused = 0
+        self.whep: dict[str, WhepViewer] = {}
+        #: counts of WHEP viewers that have left and TS streams that have stopped
+        self._gone: dict[str, dict[str, float]] = {kind: {} for kind in KINDS}
+
+    def whep_left(self, viewer: WhepViewer) -> None:
+        if self.whep.pop(viewer.session_id, None) is not None:
+            self._add("whep", _whep_counts(viewer))
+
+    def ts_stopped(self, stream: TsStream) -> None:
+        counts = stream.stats()
+        counts.pop("clients")
+        counts.pop("latency_ms")
+        self._add("ts", counts)
+
+    def _add(self, kind: str, counts: Mapping[str, float]) -> None:
+        gone = self._gone[kind]
+        for key, value in counts.items():
+            gone[key] = gone.get(key, 0) + value
+
+    def stats(self) -> dict[str, dict[str, float]]:
+        whep: dict[str, float] = {"clients": len(self.whep), "frames_sent": 0, "drops": 0}
+        for viewer in self.whep.values():
+            for key, value in _whep_counts(viewer).items():
+                whep[key] += value
+        ts: dict[str, float] = {"clients": 0, "frames_sent": 0, "frames_dropped": 0,
+                                "clients_dropped": 0, "bytes_sent": 0, "latency_ms": 0.0}
+        if self.ts is not None:
+            ts.update(self.ts.stats())
+        ts["clients_refused"] = self.ts_clients_refused
+        out = {"whep": whep, "ts": ts}
+        for kind, counts in self._gone.items():
+            for key, value in counts.items():
+                out[kind][key] = out[kind].get(key, 0) + value
+        return out
+
+
+def _whep_counts(viewer: WhepViewer) -> dict[str, float]:
+    subs = [s for s in (viewer.video, viewer.audio) if s is not None]
+    return {"frames_sent": sum(s.frames for s in subs), "drops": sum(s.skipped for s in subs)}
+
+
+class Outputs:
+    """Every session's outputs; ``sessions`` is the relay's live browser sessions by id."""
+
+    def __init__(self, sessions: Mapping[str, BrowserSession], *, ice_servers: list[dict[str, Any]],
+                 loopback_ice: bool, max_clients: int):
+        self.sessions = sessions
+        self.ice_servers = ice_servers
+        self.loopback_ice = loopback_ice
+        #: MPEG-TS clients per session (WHEP viewers count against the viewers' cap)
+        self.max_clients = max_clients
+        self.by_session: dict[str, SessionOutputs] = {}
+        self._streams: set[TsStream] = set()  # running, or stopping
+        self._tasks = OwnedTasks()
+
+    def _owner(self, token: str) -> BrowserSession:
+        owner = next((s for s in self.sessions.values()
+                      if s.audience is not None and s.audience.matches(token)), None)
+        if owner is None or owner.audience is None or owner.capabilities is None:
+            raise UnknownShare("no live session has this share token (it ended, or the "
+                               "token is wrong)")
+        if owner.pipeline_failed is not None:
+            raise PipelineFailed(f"the shared session's pipeline failed: {owner.pipeline_failed}")
+        return owner
+
+    def _outputs(self, session: BrowserSession) -> SessionOutputs:
+        return self.by_session.setdefault(session.session_id, SessionOutputs())
+
+    # --- WHEP ------------------------------------------------------------------------------
+    async def whep_offer(self, request: web.Request) -> web.Response:
+        token = request.match_info["share_token"]
+        sdp = await read_offer(request)
+        owner = self._owner(token)
+        assert owner.audience is not None and owner.capabilities is not None
+        viewer = WhepViewer(owner.audience.fanout, owner.capabilities, owner.pipeline_ids,
+                            ice_servers=self.ice_servers, loopback_ice=self.loopback_ice)
+        outputs = self._outputs(owner)
+        try:
+            owner.audience.admit(viewer)  # the viewers' cap, and their end with the owner
+            left_audience = viewer.on_closed
+            outputs.whep[viewer.session_id] = viewer
+
+            def closed(viewer_id: str) -> None:
+                if left_audience is not None:
+                    left_audience(viewer_id)
+                outputs.whep_left(viewer)
+
+            viewer.on_closed = closed
+            answer = await viewer.handle_offer(sdp)
+        except BaseException:
+            await viewer.close()
+            raise
+        return created(answer, f"/whep/{token}/{viewer.session_id}")
+
+    async def whep_delete(self, request: web.Request) -> web.Response:
+        owner = self._owner(request.match_info["share_token"])
+        viewer = self._outputs(owner).whep.get(request.match_info["resource_id"])
+        if viewer is None:
+            raise UnknownSession("no such WHEP resource (it ended already?)")
+        await viewer.close()
+        return web.Response(status=200)
+
+    # --- MPEG-TS ---------------------------------------------------------------------------
+    async def ts_get(self, request: web.Request) -> web.StreamResponse:
+        owner = self._owner(request.match_info["share_token"])
+        outputs = self._outputs(owner)
+        stream = outputs.ts
+        if stream is not None and len(stream.clients) >= self.max_clients:
+            outputs.ts_clients_refused += 1
+            raise TooManyViewers(f"this session already has {self.max_clients} MPEG-TS clients")
+        if stream is None:
+            assert owner.audience is not None and owner.capabilities is not None
+            caps = owner.capabilities
+            stream = outputs.ts = TsStream(
+                owner.audience.fanout, video=caps.produces_video and owner.video_track is not None,
+                audio=caps.produces_audio and owner.audio_track is not None)
+            self._streams.add(stream)
+        client = stream.join(request.transport)
+        response = web.StreamResponse(headers={"Content-Type": CONTENT_TYPE,
+                                               "Cache-Control": "no-store"})
+        try:
+            await response.prepare(request)
+            while (chunk := await client.queue.get()) is not None:
+                await response.write(chunk)
+                client.bytes_sent += len(chunk)
+        except (ConnectionError, RuntimeError):  # the client went away (or was dropped)
+            pass
+        finally:
+            stream.leave(client)
+            if not stream.clients and outputs.ts is stream:  # the last one: stop encoding
+                outputs.ts = None
+                outputs.ts_stopped(stream)
+                self._stop(stream)
+        return response
+
+    # --- figures and ends ------------------------------------------------------------------
+    def stats_for(self, session_id: str) -> dict[str, Any]:
+        outputs = self.by_session.get(session_id)
+        return {"outputs": (outputs or SessionOutputs()).stats()}
+
+    def session_closed(self, session_id: str) -> None:
+        """The session ended (its WHEP viewers end with its audience); its TS stream stops."""
+        outputs = self.by_session.pop(session_id, None)
+        if outputs is not None and outputs.ts is not None:
+            self._stop(outputs.ts)
+
+    def _stop(self, stream: TsStream) -> None:
+        async def stop() -> None:
+            await stream.close()
+            self._streams.discard(stream)
+        self._tasks.spawn(stop())
+
+    async def close(self) -> None:
+        self.by_session.clear()
+        for stream in list(self._streams):
+            await stream.close()
+        await self._tasks.cancel_all()
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.post("/whep/{share_token}", self.whep_offer),
+            web.delete("/whep/{share_token}/{resource_id}", self.whep_delete),
+            web.get("/ts/{share_token}", self.ts_get),
+        ]
+

@@ -1,0 +1,175 @@
+"""MPEG-TS over HTTP: one session's output encoded once and streamed to every client of
+``GET /ts/{shareToken}`` (ffplay, VLC, OBS's Media Source).
+
+A :class:`TsStream` subscribes to the session's fan-out like a viewer, queues what it
+reads (bounded: :data:`MAX_PENDING` frames, the oldest dropped and counted), encodes and
+muxes in one worker thread of its own (``ts_mux.py``; the event loop never waits on a
+codec) and hands each chunk to every client. A client is a bounded queue
+(:data:`CLIENT_CHUNKS`); one that does not keep up (it stopped reading, or its network
+is too slow) is dropped, its connection closed, and counted: the others never wait for
+it. A client joining a running stream gets the stream's PAT/PMT first, then the next
+chunk; the picture starts at the next keyframe (at most ``KEYFRAME_INTERVAL`` away).
+The stream starts with its first client and stops with its last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import av
+from aiortc.mediastreams import MediaStreamError
+
+from scope_relay.local.outputs.ts_mux import TsMuxer
+from scope_relay.local.sessions.fanout import CountedSubscription, OutputFanout
+from scope_relay.util.tasks import OwnedTasks, RunOnce
+
+logger = logging.getLogger(__name__)
+
+CONTENT_TYPE = "video/mp2t"
+#: frames read from the fan-out and not yet encoded (a slow encoder drops the oldest)
+MAX_PENDING = 60
+#: chunks (one per frame muxed, ~77 a second for 30 fps + audio) a client may lag before
+#: it is dropped: about 2 s
+CLIENT_CHUNKS = 150
+#: the kernel's send buffer for a client's socket: small, so a client that stops reading
+#: shows as a full queue within seconds instead of hiding behind megabytes of buffer
+SEND_BUFFER = 64 * 1024
+
+
+class TsClient:
+    """One HTTP client of a stream: the chunks it has yet to send, bounded."""
+
+    def __init__(self, transport: Any):
+        self.transport = transport
+        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue(CLIENT_CHUNKS)
+        self.bytes_sent = 0
+        self.dropped = False
+        if transport is not None:
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+
+    def offer(self, chunk: bytes) -> bool:
+        """Queue ``chunk``; False when the client is too far behind to take it."""
+        try:
+            self.queue.put_nowait(chunk)
+        except asyncio.QueueFull:
+            return False
+        return True
+
+    def end(self, *, drop: bool) -> None:
+        """No more chunks: the client's handler returns (at once when dropped: its
+        connection is closed, which also ends a write stuck on a full socket)."""
+        self.dropped = drop
+        if drop:
+            while not self.queue.empty():
+                self.queue.get_nowait()
+            if self.transport is not None:
+                self.transport.close()
+        try:
+            self.queue.put_nowait(None)
+        except asyncio.QueueFull:  # cannot even say it ended: close its connection
+            if self.transport is not None:
+                self.transport.close()
+
+
+class TsStream:
+    """One session's MPEG-TS, encoded once for all of its clients."""
+
+    def __init__(self, fanout: OutputFanout, *, video: bool, audio: bool):
+        self.fanout = fanout
+        self.video, self.audio = fanout.subscribe(video=video, audio=audio)
+        self.muxer = TsMuxer(video=self.video is not None, audio=self.audio is not None)
+        self.clients: set[TsClient] = set()
+        self._pending: asyncio.Queue[tuple[float, av.VideoFrame | av.AudioFrame]] = \
+            asyncio.Queue(MAX_PENDING)
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="ts-mux")
+        self._tasks = OwnedTasks()
+        self._close = RunOnce(self._close_once)
+        self.ended = asyncio.Event()
+        # figures
+        self.frames_sent = 0
+        self.frames_dropped = 0
+        self.clients_dropped = 0
+        self.bytes_sent = 0
+        self.failed: str | None = None
+        #: from a frame's release by the fan-out to its bytes queued for the clients
+        self.latency_ms = 0.0
+        for sub in (self.video, self.audio):
+            if sub is not None:
+                self._tasks.spawn(self._read(sub))
+        self._tasks.spawn(self._encode())
+
+    def join(self, transport: Any) -> TsClient:
+        client = TsClient(transport)
+        if self.muxer.header:  # mid-stream: what the stream is, before its packets
+            client.offer(self.muxer.header)
+        self.clients.add(client)
+        return client
+
+    def leave(self, client: TsClient) -> None:
+        self.clients.discard(client)
+        self.bytes_sent += client.bytes_sent
+
+    async def _read(self, sub: CountedSubscription) -> None:
+        try:
+            while True:
+                frame = await sub.recv()
+                if self._pending.full():  # the encoder is behind: the oldest goes
+                    self._pending.get_nowait()
+                    self.frames_dropped += 1
+                self._pending.put_nowait((time.monotonic(), frame))
+        except MediaStreamError:  # the session ended
+            self._end()
+
+    async def _encode(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            released, frame = await self._pending.get()
+            try:
+                chunk = await loop.run_in_executor(self._executor, self.muxer.add, frame)
+            except Exception as exc:  # a codec error ends this output, never the session
+                logger.exception("MPEG-TS output failed")
+                self.failed = f"{type(exc).__name__}: {exc}"
+                self._end()
+                return
+            self.frames_sent += 1
+            self.latency_ms = (time.monotonic() - released) * 1000
+            if chunk:
+                self._deliver(chunk)
+
+    def _deliver(self, chunk: bytes) -> None:
+        for client in list(self.clients):
+            if not client.offer(chunk):
+                logger.warning("MPEG-TS client dropped: %d chunks behind", CLIENT_CHUNKS)
+                self.clients_dropped += 1
+                self.leave(client)
+                client.end(drop=True)
+
+    def _end(self) -> None:
+        self.ended.set()
+        for client in list(self.clients):
+            self.leave(client)
+            client.end(drop=False)
+
+    def stats(self) -> dict[str, Any]:
+        return {"clients": len(self.clients), "frames_sent": self.frames_sent,
+                "frames_dropped": self.frames_dropped, "clients_dropped": self.clients_dropped,
+                "bytes_sent": self.bytes_sent + sum(c.bytes_sent for c in self.clients),
+                "latency_ms": round(self.latency_ms, 1)}
+
+    async def close(self) -> None:
+        await self._close()
+
+    async def _close_once(self) -> None:
+        self._end()
+        await self._tasks.cancel_all()
+        self.fanout.unsubscribe(self.video, self.audio)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self.muxer.close)
+        self._executor.shutdown(wait=False)
