@@ -2,10 +2,14 @@
 
 - ``POST /whep/{shareToken}`` (``application/sdp``) -> ``201``, ``Location``, the answer:
   a WHEP viewer (``whep.py``); ``DELETE {Location}`` ends it, ``PATCH`` there is ``405``;
-- ``GET /ts/{shareToken}``: the session as MPEG-TS over HTTP (``ts.py``).
+- ``GET /ts/{shareToken}``: the session as MPEG-TS over HTTP (``ts.py``);
+- ``POST /whip/{sessionId}`` (``application/sdp``) -> ``201``, ``Location``, the answer: a
+  WHIP sender becomes the session's camera and/or microphone (``whip.py``); ``DELETE
+  {Location}`` hands them back to the page.
 
-The share token is the capability for both: whoever may watch the session may pull it,
-nothing more. Every output of a session is in its figures (``stats_for``) under
+The share token is the capability for WHEP and MPEG-TS: whoever may watch the session
+may pull it, nothing more. WHIP drives the session, so it takes the owner's session id
+(and, beyond this machine, the relay's token like the rest of the API). Every output of a session is in its figures (``stats_for``) under
 ``outputs``, by kind, and ends with the session.
 """
 
@@ -20,13 +24,14 @@ from aiohttp import web
 from scope_relay.local.outputs.sdp_http import created, read_offer
 from scope_relay.local.outputs.ts import CONTENT_TYPE, TsStream
 from scope_relay.local.outputs.whep import WhepViewer
+from scope_relay.local.outputs.whip import WhipSession
 from scope_relay.local.sessions.browser_session import BrowserSession
 from scope_relay.protocol.errors import PipelineFailed, TooManyViewers, UnknownSession, UnknownShare
 from scope_relay.util.tasks import OwnedTasks
 
 logger = logging.getLogger(__name__)
 
-KINDS = ("whep", "ts")
+KINDS = ("whep", "ts", "whip")
 
 
 class SessionOutputs:
@@ -35,7 +40,10 @@ class SessionOutputs:
     def __init__(self) -> None:
         self.ts: TsStream | None = None
         self.ts_clients_refused = 0
+        #: frames received by WHIP senders that have left
+        self.whip_received = 0
         self.whep: dict[str, WhepViewer] = {}
+        self.whip: WhipSession | None = None
         #: counts of WHEP viewers that have left and TS streams that have stopped
         self._gone: dict[str, dict[str, float]] = {kind: {} for kind in KINDS}
 
@@ -64,7 +72,12 @@ class SessionOutputs:
         if self.ts is not None:
             ts.update(self.ts.stats())
         ts["clients_refused"] = self.ts_clients_refused
-        out = {"whep": whep, "ts": ts}
+        whip: dict[str, float] = {"clients": 0, "frames_received": 0}
+        if self.whip is not None and not self.whip.closed.is_set():
+            whip["clients"] = 1
+            whip["frames_received"] = sum(h.frames for h in self.whip.held.values())
+        whip["frames_received"] += self.whip_received
+        out = {"whep": whep, "ts": ts, "whip": whip}
         for kind, counts in self._gone.items():
             for key, value in counts.items():
                 out[kind][key] = out[kind].get(key, 0) + value
@@ -170,6 +183,43 @@ class Outputs:
                 self._stop(stream)
         return response
 
+    # --- WHIP ----------------------------------------------------------------------------
+    def _owned(self, request: web.Request) -> BrowserSession:
+        session = self.sessions.get(request.match_info["session_id"])
+        if session is None:
+            raise UnknownSession("no live session has this id")
+        return session
+
+    async def whip_offer(self, request: web.Request) -> web.Response:
+        sdp = await read_offer(request)
+        owner = self._owned(request)
+        outputs = self._outputs(owner)
+        sender = WhipSession(owner, ice_servers=self.ice_servers, loopback_ice=self.loopback_ice)
+        try:
+            answer = await sender.handle_offer(sdp)
+        except BaseException:
+            await sender.close()
+            raise
+        previous, outputs.whip = outputs.whip, sender
+        if previous is not None:  # the newest sender wins (OBS restarted its stream)
+            self._tasks.spawn(previous.close())
+
+        def closed(_: str) -> None:
+            if outputs.whip is sender:
+                outputs.whip = None
+                outputs.whip_received += sum(h.frames for h in sender.held.values())
+
+        sender.on_closed = closed
+        return created(answer, f"/whip/{owner.session_id}/{sender.session_id}")
+
+    async def whip_delete(self, request: web.Request) -> web.Response:
+        outputs = self._outputs(self._owned(request))
+        sender = outputs.whip
+        if sender is None or sender.session_id != request.match_info["resource_id"]:
+            raise UnknownSession("no such WHIP resource (it ended already?)")
+        await sender.close()
+        return web.Response(status=200)
+
     # --- figures and ends ------------------------------------------------------------------
     def stats_for(self, session_id: str) -> dict[str, Any]:
         outputs = self.by_session.get(session_id)
@@ -180,6 +230,8 @@ class Outputs:
         outputs = self.by_session.pop(session_id, None)
         if outputs is not None and outputs.ts is not None:
             self._stop(outputs.ts)
+        if outputs is not None and outputs.whip is not None:
+            self._tasks.spawn(outputs.whip.close())
 
     def _stop(self, stream: TsStream) -> None:
         async def stop() -> None:
@@ -188,7 +240,10 @@ class Outputs:
         self._tasks.spawn(stop())
 
     async def close(self) -> None:
+        senders = [o.whip for o in self.by_session.values() if o.whip is not None]
         self.by_session.clear()
+        for sender in senders:
+            await sender.close()
         for stream in list(self._streams):
             await stream.close()
         await self._tasks.cancel_all()
@@ -198,5 +253,7 @@ class Outputs:
             web.post("/whep/{share_token}", self.whep_offer),
             web.delete("/whep/{share_token}/{resource_id}", self.whep_delete),
             web.get("/ts/{share_token}", self.ts_get),
+            web.post("/whip/{session_id}", self.whip_offer),
+            web.delete("/whip/{session_id}/{resource_id}", self.whip_delete),
         ]
 
