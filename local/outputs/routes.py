@@ -9,8 +9,9 @@
 
 The share token is the capability for WHEP and MPEG-TS: whoever may watch the session
 may pull it, nothing more. WHIP drives the session, so it takes the owner's session id
-(and, beyond this machine, the relay's token like the rest of the API). Every output of a session is in its figures (``stats_for``) under
-``outputs``, by kind, and ends with the session.
+(and, beyond this machine, the relay's token like the rest of the API). Every output of
+a session is in its figures (``stats_for``) under ``outputs``, by kind, and ends with
+the session.
 """
 
 from __future__ import annotations

@@ -93,10 +93,10 @@ class WhipSession(PeerSession):
             raise InvalidSdp("a WHIP offer sends video and/or audio (sendonly m-lines)")
         refused = [k for k in KINDS if k in sent and not self.takes(k)]
         if refused:
+            names = " or ".join("camera" if k == "video" else "microphone" for k in refused)
             raise InvalidSdp(
-                f"this session takes no {' or '.join('camera' if k == 'video' else 'microphone' for k in refused)}"
-                " from its page, so WHIP cannot replace it: start the session with it on, or "
-                "send only what it takes")
+                f"this session takes no {names} from its page, so WHIP cannot replace it: "
+                "start the session with it on, or send only what it takes")
         self.attach_media(None, None, receive_video="video" in sent,
                           receive_audio="audio" in sent)
         answer = await self.create_answer()
