@@ -156,6 +156,9 @@ def _add_relay_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--osc-host", default="127.0.0.1", metavar="ADDR",
                    help="address for OSC input (default 127.0.0.1: this machine only; "
                         "0.0.0.0 lets gear on the LAN send)")
+    g.add_argument("--ndi", nargs="?", const="", default=None, metavar="NAME",
+                   help="publish the newest session as an NDI source (default name "
+                        "'scope-relay <pipeline>'; needs the 'ndi' extra, docs/outputs.md)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -272,7 +275,8 @@ async def run_relay(args, *, force_embedded: bool) -> None:
                              allow_origins=args.allow_origin, max_viewers=args.max_viewers,
                              osc_address=None if args.osc_port is None
                              else (args.osc_host, args.osc_port),
-                             token=args.token, require_token=args.require_token)
+                             token=args.token, require_token=args.require_token,
+                             ndi_name=args.ndi)
         relay = await stack.enter_async_context(
             serve(create_relay_app(config), args.host, args.port))
         relay_state = relay.app[RELAY_KEY]

@@ -81,6 +81,8 @@ class RelayConfig:
     token: str | None = None
     #: this machine's own clients need the token too (e.g. behind a local reverse proxy)
     require_token: bool = False
+    #: ``--ndi [NAME]``: publish the newest session as an NDI source ('' : the default name)
+    ndi_name: str | None = None
 
     def __post_init__(self) -> None:
         if self.token is None and token_needed(self.listen_host,
@@ -119,7 +121,8 @@ class LocalRelay:
         self.osc: OscInput | None = None
         self.recordings = Recordings()
         self.outputs = Outputs(self.sessions, ice_servers=config.browser_ice_servers,
-                               loopback_ice=config.loopback_ice, max_clients=config.max_viewers)
+                               loopback_ice=config.loopback_ice, max_clients=config.max_viewers,
+                               ndi_name=config.ndi_name)
 
     async def offer(self, request: web.Request) -> web.Response:
         body = await _json_body(request)
@@ -140,6 +143,7 @@ class LocalRelay:
             raise
         self.sessions[session.session_id] = session
         session.on_closed = self._session_closed
+        self.outputs.session_started(session)
         return web.json_response({"sdp": answer, "type": "answer", "sessionId": session.session_id,
                                   **_share(request, session)})
 

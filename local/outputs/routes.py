@@ -5,11 +5,14 @@
 - ``GET /ts/{shareToken}``: the session as MPEG-TS over HTTP (``ts.py``);
 - ``POST /whip/{sessionId}`` (``application/sdp``) -> ``201``, ``Location``, the answer: a
   WHIP sender becomes the session's camera and/or microphone (``whip.py``); ``DELETE
-  {Location}`` hands them back to the page.
+  {Location}`` hands them back to the page;
+- ``POST /api/v1/outputs`` ``{"sessionId", "kind": "ndi", "name"?}`` -> ``{"outputId",
+  ...}``: publish the session as an NDI source (``ndi.py``); ``GET`` / ``DELETE
+  /api/v1/outputs/{outputId}``: its state / stop it.
 
 The share token is the capability for WHEP and MPEG-TS: whoever may watch the session
-may pull it, nothing more. WHIP drives the session, so it takes the owner's session id
-(and, beyond this machine, the relay's token like the rest of the API). Every output of
+may pull it, nothing more. WHIP and NDI drive the session, so they take the owner's
+session id (and, beyond this machine, the relay's token like the rest of the API). Every output of
 a session is in its figures (``stats_for``) under ``outputs``, by kind, and ends with
 the session.
 """
@@ -17,22 +20,34 @@ the session.
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
 
+from scope_relay.local.outputs.ndi import NdiOutput
 from scope_relay.local.outputs.sdp_http import created, read_offer
 from scope_relay.local.outputs.ts import CONTENT_TYPE, TsStream
 from scope_relay.local.outputs.whep import WhepViewer
 from scope_relay.local.outputs.whip import WhipSession
 from scope_relay.local.sessions.browser_session import BrowserSession
-from scope_relay.protocol.errors import PipelineFailed, TooManyViewers, UnknownSession, UnknownShare
+from scope_relay.protocol.errors import (
+    InvalidMessage,
+    NotFound,
+    PipelineFailed,
+    TooManyViewers,
+    UnknownSession,
+    UnknownShare,
+)
+from scope_relay.protocol.messages import load_json_object
 from scope_relay.util.tasks import OwnedTasks
 
 logger = logging.getLogger(__name__)
 
-KINDS = ("whep", "ts", "whip")
+KINDS = ("whep", "ts", "whip", "ndi")
+#: what an NDI source is called unless named: ``scope-relay <pipeline>``
+NDI_PREFIX = "scope-relay"
 
 
 class SessionOutputs:
@@ -45,12 +60,17 @@ class SessionOutputs:
         self.whip_received = 0
         self.whep: dict[str, WhepViewer] = {}
         self.whip: WhipSession | None = None
+        self.ndi: dict[str, NdiOutput] = {}
         #: counts of WHEP viewers that have left and TS streams that have stopped
         self._gone: dict[str, dict[str, float]] = {kind: {} for kind in KINDS}
 
     def whep_left(self, viewer: WhepViewer) -> None:
         if self.whep.pop(viewer.session_id, None) is not None:
             self._add("whep", _whep_counts(viewer))
+
+    def ndi_stopped(self, output: NdiOutput) -> None:
+        counts = output.stats()
+        self._add("ndi", {k: v for k, v in counts.items() if k not in ("clients", "latency_ms")})
 
     def ts_stopped(self, stream: TsStream) -> None:
         counts = stream.stats()
@@ -78,7 +98,14 @@ class SessionOutputs:
             whip["clients"] = 1
             whip["frames_received"] = sum(h.frames for h in self.whip.held.values())
         whip["frames_received"] += self.whip_received
-        out = {"whep": whep, "ts": ts, "whip": whip}
+        ndi: dict[str, float] = {"outputs": len(self.ndi), "clients": 0, "frames_sent": 0,
+                                 "frames_dropped": 0, "latency_ms": 0.0}
+        for output in self.ndi.values():
+            counts = output.stats()
+            for key in ("clients", "frames_sent", "frames_dropped"):
+                ndi[key] += counts[key]
+            ndi["latency_ms"] = max(ndi["latency_ms"], counts["latency_ms"])
+        out = {"whep": whep, "ts": ts, "whip": whip, "ndi": ndi}
         for kind, counts in self._gone.items():
             for key, value in counts.items():
                 out[kind][key] = out[kind].get(key, 0) + value
@@ -94,7 +121,7 @@ class Outputs:
     """Every session's outputs; ``sessions`` is the relay's live browser sessions by id."""
 
     def __init__(self, sessions: Mapping[str, BrowserSession], *, ice_servers: list[dict[str, Any]],
-                 loopback_ice: bool, max_clients: int):
+                 loopback_ice: bool, max_clients: int, ndi_name: str | None = None):
         self.sessions = sessions
         self.ice_servers = ice_servers
         self.loopback_ice = loopback_ice
@@ -102,6 +129,11 @@ class Outputs:
         self.max_clients = max_clients
         self.by_session: dict[str, SessionOutputs] = {}
         self._streams: set[TsStream] = set()  # running, or stopping
+        #: NDI outputs by id, with their session's id
+        self.ndi: dict[str, tuple[str, NdiOutput]] = {}
+        #: ``--ndi [NAME]``: the newest session is published as this source ('' by default name)
+        self.auto_ndi = ndi_name
+        self._auto_output: str | None = None
         self._tasks = OwnedTasks()
 
     def _owner(self, token: str) -> BrowserSession:
@@ -221,6 +253,76 @@ class Outputs:
         await sender.close()
         return web.Response(status=200)
 
+    # --- NDI -----------------------------------------------------------------------------
+    async def start_ndi(self, session: BrowserSession, name: str | None = None) -> tuple[str, NdiOutput]:
+        caps = session.capabilities
+        if session.audience is None or caps is None:
+            raise UnknownSession("the session has not started yet")
+        label = "+".join(session.pipeline_ids) or "session"
+        output = NdiOutput(session.audience.fanout, name or f"{NDI_PREFIX} {label}",
+                           video=caps.produces_video and session.video_track is not None,
+                           audio=caps.produces_audio and session.audio_track is not None)
+        await output.start()
+        if session.session_id not in self.sessions:  # it ended while the source was made
+            await output.close()
+            raise UnknownSession("the session ended")
+        output_id = uuid.uuid4().hex
+        self.ndi[output_id] = (session.session_id, output)
+        self._outputs(session).ndi[output_id] = output
+        return output_id, output
+
+    async def stop_ndi(self, output_id: str) -> NdiOutput:
+        entry = self.ndi.pop(output_id, None)
+        if entry is None:
+            raise NotFound(f"no output {output_id!r}")
+        session_id, output = entry
+        outputs = self.by_session.get(session_id)
+        if outputs is not None and outputs.ndi.pop(output_id, None) is not None:
+            outputs.ndi_stopped(output)
+        await output.close()
+        return output
+
+    async def output_post(self, request: web.Request) -> web.Response:
+        body = load_json_object(await request.read(), "body")
+        session = self.sessions.get(str(body.get("sessionId")))
+        if session is None:
+            raise UnknownSession("no live session has this id")
+        if body.get("kind") != "ndi":
+            raise InvalidMessage("'kind' must be 'ndi' (WHEP, WHIP and MPEG-TS are URLs: "
+                                 "docs/outputs.md)")
+        name = body.get("name")
+        if name is not None and (not isinstance(name, str) or not name.strip() or len(name) > 100):
+            raise InvalidMessage("'name' must be a non-empty string of at most 100 characters")
+        output_id, output = await self.start_ndi(session, name)
+        return web.json_response({"outputId": output_id, **output.describe()})
+
+    async def output_get(self, request: web.Request) -> web.Response:
+        entry = self.ndi.get(request.match_info["output_id"])
+        if entry is None:
+            raise NotFound("no such output")
+        return web.json_response({"outputId": request.match_info["output_id"],
+                                  **entry[1].describe()})
+
+    async def output_delete(self, request: web.Request) -> web.Response:
+        output_id = request.match_info["output_id"]
+        output = await self.stop_ndi(output_id)
+        return web.json_response({"outputId": output_id, "closed": True, **output.describe()})
+
+    def session_started(self, session: BrowserSession) -> None:
+        """``--ndi``: the newest session is the one on stage; it takes over the source."""
+        if self.auto_ndi is None:
+            return
+
+        async def follow() -> None:
+            if self._auto_output is not None and self._auto_output in self.ndi:
+                await self.stop_ndi(self._auto_output)
+            try:
+                self._auto_output, _ = await self.start_ndi(session, self.auto_ndi or None)
+            except Exception as exc:  # the session plays on without it
+                logger.error("--ndi: could not publish %s: %s", session.name, exc)
+
+        self._tasks.spawn(follow())
+
     # --- figures and ends ------------------------------------------------------------------
     def stats_for(self, session_id: str) -> dict[str, Any]:
         outputs = self.by_session.get(session_id)
@@ -233,6 +335,8 @@ class Outputs:
             self._stop(outputs.ts)
         if outputs is not None and outputs.whip is not None:
             self._tasks.spawn(outputs.whip.close())
+        for output_id in [i for i, (sid, _) in self.ndi.items() if sid == session_id]:
+            self._tasks.spawn(self.stop_ndi(output_id))
 
     def _stop(self, stream: TsStream) -> None:
         async def stop() -> None:
@@ -247,6 +351,8 @@ class Outputs:
             await sender.close()
         for stream in list(self._streams):
             await stream.close()
+        for output_id in list(self.ndi):
+            await self.stop_ndi(output_id)
         await self._tasks.cancel_all()
 
     def routes(self) -> list[web.RouteDef]:
@@ -256,5 +362,8 @@ class Outputs:
             web.get("/ts/{share_token}", self.ts_get),
             web.post("/whip/{session_id}", self.whip_offer),
             web.delete("/whip/{session_id}/{resource_id}", self.whip_delete),
+            web.post("/api/v1/outputs", self.output_post),
+            web.get("/api/v1/outputs/{output_id}", self.output_get),
+            web.delete("/api/v1/outputs/{output_id}", self.output_delete),
         ]
 

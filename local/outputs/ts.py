@@ -17,7 +17,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import statistics
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -39,6 +41,8 @@ CLIENT_CHUNKS = 150
 #: the kernel's send buffer for a client's socket: small, so a client that stops reading
 #: shows as a full queue within seconds instead of hiding behind megabytes of buffer
 SEND_BUFFER = 64 * 1024
+#: frames the latency figure is the median of
+LATENCY_WINDOW = 100
 
 
 class TsClient:
@@ -98,8 +102,8 @@ class TsStream:
         self.clients_dropped = 0
         self.bytes_sent = 0
         self.failed: str | None = None
-        #: from a frame's release by the fan-out to its bytes queued for the clients
-        self.latency_ms = 0.0
+        #: from a frame's release by the fan-out to its bytes queued for the clients (ms)
+        self._latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
         for sub in (self.video, self.audio):
             if sub is not None:
                 self._tasks.spawn(self._read(sub))
@@ -139,7 +143,7 @@ class TsStream:
                 self._end()
                 return
             self.frames_sent += 1
-            self.latency_ms = (time.monotonic() - released) * 1000
+            self._latencies.append((time.monotonic() - released) * 1000)
             if chunk:
                 self._deliver(chunk)
 
@@ -157,11 +161,15 @@ class TsStream:
             self.leave(client)
             client.end(drop=False)
 
+    def latency_ms(self) -> float:
+        """Median over the recent frames (0 before the first)."""
+        return round(statistics.median(self._latencies), 1) if self._latencies else 0.0
+
     def stats(self) -> dict[str, Any]:
         return {"clients": len(self.clients), "frames_sent": self.frames_sent,
                 "frames_dropped": self.frames_dropped, "clients_dropped": self.clients_dropped,
                 "bytes_sent": self.bytes_sent + sum(c.bytes_sent for c in self.clients),
-                "latency_ms": round(self.latency_ms, 1)}
+                "latency_ms": self.latency_ms()}
 
     async def close(self) -> None:
         await self._close()
