@@ -17,6 +17,7 @@ from scope_relay.local.server import RELAY_KEY
 
 from helpers.peers import connected
 from helpers.servers import cloud_server, relay_server
+from helpers.waiting import wait_until
 
 NDIlib: Any = pytest.importorskip("NDIlib", reason="the 'ndi' extra is not installed")
 
@@ -34,6 +35,17 @@ class Received:
     audio_rates: set[int] = field(default_factory=set)
 
 
+def find_source(finder: Any, name: str) -> Any:
+    """The NDI finder's entry for our source (named ``HOST (name)``)."""
+    deadline, source = time.monotonic() + 20, None
+    while source is None and time.monotonic() < deadline:
+        NDIlib.find_wait_for_sources(finder, 500)
+        source = next((s for s in NDIlib.find_get_current_sources(finder)
+                       if s.ndi_name.endswith(f"({name})")), None)
+    assert source is not None, "the NDI finder never saw the source"
+    return source
+
+
 def receive(name: str, seconds: float) -> Received:
     """Find the source ``name`` over loopback and receive it (blocking: run in a thread)."""
     ndi = NDIlib
@@ -43,12 +55,7 @@ def receive(name: str, seconds: float) -> Received:
     finder = ndi.find_create_v2(create)
     got = Received()
     try:
-        deadline, source = time.monotonic() + 20, None
-        while source is None and time.monotonic() < deadline:
-            ndi.find_wait_for_sources(finder, 500)
-            source = next((s for s in ndi.find_get_current_sources(finder)
-                           if s.ndi_name.endswith(f"({name})")), None)
-        assert source is not None, "the NDI finder never saw the source"
+        source = find_source(finder, name)
         options = ndi.RecvCreateV3()
         options.color_format = ndi.RECV_COLOR_FORMAT_BGRX_BGRA
         options.source_to_connect_to = source
@@ -150,3 +157,56 @@ async def test_output_requests_are_checked(stack):
             assert named.status_code == 400
         (session,) = relay.app[RELAY_KEY].sessions.values()
         assert session.pc.connectionState == "connected"
+
+
+def test_ndi_flag_parses_with_and_without_a_name():
+    from scope_relay.cli.main import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["local"]).ndi is None
+    assert parser.parse_args(["local", "--ndi"]).ndi == ""
+    assert parser.parse_args(["local", "--ndi", "Stage left"]).ndi == "Stage left"
+
+
+async def test_ndi_flag_publishes_the_newest_session():
+    name = f"scope-relay auto {time.monotonic_ns()}"
+    async with cloud_server() as cloud, relay_server(cloud, ndi_name=name) as relay:
+        outputs = relay.app[RELAY_KEY].outputs
+        async with connected(relay.url, {"pipeline_ids": ["test-tone"]}, video=False) as first:
+            await wait_until(lambda: [sid for sid, _ in outputs.ndi.values()] == [first.session_id],
+                             timeout=20)
+            async with connected(relay.url, {"pipeline_ids": ["test-tone"]}, video=False) as second:
+                await wait_until(lambda: [sid for sid, _ in outputs.ndi.values()]
+                                 == [second.session_id], timeout=20)
+                ((_, output),) = outputs.ndi.values()
+                assert output.name == name
+                got = await asyncio.wait_for(asyncio.to_thread(receive_audio, name), 60)
+                assert got.audio_rates == {48000} and len(got.audio) > 10
+
+
+def receive_audio(name: str) -> Received:
+    """An audio-only source: what ``receive`` would wait for (a picture) never comes."""
+    ndi = NDIlib
+    assert ndi.initialize()
+    create = ndi.FindCreate()
+    create.extra_ips = "127.0.0.1"
+    finder = ndi.find_create_v2(create)
+    got = Received()
+    try:
+        source = find_source(finder, name)
+        options = ndi.RecvCreateV3()
+        options.source_to_connect_to = source
+        receiver = ndi.recv_create_v3(options)
+        try:
+            end = time.monotonic() + 2
+            while time.monotonic() < end:
+                kind, _, audio, _ = ndi.recv_capture_v3(receiver, 500)
+                if kind == ndi.FRAME_TYPE_AUDIO:
+                    got.audio_rates.add(audio.sample_rate)
+                    got.audio.append((audio.timecode, np.array(audio.data[0])))
+                    ndi.recv_free_audio_v3(receiver, audio)
+        finally:
+            ndi.recv_destroy(receiver)
+    finally:
+        ndi.find_destroy(finder)
+    return got
