@@ -9,6 +9,7 @@ import { icon } from "./icons.js";
 import { createMeter } from "./meter.js";
 import { createMidi } from "./midi.js";
 import { createOutput } from "./output.js";
+import { createOutputsMenu } from "./outputs.js";
 import { createRecorder } from "./record.js";
 import { setFromController, setParam, showLearning, showParams } from "./params.js";
 import { createSession } from "./session.js";
@@ -79,7 +80,15 @@ window.scopeRelay = Object.freeze({
   get midi() { return { mapping: midi.mapping, learning: midi.learning }; },
   /** The recording at the relay: {state, recordingId, elapsed, url, duration, error}. */
   get recording() { return recorder.facts; },
+  /** The Outputs menu: {ndiId, error, figures}. */
+  get outputs() { return outputsMenu.facts; },
 });
+
+// Where the performer's tools pick the session up (WHEP, MPEG-TS, WHIP, NDI).
+const outputsMenu = createOutputsMenu({
+  menu: $("outputs"), summary: $("outputs-summary"), whep: $("out-whep"), ts: $("out-ts"),
+  whip: $("out-whip"), ndiName: $("ndi-name"), ndiToggle: $("ndi-toggle"), ndiState: $("ndi-state"),
+}, () => (facts.phase === "live" ? session.facts.sessionId : null));
 
 // Record what this page receives, at the relay; only while a session is live.
 const recorder = createRecorder({ button: $("record"), elapsed: $("record-elapsed"), link: $("record-link") },
@@ -118,6 +127,7 @@ async function onFigures(m, pc) {
   if (!m) {
     summary = null;
     shareUrl = null;
+    outputsMenu.update(null);
     showStrip(null, null);
     return;
   }
@@ -128,6 +138,7 @@ async function onFigures(m, pc) {
   Object.assign(facts, { mediaSeen: summary.mediaSeen, mediaAgeMs: summary.mediaAgeMs, speed: summary.speed });
   if (m.pipeline_failed) facts.pipelineFailed = String(m.pipeline_failed);
   shareUrl = m.shareUrl || null;
+  outputsMenu.update(m);
   $("share").title = `Open (and copy) a receive-only viewer link: ${m.viewers ?? 0} watching`;
   render();
   showStrip(summary, m);
