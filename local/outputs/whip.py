@@ -12,7 +12,8 @@ them without bound). A new WHIP offer for the same session replaces the old send
 
 Only inputs the session already sends up can be replaced: the cloud hop's m-lines are
 fixed when the session starts, so a session started without a camera (or microphone)
-refuses WHIP video (audio) with a clear error. Like WHEP, the relay answers an
+takes no WHIP video (audio): that m-line is answered inactive, and an offer with nothing
+the session takes is refused with a clear error. Like WHEP, the relay answers an
 ``actpass`` offer as the DTLS server.
 """
 
@@ -91,18 +92,19 @@ class WhipSession(PeerSession):
                 if offered_direction(t) in ("sendonly", "sendrecv")}
         if not sent:
             raise InvalidSdp("a WHIP offer sends video and/or audio (sendonly m-lines)")
-        refused = [k for k in KINDS if k in sent and not self.takes(k)]
-        if refused:
-            names = " or ".join("camera" if k == "video" else "microphone" for k in refused)
+        taken = {k for k in sent if self.takes(k)}
+        if not taken:
+            names = " or ".join("camera" if k == "video" else "microphone" for k in sorted(sent))
             raise InvalidSdp(
-                f"this session takes no {names} from its page, so WHIP cannot replace it: "
-                "start the session with it on, or send only what it takes")
-        self.attach_media(None, None, receive_video="video" in sent,
-                          receive_audio="audio" in sent)
+                f"this session takes no {names} from its page, so WHIP has nothing to "
+                "replace: start the session with its camera (microphone) on")
+        # what the session does not take (OBS always sends both) is answered inactive
+        self.attach_media(None, None, receive_video="video" in taken,
+                          receive_audio="audio" in taken)
         answer = await self.create_answer()
         for kind in KINDS:
             track = self._incoming.pop(kind, None)
-            if track is not None and kind in sent:
+            if track is not None and kind in taken:
                 self._take_over(kind, track)
         for track in self._incoming.values():
             self.drain(track)

@@ -51,6 +51,7 @@ async def whip_sender(relay_url: str, session_id: str, *tracks) -> tuple[RTCPeer
                                    headers=SDP)
     assert response.status_code == 201, response.text
     assert setup_of(response.text) == {"passive"}
+    assert "a=recvonly" in response.text
     await pc.setRemoteDescription(RTCSessionDescription(response.text, "answer"))
     return pc, response.headers["Location"]
 
@@ -61,8 +62,9 @@ async def test_whip_video_replaces_the_camera_through_passthrough_and_hands_it_b
                       camera=SyntheticCamera(solid(BLUE))) as owner:
         await wait_until(lambda: owner.received.video and near(newest_colour(owner), BLUE),
                          timeout=30)
+        # OBS-like: video and audio; passthrough takes no microphone, so audio is inactive
         pc, location = await whip_sender(relay.url, str(owner.session_id),
-                                         SyntheticCamera(solid(RED)))
+                                         SyntheticCamera(solid(RED)), ToneMicrophone(660.0))
         try:
             await wait_until(lambda: near(newest_colour(owner), RED), timeout=30)
             async with httpx.AsyncClient(base_url=relay.url) as http:
