@@ -260,3 +260,37 @@ async def test_gstreamer_webrtcbin_pulls_the_session_with_whep():
         assert result["status"] == 201 and result["dtls"] == "a=setup:passive"
         assert result["video"] >= 24 * 3, result  # 6 s of 24 fps, minus the start
         assert result["width"] == 320 and result["audio"] >= 50, result
+
+
+async def test_on_a_lan_the_share_token_opens_whep_and_ts_but_not_whip_or_ndi():
+    """Beyond loopback the relay wants its token; a share token is enough to watch."""
+    from test_relay_token import client, lan_relay, start_session
+
+    async with cloud_server() as cloud, lan_relay(cloud) as relay:
+        owner = BrowserPeer()
+        watcher = BrowserPeer()
+        try:
+            async with client(relay, source=None) as local:  # this machine: no token needed
+                started = await start_session(local, owner, {"pipeline_ids": ["av-sync"]})
+                assert started.status_code == 200, started.text
+                token = started.json()["shareToken"]
+            async with client(relay) as neighbour:  # 127.0.0.3, no token
+                await watcher.pc.setLocalDescription(await watcher.pc.createOffer())
+                whep = await neighbour.post(f"/whep/{token}", headers=SDP,
+                                            content=watcher.pc.localDescription.sdp.encode())
+                assert whep.status_code == 201, whep.text
+                async with neighbour.stream("GET", f"/ts/{token}") as ts:
+                    assert ts.status_code == 200
+                    first = await ts.aiter_bytes().__anext__()
+                    assert first[:1] == b"\x47"
+                whip = await neighbour.post(f"/whip/{owner.session_id}", headers=SDP,
+                                            content=watcher.pc.localDescription.sdp.encode())
+                assert whip.status_code == 401 and whip.json()["code"] == "UNAUTHORIZED"
+                ndi = await neighbour.post("/api/v1/outputs", json={
+                    "sessionId": owner.session_id, "kind": "ndi"})
+                assert ndi.status_code == 401
+                deleted = await neighbour.delete(whep.headers["Location"])
+                assert deleted.status_code == 200
+        finally:
+            await watcher.close()
+            await owner.close()
