@@ -79,7 +79,7 @@ def read_ts(url: str, seconds: float) -> Reading:
 def flash_times(reading: Reading, *, wall: bool = False) -> list[float]:
     """Each flash's pts (or, ``wall``, when it was decoded)."""
     times, dark = [], True
-    for (t, level), at in zip(reading.video, reading.decoded_at):
+    for (t, level), at in zip(reading.video, reading.decoded_at, strict=True):
         if level > 128 and dark:
             times.append(at if wall else t)
         dark = level <= 128
