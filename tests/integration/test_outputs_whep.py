@@ -196,7 +196,8 @@ GST_WHEP_CLIENT = textwrap.dedent("""
     def on_pad(_, pad):
         if pad.direction != Gst.PadDirection.SRC:
             return
-        kind = pad.get_current_caps().get_structure(0).get_value("media")
+        caps = pad.get_current_caps() or pad.query_caps(None)
+        kind = caps.get_structure(0).get_value("media")
         bin_ = Gst.parse_bin_from_description(
             "decodebin ! videoconvert ! video/x-raw,format=I420 ! appsink name=s emit-signals=true"
             if kind == "video" else

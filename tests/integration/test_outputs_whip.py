@@ -146,9 +146,9 @@ GST_WHIP_SENDER = textwrap.dedent("""
         "webrtcbin name=w bundle-policy=max-bundle "
         "videotestsrc is-live=true pattern=solid-color foreground-color=0xffdc1e1e "
         "! video/x-raw,width=320,height=240,framerate=30/1 ! videoconvert ! vp8enc deadline=1 "
-        "! rtpvp8pay ! application/x-rtp,media=video,encoding-name=VP8,payload=96 ! w. "
+        "! rtpvp8pay pt=96 ! application/x-rtp,media=video,encoding-name=VP8,payload=96 ! w. "
         "audiotestsrc is-live=true wave=sine freq=660 ! audioconvert ! audioresample "
-        "! opusenc ! rtpopuspay ! application/x-rtp,media=audio,encoding-name=OPUS,payload=111 ! w.")
+        "! opusenc ! rtpopuspay pt=111 ! application/x-rtp,media=audio,encoding-name=OPUS,payload=111 ! w.")
     webrtc = pipe.get_by_name("w")
     for t in webrtc.emit("get-transceivers") or []:
         t.set_property("direction", GstWebRTC.WebRTCRTPTransceiverDirection.SENDONLY)
