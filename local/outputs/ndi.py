@@ -141,7 +141,7 @@ class NdiOutput:
                  ndi: ModuleType | None = None):
         self.name = name
         self.fanout = fanout
-        self._ndi = ndi or load_ndi()
+        self._ndi = ndi  # loaded by start(), off the loop (importing it loads libndi)
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="ndi-send")
         self._sender: NdiSender | None = None
         self.video, self.audio = fanout.subscribe(video=video, audio=audio)
@@ -160,6 +160,8 @@ class NdiOutput:
         """Create the source (in the worker thread) and start sending."""
         loop = asyncio.get_running_loop()
         try:
+            if self._ndi is None:
+                self._ndi = await loop.run_in_executor(self._executor, load_ndi)
             self._sender = await loop.run_in_executor(self._executor, NdiSender, self._ndi,
                                                       self.name)
         except BaseException:
