@@ -12,9 +12,9 @@
 
 The share token is the capability for WHEP and MPEG-TS: whoever may watch the session
 may pull it, nothing more. WHIP and NDI drive the session, so they take the owner's
-session id (and, beyond this machine, the relay's token like the rest of the API). Every output of
-a session is in its figures (``stats_for``) under ``outputs``, by kind, and ends with
-the session.
+session id (and, beyond this machine, the relay's token like the rest of the API). Every
+output of a session is in its figures (``stats_for``) under ``outputs``, by kind, and
+ends with the session.
 """
 
 from __future__ import annotations
@@ -93,11 +93,10 @@ class SessionOutputs:
         if self.ts is not None:
             ts.update(self.ts.stats())
         ts["clients_refused"] = self.ts_clients_refused
-        whip: dict[str, float] = {"clients": 0, "frames_received": 0}
+        whip: dict[str, float] = {"clients": 0, "frames_received": self.whip_received}
         if self.whip is not None and not self.whip.closed.is_set():
             whip["clients"] = 1
-            whip["frames_received"] = sum(h.frames for h in self.whip.held.values())
-        whip["frames_received"] += self.whip_received
+            whip["frames_received"] += sum(h.frames for h in self.whip.held.values())
         ndi: dict[str, float] = {"outputs": len(self.ndi), "clients": 0, "frames_sent": 0,
                                  "frames_dropped": 0, "latency_ms": 0.0}
         for output in self.ndi.values():
@@ -188,6 +187,11 @@ class Outputs:
         owner = self._owner(request.match_info["share_token"])
         outputs = self._outputs(owner)
         stream = outputs.ts
+        if stream is not None and stream.done:  # it failed: a new client gets a new one
+            outputs.ts = None
+            outputs.ts_stopped(stream)
+            self._stop(stream)
+            stream = None
         if stream is not None and len(stream.clients) >= self.max_clients:
             outputs.ts_clients_refused += 1
             raise TooManyViewers(f"this session already has {self.max_clients} MPEG-TS clients")
@@ -205,7 +209,7 @@ class Outputs:
             await response.prepare(request)
             while (chunk := await client.queue.get()) is not None:
                 await response.write(chunk)
-                client.bytes_sent += len(chunk)
+                stream.sent(client, len(chunk))
         except (ConnectionError, RuntimeError):  # the client went away (or was dropped)
             pass
         finally:
@@ -238,9 +242,9 @@ class Outputs:
             self._tasks.spawn(previous.close())
 
         def closed(_: str) -> None:
+            outputs.whip_received += sum(h.frames for h in sender.held.values())
             if outputs.whip is sender:
                 outputs.whip = None
-                outputs.whip_received += sum(h.frames for h in sender.held.values())
 
         sender.on_closed = closed
         return created(answer, f"/whip/{owner.session_id}/{sender.session_id}")

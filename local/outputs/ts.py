@@ -95,13 +95,15 @@ class TsStream:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="ts-mux")
         self._tasks = OwnedTasks()
         self._close = RunOnce(self._close_once)
-        self.ended = asyncio.Event()
         # figures
         self.frames_sent = 0
         self.frames_dropped = 0
         self.clients_dropped = 0
         self.bytes_sent = 0
+        #: why encoding stopped (a codec error), if it did: the clients were let go
         self.failed: str | None = None
+        #: no more chunks will come (the session's tracks ended, or encoding failed)
+        self.done = False
         #: from a frame's release by the fan-out to its bytes queued for the clients (ms)
         self._latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
         for sub in (self.video, self.audio):
@@ -118,7 +120,11 @@ class TsStream:
 
     def leave(self, client: TsClient) -> None:
         self.clients.discard(client)
-        self.bytes_sent += client.bytes_sent
+
+    def sent(self, client: TsClient, count: int) -> None:
+        """``count`` bytes went out to ``client``."""
+        client.bytes_sent += count
+        self.bytes_sent += count
 
     async def _read(self, sub: CountedSubscription) -> None:
         try:
@@ -156,7 +162,7 @@ class TsStream:
                 client.end(drop=True)
 
     def _end(self) -> None:
-        self.ended.set()
+        self.done = True
         for client in list(self.clients):
             self.leave(client)
             client.end(drop=False)
@@ -168,7 +174,7 @@ class TsStream:
     def stats(self) -> dict[str, Any]:
         return {"clients": len(self.clients), "frames_sent": self.frames_sent,
                 "frames_dropped": self.frames_dropped, "clients_dropped": self.clients_dropped,
-                "bytes_sent": self.bytes_sent + sum(c.bytes_sent for c in self.clients),
+                "bytes_sent": self.bytes_sent,
                 "latency_ms": self.latency_ms()}
 
     async def close(self) -> None:

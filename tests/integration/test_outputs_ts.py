@@ -224,3 +224,31 @@ async def test_ffprobe_reads_the_ts_url():
         assert set(streams) == {"h264", "aac"}
         assert int(streams["h264"]["nb_read_frames"]) >= 24
         assert int(streams["aac"]["nb_read_frames"]) >= 40
+
+
+async def test_a_failing_encoder_ends_its_stream_only(stack, monkeypatch):
+    from scope_relay.local.outputs import ts_mux
+
+    _, relay = stack
+    async with connected(relay.url, {"pipeline_ids": ["test-tone"]}, video=False) as owner:
+        async with httpx.AsyncClient(base_url=relay.url, timeout=30) as http:
+            url = (await http.get(f"/api/v1/webrtc/offer/{owner.session_id}")).json()["tsUrl"]
+            real_add = ts_mux.TsMuxer.add
+            calls = 0
+
+            def broken(self, frame):
+                nonlocal calls
+                calls += 1
+                if calls > 50:
+                    raise ValueError("codec exploded")
+                return real_add(self, frame)
+
+            monkeypatch.setattr(ts_mux.TsMuxer, "add", broken)
+            async with http.stream("GET", url) as response:
+                data = b"".join([chunk async for chunk in response.aiter_bytes()])
+            assert data[:1] == b"\x47"  # what was made went out, then the stream ended
+            monkeypatch.setattr(ts_mux.TsMuxer, "add", real_add)
+            async with http.stream("GET", url) as again:  # a new client, a new encoder
+                first = await again.aiter_bytes().__anext__()
+                assert first[:1] == b"\x47"
+        await owner.wait_audio_frames(25)  # the session never noticed
