@@ -185,6 +185,8 @@ class Outputs:
     # --- MPEG-TS ---------------------------------------------------------------------------
     async def ts_get(self, request: web.Request) -> web.StreamResponse:
         owner = self._owner(request.match_info["share_token"])
+        if request.method == "HEAD":  # (what a player asks first: the type, no stream)
+            return web.Response(headers={"Content-Type": CONTENT_TYPE, "Cache-Control": "no-store"})
         outputs = self._outputs(owner)
         stream = outputs.ts
         if stream is not None and stream.done:  # it failed: a new client gets a new one

@@ -192,6 +192,8 @@ async def test_ts_for_an_audio_only_session_and_a_wrong_token(stack):
     async with connected(relay.url, {"pipeline_ids": ["test-tone"]}, video=False) as owner:
         async with httpx.AsyncClient(base_url=relay.url, timeout=30) as http:
             mine = (await http.get(f"/api/v1/webrtc/offer/{owner.session_id}")).json()
+            head = await http.head(mine["tsUrl"])
+            assert head.status_code == 200 and head.headers["Content-Type"] == "video/mp2t"
             wrong = await http.get("/ts/not-the-token")
             assert wrong.status_code == 404 and wrong.json()["code"] == "UNKNOWN_SHARE"
             async with http.stream("GET", mine["tsUrl"]) as response:
