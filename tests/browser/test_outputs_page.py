@@ -5,10 +5,12 @@ and stopped). With ``SCOPE_RELAY_SCREENSHOTS=docs/screenshots`` the menu is save
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import os
 from pathlib import Path
 
+import httpx
 import pytest
 import pytest_asyncio
 
@@ -105,6 +107,17 @@ async def test_outputs_menu_lists_the_urls_and_starts_ndi(browser):
             await page.click("button[data-copy=ts]")
             assert await page.evaluate("navigator.clipboard.readText()") == f"{relay.url}/ts/{token}"
 
+            # a tool pulling the TS URL shows in the menu
+            async def play_ts() -> None:
+                async with httpx.AsyncClient(timeout=30) as http, \
+                        http.stream("GET", f"{relay.url}/ts/{token}") as ts:
+                    async for _ in ts.aiter_bytes():
+                        pass
+
+            player = asyncio.create_task(play_ts())
+            await page.wait_for_function(
+                "document.querySelector('[data-count=ts]').textContent === '1 client'",
+                timeout=20_000)
             await page.fill("#ndi-name", "Stage left")
             await page.click("#ndi-toggle")
             if HAS_NDI:
@@ -114,7 +127,7 @@ async def test_outputs_menu_lists_the_urls_and_starts_ndi(browser):
                 assert output.name == "Stage left"
                 await page.wait_for_function(
                     "scopeRelay.outputs.figures?.ndi?.frames_sent > 0", timeout=20_000)
-                assert await page.text_content("#outputs-summary") == "Outputs (1)"
+                assert await page.text_content("#outputs-summary") == "Outputs (2)"
                 if SHOTS:
                     menu = page.locator("section.output")
                     await menu.screenshot(path=str(Path(SHOTS) / "outputs-menu.png"))
@@ -124,4 +137,5 @@ async def test_outputs_menu_lists_the_urls_and_starts_ndi(browser):
             else:  # the relay says what is missing; the page shows it
                 await page.wait_for_function("scopeRelay.outputs.error", timeout=20_000)
                 assert "ndi" in (await page.text_content("#ndi-state") or "")
+            player.cancel()
             assert page.errors == []

@@ -29,6 +29,12 @@ export function createOutputsMenu(view, sessionId) {
       : ndiId && ndi ? `${ndi.clients} receiving · ${ndi.frames_sent} frames sent` : "";
     view.ndiState.dataset.tone = error ? "bad" : "";
     const count = (kind) => figures?.[kind]?.clients ?? 0;
+    for (const span of view.menu.querySelectorAll("[data-count]")) {
+      const kind = span.dataset.count;
+      const dropped = figures?.[kind]?.clients_dropped ?? 0;
+      span.textContent = !count(kind) ? "" : kind === "whip" ? "feeding the session"
+        : `${count(kind)} ${count(kind) === 1 ? "client" : "clients"}${dropped ? ` · ${dropped} dropped` : ""}`;
+    }
     const total = count("whep") + count("ts") + count("whip") + (figures?.ndi?.outputs ?? 0);
     view.summary.textContent = total ? `Outputs (${total})` : "Outputs";
   }
