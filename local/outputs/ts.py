@@ -7,8 +7,8 @@ muxes in one worker thread of its own (``ts_mux.py``; the event loop never waits
 codec) and hands each chunk to every client. A client is a bounded queue
 (:data:`CLIENT_CHUNKS`); one that does not keep up (it stopped reading, or its network
 is too slow) is dropped, its connection closed, and counted: the others never wait for
-it. A client joining a running stream gets the stream's PAT/PMT first, then the next
-chunk; the picture starts at the next keyframe (at most ``KEYFRAME_INTERVAL`` away).
+it. A client joining a running stream gets the stream's PAT/PMT first, then the stream
+from its next keyframe (at most ``KEYFRAME_INTERVAL`` away).
 The stream starts with its first client and stops with its last.
 """
 
@@ -26,7 +26,7 @@ from typing import Any
 import av
 from aiortc.mediastreams import MediaStreamError
 
-from scope_relay.local.outputs.ts_mux import TsMuxer
+from scope_relay.local.outputs.ts_mux import TsMuxer, keyframe_at
 from scope_relay.local.sessions.fanout import CountedSubscription, OutputFanout
 from scope_relay.util.tasks import OwnedTasks, RunOnce
 
@@ -90,6 +90,8 @@ class TsStream:
         self.video, self.audio = fanout.subscribe(video=video, audio=audio)
         self.muxer = TsMuxer(video=self.video is not None, audio=self.audio is not None)
         self.clients: set[TsClient] = set()
+        #: clients waiting for the next keyframe to start on
+        self._joining: set[TsClient] = set()
         self._pending: asyncio.Queue[tuple[float, av.VideoFrame | av.AudioFrame]] = \
             asyncio.Queue(MAX_PENDING)
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="ts-mux")
@@ -112,14 +114,20 @@ class TsStream:
         self._tasks.spawn(self._encode())
 
     def join(self, transport: Any) -> TsClient:
+        """A new client. The stream's first clients get it from its start (a keyframe);
+        later ones its PAT/PMT and then the stream from its next keyframe (at most
+        ``KEYFRAME_INTERVAL`` away), so a decoder never starts on a partial picture."""
         client = TsClient(transport)
-        if self.muxer.header:  # mid-stream: what the stream is, before its packets
+        if self.muxer.started and self.muxer.has_video:
+            self._joining.add(client)
+        elif self.muxer.started:  # audio only: every AAC frame stands alone
             client.offer(self.muxer.header)
         self.clients.add(client)
         return client
 
     def leave(self, client: TsClient) -> None:
         self.clients.discard(client)
+        self._joining.discard(client)
 
     def sent(self, client: TsClient, count: int) -> None:
         """``count`` bytes went out to ``client``."""
@@ -154,7 +162,16 @@ class TsStream:
                 self._deliver(chunk)
 
     def _deliver(self, chunk: bytes) -> None:
+        started: set[TsClient] = set()
+        if self._joining:  # clients that joined mid-stream start with a keyframe
+            start = keyframe_at(chunk)
+            if start is not None:
+                started, self._joining = self._joining, set()
+                for client in started:  # (their queues are empty: this fits)
+                    client.offer(self.muxer.header + chunk[start:])
         for client in list(self.clients):
+            if client in self._joining or client in started:
+                continue
             if not client.offer(chunk):
                 logger.warning("MPEG-TS client dropped: %d chunks behind", CLIENT_CHUNKS)
                 self.clients_dropped += 1

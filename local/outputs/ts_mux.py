@@ -27,6 +27,8 @@ from scope_relay.protocol.media import SAMPLE_RATE, VIDEO_CLOCK_RATE
 TS_PACKET = 188
 #: PAT, SDT and PMT (FFmpeg's default PMT PID): what a client joining mid-stream needs first
 PSI_PIDS = frozenset({0x0000, 0x0011, 0x1000})
+#: FFmpeg's first elementary stream's PID: the video, which is added first
+VIDEO_PID = 0x0100
 KEYFRAME_INTERVAL = 1.0
 MAX_INTERLEAVE = 0.3
 AAC_FRAME = 1024
@@ -61,6 +63,18 @@ def psi_packets(data: bytes) -> dict[int, bytes]:
         if packet[0] == 0x47 and pid in PSI_PIDS:
             found.setdefault(pid, bytes(packet))
     return found
+
+
+def keyframe_at(data: bytes, pid: int = VIDEO_PID) -> int | None:
+    """Where in ``data`` (whole TS packets) the first video keyframe's packets begin: the
+    packet of ``pid`` that starts a PES and has the random-access flag FFmpeg sets on
+    keyframes; ``None`` if none does."""
+    for at in range(0, len(data) - TS_PACKET + 1, TS_PACKET):
+        b = data[at:at + 6]
+        if (b[0] == 0x47 and b[1] & 0x40 and ((b[1] & 0x1F) << 8 | b[2]) == pid
+                and (b[3] >> 4) & 2 and b[4] > 0 and b[5] & 0x40):
+            return at
+    return None
 
 
 class TsMuxer:

@@ -147,16 +147,20 @@ async def test_ts_plays_in_sync_for_several_clients_and_drops_a_stalled_one():
             mine = (await http.get(f"/api/v1/webrtc/offer/{owner.session_id}")).json()
         url = mine["tsUrl"]
         path = url[len(relay.url):]
-        readers = [asyncio.create_task(asyncio.to_thread(read_ts, url, SECONDS))
-                   for _ in range(2)]
         (session,) = relay.app[RELAY_KEY].sessions.values()
         outputs = relay.app[RELAY_KEY].outputs
-        await wait_until(lambda: outputs.stats_for(session.session_id)["outputs"]["ts"]
-                         ["clients"] == 2, timeout=20)
+
+        def ts_figures() -> dict:
+            return outputs.stats_for(session.session_id)["outputs"]["ts"]
+
+        # the first starts the stream; the second joins it 1.5 s in, mid-GOP
+        readers = [asyncio.create_task(asyncio.to_thread(read_ts, url, SECONDS))]
+        await wait_until(lambda: ts_figures()["frames_sent"] >= 36 + 75, timeout=20)
+        readers.append(asyncio.create_task(asyncio.to_thread(read_ts, url, SECONDS)))
+        await wait_until(lambda: ts_figures()["clients"] == 2, timeout=20)
         stalled = stalled_client(int(relay.url.rsplit(":", 1)[1]), path)
         try:
-            await wait_until(lambda: outputs.stats_for(session.session_id)["outputs"]["ts"]
-                             ["clients_dropped"] == 1, timeout=60)
+            await wait_until(lambda: ts_figures()["clients_dropped"] == 1, timeout=60)
             readings = await asyncio.wait_for(asyncio.gather(*readers), 60)
         finally:
             stalled.close()
