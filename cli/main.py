@@ -172,6 +172,9 @@ def _add_relay_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--recordings-reserve-gib", type=_non_negative_float, default=1.0,
                    metavar="GIB", help="free disk space kept: recording is refused below it and "
                    "stops when it is reached (default 1)")
+    g.add_argument("--ndi", nargs="?", const="", default=None, metavar="NAME",
+                   help="publish the newest session as an NDI source (default name "
+                        "'scope-relay <pipeline>'; needs the 'ndi' extra, docs/outputs.md)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -301,7 +304,8 @@ async def run_relay(args: argparse.Namespace, *, force_embedded: bool) -> None:
                              osc_address=None if args.osc_port is None
                              else (args.osc_host, args.osc_port),
                              token=args.token, require_token=args.require_token,
-                             recordings=_recording_limits(args))
+                             recordings=_recording_limits(args),
+                             ndi_name=args.ndi)
         relay = await stack.enter_async_context(
             serve(create_relay_app(config), args.host, args.port))
         relay_state = relay.app[RELAY_KEY]

@@ -19,6 +19,7 @@ from scope_relay.local.cloud_link.control_socket import CloudConnectionManager
 from scope_relay.local.cloud_link.target import CloudTarget
 from scope_relay.local.inputs.osc import OscInput
 from scope_relay.local.inputs.osc_target import OscTarget, osc_routes
+from scope_relay.local.outputs.routes import Outputs
 from scope_relay.local.recording.catalogue import Recordings
 from scope_relay.local.recording.routes import recording_routes
 from scope_relay.local.recording.storage import RecordingLimits
@@ -85,6 +86,8 @@ class RelayConfig:
     token: str | None = None
     #: this machine's own clients need the token too (e.g. behind a local reverse proxy)
     require_token: bool = False
+    #: ``--ndi [NAME]``: publish the newest session as an NDI source ('' : the default name)
+    ndi_name: str | None = None
 
     def __post_init__(self) -> None:
         if self.token is None and token_needed(self.listen_host,
@@ -109,7 +112,9 @@ def _share(request: web.Request, session: BrowserSession) -> dict[str, str]:
     if session.audience is None:
         return {}
     token = session.audience.token
-    return {"shareToken": token, "shareUrl": f"{request.scheme}://{request.host}/viewer#{token}"}
+    base = f"{request.scheme}://{request.host}"
+    return {"shareToken": token, "shareUrl": f"{base}/viewer#{token}",
+            "whepUrl": f"{base}/whep/{token}", "tsUrl": f"{base}/ts/{token}"}
 
 
 class LocalRelay:
@@ -122,6 +127,9 @@ class LocalRelay:
         #: whom OSC drives: the session pinned with POST /api/v1/osc, else the newest
         self.osc_target = OscTarget(self.sessions)
         self.recordings = Recordings(config.recordings)
+        self.outputs = Outputs(self.sessions, ice_servers=config.browser_ice_servers,
+                               loopback_ice=config.loopback_ice, max_clients=config.max_viewers,
+                               ndi_name=config.ndi_name)
 
     async def offer(self, request: web.Request) -> web.Response:
         body = await _json_body(request)
@@ -142,12 +150,14 @@ class LocalRelay:
             raise
         self.sessions[session.session_id] = session
         session.on_closed = self._session_closed
+        self.outputs.session_started(session)
         return web.json_response({"sdp": answer, "type": "answer", "sessionId": session.session_id,
                                   **_share(request, session)})
 
     def _session_closed(self, session_id: str) -> None:
         self.sessions.pop(session_id, None)
         self.recordings.session_closed(session_id)  # its recording is finished, kept
+        self.outputs.session_closed(session_id)
         if not self.sessions:
             release_freed_memory()
 
@@ -180,7 +190,7 @@ class LocalRelay:
     async def stats(self, request: web.Request) -> web.Response:
         """Every session's figures, each named by an 8-character prefix only: the full id is
         what lets a client end a session, and only its creator has it."""
-        sessions = [{"session": s.session_id[:8]} | _without_id(s.stats())
+        sessions = [{"session": s.session_id[:8]} | _without_id(self._session_stats(s))
                     for s in self.sessions.values()]
         out: dict[str, Any] = {"sessions": sessions, "cloud": self.connection.status()}
         if self.osc is not None:
@@ -188,10 +198,13 @@ class LocalRelay:
         out["recordings"] = self.recordings.stats()
         return web.json_response(out)
 
+    def _session_stats(self, session: BrowserSession) -> dict[str, Any]:
+        return session.stats() | self.outputs.stats_for(session.session_id)
+
     async def session_stats(self, request: web.Request) -> web.Response:
         """One session's figures, for whoever holds its id (the page that created it)."""
         session = self._session(request)
-        return web.json_response(session.stats() | _share(request, session))
+        return web.json_response(self._session_stats(session) | _share(request, session))
 
     # --- viewers (share links) -------------------------------------------------------------
     async def viewer_offer(self, request: web.Request) -> web.Response:
@@ -241,8 +254,9 @@ class LocalRelay:
         yield GaugeMetricFamily("scope_relay_sessions", "browser sessions", value=len(sessions))
         ready = 1.0 if self.connection.state == "ready" else 0.0
         yield GaugeMetricFamily("scope_relay_cloud_ready", "control socket ready", value=ready)
-        yield from session_gauges("scope_relay", ((s.session_id[:8], s.stats()) for s in sessions))
-        if self.osc is not None:  # OSC messages received, sent, refused, dropped...
+        yield from session_gauges("scope_relay", ((s.session_id[:8], self._session_stats(s))
+                                                  for s in sessions))
+        if self.osc is not None:  # OSC messages received, sent, refused, dropped
             for name, count in self.osc.stats().items():
                 yield GaugeMetricFamily(f"scope_relay_osc_{name}", f"OSC messages: {name}",
                                         value=count)
@@ -253,6 +267,7 @@ class LocalRelay:
     async def close(self) -> None:
         for session in list(self.sessions.values()):
             await session.close()
+        await self.outputs.close()
         await self.recordings.close()
         await self.connection.close()
 
@@ -313,6 +328,7 @@ def create_relay_app(config: RelayConfig) -> web.Application:
     app.router.add_get("/api/v1/stats", relay.stats)
     app.router.add_routes(recording_routes(relay.recordings, relay.sessions))
     app.router.add_routes(osc_routes(relay.osc_target, lambda: relay.osc is not None))
+    app.router.add_routes(relay.outputs.routes())
     app.router.add_get("/metrics", metrics_handler(relay.metrics))
 
     async def on_startup(app: web.Application) -> None:

@@ -2,10 +2,11 @@
 
 aiortc offers no public seam for a few things this project needs: ICE host addresses
 limited to loopback, an Opus encoder with other settings, the RTP half of received
-sender reports, the receiver's RTP origin, and the direction a remote offer gave a
-transceiver. Each is one small function here; ``tests/unit/test_aiortc_internals.py``
-checks every name used below against the installed aiortc, so an upgrade that moves one
-fails that test instead of silently changing behaviour.
+sender reports, the receiver's RTP origin, the direction a remote offer gave a
+transceiver, and the DTLS role of an answer. Each is one small function here;
+``tests/unit/test_aiortc_internals.py`` checks every name used below against the
+installed aiortc (the DTLS role: ``tests/integration/test_outputs_whep.py``), so an
+upgrade that moves one fails a test instead of silently changing behaviour.
 """
 
 from __future__ import annotations
@@ -230,3 +231,26 @@ async def send_sender_report(sender: Any) -> None:
         packets.append(RtcpSdesPacket(chunks=[RtcpSourceInfo(
             ssrc=sender._ssrc, items=[(1, cname.encode("utf8"))])]))
     await sender._send_rtcp(packets)
+
+
+def answer_as_dtls_server(pc: Any) -> int:
+    """After a remote offer that says ``a=setup:actpass``: take the DTLS server role, so the
+    answer says ``a=setup:passive`` and the remote side opens the handshake.
+
+    aiortc answers ``actpass`` as the DTLS client (``active``), offering only ECDSA cipher
+    suites; a WHEP/WHIP client that signs with an RSA certificate (GStreamer 1.22's
+    webrtcbin) then fails with "no shared cipher". As the server, our ECDSA certificate
+    picks the suites and the client's certificate type no longer matters. aiortc keeps the
+    role in ``RTCDtlsTransport._role`` ("auto" until an offer or answer fixes it) and writes
+    the answer's ``setup`` from it. Returns how many transports it changed (an offer that
+    said ``active`` already made ours the server; one that said ``passive`` keeps ours the
+    client)."""
+    transports = [t.receiver.transport for t in pc.getTransceivers()]
+    if pc.sctp is not None:
+        transports.append(pc.sctp.transport)
+    changed = 0
+    for transport in {id(t): t for t in transports}.values():  # bundled: one, shared
+        if transport._role == "auto":
+            transport._set_role("server")
+            changed += 1
+    return changed

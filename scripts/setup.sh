@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Installs scope-relay into ./.venv. Idempotent: re-running only installs what is missing.
 #   scripts/setup.sh             everything: runtime, the cloud app (torch) and the test tools
-#   scripts/setup.sh --system    the same, plus Debian packages for the browser, TURN and loss-lab tests,
-#                                and the loss lab's NetfilterQueue (the `lab` extra, built against them)
+#   scripts/setup.sh --system    the same, plus Debian packages for the browser, TURN, loss-lab and
+#                                output tests (GStreamer's webrtcbin as a WHEP/WHIP client, ffprobe),
+#                                the loss lab's NetfilterQueue (the `lab` extra, built against them)
+#                                and the NDI output's binding (the `ndi` extra: its wheel ships the
+#                                NDI runtime, under NDI's licence, docs/outputs.md)
 #   scripts/setup.sh --runtime   only what the demo runs (no pytest, Playwright, ruff, mypy...)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,7 +14,7 @@ extras="cloud,dev"
 case "${1:-}" in
   --runtime) extras="cloud" ;;
   --system)
-    extras="cloud,dev,lab"
+    extras="cloud,dev,lab,ndi"
     need=()
     [[ -x /usr/bin/chromium ]] || need+=(chromium chromium-driver)
     command -v turnserver >/dev/null || need+=(coturn)
@@ -20,6 +23,12 @@ case "${1:-}" in
     command -v iptables >/dev/null || need+=(iptables)
     dpkg -s libnetfilter-queue-dev >/dev/null 2>&1 || need+=(libnetfilter-queue-dev)
     command -v cc >/dev/null || need+=(gcc)
+    # the outputs' real clients (tests/integration/test_outputs_*.py): GStreamer's webrtcbin
+    # through the system python3 (gi), and Debian's ffprobe on the MPEG-TS URL
+    for pkg in gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
+               gstreamer1.0-nice python3-gst-1.0 gir1.2-gst-plugins-bad-1.0 ffmpeg; do
+      dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+    done
     if ((${#need[@]})); then
       SUDO=""; [[ $(id -u) -eq 0 ]] || SUDO="sudo"
       echo "installing Debian packages: ${need[*]}"

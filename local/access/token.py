@@ -13,7 +13,8 @@ Not guarded: the relay's own machine (its clients connect from 127.0.0.1 or ::1,
 ``--require-token``), the page and its static files (code, no data: the page must load
 even when the browser withholds a Strict cookie after a cross-site link, and its API calls
 then carry the cookie), and the viewer routes, whose share token is the capability
-(``local/sessions/viewers.py``: a share link grants watching, nothing more).
+(``local/sessions/viewers.py``: a share link grants watching, nothing more), and with them
+the WHEP and MPEG-TS outputs that the same share token opens (``local/outputs/``).
 
 Tokens are compared as SHA-256 digests with :func:`hmac.compare_digest`: equal lengths,
 constant time, so neither a wrong token's length nor its prefix changes the timing.
@@ -44,12 +45,15 @@ LOOPBACK_LISTEN = frozenset({"127.0.0.1", "::1", "localhost"})
 WILDCARD_ADDRESSES = frozenset({"", "0.0.0.0", "::"})
 #: The query parameter that carries the token once.
 QUERY = "token"
-#: (method, route) open to all: the static page, and the viewer routes (share token inside).
+#: (method, route) open to all: the static page, and the viewer routes and outputs a share
+#: token opens (WHEP, MPEG-TS: local/outputs/; the token is inside the request).
 PUBLIC_ROUTES = frozenset({
-    *((m, p) for m in ("GET", "HEAD") for p in ("/", "/viewer", "/static")),
+    *((m, p) for m in ("GET", "HEAD") for p in ("/", "/viewer", "/static", "/ts/{share_token}")),
     ("POST", "/api/v1/webrtc/viewer"),
     ("GET", "/api/v1/webrtc/viewer/{viewer_id}"),
     ("DELETE", "/api/v1/webrtc/viewer/{viewer_id}"),
+    ("POST", "/whep/{share_token}"),
+    ("DELETE", "/whep/{share_token}/{resource_id}"),
 })
 ACCESS_LOGGER = "aiohttp.access"
 

@@ -35,6 +35,15 @@ class LatestFrameTrack(MediaStreamTrack):
         except MediaStreamError:
             self._event.set()
 
+    def replace_source(self, source: MediaStreamTrack) -> MediaStreamTrack:
+        """Pump ``source`` from now on (a WHIP sender instead of the browser's camera, and
+        back: local/outputs/whip.py); returns the source it replaces, which nobody reads
+        any more. Readers see one uninterrupted track."""
+        old, self.source = self.source, source
+        self._task.cancel()
+        self._task = asyncio.get_running_loop().create_task(self._pump())
+        return old
+
     async def recv(self) -> Frame:
         while not self._frames:
             if self._task.done():

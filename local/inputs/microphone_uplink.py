@@ -41,12 +41,13 @@ class AudioForwarder:
         self.dropped_samples = 0
         self.forwarded = 0
         self._tasks = OwnedTasks()
-        self._tasks.spawn(self._pump())
+        self._pump_task = self._tasks.spawn(self._pump())
 
     async def _pump(self) -> None:
+        source = self.source
         try:
             while True:
-                frame = cast(av.AudioFrame, await self.source.recv())
+                frame = cast(av.AudioFrame, await source.recv())
                 if len(self._frames) >= self._max:
                     self._drop(1)
                 self._frames.append(frame)
@@ -54,8 +55,19 @@ class AudioForwarder:
         except MediaStreamError:
             pass
         finally:
-            self._ended = True
-            self._event.set()
+            if self.source is source:  # (not when another source took over)
+                self._ended = True
+                self._event.set()
+
+    def replace_source(self, source: MediaStreamTrack) -> MediaStreamTrack:
+        """Forward ``source`` from now on (a WHIP sender instead of the browser's
+        microphone, and back: local/outputs/whip.py); returns the source it replaces, which
+        nobody reads any more. The stream going up stays continuous (renumbered)."""
+        old, self.source = self.source, source
+        self._pump_task.cancel()
+        self._ended = False
+        self._pump_task = self._tasks.spawn(self._pump())
+        return old
 
     def _drop(self, count: int) -> None:
         for _ in range(count):

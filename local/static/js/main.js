@@ -10,6 +10,7 @@ import { createMeter } from "./meter.js";
 import { createMidi } from "./midi.js";
 import { createNotices } from "./notices.js";
 import { createOutput } from "./output.js";
+import { createOutputsMenu } from "./outputs.js";
 import { createRecorder } from "./record.js";
 import { setFromController, setParam, showLearnRefused, showLearning, showParams, showRefused } from "./params.js";
 import { createSession } from "./session.js";
@@ -106,7 +107,15 @@ window.scopeRelay = Object.freeze({
   get notices() { return notices.shown; },
   /** The recording at the relay: {state, recordingId, elapsed, url, duration, error, ended}. */
   get recording() { return recorder.facts; },
+  /** The Outputs menu: {ndiId, error, figures}. */
+  get outputs() { return outputsMenu.facts; },
 });
+
+// Where the performer's tools pick the session up (WHEP, MPEG-TS, WHIP, NDI).
+const outputsMenu = createOutputsMenu({
+  menu: $("outputs"), summary: $("outputs-summary"), whep: $("out-whep"), ts: $("out-ts"),
+  whip: $("out-whip"), ndiName: $("ndi-name"), ndiToggle: $("ndi-toggle"), ndiState: $("ndi-state"),
+}, () => (facts.phase === "live" ? session.facts.sessionId : null));
 
 // Record what this page receives, at the relay; only while a session is live.
 const recorder = createRecorder({ button: $("record"), elapsed: $("record-elapsed"), link: $("record-link"),
@@ -190,6 +199,7 @@ async function onFigures(m, pc) {
     summary = null;
     lastRaw = null;
     shareUrl = null;
+    outputsMenu.update(null);
     showStrip(null, null);
     return;
   }
@@ -208,6 +218,7 @@ async function onFigures(m, pc) {
   if (m.pipeline_failed) session.fail(String(m.pipeline_failed));
   shareUrl = m.shareUrl || null;
   lastRaw = m;
+  outputsMenu.update(m);
   $("share").title = `Open (and copy) a receive-only viewer link: ${m.viewers ?? 0} watching`;
   render();  // (the strip too)
 }
