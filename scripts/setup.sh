@@ -26,7 +26,7 @@ case "${1:-}" in
     # the outputs' real clients (tests/integration/test_outputs_*.py): GStreamer's webrtcbin
     # through the system python3 (gi), and Debian's ffprobe on the MPEG-TS URL
     for pkg in gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
-               gstreamer1.0-nice python3-gst-1.0 gir1.2-gst-plugins-bad-1.0 ffmpeg; do
+               gstreamer1.0-nice gstreamer1.0-tools python3-gst-1.0 gir1.2-gst-plugins-bad-1.0 ffmpeg; do
       dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
     done
     if ((${#need[@]})); then
