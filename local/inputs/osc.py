@@ -45,7 +45,8 @@ class Owner(Protocol):
 
     pipeline_ids: list[str]
 
-    def on_parameters(self, raw: str, updates: dict[str, Any]) -> None: ...
+    def on_parameters(self, raw: str, updates: dict[str, Any], source: str = "page") -> None:
+        ...
 
 
 #: ``GET /api/v1/pipelines`` through the cloud connection: ``(status, body)``
@@ -156,7 +157,7 @@ class OscInput:
             self._refuse(address, str(exc))
             return
         updates = {name: value}
-        owner.on_parameters(json.dumps(updates), updates)
+        owner.on_parameters(json.dumps(updates), updates, source="osc")
         self.counts.forwarded += 1
 
     def _refuse(self, address: str, why: str) -> None:

@@ -44,6 +44,7 @@ const session = createSession({
     if (phase === "connecting") Object.assign(facts, { mediaSeen: false, mediaAgeMs: null,
                                                        speed: null, pipelineFailed: null });
     if (phase === "connecting") figures = createFigures(selectedRunning() || {});
+    if (phase === "connecting") showNotice(null);
     render();
     recorder?.sessionChanged();
   },
@@ -56,6 +57,7 @@ const session = createSession({
   },
   stats: (m, pc) => onFigures(m, pc),
   pipelineFailed: (message) => { facts.pipelineFailed = message; render(); },
+  notice: (text) => showNotice(text),
   echoCancellation: () => $("echo").checked,
 });
 
@@ -269,6 +271,13 @@ async function loadPipelines() {
       await new Promise((r) => setTimeout(r, Math.min(5000, 500 * 2 ** attempt)));
     }
   }
+}
+
+/** What the cloud said about this session (a refused value, a reload that failed): the
+ * latest one, until the next session starts. */
+function showNotice(text) {
+  $("notice").hidden = !text;
+  $("notice").textContent = text || "";
 }
 
 /** Plugins the cloud could not load are named, not silently missing from the picker. */

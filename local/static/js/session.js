@@ -160,13 +160,18 @@ export function createSession(view) {
     }
   }
 
-  /** The relay speaks on the parameters channel only to report errors (docs/protocol.md). */
+  /** The relay speaks on the parameters channel to report a failed pipeline, a value the
+   * cloud refused and a --reload edit that did not load (docs/protocol.md). */
   function onChannelMessage(pc, data) {
     if (pc !== live.pc || typeof data !== "string") return;
     let message;
     try { message = JSON.parse(data); } catch { return; }
     if (message?.type === "error" && message.code === "PIPELINE_FAILED") {
       view.pipelineFailed(String(message.error || "the pipeline failed"));
+    } else if (message?.type === "parameter_refused") {
+      view.notice(`${message.name}: not applied (${message.reason})`);
+    } else if (message?.type === "pipeline_reload_failed") {
+      view.notice(`${message.pipeline} was edited but did not load; still playing the old code: ${message.error}`);
     }
   }
 
