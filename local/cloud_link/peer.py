@@ -113,7 +113,9 @@ class CloudWebRTCClient:
 
         @pc.on("connectionstatechange")
         def on_state() -> None:
-            logger.info("cloud peer: %s", pc.connectionState)
+            # (DEBUG: the browser session's line says the session is up, the hop's that
+            # the cloud hop failed and is being rebuilt)
+            logger.debug("cloud peer: %s", pc.connectionState)
             if pc.connectionState == "connected":
                 connected.set()
             elif pc.connectionState in ("failed", "closed"):
