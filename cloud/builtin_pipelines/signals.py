@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from scope_relay.cloud.builtin_pipelines.colour_field import ColourField
@@ -138,27 +140,25 @@ class AvSync(Pipeline):
                               video_format="yuv420p")
 
 
+@functools.lru_cache(maxsize=4)
 def _av_sync_background(fps: int) -> torch.Tensor:
     """One second of av-sync's dim picture as I420 frames ``(fps, H * 3 / 2, W)``: a still
     blue-to-violet wash (luma 20-70), a line sweeping across once a second and a bar along
     the bottom, full on the last frame before the flash. Only the line and the bar move, so
-    a frame costs the encoder little more than a black one did."""
+    a frame costs the encoder little more than a black one did. Made once (numpy) and
+    shared: sessions index copies out of it, never write to it."""
     h, w = FRAME_SIZE
-    y = torch.linspace(0, 1, h)[:, None]
-    x = torch.linspace(0, 1, w)[None, :]
-    wave = 0.5 + 0.5 * torch.sin(2 * math.pi * (0.6 * x + 0.4 * y))
-    still = torch.empty((h * 3 // 2, w), dtype=torch.uint8)
-    still[:h] = (20 + 50 * wave).round().to(torch.uint8)
-    chroma = wave[::2, ::2]
-    quarter = (h // 2) * (w // 2)
-    still[h:].view(-1)[:quarter] = (150 + 20 * chroma).round().to(torch.uint8).reshape(-1)
-    still[h:].view(-1)[quarter:] = (120 + 25 * chroma).round().to(torch.uint8).reshape(-1)
-    frames = still.repeat(fps, 1, 1)
+    y = np.linspace(0, 1, h)[:, None]
+    x = np.linspace(0, 1, w)[None, :]
+    wave = 0.5 + 0.5 * np.sin(2 * np.pi * (0.6 * x + 0.4 * y))
+    chroma = wave[::2, ::2].reshape(-1)
+    still = np.concatenate([(20 + 50 * wave).reshape(-1), 150 + 20 * chroma, 120 + 25 * chroma])
+    frames = np.repeat(np.round(still).astype(np.uint8).reshape(1, h * 3 // 2, w), fps, axis=0)
     for k in range(fps):
         line = int((w - 6) * k / max(1, fps - 1))
         frames[k, :h - 10, line:line + 6] = 95
         frames[k, h - 8:h, :int(w * (k + 1) / fps)] = 110
-    return frames
+    return torch.from_numpy(frames)
 
 
 def prompt_seed(params: Mapping[str, Any]) -> int:
