@@ -176,7 +176,8 @@ class CloudWebRTCClient:
 
     def _on_cloud_error(self, failure: m.ErrorReply) -> None:
         if failure.code == CONNECTION_LOST:  # the cloud ended our session: rebuild at once
-            logger.warning("cloud session %s: %s", (self.session_id or "")[:8], failure.message)
+            # (DEBUG: the control socket's line says why, the hop's that it reconnects)
+            logger.debug("cloud session %s: %s", (self.session_id or "")[:8], failure.message)
             self.failed.set()
             return
         if failure.code != PipelineFailed.code:
