@@ -107,7 +107,7 @@ class ColourField(Pipeline):
         index *= LIGHT_LEVELS
         index += self._light_index
         assert self._colours is not None
-        pulse = 0.72 + 0.28 * math.exp(-5.0 * beat_phase)
+        pulse = 0.65 + 0.35 * math.exp(-5.0 * beat_phase)
         first, second = self._colours
         levels = np.linspace(0.0, 1.0, MIX_LEVELS, dtype=np.float32)[:, None]
         colours = first[None, :] + levels * (second - first)[None, :]  # (mix levels, 3)

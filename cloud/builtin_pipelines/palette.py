@@ -37,6 +37,8 @@ MOODS: dict[str, tuple[float, float]] = {
 }
 #: how far from the first colour a prompt with only one picks its second (analogous)
 SECOND_HUE_OFFSET = 0.1
+#: the second colour's brightness against the first's (it is the field's shadow)
+SHADOW = 0.45
 _WORD = re.compile(r"[a-z]+")
 
 
@@ -86,13 +88,12 @@ def palette(text: str) -> Palette:
     hue = hues[0] if hues else (text_hash(text) % 360) / 360
     if not colours:
         colours.append(colorsys.hsv_to_rgb(hue, saturation, value))
-    if len(colours) == 1:
+    if len(colours) == 1:  # an analogous hue
         second = (hue + SECOND_HUE_OFFSET) % 1.0
-        if hues or not named:
-            colours.append(colorsys.hsv_to_rgb(second, saturation, value * 0.6))
-        else:  # one grey: a darker grey
-            r, g, b = colours[0]
-            colours.append((r * 0.6, g * 0.6, b * 0.6))
+        colours.append(colorsys.hsv_to_rgb(second, saturation, value) if hues or not named
+                       else colours[0])
+    r, g, b = colours[1]  # the second is the shadow: depth in the field
+    colours[1] = (r * SHADOW, g * SHADOW, b * SHADOW)
     return Palette(colours[0], colours[1], hue, named)
 
 
