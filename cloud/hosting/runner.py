@@ -259,8 +259,10 @@ class PipelineRunner:
                     raise ValueError(f"{key}: unknown parameter, and this session already "
                                      f"holds {MAX_PARAMETER_KEYS}")
             except Exception as exc:  # nothing a client sends may end the session
+                # (DEBUG: the sender is told, parameter_refused; a flood of bad values
+                # must not flood the log, which is forwarded to the relay's terminal too)
                 self.counts.rejected_parameters += 1
-                logger.warning("ignored parameter update: %s", exc)
+                logger.debug("ignored parameter update: %s", exc)
                 refusals.append(Refusal(key, value, str(exc)))
                 continue
             self._keys.add(key)

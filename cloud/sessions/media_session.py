@@ -32,6 +32,8 @@ from scope_relay.rtc.peer import PeerSession
 from scope_relay.rtc.sdp import validate_offer_sdp
 
 logger = logging.getLogger(__name__)
+#: refused parameter values are logged at most this often per session (all are counted)
+REFUSAL_LOG_INTERVAL = 10.0
 
 
 class MediaSession(PeerSession):
@@ -70,6 +72,8 @@ class MediaSession(PeerSession):
         self.notices_unsent = 0  # no open channel (or it failed): counted, the stats say it
         #: ``{"pipeline", "error"}`` of the latest ``--reload`` edit that did not load
         self.reload_failed: dict[str, str] | None = None
+        self._refusal_logged = -float("inf")
+        self._refusals_unlogged = 0
         self.pc.on("datachannel", self._remember_channel)
 
     @property
@@ -118,6 +122,8 @@ class MediaSession(PeerSession):
         self.runner = PipelineRunner(chain, self.buffer,
                                      params=pipeline_parameters(initial_parameters),
                                      on_failure=self._runner_failed)
+        for refusal in self.runner.initial_refusals:  # (no channel yet: the log says it)
+            self._log_refusal(refusal.reason)
         return await self.create_answer()
 
     # --- a pipeline that raised ------------------------------------------------------------
@@ -181,6 +187,20 @@ class MediaSession(PeerSession):
             return
         for refusal in self.runner.update_params(updates):
             self.notify(m.parameter_refused(refusal.name, refusal.value, refusal.reason))
+            self._log_refusal(refusal.reason)
+
+    def _log_refusal(self, reason: str) -> None:
+        """One line, then at most one per :data:`REFUSAL_LOG_INTERVAL` with how many more:
+        the sender is told of each, and a flood must not flood the log (which a relay
+        re-emits in its terminal)."""
+        now = time.monotonic()
+        if now - self._refusal_logged < REFUSAL_LOG_INTERVAL:
+            self._refusals_unlogged += 1
+            return
+        more = (f" ({self._refusals_unlogged} more since the last report)"
+                if self._refusals_unlogged else "")
+        self._refusal_logged, self._refusals_unlogged = now, 0
+        logger.warning("%s: ignored parameter update: %s%s", self.name, reason, more)
 
     def stop_producing(self) -> None:
         if self.runner is not None:
