@@ -27,6 +27,8 @@ CLOUD_ECHO_LOGGER = "scope_cloud"
 #: at most this long waiting for a cloud that answers but is not ready yet (a cold start)
 #: before the page URL is printed anyway; one that does not answer at all: not at all
 STARTUP_WAIT = 15.0
+#: at most this long for the cloud's address to answer at all before the hint and the URL
+ANSWER_WAIT = 3.0
 #: the two sides' default ports: a hint never sends one side onto the other's
 DEFAULT_RELAY_PORT, DEFAULT_CLOUD_PORT = 8000, 8001
 #: ports above the busy one tried for a hint
@@ -311,11 +313,16 @@ async def run_relay(args, *, force_embedded: bool) -> None:
         relay_state = relay.app[RELAY_KEY]
         # the URL is the last line of start-up: the cloud's "ready" (or its refusal) first;
         # a cloud that does not answer gets one line saying what to do, then the URL at once
+        connection = relay_state.connection
         ready = False
-        with contextlib.suppress(TimeoutError):
-            ready = await asyncio.wait_for(relay_state.connection.first_attempt(), STARTUP_WAIT)
-        if not ready and relay_state.connection.state != "refused":
-            print(_no_cloud_hint(target, relay_state.connection.stage), flush=True)
+        with contextlib.suppress(TimeoutError):  # a blackholed address: not 15 s of nothing
+            ready = await asyncio.wait_for(connection.first_attempt(), ANSWER_WAIT)
+        if not ready and connection.stage == "waiting for ready":  # it answered: starting
+            with contextlib.suppress(TimeoutError):
+                ready = await asyncio.wait_for(connection.first_attempt(),
+                                               STARTUP_WAIT - ANSWER_WAIT)
+        if not ready and connection.state != "refused":
+            print(_no_cloud_hint(target, connection.stage), flush=True)
         if relay_state.osc is not None:
             print(f"OSC input: udp://{args.osc_host}:{relay_state.osc.port} "
                   "(/param/<name> <value>)", flush=True)
