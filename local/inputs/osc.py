@@ -38,6 +38,10 @@ PREFIX = "/param/"
 QUEUE_SIZE = 256
 #: how long the cloud's pipeline list is trusted before it is asked again
 SCHEMA_TTL = 10.0
+#: a refused address is logged at most this often (every refusal is counted)
+REFUSAL_LOG_INTERVAL = 10.0
+#: addresses whose refusals are remembered for that; beyond this the oldest are forgotten
+MAX_LOGGED_ADDRESSES = 256
 
 
 class Owner(Protocol):
@@ -100,6 +104,8 @@ class OscInput:
         self._schemas_at = -math.inf
         self._transport: asyncio.BaseTransport | None = None
         self._tasks = OwnedTasks()
+        #: address -> (when its refusal was last logged, refusals since, not logged)
+        self._refusals_logged: dict[str, tuple[float, int]] = {}
 
     async def start(self) -> None:
         """Bind (an ``OSError`` if the port is taken) and start the worker."""
@@ -161,8 +167,20 @@ class OscInput:
         self.counts.forwarded += 1
 
     def _refuse(self, address: str, why: str) -> None:
+        """Counted each time; logged once per address, then at most once per
+        :data:`REFUSAL_LOG_INTERVAL` with how many more (gear sending 30 a second must not
+        flood the terminal)."""
         self.counts.refused += 1
-        logger.warning("OSC %s refused: %s", address, why)
+        now = time.monotonic()
+        last, unlogged = self._refusals_logged.pop(address, (-math.inf, 0))
+        if now - last < REFUSAL_LOG_INTERVAL:
+            self._refusals_logged[address] = (last, unlogged + 1)
+        else:
+            more = f" ({unlogged} more since the last report)" if unlogged else ""
+            logger.warning("OSC %s refused: %s%s", address, why, more)
+            self._refusals_logged[address] = (now, 0)
+        while len(self._refusals_logged) > MAX_LOGGED_ADDRESSES:
+            del self._refusals_logged[next(iter(self._refusals_logged))]
 
     async def _chain_params(self, pipeline_ids: list[str]) -> dict[str, Any]:
         """The chain's parameters, merged in chain order (a later pipeline's spec wins)."""

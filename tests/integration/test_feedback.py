@@ -102,3 +102,22 @@ async def test_a_reload_failure_reaches_the_running_session(tmp_path, monkeypatc
             assert stats["reload_failed"]["pipeline"] == "edited-tone"
             assert "SyntaxError" in stats["reload_failed"]["error"]
             assert not others  # a session on another pipeline hears nothing
+
+
+async def test_gear_sending_garbage_is_logged_once_not_per_message(caplog):
+    """OSC's own refusals (the schema check at the relay): every one counted, one line."""
+    from pythonosc.udp_client import SimpleUDPClient
+
+    caplog.set_level(logging.WARNING, logger="scope_relay.local.inputs.osc")
+    async with cloud_server() as cloud, \
+            relay_server(cloud, osc_address=("127.0.0.1", 0)) as relay:
+        osc = relay.app[RELAY_KEY].osc
+        assert osc is not None
+        async with connected(relay.url, {"pipeline_ids": ["test-tone"]}, video=False) as peer:
+            await peer.wait_audio_frames(10)
+            client = SimpleUDPClient("127.0.0.1", osc.port)
+            for _ in range(30):
+                client.send_message("/param/frequency", 50_000.0)
+            await wait_until(lambda: osc.counts.refused == 30, timeout=10)
+    lines = [r.getMessage() for r in caplog.records if "OSC /param/frequency" in r.getMessage()]
+    assert len(lines) == 1, lines
