@@ -36,7 +36,8 @@ from scope_relay.protocol import messages as m
 from scope_relay.rtc.ice import rtc_configuration
 
 CLEAN_DELIVERY = 0.95  # share of the expected audio/video frames that must arrive
-FLAGS = {"test-tone": (False, True), "av-sync": (True, True), "bursty-av": (True, True)}
+FLAGS = {"test-tone": (False, True), "av-sync": (True, True), "bursty-av": (True, True),
+         "colour-field": (True, True)}
 #: --quick: an audio-only and an audio + video pipeline, one session each, one-second windows
 QUICK = {"pipelines": ["test-tone", "av-sync"], "seconds": 1.0, "max_sessions": 1}
 
@@ -194,7 +195,8 @@ async def main(args: argparse.Namespace) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--pipelines", nargs="+", default=["test-tone", "av-sync", "bursty-av"],
+    parser.add_argument("--pipelines", nargs="+",
+                        default=["test-tone", "av-sync", "bursty-av", "colour-field"],
                         choices=sorted(FLAGS))
     parser.add_argument("--seconds", type=float, default=10.0, help="measured window per run")
     parser.add_argument("--max-sessions", type=int, default=32)

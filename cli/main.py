@@ -10,6 +10,7 @@ import logging
 import os
 import re
 import signal
+import socket
 import sys
 from typing import TYPE_CHECKING
 
@@ -25,23 +26,51 @@ if TYPE_CHECKING:
 logger = logging.getLogger("scope_relay.cli")
 #: the relay re-emits the cloud's forwarded log lines under this logger (local/cloud_link/control_socket.py)
 CLOUD_ECHO_LOGGER = "scope_cloud"
-#: at most this long waiting for the cloud before the page URL is printed anyway
+#: at most this long waiting for a cloud that answers but is not ready yet (a cold start)
+#: before the page URL is printed anyway; one that does not answer at all: not at all
 STARTUP_WAIT = 15.0
+#: at most this long for the cloud's address to answer at all before the hint and the URL
+ANSWER_WAIT = 3.0
+#: the two sides' default ports: a hint never sends one side onto the other's
+DEFAULT_RELAY_PORT, DEFAULT_CLOUD_PORT = 8000, 8001
+#: ports above the busy one tried for a hint
+HINT_TRIES = 20
+
+
+def _free_port_near(port: int, host: str, kind: int = socket.SOCK_STREAM) -> int | None:
+    """A port above ``port`` that binds on ``host`` now, skipping both sides' defaults."""
+    for candidate in range(port + 1, min(port + 1 + HINT_TRIES, 65536)):
+        if candidate in (DEFAULT_RELAY_PORT, DEFAULT_CLOUD_PORT):
+            continue
+        try:
+            with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, kind) as s:
+                s.bind((host, candidate))
+        except OSError:
+            continue
+        return candidate
+    return None
 
 
 def _port_in_use(exc: OSError, args: argparse.Namespace) -> str | None:
-    """One line for a port another program holds, naming the flag that moves ours."""
+    """One line for a port another program holds, naming the flag that moves ours to a port
+    checked free just now (never the other side's default), or to any free one."""
     if exc.errno != errno.EADDRINUSE:
         return None
     osc = re.search(r"OSC port (\d+)", str(exc))  # local/inputs/osc.py names its port
     if osc:
         osc_port = int(osc.group(1))
-        return f"OSC port {osc_port} is in use; try --osc-port {osc_port + 1}"
+        free = _free_port_near(osc_port, getattr(args, "osc_host", "127.0.0.1"),
+                               socket.SOCK_DGRAM)
+        return (f"OSC port {osc_port} is in use; try --osc-port "
+                f"{free if free is not None else 0}")
     found = re.search(r"(\d+)\)?: address already in use", str(exc), re.IGNORECASE)
     port: int | None = int(found.group(1)) if found else getattr(args, "port", None)
     if port is None:
         return f"a port is in use: {exc.strerror}"
-    return f"port {port} is in use; try --port {port + 1}"
+    host = getattr(args, "host", "127.0.0.1")
+    free = _free_port_near(port, "0.0.0.0" if host in ("", "*") else host)
+    hint = f"--port {free} (free now) or --port 0 (any free port)" if free else "--port 0"
+    return f"port {port} is in use; try {hint}"
 
 
 def _positive_int(text: str) -> int:
@@ -199,6 +228,12 @@ def build_parser() -> argparse.ArgumentParser:
     local = sub.add_parser("local", help="run the desktop relay and print the page URL",
                            formatter_class=argparse.RawDescriptionHelpFormatter,
                            epilog=ENVIRONMENT_HELP)
+    local.add_argument("--cloud", default=None, metavar="URL|OWNER/APP",
+                       help="the cloud app to use: a ws:// or wss:// URL (e.g. "
+                            "ws://127.0.0.1:8001/ws from `scope-relay cloud`), or an owner/app "
+                            "id resolved against SCOPE_CLOUD_BASE_URL; stands for "
+                            "SCOPE_CLOUD_WS_URL / SCOPE_CLOUD_APP_ID and wins over them (key: "
+                            "SCOPE_CLOUD_API_KEY); with neither, an embedded cloud app runs here")
     _add_relay_options(local)
     _add_cloud_options(local, embedded=True)
     _add_common(local)
@@ -283,7 +318,7 @@ def _recording_limits(args: argparse.Namespace) -> RecordingLimits:
 async def run_relay(args: argparse.Namespace, *, force_embedded: bool) -> None:
     from scope_relay.local.server import RELAY_KEY, RelayConfig, create_relay_app
 
-    target = None if force_embedded else resolve_cloud_target()
+    target = None if force_embedded else resolve_cloud_target(cloud=getattr(args, "cloud", None))
     async with contextlib.AsyncExitStack() as stack:
         if target is None:
             from scope_relay.cloud.app import create_app
@@ -309,14 +344,33 @@ async def run_relay(args: argparse.Namespace, *, force_embedded: bool) -> None:
         relay = await stack.enter_async_context(
             serve(create_relay_app(config), args.host, args.port))
         relay_state = relay.app[RELAY_KEY]
-        # the URL is the last line of start-up: the cloud's "ready" (or its refusal) first
-        with contextlib.suppress(Exception):
-            await relay_state.connection.wait_ready(STARTUP_WAIT)
+        # the URL is the last line of start-up: the cloud's "ready" (or its refusal) first;
+        # a cloud that does not answer gets one line saying what to do, then the URL at once
+        connection = relay_state.connection
+        ready = False
+        with contextlib.suppress(TimeoutError):  # a blackholed address: not 15 s of nothing
+            ready = await asyncio.wait_for(connection.first_attempt(), ANSWER_WAIT)
+        if not ready and connection.stage == "waiting for ready":  # it answered: starting
+            with contextlib.suppress(TimeoutError):
+                ready = await asyncio.wait_for(connection.first_attempt(),
+                                               STARTUP_WAIT - ANSWER_WAIT)
+        if not ready and connection.state != "refused":
+            print(_no_cloud_hint(target, connection.stage), flush=True)
         if relay_state.osc is not None:
             print(f"OSC input: udp://{args.osc_host}:{relay_state.osc.port} "
                   "(/param/<name> <value>)", flush=True)
         print(f"open the page: {_page_url(relay.url, config)}", flush=True)
         await _until_stopped()
+
+
+def _no_cloud_hint(target: CloudTarget, stage: str) -> str:
+    """What to do when the cloud app is not ready at start-up: the relay keeps trying."""
+    if stage == "waiting for ready":  # it answered: a cold start or a long preload
+        return (f"the cloud app at {target.ws_url} answered but is not ready yet (starting or "
+                "loading); the page says when it is")
+    return (f"no cloud app answers at {target.ws_url} yet: start one with `scope-relay cloud`"
+            " there, run `scope-relay demo` instead (an embedded cloud app), or point this relay"
+            " elsewhere with --cloud URL; it keeps trying, and the page says when it is ready")
 
 
 def _page_url(url: str, config: RelayConfig) -> str:

@@ -23,7 +23,7 @@ from scope_relay.cloud.control.tenancy import current_connection, short_id
 from scope_relay.cloud.hosting.discovery import discover_pipelines
 from scope_relay.cloud.hosting.manager import PipelineManager, resolve_device
 from scope_relay.cloud.hosting.registry import PipelineRegistry
-from scope_relay.cloud.hosting.reload import PluginReloader
+from scope_relay.cloud.hosting.reload import PluginReloader, ReloadResult
 from scope_relay.cloud.sessions.media_session import MediaSession
 from scope_relay.protocol.errors import (
     Busy,
@@ -37,6 +37,7 @@ from scope_relay.protocol.messages import load_json
 from scope_relay.rtc.opus import DEFAULT_BITRATE, configure_opus
 from scope_relay.util.memory import release_freed_memory
 from scope_relay.util.metrics import metrics_handler, session_gauges
+from scope_relay.util.tasks import OwnedTasks
 
 logger = logging.getLogger(__name__)
 STATE_KEY: web.AppKey[CloudState] = web.AppKey("state")
@@ -47,6 +48,8 @@ CLOUD_LOGGER = "scope_relay.cloud"
 OPEN_PATHS = frozenset({"/health", "/ready"})
 #: refused sockets are logged at most this often (they are counted in the stats)
 REFUSAL_LOG_INTERVAL = 10.0
+#: ``--reload``: plugin files are looked at this often while the app runs (a stat each)
+RELOAD_POLL = 1.0
 
 
 @dataclass
@@ -110,6 +113,7 @@ class CloudState:
                     if discovery.failures else "")
         if reloader is not None:
             logger.info("--reload: watching %s", ", ".join(reloader.files) or "no plugin files")
+            self.manager.on_reload = self._reload_checked
         self.router = ApiRouter(self.manager, self.stats)
         self.ice = config.ice
         self.sessions: dict[str, MediaSession] = {}
@@ -146,6 +150,29 @@ class CloudState:
         if self.active_sessions >= self.config.max_sessions:
             return "full"
         return "ready"
+
+    async def poll_reloads(self) -> None:
+        """``--reload``: look for edited plugin files every :data:`RELOAD_POLL` s while the
+        app runs, so a running session hears at once that its edit did not load."""
+        reloader = self.manager.reloader
+        assert reloader is not None
+        while True:
+            await asyncio.sleep(RELOAD_POLL)
+            if reloader.changed():
+                await self.manager.refresh()
+
+    def _reload_checked(self, result: ReloadResult) -> None:
+        """Tell every session running a pipeline whose edited source did not load."""
+        reloader = self.manager.reloader
+        if reloader is None:
+            return
+        for source, failures in result.failures.items():
+            if not failures:
+                continue
+            for pipeline_id in reloader.pipelines_of(source):
+                for session in list(self.sessions.values()):
+                    if pipeline_id in session.pipeline_ids:
+                        session.reload_failed_for(pipeline_id, failures[-1].error)
 
     def _note_sessions_changed(self) -> None:
         if self.active_sessions:
@@ -397,13 +424,18 @@ def create_app(config: CloudConfig | None = None) -> web.Application:
     app.router.add_route("*", "/health", api_handler)
     app.router.add_route("*", "/api/{tail:.*}", api_handler)
 
+    poller = OwnedTasks()
+
     async def on_startup(app: web.Application) -> None:
         logging.getLogger(CLOUD_LOGGER).addHandler(state.log_hub)
         if config.preload:
             await state.manager.load(config.preload)
+        if state.manager.reloader is not None:
+            poller.spawn(state.poll_reloads())
         state.ready.set()
 
     async def on_cleanup(app: web.Application) -> None:
+        await poller.cancel_all()
         logging.getLogger(CLOUD_LOGGER).removeHandler(state.log_hub)
         for session_id in list(state.sessions):
             await state.close_session(session_id)

@@ -271,6 +271,50 @@ def pipeline_failed(message: str, session_id: str | None = None) -> dict[str, An
     return out
 
 
+#: a refused value is echoed back only up to this many characters of its JSON (a sender
+#: may have sent megabytes); longer ones come back as a shortened string
+MAX_ECHOED_VALUE_CHARS = 200
+#: what the cloud (and the relay, passing them on) sends on a ``parameters`` data channel
+CHANNEL_NOTICES = frozenset({"parameter_refused", "pipeline_reload_failed"})
+
+
+def _echoed(value: Any) -> Any:
+    try:
+        text = json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        return repr(value)[:MAX_ECHOED_VALUE_CHARS]
+    if len(text) <= MAX_ECHOED_VALUE_CHARS:
+        return value
+    return text[:MAX_ECHOED_VALUE_CHARS - 1] + "…"
+
+
+def parameter_refused(name: str, value: Any, reason: str) -> dict[str, Any]:
+    """On a ``parameters`` data channel, to the sender: a value the cloud did not apply
+    (wrong type, out of range, an unknown key beyond the bound); the old value stays."""
+    return {"type": "parameter_refused", "name": name, "value": _echoed(value),
+            "reason": reason}
+
+
+def pipeline_reload_failed(pipeline: str, error_text: str) -> dict[str, Any]:
+    """On a ``parameters`` data channel: with ``--reload``, the running pipeline's edited
+    source did not load; the session goes on with the old code."""
+    return {"type": "pipeline_reload_failed", "pipeline": pipeline, "error": error_text}
+
+
+def parse_channel_notice(raw: Any) -> dict[str, Any] | None:
+    """A :data:`CHANNEL_NOTICES` message read from a data channel, or ``None`` for anything
+    else (a notice from a newer cloud with fields missing is still passed on)."""
+    if not isinstance(raw, str) or len(raw) > MAX_MESSAGE_BYTES:
+        return None
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or data.get("type") not in CHANNEL_NOTICES:
+        return None
+    return data
+
+
 def error_from(exc: ProtocolError, request_id: str | None = None) -> dict[str, Any]:
     rid = request_id if request_id is not None else exc.request_id
     return error(exc.message, exc.code, rid, exc.status)

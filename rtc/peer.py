@@ -160,7 +160,9 @@ class PeerSession:
 
     def _on_connection_state(self) -> None:
         state = self.pc.connectionState
-        logger.info("%s: connection %s", self.name, state)
+        # the terminal gets where a connection ended up, not each step on the way
+        logger.log(logging.DEBUG if state in ("new", "connecting") else logging.INFO,
+                   "%s: connection %s", self.name, state)
         if state == "connected":
             self.on_connected()
         elif state in ("failed", "closed"):

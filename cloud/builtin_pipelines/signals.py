@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
+from scope_relay.cloud.builtin_pipelines.colour_field import ColourField
+from scope_relay.cloud.builtin_pipelines.palette import palette, prompt_text
 from scope_relay.cloud.builtin_pipelines.voice_fx import VoiceFx
 from scope_relay.cloud.pipelines.base import InputFrame, ParamSpec, Pipeline, PipelineOutput
 
@@ -92,9 +96,13 @@ class TestTone(Pipeline):
 
 class AvSync(Pipeline):
     """24 fps video and 48 kHz stereo audio: once per second a white frame and a 1 kHz
-    click start at the same media time; black and silent otherwise. The frames are made
-    as YUV (``video_format="yuv420p"``), as a pipeline that wants no colour conversion
-    does."""
+    click start at the same media time; silent otherwise, and in between a dim picture
+    (mean luma well under half, so the flash stays the one bright frame a measurement
+    looks for): a still wash of deep blue and violet, a line sweeping across once a second
+    and a bar that grows along the bottom and is full at the flash, so the eye sees the
+    beat coming. The frames are made as YUV (``video_format="yuv420p"``), as a
+    pipeline that wants no colour conversion does: one second of background is made once
+    and reused, so a chunk costs a copy."""
 
     pipeline_id = "av-sync"
     name = "A/V sync test"
@@ -109,16 +117,15 @@ class AvSync(Pipeline):
     def __init__(self, device: str = "cpu"):
         super().__init__(device)
         self._frame = 0
+        self._background = _av_sync_background(int(self.fps)).to(self.device)
 
     def __call__(self, inputs: Sequence[InputFrame] | None,
                  params: Mapping[str, Any]) -> PipelineOutput:
         fps, sr = int(self.fps), self.sample_rate
         per_frame = sr // fps
         h, w = FRAME_SIZE
-        # black I420 frames (Y 16, chroma 128): handed to the encoder as they are
-        video = torch.full((self.chunk_frames, h * 3 // 2, w), 128, dtype=torch.uint8,
-                           device=self.device)
-        video[:, :h] = 16
+        index = (torch.arange(self.chunk_frames) + self._frame) % fps
+        video = self._background[index.to(self.device)]  # (a copy: the flash goes in it)
         audio = torch.zeros((2, self.chunk_frames * per_frame), device=self.device)
         click_len = int(self.click_seconds * sr)
         t = torch.arange(click_len, device=self.device) / sr
@@ -127,6 +134,7 @@ class AvSync(Pipeline):
         for k in range(self.chunk_frames):
             if (self._frame + k) % fps == 0:
                 video[k, :h] = 235  # white
+                video[k, h:] = 128
                 start = k * per_frame
                 audio[:, start:start + click_len] = click
         self._frame += self.chunk_frames
@@ -134,16 +142,38 @@ class AvSync(Pipeline):
                               video_format="yuv420p")
 
 
+@functools.lru_cache(maxsize=4)
+def _av_sync_background(fps: int) -> torch.Tensor:
+    """One second of av-sync's dim picture as I420 frames ``(fps, H * 3 / 2, W)``: a still
+    blue-to-violet wash (luma 20-70), a line sweeping across once a second and a bar along
+    the bottom, full on the last frame before the flash. Only the line and the bar move, so
+    a frame costs the encoder little more than a black one did. Made once (numpy) and
+    shared: sessions index copies out of it, never write to it."""
+    h, w = FRAME_SIZE
+    y = np.linspace(0, 1, h)[:, None]
+    x = np.linspace(0, 1, w)[None, :]
+    wave = 0.5 + 0.5 * np.sin(2 * np.pi * (0.6 * x + 0.4 * y))
+    chroma = wave[::2, ::2].reshape(-1)
+    still = np.concatenate([(20 + 50 * wave).reshape(-1), 150 + 20 * chroma, 120 + 25 * chroma])
+    frames = np.repeat(np.round(still).astype(np.uint8).reshape(1, h * 3 // 2, w), fps, axis=0)
+    for k in range(fps):
+        line = int((w - 6) * k / max(1, fps - 1))
+        frames[k, :h - 10, line:line + 6] = 95
+        frames[k, h - 8:h, :int(w * (k + 1) / fps)] = 110
+    return torch.from_numpy(frames)
+
+
 def prompt_seed(params: Mapping[str, Any]) -> int:
-    """A number derived from the prompt text: it picks bursty-av's colour and chord."""
+    """A number derived from the prompt text: it picks bursty-av's chord."""
     text = " ".join(p["text"] for p in params.get("prompts") or [])
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big")
 
 
 class BurstyAv(Pipeline):
     """Like big audio+video diffusion models: 2 s of 24 fps video and 24 kHz stereo audio
-    per call, after ``generation_delay`` s of "thinking". The prompt picks the colour and
-    the chord, so a prompt change is visible and audible."""
+    per call, after ``generation_delay`` s of "thinking". The prompt picks the colour (its
+    colour words: "a calm blue sea" is blue, cloud/builtin_pipelines/palette.py) and the
+    chord, so a prompt change is visible and audible."""
 
     pipeline_id = "bursty-av"
     name = "Bursty A/V generator"
@@ -171,8 +201,8 @@ class BurstyAv(Pipeline):
         fps, sr = int(self.fps), self.sample_rate
         frames, samples = int(self.chunk_seconds * fps), int(self.chunk_seconds * sr)
         h, w = FRAME_SIZE
-        colour = torch.tensor([(seed >> s) & 0xFF for s in (0, 8, 16)], device=self.device,
-                              dtype=torch.float32)
+        colour = torch.tensor([round(c * 255) for c in palette(prompt_text(params)).primary],
+                              device=self.device, dtype=torch.float32)
         x = torch.linspace(0, 1, w, device=self.device)
         k = torch.arange(self._frame, self._frame + frames, device=self.device)[:, None]
         sweep = 0.5 + 0.5 * torch.sin(2 * math.pi * (x[None, :] + k / (2 * fps)))  # (T, W)
@@ -190,5 +220,6 @@ class BurstyAv(Pipeline):
         self._stop.set()
 
 
-BUILTIN_PIPELINES: tuple[type[Pipeline], ...] = (Passthrough, TestTone, AvSync, BurstyAv,
-                                                 VoiceFx)
+#: in the order the page lists them: the first is what a newcomer's page shows first
+BUILTIN_PIPELINES: tuple[type[Pipeline], ...] = (ColourField, Passthrough, TestTone, AvSync,
+                                                 BurstyAv, VoiceFx)

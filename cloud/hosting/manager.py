@@ -7,12 +7,12 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from scope_relay.cloud.hosting.registry import PipelineRegistry
-from scope_relay.cloud.hosting.reload import PluginReloader
+from scope_relay.cloud.hosting.reload import PluginReloader, ReloadResult
 from scope_relay.cloud.pipelines.base import LoadProgress, Pipeline
 from scope_relay.util.tasks import OwnedTasks
 
@@ -103,6 +103,8 @@ class PipelineManager:
         self._lock = asyncio.Lock()
         self._reload_lock = asyncio.Lock()
         self._tasks = OwnedTasks()
+        #: called with each ``--reload`` check's result (the app tells sessions of failures)
+        self.on_reload: Callable[[ReloadResult], object] | None = None
 
     async def refresh(self) -> None:
         """With ``--reload``: load edited plugin sources again (in a worker thread: imports
@@ -112,6 +114,8 @@ class PipelineManager:
         async with self._reload_lock:
             result = await asyncio.to_thread(self.reloader.check)
             self.registry.apply_reload(result)
+        if self.on_reload is not None and (result.classes or result.failures):
+            self.on_reload(result)
 
     async def load(self, pipeline_ids: Any, load_params: dict[str, Any] | None = None) -> LoadState:
         """Load a chain. The load itself runs on as a task of the manager's: a caller that
@@ -161,6 +165,8 @@ class PipelineManager:
                                "device": self.device}
         if state.pipeline_ids:
             out.update(self.registry.capabilities(state.pipeline_ids).as_dict())
+            if state.pipeline_ids[-1] in self.registry.ids():  # the frame rate it declares
+                out["fps"] = self.registry.get(state.pipeline_ids[-1]).fps
         else:
             out.update(produces_video=False, produces_audio=False, accepts_video=False,
                        accepts_audio=False)

@@ -1,9 +1,11 @@
 """``--reload``: notice edited plugin source files and load their new code.
 
 Checked (not watched by a thread) when a chain loads and when a session starts, so the new
-code is used from the next session on and nothing runs between sessions. A file whose new
-code does not import or validate keeps the old classes, and the cause is logged and kept as
-a failure until the file loads again. The built-ins are never reloaded.
+code is used from the next session on, and polled (a stat per file a second, on the loop)
+while the app runs: a file whose new code does not import or validate keeps the old
+classes, the cause is logged and kept as a failure until the file loads again, and the
+sessions running its pipelines are told (``pipeline_reload_failed``) at once, rather than
+playing on the old code in silence. The built-ins are never reloaded.
 """
 
 from __future__ import annotations
@@ -73,6 +75,14 @@ class PluginReloader:
     @property
     def files(self) -> list[str]:
         return [w.path for w in self._watches]
+
+    def changed(self) -> bool:
+        """Whether a watched file changed since the last :meth:`check` (a stat each)."""
+        return any(_stamp(w.path) != w.stamp for w in self._watches)
+
+    def pipelines_of(self, source: str) -> list[str]:
+        """The pipeline ids registered from ``source`` (a :class:`PluginOrigin` source)."""
+        return [pid for pid, origin in self._owners.items() if origin.source == source]
 
     def check(self) -> ReloadResult:
         """Load every changed source again. Blocking (it imports): run it off the loop."""

@@ -53,6 +53,8 @@ AUDIO_RESTART_GAP = 1.0
 #: a failure's text is cut to this many characters (an exception may carry megabytes,
 #: and the reason travels in a control message, in stats and to the page)
 MAX_FAILURE_CHARS = 2000
+#: call time and headroom are reported over this many of the latest calls
+CALL_WINDOW = 50
 _live_runners: weakref.WeakSet[PipelineRunner] = weakref.WeakSet()
 
 
@@ -161,6 +163,15 @@ def audio_to_numpy(audio: Any) -> np.ndarray:
 FailureCallback = Callable[[str, str], None]
 
 
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A parameter value the runner did not apply, and why (told to whoever sent it)."""
+
+    name: str
+    value: Any
+    reason: str
+
+
 class PipelineRunner:
     def __init__(self, chain: Sequence[Pipeline], buffer: MediaBuffer, *,
                  params: Mapping[str, Any] | None = None, min_lead: float = 0.12,
@@ -175,7 +186,9 @@ class PipelineRunner:
         self.params: dict[str, Any] = {}
         for p in self.chain:
             self.params.update(p.default_params())
-        self._pending: dict[str, Any] = dict(params or {})
+        #: keys a value was accepted for (the bound on unknown keys counts these)
+        self._keys: set[str] = set(self.params)
+        self._pending: dict[str, Any] = {}
         self._pending_lock = threading.Lock()
         self.min_lead = min_lead
         self._stop = threading.Event()
@@ -188,6 +201,9 @@ class PipelineRunner:
         self._chunk_start = 0.0  # media seconds where the next chunk starts
         self._audio_end = 0.0  # media seconds the audio written so far reaches (at input rate)
         self._call_seconds = 0.0
+        #: (seconds the chain's call took, media seconds it produced) of the latest calls
+        self._calls: collections.deque[tuple[float, float]] = collections.deque(maxlen=CALL_WINDOW)
+        self._calls_lock = threading.Lock()
         self.counts = RunnerCounts()
         self.last_error: str | None = None
         #: ``"<ExceptionType>: <message>"`` once a call raised; generation has then ended
@@ -196,6 +212,8 @@ class PipelineRunner:
         self.failed_pipeline: str | None = None
         self._on_failure = on_failure
         self._culprit = pipeline_name(self.chain[-1])  # whose code runs now (worker only)
+        #: what the offer's own values had refused (nobody to tell yet: logged and counted)
+        self.initial_refusals = self._checked(params or {}, self._pending)
 
     # --- control (any thread) ----------------------------------------------------------
     def start(self) -> None:
@@ -203,19 +221,52 @@ class PipelineRunner:
         if self._thread.ident is not None:
             return
         _live_runners.add(self)
-        if is_paused(self.params):  # an offer that starts paused
+        with self._pending_lock:
+            starts_paused = is_paused({**self.params, **self._pending})
+        if starts_paused:  # an offer that starts paused
             self.buffer.hold()
         self._thread.start()
 
-    def update_params(self, updates: Mapping[str, Any]) -> None:
-        """Applied at the next chunk boundary, never mid-chunk; a pause or resume holds
-        or frees the media clock at once (what was already made waits, it does not play
-        on for the length of a chunk)."""
-        if PAUSED in updates and isinstance(updates[PAUSED], bool):
-            (self.buffer.hold if updates[PAUSED] else self.buffer.resume)()
+    def update_params(self, updates: Mapping[str, Any]) -> list[Refusal]:
+        """Checked now, applied at the next chunk boundary, never mid-chunk; returns the
+        values refused (the sender is told at once, not a chunk later). A pause or resume
+        holds or frees the media clock at once (what was already made waits, it does not
+        play on for the length of a chunk). Call it from one thread (the event loop)."""
+        accepted: dict[str, Any] = {}
+        refusals = self._checked(updates, accepted)
+        if PAUSED in accepted:
+            (self.buffer.hold if accepted[PAUSED] else self.buffer.resume)()
         with self._pending_lock:
-            self._pending.update(updates)
+            self._pending.update(accepted)
         self._wake.set()
+        return refusals
+
+    def _checked(self, updates: Mapping[str, Any], into: dict[str, Any]) -> list[Refusal]:
+        """Each value coerced by its schema into ``into``; the rest refused (counted)."""
+        refusals = []
+        for key, value in updates.items():
+            control = SESSION_CONTROLS.get(key)
+            spec = None if control is not None else next(
+                (p.params[key] for p in self.chain if key in p.params), None)
+            try:
+                if control is not None:  # a reserved session control (``paused``)
+                    into[key] = coerce_parameter(key, value, control)
+                elif spec is not None:
+                    into[key] = spec.coerce(key, value)
+                elif key in self._keys or len(self._keys) < MAX_PARAMETER_KEYS:
+                    into[key] = value  # unknown keys are kept (Scope sends its own), bounded
+                else:
+                    raise ValueError(f"{key}: unknown parameter, and this session already "
+                                     f"holds {MAX_PARAMETER_KEYS}")
+            except Exception as exc:  # nothing a client sends may end the session
+                # (DEBUG: the sender is told, parameter_refused; a flood of bad values
+                # must not flood the log, which is forwarded to the relay's terminal too)
+                self.counts.rejected_parameters += 1
+                logger.debug("ignored parameter update: %s", exc)
+                refusals.append(Refusal(key, value, str(exc)))
+                continue
+            self._keys.add(key)
+        return refusals
 
     def request_stop(self) -> None:
         """Tell the worker to finish (never blocks; safe from the event loop)."""
@@ -258,30 +309,10 @@ class PipelineRunner:
 
     # --- worker ------------------------------------------------------------------------
     def _apply_pending(self) -> None:
+        """Checked values (:meth:`update_params`) take effect: at a chunk boundary only."""
         with self._pending_lock:
             pending, self._pending = self._pending, {}
-        for key, value in pending.items():
-            control = SESSION_CONTROLS.get(key)
-            if control is not None:  # a reserved session control (``paused``): its own schema
-                try:
-                    self.params[key] = coerce_parameter(key, value, control)
-                except ValueError as exc:
-                    self.counts.rejected_parameters += 1
-                    logger.warning("ignored parameter update: %s", exc)
-                continue
-            spec = next((p.params[key] for p in self.chain if key in p.params), None)
-            if spec is None:
-                # unknown keys are kept, not rejected (Scope sends its own), within a bound
-                if key in self.params or len(self.params) < MAX_PARAMETER_KEYS:
-                    self.params[key] = value
-                else:
-                    self.counts.rejected_parameters += 1
-                continue
-            try:
-                self.params[key] = spec.coerce(key, value)
-            except Exception as exc:  # nothing a client sends may end the worker thread
-                self.counts.rejected_parameters += 1
-                logger.warning("ignored parameter update: %s", exc)
+        self.params.update(pending)
 
     def _target_lead(self) -> float:
         return self.min_lead + 1.25 * self._call_seconds
@@ -361,11 +392,33 @@ class PipelineRunner:
         may drive it directly (without :meth:`start`).
         """
         self._apply_pending()
+        began = time.monotonic()
         output = self._call_chain(inputs)
+        called = time.monotonic() - began
         if output is None:
             return False
-        self._emit(output)
+        media_seconds = self._emit(output)
+        with self._calls_lock:
+            self._calls.append((called, media_seconds))
         return True
+
+    def call_figures(self) -> dict[str, Any]:
+        """The chain's call time (mean and 95th percentile, ms) and its headroom (media
+        seconds produced per second spent calling: 3.2 means it could run 3.2x faster than
+        real time; below 1 it cannot keep up) over the latest :data:`CALL_WINDOW` calls that
+        produced media. ``None`` before the first."""
+        with self._calls_lock:
+            calls = list(self._calls)
+        if not calls:
+            return {"call_ms_mean": None, "call_ms_p95": None, "headroom": None,
+                    "calls_measured": 0}
+        seconds = np.array([c for c, _ in calls])
+        called = float(seconds.sum())
+        media = sum(m for _, m in calls)
+        return {"call_ms_mean": round(float(seconds.mean()) * 1000, 2),
+                "call_ms_p95": round(float(np.percentile(seconds, 95)) * 1000, 2),
+                "headroom": round(media / called, 2) if called > 0 else None,
+                "calls_measured": len(calls)}
 
     def _call_chain(self, inputs: list[InputFrame] | None) -> PipelineOutput | None:
         audio_out: PipelineOutput | None = None
@@ -389,8 +442,9 @@ class PipelineRunner:
             output.audio, output.sample_rate = audio_out.audio, audio_out.sample_rate
         return output
 
-    def _emit(self, out: PipelineOutput) -> None:
-        """Stamp a chunk on the media clock and hand it to the buffer."""
+    def _emit(self, out: PipelineOutput) -> float:
+        """Stamp a chunk on the media clock and hand it to the buffer; returns how many
+        media seconds it holds."""
         start = max(self._chunk_start, 0.0)
         video: list[tuple[float, np.ndarray]] = []
         frame_seconds = 0.0
@@ -435,6 +489,7 @@ class PipelineRunner:
             audio_start = None
         self._chunk_start = start + duration
         self.buffer.push(video, audio48, frame_seconds, audio_start)
+        return duration
 
     def _audio_rate(self) -> int:
         for stage in reversed(self.chain):

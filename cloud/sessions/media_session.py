@@ -24,13 +24,16 @@ from scope_relay.cloud.pipelines.base import InputFrame
 from scope_relay.cloud.sessions.audio_input import InputAudioTimeline
 from scope_relay.cloud.sessions.media_buffer import MediaBuffer
 from scope_relay.cloud.sessions.paced_tracks import TimedAudioTrack, TimedVideoTrack
+from scope_relay.protocol import messages as m
 from scope_relay.protocol.errors import NotReady, PipelineFailed
 from scope_relay.protocol.media import SAMPLE_RATE
-from scope_relay.protocol.parameters import PIPELINE_IDS, pipeline_parameters
+from scope_relay.protocol.parameters import DATA_CHANNEL_LABEL, PIPELINE_IDS, pipeline_parameters
 from scope_relay.rtc.peer import PeerSession
 from scope_relay.rtc.sdp import validate_offer_sdp
 
 logger = logging.getLogger(__name__)
+#: refused parameter values are logged at most this often per session (all are counted)
+REFUSAL_LOG_INTERVAL = 10.0
 
 
 class MediaSession(PeerSession):
@@ -63,6 +66,15 @@ class MediaSession(PeerSession):
         self._loop: asyncio.AbstractEventLoop | None = None
         #: the microphone's placement on the media clock, once its track arrived
         self.input_audio: InputAudioTimeline | None = None
+        #: the client's ``parameters`` channel: refusals and reload failures go back on it
+        self._channel: Any = None
+        self.notices_sent = 0
+        self.notices_unsent = 0  # no open channel (or it failed): counted, the stats say it
+        #: ``{"pipeline", "error"}`` of the latest ``--reload`` edit that did not load
+        self.reload_failed: dict[str, str] | None = None
+        self._refusal_logged = -float("inf")
+        self._refusals_unlogged = 0
+        self.pc.on("datachannel", self._remember_channel)
 
     @property
     def drained_input_frames(self) -> int:
@@ -110,6 +122,8 @@ class MediaSession(PeerSession):
         self.runner = PipelineRunner(chain, self.buffer,
                                      params=pipeline_parameters(initial_parameters),
                                      on_failure=self._runner_failed)
+        for refusal in self.runner.initial_refusals:  # (no channel yet: the log says it)
+            self._log_refusal(refusal.reason)
         return await self.create_answer()
 
     # --- a pipeline that raised ------------------------------------------------------------
@@ -131,6 +145,30 @@ class MediaSession(PeerSession):
         if self.on_pipeline_failed is not None:
             self.on_pipeline_failed(self, message)
 
+    # --- telling the client ------------------------------------------------------------------
+    def _remember_channel(self, channel: Any) -> None:
+        if channel.label == DATA_CHANNEL_LABEL:
+            self._channel = channel
+
+    def notify(self, message: dict[str, Any]) -> None:
+        """Send a notice (protocol/messages.py: CHANNEL_NOTICES) on the client's channel."""
+        channel = self._channel
+        if channel is None or channel.readyState != "open":
+            self.notices_unsent += 1
+            return
+        try:
+            channel.send(m.encode(message))
+        except Exception as exc:  # a closing channel: counted, never the session's end
+            self.notices_unsent += 1
+            logger.info("%s: could not send %s: %s", self.name, message.get("type"), exc)
+            return
+        self.notices_sent += 1
+
+    def reload_failed_for(self, pipeline_id: str, error: str) -> None:
+        """``--reload``: the edited source of a pipeline this session runs did not load."""
+        self.reload_failed = {"pipeline": pipeline_id, "error": error}
+        self.notify(m.pipeline_reload_failed(pipeline_id, error))
+
     # --- hooks ---------------------------------------------------------------------------
     def on_connected(self) -> None:
         if self.runner is not None:
@@ -145,8 +183,24 @@ class MediaSession(PeerSession):
             self.drain(track)  # never let aiortc's unbounded queue pile up
 
     def on_parameters(self, raw: str, updates: dict[str, Any]) -> None:
-        if self.runner is not None:
-            self.runner.update_params(updates)
+        if self.runner is None:
+            return
+        for refusal in self.runner.update_params(updates):
+            self.notify(m.parameter_refused(refusal.name, refusal.value, refusal.reason))
+            self._log_refusal(refusal.reason)
+
+    def _log_refusal(self, reason: str) -> None:
+        """One line, then at most one per :data:`REFUSAL_LOG_INTERVAL` with how many more:
+        the sender is told of each, and a flood must not flood the log (which a relay
+        re-emits in its terminal)."""
+        now = time.monotonic()
+        if now - self._refusal_logged < REFUSAL_LOG_INTERVAL:
+            self._refusals_unlogged += 1
+            return
+        more = (f" ({self._refusals_unlogged} more since the last report)"
+                if self._refusals_unlogged else "")
+        self._refusal_logged, self._refusals_unlogged = now, 0
+        logger.warning("%s: ignored parameter update: %s%s", self.name, reason, more)
 
     def stop_producing(self) -> None:
         if self.runner is not None:
@@ -207,5 +261,9 @@ class MediaSession(PeerSession):
             out["input_audio_dropped_ms"] = (
                 round(audio_in.dropped_samples / SAMPLE_RATE * 1000, 1) if audio_in else 0.0)
             out["nonfinite_samples"] = self.runner.nonfinite_samples
+            out.update(self.runner.call_figures())
+        out["reload_failed"] = self.reload_failed
+        out["notices_sent"] = self.notices_sent
+        out["notices_unsent"] = self.notices_unsent
         out["drained_input_frames"] = self.drained_input_frames
         return out

@@ -22,6 +22,7 @@ from typing import Any
 
 import aiohttp
 
+from scope_relay.local.cloud_link.outage import OutageReport, close_reason, connection_failure
 from scope_relay.local.cloud_link.target import CloudTarget
 from scope_relay.protocol import messages as m
 from scope_relay.protocol.errors import (
@@ -72,7 +73,6 @@ CONNECTION_LOST = "CONNECTION_LOST"
 #: outage (a restarted cloud app is found within ~1 s of being ready), then at most 15 s.
 BACKOFF_FIRST, BACKOFF_SHORT_CAP, BACKOFF_LONG_CAP, SHORT_OUTAGE = 0.25, 1.0, 15.0, 60.0
 
-
 class CloudConnectionManager:
     def __init__(self, target: CloudTarget, *, ready_timeout: float = 300.0,
                  request_timeout: float = 30.0, ping_interval: float = 20.0,
@@ -88,6 +88,11 @@ class CloudConnectionManager:
         self.last_error: str | None = None
         self.connection_id: str | None = None
         self.connects = 0
+        #: connection attempts that failed (each outage is reported by :class:`OutageReport`)
+        self.failed_attempts = 0
+        self._outage = OutageReport(target.ws_url)
+        #: set once the first attempt has ended, ready or not (the CLI's start-up waits on it)
+        self._first_attempt = asyncio.Event()
         self._http: aiohttp.ClientSession | None = None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._ids = itertools.count(1)
@@ -118,6 +123,11 @@ class CloudConnectionManager:
         if self.state in ("closed", "error"):  # woken by close() or by giving up
             raise Unavailable(f"cloud connection {self.state}"
                               f"{': ' + self.last_error if self.last_error else ''}")
+
+    async def first_attempt(self) -> bool:
+        """Wait for the first connection attempt to end; whether the cloud is ready."""
+        await self._first_attempt.wait()
+        return self.state == "ready"
 
     async def request(self, request: m.Request, timeout: float | None = None) -> dict[str, Any]:
         """Send ``request`` (its ``request_id`` is assigned here) and return the reply;
@@ -165,8 +175,8 @@ class CloudConnectionManager:
     def _sessions_lost(self) -> None:
         """The socket is gone, and with it every cloud session opened on it: tell them."""
         watches, self._session_watches = self._session_watches, {}
-        lost = m.ErrorReply(f"the control socket closed ({self.last_error}): the cloud ended "
-                            "this session", CONNECTION_LOST, 503)
+        lost = m.ErrorReply(f"{self.last_error}: its sessions ended with it",
+                            CONNECTION_LOST, 503)
         for callback in watches.values():
             try:
                 callback(lost)
@@ -215,14 +225,20 @@ class CloudConnectionManager:
                              exc.message, REFUSED_RETRY_SECONDS)
                 self._fail_pending(exc)
                 self.state = "refused"
+                self.failed_attempts += 1
+                self._first_attempt.set()
                 self._ready.set()  # waiters wake and fail at once
                 await asyncio.sleep(REFUSED_RETRY_SECONDS)
                 self._ready.clear()
                 continue
             except Exception as exc:
-                self.last_error = str(exc) or type(exc).__name__
-                logger.warning("cloud connection: %s", self.last_error)
+                self.last_error = connection_failure(exc)
+                self.failed_attempts += 1
+                self._outage.failed(self.last_error)
+            else:  # it was up and has closed: one line saying why
+                logger.warning("%s; reconnecting", self.last_error)
             finally:
+                self._first_attempt.set()
                 self._ready.clear()
                 self._fail_pending(Unavailable(f"cloud connection lost: {self.last_error}"))
             self._sessions_lost()
@@ -271,7 +287,13 @@ class CloudConnectionManager:
             self.connects += 1
             self.state, self.stage, self.last_error = "ready", "ready", None
             self._ready.set()
-            logger.info("cloud ready (connection %s)", self.connection_id)
+            self._first_attempt.set()
+            lasted = self._outage.recovered()
+            if lasted is None:
+                logger.info("cloud ready (connection %s)", self.connection_id)
+            else:
+                logger.warning("cloud ready again after %.0f s without it (connection %s)",
+                               lasted, self.connection_id)
             pinger = asyncio.get_running_loop().create_task(self._keepalive())
             try:
                 if self.user_id:
@@ -281,8 +303,7 @@ class CloudConnectionManager:
                 pinger.cancel()
                 await asyncio.gather(pinger, return_exceptions=True)
                 self._ws = None
-            close_reason = self.last_error or f"closed with code {ws.close_code}"
-            self.last_error = close_reason
+            self.last_error = self.last_error or close_reason(ws.close_code)
 
     def _refusal(self, status: int) -> CloudRefused | None:
         """The permanent failure an HTTP status of the WebSocket upgrade means, if any."""

@@ -55,11 +55,18 @@ class CloudHop:
         self.pipeline_failed: str | None = None
         #: called once with :attr:`pipeline_failed` (on the event loop)
         self.on_pipeline_failed: Callable[[str], object] | None = None
+        #: called with each notice the cloud sends on the current hop's channel
+        self.on_notice: Callable[[dict[str, Any]], object] | None = None
 
     def _build_client(self) -> CloudWebRTCClient:
         client = self._new_client()
         client.on_pipeline_failed = self._pipeline_failed
+        client.on_notice = self._notice
         return client
+
+    def _notice(self, notice: dict[str, Any]) -> None:
+        if self.on_notice is not None:
+            self.on_notice(notice)
 
     async def connect(self) -> None:
         """Negotiate the first hop and return once the cloud has answered, then bring it

@@ -52,13 +52,16 @@ class CloudPeerCounts(Counters):
     clipped_samples: int = 0  # audio samples outside [-1, 1], clipped
     parameters_forwarded: int = 0
     parameters_dropped: int = 0  # over the data channel's unsent-bytes bound
+    notices_received: int = 0  # parameter_refused, pipeline_reload_failed from the cloud
+    unknown_channel_messages: int = 0  # anything else the cloud sent there (ignored)
 
 class CloudWebRTCClient:
     def __init__(self, connection: CloudConnectionManager, processor: FrameProcessor,
                  capabilities: Capabilities, *, camera: LatestFrameTrack | None = None,
                  microphone: AudioForwarder | None = None,
                  loopback_ice: bool = False, connect_timeout: float = 30.0,
-                 sync_timeout: float = 3.0, max_pending: int = 400):
+                 sync_timeout: float = 3.0, max_pending: int = 400,
+                 on_video: Callable[[], object] | None = None):
         self.connection = connection
         self.processor = processor
         self.capabilities = capabilities
@@ -68,6 +71,8 @@ class CloudWebRTCClient:
         self.connect_timeout = connect_timeout
         self.sync_timeout = sync_timeout
         self.max_pending = max_pending
+        #: called for each video frame received (the relay's figures count them)
+        self.on_video = on_video
         self.session_id: str | None = None
         self.pc: RTCPeerConnection | None = None
         self._connected = asyncio.Event()  # replaced by negotiate() for its connection
@@ -86,6 +91,9 @@ class CloudWebRTCClient:
         self.pipeline_failed: str | None = None
         #: called with :attr:`pipeline_failed` when the cloud reports it
         self.on_pipeline_failed: Callable[[str], object] | None = None
+        #: called with each notice the cloud sends on the channel (protocol/messages.py:
+        #: CHANNEL_NOTICES: a refused parameter value, a ``--reload`` edit that did not load)
+        self.on_notice: Callable[[dict[str, Any]], object] | None = None
 
     async def connect(self, initial_parameters: Mapping[str, Any]) -> str:
         """Negotiate, then wait until media and parameters can flow."""
@@ -105,7 +113,9 @@ class CloudWebRTCClient:
 
         @pc.on("connectionstatechange")
         def on_state() -> None:
-            logger.info("cloud peer: %s", pc.connectionState)
+            # (DEBUG: the browser session's line says the session is up, the hop's that
+            # the cloud hop failed and is being rebuilt)
+            logger.debug("cloud peer: %s", pc.connectionState)
             if pc.connectionState == "connected":
                 connected.set()
             elif pc.connectionState in ("failed", "closed"):
@@ -138,6 +148,7 @@ class CloudWebRTCClient:
             video.sibling, audio.sibling = audio, video
         self.channel = pc.createDataChannel("parameters", ordered=True)
         self.channel.on("open", channel_open.set)
+        self.channel.on("message", self._on_channel_message)
 
         with loopback_candidates(self.loopback_ice):
             await pc.setLocalDescription(await pc.createOffer())
@@ -165,7 +176,8 @@ class CloudWebRTCClient:
 
     def _on_cloud_error(self, failure: m.ErrorReply) -> None:
         if failure.code == CONNECTION_LOST:  # the cloud ended our session: rebuild at once
-            logger.warning("cloud session %s: %s", (self.session_id or "")[:8], failure.message)
+            # (DEBUG: the control socket's line says why, the hop's that it reconnects)
+            logger.debug("cloud session %s: %s", (self.session_id or "")[:8], failure.message)
             self.failed.set()
             return
         if failure.code != PipelineFailed.code:
@@ -177,6 +189,20 @@ class CloudWebRTCClient:
         self.pipeline_failed = failure.message
         if self.on_pipeline_failed is not None:
             self.on_pipeline_failed(failure.message)
+
+    def _on_channel_message(self, raw: Any) -> None:
+        """A notice from the cloud; anything else is ignored (counted). Never raises: an
+        exception here would reach aiortc's SCTP transport and end the connection."""
+        notice = m.parse_channel_notice(raw)
+        if notice is None:
+            self.counts.unknown_channel_messages += 1
+            return
+        self.counts.notices_received += 1
+        if self.on_notice is not None:
+            try:
+                self.on_notice(notice)
+            except Exception:
+                logger.exception("handling a cloud notice failed")
 
     def send_parameters(self, message: str) -> None:
         """Forward a browser ``parameters`` message unchanged (observe, never edit)."""
@@ -229,6 +255,8 @@ class CloudWebRTCClient:
         clock). Audio in any format or rate is made 48 kHz stereo s16 first."""
         if kind == "video":
             self.processor.add_video(frame, cloud_time, arrival)
+            if self.on_video is not None:
+                self.on_video()
             return
         if frame.format.name in ("s16", "s16p") and frame.sample_rate == SAMPLE_RATE and \
                 frame.layout.nb_channels == 2:

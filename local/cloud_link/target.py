@@ -15,6 +15,7 @@ environment:
                         against SCOPE_CLOUD_BASE_URL, or a full ws:// / wss:// URL.
                         Unset: run an embedded cloud app on 127.0.0.1.
   SCOPE_CLOUD_WS_URL    full WebSocket URL of the cloud app; wins over SCOPE_CLOUD_APP_ID.
+                        `scope-relay local --cloud URL|OWNER/APP` wins over both.
   SCOPE_CLOUD_BASE_URL  base for "owner/app" ids (default wss://fal.run).
   SCOPE_CLOUD_API_KEY   sent as "Authorization: Key <key>"; also the key the cloud app
                         requires when started with `scope-relay cloud`.
@@ -50,10 +51,24 @@ def resolve_app_id(app_id: str, base_url: str = DEFAULT_BASE_URL) -> str:
     return f"{base_url.rstrip('/')}/{path}/ws"
 
 
-def resolve_cloud_target(env: Mapping[str, str] | None = None) -> CloudTarget | None:
-    """The configured cloud app, or ``None`` when the relay should embed one."""
+def resolve_cloud_target(env: Mapping[str, str] | None = None,
+                         cloud: str | None = None) -> CloudTarget | None:
+    """The configured cloud app, or ``None`` when the relay should embed one. ``cloud`` (the
+    ``--cloud`` flag: a ws(s):// URL or an ``owner/app`` id) wins over the environment."""
     env = os.environ if env is None else env
     api_key = env.get("SCOPE_CLOUD_API_KEY") or None
+    if cloud:
+        cloud = cloud.strip()
+        if cloud.startswith(("ws://", "wss://")):
+            return CloudTarget(cloud, api_key)
+        if cloud.startswith(("http://", "https://")):
+            raise ValueError(f"--cloud must be a ws:// or wss:// URL or owner/app, not {cloud!r}")
+        base = env.get("SCOPE_CLOUD_BASE_URL") or DEFAULT_BASE_URL
+        try:
+            return CloudTarget(resolve_app_id(cloud, base), api_key, cloud)
+        except ValueError:
+            raise ValueError(f"--cloud must be a ws:// or wss:// URL or owner/app, "
+                             f"got {cloud!r}") from None
     app_id = env.get("SCOPE_CLOUD_APP_ID") or None
     ws_url = env.get("SCOPE_CLOUD_WS_URL") or None
     if ws_url:

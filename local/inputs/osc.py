@@ -167,6 +167,8 @@ class OscInput:
         self._schemas_at = -math.inf
         self._transport: asyncio.DatagramTransport | None = None
         self._tasks = OwnedTasks()
+        #: address -> (when its refusal was last logged, refusals since, not logged)
+        self._refusals_logged: dict[str, tuple[float, int]] = {}
 
     async def start(self) -> None:
         """Bind (an ``OSError`` naming the port if it is taken) and start the sender."""
@@ -302,11 +304,14 @@ class OscInput:
             except ValueError as exc:
                 self._refuse(PREFIX + name, str(exc))
         if updates:
-            owner.on_parameters(json.dumps(updates), updates)
+            owner.on_parameters(json.dumps(updates), updates, source="osc")
             self.counts.forwarded += len(updates)
             self.counts.updates_sent += 1
 
     def _refuse(self, address: str, why: str) -> None:
+        """Counted each time; logged once per address, then at most once per
+        :data:`REFUSAL_LOG_INTERVAL` with how many more (gear sending 30 a second must not
+        flood the terminal)."""
         self.counts.refused += 1
         self._log.warning("refused", "OSC %.60s refused: %.120s", address, why)
 

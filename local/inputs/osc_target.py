@@ -26,7 +26,7 @@ class Owner(Protocol):
     session_id: str
     pipeline_ids: list[str]
 
-    def on_parameters(self, raw: str, updates: dict[str, Any]) -> None: ...
+    def on_parameters(self, raw: str, updates: dict[str, Any], source: str = "page") -> None: ...
 
 
 class OscTarget:

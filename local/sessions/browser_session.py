@@ -5,11 +5,17 @@ dropped sessions would otherwise loop on a broken model), the output tracks end 
 FrameProcessor is closed: nothing more is coming, so nothing waits or counts underruns),
 the stats say ``pipeline_failed`` and the page gets ``{"type": "error", "code":
 "PIPELINE_FAILED", "error"}`` on its ``parameters`` channel (once it is open).
+
+The cloud's notices (a refused parameter value, a ``--reload`` edit that did not load) are
+passed to the page on the same channel as they come, and kept in the stats; a refusal of a
+value OSC sent is logged here too (at most once per :data:`REFUSAL_LOG_INTERVAL`), since
+the gear that sent it has no page to show it.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,11 +29,12 @@ from scope_relay.local.inputs.microphone_uplink import AudioForwarder
 from scope_relay.local.playout.frame_processor import FrameProcessor
 from scope_relay.local.playout.release_tracks import AudioProcessingTrack, CloudTrack
 from scope_relay.local.sessions.fanout import CountedSubscription, OutputFanout
+from scope_relay.local.sessions.figures import ArrivalFigures
 from scope_relay.local.sessions.viewers import MAX_VIEWERS, Audience
 from scope_relay.protocol import messages as m
 from scope_relay.protocol.capabilities import Capabilities
 from scope_relay.protocol.errors import InvalidMessage, LoadFailed, NotLoaded, PipelineFailed
-from scope_relay.protocol.parameters import DATA_CHANNEL_LABEL, PIPELINE_IDS
+from scope_relay.protocol.parameters import DATA_CHANNEL_LABEL, PAUSED, PIPELINE_IDS
 from scope_relay.rtc.aiortc_internals import offered_direction
 from scope_relay.rtc.peer import PeerSession
 from scope_relay.rtc.sdp import validate_offer_sdp
@@ -36,11 +43,16 @@ logger = logging.getLogger(__name__)
 
 #: a browser that never completes ICE (it went away after its offer) is let go after this
 CONNECT_TIMEOUT = 60.0
+#: a refusal of a value OSC sent is logged at most this often per session (all counted)
+REFUSAL_LOG_INTERVAL = 10.0
+#: names OSC set, remembered to say who a refusal concerns; beyond this the oldest go
+MAX_OSC_NAMES = 256
 
 
-async def chain_capabilities(connection: CloudConnectionManager,
-                             pipeline_ids: Any) -> tuple[list[str], Capabilities]:
-    """Ask the cloud (the only authority) for the chain's flags, loading it if needed."""
+async def chain_capabilities(connection: CloudConnectionManager, pipeline_ids: Any
+                             ) -> tuple[list[str], Capabilities, float | None]:
+    """Ask the cloud (the only authority) for the chain's flags and frame rate, loading it
+    if needed."""
     if pipeline_ids is None:
         status, data = await connection.api("GET", "/api/v1/pipeline/status")
     else:
@@ -54,7 +66,9 @@ async def chain_capabilities(connection: CloudConnectionManager,
         raise PipelineFailed(f"{ids}: failed to load: {data.get('error') or 'unknown error'}")
     if data.get("status") != "loaded":
         raise NotLoaded(f"pipeline not loaded: {data.get('error') or data.get('status')}")
-    return list(data.get("pipeline_ids") or []), Capabilities.from_mapping(data)
+    fps = data.get("fps")
+    fps = float(fps) if isinstance(fps, (int, float)) and not isinstance(fps, bool) else None
+    return list(data.get("pipeline_ids") or []), Capabilities.from_mapping(data), fps
 
 
 class BrowserSession(PeerSession):
@@ -88,6 +102,16 @@ class BrowserSession(PeerSession):
         self._channel: Any = None
         self._page_told = False
         self.pc.on("datachannel", self._remember_channel)
+        #: fps received and generator speed, as the page computes them (its figures)
+        self.figures = ArrivalFigures(None)
+        #: the cloud's notices: refusals so far, the latest one, the latest reload failure
+        self.parameters_refused = 0
+        self.last_parameter_refused: dict[str, Any] | None = None
+        self.reload_failed: dict[str, Any] | None = None
+        self.notices_unsent = 0  # no open page channel to pass one on
+        self._osc_names: dict[str, float] = {}
+        self._refusal_logged = -float("inf")
+        self._refusals_unlogged = 0
 
     @property
     def cloud(self) -> CloudWebRTCClient | None:
@@ -106,9 +130,10 @@ class BrowserSession(PeerSession):
         sdp = validate_offer_sdp(sdp)  # before a model load, not after
         if not isinstance(initial_parameters, Mapping):
             raise InvalidMessage("initialParameters must be an object")
-        self.pipeline_ids, caps = await chain_capabilities(
+        self.pipeline_ids, caps, fps = await chain_capabilities(
             self.connection, initial_parameters.get(PIPELINE_IDS))
         self.capabilities = caps
+        self.figures = ArrivalFigures(fps)
         await self.set_offer(sdp)
         if not (caps.produces_audio and self.offers("audio")):
             # no audio to line the video up with: frames pass on arrival (the browser's
@@ -123,13 +148,16 @@ class BrowserSession(PeerSession):
         microphone = self.microphone if send_microphone else None
 
         def new_client() -> CloudWebRTCClient:
+            self.figures.restart()  # a new hop: the outage is not the generator's speed
             return CloudWebRTCClient(self.connection, self.processor, caps, camera=camera,
                                      microphone=microphone,
-                                     loopback_ice=self.cloud_loopback_ice)
+                                     loopback_ice=self.cloud_loopback_ice,
+                                     on_video=self.figures.video_arrived)
 
         self.hop = CloudHop(new_client, pipeline_ids=self.pipeline_ids,
                             initial_parameters=initial_parameters, name=self.name)
         self.hop.on_pipeline_failed = self._pipeline_failed
+        self.hop.on_notice = self._cloud_notice
         if caps.produces_video and self.offers("video"):
             self.video_track = CloudTrack(self.processor)
         if caps.produces_audio and self.offers("audio"):
@@ -154,9 +182,56 @@ class BrowserSession(PeerSession):
         else:
             self.drain(track)
 
-    def on_parameters(self, raw: str, updates: dict[str, Any]) -> None:
+    def on_parameters(self, raw: str, updates: dict[str, Any], source: str = "page") -> None:
+        """The page's (or, ``source="osc"``, OSC's) updates, on to the cloud."""
+        if PAUSED in updates:
+            self.figures.restart()  # a held picture is not the generator's speed
+        if source == "osc":
+            now = time.monotonic()
+            for name in updates:
+                self._osc_names.pop(name, None)
+                self._osc_names[name] = now
+            while len(self._osc_names) > MAX_OSC_NAMES:
+                del self._osc_names[next(iter(self._osc_names))]
         if self.hop is not None:
             self.hop.forward(raw, updates)
+
+    # --- the cloud's notices ---------------------------------------------------------------
+    def _cloud_notice(self, notice: dict[str, Any]) -> None:
+        """Kept in the stats, passed to the page; an OSC value's refusal is logged."""
+        if notice.get("type") == "parameter_refused":
+            self.parameters_refused += 1
+            self.last_parameter_refused = {k: notice.get(k) for k in ("name", "value", "reason")}
+            if notice.get("name") in self._osc_names:
+                self._log_osc_refusal(notice)
+        elif notice.get("type") == "pipeline_reload_failed":
+            self.reload_failed = {k: notice.get(k) for k in ("pipeline", "error")}
+            logger.warning("%s: %s was edited but did not load (the session runs the old "
+                           "code): %s", self.name, notice.get("pipeline"), notice.get("error"))
+        self._send_to_page(notice)
+
+    def _log_osc_refusal(self, notice: dict[str, Any]) -> None:
+        now = time.monotonic()
+        if now - self._refusal_logged < REFUSAL_LOG_INTERVAL:
+            self._refusals_unlogged += 1
+            return
+        more = (f" ({self._refusals_unlogged} more refused since the last report)"
+                if self._refusals_unlogged else "")
+        self._refusal_logged, self._refusals_unlogged = now, 0
+        logger.warning("%s: the cloud refused OSC /param/%s %s: %s%s", self.name,
+                       notice.get("name"), notice.get("value"), notice.get("reason"), more)
+
+    def _send_to_page(self, message: dict[str, Any]) -> None:
+        channel = self._channel
+        if channel is None or channel.readyState != "open":
+            self.notices_unsent += 1
+            return
+        try:
+            channel.send(m.encode(message))
+        except Exception as exc:  # a closing channel: counted
+            self.notices_unsent += 1
+            logger.info("%s: could not pass %s to the page: %s", self.name,
+                        message.get("type"), exc)
 
     # --- a failed pipeline -----------------------------------------------------------------
     @property
@@ -215,6 +290,17 @@ class BrowserSession(PeerSession):
         out.update(self.processor.stats())
         if self.hop:
             out.update(self.hop.stats())
+        caps = self.capabilities
+        out.update(self.figures.figures(
+            paused=bool(out.get("paused")),
+            camera_driven=bool(caps and caps.accepts_video)))
+        offset, delay = out.get("offset_ms"), out.get("playout_delay_ms")
+        out["relay_latency_ms"] = (None if offset is None or delay is None
+                                   else round(offset + delay, 1))
+        out["parameters_refused"] = self.parameters_refused
+        out["last_parameter_refused"] = self.last_parameter_refused
+        out["reload_failed"] = self.reload_failed
+        out["notices_unsent"] = self.notices_unsent
         out["pipeline_failed"] = self.pipeline_failed
         out["camera_frames_dropped"] = self.camera.dropped if self.camera else 0
         out["microphone_frames_dropped"] = self.microphone.dropped if self.microphone else 0

@@ -18,6 +18,9 @@ CASES = {
     "av-sync": ({"video": "recvonly", "audio": "recvonly"},
                 {"video": "sendonly", "audio": "sendonly"},
                 {"video": "sendonly", "audio": "sendonly"}),
+    "colour-field": ({"video": "recvonly", "audio": "recvonly"},
+                     {"video": "sendonly", "audio": "sendonly"},
+                     {"video": "sendonly", "audio": "sendonly"}),
 }
 
 

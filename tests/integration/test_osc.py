@@ -3,6 +3,8 @@ pipeline, checked against the pipeline's schema the way the page checks its cont
 
 from __future__ import annotations
 
+import re
+
 import httpx
 from pythonosc.udp_client import SimpleUDPClient
 
@@ -72,11 +74,17 @@ def test_busy_ports_are_one_line_each(capsys, monkeypatch):
         tcp.listen()
         busy_udp, busy_tcp = udp.getsockname()[1], tcp.getsockname()[1]
         assert main(["demo", "--port", str(busy_tcp)]) == 1
-        assert capsys.readouterr().err.strip().splitlines()[-1] == (
-            f"scope-relay: port {busy_tcp} is in use; try --port {busy_tcp + 1}")
+        line = capsys.readouterr().err.strip().splitlines()[-1]
+        hint = re.fullmatch(rf"scope-relay: port {busy_tcp} is in use; try --port (\d+) "
+                            r"\(free now\) or --port 0 \(any free port\)", line)
+        assert hint, line
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as check:
+            check.bind(("127.0.0.1", int(hint.group(1))))  # it was free
         assert main(["demo", "--port", "0", "--osc-port", str(busy_udp)]) == 1
-        assert capsys.readouterr().err.strip().splitlines()[-1] == (
-            f"scope-relay: OSC port {busy_udp} is in use; try --osc-port {busy_udp + 1}")
+        line = capsys.readouterr().err.strip().splitlines()[-1]
+        hint = re.fullmatch(rf"scope-relay: OSC port {busy_udp} is in use; try --osc-port (\d+)",
+                            line)
+        assert hint and int(hint.group(1)) != busy_udp, line
 
 
 async def test_osc_pinned_to_the_performers_session():

@@ -95,7 +95,7 @@ async def test_an_installed_plugin_streams_and_broken_ones_are_listed(installed_
         async with httpx.AsyncClient(timeout=30) as http:
             listing = (await http.get(f"{relay.url}/api/v1/pipelines")).json()
         ids = [p["id"] for p in listing["pipelines"]]
-        assert ids[:4] == ["passthrough", "test-tone", "av-sync", "bursty-av"]
+        assert ids[:5] == ["colour-field", "passthrough", "test-tone", "av-sync", "bursty-av"]
         assert "plugin-tone" in ids and "bad-flags" not in ids
         failed = {f["source"].split(" = ")[0]: f["error"] for f in listing["failed"]}
         assert set(failed) == {"entry point broken-import", "entry point broken-flags"}

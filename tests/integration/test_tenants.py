@@ -138,7 +138,7 @@ async def test_log_lines_reach_only_the_connection_they_were_logged_for(tenants)
     cloud.app[STATE_KEY].router.add_route("/api/v1/test/log", "POST", logged)
     await a.api("l1", "POST", "/api/v1/test/log", {"who": "tenant-a"})
     await b.api("l2", "POST", "/api/v1/test/log", {"who": "tenant-b"})
-    # the session's pipeline thread refused volume 7 and said so: A's line
+    # the session refused volume 7 and said so: A's line
     await a.saw("ignored parameter update: volume")
     await a.saw("route called by tenant-a")
     await b.saw("route called by tenant-b")

@@ -380,6 +380,9 @@ async function loadPipelines() {
   }
 }
 
+/** What the cloud said about this session (a refused value, a reload that failed): the
+ * latest one, until the next session starts. */
+
 /** Plugins the cloud could not load are named, not silently missing from the picker. */
 function showFailedPlugins(failed) {
   const box = $("plugin-errors");
