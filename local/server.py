@@ -22,6 +22,8 @@ from scope_relay.local.recording.routes import recording_routes
 from scope_relay.local.recording.storage import RecordingLimits
 from scope_relay.local.sessions.browser_session import BrowserSession
 from scope_relay.local.sessions.viewers import MAX_VIEWERS, ViewerSession
+from scope_relay.local.tempo.manager import TempoManager
+from scope_relay.local.tempo.routes import tempo_routes
 from scope_relay.protocol.errors import (
     Forbidden,
     Internal,
@@ -118,6 +120,8 @@ class LocalRelay:
         self.sessions: dict[str, BrowserSession] = {}
         self.osc: OscInput | None = None
         self.recordings = Recordings(config.recordings)
+        #: the beat, sent to every session's cloud (local/tempo/)
+        self.tempo = TempoManager(lambda: self.sessions.values())
 
     async def offer(self, request: web.Request) -> web.Response:
         body = await _json_body(request)
@@ -308,6 +312,7 @@ def create_relay_app(config: RelayConfig) -> web.Application:
     app.router.add_get("/api/v1/cloud/status", relay.cloud_status)
     app.router.add_get("/api/v1/stats", relay.stats)
     app.router.add_routes(recording_routes(relay.recordings, relay.sessions))
+    app.router.add_routes(tempo_routes(relay.tempo))
     app.router.add_get("/metrics", metrics_handler(relay.metrics))
 
     async def on_startup(app: web.Application) -> None:
@@ -315,14 +320,17 @@ def create_relay_app(config: RelayConfig) -> web.Application:
             # the owner is the newest session: the page opened last is the one on stage
             relay.osc = OscInput(lambda: next(reversed(relay.sessions.values()), None),
                                  lambda: relay.connection.api("GET", "/api/v1/pipelines"),
-                                 host=config.osc_address[0], port=config.osc_address[1])
+                                 host=config.osc_address[0], port=config.osc_address[1],
+                                 tempo=relay.tempo.update)
             await relay.osc.start()
         await relay.recordings.open()  # folders of killed relays go
+        await relay.tempo.start()
         await relay.connection.start()
 
     async def on_cleanup(app: web.Application) -> None:
         if relay.osc is not None:
             await relay.osc.close()
+        await relay.tempo.close()
         await relay.close()
 
     app.on_startup.append(on_startup)

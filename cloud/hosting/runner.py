@@ -28,6 +28,7 @@ import av
 import numpy as np
 import torch
 
+from scope_relay.cloud.hosting.session_tempo import SessionTempo
 from scope_relay.cloud.pipelines.base import InputFrame, Pipeline, PipelineInputs, PipelineOutput
 from scope_relay.cloud.pipelines.outputs import as_pipeline_output, pipeline_name
 from scope_relay.cloud.sessions.audio_input import AudioInputQueue
@@ -38,6 +39,7 @@ from scope_relay.protocol.media import SAMPLE_RATE
 from scope_relay.protocol.parameters import (
     PAUSED,
     SESSION_CONTROLS,
+    TEMPO,
     coerce_parameter,
     finite_number,
     is_paused,
@@ -196,6 +198,10 @@ class PipelineRunner:
         self.failed_pipeline: str | None = None
         self._on_failure = on_failure
         self._culprit = pipeline_name(self.chain[-1])  # whose code runs now (worker only)
+        #: the relay's beat grid and the updates held for a boundary (session_tempo.py)
+        self.tempo = SessionTempo()
+        if TEMPO in self._pending:
+            self.tempo.receive(self._pending.pop(TEMPO))
 
     # --- control (any thread) ----------------------------------------------------------
     def start(self) -> None:
@@ -213,6 +219,10 @@ class PipelineRunner:
         on for the length of a chunk)."""
         if PAUSED in updates and isinstance(updates[PAUSED], bool):
             (self.buffer.hold if updates[PAUSED] else self.buffer.resume)()
+        if TEMPO in updates:  # the beat, not a parameter: never in ``params``
+            updates = dict(updates)
+            self.tempo.receive(updates.pop(TEMPO))
+        updates = self.tempo.hold(updates, self.buffer)  # quantized: kept for a boundary
         with self._pending_lock:
             self._pending.update(updates)
         self._wake.set()
@@ -361,13 +371,26 @@ class PipelineRunner:
         may drive it directly (without :meth:`start`).
         """
         self._apply_pending()
-        output = self._call_chain(inputs)
+        output = self._call_chain(self._with_tempo(inputs))
         if output is None:
             return False
         self._emit(output)
         return True
 
-    def _call_chain(self, inputs: list[InputFrame] | None) -> PipelineOutput | None:
+    def _with_tempo(self, inputs: list[InputFrame] | None) -> PipelineInputs:
+        """The call's inputs with the chunk's media time and the beat grid on the media
+        clock; updates held for a boundary this chunk reaches are applied first."""
+        start = max(self._chunk_start, 0.0)
+        grid = self.tempo.media_grid(self.buffer, start)
+        due = self.tempo.due(grid, start, 1.0 / (self.chain[-1].fps or 30.0))
+        if due:
+            with self._pending_lock:
+                self._pending = {**due, **self._pending}
+            self._apply_pending()
+        audio = inputs.audio if isinstance(inputs, PipelineInputs) else ()
+        return PipelineInputs(inputs or (), audio, media_time=start, tempo=grid)
+
+    def _call_chain(self, inputs: PipelineInputs) -> PipelineOutput | None:
         audio_out: PipelineOutput | None = None
         output: PipelineOutput | None = None
         stage_inputs = inputs
@@ -384,7 +407,9 @@ class PipelineRunner:
                 if output.video_format == "yuv420p":
                     frames = [yuv_to_rgb(f) for f in frames]  # the next stage takes RGB
                 times = output.video_times or [0.0] * len(frames)
-                stage_inputs = [InputFrame(f, t) for f, t in zip(frames, times, strict=False)]
+                stage_inputs = PipelineInputs(
+                    [InputFrame(f, t) for f, t in zip(frames, times, strict=False)],
+                    media_time=inputs.media_time, tempo=inputs.tempo)
         if output is not None and audio_out is not None and audio_out is not output:
             output.audio, output.sample_rate = audio_out.audio, audio_out.sample_rate
         return output

@@ -34,6 +34,9 @@ from scope_relay.util.tasks import OwnedTasks
 logger = logging.getLogger(__name__)
 
 PREFIX = "/param/"
+#: ``/tempo/bpm <number>``, ``/tempo/quantize <off|beat|bar|2bars|4bars>``, ``/tempo/tap``
+TEMPO_PREFIX = "/tempo/"
+TEMPO_ADDRESSES = {"/tempo/bpm": "bpm", "/tempo/quantize": "quantize", "/tempo/tap": "tap"}
 #: OSC messages waiting for the worker; beyond this new ones are dropped and counted
 QUEUE_SIZE = 256
 #: how long the cloud's pipeline list is trusted before it is asked again
@@ -50,6 +53,8 @@ class Owner(Protocol):
 
 #: ``GET /api/v1/pipelines`` through the cloud connection: ``(status, body)``
 FetchPipelines = Callable[[], Awaitable[tuple[int, Any]]]
+#: the relay's tempo (``TempoManager.update``): ``ValueError`` for what it refuses
+TempoUpdate = Callable[[dict[str, Any]], Awaitable[Any]]
 
 
 def coerce(name: str, value: Any, spec: Mapping[str, Any]) -> Any:
@@ -88,12 +93,13 @@ class OscInput:
     """A UDP OSC server feeding the owner's session; ``start()``, then ``close()``."""
 
     def __init__(self, owner: Callable[[], Owner | None], fetch_pipelines: FetchPipelines, *,
-                 host: str = "127.0.0.1", port: int = 9000):
+                 host: str = "127.0.0.1", port: int = 9000, tempo: TempoUpdate | None = None):
         self.host = host
         self.port = port
         self.counts = OscCounts()
         self._owner = owner
         self._fetch = fetch_pipelines
+        self._tempo = tempo
         self._queue: asyncio.Queue[tuple[str, tuple[Any, ...]]] = asyncio.Queue(QUEUE_SIZE)
         self._schemas: dict[str, dict[str, Any]] = {}
         self._schemas_at = -math.inf
@@ -138,6 +144,9 @@ class OscInput:
                 logger.exception("OSC %s failed", address)
 
     async def _handle(self, address: str, args: tuple[Any, ...]) -> None:
+        if address.startswith(TEMPO_PREFIX) and self._tempo is not None:
+            await self._handle_tempo(address, args)
+            return
         if not address.startswith(PREFIX) or len(args) != 1:
             self._refuse(address, "expected /param/<name> with one value")
             return
@@ -157,6 +166,20 @@ class OscInput:
             return
         updates = {name: value}
         owner.on_parameters(json.dumps(updates), updates)
+        self.counts.forwarded += 1
+
+    async def _handle_tempo(self, address: str, args: tuple[Any, ...]) -> None:
+        """The relay's tempo, not a session's parameter: no session needed."""
+        assert self._tempo is not None
+        field = TEMPO_ADDRESSES.get(address)
+        if field is None or len(args) != (0 if field == "tap" else 1):
+            self._refuse(address, "expected /tempo/bpm <n>, /tempo/quantize <mode> or /tempo/tap")
+            return
+        try:
+            await self._tempo({field: True if field == "tap" else args[0]})
+        except ValueError as exc:
+            self._refuse(address, str(exc))
+            return
         self.counts.forwarded += 1
 
     def _refuse(self, address: str, why: str) -> None:
