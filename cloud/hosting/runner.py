@@ -28,6 +28,7 @@ import av
 import numpy as np
 import torch
 
+from scope_relay.cloud.hosting.modulation import modulated
 from scope_relay.cloud.hosting.session_tempo import SessionTempo
 from scope_relay.cloud.pipelines.base import InputFrame, Pipeline, PipelineInputs, PipelineOutput
 from scope_relay.cloud.pipelines.outputs import as_pipeline_output, pipeline_name
@@ -37,6 +38,7 @@ from scope_relay.media.audio import as_channels_first
 from scope_relay.media.resample import TimedResampler
 from scope_relay.protocol.media import SAMPLE_RATE
 from scope_relay.protocol.parameters import (
+    MODULATE,
     PAUSED,
     SESSION_CONTROLS,
     TEMPO,
@@ -202,6 +204,12 @@ class PipelineRunner:
         self.tempo = SessionTempo()
         if TEMPO in self._pending:
             self.tempo.receive(self._pending.pop(TEMPO))
+        if MODULATE in self._pending:
+            self.tempo.receive_modulations(self._pending.pop(MODULATE))
+        #: numeric parameters' (minimum, maximum, integer), the bounds of a modulation
+        self._numeric = {name: (spec.minimum, spec.maximum, spec.kind == "integer")
+                         for p in self.chain for name, spec in p.params.items()
+                         if spec.kind in ("number", "integer")}
 
     # --- control (any thread) ----------------------------------------------------------
     def start(self) -> None:
@@ -219,9 +227,12 @@ class PipelineRunner:
         on for the length of a chunk)."""
         if PAUSED in updates and isinstance(updates[PAUSED], bool):
             (self.buffer.hold if updates[PAUSED] else self.buffer.resume)()
-        if TEMPO in updates:  # the beat, not a parameter: never in ``params``
+        if TEMPO in updates or MODULATE in updates:  # the beat, not parameters
             updates = dict(updates)
-            self.tempo.receive(updates.pop(TEMPO))
+            if TEMPO in updates:
+                self.tempo.receive(updates.pop(TEMPO))
+            if MODULATE in updates:
+                self.tempo.receive_modulations(updates.pop(MODULATE))
         updates = self.tempo.hold(updates, self.buffer)  # quantized: kept for a boundary
         with self._pending_lock:
             self._pending.update(updates)
@@ -371,7 +382,10 @@ class PipelineRunner:
         may drive it directly (without :meth:`start`).
         """
         self._apply_pending()
-        output = self._call_chain(self._with_tempo(inputs))
+        timed = self._with_tempo(inputs)
+        output = self._call_chain(timed, modulated(self.params, self.tempo.modulations,
+                                                   timed.tempo, timed.media_time,
+                                                   self._numeric))
         if output is None:
             return False
         self._emit(output)
@@ -390,14 +404,15 @@ class PipelineRunner:
         audio = inputs.audio if isinstance(inputs, PipelineInputs) else ()
         return PipelineInputs(inputs or (), audio, media_time=start, tempo=grid)
 
-    def _call_chain(self, inputs: PipelineInputs) -> PipelineOutput | None:
+    def _call_chain(self, inputs: PipelineInputs,
+                    params: Mapping[str, Any]) -> PipelineOutput | None:
         audio_out: PipelineOutput | None = None
         output: PipelineOutput | None = None
         stage_inputs = inputs
         self.counts.pipeline_calls += 1
         for stage in self.chain:
             self._culprit = pipeline_name(stage)
-            output = as_pipeline_output(stage(stage_inputs, self.params), stage)
+            output = as_pipeline_output(stage(stage_inputs, params), stage)
             if output is None:
                 return None
             if output.audio is not None:

@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from scope_relay.cloud.hosting.modulation import Modulation, parse_modulations
 from scope_relay.protocol.media import SAMPLE_RATE
 from scope_relay.protocol.parameters import SESSION_CONTROLS
 from scope_relay.protocol.tempo import (
@@ -57,6 +58,7 @@ class MediaClock(Protocol):
 class TempoCounts(Counters):
     tempo_updates: int = 0
     tempo_refused: int = 0  # a ``tempo`` value that did not parse
+    modulations_refused: int = 0  # a ``modulate`` value that did not parse
     quantized_updates: int = 0  # updates held for a boundary
     quantized_late: int = 0  # ... whose boundary the generator had already passed
     quantized_overflow: int = 0  # held beyond MAX_HELD: applied at once
@@ -77,6 +79,8 @@ class SessionTempo:
         self.quantize = "off"
         self.listen_delay = 0.0
         self._held: list[_Held] = []
+        #: by parameter name (modulation.py); replaced whole by each ``modulate`` message
+        self.modulations: dict[str, Modulation] = {}
         self.counts = TempoCounts()
 
     # --- event loop ---------------------------------------------------------------------
@@ -102,6 +106,17 @@ class SessionTempo:
         with self._lock:
             self._grid, self.quantize, self.listen_delay = grid, quantize, float(delay)
             self.counts.tempo_updates += 1
+
+    def receive_modulations(self, value: Any) -> None:
+        """A ``modulate`` value: the new set of modulations (a bad one is refused, counted,
+        and the set in force stays)."""
+        try:
+            modulations = parse_modulations(value)
+        except ValueError as exc:
+            self.counts.modulations_refused += 1
+            logger.warning("ignored modulation: %s", exc)
+            return
+        self.modulations = modulations  # (one reference swap: the worker reads it whole)
 
     def hold(self, updates: Mapping[str, Any], buffer: MediaClock) -> dict[str, Any]:
         """What of ``updates`` is to be applied now; pipeline parameters are kept back for

@@ -208,6 +208,34 @@ async def test_quantized_change_lands_on_the_bar():
             await stream.set_tempo(quantize="3bars")
 
 
+async def test_modulation_follows_the_beat():
+    """A square wave over two beats: the calls of a beat's first half see the base plus the
+    depth, the second beat's the base minus it (clipped at the parameter's bounds)."""
+    QuantizeProbe.calls = []
+    async with stream_pipeline("quantize-probe", pipelines=[QuantizeProbe],
+                               parameters={"brightness": 0.5}) as stream:
+        await stream.set_tempo(source="manual", bpm=120)
+        (session,) = stream.cloud.app[STATE_KEY].sessions.values()
+        tempo = session.runner.tempo
+        await wait_until(lambda: tempo.counts.tempo_updates >= 1, timeout=20)
+        await stream.send_parameters(
+            {"modulate": {"brightness": {"shape": "square", "rate": 2, "depth": 0.4}}})
+        await wait_until(lambda: tempo.modulations, timeout=10)
+        mark = len(QuantizeProbe.calls)
+        await stream.wait_audio(2.0)
+        grid = tempo.media_grid(session.buffer, 0.0)
+        calls = QuantizeProbe.calls[mark + 2:]  # (the first may predate the modulation)
+        assert len(calls) >= 30
+        for media_time, brightness in calls:
+            phase = grid.beat_at(media_time).beat / 2 % 1
+            if min(phase, 1 - phase, abs(phase - 0.5)) < 0.01:
+                continue  # on an edge: either side is right
+            assert brightness == pytest.approx(0.9 if phase < 0.5 else 0.1), (media_time, phase)
+        await stream.send_parameters({"modulate": {"brightness": {"shape": "noise"}}})
+        await wait_until(lambda: tempo.counts.modulations_refused == 1, timeout=10)
+        assert "brightness" in tempo.modulations  # the set in force stays
+
+
 async def test_osc_tempo_addresses():
     async with cloud_server() as cloud, relay_server(cloud, osc_address=("127.0.0.1", 0)) as relay:
         osc = relay.app[RELAY_KEY].osc

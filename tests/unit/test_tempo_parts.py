@@ -4,6 +4,7 @@ sources, and the cloud's side (the grid on the media clock, changes held for a b
 from __future__ import annotations
 
 import json
+import math
 
 import mido
 import numpy as np
@@ -164,3 +165,30 @@ async def test_manager_sends_each_session_its_own_grid():
     await manager.update({"source": "off"})
     assert session.cloud.sent[-1] == {"tempo": None}
     await manager.close()
+
+
+def test_modulation_waves_bounds_and_refusals():
+    from scope_relay.cloud.hosting.modulation import modulated, parse_modulations
+
+    mods = parse_modulations({"a": {"shape": "sine", "rate": 4, "depth": 1.0},
+                              "b": {"shape": "square", "rate": 1, "depth": 10, "max": 12},
+                              "c": {"shape": "decay", "rate": 2, "depth": 4},
+                              "d": {"shape": "saw", "rate": 1, "depth": 1},
+                              "e": {"shape": "triangle", "rate": 1, "depth": 1}})
+    grid = TempoGrid(60.0, 0.0)  # a beat a second: media time = beats
+    bounds = {"a": (-0.5, None, False), "b": (0, 100, True), "c": (None, None, False),
+              "d": (None, None, False), "e": (None, None, False)}
+    params = {"a": 0.0, "b": 5, "c": 1.0, "d": 0.0, "e": 0.0, "text": "x"}
+    at = {t: modulated(params, mods, grid, t, bounds) for t in (0.0, 1.0, 2.5, 3.0, 0.25)}
+    assert at[1.0]["a"] == pytest.approx(1.0) and at[3.0]["a"] == pytest.approx(-0.5)  # min
+    assert at[0.0]["b"] == 12 and at[2.5]["b"] == 0  # square, clipped by its own max / spec
+    assert at[0.0]["c"] == pytest.approx(5.0)  # decay: the whole depth on the first beat
+    assert at[3.0]["c"] == pytest.approx(1.0 + 4 * math.exp(-2.3))  # half a cycle on
+    assert at[0.25]["d"] == pytest.approx(0.5) and at[0.25]["e"] == pytest.approx(1.0)
+    assert at[0.0]["text"] == "x" and params["a"] == 0.0  # the base is left alone
+    assert modulated(params, mods, None, 1.0, bounds) == params  # no beat: no modulation
+    for bad in ({"a": {"shape": "noise"}}, {"a": {"rate": 0}}, {"a": {"depth": "big"}},
+                {"a": 1}, [1]):
+        with pytest.raises(ValueError):
+            parse_modulations(bad)
+    assert parse_modulations(None) == {}
