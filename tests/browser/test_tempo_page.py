@@ -57,4 +57,8 @@ async def test_tempo_controls_drive_the_relay_and_the_beat_shows(browser):
             assert tempo.grid().bpm == 140.0
             await page.click("#tempo button[name=tap]")  # a tap: manual, on the beat
             await wait_until(lambda: tempo.source.name == "manual")
+            # the first gesture has the page report its audio output latency, which the
+            # relay adds to every session's path
+            await wait_until(lambda: tempo.page_latency > 0, timeout=5)
+            print(f"\nthe page's output latency: {tempo.page_latency * 1000:.1f} ms")
             assert page.errors == []

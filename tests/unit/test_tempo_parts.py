@@ -192,3 +192,21 @@ def test_modulation_waves_bounds_and_refusals():
         with pytest.raises(ValueError):
             parse_modulations(bad)
     assert parse_modulations(None) == {}
+
+
+async def test_page_source_places_the_pages_beat_on_arrival():
+    from scope_relay.local.tempo.source import PageSource
+
+    clock = Clock(3000.0)
+    manager = TempoManager(lambda: [], clock=clock, make_source=lambda name, bpm: (
+        PageSource(bpm, clock) if name == "page" else ManualSource(bpm, clock)))
+    await manager.update({"source": "page", "bpm": 120, "beat": 7.25})
+    state = manager.snapshot()
+    assert state["source"] == "page" and state["beat"] == pytest.approx(7.25)
+    assert state["beat_in_bar"] == 3 and state["phase"] == pytest.approx(0.25)
+    with pytest.raises(ValueError, match="with bpm"):
+        await manager.update({"beat": 1.0})
+    await manager.update({"source": "manual"})
+    with pytest.raises(ValueError, match="page source"):
+        await manager.update({"bpm": 100, "beat": 1.0})
+    await manager.close()

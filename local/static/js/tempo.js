@@ -6,6 +6,48 @@
 import { api } from "./api.js";
 
 const POLL_MS = 1000;
+/** how often the page's MIDI clock is sent to the relay while the source is "page" */
+const PAGE_CLOCK_MS = 500;
+const PPQN = 24;
+/** ticks the BPM line is fitted through (two beats), as the relay's own MIDI clock does */
+const WINDOW = 48;
+
+/**
+ * The page's Web MIDI clock: 24 ticks a beat from every MIDI input, start (the next tick is
+ * beat 0), stop, continue. `grid()` is a least-squares line through the last two beats'
+ * ticks: `{bpm, beat}` now, or null with too few ticks.
+ */
+function createMidiClock() {
+  let tick = 0;
+  let playing = true;
+  /** @type {[number, number][]} (tick index, performance.now() ms) */
+  let points = [];
+  function received(event) {
+    const [status] = event.data;
+    if (status === 0xF8) {
+      if (points.length && event.timeStamp - points[points.length - 1][1] > 500) points = [];
+      points.push([tick, event.timeStamp]);
+      if (points.length > WINDOW) points.shift();
+      tick += 1;
+    } else if (status === 0xFA) { tick = 0; points = []; playing = true; }
+    else if (status === 0xFC) { playing = false; }
+    else if (status === 0xFB) { playing = true; }
+  }
+  function grid() {
+    if (points.length < 6 || !playing) return null;
+    const n = points.length;
+    const mk = points.reduce((a, [k]) => a + k, 0) / n;
+    const mt = points.reduce((a, [, t]) => a + t, 0) / n;
+    let num = 0, den = 0;
+    for (const [k, t] of points) { num += (k - mk) * (t - mt); den += (k - mk) ** 2; }
+    const msPerTick = num / den;
+    if (!(msPerTick > 0)) return null;
+    const bpm = 60000 / (msPerTick * PPQN);
+    const beat = (mk + (performance.now() - mt) / msPerTick) / PPQN;
+    return { bpm: Math.min(Math.max(bpm, 20), 999), beat };
+  }
+  return { received, grid };
+}
 
 /** @param {HTMLElement} root the #tempo section */
 export function createTempo(root) {
@@ -69,6 +111,42 @@ export function createTempo(root) {
     put({ bpm });
   });
   $("tap").addEventListener("click", () => put({ tap: true }));
+
+  // the page's Web MIDI clock, sent while the source is "page"
+  const clock = createMidiClock();
+  let midiAsked = false;
+  async function listenToMidi() {
+    if (midiAsked) return;
+    midiAsked = true;
+    if (!navigator.requestMIDIAccess) { note.textContent = "this browser has no Web MIDI"; return; }
+    try {
+      const access = await navigator.requestMIDIAccess();
+      const attach = () => access.inputs.forEach((input) => input.addEventListener("midimessage", clock.received));
+      attach();
+      access.addEventListener("statechange", attach);  // (the same listener is added once)
+    } catch (error) {
+      note.textContent = `Web MIDI refused: ${error.message}`;
+    }
+  }
+  $("source").addEventListener("change", () => { if ($("source").value === "page") listenToMidi(); });
+  setInterval(() => {
+    const grid = last?.source === "page" ? clock.grid() : null;
+    if (grid) put({ bpm: Math.round(grid.bpm * 1000) / 1000, beat: grid.beat });
+  }, PAGE_CLOCK_MS);
+
+  // the page's own output latency, which the relay adds to the path: once, on the first
+  // gesture (an AudioContext runs only after one)
+  document.addEventListener("pointerdown", async () => {
+    try {
+      const context = new AudioContext();
+      await context.resume();
+      const latency = (context.outputLatency || 0) + (context.baseLatency || 0);
+      await context.close();
+      if (latency > 0 && latency < 1) put({ page_latency: Math.round(latency * 10000) / 10000 });
+    } catch {
+      // no audio output: nothing to add
+    }
+  }, { once: true });
   poll();
   setInterval(poll, POLL_MS);
   requestAnimationFrame(frame);
