@@ -94,11 +94,13 @@ def parse_modulations(value: Any) -> dict[str, Modulation]:
 
 def modulated(params: Mapping[str, Any], modulations: Mapping[str, Modulation],
               grid: TempoGrid | None, media_time: float,
-              bounds: Mapping[str, tuple[float | None, float | None, bool]]) -> dict[str, Any]:
-    """``params`` with each modulated numeric one moved for the beat at ``media_time``;
-    ``bounds``: a parameter's (minimum, maximum, is integer). Without a grid, unchanged."""
+              bounds: Mapping[str, tuple[float | None, float | None, bool]]
+              ) -> Mapping[str, Any]:
+    """``params`` with each modulated numeric one moved for the beat at ``media_time`` (a
+    copy); ``bounds``: a parameter's (minimum, maximum, is integer). Without a grid or a
+    modulation, ``params`` itself, as calls got it before modulation existed."""
     if grid is None or not modulations:
-        return dict(params)
+        return params
     beat = grid.beat_at(media_time).beat
     out = dict(params)
     for name, modulation in modulations.items():

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from scope_relay.cloud.hosting.modulation import modulated
-from scope_relay.cloud.hosting.session_tempo import SessionTempo
+from scope_relay.cloud.hosting.session_tempo import SessionTempo, TempoCounts
 from scope_relay.cloud.pipelines.base import InputFrame, Pipeline, PipelineInputs, PipelineOutput
 from scope_relay.cloud.pipelines.outputs import as_pipeline_output, pipeline_name
 from scope_relay.cloud.sessions.audio_input import AudioInputQueue
@@ -46,7 +46,6 @@ from scope_relay.protocol.parameters import (
     finite_number,
     is_paused,
 )
-from scope_relay.util.counters import Counters
 
 logger = logging.getLogger(__name__)
 #: parameters a session may hold; unknown keys beyond this are refused (counted)
@@ -68,8 +67,8 @@ def _stop_live_runners() -> None:
 
 
 @dataclass(slots=True)
-class RunnerCounts(Counters):
-    """What one session's chain was asked to do and refused."""
+class RunnerCounts(TempoCounts):
+    """What one session's chain was asked to do and refused (and its beat's figures)."""
 
     pipeline_calls: int = 0  # chain calls made so far (none while paused)
     pipeline_errors: int = 0
@@ -201,7 +200,7 @@ class PipelineRunner:
         self._on_failure = on_failure
         self._culprit = pipeline_name(self.chain[-1])  # whose code runs now (worker only)
         #: the relay's beat grid and the updates held for a boundary (session_tempo.py)
-        self.tempo = SessionTempo()
+        self.tempo = SessionTempo(self.counts)
         if TEMPO in self._pending:
             self.tempo.receive(self._pending.pop(TEMPO))
         if MODULATE in self._pending:

@@ -73,7 +73,7 @@ class _Held:
 class SessionTempo:
     """The grid a session's relay sent, and the updates waiting for a boundary."""
 
-    def __init__(self) -> None:
+    def __init__(self, counts: TempoCounts | None = None) -> None:
         self._lock = threading.Lock()
         self._grid: TempoGrid | None = None  # on this machine's wall clock
         self.quantize = "off"
@@ -81,7 +81,8 @@ class SessionTempo:
         self._held: list[_Held] = []
         #: by parameter name (modulation.py); replaced whole by each ``modulate`` message
         self.modulations: dict[str, Modulation] = {}
-        self.counts = TempoCounts()
+        #: the runner's counts (they are a ``TempoCounts``), so the session's stats show them
+        self.counts = counts if counts is not None else TempoCounts()
 
     # --- event loop ---------------------------------------------------------------------
     def receive(self, value: Any) -> None:
