@@ -87,7 +87,10 @@ class TempoManager:
     def __init__(self, sessions: Callable[[], Iterable[Session]], *,
                  make_source: SourceFactory | None = None, clock: Callable[[], float] = time.time):
         self._sessions = sessions
-        self._make_source = make_source or _default_source
+        #: the MIDI input the ``midi`` source opens (None: its own virtual port)
+        self.midi_port: str | None = None
+        self._make_source = make_source or (
+            lambda name, bpm: _default_source(name, bpm, self.midi_port))
         self._clock = clock
         self.source: TempoSource | None = None
         self.beats_per_bar = 4
@@ -123,6 +126,7 @@ class TempoManager:
             "source": self.source.name if self.source is not None else "off",
             "sources": list(SOURCES), "quantize": self.quantize,
             "beats_per_bar": self.beats_per_bar, "page_latency": self.page_latency,
+            "midi_port": self.midi_port,
             "peers": self.source.peers if self.source is not None else 0,
             "bpm": None, "beat": None, "phase": None, "bar": None, "beat_in_bar": None,
             "playing": False, "sessions": len(self._sent)}
@@ -137,7 +141,7 @@ class TempoManager:
         """``PUT /api/v1/tempo``: any of source, bpm, quantize, beats_per_bar, page_latency,
         tap. Everything is checked before anything changes (``ValueError`` says what)."""
         unknown = set(body) - {"source", "bpm", "quantize", "beats_per_bar", "page_latency",
-                               "tap", "beat"}
+                               "tap", "beat", "midi_port"}
         if unknown:
             raise ValueError(f"unknown tempo field(s): {', '.join(sorted(unknown))}")
         source = body.get("source")
@@ -153,10 +157,23 @@ class TempoManager:
             raise ValueError("page_latency must be seconds from 0 to 1")
         if body.get("tap") not in (None, True):
             raise ValueError("tap must be true")
+        port = body.get("midi_port", self.midi_port)
+        if port is not None and (not isinstance(port, str) or not port.strip()
+                                 or len(port) > 200):
+            raise ValueError("midi_port must be a MIDI input's name (or null: a virtual port)")
         beat = body.get("beat")
         if beat is not None and (finite_number(beat) is None or bpm is None):
             raise ValueError("beat must be a finite number, sent with bpm")
         async with self._lock:
+            if port != self.midi_port:
+                old_port, self.midi_port = self.midi_port, port
+                if self.source is not None and self.source.name == "midi" and source in (
+                        None, "midi"):
+                    try:  # the new port opens first: if it cannot, the old one stays
+                        await self._switch("midi", None, reopen=True)
+                    except ValueError:
+                        self.midi_port = old_port
+                        raise
             if source is not None:
                 await self._switch(source, bpm)
             if beat is not None:  # the page's own clock: where it is now
@@ -180,8 +197,8 @@ class TempoManager:
         self.push()  # at once, not on the next tick
         return self.snapshot()
 
-    async def _switch(self, name: str, bpm: float | None) -> None:
-        if self.source is not None and self.source.name == name:
+    async def _switch(self, name: str, bpm: float | None, reopen: bool = False) -> None:
+        if self.source is not None and self.source.name == name and not reopen:
             return
         try:
             new = None if name == "off" else self._make_source(name, bpm or self._bpm_now())
@@ -238,7 +255,7 @@ class TempoManager:
             del self._sent[gone]
 
 
-def _default_source(name: str, bpm: float) -> TempoSource:
+def _default_source(name: str, bpm: float, midi_port: str | None = None) -> TempoSource:
     if name == "manual":
         return ManualSource(bpm)
     if name == "link":
@@ -246,7 +263,7 @@ def _default_source(name: str, bpm: float) -> TempoSource:
         return LinkSource(bpm)
     if name == "midi":
         from scope_relay.local.tempo.midi_clock import MidiClockSource  # the ``tempo`` extra
-        return MidiClockSource()
+        return MidiClockSource(midi_port)
     if name == "page":
         return PageSource(bpm)
     raise ValueError(f"unknown tempo source {name!r}")

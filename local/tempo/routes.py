@@ -4,7 +4,7 @@
   "playing", "peers", "quantize", "beats_per_bar", "page_latency", ...}``;
 - ``PUT /api/v1/tempo`` with any of ``{"source": "link"|"midi"|"page"|"manual"|"off",
   "bpm", "quantize": "off"|"beat"|"bar"|"2bars"|"4bars", "beats_per_bar", "page_latency",
-  "tap": true, "beat"}`` -> the same as GET; 400 ``INVALID_MESSAGE`` saying what is wrong
+  "tap": true, "beat", "midi_port"}`` -> the same as GET; 400 ``INVALID_MESSAGE`` saying what is wrong
   (nothing changes then).
 """
 

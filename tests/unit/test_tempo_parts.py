@@ -210,3 +210,37 @@ async def test_page_source_places_the_pages_beat_on_arrival():
     with pytest.raises(ValueError, match="page source"):
         await manager.update({"bpm": 100, "beat": 1.0})
     await manager.close()
+
+
+async def test_midi_port_is_checked_and_a_port_that_cannot_open_changes_nothing():
+    opened: list[str | None] = []
+
+    class Refusing:
+        name = "midi"
+
+        def __init__(self, port):
+            self.port = port
+
+        async def start(self):
+            if self.port == "gone":
+                raise OSError("no such port")
+            opened.append(self.port)
+
+        async def close(self):
+            return None
+
+        def grid(self):
+            return None
+
+        peers = 0
+
+    manager = TempoManager(lambda: [], make_source=lambda name, bpm: (
+        Refusing(manager.midi_port) if name == "midi" else ManualSource(bpm)))
+    await manager.update({"source": "midi", "midi_port": "Clock In"})
+    assert opened == ["Clock In"] and manager.snapshot()["midi_port"] == "Clock In"
+    with pytest.raises(ValueError, match="could not start"):
+        await manager.update({"midi_port": "gone"})
+    assert manager.midi_port == "Clock In" and manager.source.port == "Clock In"
+    with pytest.raises(ValueError, match="midi_port"):
+        await manager.update({"midi_port": 7})
+    await manager.close()
