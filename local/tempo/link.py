@@ -4,7 +4,7 @@ beat, and can set the session's tempo (``PUT /api/v1/tempo {"bpm"}`` leads every
 
 The grid is read on demand: the session's beat now, between two reads of the wall clock,
 gives the origin (``now - beat * 60 / bpm``), so it follows Link's own clock without any
-polling task. ``quantum`` (beats per bar) is set on the Link instance, so bar lines agree
+polling task. ``quantum`` (the relay's beats per bar) is set on the Link instance, so bar lines agree
 with the other peers' (Link aligns phase within a quantum)."""
 
 from __future__ import annotations
@@ -39,6 +39,12 @@ class LinkSource:
         beat, bpm = float(link.beat), float(link.tempo)
         now = (before + time.time()) / 2
         return TempoGrid(bpm, now - beat * 60.0 / bpm, self._quantum, True)
+
+    def set_quantum(self, beats: int) -> None:
+        """Beats per bar: Link aligns bar lines (phase within a quantum) with the peers."""
+        self._quantum = beats
+        if self._link is not None:
+            self._link.quantum = beats
 
     def set_bpm(self, bpm: float) -> None:
         bpm = check_bpm(bpm)

@@ -90,7 +90,7 @@ class TempoManager:
         #: the MIDI input the ``midi`` source opens (None: its own virtual port)
         self.midi_port: str | None = None
         self._make_source = make_source or (
-            lambda name, bpm: _default_source(name, bpm, self.midi_port))
+            lambda name, bpm: _default_source(name, bpm, self.midi_port, self.beats_per_bar))
         self._clock = clock
         self.source: TempoSource | None = None
         self.beats_per_bar = 4
@@ -192,6 +192,9 @@ class TempoManager:
                 self.quantize = quantize
             if bpb is not None:
                 self.beats_per_bar = bpb
+                set_quantum = getattr(self.source, "set_quantum", None)
+                if set_quantum is not None:  # Link: bar lines agree with the other peers'
+                    set_quantum(bpb)
             if latency is not None:
                 self.page_latency = float(latency)
         self.push()  # at once, not on the next tick
@@ -255,12 +258,13 @@ class TempoManager:
             del self._sent[gone]
 
 
-def _default_source(name: str, bpm: float, midi_port: str | None = None) -> TempoSource:
+def _default_source(name: str, bpm: float, midi_port: str | None = None,
+                    beats_per_bar: int = 4) -> TempoSource:
     if name == "manual":
         return ManualSource(bpm)
     if name == "link":
         from scope_relay.local.tempo.link import LinkSource  # the ``tempo`` extra
-        return LinkSource(bpm)
+        return LinkSource(bpm, beats_per_bar)
     if name == "midi":
         from scope_relay.local.tempo.midi_clock import MidiClockSource  # the ``tempo`` extra
         return MidiClockSource(midi_port)
