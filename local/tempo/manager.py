@@ -63,14 +63,15 @@ class Session(Protocol):
 
 @dataclass
 class _Sent:
-    peer: int  # id() of the cloud hop's client it went to
+    #: the cloud hop's client it went to (the object: a new client may reuse a freed id())
+    peer: CloudPeer
     grid: TempoGrid
     quantize: str
     listen_delay: float
 
 
 def _same(a: _Sent, b: _Sent) -> bool:
-    return (a.peer == b.peer and a.quantize == b.quantize and a.grid.bpm == b.grid.bpm
+    return (a.peer is b.peer and a.quantize == b.quantize and a.grid.bpm == b.grid.bpm
             and a.grid.playing == b.grid.playing
             and a.grid.beats_per_bar == b.grid.beats_per_bar
             and abs(a.grid.origin - b.grid.origin) < RESEND_SECONDS
@@ -244,7 +245,7 @@ class TempoManager:
                 continue
             path = processor.offset + processor.playout_delay + processor.extra_delay
             listen = processor.playout_delay + processor.extra_delay + self.page_latency
-            sent = _Sent(id(peer), grid.shifted(-(path + self.page_latency)), self.quantize,
+            sent = _Sent(peer, grid.shifted(-(path + self.page_latency)), self.quantize,
                          listen)
             last = self._sent.get(id(session))
             if last is not None and _same(last, sent):

@@ -157,6 +157,9 @@ async def test_manager_sends_each_session_its_own_grid():
     session.processor.extra_delay = 0.03  # the relay's path grew: the grid moves with it
     manager.push()
     assert session.cloud.sent[-1]["tempo"]["beat_time_origin"] == pytest.approx(grid.origin - 0.15)
+    session.cloud = Peer()  # a rebuilt cloud hop: the new one is sent the grid at once
+    manager.push()
+    assert session.cloud.sent[-1]["tempo"]["bpm"] == 100
     with pytest.raises(ValueError):
         await manager.update({"quantize": "3bars"})
     with pytest.raises(ValueError):
