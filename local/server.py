@@ -25,6 +25,8 @@ from scope_relay.local.recording.routes import recording_routes
 from scope_relay.local.recording.storage import RecordingLimits
 from scope_relay.local.sessions.browser_session import BrowserSession
 from scope_relay.local.sessions.viewers import MAX_VIEWERS, ViewerSession
+from scope_relay.local.tempo.manager import TempoManager
+from scope_relay.local.tempo.routes import tempo_routes
 from scope_relay.protocol.errors import (
     Forbidden,
     Internal,
@@ -130,6 +132,8 @@ class LocalRelay:
         self.outputs = Outputs(self.sessions, ice_servers=config.browser_ice_servers,
                                loopback_ice=config.loopback_ice, max_clients=config.max_viewers,
                                ndi_name=config.ndi_name)
+        #: the beat, sent to every session's cloud (local/tempo/)
+        self.tempo = TempoManager(lambda: self.sessions.values())
 
     async def offer(self, request: web.Request) -> web.Response:
         body = await _json_body(request)
@@ -329,20 +333,24 @@ def create_relay_app(config: RelayConfig) -> web.Application:
     app.router.add_routes(recording_routes(relay.recordings, relay.sessions))
     app.router.add_routes(osc_routes(relay.osc_target, lambda: relay.osc is not None))
     app.router.add_routes(relay.outputs.routes())
+    app.router.add_routes(tempo_routes(relay.tempo))
     app.router.add_get("/metrics", metrics_handler(relay.metrics))
 
     async def on_startup(app: web.Application) -> None:
         if config.osc_address is not None:  # first: a port in use fails before anything runs
             relay.osc = OscInput(relay.osc_target,
                                  lambda: relay.connection.api("GET", "/api/v1/pipelines"),
-                                 host=config.osc_address[0], port=config.osc_address[1])
+                                 host=config.osc_address[0], port=config.osc_address[1],
+                                 tempo=relay.tempo.update)
             await relay.osc.start()
         await relay.recordings.open()  # folders of killed relays go
+        await relay.tempo.start()
         await relay.connection.start()
 
     async def on_cleanup(app: web.Application) -> None:
         if relay.osc is not None:
             await relay.osc.close()
+        await relay.tempo.close()
         await relay.close()
 
     app.on_startup.append(on_startup)

@@ -29,6 +29,13 @@ PAUSED_SCHEMA: dict[str, Any] = {"type": "boolean", "default": False,
                                  "description": "hold the generator, the picture and the clock"}
 #: Reserved keys that are live session controls, with their schemas (any pipeline).
 SESSION_CONTROLS: dict[str, dict[str, Any]] = {PAUSED: PAUSED_SCHEMA}
+#: The relay's beat: ``{"bpm", "beat_time_origin", "beats_per_bar", "playing", "quantize",
+#: "listen_delay"}`` (``protocol/tempo.py``, docs/tempo.md). Read by the cloud's runner
+#: (the beat of every call, quantized changes); never a pipeline parameter.
+TEMPO = "tempo"
+#: Beat-driven modulation of numeric parameters, the whole set in one object:
+#: ``{"<param>": {"shape", "rate" (beats), "depth", "min"?, "max"?}}`` (docs/tempo.md).
+MODULATE = "modulate"
 #: The label of the data channel that carries parameter updates (ordered, JSON text).
 DATA_CHANNEL_LABEL = "parameters"
 

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import numpy as np
 from aiortc import MediaStreamTrack
 
@@ -82,6 +83,16 @@ class StreamSession:
     async def send_parameters(self, updates: Mapping[str, Any]) -> None:
         """Live parameter updates, as the page sends them (applied at the next chunk)."""
         await self.receiver.send_parameters(updates)
+
+    async def set_tempo(self, **fields: Any) -> dict[str, Any]:
+        """Drive the relay's tempo as the page does (``PUT /api/v1/tempo``): e.g.
+        ``set_tempo(source="manual", bpm=128, quantize="bar")``; the pipeline then sees
+        the beat in ``inputs.tempo``. Returns the relay's tempo state (docs/tempo.md)."""
+        async with httpx.AsyncClient(base_url=self.relay.url, timeout=30) as http:
+            reply = await http.put("/api/v1/tempo", json=fields)
+        if reply.status_code != 200:
+            raise ValueError(f"the relay refused the tempo: {reply.text}")
+        return dict(reply.json())
 
 
 async def _until(read: Callable[[float], Any], check: Callable[[Any], bool], timeout: float,

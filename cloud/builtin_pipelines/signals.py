@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from scope_relay.cloud.builtin_pipelines.beat_flash import BeatFlash
 from scope_relay.cloud.builtin_pipelines.colour_field import ColourField
 from scope_relay.cloud.builtin_pipelines.palette import palette, prompt_text
 from scope_relay.cloud.builtin_pipelines.voice_fx import VoiceFx
@@ -222,4 +223,4 @@ class BurstyAv(Pipeline):
 
 #: in the order the page lists them: the first is what a newcomer's page shows first
 BUILTIN_PIPELINES: tuple[type[Pipeline], ...] = (ColourField, Passthrough, TestTone, AvSync,
-                                                 BurstyAv, VoiceFx)
+                                                 BurstyAv, VoiceFx, BeatFlash)

@@ -28,6 +28,8 @@ import av
 import numpy as np
 import torch
 
+from scope_relay.cloud.hosting.modulation import modulated
+from scope_relay.cloud.hosting.session_tempo import SessionTempo, TempoCounts
 from scope_relay.cloud.pipelines.base import InputFrame, Pipeline, PipelineInputs, PipelineOutput
 from scope_relay.cloud.pipelines.outputs import as_pipeline_output, pipeline_name
 from scope_relay.cloud.sessions.audio_input import AudioInputQueue
@@ -36,13 +38,14 @@ from scope_relay.media.audio import as_channels_first
 from scope_relay.media.resample import TimedResampler
 from scope_relay.protocol.media import SAMPLE_RATE
 from scope_relay.protocol.parameters import (
+    MODULATE,
     PAUSED,
     SESSION_CONTROLS,
+    TEMPO,
     coerce_parameter,
     finite_number,
     is_paused,
 )
-from scope_relay.util.counters import Counters
 
 logger = logging.getLogger(__name__)
 #: parameters a session may hold; unknown keys beyond this are refused (counted)
@@ -66,8 +69,8 @@ def _stop_live_runners() -> None:
 
 
 @dataclass(slots=True)
-class RunnerCounts(Counters):
-    """What one session's chain was asked to do and refused."""
+class RunnerCounts(TempoCounts):
+    """What one session's chain was asked to do and refused (and its beat's figures)."""
 
     pipeline_calls: int = 0  # chain calls made so far (none while paused)
     pipeline_errors: int = 0
@@ -214,6 +217,16 @@ class PipelineRunner:
         self._culprit = pipeline_name(self.chain[-1])  # whose code runs now (worker only)
         #: what the offer's own values had refused (nobody to tell yet: logged and counted)
         self.initial_refusals = self._checked(params or {}, self._pending)
+        #: the relay's beat grid and the updates held for a boundary (session_tempo.py)
+        self.tempo = SessionTempo(self.counts)
+        if TEMPO in self._pending:
+            self.tempo.receive(self._pending.pop(TEMPO))
+        if MODULATE in self._pending:
+            self.tempo.receive_modulations(self._pending.pop(MODULATE))
+        #: numeric parameters' (minimum, maximum, integer), the bounds of a modulation
+        self._numeric = {name: (spec.minimum, spec.maximum, spec.kind == "integer")
+                         for p in self.chain for name, spec in p.params.items()
+                         if spec.kind in ("number", "integer")}
 
     # --- control (any thread) ----------------------------------------------------------
     def start(self) -> None:
@@ -231,11 +244,20 @@ class PipelineRunner:
         """Checked now, applied at the next chunk boundary, never mid-chunk; returns the
         values refused (the sender is told at once, not a chunk later). A pause or resume
         holds or frees the media clock at once (what was already made waits, it does not
-        play on for the length of a chunk). Call it from one thread (the event loop)."""
+        play on for the length of a chunk); the relay's beat (``tempo``, ``modulate``) is
+        taken at once, and a quantized change is held for its boundary. Call it from one
+        thread (the event loop)."""
+        if TEMPO in updates or MODULATE in updates:  # the beat, not parameters
+            updates = dict(updates)
+            if TEMPO in updates:
+                self.tempo.receive(updates.pop(TEMPO))
+            if MODULATE in updates:
+                self.tempo.receive_modulations(updates.pop(MODULATE))
         accepted: dict[str, Any] = {}
         refusals = self._checked(updates, accepted)
         if PAUSED in accepted:
             (self.buffer.hold if accepted[PAUSED] else self.buffer.resume)()
+        accepted = self.tempo.hold(accepted, self.buffer)  # quantized: kept for a boundary
         with self._pending_lock:
             self._pending.update(accepted)
         self._wake.set()
@@ -392,8 +414,11 @@ class PipelineRunner:
         may drive it directly (without :meth:`start`).
         """
         self._apply_pending()
+        timed = self._with_tempo(inputs)
         began = time.monotonic()
-        output = self._call_chain(inputs)
+        output = self._call_chain(timed, modulated(self.params, self.tempo.modulations,
+                                                   timed.tempo, timed.media_time,
+                                                   self._numeric))
         called = time.monotonic() - began
         if output is None:
             return False
@@ -420,14 +445,28 @@ class PipelineRunner:
                 "headroom": round(media / called, 2) if called > 0 else None,
                 "calls_measured": len(calls)}
 
-    def _call_chain(self, inputs: list[InputFrame] | None) -> PipelineOutput | None:
+    def _with_tempo(self, inputs: list[InputFrame] | None) -> PipelineInputs:
+        """The call's inputs with the chunk's media time and the beat grid on the media
+        clock; updates held for a boundary this chunk reaches are applied first."""
+        start = max(self._chunk_start, 0.0)
+        grid = self.tempo.media_grid(self.buffer, start)
+        due = self.tempo.due(grid, start, 1.0 / (self.chain[-1].fps or 30.0))
+        if due:
+            with self._pending_lock:
+                self._pending = {**due, **self._pending}
+            self._apply_pending()
+        audio = inputs.audio if isinstance(inputs, PipelineInputs) else ()
+        return PipelineInputs(inputs or (), audio, media_time=start, tempo=grid)
+
+    def _call_chain(self, inputs: PipelineInputs,
+                    params: Mapping[str, Any]) -> PipelineOutput | None:
         audio_out: PipelineOutput | None = None
         output: PipelineOutput | None = None
         stage_inputs = inputs
         self.counts.pipeline_calls += 1
         for stage in self.chain:
             self._culprit = pipeline_name(stage)
-            output = as_pipeline_output(stage(stage_inputs, self.params), stage)
+            output = as_pipeline_output(stage(stage_inputs, params), stage)
             if output is None:
                 return None
             if output.audio is not None:
@@ -437,7 +476,9 @@ class PipelineRunner:
                 if output.video_format == "yuv420p":
                     frames = [yuv_to_rgb(f) for f in frames]  # the next stage takes RGB
                 times = output.video_times or [0.0] * len(frames)
-                stage_inputs = [InputFrame(f, t) for f, t in zip(frames, times, strict=False)]
+                stage_inputs = PipelineInputs(
+                    [InputFrame(f, t) for f, t in zip(frames, times, strict=False)],
+                    media_time=inputs.media_time, tempo=inputs.tempo)
         if output is not None and audio_out is not None and audio_out is not output:
             output.audio, output.sample_rate = audio_out.audio, audio_out.sample_rate
         return output

@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from scope_relay.protocol.parameters import coerce_parameter
+from scope_relay.protocol.tempo import Beat, TempoGrid
 
 
 @dataclass(frozen=True)
@@ -75,13 +76,27 @@ class InputAudio:
 
 class PipelineInputs(list[InputFrame]):
     """What a call receives as ``inputs``: the camera frames since the last call (it *is*
-    that list, so camera pipelines need not know about audio), and in :attr:`audio` the
-    input audio chunks since the last call, in order (empty unless the pipeline
-    ``accepts_audio``)."""
+    that list, so camera pipelines need not know about audio; empty, and so false, for a
+    generator), and in :attr:`audio` the input audio chunks since the last call, in order
+    (empty unless the pipeline ``accepts_audio``).
 
-    def __init__(self, frames: Sequence[InputFrame] = (), audio: Sequence[InputAudio] = ()):
+    :attr:`media_time`: where the chunk this call makes starts on the session's media
+    clock (its first frame's time unless the pipeline sets ``video_times``).
+    :attr:`tempo`: the relay's beat grid on that same media clock (``None`` while the relay
+    has no tempo source), so ``inputs.tempo.beat_at(t)`` is the beat the audience hears
+    media time ``t`` on: what a call draws for beat *n* plays on beat *n* (docs/tempo.md).
+    """
+
+    def __init__(self, frames: Sequence[InputFrame] = (), audio: Sequence[InputAudio] = (), *,
+                 media_time: float = 0.0, tempo: TempoGrid | None = None):
         super().__init__(frames)
         self.audio: list[InputAudio] = list(audio)
+        self.media_time = media_time
+        self.tempo = tempo
+
+    def beat_at(self, media_time: float) -> Beat | None:
+        """The beat heard at ``media_time``, or ``None`` without a tempo."""
+        return None if self.tempo is None else self.tempo.beat_at(media_time)
 
 
 def join_audio(chunks: Sequence[InputAudio]) -> InputAudio | None:

@@ -31,12 +31,13 @@ Nothing here blocks the event loop, whatever arrives (anyone on the LAN may send
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 import math
 import socket
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,6 +63,11 @@ MESSAGE_RATE = 2000.0
 MESSAGE_BURST = 10_000.0
 #: one log line per kind of trouble per this many seconds (the rest are counted in it)
 LOG_INTERVAL = 10.0
+#: ``/tempo/bpm <number>``, ``/tempo/quantize <off|beat|bar|2bars|4bars>``, ``/tempo/tap``
+TEMPO_PREFIX = "/tempo/"
+TEMPO_ADDRESSES = {"/tempo/bpm": "bpm", "/tempo/quantize": "quantize", "/tempo/tap": "tap"}
+#: tempo messages waiting for the send loop (taps are not coalesced); beyond: dropped, counted
+MAX_TEMPO_WAITING = 64
 #: how long the cloud's pipeline list is trusted before it is asked again
 SCHEMA_TTL = 10.0
 #: the socket's receive buffer: gear sends bursts (a bundle per frame, a fader sweep)
@@ -69,6 +75,8 @@ RECEIVE_BUFFER = 1 << 20
 
 #: ``GET /api/v1/pipelines`` through the cloud connection: ``(status, body)``
 FetchPipelines = Callable[[], Awaitable[tuple[int, Any]]]
+#: the relay's tempo (``TempoManager.update``): ``ValueError`` for what it refuses
+TempoUpdate = Callable[[dict[str, Any]], Awaitable[Any]]
 
 
 def coerce(name: str, value: Any, spec: Mapping[str, Any]) -> Any:
@@ -151,7 +159,8 @@ class OscInput:
     """A UDP OSC server feeding ``target``'s session; ``start()``, then ``close()``."""
 
     def __init__(self, target: OscTarget | Callable[[], Owner | None],
-                 fetch_pipelines: FetchPipelines, *, host: str = "127.0.0.1", port: int = 9000):
+                 fetch_pipelines: FetchPipelines, *, host: str = "127.0.0.1", port: int = 9000,
+                 tempo: TempoUpdate | None = None):
         self.host = host
         self.port = port
         self.counts = OscCounts()
@@ -163,12 +172,12 @@ class OscInput:
         self._tokens = MESSAGE_BURST
         self._tokens_at = time.monotonic()
         self._log = ThrottledLog()
+        self._tempo = tempo
+        self._tempo_waiting: collections.deque[TimedMessage] = collections.deque()
         self._schemas: dict[str, dict[str, Any]] = {}
         self._schemas_at = -math.inf
         self._transport: asyncio.DatagramTransport | None = None
         self._tasks = OwnedTasks()
-        #: address -> (when its refusal was last logged, refusals since, not logged)
-        self._refusals_logged: dict[str, tuple[float, int]] = {}
 
     async def start(self) -> None:
         """Bind (an ``OSError`` naming the port if it is taken) and start the sender."""
@@ -255,7 +264,17 @@ class OscInput:
         self._timers.add(timer)
 
     def _take(self, message: TimedMessage) -> None:
-        """A message due now: into its parameter's slot for the next send."""
+        """A message due now: into its parameter's slot for the next send (a tempo message
+        into the tempo queue: the relay's beat, no session needed)."""
+        if message.address.startswith(TEMPO_PREFIX) and self._tempo is not None:
+            if len(self._tempo_waiting) >= MAX_TEMPO_WAITING:
+                self.counts.dropped += 1
+                self._log.warning("dropped", "OSC: %d tempo messages already wait, more dropped",
+                                  MAX_TEMPO_WAITING)
+                return
+            self._tempo_waiting.append(message)
+            self._wake.set()
+            return
         if not message.address.startswith(PREFIX) or len(message.args) != 1:
             self._refuse(message.address, "expected /param/<name> with one value")
             return
@@ -279,6 +298,13 @@ class OscInput:
             if (wait := next_send - loop.time()) > 0:
                 await asyncio.sleep(wait)  # the rate limit: values meanwhile coalesce
             self._wake.clear()
+            while self._tempo_waiting:
+                tempo_message = self._tempo_waiting.popleft()
+                try:
+                    await self._handle_tempo(tempo_message.address, tempo_message.args)
+                except Exception as exc:  # a bug must not end OSC input
+                    self._log.warning("failed", "OSC tempo update failed: %s: %.200s",
+                                      type(exc).__name__, exc)
             batch, self._pending = self._pending, {}
             next_send = loop.time() + 1 / SEND_RATE
             try:
@@ -286,6 +312,20 @@ class OscInput:
             except Exception as exc:  # a bug or a cloud hiccup must not end OSC input
                 self._log.warning("failed", "OSC update failed: %s: %.200s",
                                   type(exc).__name__, exc)
+
+    async def _handle_tempo(self, address: str, args: Sequence[Any]) -> None:
+        """The relay's tempo, not a session's parameter."""
+        assert self._tempo is not None
+        field = TEMPO_ADDRESSES.get(address)
+        if field is None or len(args) != (0 if field == "tap" else 1):
+            self._refuse(address, "expected /tempo/bpm <n>, /tempo/quantize <mode> or /tempo/tap")
+            return
+        try:
+            await self._tempo({field: True if field == "tap" else args[0]})
+        except ValueError as exc:
+            self._refuse(address, str(exc))
+            return
+        self.counts.forwarded += 1
 
     async def _send(self, batch: dict[str, Any]) -> None:
         owner = self._target()
@@ -309,9 +349,8 @@ class OscInput:
             self.counts.updates_sent += 1
 
     def _refuse(self, address: str, why: str) -> None:
-        """Counted each time; logged once per address, then at most once per
-        :data:`REFUSAL_LOG_INTERVAL` with how many more (gear sending 30 a second must not
-        flood the terminal)."""
+        """Counted each time; logged at most once per :data:`LOG_INTERVAL` (gear sending 30
+        a second must not flood the terminal)."""
         self.counts.refused += 1
         self._log.warning("refused", "OSC %.60s refused: %.120s", address, why)
 

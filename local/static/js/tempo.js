@@ -1,0 +1,157 @@
+// The tempo strip: the relay's beat (GET /api/v1/tempo), its source, BPM, quantize and tap
+// (PUT /api/v1/tempo). Self-contained: it owns the #tempo section and nothing else. The beat
+// indicator runs from the last state the relay gave (bpm and beat at that moment), so it
+// moves smoothly between polls; each poll puts it back on the relay's beat.
+
+import { api } from "./api.js";
+
+const POLL_MS = 1000;
+/** how often the page's MIDI clock is sent to the relay while the source is "page" */
+const PAGE_CLOCK_MS = 500;
+const PPQN = 24;
+/** ticks the BPM line is fitted through (two beats), as the relay's own MIDI clock does */
+const WINDOW = 48;
+
+/**
+ * The page's Web MIDI clock: 24 ticks a beat from every MIDI input, start (the next tick is
+ * beat 0), stop, continue. `grid()` is a least-squares line through the last two beats'
+ * ticks: `{bpm, beat}` now, or null with too few ticks.
+ */
+function createMidiClock() {
+  let tick = 0;
+  let playing = true;
+  /** @type {[number, number][]} (tick index, performance.now() ms) */
+  let points = [];
+  function received(event) {
+    const [status] = event.data;
+    if (status === 0xF8) {
+      if (points.length && event.timeStamp - points[points.length - 1][1] > 500) points = [];
+      points.push([tick, event.timeStamp]);
+      if (points.length > WINDOW) points.shift();
+      tick += 1;
+    } else if (status === 0xFA) { tick = 0; points = []; playing = true; }
+    else if (status === 0xFC) { playing = false; }
+    else if (status === 0xFB) { playing = true; }
+  }
+  function grid() {
+    if (points.length < 6 || !playing) return null;
+    const n = points.length;
+    const mk = points.reduce((a, [k]) => a + k, 0) / n;
+    const mt = points.reduce((a, [, t]) => a + t, 0) / n;
+    let num = 0, den = 0;
+    for (const [k, t] of points) { num += (k - mk) * (t - mt); den += (k - mk) ** 2; }
+    const msPerTick = num / den;
+    if (!(msPerTick > 0)) return null;
+    const bpm = 60000 / (msPerTick * PPQN);
+    const beat = (mk + (performance.now() - mt) / msPerTick) / PPQN;
+    return { bpm: Math.min(Math.max(bpm, 20), 999), beat };
+  }
+  return { received, grid };
+}
+
+/** @param {HTMLElement} root the #tempo section */
+export function createTempo(root) {
+  const $ = (name) => root.querySelector(`[name=${name}]`);
+  const dots = root.querySelector(".beat-dots");
+  const note = root.querySelector(".tempo-note");
+  const peers = root.querySelector(".tempo-peers");
+  /** last state from the relay, and performance.now() when it came */
+  let last = null;
+  let lastAt = 0;
+
+  function show(state) {
+    last = state;
+    lastAt = performance.now();
+    if (document.activeElement !== $("source")) $("source").value = state.source;
+    if (document.activeElement !== $("quantize")) $("quantize").value = state.quantize;
+    if (document.activeElement !== $("bpm") && state.bpm != null) $("bpm").value = state.bpm.toFixed(1);
+    $("bpm").disabled = state.source === "off" || state.source === "midi";
+    peers.textContent = state.source === "link" ? `${state.peers} Link peer${state.peers === 1 ? "" : "s"}` : "";
+    if (dots.children.length !== state.beats_per_bar) {
+      dots.replaceChildren(...Array.from({ length: state.beats_per_bar }, () => document.createElement("span")));
+    }
+  }
+
+  async function put(body) {
+    try {
+      show(await api("/api/v1/tempo", { method: "PUT", body: JSON.stringify(body) }));
+      note.textContent = "";
+    } catch (error) {
+      note.textContent = error.message;  // the relay says what it refused; nothing changed
+    }
+  }
+
+  async function poll() {
+    try {
+      show(await api("/api/v1/tempo"));
+    } catch {
+      // the relay is gone: the page's own status says so; keep the last beat
+    }
+  }
+
+  function frame() {
+    let current = -1;
+    if (last && last.bpm != null && last.playing) {
+      const beat = last.beat + (performance.now() - lastAt) / 1000 * last.bpm / 60;
+      current = ((Math.floor(beat) % last.beats_per_bar) + last.beats_per_bar) % last.beats_per_bar;
+      root.dataset.beat = String(Math.floor(beat));
+    }
+    [...dots.children].forEach((dot, k) => dot.classList.toggle("on", k === current));
+    requestAnimationFrame(frame);
+  }
+
+  $("source").addEventListener("change", () => put({ source: $("source").value }));
+  $("quantize").addEventListener("change", () => put({ quantize: $("quantize").value }));
+  $("bpm").addEventListener("change", () => {
+    const bpm = Number($("bpm").value);
+    if ($("bpm").value === "" || !Number.isFinite(bpm) || bpm < 20 || bpm > 999) {
+      note.textContent = "BPM must be from 20 to 999";
+      return;
+    }
+    put({ bpm });
+  });
+  $("tap").addEventListener("click", () => put({ tap: true }));
+
+  // the page's Web MIDI clock, sent while the source is "page"
+  const clock = createMidiClock();
+  let midiAsked = false;
+  async function listenToMidi() {
+    if (midiAsked) return;
+    midiAsked = true;
+    if (!navigator.requestMIDIAccess) { note.textContent = "this browser has no Web MIDI"; return; }
+    try {
+      const access = await navigator.requestMIDIAccess();
+      const attach = () => access.inputs.forEach((input) => input.addEventListener("midimessage", clock.received));
+      attach();
+      access.addEventListener("statechange", attach);  // (the same listener is added once)
+    } catch (error) {
+      note.textContent = `Web MIDI refused: ${error.message}`;
+    }
+  }
+  $("source").addEventListener("change", () => { if ($("source").value === "page") listenToMidi(); });
+  setInterval(() => {
+    const grid = last?.source === "page" ? clock.grid() : null;
+    if (grid) put({ bpm: Math.round(grid.bpm * 1000) / 1000, beat: grid.beat });
+  }, PAGE_CLOCK_MS);
+
+  // the page's own output latency, which the relay adds to the path: once, on the first
+  // gesture (an AudioContext runs only after one)
+  document.addEventListener("pointerdown", async () => {
+    try {
+      const context = new AudioContext();
+      await context.resume();
+      const latency = (context.outputLatency || 0) + (context.baseLatency || 0);
+      await context.close();
+      if (latency > 0 && latency < 1) put({ page_latency: Math.round(latency * 10000) / 10000 });
+    } catch {
+      // no audio output: nothing to add
+    }
+  }, { once: true });
+  poll();
+  setInterval(poll, POLL_MS);
+  requestAnimationFrame(frame);
+  return { refresh: poll, get state() { return last; } };
+}
+
+const root = document.getElementById("tempo");
+if (root) window.scopeRelayTempo = createTempo(root);
