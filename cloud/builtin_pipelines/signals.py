@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from scope_relay.cloud.builtin_pipelines.hd_test import HdTest
 from scope_relay.cloud.builtin_pipelines.voice_fx import VoiceFx
 from scope_relay.cloud.pipelines.base import InputFrame, ParamSpec, Pipeline, PipelineOutput
 
@@ -188,4 +189,4 @@ class BurstyAv(Pipeline):
 
 
 BUILTIN_PIPELINES: tuple[type[Pipeline], ...] = (Passthrough, TestTone, AvSync, BurstyAv,
-                                                 VoiceFx)
+                                                 VoiceFx, HdTest)
