@@ -5,7 +5,8 @@ number drawn in as blocks) streams cloud app -> relay -> a receiver here, the cl
 the relay as separate processes (as a user runs them). Each received frame is matched to
 its source by its number and compared on luma (scikit-image's PSNR and SSIM); beside it, a
 reference: the same source frames through one encode at the cloud hop's measured bitrate
-and one decode, no relay. Also printed: both hops' video bitrates (RTP payload), the relay's
+and one decode, no relay, and through two (what a transcoding relay does to the picture,
+without its timing). Also printed: both hops' video bitrates (RTP payload), the relay's
 and the cloud's CPU (% of one core), frames per second at the receiver, and the cloud
 encoder's target.
 
@@ -76,10 +77,12 @@ def compare(pairs: list[tuple[np.ndarray, np.ndarray]]) -> tuple[float, float]:
     return statistics.fmean(psnr), statistics.fmean(ssim)
 
 
-def reference(frames: int, width: int, height: int, fps: float, bitrate: int,
-              numbers: list[int]) -> tuple[float, float]:
-    """PSNR/SSIM of one encode (the cloud's encoder class, capped at ``bitrate``) and one
-    decode of the first ``frames`` source frames, compared on ``numbers``."""
+def through_codecs(frames: int, width: int, height: int, fps: float, bitrates: list[int],
+                   numbers: list[int]) -> tuple[float, float]:
+    """PSNR/SSIM of the first ``frames`` source frames through one encode and decode per
+    entry of ``bitrates`` (the cloud's encoder class capped at that rate), compared on
+    ``numbers``: one entry is the one-encode reference, two are what a transcoding relay
+    does to the picture, without any of its timing."""
     from aiortc.codecs import get_decoder, get_encoder
     from aiortc.codecs.vpx import vp8_depayload
     from aiortc.jitterbuffer import JitterFrame
@@ -87,19 +90,26 @@ def reference(frames: int, width: int, height: int, fps: float, bitrate: int,
 
     from scope_relay.rtc.video_encoder import configure_video
 
-    configure_video(bitrate)
     vp8 = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90_000)
-    encoder, decoder = get_encoder(vp8), get_decoder(vp8)
+    stages = []
+    for rate in bitrates:
+        configure_video(rate)
+        stages.append((get_encoder(vp8), get_decoder(vp8)))
     wanted, pairs = set(numbers), []
     for n in range(frames):
         source = hd_test_frame(n, width, height, fps)
-        frame = av.VideoFrame.from_ndarray(source, format="yuv420p")
-        frame.pts, frame.time_base = round(n * 90_000 / fps), fractions.Fraction(1, 90_000)
-        payloads, timestamp = encoder.encode(frame)
-        data = b"".join(vp8_depayload(p) for p in payloads)
-        for decoded in decoder.decode(JitterFrame(data=data, timestamp=timestamp)):
+        picture = av.VideoFrame.from_ndarray(source, format="yuv420p")
+        for encoder, decoder in stages:
+            picture.pts, picture.time_base = round(n * 90_000 / fps), fractions.Fraction(1, 90_000)
+            payloads, timestamp = encoder.encode(picture)
+            data = b"".join(vp8_depayload(p) for p in payloads)
+            decoded = decoder.decode(JitterFrame(data=data, timestamp=timestamp))
+            if not decoded:
+                break
+            picture = decoded[0]
+        else:
             if n in wanted:
-                pairs.append((luma(source), luma(decoded.to_ndarray(format="yuv420p"))))
+                pairs.append((luma(source), luma(picture.to_ndarray(format="yuv420p"))))
     return compare(pairs)
 
 
@@ -176,11 +186,14 @@ async def run(height: int, fps: float, seconds: float, video_bitrate: int | None
         received = compare([(luma(hd_test_frame(n, width, height, fps)), got.kept[n])
                             for n in numbers])
         last = max(n for _, n in got.arrivals if n is not None)
-        ref = reference(last + 1, width, height, fps, max(int(cloud_bps), 300_000),
-                        [n for n in numbers if n <= last])
+        rate = max(int(cloud_bps), 300_000)
+        compared = [n for n in numbers if n <= last]
+        ref = through_codecs(last + 1, width, height, fps, [rate], compared)
+        twice = through_codecs(last + 1, width, height, fps, [rate, rate], compared)
         return {"width": width, "height": height, "fps": fps, "received_fps": frames / elapsed,
                 "psnr": received[0], "ssim": received[1], "compared": len(numbers),
-                "ref_psnr": ref[0], "ref_ssim": ref[1], "cloud_bps": cloud_bps,
+                "ref_psnr": ref[0], "ref_ssim": ref[1], "twice_psnr": twice[0],
+                "twice_ssim": twice[1], "cloud_bps": cloud_bps,
                 "local_bps": local_bps, "relay_cpu": cpu[relay.pid],
                 "cloud_cpu": cpu[cloud.pid],
                 "cloud_target": (cloud_stats.get("video_send") or {}).get("target_bitrate"),
@@ -197,11 +210,13 @@ def report(r: dict, verbose: bool = False) -> None:
     target = "-" if r["cloud_target"] is None else f"{r['cloud_target'] / 1e6:.2f}"
     print(f"hd-test {r['width']}x{r['height']} @ {r['fps']:g} fps "
           f"({r['compared']} frames compared)")
-    print(f"{'figure':<34} {'value':>10}")
+    print(f"{'figure':<36} {'value':>10}")
     rows = [("PSNR-Y at the receiver (dB)", f"{r['psnr']:.2f}"),
             ("SSIM-Y at the receiver", f"{r['ssim']:.4f}"),
             ("PSNR-Y, one encode, no relay (dB)", f"{r['ref_psnr']:.2f}"),
             ("SSIM-Y, one encode, no relay", f"{r['ref_ssim']:.4f}"),
+            ("PSNR-Y, two encodes, no timing (dB)", f"{r['twice_psnr']:.2f}"),
+            ("SSIM-Y, two encodes, no timing", f"{r['twice_ssim']:.4f}"),
             ("cloud hop video (Mb/s)", f"{r['cloud_bps'] / 1e6:.2f}"),
             ("local hop video (Mb/s)", f"{r['local_bps'] / 1e6:.2f}"),
             ("cloud encoder target (Mb/s)", target),
@@ -210,7 +225,7 @@ def report(r: dict, verbose: bool = False) -> None:
             ("cloud CPU (% of a core)", f"{r['cloud_cpu']:.0f}"),
             ("frames without a readable number", f"{r['relay_unmatched']}")]
     for name, value in rows:
-        print(f"{name:<34} {value:>10}")
+        print(f"{name:<36} {value:>10}")
     if verbose:
         print("cloud session:", json.dumps(r["cloud_stats"], indent=1))
         print("relay session:", json.dumps(r["relay_stats"], indent=1))
