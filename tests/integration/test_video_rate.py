@@ -35,10 +35,13 @@ async def test_hd_test_streams_numbered_frames_at_a_rate_that_fits_the_picture()
         relay1 = (await session_stats(s.relay.url))["receive"]["video"]["payload_bytes"]
         elapsed = asyncio.get_running_loop().time() - began
         sent = (await session_stats(s.cloud.url))["video_send"]
+        async with httpx.AsyncClient(timeout=10) as http:
+            metrics = (await http.get(f"{s.cloud.url}/metrics")).text
 
     target = default_video_bitrate(width, height, fps)
     assert sent["ceiling_bitrate"] == target  # the frame rate read from the timestamps
     assert sent["target_bitrate"] <= target
     assert sent["keyframes"] >= 1 and sent["encoded_bytes"] > 0
+    assert "video_send_target_bitrate" in metrics and "video_send_plis" in metrics
     rate = (relay1 - relay0) * 8 / elapsed  # what crossed the cloud hop
     assert 0.2 * target < rate < 2 * target, (rate, target)

@@ -103,3 +103,12 @@ def test_an_explicit_ceiling_wins_over_the_default():
         assert encoder.target_bitrate == 5_000_000
     finally:
         configure_video(None)
+
+
+def test_a_keyframe_request_is_answered_by_the_next_frame_without_reopening(encoder):
+    for n in range(5):
+        encoder.encode(frame(n, 640, 360, 30))
+    assert encoder.keyframes == 1
+    payloads, _ = encoder.encode(frame(5, 640, 360, 30), force_keyframe=True)
+    assert encoder.keyframes == 2 and encoder.reopens == 1
+    assert not payloads[0][4] & 1  # the VP8 frame tag after the 4-byte descriptor: key
