@@ -88,7 +88,9 @@ class RatedVp8Encoder(Vp8EncoderBase):
         self._estimate = int(bitrate)
 
     def send_rate(self) -> float | None:
-        """Bits a second encoded over the last second of media time (None: too little)."""
+        """Bits a second encoded over the last second of wall time (None: too little). Not
+        media time: a sender that falls behind sends fewer frames a second than their
+        timestamps say, and the receiver's estimate follows what really arrives."""
         if len(self._sent) < 3:
             return None
         span = self._sent[-1][0] - self._sent[0][0]
@@ -180,7 +182,7 @@ class RatedVp8Encoder(Vp8EncoderBase):
         if data and not data[0] & 1:  # VP8 frame tag: bit 0 clear on a keyframe
             self.keyframes += 1
         self.payload_bytes += len(data)
-        now = timestamp / VIDEO_CLOCK
+        now = time.monotonic()  # wall time: what a receiver's estimate is measured in
         self._sent.append((now, len(data)))
         while self._sent and self._sent[0][0] < now - 1.0:
             self._sent.popleft()
