@@ -9,6 +9,11 @@ the relay's and the cloud's CPU (% of one core) and resident memory with the ses
 open, and both processes' memory again once every session has closed.
 
     .venv/bin/python benchmarks/relay_capacity.py [--sessions 1 2 4 8] [--seconds 10] [--quick]
+        [--height 720 [--fps 30]]
+
+``--height``: each session streams the ``hd-test`` picture (16:9, video only) at that
+height and ``--fps`` instead of ``av-sync``; the receivers then count video frames per
+second (the slowest one's is printed) and there is no lip sync to measure.
 
 On this machine the receivers decode on the same 2 cores as the cloud app and the relay,
 so the figures are a floor.
@@ -74,6 +79,10 @@ async def drain(stream: asyncio.StreamReader) -> None:
         pass
 
 
+#: initialParameters of every session (main() sets hd-test's for --height)
+SESSION: dict[str, Any] = {"pipeline_ids": ["av-sync"]}
+
+
 async def open_session(relay_url: str) -> Receiver:
     trial = Trial()
     receiver = Receiver(trial, time.monotonic())
@@ -82,9 +91,11 @@ async def open_session(relay_url: str) -> Receiver:
     async with httpx.AsyncClient(base_url=relay_url, timeout=120) as http:
         answer = (await http.post("/api/v1/webrtc/offer", json={
             "sdp": receiver.pc.localDescription.sdp, "type": "offer",
-            "initialParameters": {"pipeline_ids": ["av-sync"]}})).json()
+            "initialParameters": SESSION})).json()
     await receiver.pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
-    await asyncio.wait_for(asyncio.gather(*(e.wait() for e in receiver.first.values())), 30)
+    firsts = [receiver.first["video"]] if SESSION["pipeline_ids"] == ["hd-test"] else \
+        receiver.first.values()
+    await asyncio.wait_for(asyncio.gather(*(e.wait() for e in firsts)), 30)
     return receiver
 
 
@@ -178,6 +189,11 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--settle", type=float, default=2.0,
                         help="seconds after opening (and after closing) each N's sessions")
+    parser.add_argument("--height", type=int, default=None,
+                        help="stream hd-test at this height (16:9) instead of av-sync")
+    parser.add_argument("--fps", type=float, default=30.0, help="hd-test's frame rate")
     args = parse_args(parser, QUICK)
+    if args.height is not None:
+        SESSION = {"pipeline_ids": ["hd-test"], "height": args.height, "frame_rate": args.fps}
     asyncio.run(main(args.sessions, args.seconds, args.settle))
     sys.exit(0)

@@ -9,7 +9,10 @@ least-squares slope). The cloud app's CPU is printed too: it must not change wit
 (one cloud session, one generation).
 
     .venv/bin/python benchmarks/viewers.py [--viewers 3] [--seconds 10] [--pipeline av-sync]
-        [--quick]
+        [--quick] [--height 720 [--fps 30]]
+
+``--height``: the ``hd-test`` picture at that height (16:9) and ``--fps`` instead of the
+pipeline named (an HD session's fan-out).
 
 The receivers decode in this process, on the same cores: on a small machine the figures
 are a ceiling for what the relay needs, not a floor.
@@ -124,7 +127,8 @@ async def window(pids: dict[str, int], seconds: float, receivers: list[Receiver]
     return cpu, fps
 
 
-async def main(viewers: int, seconds: float, pipeline: str) -> int:
+async def main(viewers: int, seconds: float, pipeline: str,
+               parameters: dict[str, Any] | None = None) -> int:
     env = {"SCOPE_RELAY_ICE_LOOPBACK": "1", "SCOPE_LOG_LEVEL": "WARNING"}
     cloud_args = ["cloud", "--host", "127.0.0.1", "--port", "0", "--loopback-ice",
                   "--log-level", "WARNING"]
@@ -139,7 +143,8 @@ async def main(viewers: int, seconds: float, pipeline: str) -> int:
         receivers = [owner]
         try:
             answer = await owner.offer(http, "/api/v1/webrtc/offer",
-                                       {"initialParameters": {"pipeline_ids": [pipeline]}})
+                                       {"initialParameters": {"pipeline_ids": [pipeline],
+                                                              **(parameters or {})}})
             token = answer["shareToken"]
             await asyncio.sleep(3.0)  # warm-up: first sender reports, encoders, offset
             rows = []
@@ -177,5 +182,9 @@ if __name__ == "__main__":
     parser.add_argument("--viewers", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--pipeline", default="av-sync")
+    parser.add_argument("--height", type=int, default=None,
+                        help="stream hd-test at this height (16:9) instead of --pipeline")
+    parser.add_argument("--fps", type=float, default=30.0, help="hd-test's frame rate")
     a = parse_args(parser, QUICK)
-    sys.exit(asyncio.run(main(a.viewers, a.seconds, a.pipeline)))
+    hd = None if a.height is None else {"height": a.height, "frame_rate": a.fps}
+    sys.exit(asyncio.run(main(a.viewers, a.seconds, "hd-test" if hd else a.pipeline, hd)))

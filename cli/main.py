@@ -94,10 +94,22 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _video_bitrate(text: str) -> int:
+    from scope_relay.rtc.video_encoder import MIN_BITRATE
+
+    value = int(text)
+    if value < MIN_BITRATE:
+        raise argparse.ArgumentTypeError(f"must be at least {MIN_BITRATE}, got {value}")
+    return value
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--opus-bitrate", type=int, default=128_000, metavar="BPS",
                    help="Opus bitrate for audio this process sends (default 128000, "
                         "full-band 'audio' mode, stereo)")
+    p.add_argument("--video-bitrate", type=_video_bitrate, default=None, metavar="BPS",
+                   help="VP8 bitrate ceiling for video this process sends (default: fits "
+                        "the picture, e.g. 2.8 Mb/s for 1280x720 at 30 fps)")
     p.add_argument("--log-level", default=os.environ.get("SCOPE_LOG_LEVEL", "INFO"),
                    help="logging level (default INFO; env SCOPE_LOG_LEVEL)")
 
@@ -269,12 +281,13 @@ def _cloud_config(args: argparse.Namespace, *, embedded: bool) -> CloudConfig:
 
     if embedded:
         return CloudConfig(loopback_ice=True, preload=args.preload, opus_bitrate=args.opus_bitrate,
+                           video_bitrate=args.video_bitrate,
                            playout_delay=args.cloud_playout_delay, max_buffer=args.max_buffer,
                            device=args.device, pipelines=args.pipeline, reload=args.reload)
     return CloudConfig(
         api_key=args.api_key, loopback_ice=args.loopback_ice, preload=args.preload,
         device=args.device, pipelines=args.pipeline, reload=args.reload,
-        opus_bitrate=args.opus_bitrate,
+        opus_bitrate=args.opus_bitrate, video_bitrate=args.video_bitrate,
         playout_delay=args.cloud_playout_delay, max_buffer=args.max_buffer,
         max_session_seconds=args.max_session_seconds, heartbeat=args.heartbeat or None,
         max_sessions=args.max_sessions,
@@ -334,6 +347,7 @@ async def run_relay(args: argparse.Namespace, *, force_embedded: bool) -> None:
         config = RelayConfig(target, browser_ice_servers=browser_ice,
                              loopback_ice=args.browser_loopback_ice,
                              playout_delay=args.playout_delay, opus_bitrate=args.opus_bitrate,
+                             video_bitrate=args.video_bitrate,
                              listen_host=args.host, allow_hosts=args.allow_host,
                              allow_origins=args.allow_origin, max_viewers=args.max_viewers,
                              osc_address=None if args.osc_port is None

@@ -41,6 +41,7 @@ from scope_relay.protocol.errors import (
 )
 from scope_relay.protocol.messages import load_json_object
 from scope_relay.rtc.opus import DEFAULT_BITRATE, configure_opus
+from scope_relay.rtc.video_encoder import configure_video
 from scope_relay.util.memory import release_freed_memory
 from scope_relay.util.metrics import metrics_handler, session_gauges
 
@@ -71,6 +72,8 @@ class RelayConfig:
     ready_timeout: float = 300.0
     request_timeout: float = 30.0
     opus_bitrate: int = DEFAULT_BITRATE
+    #: VP8 bitrate ceiling for video the relay sends; None: one that fits the picture
+    video_bitrate: int | None = None
     #: the address the page is served on: a specific one is also a name the relay answers to
     listen_host: str = "127.0.0.1"
     #: more host names the relay answers to (e.g. its LAN address, to watch from a phone)
@@ -278,6 +281,7 @@ class LocalRelay:
 
 def create_relay_app(config: RelayConfig) -> web.Application:
     configure_opus(config.opus_bitrate)
+    configure_video(config.video_bitrate)
     relay = LocalRelay(config)
     app = web.Application(client_max_size=1024 * 1024)
     app[RELAY_KEY] = relay

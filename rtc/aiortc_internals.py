@@ -18,6 +18,7 @@ from typing import Any
 import aioice.ice
 import aiortc.codecs
 import aiortc.codecs.opus
+import aiortc.codecs.vpx
 import aiortc.rtcrtpreceiver
 import aiortc.rtcrtpsender
 import aiortc.rtp
@@ -26,6 +27,10 @@ from av.frame import Frame
 
 #: aiortc's own Opus encoder class (subclass it to change its settings).
 OpusEncoderBase: type = aiortc.codecs.opus.OpusEncoder
+#: aiortc's own VP8 encoder class (subclass it for its packetisation and ``pack``).
+Vp8EncoderBase: type = aiortc.codecs.vpx.Vp8Encoder
+#: how many threads aiortc gives libvpx for a picture of so many pixels on so many CPUs
+vp8_threads: Callable[[int, int], int] = aiortc.codecs.vpx.number_of_threads
 _original_host_addresses = aioice.ice.get_host_addresses
 
 
@@ -48,6 +53,12 @@ def install_opus_encoder(encoder: type, parameters: dict[str, Any]) -> None:
     for codec in aiortc.codecs.CODECS["audio"]:
         if codec.mimeType.lower() == "audio/opus":
             codec.parameters.update(parameters)
+
+
+def install_video_encoder(encoder: type) -> None:
+    """Make every new VP8 sender encode with ``encoder`` (aiortc's ``get_encoder`` builds
+    ``aiortc.codecs.Vp8Encoder``)."""
+    setattr(aiortc.codecs, "Vp8Encoder", encoder)  # noqa: B010 (a module attribute we replace)
 
 
 _original_audio_level: Callable[[Any], int] = aiortc.rtp.compute_audio_level_dbov
@@ -77,6 +88,18 @@ def tap_rtcp(receiver: Any, on_packet: Callable[[Any], None]) -> None:
         await original(packet)
 
     receiver._handle_rtcp_packet = handle_rtcp
+
+
+def tap_sender_rtcp(sender: Any, on_packet: Callable[[Any], None]) -> None:
+    """Call ``on_packet`` with every RTCP packet an ``RTCRtpSender`` handles (receiver
+    reports, NACK, PLI, FIR, REMB), before aiortc does."""
+    original: Callable[[Any], Awaitable[None]] = sender._handle_rtcp_packet
+
+    async def handle_rtcp(packet: Any) -> None:
+        on_packet(packet)
+        await original(packet)
+
+    sender._handle_rtcp_packet = handle_rtcp
 
 
 def rtp_origin(receiver: Any) -> int | None:

@@ -29,6 +29,7 @@ from .ice import add_remote_candidate, loopback_candidates, parse_candidate, rtc
 from .opus import adapt_to_loss
 from .receive_path import install_receive_path
 from .sdp import refusing_bad_sdp, validate_offer_sdp
+from .send_feedback import SendFeedback, count_feedback
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +57,8 @@ class PeerSession:
         self.closed = asyncio.Event()
         #: called with the session id when the session starts closing
         self.on_closed: Callable[[str], object] | None = None
+        #: keyframe and retransmission requests and the rate of the video we send
+        self.video_send: SendFeedback | None = None
         self.bad_parameter_messages = 0
         self.drained_frames = 0
         self._tasks = OwnedTasks()
@@ -91,6 +94,7 @@ class PeerSession:
                     transceiver.sender.replaceTrack(video)
                     drive_sender(transceiver.sender, encode_on_loop=False,
                                  early_reports=EARLY_SENDER_REPORTS)
+                    self.video_send = count_feedback(transceiver.sender)
                 transceiver.direction = direction(video is not None, receive_video)
             elif transceiver.kind == "audio" and not audio_done:
                 audio_done = True
@@ -198,6 +202,8 @@ class PeerSession:
         if self.capabilities:
             out.update(self.capabilities.as_dict())
         out["bad_parameter_messages"] = self.bad_parameter_messages
+        if self.video_send is not None:
+            out["video_send"] = self.video_send.stats()
         return out
 
     def close_soon(self) -> None:

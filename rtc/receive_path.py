@@ -67,6 +67,8 @@ class ReceivePath:
         self.decoding = DecodeStats()
         self.loss_aware = kind == "audio" and loss_aware_available()
         self.unconcealed = 0  # lost audio units with no concealing decoder (silence)
+        self.packets = 0  # RTP packets taken in (retransmissions included)
+        self.payload_bytes = 0  # their RTP payload bytes (a hop's media bitrate)
         self._decoders: dict[int, LossAwareOpusDecoder] = {}
 
     # --- aiortc's jitter-buffer interface (it calls only ``add``) ------------------------
@@ -76,6 +78,8 @@ class ReceivePath:
             return False, None
         self.media_ssrc = packet.ssrc
         self.last_packet = self.clock()
+        self.packets += 1
+        self.payload_bytes += len(packet.payload)
         self._mime = codec.mimeType
         data: bytes = getattr(packet, "_data", b"")
         if isinstance(self.buffer, AudioJitterBuffer):
@@ -117,6 +121,7 @@ class ReceivePath:
 
     def stats(self) -> dict[str, Any]:
         out: dict[str, Any] = dict(self.buffer.stats())
+        out.update(packets=self.packets, payload_bytes=self.payload_bytes)
         if self.kind == "audio":
             d = self.decoding
             out.update(concealed=d.concealed, concealed_ms=round(d.concealed_samples / 48, 1),

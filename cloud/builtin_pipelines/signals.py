@@ -14,6 +14,7 @@ import torch
 
 from scope_relay.cloud.builtin_pipelines.beat_flash import BeatFlash
 from scope_relay.cloud.builtin_pipelines.colour_field import ColourField
+from scope_relay.cloud.builtin_pipelines.hd_test import HdTest
 from scope_relay.cloud.builtin_pipelines.palette import palette, prompt_text
 from scope_relay.cloud.builtin_pipelines.voice_fx import VoiceFx
 from scope_relay.cloud.pipelines.base import InputFrame, ParamSpec, Pipeline, PipelineOutput
@@ -223,4 +224,4 @@ class BurstyAv(Pipeline):
 
 #: in the order the page lists them: the first is what a newcomer's page shows first
 BUILTIN_PIPELINES: tuple[type[Pipeline], ...] = (ColourField, Passthrough, TestTone, AvSync,
-                                                 BurstyAv, VoiceFx, BeatFlash)
+                                                 BurstyAv, VoiceFx, BeatFlash, HdTest)

@@ -91,6 +91,13 @@ CASES = [
     Quick("relay_capacity.py", (
         r"^idle: relay \d+ MB", r"A/V ms med \(worst\)", r"^\s+1\s+\d+\s+\d")),
     Quick("transcode_floor.py", (r"^bare transcode of 'av-sync' .*: \d+\.\d % of one core$",)),
+    Quick("video_quality.py", (
+        # a picture recognisably the source: a broken frame match reads ~10 dB
+        r"^PSNR-Y at the receiver \(dB\)\s+([3-9]\d|2[5-9])\.\d+$", r"^SSIM-Y at the receiver\s+\S+$",
+        r"^PSNR-Y, one encode, no relay \(dB\)\s+\S+$", r"^cloud hop video \(Mb/s\)\s+\S+$",
+        r"^local hop video \(Mb/s\)\s+\S+$", r"^cloud encoder target \(Mb/s\)\s+\S+$",
+        r"^frames/s at the receiver\s+\S+$", r"^relay CPU \(% of a core\)\s+\S+$",
+        r"^cloud CPU \(% of a core\)\s+\S+$"), timeout=180.0),
     Quick("viewers.py", (
         r"^0 extra viewer\(s\): relay CPU", r"^1 extra viewer\(s\): relay CPU",
         r"^per extra viewer: relay CPU",

@@ -253,3 +253,35 @@ def test_audio_level_is_aiortcs_figure_computed_vectorised():
         samples = (rng.uniform(-1, 1, (2, FRAME_SAMPLES)) * scale).astype(np.int16)
         frame = s16_frame(samples, 0)
         assert audio_level_dbov(frame) == internals._original_audio_level(frame), scale
+
+
+def test_vp8_encoder_is_what_aiortc_builds_and_keeps_its_packetiser():
+    from scope_relay.rtc.video_encoder import RatedVp8Encoder, configure_video
+
+    configure_video(None)
+    encoder = aiortc.codecs.get_encoder(RTCRtpCodecParameters(mimeType="video/VP8",
+                                                              clockRate=90_000))
+    assert isinstance(encoder, RatedVp8Encoder)
+    assert issubclass(RatedVp8Encoder, aiortc.codecs.vpx.Vp8Encoder)
+    payloads = encoder._packetize(b"x" * 3000, 7)  # aiortc's: 1300-byte payloads
+    assert len(payloads) == 3 and all(len(p) <= 1300 for p in payloads)
+    assert internals.vp8_threads(1280 * 720, 2) == 1
+
+
+async def test_sender_rtcp_tap_sees_feedback_before_aiortc():
+    import inspect
+
+    from aiortc.rtp import RtcpPsfbPacket
+
+    from scope_relay.rtc.send_feedback import count_feedback
+
+    assert inspect.iscoroutinefunction(RTCRtpSender._handle_rtcp_packet)
+    pc = RTCPeerConnection(rtc_configuration())
+    try:
+        sender = pc.addTransceiver("video", direction="sendonly").sender
+        feedback = count_feedback(sender)
+        await sender._handle_rtcp_packet(RtcpPsfbPacket(fmt=1, ssrc=1, media_ssrc=sender._ssrc))
+        assert feedback.stats()["plis"] == 1
+        assert sender._RTCRtpSender__force_keyframe  # aiortc handled it too
+    finally:
+        await pc.close()

@@ -1,0 +1,53 @@
+"""What a video sender's receiver asked of it: keyframes (PLI, FIR), lost packets (NACK)
+and its bandwidth estimate (REMB), counted per sender for the stats."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from aiortc.rtp import RtcpPsfbPacket, RtcpRtpfbPacket
+
+from .aiortc_internals import sender_encoder, tap_sender_rtcp
+
+_PLI, _FIR, _REMB = 1, 4, 15  # RTCP payload-specific feedback formats (RFC 4585, 5104)
+_NACK = 1  # transport-layer feedback: generic NACK
+
+
+@dataclass(slots=True)
+class SendFeedback:
+    """Counted on one sender; :meth:`stats` adds its encoder's rate figures."""
+
+    sender: Any = None
+    plis: int = 0
+    firs: int = 0
+    nacks: int = 0  # NACK messages
+    nacked_packets: int = 0  # packets they asked for again
+    rembs: int = 0
+
+    def on_packet(self, packet: Any) -> None:
+        if isinstance(packet, RtcpPsfbPacket):
+            if packet.fmt == _PLI:
+                self.plis += 1
+            elif packet.fmt == _FIR:
+                self.firs += 1
+            elif packet.fmt == _REMB:
+                self.rembs += 1
+        elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == _NACK:
+            self.nacks += 1
+            self.nacked_packets += len(packet.lost)
+
+    def stats(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"plis": self.plis, "firs": self.firs, "nacks": self.nacks,
+                               "nacked_packets": self.nacked_packets, "rembs": self.rembs}
+        encoder = sender_encoder(self.sender)
+        if encoder is not None and hasattr(encoder, "stats"):
+            out.update(encoder.stats())
+        return out
+
+
+def count_feedback(sender: Any) -> SendFeedback:
+    """Count the feedback ``sender`` gets from now on."""
+    feedback = SendFeedback(sender)
+    tap_sender_rtcp(sender, feedback.on_packet)
+    return feedback

@@ -1,0 +1,209 @@
+"""The VP8 encoder every video sender uses: a rate that fits the picture.
+
+aiortc's ``Vp8Encoder`` starts at 500 kb/s and never goes above 1.5 Mb/s whatever the
+resolution (``MAX_BITRATE`` in ``aiortc/codecs/vpx.py``), and restarts its codec (a
+keyframe) whenever a receiver's estimate moves its target by 10 %. :class:`RatedVp8Encoder`
+keeps aiortc's packetisation and realtime libvpx settings but:
+
+- its ceiling is ``--video-bitrate`` or, by default, :func:`default_video_bitrate` of the
+  picture's size and frame rate (the rate is read from the frames' timestamps);
+- it starts at the ceiling and backs off when the receiver's estimate (REMB, which aiortc's
+  receivers still send with our receive path) falls below what it is really sending,
+  then climbs back towards the ceiling as the estimate allows. aiortc's estimate follows
+  the incoming rate (about 1.5x it while all is well), so taking it at its word would pin
+  the rate to whatever the encoder happened to send. A fall is applied at most every
+  :attr:`RatedVp8Encoder.fall_interval` s, a rise every :attr:`RatedVp8Encoder.raise_interval`
+  s, and only moves of more than 20 % reopen the codec (libvpx through PyAV cannot change
+  its rate in place, and a reopened codec starts with a keyframe);
+- a keyframe at least every :attr:`RatedVp8Encoder.keyframe_seconds` (aiortc: 3000 frames).
+
+:func:`configure_video` installs it process-wide, as :func:`.opus.configure_opus` does for
+audio.
+"""
+
+from __future__ import annotations
+
+import collections
+import fractions
+import multiprocessing
+import time
+from typing import Any, ClassVar
+
+import av
+from av.frame import Frame
+
+from .aiortc_internals import Vp8EncoderBase, install_video_encoder, vp8_threads
+
+VIDEO_CLOCK = 90_000
+#: bits per pixel per frame at 30 fps: 2.8 Mb/s for 1280x720, 6.2 Mb/s for 1920x1080
+BITS_PER_PIXEL = 0.1
+MIN_BITRATE = 300_000
+MAX_DEFAULT_BITRATE = 16_000_000
+#: a receiver's estimate below this is not followed (the codec would fall apart)
+FLOOR_BITRATE = 150_000
+
+
+def default_video_bitrate(width: int, height: int, fps: float) -> int:
+    """A ceiling that fits the picture: :data:`BITS_PER_PIXEL` at 30 fps, scaled by
+    ``(fps / 30) ** 0.7`` (a slower picture changes less per frame, so each frame costs
+    more bits, not proportionally fewer), within [300 kb/s, 16 Mb/s]."""
+    fps = min(max(fps, 1.0), 120.0)
+    rate = BITS_PER_PIXEL * width * height * 30 * (fps / 30) ** 0.7
+    return int(min(max(rate, MIN_BITRATE), MAX_DEFAULT_BITRATE))
+
+
+class RatedVp8Encoder(Vp8EncoderBase):
+    """aiortc's VP8 encoder with a ceiling that fits the picture (module docstring)."""
+
+    #: the ceiling every new encoder gets; ``None``: :func:`default_video_bitrate`
+    ceiling: ClassVar[int | None] = None
+    keyframe_seconds: ClassVar[float] = 3.0
+    raise_interval: ClassVar[float] = 2.0
+    fall_interval: ClassVar[float] = 1.0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._estimate: int | None = None  # the receiver's, as last told
+        self._target: int | None = None  # what we aim at (None: the ceiling)
+        self._sent: collections.deque[tuple[float, int]] = collections.deque()  # (s, bytes)
+        self._fps: float | None = None  # what the codec was opened for
+        self._intervals: list[float] = []
+        self._last_pts: float | None = None
+        self._opened_at = 0.0
+        self._rate = 0  # what the codec was opened with
+        self.picture_id: int = self.picture_id  # (aiortc's, random; typed here)
+        self.reopens = 0
+        self.keyframes = 0
+        self.payload_bytes = 0
+
+    # --- the rate ------------------------------------------------------------------------
+    @property
+    def target_bitrate(self) -> int:
+        """Bits a second we aim at: the ceiling, unless the receiver said it gets less."""
+        ceiling = self.current_ceiling()
+        return ceiling if self._target is None else min(self._target, ceiling)
+
+    @target_bitrate.setter
+    def target_bitrate(self, bitrate: int) -> None:  # aiortc's sender: on each REMB
+        self._estimate = int(bitrate)
+
+    def send_rate(self) -> float | None:
+        """Bits a second encoded over the last second of wall time (None: too little). Not
+        media time: a sender that falls behind sends fewer frames a second than their
+        timestamps say, and the receiver's estimate follows what really arrives."""
+        if len(self._sent) < 3:
+            return None
+        span = self._sent[-1][0] - self._sent[0][0]
+        return sum(n for _, n in list(self._sent)[1:]) * 8 / span if span > 0 else None
+
+    def _follow_estimate(self) -> None:
+        estimate, sent = self._estimate, self.send_rate()
+        if estimate is None or sent is None:
+            return
+        target = self.target_bitrate
+        if estimate < 0.9 * sent:  # the receiver gets less than we send: back off
+            self._target = max(FLOOR_BITRATE, estimate)
+        elif target < self.current_ceiling():  # recovering: up to what it says it can take
+            self._target = max(target, estimate)
+
+    def current_ceiling(self) -> int:
+        if self.ceiling is not None:
+            return self.ceiling
+        codec = self.codec
+        if codec is None or self._fps is None:
+            return default_video_bitrate(1280, 720, 30.0)
+        return default_video_bitrate(codec.width, codec.height, self._fps)
+
+    def _frame_rate(self, frame: Frame) -> float:
+        """Frames a second, the median of the recent timestamp steps (30 until known)."""
+        if frame.pts is None or frame.time_base is None:
+            return self._fps or 30.0
+        now = float(frame.pts * frame.time_base)
+        if self._last_pts is not None and now > self._last_pts:
+            self._intervals.append(now - self._last_pts)
+            del self._intervals[:-15]
+        self._last_pts = now
+        if len(self._intervals) < 5:
+            return self._fps or 30.0
+        step = sorted(self._intervals)[len(self._intervals) // 2]
+        return min(max(1.0 / step, 1.0), 120.0)
+
+    def _needs_reopen(self, frame: Any, fps: float) -> bool:
+        codec = self.codec
+        if codec is None or frame.width != codec.width or frame.height != codec.height:
+            return True
+        if self._fps is not None and abs(fps - self._fps) / self._fps > 0.25:
+            self._fps = fps
+            return True
+        wanted = self.target_bitrate
+        if abs(wanted - self._rate) / self._rate <= 0.2:
+            return False
+        wait = self.fall_interval if wanted < self._rate else self.raise_interval
+        return time.monotonic() - self._opened_at >= wait
+
+    def _open(self, frame: Any, fps: float) -> None:
+        self._fps = fps if self._fps is None else self._fps
+        codec = av.CodecContext.create("libvpx", "w")
+        codec.width, codec.height = frame.width, frame.height
+        self.codec = codec  # (current_ceiling reads the size from it)
+        rate = self._rate = self.target_bitrate
+        codec.bit_rate = rate
+        codec.pix_fmt = "yuv420p"
+        codec.time_base = fractions.Fraction(1, VIDEO_CLOCK)
+        codec.gop_size = max(1, round(self.keyframe_seconds * self._fps))  # kf_max_dist
+        codec.qmin, codec.qmax = 2, 56
+        codec.options = {
+            "bufsize": str(rate),  # rc_buf_sz = bufsize * 1000 / bit_rate: 1 s
+            "cpu-used": "-6", "deadline": "realtime", "lag-in-frames": "0",
+            "minrate": str(rate), "maxrate": str(rate),  # CBR
+            "noise-sensitivity": "4", "overshoot-pct": "15", "partitions": "0",
+            "static-thresh": "1", "undershoot-pct": "100",
+        }
+        codec.thread_count = vp8_threads(frame.width * frame.height, multiprocessing.cpu_count())
+        self._opened_at = time.monotonic()
+        self.reopens += 1
+
+    # --- aiortc's Encoder interface ------------------------------------------------------
+    def encode(self, frame: Frame, force_keyframe: bool = False) -> tuple[list[bytes], int]:
+        assert isinstance(frame, av.VideoFrame)
+        if frame.format.name != "yuv420p":
+            frame = frame.reformat(format="yuv420p")
+        fps = self._frame_rate(frame)
+        self._follow_estimate()
+        if self._needs_reopen(frame, fps):
+            self._open(frame, fps)
+        if force_keyframe:
+            frame.pict_type = av.video.frame.PictureType.I
+        timestamp = round(float(frame.pts * frame.time_base) * VIDEO_CLOCK) if (
+            frame.pts is not None and frame.time_base is not None) else 0
+        frame.pts, frame.time_base = timestamp, fractions.Fraction(1, VIDEO_CLOCK)
+        assert self.codec is not None
+        data = b"".join(bytes(packet) for packet in self.codec.encode(frame))
+        if data and not data[0] & 1:  # VP8 frame tag: bit 0 clear on a keyframe
+            self.keyframes += 1
+        self.payload_bytes += len(data)
+        now = time.monotonic()  # wall time: what a receiver's estimate is measured in
+        self._sent.append((now, len(data)))
+        while self._sent and self._sent[0][0] < now - 1.0:
+            self._sent.popleft()
+        payloads = self._packetize(data, self.picture_id)
+        self.picture_id = (self.picture_id + 1) % (1 << 15)
+        return payloads, timestamp
+
+    def stats(self) -> dict[str, Any]:
+        sent = self.send_rate()
+        return {"target_bitrate": self.target_bitrate,
+                "send_bitrate": None if sent is None else round(sent),
+                "ceiling_bitrate": self.current_ceiling(),
+                "receiver_estimate": self._estimate, "encoder_opens": self.reopens,
+                "keyframes": self.keyframes, "encoded_bytes": self.payload_bytes}
+
+
+def configure_video(bitrate: int | None = None) -> None:
+    """Make every new VP8 sender in this process use :class:`RatedVp8Encoder` with
+    ``bitrate`` as its ceiling (``None``: :func:`default_video_bitrate`)."""
+    if bitrate is not None and bitrate < MIN_BITRATE:
+        raise ValueError(f"a video bitrate below {MIN_BITRATE} b/s cannot carry a picture, "
+                         f"got {bitrate}")
+    RatedVp8Encoder.ceiling = bitrate
+    install_video_encoder(RatedVp8Encoder)
