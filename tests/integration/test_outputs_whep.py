@@ -272,6 +272,7 @@ async def test_gstreamer_webrtcbin_pulls_the_session_with_whep():
         result = json.loads(out.decode().strip().splitlines()[-1])
         print("GStreamer WHEP client:", result)
         assert result["status"] == 201 and result["dtls"] == "a=setup:passive"
+        assert result["connection"] == "connected", result  # ICE and DTLS with libnice
         assert result["video"] >= 24 * 3, result  # 6 s of 24 fps, minus the start
         assert result["width"] == 320 and result["audio"] >= 50, result
 
