@@ -146,6 +146,9 @@ async def test_ndi_receiver_finds_the_source_and_gets_every_frame_in_sync():
 async def test_output_requests_are_checked(stack):
     _, relay = stack
     async with connected(relay.url, {"pipeline_ids": ["test-tone"]}, video=False) as owner:
+        # playing first: ``connected`` returns once the answer is set, before ICE and DTLS
+        # are done, and the requests below take milliseconds
+        await owner.wait_audio_frames(25, timeout=30)
         async with httpx.AsyncClient(base_url=relay.url, timeout=30) as http:
             kind = await http.post("/api/v1/outputs", json={"sessionId": owner.session_id,
                                                              "kind": "spout"})
@@ -157,6 +160,7 @@ async def test_output_requests_are_checked(stack):
             assert named.status_code == 400
         (session,) = relay.app[RELAY_KEY].sessions.values()
         assert session.pc.connectionState == "connected"
+        await owner.wait_audio_frames(25, timeout=30)  # and it plays on
 
 
 def test_ndi_flag_parses_with_and_without_a_name():

@@ -150,8 +150,15 @@ GST_WHIP_SENDER = textwrap.dedent("""
         "audiotestsrc is-live=true wave=sine freq=660 ! audioconvert ! audioresample "
         "! opusenc ! rtpopuspay pt=111 ! application/x-rtp,media=audio,encoding-name=OPUS,payload=111 ! w.")
     webrtc = pipe.get_by_name("w")
-    for t in webrtc.emit("get-transceivers") or []:
-        t.set_property("direction", GstWebRTC.WebRTCRTPTransceiverDirection.SENDONLY)
+    # as the WHEP client: loopback candidates for the loopback-only relay, and ``ice`` kept
+    # referenced (PyGObject 3.42 unrefs it once too often when the wrapper goes)
+    ice = webrtc.get_property("ice-agent")
+    ice.emit("add-local-ip-address", "127.0.0.1")
+    # (one by one: the GArray "get-transceivers" returns is not iterable from Python)
+    index = 0
+    while (transceiver := webrtc.emit("get-transceiver", index)) is not None:
+        transceiver.set_property("direction", GstWebRTC.WebRTCRTPTransceiverDirection.SENDONLY)
+        index += 1
 
     def post_offer():
         offer = webrtc.get_property("local-description").sdp.as_text()
@@ -169,8 +176,8 @@ GST_WHIP_SENDER = textwrap.dedent("""
             GLib.idle_add(lambda: post_offer() and False)
 
     def on_offer(promise):
-        webrtc.emit("set-local-description", promise.get_reply().get_value("offer"),
-                    Gst.Promise.new())
+        reply = promise.get_reply()  # kept referenced while its offer is read (see WHEP)
+        webrtc.emit("set-local-description", reply.get_value("offer"), Gst.Promise.new())
 
     webrtc.connect("notify::ice-gathering-state", on_gathering)
     webrtc.connect("on-negotiation-needed", lambda _: webrtc.emit(
@@ -198,8 +205,10 @@ async def test_gstreamer_webrtcbin_sends_camera_and_microphone_with_whip():
             print("WHIP from GStreamer:", json.dumps(listed["outputs"]["whip"]))
             assert listed["outputs"]["whip"]["clients"] == 1
         finally:
-            process.kill()
-            await process.wait()
+            if process.returncode is None:  # (it may have died: its output says why)
+                process.kill()
+            out, err = await process.communicate()
+            print("GStreamer WHIP sender:", out.decode()[-500:], err.decode()[-3000:])
 
 
 class NumberWatcher(BrowserPeer):
