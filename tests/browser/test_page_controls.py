@@ -118,7 +118,9 @@ async def test_pause_and_resume_reach_the_relay_and_the_badge(browser):
                                 "() => _states.add(scopeRelay.state.id), 100)")
             await page.wait_for_function("scopeRelay.figures?.speed != null", timeout=20_000)
             assert await page.evaluate("clearInterval(_watch), [..._states]") == ["playing"]
-            assert await page.evaluate("scopeRelay.figures.speed") > 0.95
+            # (a window holding the pause reads 0.3-0.6; a loaded 2-core box reads 0.83-0.93
+            # for any fresh session, so the bound is below that)
+            assert await page.evaluate("scopeRelay.figures.speed") > 0.8
             assert await page.get_attribute("#pause", "aria-pressed") == "false"
             assert await page.text_content("#pause span") == "Pause"
             assert (await session_stats(relay, session_id))["paused"] is False
