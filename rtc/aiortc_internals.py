@@ -25,6 +25,8 @@ from av.frame import Frame
 
 #: aiortc's own Opus encoder class (subclass it to change its settings).
 OpusEncoderBase: type = aiortc.codecs.opus.OpusEncoder
+#: the ``fmt`` of an RTCP transport feedback packet that is a NACK (RFC 4585)
+NACK_FORMAT: int = aiortc.rtp.RTCP_RTPFB_NACK
 _original_host_addresses = aioice.ice.get_host_addresses
 
 
