@@ -19,7 +19,8 @@ it must.
 Audio can also be told its playout budget (:attr:`AudioJitterBuffer.budget`: how long a
 packet may wait here past its ordinary arrival and still be played). Each hole is then
 decided on its own: when a retransmission asked for now cannot come back (the measured
-round trip) before the hole's own playout deadline, it is given up at once, so the decoder
+round trip) before the hole's own playout deadline, it is given up as soon as a merely
+reordered packet would have come (``REORDER_GRACE``, within the deadline), so the decoder
 rebuilds it from the next packet's in-band FEC or conceals it while everything behind it
 is still in time; otherwise it waits up to that deadline, never past it. Such holes are
 still asked for once: the late retransmission keeps the round trip measured, and the
@@ -45,6 +46,9 @@ KEYFRAME_RETRY = 0.2
 #: a retransmission makes a hole's deadline when round trip x this + RTX_MARGIN fits
 RTX_RTT_FACTOR = 1.2
 RTX_MARGIN = 0.005
+#: a hole no retransmission can fill still waits this long (never past its deadline): it
+#: may be a packet merely reordered on the path
+REORDER_GRACE = 0.03
 #: given-up packets whose retransmission is still awaited for a round-trip sample
 GONE_MEMORY = 256
 
@@ -297,10 +301,13 @@ class AudioJitterBuffer(_SequencedBuffer):
                     key=lambda s: seq_diff(s, hole))
         # the hole should have come ``distance`` packets before the first one behind it
         wait = budget - seq_diff(after, hole) * self.duration / 48_000
-        if not self.nacks.can_make(wait):
-            self.given_up_early += 1
-            return True
-        return now - self.held[after].arrival >= wait
+        waited = now - self.held[after].arrival
+        if not self.nacks.can_make(wait):  # only a reordered packet can still come
+            if waited >= min(wait, REORDER_GRACE):
+                self.given_up_early += 1
+                return True
+            return False
+        return waited >= wait
 
     def _release_ready(self, out: list[AudioUnit]) -> None:
         assert self.next_seq is not None

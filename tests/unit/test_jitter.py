@@ -249,17 +249,24 @@ def test_loss_without_fec_is_concealed_not_silent():
 # --- holes decided against the playout's budget (a hop with a round trip) -------------
 
 
-def test_hole_no_retransmission_can_make_is_given_up_at_once_with_the_next_packets_fec():
+def test_hole_no_retransmission_can_make_is_given_up_early_with_the_next_packets_fec():
     """Round trip 80 ms, 50 ms of budget: waiting for the retransmission would only make
-    everything behind the hole late, so the hole becomes a lost unit the moment it is
-    seen, carrying the next packet (its FEC); it is still NACKed once."""
+    everything behind the hole late, so once a merely reordered packet would have come
+    (30 ms) the hole becomes a lost unit carrying the next packet (its FEC); it is still
+    NACKed once."""
+    from scope_relay.rtc.jitter import REORDER_GRACE
+
     clock = Clock()
     buf = AudioJitterBuffer(clock=clock, initial_rtt=0.08, budget=lambda: 0.05)
-    out = feed(buf, clock, [10, 11, 13])
-    assert [u.payload for u in out] == [bytes([10]), bytes([11]), None, bytes([13])]
-    assert out[2].next_payload == bytes([13])
-    assert buf.given_up_early == 1 and buf.lost == 1
+    out = feed(buf, clock, [10, 11, 13], step=0.015)
+    assert [u.payload for u in out] == [bytes([10]), bytes([11])]
     assert buf.take_nacks() == [12]
+    clock.now += REORDER_GRACE - 0.015  # 13 has waited the grace
+    out = buf.add(14, 5000 + 4 * 960, bytes([14]))
+    assert [u.payload for u in out] == [None, bytes([13]), bytes([14])]
+    assert out[0].next_payload == bytes([13])
+    assert buf.given_up_early == 1 and buf.lost == 1
+    assert buf.take_nacks() == []  # asked once, not again
     # its retransmission comes a round trip later: too late to play, but it is measured
     clock.now += 0.2
     assert buf.add(12, 5000 + 2 * 960, bytes([12])) == []
@@ -287,6 +294,16 @@ def test_hole_a_retransmission_can_make_waits_for_it_but_not_past_its_deadline()
         out += buf.add(18 + len(waited), 5000 + (8 + len(waited)) * 960, b"x")
         waited.append(clock.now - arrived_17)
     assert 0.075 <= waited[-1] <= 0.09
+
+
+def test_a_reordered_packet_is_not_given_up_before_it_comes():
+    clock = Clock()
+    buf = AudioJitterBuffer(clock=clock, initial_rtt=0.08, budget=lambda: 0.05)
+    feed(buf, clock, [10, 11, 13], step=0.01)
+    clock.now += 0.005
+    out = buf.add(12, 5000 + 2 * 960, bytes([12]))  # 15 ms behind its place
+    assert [u.payload for u in out] == [bytes([12]), bytes([13])]
+    assert buf.lost == 0 and buf.given_up_early == 0
 
 
 def test_recent_holes_count_packets_found_missing():
