@@ -136,6 +136,9 @@ PROFILES: dict[str, Profile] = {
         "8 Mb/s ceiling, 2 Mb/s from 10 s in (200 ms queues), 30 ms each way",
         **_path(30, 2, rate_kbps=8000),
         steps=((10.0, _path(30, 2, rate_kbps=2000)["down"], _path(30, 2)["up"]),)),
+    "ceiling-below": Profile(
+        "a ceiling below av-sync's ~95 kb/s: 64 kb/s through a 200 ms queue, 30 ms each way",
+        **_path(30, 2, rate_kbps=64)),
     "loss-on-off": Profile(
         "40 ms each way; 5 % loss from 5 s to 15 s in",
         **_path(40, 5),

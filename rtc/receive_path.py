@@ -42,9 +42,11 @@ _H264_KEY_NAL_TYPES = frozenset({5, 7})  # IDR slice, sequence parameter set
 #: loss persists while at least LOSS_PERSISTS holes were seen in the last LOSS_WINDOW s
 LOSS_WINDOW = 10.0
 LOSS_PERSISTS = 2
-#: while it persists, a retransmission should still rescue a burst this long (packets;
-#: in-band FEC rebuilds the last of a burst, retransmission the ones before it)
-BURST_COVER = 3
+#: while it persists, a retransmission should still rescue the first packet of a burst
+#: this long (packets; in-band FEC rebuilds the last of a burst, retransmission the ones
+#: before it; bursts of mean 3 are 4 or longer a third of the time), with HOLD_MARGIN to spare
+BURST_COVER = 4
+HOLD_MARGIN = 0.01
 _warned_no_libopus = False
 
 
@@ -103,7 +105,7 @@ class ReceivePath:
         if not isinstance(buffer, AudioJitterBuffer) or \
                 buffer.recent_holes(LOSS_WINDOW) < LOSS_PERSISTS:
             return 0.0
-        return (buffer.nacks.rtt * RTX_RTT_FACTOR + RTX_MARGIN
+        return (buffer.nacks.rtt * RTX_RTT_FACTOR + RTX_MARGIN + HOLD_MARGIN
                 + BURST_COVER * buffer.duration / 48_000)
 
     # --- aiortc's jitter-buffer interface (it calls only ``add``) ------------------------
