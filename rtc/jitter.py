@@ -257,6 +257,8 @@ class AudioJitterBuffer(_SequencedBuffer):
         self.given_up_early = 0
         #: when holes were first seen (a packet missing when a later one came)
         self.hole_times: collections.deque[float] = collections.deque(maxlen=512)
+        #: (when, packets) of each run of packets found missing together (a burst)
+        self.bursts: collections.deque[tuple[float, int]] = collections.deque(maxlen=256)
         self._holes_seen: set[int] = set()
         self._last: tuple[int, int] | None = None  # (seq, timestamp) last released
 
@@ -279,9 +281,23 @@ class AudioJitterBuffer(_SequencedBuffer):
 
     def _note_holes(self, now: float) -> None:
         missing = set(self.missing())
-        for _ in missing - self._holes_seen:
+        new = missing - self._holes_seen
+        for _ in new:
             self.hole_times.append(now)
+        if new:  # the run of consecutive missing packets the new ones belong to
+            seq = next(iter(new))
+            start = end = seq
+            while (start - 1) % SEQ_MOD in missing:
+                start = (start - 1) % SEQ_MOD
+            while (end + 1) % SEQ_MOD in missing:
+                end = (end + 1) % SEQ_MOD
+            self.bursts.append((now, seq_diff(end, start) + 1))
         self._holes_seen = missing  # (filled or given up: no longer a hole)
+
+    def longest_recent_burst(self, window: float, now: float | None = None) -> int:
+        """The most packets found missing in one run in the last ``window`` seconds."""
+        now = self.clock() if now is None else now
+        return max((n for t, n in self.bursts if now - t <= window), default=0)
 
     def recent_holes(self, window: float, now: float | None = None) -> int:
         """Packets found missing in the last ``window`` seconds."""

@@ -14,7 +14,8 @@ Everything aiortc-private it needs is in :mod:`.aiortc_internals`.
 Tuned for the round trip (:meth:`ReceivePath.attach_playout`): audio holes are decided
 against the playout's budget (what can still be played), and while loss persists (a few
 holes in ``LOSS_WINDOW``) the path asks the playout for the budget a retransmission needs
-(the measured round trip plus a burst of ``BURST_COVER`` packets); 0 once it has stopped.
+(the measured round trip plus the longest recent burst, at most ``BURST_COVER`` packets);
+0 once it has stopped.
 """
 
 from __future__ import annotations
@@ -42,9 +43,11 @@ _H264_KEY_NAL_TYPES = frozenset({5, 7})  # IDR slice, sequence parameter set
 #: loss persists while at least LOSS_PERSISTS holes were seen in the last LOSS_WINDOW s
 LOSS_WINDOW = 10.0
 LOSS_PERSISTS = 2
-#: while it persists, a retransmission should still rescue the first packet of a burst
-#: this long (packets; in-band FEC rebuilds the last of a burst, retransmission the ones
-#: before it; bursts of mean 3 are 4 or longer a third of the time), with HOLD_MARGIN to spare
+#: while it persists, a retransmission should still rescue the first packet of the
+#: longest burst seen in the window, up to BURST_COVER packets (in-band FEC rebuilds the
+#: last of a burst, retransmission the ones before it; bursts of mean 3 are 4 or longer a
+#: third of the time), with HOLD_MARGIN to spare. Random loss (bursts of 1-2) needs little
+#: room; a ~1 ms round trip then none.
 BURST_COVER = 4
 HOLD_MARGIN = 0.01
 _warned_no_libopus = False
@@ -105,8 +108,9 @@ class ReceivePath:
         if not isinstance(buffer, AudioJitterBuffer) or \
                 buffer.recent_holes(LOSS_WINDOW) < LOSS_PERSISTS:
             return 0.0
+        burst = min(BURST_COVER, max(1, buffer.longest_recent_burst(LOSS_WINDOW)))
         return (buffer.nacks.rtt * RTX_RTT_FACTOR + RTX_MARGIN + HOLD_MARGIN
-                + BURST_COVER * buffer.duration / 48_000)
+                + burst * buffer.duration / 48_000)
 
     # --- aiortc's jitter-buffer interface (it calls only ``add``) ------------------------
     def add(self, packet: Any) -> tuple[bool, None]:

@@ -311,5 +311,6 @@ def test_recent_holes_count_packets_found_missing():
     buf = AudioJitterBuffer(clock=clock, budget=lambda: 0.0)
     feed(buf, clock, [10, 12, 13, 16])  # 11, 14 and 15 missing
     assert buf.recent_holes(10.0) == 3
+    assert buf.longest_recent_burst(10.0) == 2  # 14-15
     clock.now += 11
-    assert buf.recent_holes(10.0) == 0
+    assert buf.recent_holes(10.0) == 0 and buf.longest_recent_burst(10.0) == 0
