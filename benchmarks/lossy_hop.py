@@ -4,8 +4,9 @@ Runs ``scope-relay cloud`` in a network namespace behind an impaired veth
 (tests/helpers/losslab.py: netem where the kernel has it, else NFQUEUE and a small
 drop/delay daemon), the relay in this process, and a receiving peer on 127.0.0.1 (its own
 hop clean). Per profile: a fresh relay session on ``av-sync`` (a flash and a 1 kHz click
-once per second), ``--before`` s clean, ``--during`` s impaired (cloud -> relay only),
-``--after`` s clean again. Printed per profile:
+once per second), ``--before`` s on the path's round trip alone (a real path's delay is
+there from the start, before the session), ``--during`` s impaired, ``--after`` s on the
+round trip again. Printed per profile:
 
 - audio lost at the relay during the impairment: the relay's ``audio_gap_ms`` (holes filled
   with silence) + ``audio_late_ms`` (arrived after its release time, dropped) +
@@ -19,9 +20,17 @@ once per second), ``--before`` s clean, ``--during`` s impaired (cloud -> relay 
   (median of 4 samples a second), before / during / in the last 3 s after;
 - A/V offset at the receiver (click minus flash, both through the relay's sender reports,
   as benchmarks/av_sync.py does): median and worst from the impairment's start on;
-- what the impairment did: packets seen, dropped and reordered by the lab.
+- what the impairment did: packets seen, dropped (by loss or a full bottleneck queue) and
+  reordered by the lab; the 1-minute load average when the profile ended.
 
-    sudo .venv/bin/python benchmarks/lossy_hop.py [--during 20] [--profiles 1%,5%] [--quick]
+Profiles (:data:`PROFILES`): the first lab's, on a ~1 ms round trip, and real paths: a
+round trip on both directions with jitter, random or bursty (Gilbert-Elliott) loss,
+bottlenecks with drop-tail queues, mid-stream changes (a ceiling that drops from 8 to
+2 Mb/s, loss that starts and stops) and a 10 s outage; ``--profiles key`` runs the issue's.
+``--pipeline tone`` streams a continuous tone instead of av-sync's clicks (what
+concealment and FEC are heard on; no video, no A/V column).
+
+    sudo .venv/bin/python benchmarks/lossy_hop.py [--during 20] [--profiles key] [--quick]
 
 Needs root, Linux namespaces, and ``tc netem`` or iptables NFQUEUE + ``NetfilterQueue``;
 exits 2 where the lab cannot run, 1 if a profile failed.
@@ -37,6 +46,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 # the cloud hop crosses the veth: no loopback-only ICE there (the browser hop is
 # restricted on its own, below)
@@ -56,35 +66,118 @@ from scope_relay.rtc.ice import loopback_candidates, rtc_configuration
 from scope_relay.rtc.sender_reports import SenderReportTap
 from scope_relay.util.serve import serve
 
-from helpers.losslab import LabUnavailable, LossLab
+from helpers.losslab import Impairment, LabUnavailable, LossLab
 
 FREEZE_S = 0.1
 
-#: name -> (loss, delay_ms, jitter_ms, reorder)
-PROFILES: dict[str, tuple[float, float, float, bool]] = {
-    "0%": (0.0, 0.0, 0.0, True),
-    "1%": (0.01, 0.0, 0.0, True),
-    "5%": (0.05, 0.0, 0.0, True),
-    "10%": (0.10, 0.0, 0.0, True),
-    "30+-10ms": (0.0, 30.0, 10.0, True),
-    "2%+20+-15ms+reorder": (0.02, 20.0, 15.0, True),
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A path for the impaired window: ``down`` (cloud -> relay) and ``up`` (relay ->
+    cloud) from its start; ``steps`` change them ``at`` seconds into it (a mid-stream
+    change); ``freeze`` stops the cloud process instead (the hop stays clean)."""
+
+    what: str
+    down: Impairment
+    up: Impairment = field(default_factory=Impairment)
+    steps: tuple[tuple[float, Impairment, Impairment], ...] = ()
+    freeze: bool = False
+
+    @property
+    def rtt_ms(self) -> float:
+        return self.down.delay_ms + self.up.delay_ms
+
+    def base(self) -> tuple[Impairment, Impairment]:
+        """The path outside the impaired window: its delay and jitter, no loss or ceiling
+        (a path's round trip is there from the start; only what goes wrong comes and goes)."""
+        def keep(imp: Impairment) -> Impairment:
+            return Impairment(delay_ms=imp.delay_ms, jitter_ms=imp.jitter_ms,
+                              reorder=imp.reorder)
+        return keep(self.down), keep(self.up)
+
+
+def _path(one_way_ms: float, jitter_ms: float = 0.0, *, reorder: bool = False,
+          up_ms: float | None = None, **down: float) -> dict:
+    """Delay both ways (``up_ms``: an asymmetric return), jitter on both, the rest down."""
+    return {"down": Impairment(delay_ms=one_way_ms, jitter_ms=jitter_ms, reorder=reorder,
+                               **down),
+            "up": Impairment(delay_ms=one_way_ms if up_ms is None else up_ms,
+                             jitter_ms=jitter_ms, reorder=reorder)}
+
+
+PROFILES: dict[str, Profile] = {
+    # the first lab's profiles: ~1 ms round trip
+    "0%": Profile("a clean hop", Impairment()),
+    "1%": Profile("random loss, no delay", Impairment(loss=0.01)),
+    "5%": Profile("random loss, no delay", Impairment(loss=0.05)),
+    "10%": Profile("random loss, no delay", Impairment(loss=0.10)),
+    "30+-10ms": Profile("jitter one way", Impairment(delay_ms=30, jitter_ms=10)),
+    "2%+20+-15ms+reorder": Profile("loss and reordering one way",
+                                   Impairment(loss=0.02, delay_ms=20, jitter_ms=15)),
+    # real paths: a round trip, loss as it comes, bottlenecks
+    "rtt80-1%": Profile("the goal's 1 %: 40 ms each way +-5, random loss",
+                        **_path(40, 5, loss=0.01)),
+    "rtt80-5%": Profile("the goal's 5 %", **_path(40, 5, loss=0.05)),
+    "rtt80-2%burst3": Profile("the goal's bursts: 2 %, mean 3 packets",
+                              **_path(40, 5, loss=0.02, burst=3)),
+    "broadband": Profile("good broadband: 12 ms each way +-2, 0.1 % loss",
+                         **_path(12, 2, loss=0.001)),
+    "busy-wifi": Profile("busy Wi-Fi: 25 ms each way +-12 reordering, 3 % in bursts of 4",
+                         **_path(25, 12, reorder=True, loss=0.03, burst=4)),
+    "hotel": Profile("hotel: 30 ms each way, 1 Mb/s down through a 200 ms queue, 1 % loss",
+                     **_path(30, 3, loss=0.01, rate_kbps=1000, queue_ms=200)),
+    "phone-tether": Profile("phone tether: 60 ms down / 40 up +-20, 3 Mb/s, 300 ms queue, "
+                            "1 % in bursts of 2",
+                            **_path(60, 20, up_ms=40, loss=0.01, burst=2, rate_kbps=3000,
+                                    queue_ms=300)),
+    "transatlantic": Profile("transatlantic: 45 ms each way +-3, 0.5 % loss",
+                             **_path(45, 3, loss=0.005)),
+    "ceiling-8to2": Profile(
+        "8 Mb/s ceiling, 2 Mb/s from 10 s in (200 ms queues), 30 ms each way",
+        **_path(30, 2, rate_kbps=8000),
+        steps=((10.0, _path(30, 2, rate_kbps=2000)["down"], _path(30, 2)["up"]),)),
+    "ceiling-below": Profile(
+        "a ceiling below av-sync's ~95 kb/s: 64 kb/s through a 200 ms queue, 30 ms each way",
+        **_path(30, 2, rate_kbps=64)),
+    "loss-on-off": Profile(
+        "40 ms each way; 5 % loss from 5 s to 15 s in",
+        **_path(40, 5),
+        steps=((5.0, _path(40, 5, loss=0.05)["down"], _path(40, 5)["up"]),
+               (15.0, _path(40, 5)["down"], _path(40, 5)["up"]))),
+    "outage-10s": Profile(
+        "30 ms each way; nothing gets through either way for 10 s",
+        down=Impairment(delay_ms=30, loss=1.0), up=Impairment(delay_ms=30, loss=1.0),
+        steps=((10.0, _path(30)["down"], _path(30)["up"]),)),
     # not a network profile: the cloud process stopped (SIGSTOP) for 3 s (``--freeze``) at
     # the start of the impaired window, then running again; the hop itself stays clean
-    "3s-freeze": (0.0, 0.0, 0.0, True),
+    "3s-freeze": Profile("the cloud process stopped", Impairment(), freeze=True),
 }
+#: the issue's key profiles (``--profiles key``)
+KEY_PROFILES = ("rtt80-1%", "rtt80-5%", "rtt80-2%burst3", "busy-wifi", "hotel",
+                "transatlantic", "outage-10s")
 CLOUD_FREEZE_S = 3.0
 #: --quick: one network profile and the freeze (the two ways a window is impaired), short
 QUICK = {"before": 1.0, "during": 2.0, "after": 1.0, "profiles": "5%,3s-freeze", "freeze": 1.0}
+#: the audio pipeline: av-sync's clicks (with its flashes: A/V), or a continuous tone
+#: (what concealment and FEC are heard on)
+PIPELINES: dict[str, dict[str, Any]] = {
+    "av-sync": {"pipeline_ids": ["av-sync"]},
+    "tone": {"pipeline_ids": ["test-tone"], "interval": 1.0, "duration": 1.0,
+             "frequency": 440.0, "volume": 0.5},
+}
 
 
 class Receiver:
     """The browser stand-in: receives av-sync from the relay on 127.0.0.1 and notes the
     arrival of every video frame, and each flash and click (pts, arrival)."""
 
-    def __init__(self) -> None:
+    def __init__(self, video: bool = True) -> None:
         self.pc = RTCPeerConnection(rtc_configuration())
+        self.video = video
         self.video_tap = SenderReportTap(
-            self.pc.addTransceiver("video", direction="recvonly").receiver, 90_000)
+            self.pc.addTransceiver("video", direction="recvonly").receiver,
+            90_000) if video else None
         self.audio_tap = SenderReportTap(
             self.pc.addTransceiver("audio", direction="recvonly").receiver, 48_000)
         self.video_arrivals: list[float] = []
@@ -119,13 +212,13 @@ class Receiver:
         except MediaStreamError:
             pass
 
-    async def connect(self, relay_url: str) -> None:
+    async def connect(self, relay_url: str, initial: dict) -> None:
         with loopback_candidates():  # the receiver's own hop: 127.0.0.1 only
             await self.pc.setLocalDescription(await self.pc.createOffer())
         async with httpx.AsyncClient(base_url=relay_url, timeout=60) as http:
             response = await http.post("/api/v1/webrtc/offer", json={
                 "sdp": self.pc.localDescription.sdp, "type": "offer",
-                "initialParameters": {"pipeline_ids": ["av-sync"]}})
+                "initialParameters": initial})
             response.raise_for_status()
             answer = response.json()
         self.session_id = answer["sessionId"]
@@ -139,7 +232,9 @@ class Receiver:
     def av_offsets(self, since: float) -> list[float]:
         """Click minus flash (ms) for every flash received since ``since`` with a click
         within 500 ms of it (a flash whose click was lost is left out)."""
-        out = []
+        out: list[float] = []
+        if self.video_tap is None:
+            return out
         click_times = [t for t in map(self.audio_tap.best_time, self.clicks) if t is not None]
         for pts, arrival in self.flashes:
             flash_t = self.video_tap.best_time(pts)
@@ -201,18 +296,20 @@ def median(values: list[float]) -> float | None:
 
 
 async def run_profile(lab: LossLab, name: str, before: float, during: float,
-                      after: float, freeze: float = CLOUD_FREEZE_S) -> dict:
-    loss, delay_ms, jitter_ms, reorder = PROFILES[name]
-    lab.clear()
+                      after: float, freeze: float = CLOUD_FREEZE_S,
+                      pipeline: str = "av-sync") -> dict:
+    profile = PROFILES[name]
+    lab.apply(*profile.base())  # before the session: its offset is measured on this path
     relay_app = create_relay_app(RelayConfig(CloudTarget(lab.ws_url), loopback_ice=True))
     samples = Samples()
-    receiver = Receiver()
+    receiver = Receiver(video=pipeline == "av-sync")
     async with serve(relay_app) as relay, httpx.AsyncClient(base_url=relay.url,
                                                             timeout=10) as http:
         try:
-            await receiver.connect(relay.url)
+            await receiver.connect(relay.url, PIPELINES[pipeline])
             deadline = time.monotonic() + 45
-            while not (receiver.video_arrivals and receiver.audio_frames and receiver.clicks):
+            while not (receiver.audio_frames and (not receiver.video or (
+                    receiver.video_arrivals and receiver.clicks))):
                 if time.monotonic() > deadline:
                     raise RuntimeError("no media at the receiver within 45 s")
                 await asyncio.sleep(0.1)
@@ -230,15 +327,20 @@ async def run_profile(lab: LossLab, name: str, before: float, during: float,
             impairment_end = None
             lab_before = lab.stats()["down"]
             t1 = time.monotonic()
-            if name == "3s-freeze":
+            if profile.freeze:
                 lab.freeze_cloud()
                 await sample_until(t1 + freeze)
                 lab.thaw_cloud()
                 impairment_end = time.monotonic()
             else:
-                lab.set(loss=loss, delay_ms=delay_ms, jitter_ms=jitter_ms, reorder=reorder)
+                lab.apply(profile.down, profile.up)
+                for at, down, up in profile.steps:
+                    await sample_until(t1 + at)
+                    lab.apply(down, up)
+                    if profile.down.loss >= 1 and impairment_end is None:
+                        impairment_end = time.monotonic()  # (an outage's end)
             await sample_until(t1 + during)
-            lab.clear()
+            lab.apply(*profile.base())
             t2 = time.monotonic()
             lab_during = lab.stats()["down"]
             await sample_until(t2 + after)
@@ -250,6 +352,7 @@ async def run_profile(lab: LossLab, name: str, before: float, during: float,
     offsets = receiver.av_offsets(t1)
     return {
         "profile": name,
+        "rtt_ms": profile.rtt_ms,
         "lost_ms": lost_ms(s2) - lost_ms(s1),
         "lost_pct": (lost_ms(s2) - lost_ms(s1)) / ((t2 - t1) * 1000) * 100,
         "lost_after_ms": lost_ms(s3) - lost_ms(s2),
@@ -267,14 +370,20 @@ async def run_profile(lab: LossLab, name: str, before: float, during: float,
         "flashes_paired": len(offsets),
         "packets": lab_during.get("seen", 0) - lab_before.get("seen", 0),
         "dropped": lab_during.get("dropped", 0) - lab_before.get("dropped", 0),
+        "queue_dropped": lab_during.get("queue_dropped", 0) - lab_before.get("queue_dropped", 0),
+        "kbps": (lab_during.get("bytes", 0) - lab_before.get("bytes", 0)) * 8 / (t2 - t1) / 1000,
         "reordered": lab_during.get("reordered", 0) - lab_before.get("reordered", 0),
         "extra_delay_end": s3["extra_delay_ms"],
         "concealed_ms": receive_figure(s3, "concealed_ms") - receive_figure(s1, "concealed_ms"),
+        "concealed_pct": (receive_figure(s3, "concealed_ms") - receive_figure(s1, "concealed_ms"))
+        / ((t2 - t1) * 1000) * 100,
         "fec": receive_figure(s3, "fec_recovered") - receive_figure(s1, "fec_recovered"),
         "nack_recovered": (receive_figure(s3, "retransmitted")
                            - receive_figure(s1, "retransmitted")),
         "video_skipped": (receive_figure(s3, "frames_skipped", "video")
                           - receive_figure(s1, "frames_skipped", "video")),
+        "video_frames": s3["video_frames_in"] - s1["video_frames_in"],
+        "load": os.getloadavg()[0],
     }
 
 
@@ -288,9 +397,9 @@ def fmt(value: float | None, spec: str = ".0f") -> str:
 
 
 def print_table(rows: list[dict], during: float) -> None:
-    head = (f"{'profile':<21} {'audio lost':>15} {'conceal':>7} {'FEC':>4} "
+    head = (f"{'profile':<21} {'audio lost':>15} {'conceal':>13} {'FEC':>4} "
             f"{'freezes':>13} {'relay latency ms':>22} {'A/V ms':>13} {'lab pkts':>16}")
-    sub = (f"{'(cloud->relay)':<21} {'ms (%)':>15} {'ms':>7} {'pkts':>4} "
+    sub = (f"{'(cloud->relay)':<21} {'ms (%)':>15} {'ms (%)':>13} {'pkts':>4} "
            f"{'n (longest ms)':>13} {'before/during/after':>22} {'med (worst)':>13} "
            f"{'drop/reord/seen':>16}")
     print(f"\nimpaired for {during:g} s per profile; audio lost = relay audio_gap + late + "
@@ -305,13 +414,15 @@ def print_table(rows: list[dict], during: float) -> None:
         freezes = f"{r['freezes']} ({r['longest_freeze_ms']:.0f})"
         latency = f"{fmt(r['lat_before'])}/{fmt(r['lat_during'])}/{fmt(r['lat_after'])}"
         av = f"{fmt(r['av_median'], '+.1f')} ({fmt(r['av_worst'], '+.0f')})"
-        pkts = f"{r['dropped']}/{r['reordered']}/{r['packets']}"
-        print(f"{r['profile']:<21} {lost:>15} {r['concealed_ms']:>7.0f} {r['fec']:>4.0f} "
+        pkts = f"{r['dropped'] + r['queue_dropped']}/{r['reordered']}/{r['packets']}"
+        conceal = f"{r['concealed_ms']:.0f} ({r['concealed_pct']:.1f}%)"
+        print(f"{r['profile']:<21} {lost:>15} {conceal:>13} {r['fec']:>4.0f} "
               f"{freezes:>13} "
               f"{latency:>22} {av:>13} {pkts:>16}")
     print(f"\n{'profile':<21} {'lost after':>10} {'late ms':>8} {'underruns':>9} "
           f"{'lat max during':>14} {'extra delay at end':>18} {'flashes paired':>14} "
-          f"{'NACK-recovered':>14} {'video frames skipped':>20} {'latency back (s)':>16}")
+          f"{'NACK-recovered':>14} {'video frames skipped':>20} {'latency back (s)':>16} "
+          f"{'video frames':>12} {'queue drops':>11} {'kb/s':>5} {'load':>5}")
     for r in rows:
         if "error" in r:
             continue
@@ -319,17 +430,19 @@ def print_table(rows: list[dict], during: float) -> None:
               f"{r['underruns']:>9} {fmt(r['lat_during_max']):>14} "
               f"{r['extra_delay_end']:>18.0f} {r['flashes_paired']:>14} "
               f"{r['nack_recovered']:>14.0f} {r['video_skipped']:>20.0f} "
-              f"{fmt(r['recovered_s'], '.1f'):>16}")
+              f"{fmt(r['recovered_s'], '.1f'):>16} {r['video_frames']:>12} "
+              f"{r['queue_dropped']:>11} {r['kbps']:>5.0f} {r['load']:>5.1f}")
 
 
 async def main(args: argparse.Namespace) -> int:
-    names = list(PROFILES) if not args.profiles else args.profiles.split(",")
+    names = (list(PROFILES) if not args.profiles else list(KEY_PROFILES)
+             if args.profiles == "key" else args.profiles.split(","))
     unknown = [n for n in names if n not in PROFILES]
     if unknown:
         print(f"unknown profiles {unknown}; known: {', '.join(PROFILES)}", file=sys.stderr)
         return 2
     try:
-        lab = LossLab(backend=args.backend)
+        lab = LossLab(backend=args.backend, upstream=Impairment())
         lab.__enter__()
     except LabUnavailable as exc:
         print(f"the loss lab cannot run here: {exc}", file=sys.stderr)
@@ -339,12 +452,13 @@ async def main(args: argparse.Namespace) -> int:
         print(f"loss lab: {lab.backend} backend, cloud app at {lab.ws_url} "
               f"(namespace {lab.ns})", flush=True)
         for name in names:
-            freeze = f" (the cloud stopped for {args.freeze:g} s)" if name == "3s-freeze" else ""
-            print(f"profile {name}: {args.before:g} s clean, {args.during:g} s impaired{freeze}, "
-                  f"{args.after:g} s clean ...", flush=True)
+            freeze = (f" (the cloud stopped for {args.freeze:g} s)" if PROFILES[name].freeze
+                      else f" ({PROFILES[name].what})")
+            print(f"profile {name}: {args.before:g} s unimpaired, {args.during:g} s impaired"
+                  f"{freeze}, {args.after:g} s unimpaired ...", flush=True)
             try:
                 rows.append(await run_profile(lab, name, args.before, args.during, args.after,
-                                              args.freeze))
+                                              args.freeze, args.pipeline))
             except Exception as exc:  # keep the other profiles' figures
                 rows.append({"profile": name, "error": repr(exc)})
             print(f"  {rows[-1]}", flush=True)
@@ -356,13 +470,16 @@ async def main(args: argparse.Namespace) -> int:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--before", type=float, default=6.0, help="clean seconds first")
+    parser.add_argument("--before", type=float, default=6.0, help="unimpaired seconds first")
     parser.add_argument("--during", type=float, default=20.0, help="impaired seconds")
-    parser.add_argument("--after", type=float, default=10.0, help="clean seconds after")
+    parser.add_argument("--after", type=float, default=10.0, help="unimpaired seconds after")
     parser.add_argument("--profiles", default="",
-                        help=f"comma-separated subset of: {', '.join(PROFILES)}")
+                        help=f"'key' ({', '.join(KEY_PROFILES)}) or a comma-separated "
+                        f"subset of: {', '.join(PROFILES)}")
     parser.add_argument("--backend", choices=("netem", "nfqueue"), default=None,
                         help="force an impairment backend (default: netem if the kernel has it)")
+    parser.add_argument("--pipeline", choices=tuple(PIPELINES), default="av-sync",
+                        help="av-sync (clicks and flashes: A/V) or a continuous tone")
     parser.add_argument("--freeze", type=float, default=CLOUD_FREEZE_S,
                         help="seconds the 3s-freeze profile stops the cloud for")
     sys.exit(asyncio.run(main(parse_args(parser, QUICK))))

@@ -31,6 +31,8 @@ OpusEncoderBase: type = aiortc.codecs.opus.OpusEncoder
 Vp8EncoderBase: type = aiortc.codecs.vpx.Vp8Encoder
 #: how many threads aiortc gives libvpx for a picture of so many pixels on so many CPUs
 vp8_threads: Callable[[int, int], int] = aiortc.codecs.vpx.number_of_threads
+#: the ``fmt`` of an RTCP transport feedback packet that is a NACK (RFC 4585)
+NACK_FORMAT: int = aiortc.rtp.RTCP_RTPFB_NACK
 _original_host_addresses = aioice.ice.get_host_addresses
 
 

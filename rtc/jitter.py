@@ -15,10 +15,23 @@ in-band FEC when it carries some), video skips to the next keyframe and asks for
 The deadline follows the measured retransmission time (1.5 round trips + 10 ms, within
 bounds), so a near cloud recovers almost every loss and a far one waits no longer than
 it must.
+
+Audio can also be told its playout budget (:attr:`AudioJitterBuffer.budget`: how long a
+packet may wait here past its ordinary arrival and still be played). Each hole is then
+decided on its own: when a retransmission asked for now cannot come back (the measured
+round trip) before the hole's own playout deadline, it is given up as soon as a merely
+reordered packet would have come (``REORDER_GRACE``, within the deadline), so the decoder
+rebuilds it from the next packet's in-band FEC or conceals it while everything behind it
+is still in time; otherwise it waits up to that deadline, never past it. Such holes are
+still asked for once: the late retransmission keeps the round trip measured, and the
+sender learns of the loss (rtc/opus.py keeps FEC on). :meth:`AudioJitterBuffer.recent_holes`
+says how much loss there has been lately (the relay's playout makes room for
+retransmissions while it persists).
 """
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -30,6 +43,14 @@ RESET_DISTANCE = 3000
 MAX_NACKS = 3
 #: a keyframe asked for and not seen is asked for again after this (or two round trips)
 KEYFRAME_RETRY = 0.2
+#: a retransmission makes a hole's deadline when round trip x this + RTX_MARGIN fits
+RTX_RTT_FACTOR = 1.2
+RTX_MARGIN = 0.005
+#: a hole no retransmission can fill still waits this long (never past its deadline): it
+#: may be a packet merely reordered on the path
+REORDER_GRACE = 0.03
+#: given-up packets whose retransmission is still awaited for a round-trip sample
+GONE_MEMORY = 256
 
 
 def seq_diff(a: int, b: int) -> int:
@@ -74,38 +95,65 @@ class _Retransmissions:
         self.max_wait = max_wait
         self.rtt = initial_rtt
         self._asked: dict[int, tuple[float, int]] = {}  # seq -> (last asked, times)
+        #: given up while asked for: a late retransmission still measures the round trip
+        self._gone: collections.OrderedDict[int, float] = collections.OrderedDict()
         self.nacks_sent = 0
         self.recovered = 0
+        self.rtt_samples = 0
 
     @property
     def deadline(self) -> float:
         """How long packets behind a hole wait for it: one retransmission, with margin."""
         return min(self.max_wait, max(self.min_wait, 1.5 * self.rtt + 0.01))
 
-    def due(self, missing: list[int], now: float) -> list[int]:
-        """The missing packets to NACK now: new ones, and ones asked a round trip ago."""
+    def due(self, missing: list[int], now: float, *, new_only: bool = False) -> list[int]:
+        """The missing packets to NACK now: new ones, and (unless ``new_only``) ones asked
+        a round trip ago."""
         retry = 1.5 * self.rtt + 0.01
         out = []
         for seq in missing:
             last, times = self._asked.get(seq, (None, 0))
-            if times < MAX_NACKS and (last is None or now - last >= retry):
+            if last is None or not new_only and times < MAX_NACKS and now - last >= retry:
                 self._asked[seq] = (now, times + 1)
                 out.append(seq)
         self.nacks_sent += len(out)
         return out
 
+    def can_make(self, wait: float) -> bool:
+        """Whether a retransmission asked for now comes back within ``wait`` seconds."""
+        return self.rtt * RTX_RTT_FACTOR + RTX_MARGIN <= wait
+
     def arrived(self, seq: int, now: float) -> None:
         asked = self._asked.pop(seq, None)
         if asked is not None:  # a retransmission: it took about one round trip
             self.recovered += 1
-            sample = now - asked[0]
-            self.rtt = 0.8 * self.rtt + 0.2 * min(max(sample, 0.001), 1.0)
+            self._sample(now - asked[0])
+
+    def arrived_late(self, seq: int, now: float) -> None:
+        """A packet came after its slot was given up: if it was asked for, it still tells
+        the round trip."""
+        asked = self._gone.pop(seq, None)
+        if asked is not None:
+            self._sample(now - asked)
+
+    def _sample(self, seconds: float) -> None:
+        sample = min(max(seconds, 0.001), 1.0)
+        self.rtt_samples += 1
+        # a longer round trip is believed faster than a shorter one: waiting too little
+        # for a retransmission loses audio, asking too early only costs a NACK
+        weight = 0.5 if sample > self.rtt else 0.2
+        self.rtt += weight * (sample - self.rtt)
 
     def forget(self, seq: int) -> None:
-        self._asked.pop(seq, None)
+        asked = self._asked.pop(seq, None)
+        if asked is not None:
+            self._gone[seq] = asked[0]
+            while len(self._gone) > GONE_MEMORY:
+                self._gone.popitem(last=False)
 
     def clear(self) -> None:
         self._asked.clear()
+        self._gone.clear()
 
 
 class _SequencedBuffer:
@@ -137,7 +185,7 @@ class _SequencedBuffer:
             distance = 0
         if distance < 0:
             self.late += 1
-            self.nacks.forget(seq)
+            self.nacks.arrived_late(seq, held.arrival)
             return False
         if seq in self.held:
             self.duplicates += 1
@@ -160,25 +208,33 @@ class _SequencedBuffer:
         return [(self.next_seq + i) % SEQ_MOD for i in range(newest)
                 if (self.next_seq + i) % SEQ_MOD not in self.held]
 
+    def first_missing(self) -> int | None:
+        """The first sequence number not held from ``next_seq`` on, when something held
+        is behind it (a hole); else None."""
+        if not self.held or self.next_seq is None:
+            return None
+        first = self.next_seq
+        while first in self.held:
+            first = (first + 1) % SEQ_MOD
+        return first if any(seq_diff(s, first) > 0 for s in self.held) else None
+
     def hole_expired(self, now: float) -> bool:
         """The oldest packet waiting behind the first hole has waited the deadline (a
         frame whose last packets are simply not sent yet is no hole)."""
-        if not self.held or self.next_seq is None:
+        first_missing = self.first_missing()
+        if first_missing is None:
             return False
-        first_missing = self.next_seq
-        while first_missing in self.held:
-            first_missing = (first_missing + 1) % SEQ_MOD
         behind = [h.arrival for s, h in self.held.items()
                   if seq_diff(s, first_missing) > 0]
-        return bool(behind) and now - min(behind) >= self.nacks.deadline
+        return now - min(behind) >= self.nacks.deadline
 
     def take_nacks(self) -> list[int]:
         """The sequence numbers to NACK, gathered since the last call."""
         out, self._pending_nacks = self._pending_nacks, []
         return out
 
-    def _schedule_nacks(self, now: float) -> None:
-        self._pending_nacks.extend(self.nacks.due(self.missing(), now))
+    def _schedule_nacks(self, now: float, *, new_only: bool = False) -> None:
+        self._pending_nacks.extend(self.nacks.due(self.missing(), now, new_only=new_only))
 
     def overflowing(self) -> bool:
         return len(self.held) > self.capacity
@@ -188,11 +244,22 @@ class AudioJitterBuffer(_SequencedBuffer):
     """Opus packets in order, each released the moment it is next; holes concealed."""
 
     def __init__(self, *, capacity: int = 50, min_wait: float = 0.03, max_wait: float = 0.12,
-                 initial_rtt: float = 0.03, clock: Callable[[], float]):
+                 initial_rtt: float = 0.03, clock: Callable[[], float],
+                 budget: Callable[[], float | None] | None = None):
         super().__init__(capacity=capacity, min_wait=min_wait, max_wait=max_wait,
                          initial_rtt=initial_rtt, clock=clock)
         self.duration = 960  # samples per packet, learnt from consecutive packets
         self.lost = 0
+        #: seconds a packet may wait here past its ordinary arrival and still play (the
+        #: playout's figure; None or unset: the round-trip deadline alone decides)
+        self.budget = budget
+        #: holes given up at once: no retransmission could have made their deadline
+        self.given_up_early = 0
+        #: when holes were first seen (a packet missing when a later one came)
+        self.hole_times: collections.deque[float] = collections.deque(maxlen=512)
+        #: (when, packets) of each run of packets found missing together (a burst)
+        self.bursts: collections.deque[tuple[float, int]] = collections.deque(maxlen=256)
+        self._holes_seen: set[int] = set()
         self._last: tuple[int, int] | None = None  # (seq, timestamp) last released
 
     def add(self, seq: int, timestamp: int, payload: bytes) -> list[AudioUnit]:
@@ -204,11 +271,59 @@ class AudioJitterBuffer(_SequencedBuffer):
             self._release_ready(out)
             if not self.held:
                 break
+            self._note_holes(now)
             if not (self.hole_expired(now) or self.overflowing()):
                 self._schedule_nacks(now)
                 break
+            self._schedule_nacks(now, new_only=True)  # even so: see the module docstring
             out.append(self._give_up_hole())
         return out
+
+    def _note_holes(self, now: float) -> None:
+        missing = set(self.missing())
+        new = missing - self._holes_seen
+        for _ in new:
+            self.hole_times.append(now)
+        if new:  # the run of consecutive missing packets the new ones belong to
+            seq = next(iter(new))
+            start = end = seq
+            while (start - 1) % SEQ_MOD in missing:
+                start = (start - 1) % SEQ_MOD
+            while (end + 1) % SEQ_MOD in missing:
+                end = (end + 1) % SEQ_MOD
+            self.bursts.append((now, seq_diff(end, start) + 1))
+        self._holes_seen = missing  # (filled or given up: no longer a hole)
+
+    def longest_recent_burst(self, window: float, now: float | None = None) -> int:
+        """The most packets found missing in one run in the last ``window`` seconds."""
+        now = self.clock() if now is None else now
+        return max((n for t, n in self.bursts if now - t <= window), default=0)
+
+    def recent_holes(self, window: float, now: float | None = None) -> int:
+        """Packets found missing in the last ``window`` seconds."""
+        now = self.clock() if now is None else now
+        return sum(1 for t in self.hole_times if now - t <= window)
+
+    def hole_expired(self, now: float) -> bool:
+        """With a budget: the first hole's own playout deadline has come, or no
+        retransmission can make it (then at once); without one, the round-trip deadline."""
+        budget = self.budget() if self.budget is not None else None
+        if budget is None:
+            return super().hole_expired(now)
+        hole = self.first_missing()
+        if hole is None:
+            return False
+        after = min((s for s in self.held if seq_diff(s, hole) > 0),
+                    key=lambda s: seq_diff(s, hole))
+        # the hole should have come ``distance`` packets before the first one behind it
+        wait = budget - seq_diff(after, hole) * self.duration / 48_000
+        waited = now - self.held[after].arrival
+        if not self.nacks.can_make(wait):  # only a reordered packet can still come
+            if waited >= min(wait, REORDER_GRACE):
+                self.given_up_early += 1
+                return True
+            return False
+        return waited >= wait
 
     def _release_ready(self, out: list[AudioUnit]) -> None:
         assert self.next_seq is not None
@@ -243,7 +358,9 @@ class AudioJitterBuffer(_SequencedBuffer):
         return {"received": self.received, "lost": self.lost, "late": self.late,
                 "duplicates": self.duplicates, "nacks_sent": self.nacks.nacks_sent,
                 "retransmitted": self.nacks.recovered, "resets": self.resets,
-                "wait_ms": round(self.nacks.deadline * 1000, 1)}
+                "wait_ms": round(self.nacks.deadline * 1000, 1),
+                "rtt_ms": round(self.nacks.rtt * 1000, 1),
+                "given_up_early": self.given_up_early}
 
 
 class VideoJitterBuffer(_SequencedBuffer):

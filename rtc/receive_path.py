@@ -10,6 +10,12 @@ event loop; video goes to aiortc's decoder thread. aiortc keeps doing the rest (
 unwrapping, depayloading, RTCP reports, the track).
 
 Everything aiortc-private it needs is in :mod:`.aiortc_internals`.
+
+Tuned for the round trip (:meth:`ReceivePath.attach_playout`): audio holes are decided
+against the playout's budget (what can still be played), and while loss persists (a few
+holes in ``LOSS_WINDOW``) the path asks the playout for the budget a retransmission needs
+(the measured round trip plus the longest recent burst, at most ``BURST_COVER`` packets);
+0 once it has stopped.
 """
 
 from __future__ import annotations
@@ -22,12 +28,28 @@ from typing import Any
 from aiortc.jitterbuffer import JitterFrame
 
 from . import aiortc_internals as internals
-from .jitter import AudioJitterBuffer, AudioUnit, VideoJitterBuffer
+from .jitter import (
+    RTX_MARGIN,
+    RTX_RTT_FACTOR,
+    AudioJitterBuffer,
+    AudioUnit,
+    VideoJitterBuffer,
+)
 from .opus_decoder import DecodeStats, LossAwareOpusDecoder, loss_aware_available
 
 logger = logging.getLogger(__name__)
 
 _H264_KEY_NAL_TYPES = frozenset({5, 7})  # IDR slice, sequence parameter set
+#: loss persists while at least LOSS_PERSISTS holes were seen in the last LOSS_WINDOW s
+LOSS_WINDOW = 10.0
+LOSS_PERSISTS = 2
+#: while it persists, a retransmission should still rescue the first packet of the
+#: longest burst seen in the window, up to BURST_COVER packets (in-band FEC rebuilds the
+#: last of a burst, retransmission the ones before it; bursts of mean 3 are 4 or longer a
+#: third of the time), with HOLD_MARGIN to spare. Random loss (bursts of 1-2) needs little
+#: room; a ~1 ms round trip then none.
+BURST_COVER = 4
+HOLD_MARGIN = 0.01
 _warned_no_libopus = False
 
 
@@ -70,6 +92,27 @@ class ReceivePath:
         self.packets = 0  # RTP packets taken in (retransmissions included)
         self.payload_bytes = 0  # their RTP payload bytes (a hop's media bitrate)
         self._decoders: dict[int, LossAwareOpusDecoder] = {}
+        #: the playout's wish list: called with the hold a retransmission needs (0: none)
+        self._want_hold: Callable[[float], None] | None = None
+
+    def attach_playout(self, budget: Callable[[], float | None],
+                       want_hold: Callable[[float], None]) -> None:
+        """Audio: decide holes against ``budget()`` (seconds a packet may wait past its
+        ordinary arrival and still play), and tell ``want_hold`` after each packet what
+        retransmissions need while loss persists."""
+        if isinstance(self.buffer, AudioJitterBuffer):
+            self.buffer.budget = budget
+            self._want_hold = want_hold
+
+    def hold_needed(self) -> float:
+        """Seconds of hold a retransmission needs now: 0 unless loss persists."""
+        buffer = self.buffer
+        if not isinstance(buffer, AudioJitterBuffer) or \
+                buffer.recent_holes(LOSS_WINDOW) < LOSS_PERSISTS:
+            return 0.0
+        burst = min(BURST_COVER, max(1, buffer.longest_recent_burst(LOSS_WINDOW)))
+        return (buffer.nacks.rtt * RTX_RTT_FACTOR + RTX_MARGIN + HOLD_MARGIN
+                + burst * buffer.duration / 48_000)
 
     # --- aiortc's jitter-buffer interface (it calls only ``add``) ------------------------
     def add(self, packet: Any) -> tuple[bool, None]:
@@ -85,6 +128,8 @@ class ReceivePath:
         if isinstance(self.buffer, AudioJitterBuffer):
             for unit in self.buffer.add(packet.sequence_number, packet.timestamp, data):
                 self._queue_audio(codec, unit)
+            if self._want_hold is not None:
+                self._want_hold(self.hold_needed())
         else:
             for frame in self.buffer.add(packet.sequence_number, packet.timestamp, data,
                                          bool(packet.marker)):

@@ -142,6 +142,9 @@ class CloudWebRTCClient:
             self._timers["audio"] = TrackTimer(transceiver.receiver, SAMPLE_RATE,
                                                 self.sync_timeout)
             self.receive_paths["audio"] = install_receive_path(transceiver.receiver, "audio")
+            # holes decided against what the playout can still play (rtc/receive_path.py)
+            self.receive_paths["audio"].attach_playout(self.processor.hold_budget,
+                                                       self.processor.want_hold)
         if "video" in self._timers and "audio" in self._timers:
             video, audio = self._timers["video"], self._timers["audio"]
             video.follower_of = audio

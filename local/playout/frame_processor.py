@@ -13,12 +13,19 @@ tracks by a bounded step (:mod:`.lateness`: a lone catch-up burst after a stall 
 nothing). When the network has calmed down (every audio frame of a whole window came with
 room to spare), ``extra_delay`` is given back in small steps: both tracks are simply sent
 a little earlier, the audio stays continuous, so latency never ratchets up over a session.
+
+Loss on a hop with a round trip: the cloud hop's receive path decides each audio hole
+against :meth:`FrameProcessor.hold_budget` (how long a packet may still wait and play),
+and while loss persists asks for the hold a retransmission needs (:meth:`want_hold`);
+``loss_room`` is added to the delay for that at once, and given back at ``ROOM_DECAY`` once
+the loss has stopped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,7 +36,7 @@ import numpy as np
 
 from scope_relay.local.playout.lateness import LatenessPolicy
 from scope_relay.media.ring import IndexedAudioRing
-from scope_relay.protocol.media import CHANNELS, SAMPLE_RATE
+from scope_relay.protocol.media import CHANNELS, OPUS_LOOKAHEAD_SECONDS, SAMPLE_RATE
 from scope_relay.util.counters import Counters, samples_counter
 
 #: Outgoing pts start this far before the first cloud time seen, so they stay positive.
@@ -50,6 +57,16 @@ DECAY_STEP = 0.04
 #: falling ever further behind until its ring overflows past the cursor and only silence
 #: is left (and a burst of stale frames once the load drops).
 MAX_OUTPUT_LAG = 0.2
+#: the hold budget: the median slack of the last SLACK_FRAMES audio frames (time from
+#: arrival to the output's read), less HOLD_MARGIN; none before MIN_SLACK_FRAMES
+SLACK_FRAMES = 100
+MIN_SLACK_FRAMES = 10
+HOLD_MARGIN = 0.005
+#: loss room: at most MAX_LOSS_ROOM; raised at once by more than ROOM_STEP, given back at
+#: ROOM_DECAY seconds per second once not needed
+MAX_LOSS_ROOM = 0.3
+ROOM_STEP = 0.005
+ROOM_DECAY = 0.02
 
 
 @dataclass(slots=True)
@@ -72,6 +89,7 @@ class PlayoutCounts(Counters):
     video_overflow_frames: int = 0
     video_late_frames: int = 0
     delay_decreases: int = 0
+    loss_room_raises: int = 0
 
 
 class FrameProcessor:
@@ -83,6 +101,11 @@ class FrameProcessor:
         self.clock = clock
         self.offset: float | None = None
         self.extra_delay = 0.0
+        #: delay that lets retransmissions make the deadline while loss persists
+        self.loss_room = 0.0
+        self._room_at: float | None = None
+        #: recent audio frames' slack without ``loss_room`` (arrival to read)
+        self._slack: collections.deque[float] = collections.deque(maxlen=SLACK_FRAMES)
         self._window_start: float | None = None
         self._window_slack: float | None = None
         self.base_time: float | None = None
@@ -111,7 +134,33 @@ class FrameProcessor:
 
     def release_time(self, cloud_time: float) -> float:
         assert self.offset is not None
-        return cloud_time + self.offset + self.playout_delay + self.extra_delay
+        return cloud_time + self.offset + self.playout_delay + self.extra_delay + self.loss_room
+
+    def _base_budget(self) -> float | None:
+        if len(self._slack) < MIN_SLACK_FRAMES:
+            return None
+        return statistics.median(self._slack) - HOLD_MARGIN
+
+    def hold_budget(self) -> float | None:
+        """Seconds an audio packet may wait past its ordinary arrival (in the receive
+        path's jitter buffer) and still be played; None until audio has been seen."""
+        base = self._base_budget()
+        return None if base is None else base + self.loss_room
+
+    def want_hold(self, seconds: float) -> None:
+        """The receive path needs ``seconds`` of hold budget for retransmissions (0: loss
+        has stopped): raise ``loss_room`` to make it at once, give it back slowly."""
+        now = self.clock()
+        base = self._base_budget()
+        since, self._room_at = self._room_at, now
+        if base is None:
+            return
+        target = min(MAX_LOSS_ROOM, max(0.0, seconds - base)) if seconds > 0 else 0.0
+        if target > self.loss_room + ROOM_STEP:
+            self.loss_room = target
+            self.counts.loss_room_raises += 1
+        elif target < self.loss_room and since is not None:
+            self.loss_room = max(target, self.loss_room - ROOM_DECAY * max(0.0, now - since))
 
     def _raise_delay(self, step: float) -> None:
         self.extra_delay = min(self.max_extra_delay, self.extra_delay + step)
@@ -151,6 +200,8 @@ class FrameProcessor:
         self.counts.audio_overlap_samples += placed.trimmed
         self.counts.audio_overflow_samples += placed.dropped
         self._judge_slack(cloud_time, arrival)
+        self._slack.append(self.release_time(cloud_time) - self.loss_room
+                           - OPUS_LOOKAHEAD_SECONDS - arrival)
         if self.audio_cursor is not None:
             late = self._audio.discard_before(self.audio_cursor)
             if late:
@@ -185,8 +236,8 @@ class FrameProcessor:
                 raise EOFError
             self._audio_event.clear()
             await self._audio_event.wait()
-        due_now = int((self.clock() - self.offset - self.playout_delay - self.extra_delay)
-                      * SAMPLE_RATE)
+        due_now = int((self.clock() - self.offset - self.playout_delay - self.extra_delay
+                       - self.loss_room) * SAMPLE_RATE)
         if self.audio_cursor is None:
             # Start at what is due now, not at the oldest held sample: a catch-up burst
             # would play stale audio and confuse the receiver's timing.
@@ -252,8 +303,12 @@ class FrameProcessor:
         video_ms = (self._video[-1][0] - self._video[0][0]) * 1000 if len(self._video) > 1 else 0.0
         return {
             "offset_ms": None if self.offset is None else round(self.offset * 1000, 1),
-            "playout_delay_ms": round((self.playout_delay + self.extra_delay) * 1000, 1),
+            "playout_delay_ms": round((self.playout_delay + self.extra_delay + self.loss_room)
+                                      * 1000, 1),
             "extra_delay_ms": round(self.extra_delay * 1000, 1),
+            "loss_room_ms": round(self.loss_room * 1000, 1),
+            "hold_budget_ms": None if (budget := self.hold_budget()) is None
+            else round(budget * 1000, 1),
             "late_episodes": self.lateness.episodes,
             "late_episodes_forgiven": self.lateness.forgiven,
             "delay_raises": self.lateness.raises,

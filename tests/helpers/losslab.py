@@ -64,13 +64,67 @@ class LabUnavailable(RuntimeError):
 
 @dataclass
 class Impairment:
+    """One direction of the path: a bottleneck queue, then delay, then loss.
+
+    ``loss`` is the long-run fraction dropped; with ``burst`` > 1 it comes in bursts of
+    that mean length (Gilbert-Elliott: a good state that loses nothing and a bad state that
+    loses everything, left with probability ``1 / burst``), else independently.
+    ``rate_kbps`` > 0 makes a bottleneck: packets are serialised at that rate through a
+    drop-tail queue that holds at most ``queue_ms`` of sending time (a home uplink's
+    token bucket with a one-packet bucket); what does not fit is dropped (``queue_dropped``).
+    Then each packet is held ``delay_ms +- jitter_ms`` (uniform); with jitter, packets
+    reorder unless ``reorder=False`` (each then leaves no earlier than the one before).
+    """
+
     loss: float = 0.0  # probability 0..1
     delay_ms: float = 0.0
     jitter_ms: float = 0.0  # uniform +- around delay_ms
     reorder: bool = True  # False: jittered packets still leave in order
+    burst: float = 0.0  # mean loss-burst length in packets (> 1: Gilbert-Elliott)
+    rate_kbps: float = 0.0  # 0: no bottleneck
+    queue_ms: float = 200.0  # the bottleneck's drop-tail queue, in time at ``rate_kbps``
 
     def active(self) -> bool:
-        return self.loss > 0 or self.delay_ms > 0 or self.jitter_ms > 0
+        return (self.loss > 0 or self.delay_ms > 0 or self.jitter_ms > 0
+                or self.rate_kbps > 0)
+
+
+class GilbertElliott:
+    """Loss in bursts: ``loss`` of packets on average, bursts of ``burst`` on average."""
+
+    def __init__(self, rng: random.Random):
+        self.rng = rng
+        self.bad = False
+
+    def drop(self, loss: float, burst: float) -> bool:
+        if loss <= 0:
+            self.bad = False
+            return False
+        if burst <= 1 or loss >= 1:
+            return self.rng.random() < loss
+        leave_bad = 1.0 / burst
+        # stationary P(bad) = enter / (enter + leave) = loss
+        enter_bad = min(1.0, loss * leave_bad / (1.0 - loss))
+        self.bad = self.rng.random() >= leave_bad if self.bad else self.rng.random() < enter_bad
+        return self.bad
+
+
+class Bottleneck:
+    """A link of ``rate_kbps`` behind a drop-tail queue of ``queue_ms``: when each packet
+    finishes crossing it, or ``None`` when the queue is full (the packet is dropped)."""
+
+    def __init__(self) -> None:
+        self.free_at = 0.0  # when the link has sent everything queued so far
+
+    def admit(self, now: float, size: int, rate_kbps: float, queue_ms: float) -> float | None:
+        if rate_kbps <= 0:
+            self.free_at = now
+            return now
+        backlog = max(0.0, self.free_at - now)
+        if backlog > queue_ms / 1000:
+            return None
+        self.free_at = max(now, self.free_at) + size * 8 / (rate_kbps * 1000)
+        return self.free_at
 
 
 def _run(*cmd: str, check: bool = True, ns: str | None = None) -> subprocess.CompletedProcess:
@@ -267,14 +321,18 @@ class LossLab:
 
     def set(self, loss: float | None = None, delay_ms: float | None = None,
             jitter_ms: float | None = None, reorder: bool | None = None,
-            direction: str = "down") -> None:
-        """Change the impairment now (``direction`` "down": cloud -> relay, "up")."""
+            direction: str = "down", **more: float) -> None:
+        """Change the impairment now (``direction`` "down": cloud -> relay, "up"); ``more``:
+        any other :class:`Impairment` field (``burst``, ``rate_kbps``, ``queue_ms``)."""
         if direction == "up" and self.up is None:
             raise ValueError("this lab was made without an upstream impairment")
         target = self.down if direction == "down" else self.up
         assert target is not None
+        unknown = set(more) - {"burst", "rate_kbps", "queue_ms"}
+        if unknown:
+            raise ValueError(f"unknown impairment fields {sorted(unknown)}")
         for name, value in (("loss", loss), ("delay_ms", delay_ms), ("jitter_ms", jitter_ms),
-                            ("reorder", reorder)):
+                            ("reorder", reorder), *more.items()):
             if value is not None:
                 setattr(target, name, value)
         if self.backend == "netem":
@@ -283,15 +341,21 @@ class LossLab:
             self._daemon_call({"cmd": "set", "queue": DOWN_QUEUE if direction == "down"
                                else UP_QUEUE, **asdict(target)})
 
+    def apply(self, down: Impairment, up: Impairment | None = None) -> None:
+        """Replace the whole impairment of each direction (``up`` needs an upstream lab)."""
+        self.set(direction="down", **asdict(down))
+        if up is not None:
+            self.set(direction="up", **asdict(up))
+
     def clear(self) -> None:
         """No impairment in either direction."""
-        self.set(0.0, 0.0, 0.0)
-        if self.up is not None:
-            self.set(0.0, 0.0, 0.0, direction="up")
+        self.apply(Impairment(), Impairment() if self.up is not None else None)
 
     def stats(self) -> dict[str, dict[str, int]]:
-        """Per direction: packets ``seen``, ``dropped``, ``delayed``, ``reordered``
-        (released ahead of one queued before it); netem reports ``seen`` and ``dropped``."""
+        """Per direction: packets ``seen`` (and their IP ``bytes``), ``dropped`` (loss),
+        ``queue_dropped`` (a full bottleneck queue), ``delayed``, ``reordered`` (released
+        ahead of one queued before it), ``held`` now and ``held_max``; netem reports
+        ``seen`` and ``dropped``."""
         if self.backend == "netem":
             out = {"down": self._netem_counts(self.veth_cloud, self.ns)}
             if self.up is not None:
@@ -311,9 +375,16 @@ class LossLab:
         if imp.delay_ms or imp.jitter_ms:
             delay = max(imp.delay_ms, imp.jitter_ms)  # netem cannot delay below 0
             args += ["delay", f"{delay}ms", f"{imp.jitter_ms}ms"]
-        if imp.loss:
+        if imp.loss and imp.burst > 1 and imp.loss < 1:
+            leave = 1 / imp.burst  # Gilbert: p (good -> bad), r (bad -> good), as the daemon
+            enter = min(1.0, imp.loss * leave / (1 - imp.loss))
+            args += ["loss", "gemodel", f"{enter * 100}%", f"{leave * 100}%", "100%", "0%"]
+        elif imp.loss:
             args += ["loss", "random", f"{imp.loss * 100}%"]
-        if imp.jitter_ms and not imp.reorder:
+        if imp.rate_kbps:  # netem's own rate; its queue bound is in packets, not time
+            args += ["rate", f"{imp.rate_kbps}kbit"]
+            args[2] = str(max(2, int(imp.rate_kbps * imp.queue_ms / 8 / 1200)))
+        if imp.jitter_ms and not imp.reorder and not imp.rate_kbps:
             args += ["rate", "10gbit"]  # a rate makes netem keep packets in order
         return args
 
@@ -466,15 +537,22 @@ def lab_namespaces() -> list[str]:
 
 
 def _daemon_main(queues: list[int]) -> int:
+    """Give every packet its verdict without blocking the queue: a packet to delay is
+    ``retain()``-ed and its callback returns at once (NetfilterQueue lets a verdict be
+    given after the callback, as long as the packet object lives); the packet stays queued
+    in the kernel until then. One ``select`` loop reads packets, commands and the heap of
+    held packets' due times, and accepts each held packet when it is due."""
     import heapq
 
     from netfilterqueue import NetfilterQueue
 
     rng = random.Random()
     params = {q: Impairment() for q in queues}
-    counts = {q: {"seen": 0, "dropped": 0, "delayed": 0, "reordered": 0, "held_max": 0}
-              for q in queues}
+    counts = {q: {"seen": 0, "dropped": 0, "delayed": 0, "reordered": 0, "held_max": 0,
+                  "queue_dropped": 0, "held": 0, "bytes": 0} for q in queues}
     last_due = dict.fromkeys(queues, 0.0)
+    losses = {q: GilbertElliott(rng) for q in queues}
+    links = {q: Bottleneck() for q in queues}
     held: list[tuple[float, int, int, Any]] = []  # (due, arrival seq, queue, packet)
     released_seq = dict.fromkeys(queues, -1)
     seq = itertools.count()
@@ -483,16 +561,23 @@ def _daemon_main(queues: list[int]) -> int:
         def callback(pkt: Any) -> None:
             imp, c = params[queue], counts[queue]
             c["seen"] += 1
+            c["bytes"] += pkt.get_payload_len()
             n = next(seq)
-            if imp.loss > 0 and rng.random() < imp.loss:
+            if losses[queue].drop(imp.loss, imp.burst):
                 c["dropped"] += 1
+                pkt.drop()
+                return
+            now = time.monotonic()
+            crossed = links[queue].admit(now, pkt.get_payload_len(), imp.rate_kbps,
+                                         imp.queue_ms)
+            if crossed is None:
+                c["queue_dropped"] += 1
                 pkt.drop()
                 return
             hold = imp.delay_ms + (rng.uniform(-imp.jitter_ms, imp.jitter_ms)
                                    if imp.jitter_ms else 0.0)
-            now = time.monotonic()
-            due = now + max(0.0, hold) / 1000
-            if not imp.reorder:
+            due = crossed + max(0.0, hold) / 1000
+            if not imp.reorder or imp.rate_kbps > 0 and not imp.jitter_ms:
                 due = max(due, last_due[queue])
             last_due[queue] = max(last_due[queue], due)
             if due <= now and not held:
@@ -501,8 +586,9 @@ def _daemon_main(queues: list[int]) -> int:
                 return
             pkt.retain()
             c["delayed"] += 1
+            c["held"] += 1
             heapq.heappush(held, (due, n, queue, pkt))
-            c["held_max"] = max(c["held_max"], sum(1 for h in held if h[2] == queue))
+            c["held_max"] = max(c["held_max"], c["held"])
         return callback
 
     handles = []
@@ -514,6 +600,7 @@ def _daemon_main(queues: list[int]) -> int:
     stdin = sys.stdin.fileno()
     print(json.dumps({"ready": True, "queues": queues}), flush=True)
     buffer = b""
+    fields = set(Impairment.__dataclass_fields__)
     while True:
         timeout = max(0.0, held[0][0] - time.monotonic()) if held else 1.0
         readable, _, _ = select.select([stdin, *fds], [], [], timeout)
@@ -530,8 +617,7 @@ def _daemon_main(queues: list[int]) -> int:
                     msg = json.loads(line)
                     if msg["cmd"] == "set":
                         q = int(msg["queue"])
-                        params[q] = Impairment(float(msg["loss"]), float(msg["delay_ms"]),
-                                               float(msg["jitter_ms"]), bool(msg["reorder"]))
+                        params[q] = Impairment(**{k: v for k, v in msg.items() if k in fields})
                         print(json.dumps({"ok": True}), flush=True)
                     elif msg["cmd"] == "stats":
                         print(json.dumps({str(q): c for q, c in counts.items()}), flush=True)
@@ -542,6 +628,7 @@ def _daemon_main(queues: list[int]) -> int:
         now = time.monotonic()
         while held and held[0][0] <= now:
             _, n, q, pkt = heapq.heappop(held)
+            counts[q]["held"] -= 1
             if n < released_seq[q]:
                 counts[q]["reordered"] += 1
             released_seq[q] = max(released_seq[q], n)

@@ -252,3 +252,31 @@ def test_lateness_that_lasts_raises_by_bounded_steps_until_frames_are_in_time():
     small = LatenessPolicy()
     small.late(20.0, 19.995)
     assert small.late(20.12, 20.115) == 0.02  # 5 ms late: the minimum step
+
+
+def test_loss_room_rises_at_once_for_retransmissions_and_falls_back_after():
+    """While loss persists the receive path asks for the hold a retransmission needs:
+    the delay rises by what the budget lacks, at once, for both tracks; when the loss has
+    stopped (0 asked) it is given back gradually, not in one jump."""
+    from scope_relay.local.playout.frame_processor import MAX_LOSS_ROOM, ROOM_DECAY
+
+    processor, frame, now, t = _steady_processor()
+    budget = processor.hold_budget()
+    assert budget is not None and 0.05 < budget < 0.07  # 70 ms delay, less lookahead
+    released = processor.release_time(t[0])
+    processor.want_hold(budget + 0.1)  # 100 ms more than there is
+    assert processor.loss_room == pytest.approx(0.1, abs=0.002)
+    assert processor.release_time(t[0]) == pytest.approx(released + processor.loss_room)
+    assert processor.hold_budget() == pytest.approx(budget + processor.loss_room, abs=0.002)
+    assert processor.stats()["loss_room_ms"] == pytest.approx(100, abs=2)
+    processor.want_hold(budget + 0.1)  # asked again: no second raise (no ratchet)
+    assert processor.counts.loss_room_raises == 1
+    processor.want_hold(10.0)
+    assert processor.loss_room == MAX_LOSS_ROOM  # bounded
+    now[0] += 1.0
+    processor.want_hold(0.0)  # the loss has stopped
+    assert processor.loss_room == pytest.approx(MAX_LOSS_ROOM - ROOM_DECAY)
+    for _ in range(20):
+        now[0] += 1.0
+        processor.want_hold(0.0)
+    assert processor.loss_room == 0.0

@@ -244,3 +244,73 @@ def test_loss_without_fec_is_concealed_not_silent():
     pcm = np.concatenate([f.to_ndarray().reshape(-1, 2)[:, 0] for f in out]).astype(float)
     concealed = pcm[15 * 960:16 * 960]
     assert np.abs(concealed).max() > 1000  # libopus extrapolates the tone, not silence
+
+
+# --- holes decided against the playout's budget (a hop with a round trip) -------------
+
+
+def test_hole_no_retransmission_can_make_is_given_up_early_with_the_next_packets_fec():
+    """Round trip 80 ms, 50 ms of budget: waiting for the retransmission would only make
+    everything behind the hole late, so once a merely reordered packet would have come
+    (30 ms) the hole becomes a lost unit carrying the next packet (its FEC); it is still
+    NACKed once."""
+    from scope_relay.rtc.jitter import REORDER_GRACE
+
+    clock = Clock()
+    buf = AudioJitterBuffer(clock=clock, initial_rtt=0.08, budget=lambda: 0.05)
+    out = feed(buf, clock, [10, 11, 13], step=0.015)
+    assert [u.payload for u in out] == [bytes([10]), bytes([11])]
+    assert buf.take_nacks() == [12]
+    clock.now += REORDER_GRACE - 0.015  # 13 has waited the grace
+    out = buf.add(14, 5000 + 4 * 960, bytes([14]))
+    assert [u.payload for u in out] == [None, bytes([13]), bytes([14])]
+    assert out[0].next_payload == bytes([13])
+    assert buf.given_up_early == 1 and buf.lost == 1
+    assert buf.take_nacks() == []  # asked once, not again
+    # its retransmission comes a round trip later: too late to play, but it is measured
+    clock.now += 0.2
+    assert buf.add(12, 5000 + 2 * 960, bytes([12])) == []
+    assert buf.late == 1
+    assert buf.nacks.rtt > 0.08  # ~0.22 s since the NACK went
+
+
+def test_hole_a_retransmission_can_make_waits_for_it_but_not_past_its_deadline():
+    clock = Clock()
+    buf = AudioJitterBuffer(clock=clock, initial_rtt=0.03, budget=lambda: 0.1)
+    out = feed(buf, clock, [10, 11, 13, 14])  # 12 missing, seen at 13's arrival
+    assert [u.payload for u in out] == [bytes([10]), bytes([11])]
+    assert buf.take_nacks() == [12]
+    clock.now += 0.01
+    out = buf.add(12, 5000 + 2 * 960, bytes([12]))  # the retransmission, in time
+    assert [u.payload for u in out] == [bytes([12]), bytes([13]), bytes([14])]
+    assert buf.given_up_early == 0 and buf.nacks.recovered == 1
+    # another hole that never comes back: given up when 17 (behind it) has waited
+    # budget - one packet = 80 ms, not the round-trip deadline's 55 ms
+    out = feed(buf, clock, [15, 17])
+    arrived_17 = clock.now - 0.02
+    waited = []
+    while not any(u.payload is None for u in out):
+        clock.now += 0.005
+        out += buf.add(18 + len(waited), 5000 + (8 + len(waited)) * 960, b"x")
+        waited.append(clock.now - arrived_17)
+    assert 0.075 <= waited[-1] <= 0.09
+
+
+def test_a_reordered_packet_is_not_given_up_before_it_comes():
+    clock = Clock()
+    buf = AudioJitterBuffer(clock=clock, initial_rtt=0.08, budget=lambda: 0.05)
+    feed(buf, clock, [10, 11, 13], step=0.01)
+    clock.now += 0.005
+    out = buf.add(12, 5000 + 2 * 960, bytes([12]))  # 15 ms behind its place
+    assert [u.payload for u in out] == [bytes([12]), bytes([13])]
+    assert buf.lost == 0 and buf.given_up_early == 0
+
+
+def test_recent_holes_count_packets_found_missing():
+    clock = Clock()
+    buf = AudioJitterBuffer(clock=clock, budget=lambda: 0.0)
+    feed(buf, clock, [10, 12, 13, 16])  # 11, 14 and 15 missing
+    assert buf.recent_holes(10.0) == 3
+    assert buf.longest_recent_burst(10.0) == 2  # 14-15
+    clock.now += 11
+    assert buf.recent_holes(10.0) == 0 and buf.longest_recent_burst(10.0) == 0

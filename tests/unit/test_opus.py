@@ -4,6 +4,7 @@ sender: tests/integration/test_opus_session.py)."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from aiortc.codecs import CODECS, get_encoder
 
 from scope_relay.media.audio import s16_frame
@@ -37,3 +38,28 @@ def test_encoder_uses_music_settings_and_bitrate():
     configure_opus(128_000)
     assert 280 <= size_128 <= 360  # 128 kbit/s * 20 ms = 320 bytes
     assert size_64 < 0.6 * size_128
+
+
+def test_loss_estimate_counts_nacks_and_keeps_fec_on_after_any_loss():
+    """Reports that say 0 (retransmissions count as received) do not hide NACKed loss,
+    and after any loss libopus is told at least the floor that makes it carry FEC."""
+    from scope_relay.rtc.opus import FEC_FLOOR, FEC_HOLD, NACK_WINDOW, LossEstimate
+
+    now = [0.0]
+    estimate = LossEstimate(clock=lambda: now[0])
+    estimate.on_report(0)
+    assert estimate.expected() == 0
+    estimate.on_nack([100, 101])
+    estimate.on_nack([101])  # asked again: the same loss
+    assert estimate.nack_percent() == pytest.approx(2 / (NACK_WINDOW * 50) * 100)
+    assert estimate.expected() == FEC_FLOOR
+    estimate.on_nack(list(range(200, 230)))  # 32 of 250 packets in the window: 12.8 %
+
+    assert estimate.expected() > FEC_FLOOR
+    now[0] += NACK_WINDOW + 1
+    assert estimate.expected() == FEC_FLOOR  # the window emptied, the floor holds
+    now[0] += FEC_HOLD
+    estimate.on_report(0)
+    assert estimate.expected() == 0  # no loss for FEC_HOLD s: FEC off, full quality
+    estimate.on_report(26)  # a report of ~10 % loss
+    assert estimate.expected() >= FEC_FLOOR
