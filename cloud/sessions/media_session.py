@@ -30,6 +30,7 @@ from scope_relay.protocol.media import SAMPLE_RATE
 from scope_relay.protocol.parameters import DATA_CHANNEL_LABEL, PIPELINE_IDS, pipeline_parameters
 from scope_relay.rtc.peer import PeerSession
 from scope_relay.rtc.sdp import validate_offer_sdp
+from scope_relay.util.channels import send_message
 
 logger = logging.getLogger(__name__)
 #: refused parameter values are logged at most this often per session (all are counted)
@@ -152,17 +153,10 @@ class MediaSession(PeerSession):
 
     def notify(self, message: dict[str, Any]) -> None:
         """Send a notice (protocol/messages.py: CHANNEL_NOTICES) on the client's channel."""
-        channel = self._channel
-        if channel is None or channel.readyState != "open":
+        if send_message(self._channel, message, logger, self.name):
+            self.notices_sent += 1
+        else:  # no open channel, or it is closing: counted, never the session's end
             self.notices_unsent += 1
-            return
-        try:
-            channel.send(m.encode(message))
-        except Exception as exc:  # a closing channel: counted, never the session's end
-            self.notices_unsent += 1
-            logger.info("%s: could not send %s: %s", self.name, message.get("type"), exc)
-            return
-        self.notices_sent += 1
 
     def reload_failed_for(self, pipeline_id: str, error: str) -> None:
         """``--reload``: the edited source of a pipeline this session runs did not load."""

@@ -38,6 +38,7 @@ from scope_relay.protocol.parameters import DATA_CHANNEL_LABEL, PAUSED, PIPELINE
 from scope_relay.rtc.aiortc_internals import offered_direction
 from scope_relay.rtc.peer import PeerSession
 from scope_relay.rtc.sdp import validate_offer_sdp
+from scope_relay.util.channels import send_message
 
 logger = logging.getLogger(__name__)
 
@@ -222,16 +223,8 @@ class BrowserSession(PeerSession):
                        notice.get("name"), notice.get("value"), notice.get("reason"), more)
 
     def _send_to_page(self, message: dict[str, Any]) -> None:
-        channel = self._channel
-        if channel is None or channel.readyState != "open":
-            self.notices_unsent += 1
-            return
-        try:
-            channel.send(m.encode(message))
-        except Exception as exc:  # a closing channel: counted
-            self.notices_unsent += 1
-            logger.info("%s: could not pass %s to the page: %s", self.name,
-                        message.get("type"), exc)
+        if not send_message(self._channel, message, logger, self.name):
+            self.notices_unsent += 1  # no open page channel, or it is closing
 
     # --- a failed pipeline -----------------------------------------------------------------
     @property
@@ -254,24 +247,14 @@ class BrowserSession(PeerSession):
         if (self._page_told or channel is None or message is None
                 or channel.readyState != "open"):
             return  # sent when the channel opens, if it ever does; the stats say it anyway
-        self._page_told = True
-        try:
-            channel.send(m.encode(m.pipeline_failed(message)))
-        except Exception as exc:  # a closing channel: the stats still carry the reason
-            logger.warning("%s: could not tell the page the pipeline failed: %s", self.name, exc)
+        self._page_told = True  # a closing channel: the stats still carry the reason
+        send_message(channel, m.pipeline_failed(message), logger, self.name,
+                     level=logging.WARNING)
 
     def tell_page(self, message: dict[str, Any]) -> bool:
         """Send the page one message on its ``parameters`` channel (a recording that ended
         by itself); False when the channel is not open (the caller's status says it)."""
-        channel = self._channel
-        if channel is None or channel.readyState != "open":
-            return False
-        try:
-            channel.send(m.encode(message))
-        except Exception as exc:  # a closing channel
-            logger.warning("%s: could not tell the page: %s", self.name, exc)
-            return False
-        return True
+        return send_message(self._channel, message, logger, self.name, level=logging.WARNING)
 
     async def release(self) -> None:
         self.processor.close()
