@@ -162,13 +162,46 @@ needs_gstreamer = pytest.mark.skipif(
 
 #: Runs with the system python3 (the venv has no gi): a recvonly webrtcbin, its offer POSTed
 #: once gathering completes, decoded frames and audio buffers counted; prints JSON.
-GST_WHEP_CLIENT = textwrap.dedent("""
-    import json, sys, threading, urllib.request
+#: the start of a webrtcbin script run with the system's Python (``-c``): GStreamer's
+#: WebRTC ready, and ``offer_by_post(webrtc, url, on_response)``: once ICE gathering is
+#: complete the offer is POSTed to a WHEP/WHIP URL (``on_response(response, answer)`` sees
+#: the reply) and its answer set
+GST_WEBRTC_SCRIPT = textwrap.dedent("""
+    import json, sys, urllib.request
     import gi
     gi.require_version("Gst", "1.0"); gi.require_version("GstWebRTC", "1.0")
     gi.require_version("GstSdp", "1.0")
     from gi.repository import Gst, GstWebRTC, GstSdp, GLib
     Gst.init(None)
+
+
+    def offer_by_post(webrtc, url, on_response):
+        def post_offer():
+            offer = webrtc.get_property("local-description").sdp.as_text()
+            request = urllib.request.Request(url, data=offer.encode(), method="POST",
+                                             headers={"Content-Type": "application/sdp"})
+            with urllib.request.urlopen(request, timeout=30) as response:
+                answer = response.read().decode()
+                on_response(response, answer)
+            _, sdp = GstSdp.SDPMessage.new_from_text(answer)
+            desc = GstWebRTC.WebRTCSessionDescription.new(GstWebRTC.WebRTCSDPType.ANSWER, sdp)
+            webrtc.emit("set-remote-description", desc, Gst.Promise.new())
+
+        def on_gathering(*_):
+            state = webrtc.get_property("ice-gathering-state")
+            if state == GstWebRTC.WebRTCICEGatheringState.COMPLETE:
+                GLib.idle_add(lambda: post_offer() and False)
+
+        def on_offer(promise):
+            webrtc.emit("set-local-description", promise.get_reply().get_value("offer"),
+                        Gst.Promise.new())
+
+        webrtc.connect("notify::ice-gathering-state", on_gathering)
+        webrtc.connect("on-negotiation-needed", lambda _: webrtc.emit(
+            "create-offer", None, Gst.Promise.new_with_change_func(on_offer)))
+""")
+
+GST_WHEP_CLIENT = GST_WEBRTC_SCRIPT + textwrap.dedent("""
     url, seconds = sys.argv[1], float(sys.argv[2])
     counts = {"video": 0, "audio": 0, "width": 0, "rate": 0, "dtls": ""}
     pipe = Gst.Pipeline.new()
@@ -209,33 +242,12 @@ GST_WHEP_CLIENT = textwrap.dedent("""
 
     webrtc.connect("pad-added", on_pad)
 
-    def post_offer():
-        offer = webrtc.get_property("local-description").sdp.as_text()
-        request = urllib.request.Request(url, data=offer.encode(), method="POST",
-                                         headers={"Content-Type": "application/sdp"})
-        with urllib.request.urlopen(request, timeout=30) as response:
-            counts["status"] = response.status
-            counts["location"] = response.headers["Location"]
-            answer = response.read().decode()
+    def answered(response, answer):
+        counts["status"] = response.status
+        counts["location"] = response.headers["Location"]
         counts["dtls"] = [l for l in answer.splitlines() if l.startswith("a=setup:")][0]
-        _, sdp = GstSdp.SDPMessage.new_from_text(answer)
-        desc = GstWebRTC.WebRTCSessionDescription.new(GstWebRTC.WebRTCSDPType.ANSWER, sdp)
-        webrtc.emit("set-remote-description", desc, Gst.Promise.new())
 
-    def on_gathering(*_):
-        if webrtc.get_property("ice-gathering-state") == GstWebRTC.WebRTCICEGatheringState.COMPLETE:
-            GLib.idle_add(lambda: post_offer() and False)
-
-    webrtc.connect("notify::ice-gathering-state", on_gathering)
-
-    def on_offer(promise):
-        offer = promise.get_reply().get_value("offer")
-        webrtc.emit("set-local-description", offer, Gst.Promise.new())
-
-    def negotiate(_):
-        webrtc.emit("create-offer", None, Gst.Promise.new_with_change_func(on_offer))
-
-    webrtc.connect("on-negotiation-needed", negotiate)
+    offer_by_post(webrtc, url, answered)
     pipe.set_state(Gst.State.PLAYING)
     GLib.timeout_add(int(seconds * 1000), loop.quit)
     loop.run()

@@ -6,16 +6,18 @@ elsewhere."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import textwrap
 import time
+from collections.abc import AsyncIterator
 
 import av
 import httpx
 import numpy as np
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
-from test_outputs_whep import SYSTEM_PYTHON, needs_gstreamer, setup_of
+from test_outputs_whep import GST_WEBRTC_SCRIPT, SYSTEM_PYTHON, needs_gstreamer, setup_of
 
 from scope_relay.local.server import RELAY_KEY
 from scope_relay.rtc.ice import rtc_configuration
@@ -23,7 +25,7 @@ from scope_relay.testing import SyntheticCamera, dominant_frequency
 from scope_relay.testing.camera import NumberedCamera, frame_number, numbered_frame
 
 from helpers.peers import BrowserPeer, ToneMicrophone, connected
-from helpers.servers import cloud_server, relay_server
+from helpers.servers import Served, cloud_server, relay_server
 from helpers.waiting import wait_until
 
 SDP = {"Content-Type": "application/sdp"}
@@ -44,6 +46,18 @@ def near(colour: np.ndarray, rgb: tuple[int, int, int]) -> bool:
     return bool(np.abs(colour - np.array(rgb)).max() < 40)
 
 
+@contextlib.asynccontextmanager
+async def blue_passthrough() -> AsyncIterator[tuple[Served, BrowserPeer]]:
+    """A cloud app and relay, and the session's owner sending a blue camera through
+    ``passthrough``, seen back blue: what a WHIP sender's picture then replaces."""
+    async with cloud_server() as cloud, relay_server(cloud) as relay, \
+            connected(relay.url, {"pipeline_ids": ["passthrough"]}, audio=False,
+                      camera=SyntheticCamera(solid(BLUE))) as owner:
+        await wait_until(lambda: owner.received.video and near(newest_colour(owner), BLUE),
+                         timeout=30)
+        yield relay, owner
+
+
 async def whip_sender(relay_url: str, session_id: str, *tracks) -> tuple[RTCPeerConnection, str]:
     """An aiortc WHIP sender: sendonly ``tracks``; returns it and its resource URL."""
     pc = RTCPeerConnection(rtc_configuration())
@@ -61,11 +75,7 @@ async def whip_sender(relay_url: str, session_id: str, *tracks) -> tuple[RTCPeer
 
 
 async def test_whip_video_replaces_the_camera_through_passthrough_and_hands_it_back():
-    async with cloud_server() as cloud, relay_server(cloud) as relay, \
-            connected(relay.url, {"pipeline_ids": ["passthrough"]}, audio=False,
-                      camera=SyntheticCamera(solid(BLUE))) as owner:
-        await wait_until(lambda: owner.received.video and near(newest_colour(owner), BLUE),
-                         timeout=30)
+    async with blue_passthrough() as (relay, owner):
         # OBS-like: video and audio; passthrough takes no microphone, so audio is inactive
         pc, location = await whip_sender(relay.url, str(owner.session_id),
                                          SyntheticCamera(solid(RED)), ToneMicrophone(660.0))
@@ -134,13 +144,7 @@ async def test_whip_refusals_are_clear_and_leave_the_session_running():
 
 #: GStreamer's webrtcbin as an OBS-like sender: videotestsrc (red) + audiotestsrc (660 Hz),
 #: VP8 + Opus, its offer POSTed once gathering completes; runs until killed.
-GST_WHIP_SENDER = textwrap.dedent("""
-    import sys, urllib.request
-    import gi
-    gi.require_version("Gst", "1.0"); gi.require_version("GstWebRTC", "1.0")
-    gi.require_version("GstSdp", "1.0")
-    from gi.repository import Gst, GstWebRTC, GstSdp, GLib
-    Gst.init(None)
+GST_WHIP_SENDER = GST_WEBRTC_SCRIPT + textwrap.dedent("""
     url = sys.argv[1]
     pipe = Gst.parse_launch(
         "webrtcbin name=w bundle-policy=max-bundle "
@@ -152,29 +156,8 @@ GST_WHIP_SENDER = textwrap.dedent("""
     webrtc = pipe.get_by_name("w")
     for t in webrtc.emit("get-transceivers") or []:
         t.set_property("direction", GstWebRTC.WebRTCRTPTransceiverDirection.SENDONLY)
-
-    def post_offer():
-        offer = webrtc.get_property("local-description").sdp.as_text()
-        request = urllib.request.Request(url, data=offer.encode(), method="POST",
-                                         headers={"Content-Type": "application/sdp"})
-        with urllib.request.urlopen(request, timeout=30) as response:
-            answer = response.read().decode()
-            print("status", response.status, flush=True)
-        _, sdp = GstSdp.SDPMessage.new_from_text(answer)
-        desc = GstWebRTC.WebRTCSessionDescription.new(GstWebRTC.WebRTCSDPType.ANSWER, sdp)
-        webrtc.emit("set-remote-description", desc, Gst.Promise.new())
-
-    def on_gathering(*_):
-        if webrtc.get_property("ice-gathering-state") == GstWebRTC.WebRTCICEGatheringState.COMPLETE:
-            GLib.idle_add(lambda: post_offer() and False)
-
-    def on_offer(promise):
-        webrtc.emit("set-local-description", promise.get_reply().get_value("offer"),
-                    Gst.Promise.new())
-
-    webrtc.connect("notify::ice-gathering-state", on_gathering)
-    webrtc.connect("on-negotiation-needed", lambda _: webrtc.emit(
-        "create-offer", None, Gst.Promise.new_with_change_func(on_offer)))
+    offer_by_post(webrtc, url,
+                  lambda response, _: print("status", response.status, flush=True))
     pipe.set_state(Gst.State.PLAYING)
     GLib.MainLoop().run()
 """)
@@ -183,11 +166,7 @@ GST_WHIP_SENDER = textwrap.dedent("""
 @needs_gstreamer
 async def test_gstreamer_webrtcbin_sends_camera_and_microphone_with_whip():
     """videotestsrc through passthrough: the page sees the sender's red picture."""
-    async with cloud_server() as cloud, relay_server(cloud) as relay, \
-            connected(relay.url, {"pipeline_ids": ["passthrough"]}, audio=False,
-                      camera=SyntheticCamera(solid(BLUE))) as owner:
-        await wait_until(lambda: owner.received.video and near(newest_colour(owner), BLUE),
-                         timeout=30)
+    async with blue_passthrough() as (relay, owner):
         process = await asyncio.create_subprocess_exec(
             SYSTEM_PYTHON, "-c", GST_WHIP_SENDER, f"{relay.url}/whip/{owner.session_id}",
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
