@@ -1,4 +1,5 @@
-"""A synthetic camera: a fixed test card with edges and colours, sent at a steady rate."""
+"""A synthetic camera: a fixed test card with edges and colours, sent at a steady rate (the
+real-time pacing, `PacedTrack`, is shared with the tests' fake microphone)."""
 
 from __future__ import annotations
 
@@ -28,7 +29,23 @@ def colour_bars(width: int = 320, height: int = 240) -> np.ndarray:
     return img
 
 
-class SyntheticCamera(MediaStreamTrack):
+class PacedTrack(MediaStreamTrack):
+    """A track that sends in real time, like a real device: ``await self.pace(offset)`` in
+    ``recv`` waits until ``offset`` s after the first ``recv`` (late calls catch up, never
+    burst ahead)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._start: float | None = None
+
+    async def pace(self, offset: float) -> None:
+        if self._start is None:
+            self._start = time.monotonic()
+        due = self._start + offset
+        await asyncio.sleep(max(0.0, due - time.monotonic()))  # pacing, not synchronisation
+
+
+class SyntheticCamera(PacedTrack):
     """A video track sending ``image`` (default: :func:`colour_bars`) at ``fps``.
 
     Frames are paced on the wall clock from the first ``recv`` (late calls catch up, never
@@ -42,13 +59,9 @@ class SyntheticCamera(MediaStreamTrack):
         self.image = colour_bars() if image is None else image
         self.fps = fps
         self.frames_sent = 0
-        self._start: float | None = None
 
     async def recv(self) -> av.VideoFrame:
-        if self._start is None:
-            self._start = time.monotonic()
-        due = self._start + self.frames_sent / self.fps
-        await asyncio.sleep(max(0.0, due - time.monotonic()))  # pacing, not synchronisation
+        await self.pace(self.frames_sent / self.fps)
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(self.image), format="rgb24")
         frame.pts = round(self.frames_sent * VIDEO_CLOCK / self.fps)
         frame.time_base = fractions.Fraction(1, VIDEO_CLOCK)

@@ -30,6 +30,8 @@ from scope_relay.protocol.media import SAMPLE_RATE
 from scope_relay.protocol.parameters import DATA_CHANNEL_LABEL, PIPELINE_IDS, pipeline_parameters
 from scope_relay.rtc.peer import PeerSession
 from scope_relay.rtc.sdp import validate_offer_sdp
+from scope_relay.util.channels import send_message
+from scope_relay.util.throttled_log import ThrottledWarning
 
 logger = logging.getLogger(__name__)
 #: refused parameter values are logged at most this often per session (all are counted)
@@ -72,8 +74,8 @@ class MediaSession(PeerSession):
         self.notices_unsent = 0  # no open channel (or it failed): counted, the stats say it
         #: ``{"pipeline", "error"}`` of the latest ``--reload`` edit that did not load
         self.reload_failed: dict[str, str] | None = None
-        self._refusal_logged = -float("inf")
-        self._refusals_unlogged = 0
+        #: refused updates: one line, then at most one per REFUSAL_LOG_INTERVAL with a count
+        self._refusal_log = ThrottledWarning(logger, REFUSAL_LOG_INTERVAL)
         self.pc.on("datachannel", self._remember_channel)
 
     @property
@@ -152,17 +154,10 @@ class MediaSession(PeerSession):
 
     def notify(self, message: dict[str, Any]) -> None:
         """Send a notice (protocol/messages.py: CHANNEL_NOTICES) on the client's channel."""
-        channel = self._channel
-        if channel is None or channel.readyState != "open":
+        if send_message(self._channel, message, logger, self.name):
+            self.notices_sent += 1
+        else:  # no open channel, or it is closing: counted, never the session's end
             self.notices_unsent += 1
-            return
-        try:
-            channel.send(m.encode(message))
-        except Exception as exc:  # a closing channel: counted, never the session's end
-            self.notices_unsent += 1
-            logger.info("%s: could not send %s: %s", self.name, message.get("type"), exc)
-            return
-        self.notices_sent += 1
 
     def reload_failed_for(self, pipeline_id: str, error: str) -> None:
         """``--reload``: the edited source of a pipeline this session runs did not load."""
@@ -190,17 +185,7 @@ class MediaSession(PeerSession):
             self._log_refusal(refusal.reason)
 
     def _log_refusal(self, reason: str) -> None:
-        """One line, then at most one per :data:`REFUSAL_LOG_INTERVAL` with how many more:
-        the sender is told of each, and a flood must not flood the log (which a relay
-        re-emits in its terminal)."""
-        now = time.monotonic()
-        if now - self._refusal_logged < REFUSAL_LOG_INTERVAL:
-            self._refusals_unlogged += 1
-            return
-        more = (f" ({self._refusals_unlogged} more since the last report)"
-                if self._refusals_unlogged else "")
-        self._refusal_logged, self._refusals_unlogged = now, 0
-        logger.warning("%s: ignored parameter update: %s%s", self.name, reason, more)
+        self._refusal_log.warning("%s: ignored parameter update: %s", self.name, reason)
 
     def stop_producing(self) -> None:
         if self.runner is not None:

@@ -22,6 +22,7 @@ import av
 import numpy as np
 from av.video.frame import PictureType
 
+from scope_relay.media.encoding import add_aac_stream, add_h264_stream
 from scope_relay.protocol.media import SAMPLE_RATE, VIDEO_CLOCK_RATE
 
 TS_PACKET = 188
@@ -33,6 +34,8 @@ KEYFRAME_INTERVAL = 1.0
 MAX_INTERLEAVE = 0.3
 AAC_FRAME = 1024
 AUDIO_BITRATE = 128_000
+#: x264 for a live stream: the fastest preset, no frame delay
+LIVE_OPTIONS = {"preset": "ultrafast", "tune": "zerolatency"}
 #: an audio gap longer than this is a new timeline, not silence to fill
 MAX_AUDIO_GAP = SAMPLE_RATE
 VIDEO_TIME_BASE = Fraction(1, VIDEO_CLOCK_RATE)
@@ -109,21 +112,10 @@ class TsMuxer:
             "max_delay": "0"})
         if self.has_video:
             assert size is not None
-            video = container.add_stream("libx264")
-            video.width, video.height = size
-            video.pix_fmt = "yuv420p"
-            video.time_base = VIDEO_TIME_BASE
-            video.codec_context.time_base = VIDEO_TIME_BASE
-            video.codec_context.gop_size = 10_000  # keyframes are forced by time (below)
-            video.codec_context.options = {"preset": "ultrafast", "tune": "zerolatency"}
-            self._video = video
+            # keyframes are forced by time (below), never by count
+            self._video = add_h264_stream(container, size, LIVE_OPTIONS, gop_size=10_000)
         if self.has_audio:
-            audio = container.add_stream("aac", rate=SAMPLE_RATE)
-            audio.codec_context.layout = "stereo"
-            audio.codec_context.format = "fltp"
-            audio.codec_context.bit_rate = AUDIO_BITRATE
-            audio.time_base = AUDIO_TIME_BASE
-            self._audio = audio
+            self._audio = add_aac_stream(container, AUDIO_BITRATE)
         self._size = size
         return container
 

@@ -20,11 +20,11 @@ from pathlib import Path
 import av
 import numpy as np
 
+from scope_relay.media.encoding import add_aac_stream, add_h264_stream
 from scope_relay.protocol.media import CHANNELS, SAMPLE_RATE, VIDEO_CLOCK_RATE
 
 CONTENT_TYPE = "video/mp4"
 SUFFIX = ".mp4"
-VIDEO_CODEC, AUDIO_CODEC = "libx264", "aac"
 VIDEO_OPTIONS = {"preset": "veryfast", "tune": "zerolatency", "crf": "20"}
 AUDIO_BITRATE = 192_000
 AAC_FRAME = 1024  # samples per AAC-LC frame
@@ -59,20 +59,10 @@ class RecordingFile:
         container = av.open(str(self.path), "w", format="mp4",
                             options={"movflags": "+faststart"})
         if size is not None:
-            stream = container.add_stream(VIDEO_CODEC, options=VIDEO_OPTIONS)
-            assert isinstance(stream, av.VideoStream)
-            stream.width, stream.height = size
-            stream.pix_fmt = "yuv420p"
-            stream.time_base = VIDEO_TIME_BASE
-            stream.codec_context.time_base = VIDEO_TIME_BASE
-            stream.codec_context.thread_count = 1
-            self._video, self.size = stream, size
+            self._video = add_h264_stream(container, size, VIDEO_OPTIONS, thread_count=1)
+            self.size = size
         if self.has_audio:
-            audio = container.add_stream(AUDIO_CODEC, rate=SAMPLE_RATE, layout="stereo")
-            assert isinstance(audio, av.AudioStream)
-            audio.bit_rate = AUDIO_BITRATE
-            audio.time_base = AUDIO_TIME_BASE
-            self._audio = audio
+            self._audio = add_aac_stream(container, AUDIO_BITRATE)
         self._container = container
         return container
 

@@ -38,6 +38,8 @@ from scope_relay.protocol.parameters import DATA_CHANNEL_LABEL, PAUSED, PIPELINE
 from scope_relay.rtc.aiortc_internals import offered_direction
 from scope_relay.rtc.peer import PeerSession
 from scope_relay.rtc.sdp import validate_offer_sdp
+from scope_relay.util.channels import send_message
+from scope_relay.util.throttled_log import ThrottledWarning
 
 logger = logging.getLogger(__name__)
 
@@ -110,8 +112,8 @@ class BrowserSession(PeerSession):
         self.reload_failed: dict[str, Any] | None = None
         self.notices_unsent = 0  # no open page channel to pass one on
         self._osc_names: dict[str, float] = {}
-        self._refusal_logged = -float("inf")
-        self._refusals_unlogged = 0
+        self._osc_refusal_log = ThrottledWarning(logger, REFUSAL_LOG_INTERVAL,
+                                                 held="more refused since the last report")
 
     @property
     def cloud(self) -> CloudWebRTCClient | None:
@@ -203,35 +205,18 @@ class BrowserSession(PeerSession):
             self.parameters_refused += 1
             self.last_parameter_refused = {k: notice.get(k) for k in ("name", "value", "reason")}
             if notice.get("name") in self._osc_names:
-                self._log_osc_refusal(notice)
+                self._osc_refusal_log.warning(
+                    "%s: the cloud refused OSC /param/%s %s: %s", self.name, notice.get("name"),
+                    notice.get("value"), notice.get("reason"))
         elif notice.get("type") == "pipeline_reload_failed":
             self.reload_failed = {k: notice.get(k) for k in ("pipeline", "error")}
             logger.warning("%s: %s was edited but did not load (the session runs the old "
                            "code): %s", self.name, notice.get("pipeline"), notice.get("error"))
         self._send_to_page(notice)
 
-    def _log_osc_refusal(self, notice: dict[str, Any]) -> None:
-        now = time.monotonic()
-        if now - self._refusal_logged < REFUSAL_LOG_INTERVAL:
-            self._refusals_unlogged += 1
-            return
-        more = (f" ({self._refusals_unlogged} more refused since the last report)"
-                if self._refusals_unlogged else "")
-        self._refusal_logged, self._refusals_unlogged = now, 0
-        logger.warning("%s: the cloud refused OSC /param/%s %s: %s%s", self.name,
-                       notice.get("name"), notice.get("value"), notice.get("reason"), more)
-
     def _send_to_page(self, message: dict[str, Any]) -> None:
-        channel = self._channel
-        if channel is None or channel.readyState != "open":
-            self.notices_unsent += 1
-            return
-        try:
-            channel.send(m.encode(message))
-        except Exception as exc:  # a closing channel: counted
-            self.notices_unsent += 1
-            logger.info("%s: could not pass %s to the page: %s", self.name,
-                        message.get("type"), exc)
+        if not send_message(self._channel, message, logger, self.name):
+            self.notices_unsent += 1  # no open page channel, or it is closing
 
     # --- a failed pipeline -----------------------------------------------------------------
     @property
@@ -254,24 +239,14 @@ class BrowserSession(PeerSession):
         if (self._page_told or channel is None or message is None
                 or channel.readyState != "open"):
             return  # sent when the channel opens, if it ever does; the stats say it anyway
-        self._page_told = True
-        try:
-            channel.send(m.encode(m.pipeline_failed(message)))
-        except Exception as exc:  # a closing channel: the stats still carry the reason
-            logger.warning("%s: could not tell the page the pipeline failed: %s", self.name, exc)
+        self._page_told = True  # a closing channel: the stats still carry the reason
+        send_message(channel, m.pipeline_failed(message), logger, self.name,
+                     level=logging.WARNING)
 
     def tell_page(self, message: dict[str, Any]) -> bool:
         """Send the page one message on its ``parameters`` channel (a recording that ended
         by itself); False when the channel is not open (the caller's status says it)."""
-        channel = self._channel
-        if channel is None or channel.readyState != "open":
-            return False
-        try:
-            channel.send(m.encode(message))
-        except Exception as exc:  # a closing channel
-            logger.warning("%s: could not tell the page: %s", self.name, exc)
-            return False
-        return True
+        return send_message(self._channel, message, logger, self.name, level=logging.WARNING)
 
     async def release(self) -> None:
         self.processor.close()

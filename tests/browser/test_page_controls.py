@@ -10,12 +10,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-import pytest_asyncio
 
 from scope_relay.cloud.app import STATE_KEY
 from scope_relay.local.server import RELAY_KEY
 
-from helpers.chromium import STATE, chromium_context, needs_chromium, page_at, start_pipeline
+from helpers.chromium import STATE, needs_chromium, page_at, start_pipeline
 from helpers.servers import cloud_server, relay_server
 from helpers.waiting import wait_until
 
@@ -37,12 +36,6 @@ SPY_ON_CAPTURE = """(() => {
         return stream;
     };
 })()"""
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def browser():
-    async with chromium_context() as context:
-        yield context
 
 
 async def session_stats(relay, session_id: str) -> dict:

@@ -13,21 +13,18 @@ WebAudio analyser, video frame callbacks), so a state that flashes for one frame
 from __future__ import annotations
 
 import json
-import os
 import socket
 import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
-import pytest_asyncio
 
 from scope_relay.cloud.app import STATE_KEY
 from scope_relay.cloud.pipelines import Pipeline, PipelineOutput
 from scope_relay.local.cloud_link.target import CloudTarget
 from scope_relay.local.server import RELAY_KEY, RelayConfig, create_relay_app
 
-from helpers.chromium import STATE, chromium_context, needs_chromium, page_at, start_pipeline
+from helpers.chromium import STATE, needs_chromium, page_at, snap, start_pipeline
 from helpers.processes import cloud_process
 from helpers.servers import cloud_server, relay_server, serve
 from helpers.waiting import wait_until
@@ -38,7 +35,6 @@ pytestmark = [
     pytest.mark.asyncio(loop_scope="module"),
 ]
 
-SHOTS = os.environ.get("SCOPE_RELAY_SCREENSHOTS")
 #: the issue's bound from the click on Pause to a silent output and a held picture
 HOLD_MS = 200
 #: state.js's SLOW_BELOW: under this share of real time the page says the generator is slow
@@ -85,18 +81,6 @@ PROBE = """() => {
         return Array.from(g.getImageData(0, 0, 32, 18).data);
     };
 }"""
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def browser():
-    async with chromium_context() as context:
-        yield context
-
-
-async def snap(page, name: str) -> None:
-    if SHOTS:
-        Path(SHOTS).mkdir(parents=True, exist_ok=True)
-        await page.screenshot(path=str(Path(SHOTS) / f"{name}.png"))
 
 
 async def seen_states(page) -> list[str]:

@@ -7,17 +7,21 @@ state and pipeline they reach (the README shows them).
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
-import pytest_asyncio
 
 from scope_relay.cloud.app import STATE_KEY
 from scope_relay.local.cloud_link.target import CloudTarget
 from scope_relay.local.server import RelayConfig, create_relay_app
 
-from helpers.chromium import STATE, chromium_context, needs_chromium, page_at, start_pipeline
+from helpers.chromium import (
+    SHOTS,
+    STATE,
+    commit_param,
+    needs_chromium,
+    page_at,
+    snap,
+    start_pipeline,
+)
 from helpers.servers import cloud_server, relay_server, serve
 from helpers.waiting import wait_until
 
@@ -27,19 +31,6 @@ pytestmark = [
     pytest.mark.asyncio(loop_scope="module"),
 ]
 
-SHOTS = os.environ.get("SCOPE_RELAY_SCREENSHOTS")
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def browser():
-    async with chromium_context() as context:
-        yield context
-
-
-async def snap(page, name: str) -> None:
-    if SHOTS:
-        Path(SHOTS).mkdir(parents=True, exist_ok=True)
-        await page.screenshot(path=str(Path(SHOTS) / f"{name}.png"))
 
 
 def runner_params(cloud) -> dict:
@@ -98,8 +89,7 @@ async def test_level_meter_moves_with_the_tone_and_rests_with_silence(browser):
             await page.wait_for_function("Math.max(...scopeRelay.levels) > 0.2", timeout=10_000,
                                          polling=50)
             await snap(page, "pipeline-test-tone")
-            await page.fill("#params input[name=volume]", "0")
-            await page.dispatch_event("#params input[name=volume]", "change")
+            await commit_param(page, "volume", "0")
             await wait_until(lambda: runner_params(cloud).get("volume") == 0.0)
             # silent for 2 s in a row (two beeps' worth): the meter rests
             await page.wait_for_function("""() => {
@@ -123,8 +113,7 @@ async def test_switching_pipelines_while_playing_restarts_on_the_new_one(browser
             # the controls are the new pipeline's, and they drive it
             assert await page.locator("#params [data-param]").evaluate_all(
                 "rows => rows.map(r => r.dataset.param)") == ["volume"]
-            await page.fill("#params input[name=volume]", "0.25")
-            await page.dispatch_event("#params input[name=volume]", "change")
+            await commit_param(page, "volume", "0.25")
             await wait_until(lambda: session.runner.params.get("volume") == 0.25)
             assert await page.is_hidden("#audio-only")
             assert page.errors == []
@@ -164,8 +153,7 @@ async def test_a_slow_generator_is_named_with_its_speed(browser):
     async with cloud_server() as cloud, relay_server(cloud) as relay:
         async with page_at(browser, relay.url) as page:
             await page.select_option("#pipeline", "bursty-av")
-            await page.fill("#params input[name=generation_delay]", "3")
-            await page.dispatch_event("#params input[name=generation_delay]", "change")
+            await commit_param(page, "generation_delay", "3")
             await page.click("#start")
             await page.wait_for_function(STATE.format("waiting"), timeout=20_000)  # 3 s to the first
             await snap(page, "state-waiting-for-media")
@@ -181,11 +169,9 @@ async def test_a_generator_that_stops_producing_is_named_stalled(browser):
     async with cloud_server() as cloud, relay_server(cloud) as relay:
         async with page_at(browser, relay.url) as page:
             await page.select_option("#pipeline", "bursty-av")
-            await page.fill("#params input[name=generation_delay]", "0.5")
-            await page.dispatch_event("#params input[name=generation_delay]", "change")
+            await commit_param(page, "generation_delay", "0.5")
             await start_pipeline(page, "bursty-av")
-            await page.fill("#params input[name=generation_delay]", "30")  # next call: 30 s
-            await page.dispatch_event("#params input[name=generation_delay]", "change")
+            await commit_param(page, "generation_delay", "30")  # next call: 30 s
             await page.wait_for_function(STATE.format("stalled"), timeout=20_000)
             assert (await page.text_content("#state-detail")).startswith("no new media for")
             await snap(page, "state-stalled")

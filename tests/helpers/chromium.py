@@ -8,6 +8,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,6 +28,8 @@ needs_chromium = pytest.mark.skipif(
     reason="Debian chromium not installed (scripts/setup.sh --system)")
 #: a page-side condition: the page's session state is ``{}``
 STATE = "scopeRelay.state.id === '{}'"
+#: where the tests save what they show (``SCOPE_RELAY_SCREENSHOTS=docs/screenshots``), if set
+SHOTS = os.environ.get("SCOPE_RELAY_SCREENSHOTS")
 
 
 @contextlib.asynccontextmanager
@@ -43,6 +46,20 @@ async def chromium_context() -> AsyncIterator[Any]:
                 yield context
             finally:
                 await context.close()
+
+
+async def snap(page: Any, name: str) -> None:
+    """Save ``page`` as ``<SHOTS>/<name>.png`` when screenshots are asked for."""
+    if SHOTS:
+        Path(SHOTS).mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=str(Path(SHOTS) / f"{name}.png"))
+
+
+async def commit_param(page: Any, name: str, value: str) -> None:
+    """Type ``value`` into a parameter's entry and commit it, as leaving the field does."""
+    entry = f"#params input[name={name}]"
+    await page.fill(entry, value)
+    await page.dispatch_event(entry, "change")
 
 
 @contextlib.asynccontextmanager

@@ -24,9 +24,10 @@ from scope_relay.media.audio import frame_to_s16
 from scope_relay.rtc.ice import rtc_configuration
 from scope_relay.rtc.sender_reports import SenderReportTap
 from scope_relay.testing import dominant_frequency
+from scope_relay.testing.camera import PacedTrack
 
 
-class ToneMicrophone(MediaStreamTrack):
+class ToneMicrophone(PacedTrack):
     """A fake microphone: a sine of ``frequency`` Hz, mono 48 kHz s16, in 20 ms frames
     paced in real time, its phase continuous from frame to frame."""
 
@@ -37,12 +38,9 @@ class ToneMicrophone(MediaStreamTrack):
         self.frequency = frequency
         self.amplitude = amplitude
         self._sample = 0
-        self._start: float | None = None
 
     async def recv(self) -> av.AudioFrame:
-        if self._start is None:
-            self._start = time.monotonic()
-        await asyncio.sleep(max(0.0, self._start + self._sample / 48000 - time.monotonic()))
+        await self.pace(self._sample / 48000)
         t = (self._sample + np.arange(960)) / 48000
         tone = self.amplitude * np.sin(2 * np.pi * self.frequency * t)
         frame = av.AudioFrame.from_ndarray(np.round(tone * 32767).astype(np.int16)[None],

@@ -46,8 +46,10 @@ def find_source(finder: Any, name: str) -> Any:
     return source
 
 
-def receive(name: str, seconds: float) -> Received:
-    """Find the source ``name`` over loopback and receive it (blocking: run in a thread)."""
+def receive(name: str, seconds: float, from_a_picture: bool = True) -> Received:
+    """Find the source ``name`` over loopback and receive it for ``seconds`` from its first
+    picture (``from_a_picture=False``: from the start, for an audio-only source, whose
+    picture never comes). Blocking: run it in a thread."""
     ndi = NDIlib
     assert ndi.initialize()
     create = ndi.FindCreate()
@@ -61,7 +63,7 @@ def receive(name: str, seconds: float) -> Received:
         options.source_to_connect_to = source
         receiver = ndi.recv_create_v3(options)
         try:
-            end = None
+            end = None if from_a_picture else time.monotonic() + seconds
             while end is None or time.monotonic() < end:
                 kind, video, audio, _ = ndi.recv_capture_v3(receiver, 500)
                 if kind == ndi.FRAME_TYPE_VIDEO:
@@ -184,33 +186,5 @@ async def test_ndi_flag_publishes_the_newest_session():
                                  == [second.session_id], timeout=20)
                 ((_, output),) = outputs.ndi.values()
                 assert output.name == name
-                got = await asyncio.wait_for(asyncio.to_thread(receive_audio, name), 60)
+                got = await asyncio.wait_for(asyncio.to_thread(receive, name, 2, False), 60)
                 assert got.audio_rates == {48000} and len(got.audio) > 10
-
-
-def receive_audio(name: str) -> Received:
-    """An audio-only source: what ``receive`` would wait for (a picture) never comes."""
-    ndi = NDIlib
-    assert ndi.initialize()
-    create = ndi.FindCreate()
-    create.extra_ips = "127.0.0.1"
-    finder = ndi.find_create_v2(create)
-    got = Received()
-    try:
-        source = find_source(finder, name)
-        options = ndi.RecvCreateV3()
-        options.source_to_connect_to = source
-        receiver = ndi.recv_create_v3(options)
-        try:
-            end = time.monotonic() + 2
-            while time.monotonic() < end:
-                kind, _, audio, _ = ndi.recv_capture_v3(receiver, 500)
-                if kind == ndi.FRAME_TYPE_AUDIO:
-                    got.audio_rates.add(audio.sample_rate)
-                    got.audio.append((audio.timecode, np.array(audio.data[0])))
-                    ndi.recv_free_audio_v3(receiver, audio)
-        finally:
-            ndi.recv_destroy(receiver)
-    finally:
-        ndi.find_destroy(finder)
-    return got

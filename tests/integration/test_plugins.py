@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import pytest
 from scope_relay.cloud.hosting.discovery import ENV_VAR
 
 from helpers.peers import beep_frequencies, connected
+from helpers.plugins import tone_plugin
 from helpers.servers import cloud_server, relay_server
 
 PIP = [sys.executable, "-m", "pip"]
@@ -41,26 +41,12 @@ broken-flags = "relay_test_plugin:BadFlags"
 py-modules = ["relay_test_plugin"]
 """
 
-TONE = """
-from scope_relay.cloud.pipelines import Pipeline
-from scope_relay.cloud.builtin_pipelines.signals import TestTone
-
-FREQUENCY = {frequency}
-
-
-class PluginTone(TestTone):
-    pipeline_id = "{pipeline_id}"
-    name = "Plugin tone"
-
-    def __call__(self, inputs, params):
-        return super().__call__(inputs, {{**params, "frequency": FREQUENCY}})
-
+BAD_FLAGS = """
 
 class BadFlags(Pipeline):
     pipeline_id = "bad-flags"
     produces_audio = 1
 """
-
 
 @pytest.fixture
 def installed_plugin(tmp_path, monkeypatch) -> Iterator[Path]:
@@ -70,7 +56,7 @@ def installed_plugin(tmp_path, monkeypatch) -> Iterator[Path]:
     source.mkdir()
     (source / "pyproject.toml").write_text(PYPROJECT)
     (source / "relay_test_plugin.py").write_text(
-        textwrap.dedent(TONE.format(frequency=660.0, pipeline_id="plugin-tone")))
+        tone_plugin("PluginTone", "plugin-tone", "Plugin tone", 660.0, more=BAD_FLAGS))
     site = tmp_path / "site"
     done = subprocess.run([*PIP, "install", "-q", "--no-deps", "--no-build-isolation",
                            "--no-index", "--target", str(site), str(source)],
@@ -111,8 +97,8 @@ async def test_reload_uses_edited_code_at_the_next_session(tmp_path, monkeypatch
     plugin = tmp_path / "tone_plugin.py"
 
     def write(frequency: float, tail: str = "") -> None:
-        plugin.write_text(textwrap.dedent(TONE.format(frequency=frequency,
-                                                      pipeline_id="reload-tone")) + tail)
+        plugin.write_text(tone_plugin("PluginTone", "reload-tone", "Plugin tone", frequency,
+                                      more=BAD_FLAGS) + tail)
 
     write(500.0)
     monkeypatch.setenv(ENV_VAR, f"{plugin}:PluginTone")

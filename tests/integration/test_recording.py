@@ -6,7 +6,9 @@ with timestamps that only move forward."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,8 +22,8 @@ from scope_relay.cloud.app import STATE_KEY
 from scope_relay.local.recording.catalogue import Recordings
 from scope_relay.local.server import RELAY_KEY
 
-from helpers.peers import connected
-from helpers.servers import cloud_server, relay_server
+from helpers.peers import BrowserPeer, connected
+from helpers.servers import Served, cloud_server, relay_server
 from helpers.waiting import wait_until
 
 AV_SYNC = {"pipeline_ids": ["av-sync"]}
@@ -80,6 +82,18 @@ def av_offsets(d: Decoded) -> tuple[list[float], int]:
     return [o for o in nearest if abs(o) < 0.2], sum(abs(o) >= 0.2 for o in nearest)
 
 
+@contextlib.asynccontextmanager
+async def playing_av_sync(relay: Served) -> AsyncIterator[tuple[BrowserPeer, httpx.AsyncClient]]:
+    """A session of ``av-sync`` that has played 1 s of audio and 12 frames, and an HTTP
+    client for the relay's recordings API."""
+    async with connected(relay.url, AV_SYNC) as peer, httpx.AsyncClient(
+            base_url=relay.url, timeout=30) as http:
+        await asyncio.gather(peer.wait_audio_frames(50, timeout=30),
+                             peer.wait_video_frames(12, timeout=30))
+        assert peer.session_id is not None
+        yield peer, http
+
+
 async def record(http: httpx.AsyncClient, session_id: str) -> dict[str, Any]:
     response = await http.post("/api/v1/recordings", json={"sessionId": session_id})
     assert response.status_code == 200, response.text
@@ -106,11 +120,7 @@ async def stop_and_download(http: httpx.AsyncClient, recording_id: str,
 
 async def test_av_sync_recording_keeps_both_tracks_duration_and_lip_sync(stack, tmp_path):
     _, relay = stack
-    async with connected(relay.url, AV_SYNC) as peer, httpx.AsyncClient(
-            base_url=relay.url, timeout=30) as http:
-        await asyncio.gather(peer.wait_audio_frames(50, timeout=30),
-                             peer.wait_video_frames(12, timeout=30))
-        assert peer.session_id is not None
+    async with playing_av_sync(relay) as (peer, http):
         began = time.monotonic()
         started = await record(http, peer.session_id)
         assert started["state"] == "recording"
@@ -156,11 +166,7 @@ async def test_av_sync_recording_keeps_both_tracks_duration_and_lip_sync(stack, 
 
 async def test_recording_runs_on_across_a_cloud_hop_reconnect(stack, tmp_path):
     cloud, relay = stack
-    async with connected(relay.url, AV_SYNC) as peer, httpx.AsyncClient(
-            base_url=relay.url, timeout=30) as http:
-        await asyncio.gather(peer.wait_audio_frames(50, timeout=30),
-                             peer.wait_video_frames(12, timeout=30))
-        assert peer.session_id is not None
+    async with playing_av_sync(relay) as (peer, http):
         (session,) = relay.app[RELAY_KEY].sessions.values()
         began = time.monotonic()
         started = await record(http, peer.session_id)

@@ -79,6 +79,16 @@ async def start_recording(http: httpx.AsyncClient, peer: BrowserPeer) -> dict[st
     return response.json()
 
 
+async def record_until_it_ends(http: httpx.AsyncClient, peer: BrowserPeer,
+                               timeout: float) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Start a recording and wait for the page's word that it ended by itself: the start's
+    answer and that message."""
+    told = PageMessages(peer)
+    started = await start_recording(http, peer)
+    _, message = await told.recording_ended(timeout=timeout)
+    return started, message
+
+
 @contextlib.asynccontextmanager
 async def recording_stack(limits: RecordingLimits) -> AsyncIterator[tuple[Any, Recordings]]:
     async with cloud_server() as cloud, relay_server(cloud, recordings=limits) as relay:
@@ -99,9 +109,7 @@ async def bursty_session(limits: RecordingLimits) -> AsyncIterator[
 async def test_size_cap_stops_the_recording_with_a_playable_file(tmp_path):
     limits = RecordingLimits(directory=tmp_path, max_bytes=150_000, check_interval=0.2)
     async with bursty_session(limits) as (relay, recordings, peer, http):
-        told = PageMessages(peer)
-        started = await start_recording(http, peer)
-        _, message = await told.recording_ended(timeout=60)
+        started, message = await record_until_it_ends(http, peer, timeout=60)
         status = (await http.get(f"/api/v1/recordings/{started['recordingId']}")).json()
         elapsed_then = status["elapsed"]
         assert message["state"] == status["state"] == "stopped"
@@ -129,9 +137,7 @@ async def test_size_cap_stops_the_recording_with_a_playable_file(tmp_path):
 async def test_time_cap_stops_the_recording_at_its_length(tmp_path):
     limits = RecordingLimits(directory=tmp_path, max_seconds=2.0, check_interval=0.2)
     async with bursty_session(limits) as (relay, recordings, peer, http):
-        told = PageMessages(peer)
-        started = await start_recording(http, peer)
-        _, message = await told.recording_ended(timeout=30)
+        started, message = await record_until_it_ends(http, peer, timeout=30)
         assert message["state"] == "stopped" and message["reason"] == "max_duration"
         await wait_until(lambda: recordings.get(started["recordingId"]).recorder.finished)
         download = await http.get(message["url"])
@@ -147,9 +153,7 @@ async def test_folder_budget_stops_a_recording_and_the_oldest_file_makes_room(tm
     limits = RecordingLimits(directory=tmp_path, max_bytes=0, total_bytes=200_000,
                              check_interval=0.2)
     async with bursty_session(limits) as (relay, recordings, peer, http):
-        told = PageMessages(peer)
-        first = await start_recording(http, peer)
-        _, message = await told.recording_ended(timeout=60)
+        first, message = await record_until_it_ends(http, peer, timeout=60)
         assert message["state"] == "stopped" and message["reason"] == "folder_budget"
         await wait_until(lambda: recordings.get(first["recordingId"]).recorder.finished)
         first_file = recordings.get(first["recordingId"]).recorder.path

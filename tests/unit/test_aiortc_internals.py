@@ -109,16 +109,25 @@ class ThreeFrames(MediaStreamTrack):
         return s16_frame(np.zeros((2, FRAME_SAMPLES), np.int16), (self.count - 1) * FRAME_SAMPLES)
 
 
+#: the Opus codec as negotiated (payload type 111), for a sender or receiver run by hand
+OPUS = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, channels=2, payloadType=111)
+
+
+def driven_sender(*, encode_on_loop: bool,
+                  early_reports: int) -> tuple[StandInTransport, RTCRtpSender]:
+    """A real sender of ``ThreeFrames`` into a stand-in transport, driven by our loop."""
+    transport = StandInTransport()
+    sender = RTCRtpSender(ThreeFrames(), transport)  # type: ignore[arg-type]  # a stand-in
+    internals.drive_sender(sender, encode_on_loop=encode_on_loop, early_reports=early_reports)
+    return transport, sender
+
+
 async def test_early_sender_reports_follow_each_first_frame_on_a_real_sender():
     """aiortc's own send loop, with reports early: each right after a frame's packet,
     pairing that packet's RTP time with when its frame left the track."""
-    transport = StandInTransport()
-    sender = RTCRtpSender(ThreeFrames(), transport)
-    internals.drive_sender(sender, encode_on_loop=False, early_reports=2)
-    codec = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, channels=2,
-                                  payloadType=111)
+    transport, sender = driven_sender(encode_on_loop=False, early_reports=2)
     before = time.time()
-    await sender._run_rtp(codec)  # returns when the track ends
+    await sender._run_rtp(OPUS)  # returns when the track ends
     kinds = ["rtcp" if is_rtcp(d) else "rtp" for d in transport.sent]
     assert kinds == ["rtp", "rtcp", "rtp", "rtcp", "rtp"]  # two early reports, then aiortc's own
     for k in (1, 3):
@@ -135,11 +144,7 @@ async def test_audio_is_encoded_on_the_loop_by_a_real_sender():
     packets are what aiortc's own sender makes: RTP time following the frames' pts."""
     import asyncio
 
-    transport = StandInTransport()
-    sender = RTCRtpSender(ThreeFrames(), transport)
-    internals.drive_sender(sender, encode_on_loop=True, early_reports=1)
-    codec = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, channels=2,
-                                  payloadType=111)
+    transport, sender = driven_sender(encode_on_loop=True, early_reports=1)
     loop = asyncio.get_running_loop()
 
     def no_pool(*args: object) -> None:
@@ -147,7 +152,7 @@ async def test_audio_is_encoded_on_the_loop_by_a_real_sender():
 
     loop.run_in_executor = no_pool
     try:
-        await sender._run_rtp(codec)  # returns when the track ends
+        await sender._run_rtp(OPUS)  # returns when the track ends
     finally:
         del loop.run_in_executor
     packets = [RtpPacket.parse(d) for d in transport.sent if not is_rtcp(d)]
@@ -167,9 +172,7 @@ class SlowEncoder:
 async def test_sender_reports_pair_rtp_time_with_release_not_send_time():
     """A frame that took 60 ms to encode is reported at when it left its track, so the
     receiver does not place it 60 ms late (aiortc pairs the time its packets went out)."""
-    transport = StandInTransport()
-    sender = RTCRtpSender(ThreeFrames(), transport)
-    internals.drive_sender(sender, encode_on_loop=False, early_reports=2)  # as video
+    transport, sender = driven_sender(encode_on_loop=False, early_reports=2)  # as video
     sender._RTCRtpSender__encoder = SlowEncoder()
     released: list[float] = []
     track = sender._RTCRtpSender__track
@@ -181,9 +184,7 @@ async def test_sender_reports_pair_rtp_time_with_release_not_send_time():
         return frame
 
     track.recv = recv
-    codec = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, channels=2,
-                                  payloadType=111)
-    await sender._run_rtp(codec)
+    await sender._run_rtp(OPUS)
     reports = [RtcpPacket.parse(d)[0] for d in transport.sent if is_rtcp(d)]
     assert len(reports) == 2
     for k, report in enumerate(reports):
@@ -219,9 +220,7 @@ async def test_receive_path_takes_over_a_real_receivers_jitter_buffer_and_decode
         nacks.append(lost)
 
     receiver._send_rtcp_nack = record_nack
-    codec = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, channels=2,
-                                  payloadType=111)
-    await receiver.receive(RTCRtpReceiveParameters(codecs=[codec]))
+    await receiver.receive(RTCRtpReceiveParameters(codecs=[OPUS]))
     try:
         encoder = Encoder(48000, 2, "audio")
         tone = (np.sin(np.arange(960) / 10) * 8000).astype(np.int16).repeat(2).tobytes()

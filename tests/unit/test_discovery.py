@@ -24,24 +24,19 @@ from scope_relay.cloud.hosting.manager import LoadProgressRecorder, PipelineMana
 from scope_relay.cloud.hosting.registry import PipelineRegistry
 from scope_relay.cloud.hosting.reload import PluginReloader
 
-PLUGINS = '''
-from scope_relay.cloud.pipelines import ParamSpec, Pipeline
-from scope_relay.cloud.builtin_pipelines.signals import TestTone
+from helpers.plugins import tone_plugin
 
-FREQUENCY = {frequency}
-
-
-class Good(TestTone):
-    pipeline_id = "good-{tag}"
-    name = "Good"
-
-    def __call__(self, inputs, params):
-        return super().__call__(inputs, {{**params, "frequency": FREQUENCY}})
-
+HELPER = '''
 
 class Helper(Pipeline):  # no pipeline_id: a base for others, skipped when collecting all
     produces_audio = True
 '''
+
+
+def good_plugin(frequency: float, tag: str) -> str:
+    """``Good`` (the test tone at ``frequency``, id ``good-<tag>``) and a base class."""
+    return tone_plugin("Good", f"good-{tag}", "Good", frequency, more=HELPER)
+
 
 BROKEN = '''
 from scope_relay.cloud.pipelines import ParamSpec, Pipeline
@@ -99,9 +94,9 @@ def test_builtins_register_through_entry_points_in_their_usual_order():
 
 
 def test_broken_plugins_fail_one_by_one_and_the_rest_load(plugin_dir):
-    good = write(plugin_dir / "good.py", PLUGINS.format(frequency=700.0, tag="file"))
+    good = write(plugin_dir / "good.py", good_plugin(700.0, "file"))
     write(plugin_dir / "plug_broken.py", BROKEN)
-    write(plugin_dir / "plug_good.py", PLUGINS.format(frequency=800.0, tag="module"))
+    write(plugin_dir / "plug_good.py", good_plugin(800.0, "module"))
     extra = [f"{good}", "plug_missing:Nope", "plug_broken:NoId", "plug_broken:BadFlags",
              "plug_broken:Silent", "plug_broken:BadParams", "plug_broken:Dup",
              "plug_broken:NOT_A_CLASS", "plug_broken:Absent"]
@@ -158,7 +153,7 @@ def test_devices():
 
 def test_reload_takes_new_code_and_keeps_the_old_on_a_syntax_error(plugin_dir, caplog):
     path = plugin_dir / "tone.py"
-    write(path, PLUGINS.format(frequency=700.0, tag="r"))
+    write(path, good_plugin(700.0, "r"))
     found = discover_pipelines([str(path)], env={})
     registry = PipelineRegistry.from_discovery(found)
     reloader = PluginReloader(found.origins)
@@ -166,7 +161,7 @@ def test_reload_takes_new_code_and_keeps_the_old_on_a_syntax_error(plugin_dir, c
     first = registry.get("good-r")
     assert reloader.check().classes == {}  # nothing changed
 
-    write(path, PLUGINS.format(frequency=900.0, tag="r"))
+    write(path, good_plugin(900.0, "r"))
     with caplog.at_level(logging.INFO):
         registry.apply_reload(reloader.check())
     second = registry.get("good-r")
@@ -182,7 +177,7 @@ def test_reload_takes_new_code_and_keeps_the_old_on_a_syntax_error(plugin_dir, c
     (failure,) = registry.failures
     assert "SyntaxError" in failure.error and "kept the old code" in failure.error
 
-    write(path, PLUGINS.format(frequency=1000.0, tag="r"))  # fixed: the failure goes
+    write(path, good_plugin(1000.0, "r"))  # fixed: the failure goes
     registry.apply_reload(reloader.check())
     assert registry.failures == [] and registry.get("good-r") not in (first, second)
 
@@ -246,6 +241,6 @@ def test_reload_picks_up_a_plugin_that_failed_at_start_once_fixed(plugin_dir):
     reloader = PluginReloader(found.origins, found.unloaded)
     assert reloader.files == [str(path)] and len(registry.failures) == 1
 
-    write(path, PLUGINS.format(frequency=300.0, tag="late"))
+    write(path, good_plugin(300.0, "late"))
     registry.apply_reload(reloader.check())
     assert registry.failures == [] and "good-late" in registry.ids()

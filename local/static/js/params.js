@@ -127,14 +127,20 @@ const BUILDERS = {
   prompts: promptsControl,
 };
 
+/** The <input> that holds parameter `name`'s value (its label points at `param-<name>`). */
+function paramInput(type, name) {
+  const input = document.createElement("input");
+  input.type = type;
+  input.id = `param-${name}`;
+  input.name = name;
+  return input;
+}
+
 /** A slider (when the range is known) and a typed entry showing the same value. */
 function numberControl(name, spec, note) {
   const body = document.createElement("div");
   body.className = "param-body";
-  const entry = document.createElement("input");
-  entry.type = "number";
-  entry.id = `param-${name}`;
-  entry.name = name;
+  const entry = paramInput("number", name);
   entry.className = "entry";
   entry.value = String(spec.default ?? "");
   entry.step = spec.type === "integer" ? "1" : "any";
@@ -181,10 +187,7 @@ function numberControl(name, spec, note) {
 function booleanControl(name, spec) {
   const body = document.createElement("label");
   body.className = "param-body switch";
-  const box = document.createElement("input");
-  box.type = "checkbox";
-  box.id = `param-${name}`;
-  box.name = name;
+  const box = paramInput("checkbox", name);
   box.setAttribute("role", "switch");
   box.checked = !!spec.default;
   const track = document.createElement("span");
@@ -199,10 +202,7 @@ function booleanControl(name, spec) {
 }
 
 function stringControl(name, spec) {
-  const input = document.createElement("input");
-  input.type = "text";
-  input.id = `param-${name}`;
-  input.name = name;
+  const input = paramInput("text", name);
   input.className = "param-body";
   input.value = String(spec.default ?? "");
   input.addEventListener("change", () => setParam(name, input.value));
