@@ -279,6 +279,7 @@ async def test_whip_camera_round_trip_through_passthrough_is_the_browser_cameras
     print("round trip through passthrough (median, p90 ms):",
           {k: (round(a * 1000), round(b * 1000)) for k, (a, b) in figures.items()})
     assert len(browser) >= 60 and len(whip) >= 60
-    # a 2-core box shared with other test runs moves both a lot: WHIP must add no
-    # systematic hold (a queue, a playout delay) to what the browser's camera takes
-    assert figures["WHIP camera"][0] <= 1.5 * figures["browser camera"][0] + 0.1, figures
+    # WHIP must add no systematic hold (a queue, a playout delay, a timestamp jump the
+    # cloud waits out: 167 ms against the camera's 48 before the pump kept one timeline)
+    # to what the browser's camera takes; 50 ms of slack for a loaded 2-core box
+    assert figures["WHIP camera"][0] <= figures["browser camera"][0] + 0.05, figures
