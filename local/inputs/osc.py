@@ -43,6 +43,7 @@ from typing import Any
 
 from scope_relay.protocol.parameters import coerce_parameter, finite_number
 from scope_relay.util.tasks import OwnedTasks
+from scope_relay.util.throttled_log import ThrottledWarning
 
 from .osc_packets import MalformedPacket, PacketTooDeep, TimedMessage, parse_packet
 from .osc_target import OscTarget, Owner
@@ -125,25 +126,6 @@ class OscCounts:
     timetag_ahead: int = 0
 
 
-class ThrottledLog:
-    """At most one warning per kind per ``interval`` s; the rest are counted into the next."""
-
-    def __init__(self, interval: float = LOG_INTERVAL):
-        self.interval = interval
-        self._last: dict[str, float] = {}
-        self._quiet: dict[str, int] = {}
-
-    def warning(self, kind: str, message: str, *args: Any) -> None:
-        now = time.monotonic()
-        if now - self._last.get(kind, -math.inf) < self.interval:
-            self._quiet[kind] = self._quiet.get(kind, 0) + 1
-            return
-        self._last[kind] = now
-        quiet = self._quiet.pop(kind, 0)
-        more = f" (and {quiet} more like it in the last {self.interval:.0f} s)" if quiet else ""
-        logger.warning(message + more, *args)
-
-
 class _Protocol(asyncio.DatagramProtocol):
     def __init__(self, received: Callable[[bytes], None]):
         self._received = received
@@ -171,7 +153,8 @@ class OscInput:
         self._timers: set[asyncio.TimerHandle] = set()
         self._tokens = MESSAGE_BURST
         self._tokens_at = time.monotonic()
-        self._log = ThrottledLog()
+        #: one throttled warning per kind of trouble (dropped, malformed, refused, ...)
+        self._warnings: dict[str, ThrottledWarning] = {}
         self._tempo = tempo
         self._tempo_waiting: collections.deque[TimedMessage] = collections.deque()
         self._schemas: dict[str, dict[str, Any]] = {}
@@ -213,18 +196,18 @@ class OscInput:
     def _received(self, data: bytes) -> None:
         if not self._spend_token():
             self.counts.dropped += 1
-            self._log.warning("dropped", "OSC: over %.0f messages/s, packets dropped",
+            self._warn("dropped", "OSC: over %.0f messages/s, packets dropped",
                               MESSAGE_RATE)
             return
         try:
             messages = parse_packet(data)
         except PacketTooDeep as exc:
             self.counts.too_deep += 1
-            self._log.warning("too_deep", "OSC packet dropped: %s", exc)
+            self._warn("too_deep", "OSC packet dropped: %s", exc)
             return
         except MalformedPacket as exc:
             self.counts.malformed += 1
-            self._log.warning("malformed", "OSC packet dropped: %s", exc)
+            self._warn("malformed", "OSC packet dropped: %s", exc)
             return
         self._tokens -= max(0, len(messages) - 1)  # the packet's first was spent above
         self.counts.received += len(messages)
@@ -239,7 +222,7 @@ class OscInput:
                 self._take(message)
             elif len(self._timers) >= MAX_SCHEDULED:
                 self.counts.dropped += 1
-                self._log.warning("dropped", "OSC: %d messages already wait for their "
+                self._warn("dropped", "OSC: %d messages already wait for their "
                                   "timetag, more dropped", MAX_SCHEDULED)
             else:
                 self.counts.scheduled += 1
@@ -269,7 +252,7 @@ class OscInput:
         if message.address.startswith(TEMPO_PREFIX) and self._tempo is not None:
             if len(self._tempo_waiting) >= MAX_TEMPO_WAITING:
                 self.counts.dropped += 1
-                self._log.warning("dropped", "OSC: %d tempo messages already wait, more dropped",
+                self._warn("dropped", "OSC: %d tempo messages already wait, more dropped",
                                   MAX_TEMPO_WAITING)
                 return
             self._tempo_waiting.append(message)
@@ -283,7 +266,7 @@ class OscInput:
             self.counts.coalesced += 1
         elif len(self._pending) >= MAX_PENDING:
             self.counts.dropped += 1
-            self._log.warning("dropped", "OSC: %d parameters already wait, more dropped",
+            self._warn("dropped", "OSC: %d parameters already wait, more dropped",
                               MAX_PENDING)
             return
         self._pending[name] = message.args[0]
@@ -303,14 +286,14 @@ class OscInput:
                 try:
                     await self._handle_tempo(tempo_message.address, tempo_message.args)
                 except Exception as exc:  # a bug must not end OSC input
-                    self._log.warning("failed", "OSC tempo update failed: %s: %.200s",
+                    self._warn("failed", "OSC tempo update failed: %s: %.200s",
                                       type(exc).__name__, exc)
             batch, self._pending = self._pending, {}
             next_send = loop.time() + 1 / SEND_RATE
             try:
                 await self._send(batch)
             except Exception as exc:  # a bug or a cloud hiccup must not end OSC input
-                self._log.warning("failed", "OSC update failed: %s: %.200s",
+                self._warn("failed", "OSC update failed: %s: %.200s",
                                   type(exc).__name__, exc)
 
     async def _handle_tempo(self, address: str, args: Sequence[Any]) -> None:
@@ -348,11 +331,18 @@ class OscInput:
             self.counts.forwarded += len(updates)
             self.counts.updates_sent += 1
 
+    def _warn(self, kind: str, message: str, *args: Any) -> None:
+        """At most one line per kind of trouble per :data:`LOG_INTERVAL`, counting the rest."""
+        warning = self._warnings.get(kind)
+        if warning is None:
+            warning = self._warnings[kind] = ThrottledWarning(logger, LOG_INTERVAL)
+        warning.warning(message, *args)
+
     def _refuse(self, address: str, why: str) -> None:
         """Counted each time; logged at most once per :data:`LOG_INTERVAL` (gear sending 30
         a second must not flood the terminal)."""
         self.counts.refused += 1
-        self._log.warning("refused", "OSC %.60s refused: %.120s", address, why)
+        self._warn("refused", "OSC %.60s refused: %.120s", address, why)
 
     async def _chain_params(self, pipeline_ids: list[str]) -> dict[str, Any]:
         """The chain's parameters, merged in chain order (a later pipeline's spec wins)."""

@@ -33,7 +33,7 @@ HAS_NDI = importlib.util.find_spec("NDIlib") is not None
 #: A WHEP client: recvonly video + audio, the offer POSTed once gathering completes,
 #: the answer applied, then the figures of what Chromium decoded.
 WHEP_CLIENT = """async (token) => {
-    const pc = new RTCPeerConnection();
+    const pc = new RTCPeerConnection({iceServers: []});
     pc.addTransceiver("video", {direction: "recvonly"});
     pc.addTransceiver("audio", {direction: "recvonly"});
     await pc.setLocalDescription(await pc.createOffer());

@@ -6,9 +6,12 @@ with network namespaces and netem or NFQUEUE (+ the NetfilterQueue package)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -20,6 +23,32 @@ from scope_relay.util.serve import serve
 
 from helpers.losslab import Impairment, LossLab, lab_namespaces
 from helpers.peers import BrowserPeer
+
+
+@contextlib.asynccontextmanager
+async def relay_session(lab: LossLab, offer: dict[str, Any], *, video: bool = True,
+                        audio_frames: int = 25, video_frames: int = 0,
+                        ) -> AsyncIterator[tuple[BrowserPeer, Callable[[], Awaitable[dict]]]]:
+    """A relay whose cloud is across the lab, and a page-like peer playing ``offer`` on it
+    (its own hop on 127.0.0.1): ``(peer, relay_stats)``, the session's figures on demand."""
+    relay_app = create_relay_app(RelayConfig(CloudTarget(lab.ws_url), loopback_ice=True))
+    async with serve(relay_app) as relay, \
+            httpx.AsyncClient(base_url=relay.url, timeout=10) as http:
+        peer = BrowserPeer(video=video)
+        try:
+            with loopback_candidates():  # the receiver's own hop stays on 127.0.0.1
+                response = await peer.connect_relay(relay.url, offer)
+            assert response.status_code == 200, response.text
+            await peer.wait_audio_frames(audio_frames, timeout=45)
+            if video_frames:
+                await peer.wait_video_frames(video_frames, timeout=20)
+
+            async def relay_stats() -> dict:
+                return (await http.get(f"/api/v1/webrtc/offer/{peer.session_id}")).json()
+
+            yield peer, relay_stats
+        finally:
+            await peer.close()
 
 
 @pytest.fixture
@@ -53,43 +82,28 @@ async def test_media_crosses_a_lossy_cloud_hop_and_losses_are_recovered(lab_ok):
     with LossLab() as lab:
         ns, veth = lab.ns, lab.veth_root
         assert ns in lab_namespaces()
-        relay_app = create_relay_app(RelayConfig(CloudTarget(lab.ws_url), loopback_ice=True))
-        async with serve(relay_app) as relay, \
-                httpx.AsyncClient(base_url=relay.url, timeout=10) as http:
-            assert not CloudTarget(lab.ws_url).is_loopback
-            peer = BrowserPeer()
-            try:
-                with loopback_candidates():  # the receiver's own hop stays on 127.0.0.1
-                    response = await peer.connect_relay(relay.url, {"pipeline_ids": ["av-sync"]})
-                assert response.status_code == 200, response.text
-                await peer.wait_audio_frames(25, timeout=45)
-                await peer.wait_video_frames(12, timeout=20)
-
-                async def relay_stats() -> dict:
-                    return (await http.get(f"/api/v1/webrtc/offer/{peer.session_id}")).json()
-
-                before, started = await relay_stats(), time.monotonic()
-                lab.set(loss=0.05)
-                # 5 % of ~75 packets a second: 20 drops take ~5 s
-                deadline = time.monotonic() + 40
-                while lab.stats()["down"]["dropped"] < 20 and time.monotonic() < deadline:
-                    await asyncio.sleep(0.5)
-                lab.clear()
-                impaired_ms = (time.monotonic() - started) * 1000
-                down = lab.stats()["down"]
-                assert down["dropped"] >= 20, down
-                await peer.wait_audio_frames(25, timeout=20)  # still playing afterwards
-                await peer.wait_video_frames(12, timeout=20)
-                after = await relay_stats()
-                receive = after["receive"]["audio"]
-                # losses were asked for again and mostly came back (NACK), the rest were
-                # concealed; what could not be played stays a small part of the time
-                assert receive["nacks_sent"] >= 1 and receive["retransmitted"] >= 1, receive
-                lost = _lost_audio_ms(after) - _lost_audio_ms(before)
-                assert lost <= 0.03 * impaired_ms, (lost, impaired_ms, receive)
-                assert after["receive"]["video"]["nacks_sent"] >= 1, after["receive"]
-            finally:
-                await peer.close()
+        assert not CloudTarget(lab.ws_url).is_loopback
+        async with relay_session(lab, {"pipeline_ids": ["av-sync"]}, video_frames=12) as (peer, relay_stats):
+            before, started = await relay_stats(), time.monotonic()
+            lab.set(loss=0.05)
+            # 5 % of ~75 packets a second: 20 drops take ~5 s
+            deadline = time.monotonic() + 40
+            while lab.stats()["down"]["dropped"] < 20 and time.monotonic() < deadline:
+                await asyncio.sleep(0.5)
+            lab.clear()
+            impaired_ms = (time.monotonic() - started) * 1000
+            down = lab.stats()["down"]
+            assert down["dropped"] >= 20, down
+            await peer.wait_audio_frames(25, timeout=20)  # still playing afterwards
+            await peer.wait_video_frames(12, timeout=20)
+            after = await relay_stats()
+            receive = after["receive"]["audio"]
+            # losses were asked for again and mostly came back (NACK), the rest were
+            # concealed; what could not be played stays a small part of the time
+            assert receive["nacks_sent"] >= 1 and receive["retransmitted"] >= 1, receive
+            lost = _lost_audio_ms(after) - _lost_audio_ms(before)
+            assert lost <= 0.03 * impaired_ms, (lost, impaired_ms, receive)
+            assert after["receive"]["video"]["nacks_sent"] >= 1, after["receive"]
     assert ns not in lab_namespaces()
     assert not _link_exists(veth)
 
@@ -120,35 +134,21 @@ async def test_hop_is_rebuilt_when_media_stops_and_plays_again(lab_ok):
     """Every packet from the cloud dropped (ICE consent would notice only after ~30 s): the
     relay's media watchdog rebuilds the hop, and media returns once packets flow again."""
     with LossLab() as lab:
-        relay_app = create_relay_app(RelayConfig(CloudTarget(lab.ws_url), loopback_ice=True))
-        async with serve(relay_app) as relay, \
-                httpx.AsyncClient(base_url=relay.url, timeout=10) as http:
-            peer = BrowserPeer()
-            try:
-                with loopback_candidates():
-                    response = await peer.connect_relay(relay.url, {"pipeline_ids": ["test-tone"]})
-                assert response.status_code == 200, response.text
-                await peer.wait_audio_frames(25, timeout=45)
-
-                async def relay_stats() -> dict:
-                    return (await http.get(f"/api/v1/webrtc/offer/{peer.session_id}")).json()
-
-                lab.set(loss=1.0)
-                deadline = time.monotonic() + 15
-                while (await relay_stats())["media_timeouts"] < 1:
-                    assert time.monotonic() < deadline, "the watchdog never fired"
-                    await asyncio.sleep(0.25)
-                lab.clear()
-                deadline = time.monotonic() + 20
-                while (stats := await relay_stats())["cloud_reconnects"] < 1:
-                    assert time.monotonic() < deadline, stats
-                    await asyncio.sleep(0.25)
-                received = stats["audio_frames_in"]
-                while (await relay_stats())["audio_frames_in"] < received + 50:
-                    assert time.monotonic() < deadline, "no media after the rebuild"
-                    await asyncio.sleep(0.25)
-            finally:
-                await peer.close()
+        async with relay_session(lab, {"pipeline_ids": ["test-tone"]}) as (peer, relay_stats):
+            lab.set(loss=1.0)
+            deadline = time.monotonic() + 15
+            while (await relay_stats())["media_timeouts"] < 1:
+                assert time.monotonic() < deadline, "the watchdog never fired"
+                await asyncio.sleep(0.25)
+            lab.clear()
+            deadline = time.monotonic() + 20
+            while (stats := await relay_stats())["cloud_reconnects"] < 1:
+                assert time.monotonic() < deadline, stats
+                await asyncio.sleep(0.25)
+            received = stats["audio_frames_in"]
+            while (await relay_stats())["audio_frames_in"] < received + 50:
+                assert time.monotonic() < deadline, "no media after the rebuild"
+                await asyncio.sleep(0.25)
 
 
 async def _wait_drops(lab: LossLab, drops: int, timeout: float) -> None:
@@ -165,43 +165,29 @@ async def test_round_trip_loss_is_rebuilt_in_time_while_the_delay_makes_room(lab
     measures the round trip and, while the loss lasts, raises its delay by what
     retransmission needs."""
     with LossLab(delay_ms=40, jitter_ms=3, reorder=False, upstream=ONE_WAY) as lab:
-        relay_app = create_relay_app(RelayConfig(CloudTarget(lab.ws_url), loopback_ice=True))
-        async with serve(relay_app) as relay, \
-                httpx.AsyncClient(base_url=relay.url, timeout=10) as http:
-            peer = BrowserPeer(video=False)
-            try:
-                with loopback_candidates():
-                    response = await peer.connect_relay(relay.url, TONE)
-                assert response.status_code == 200, response.text
-                await peer.wait_audio_frames(50, timeout=45)
-
-                async def relay_stats() -> dict:
-                    return (await http.get(f"/api/v1/webrtc/offer/{peer.session_id}")).json()
-
-                before, started = await relay_stats(), time.monotonic()
-                lab.set(loss=0.05)
-                await _wait_drops(lab, 30, timeout=60)  # 5 % of 50 packets a second: ~12 s
-                during = await relay_stats()
-                lab.set(loss=0.0)
-                impaired_ms = (time.monotonic() - started) * 1000
-                await peer.wait_audio_frames(25, timeout=20)  # still playing afterwards
-                after = await relay_stats()
-                receive = after["receive"]["audio"]
-                assert 60 <= receive["rtt_ms"] <= 300, receive  # measured, not the 30 ms guess
-                # with room made, most holes came back by retransmission; the rest were
-                # rebuilt (FEC, on since the first NACK) or concealed
-                assert receive["lost"] + receive["retransmitted"] >= 20, receive
-                assert receive["retransmitted"] >= receive["lost"], receive
-                assert during["loss_room_ms"] > 0 and after["loss_room_raises"] >= 1, during
-                # what could not be played stays small (a loose bound: on a loaded 2-core
-                # machine the cloud's own clock stalls too; benchmarks/lossy_hop.py measures)
-                lost = _lost_audio_ms(after) - _lost_audio_ms(before)
-                figures = {k: (before[k], during[k], after[k]) for k in (
-                    "audio_gap_ms", "audio_late_ms", "loss_room_ms", "extra_delay_ms",
-                    "hold_budget_ms", "offset_ms")}
-                assert lost <= 0.1 * impaired_ms, (lost, impaired_ms, receive, figures)
-            finally:
-                await peer.close()
+        async with relay_session(lab, TONE, video=False, audio_frames=50) as (peer, relay_stats):
+            before, started = await relay_stats(), time.monotonic()
+            lab.set(loss=0.05)
+            await _wait_drops(lab, 30, timeout=60)  # 5 % of 50 packets a second: ~12 s
+            during = await relay_stats()
+            lab.set(loss=0.0)
+            impaired_ms = (time.monotonic() - started) * 1000
+            await peer.wait_audio_frames(25, timeout=20)  # still playing afterwards
+            after = await relay_stats()
+            receive = after["receive"]["audio"]
+            assert 60 <= receive["rtt_ms"] <= 300, receive  # measured, not the 30 ms guess
+            # with room made, most holes came back by retransmission; the rest were
+            # rebuilt (FEC, on since the first NACK) or concealed
+            assert receive["lost"] + receive["retransmitted"] >= 20, receive
+            assert receive["retransmitted"] >= receive["lost"], receive
+            assert during["loss_room_ms"] > 0 and after["loss_room_raises"] >= 1, during
+            # what could not be played stays small (a loose bound: on a loaded 2-core
+            # machine the cloud's own clock stalls too; benchmarks/lossy_hop.py measures)
+            lost = _lost_audio_ms(after) - _lost_audio_ms(before)
+            figures = {k: (before[k], during[k], after[k]) for k in (
+                "audio_gap_ms", "audio_late_ms", "loss_room_ms", "extra_delay_ms",
+                "hold_budget_ms", "offset_ms")}
+            assert lost <= 0.1 * impaired_ms, (lost, impaired_ms, receive, figures)
 
 
 async def test_a_ceiling_above_the_streams_rate_costs_no_audio(lab_ok):
@@ -210,40 +196,25 @@ async def test_a_ceiling_above_the_streams_rate_costs_no_audio(lab_ok):
     little audio is lost. (A ceiling *below* the stream's rate is measured by the benchmark's
     hotel / ceiling profiles: nothing lowers the video's rate yet.)"""
     with LossLab(delay_ms=20, upstream=Impairment(delay_ms=20)) as lab:
-        relay_app = create_relay_app(RelayConfig(CloudTarget(lab.ws_url), loopback_ice=True))
-        async with serve(relay_app) as relay, \
-                httpx.AsyncClient(base_url=relay.url, timeout=10) as http:
-            peer = BrowserPeer()
-            try:
-                with loopback_candidates():
-                    response = await peer.connect_relay(relay.url, {"pipeline_ids": ["av-sync"]})
-                assert response.status_code == 200, response.text
-                await peer.wait_audio_frames(25, timeout=45)
-                await peer.wait_video_frames(12, timeout=20)
-
-                async def relay_stats() -> dict:
-                    return (await http.get(f"/api/v1/webrtc/offer/{peer.session_id}")).json()
-
-                before, started = await relay_stats(), time.monotonic()
-                lab.set(rate_kbps=2000, queue_ms=200)
-                seen = lab.stats()["down"]["seen"]
-                deadline = time.monotonic() + 30
-                while lab.stats()["down"]["seen"] < seen + 400:  # ~5 s of both tracks
-                    assert time.monotonic() < deadline, lab.stats()
-                    await asyncio.sleep(0.25)
-                frames = (await relay_stats())["video_frames_in"]
-                await peer.wait_video_frames(12, timeout=20)
-                lab.set(rate_kbps=0)
-                impaired_ms = (time.monotonic() - started) * 1000
-                after = await relay_stats()
-                assert after["video_frames_in"] > frames
-                assert lab.stats()["down"]["queue_dropped"] == 0, lab.stats()
-                # loose, as above: the loaded machine's own stalls count here too (a clean
-                # path lost up to 11 % in benchmarks/lossy_hop.py at load 7-12)
-                lost = _lost_audio_ms(after) - _lost_audio_ms(before)
-                assert lost <= 0.1 * impaired_ms, (lost, impaired_ms)
-            finally:
-                await peer.close()
+        async with relay_session(lab, {"pipeline_ids": ["av-sync"]}, video_frames=12) as (peer, relay_stats):
+            before, started = await relay_stats(), time.monotonic()
+            lab.set(rate_kbps=2000, queue_ms=200)
+            seen = lab.stats()["down"]["seen"]
+            deadline = time.monotonic() + 30
+            while lab.stats()["down"]["seen"] < seen + 400:  # ~5 s of both tracks
+                assert time.monotonic() < deadline, lab.stats()
+                await asyncio.sleep(0.25)
+            frames = (await relay_stats())["video_frames_in"]
+            await peer.wait_video_frames(12, timeout=20)
+            lab.set(rate_kbps=0)
+            impaired_ms = (time.monotonic() - started) * 1000
+            after = await relay_stats()
+            assert after["video_frames_in"] > frames
+            assert lab.stats()["down"]["queue_dropped"] == 0, lab.stats()
+            # loose, as above: the loaded machine's own stalls count here too (a clean
+            # path lost up to 11 % in benchmarks/lossy_hop.py at load 7-12)
+            lost = _lost_audio_ms(after) - _lost_audio_ms(before)
+            assert lost <= 0.1 * impaired_ms, (lost, impaired_ms)
 
 
 @slow
@@ -251,30 +222,16 @@ async def test_a_ten_second_outage_ends_with_media_back_within_two_seconds(lab_o
     """Nothing gets through either way for 10 s (the relay's watchdog rebuilds the hop
     meanwhile); once the path is back, audio plays again within 2 s."""
     with LossLab(delay_ms=30, upstream=Impairment(delay_ms=30)) as lab:
-        relay_app = create_relay_app(RelayConfig(CloudTarget(lab.ws_url), loopback_ice=True))
-        async with serve(relay_app) as relay, \
-                httpx.AsyncClient(base_url=relay.url, timeout=10) as http:
-            peer = BrowserPeer(video=False)
-            try:
-                with loopback_candidates():
-                    response = await peer.connect_relay(relay.url, TONE)
-                assert response.status_code == 200, response.text
-                await peer.wait_audio_frames(50, timeout=45)
-
-                async def relay_stats() -> dict:
-                    return (await http.get(f"/api/v1/webrtc/offer/{peer.session_id}")).json()
-
-                lab.set(loss=1.0)
-                lab.set(loss=1.0, direction="up")
-                await asyncio.sleep(10.0)  # the outage itself is the test's input, not a wait
-                lab.set(loss=0.0)
-                lab.set(loss=0.0, direction="up")
-                back = time.monotonic()
-                received = (await relay_stats())["audio_frames_in"]
-                while (await relay_stats())["audio_frames_in"] < received + 25:
-                    assert time.monotonic() - back < 2.0 + 8.0, "no audio after the outage"
-                    await asyncio.sleep(0.05)
-                took = time.monotonic() - back
-                assert took <= 2.0, took
-            finally:
-                await peer.close()
+        async with relay_session(lab, TONE, video=False, audio_frames=50) as (peer, relay_stats):
+            lab.set(loss=1.0)
+            lab.set(loss=1.0, direction="up")
+            await asyncio.sleep(10.0)  # the outage itself is the test's input, not a wait
+            lab.set(loss=0.0)
+            lab.set(loss=0.0, direction="up")
+            back = time.monotonic()
+            received = (await relay_stats())["audio_frames_in"]
+            while (await relay_stats())["audio_frames_in"] < received + 25:
+                assert time.monotonic() - back < 2.0 + 8.0, "no audio after the outage"
+                await asyncio.sleep(0.05)
+            took = time.monotonic() - back
+            assert took <= 2.0, took

@@ -128,7 +128,8 @@ async def test_whep_refusals_are_clear_and_leave_the_session_running():
 async def test_dtls_server_role_reach_on_real_peers():
     """The reach itself (rtc/aiortc_internals.py): an ``actpass`` offer answered
     ``passive``; an ``active`` offer left alone (aiortc already makes us the server)."""
-    offerer, answerer = RTCPeerConnection(), RTCPeerConnection()
+    offerer = RTCPeerConnection(rtc_configuration())  # no STUN server (aiortc adds one)
+    answerer = RTCPeerConnection(rtc_configuration())
     try:
         offerer.addTransceiver("audio", direction="recvonly")
         offerer.createDataChannel("x")
