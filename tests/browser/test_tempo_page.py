@@ -97,15 +97,15 @@ async def test_modulation_editor_reaches_the_cloud_and_moves_the_flashes(browser
             (session,) = cloud.app[STATE_KEY].sessions.values()
             editor = "#params [data-modulate=brightness]"
             await page.click("#params button[aria-label='Modulate brightness']")
-            await page.fill(f"{editor} input[name=rate]", "0")  # refused on the page
-            await page.dispatch_event(f"{editor} input[name=rate]", "change")
-            await page.select_option(f"{editor} select[name=shape]", "square")
+            await page.fill(f"{editor} input[name=brightness-mod-rate]", "0")  # refused on the page
+            await page.dispatch_event(f"{editor} input[name=brightness-mod-rate]", "change")
+            await page.select_option(f"{editor} select[name=brightness-mod-shape]", "square")
             assert "rate" in await page.text_content(f"{editor} .mod-note")
             assert not session.runner.tempo.modulations  # nothing was sent
-            await page.fill(f"{editor} input[name=rate]", "2")
-            await page.dispatch_event(f"{editor} input[name=rate]", "change")
-            await page.fill(f"{editor} input[name=depth]", "0.6")
-            await page.dispatch_event(f"{editor} input[name=depth]", "change")
+            await page.fill(f"{editor} input[name=brightness-mod-rate]", "2")
+            await page.dispatch_event(f"{editor} input[name=brightness-mod-rate]", "change")
+            await page.fill(f"{editor} input[name=brightness-mod-depth]", "0.6")
+            await page.dispatch_event(f"{editor} input[name=brightness-mod-depth]", "change")
             await wait_until(lambda: getattr(session.runner.tempo.modulations.get("brightness"),
                                              "depth", None) == 0.6, timeout=10)
             mod = session.runner.tempo.modulations["brightness"]
@@ -118,7 +118,7 @@ async def test_modulation_editor_reaches_the_cloud_and_moves_the_flashes(browser
             # (a loaded headless Chromium composites few frames: a one-frame flash can be
             # missed, the bar's three-frame one seldom is, so only both levels are asserted)
             assert max(peaks) > 200 and min(peaks) < 150
-            await page.select_option(f"{editor} select[name=shape]", "off")
+            await page.select_option(f"{editor} select[name=brightness-mod-shape]", "off")
             await wait_until(lambda: not session.runner.tempo.modulations, timeout=10)
             assert page.errors == []
 

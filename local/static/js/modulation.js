@@ -57,14 +57,14 @@ export function addModulation(row, head, name, spec, send) {
     return input;
   };
   const shape = document.createElement("select");
-  shape.name = "shape";
+  shape.name = `${name}-mod-shape`;  // (named like the slider: no clash with a parameter)
   for (const s of SHAPES) shape.add(new Option(s, s));
   field("shape", shape);
   const number = (key, value, placeholder = "") => {
     const input = document.createElement("input");
     input.type = "number";
     input.step = "any";
-    input.name = key;
+    input.name = `${name}-mod-${key}`;
     input.value = value;
     input.placeholder = placeholder;
     return field(key === "rate" ? "rate (beats)" : key, input);
@@ -86,7 +86,7 @@ export function addModulation(row, head, name, spec, send) {
     note.textContent = problem ? `invalid ${problem} — not sent` : "";
     if (problem) {
       const key = problem.split(":")[0].split(" ")[0];
-      editor.querySelector(`[name=${key}]`)?.setAttribute("aria-invalid", "true");
+      editor.querySelector(`[name=${name}-mod-${key}]`)?.setAttribute("aria-invalid", "true");
       return;
     }
     const next = { ...modulations };
