@@ -70,7 +70,7 @@ INSTALL = """async () => {
     video.requestVideoFrameCallback(onFrame);
   };
   video.requestVideoFrameCallback(onFrame);
-  const worklet = URL.createObjectURL(new Blob([`registerProcessor('onsets', class extends AudioWorkletProcessor {
+  const source = `registerProcessor('onsets', class extends AudioWorkletProcessor {
     constructor() { super(); this.quietUntil = 0; }
     process(inputs) {
       const x = inputs[0][0];
@@ -83,7 +83,8 @@ INSTALL = """async () => {
       }
       return true;
     }
-  });`], {type: 'text/javascript'}));
+  });`;
+  const worklet = URL.createObjectURL(new Blob([source], {type: 'text/javascript'}));
   // a fresh tap each time: a MediaStream source's FIFO grows when the loaded machine makes
   // its AudioContext glitch, and never gives the delay back (seen: +95 ms for good)
   window._beatNewTap = async () => {
