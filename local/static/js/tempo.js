@@ -210,7 +210,7 @@ const root = document.getElementById("tempo");
 const tempo = root ? createTempo(root) : null;
 if (tempo) window.scopeRelayTempo = tempo;
 
-/** main.js hands the session's getStats() here, for the jitter buffer's delay. */
+/** main.js hands the session's getStats() here: the receive side's delay (page_latency). */
 export function notePlayout(stats) {
   tempo?.notePlayout(stats);
 }
