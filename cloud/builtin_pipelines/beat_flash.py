@@ -53,7 +53,11 @@ class BeatFlash(Pipeline):
         if not grid.playing:
             return PipelineOutput(video=video, audio=audio, sample_rate=sr, fps=fps,
                                   video_format="yuv420p")
-        white = 16 + round(219 * float(params.get("brightness", 1.0)))
+        base = float(params.get("brightness", 1.0))
+        # each frame's own brightness: a modulation moves it frame by frame within the chunk
+        whites = [16 + round(219 * float(inputs.parameter_at("brightness", start + k / fps, base)
+                                         if isinstance(inputs, PipelineInputs) else base))
+                  for k in range(n)]
         volume = float(params.get("volume", 0.8))
         end = start + samples / sr
         first = math.floor(grid.beat_at(start - DOWNBEAT_SECONDS).beat)
@@ -69,11 +73,13 @@ class BeatFlash(Pipeline):
             if lo < hi:
                 audio[:, lo:hi] = click[lo - onset:hi - onset]
             # the flash: the frames whose display interval begins within it (frame k shows
-            # from start + k / fps), the first being the one nearest the beat
+            # from start + k / fps), the first being the one nearest the beat, and that one
+            # at least (a beat's flash is shorter than a frame)
+            lit = max(length, 1 / fps)
             for k in range(n):
                 t = start + k / fps
-                if at - 0.5 / fps <= t < at + length - 0.5 / fps:
-                    video[k, :h] = white
+                if at - 0.5 / fps <= t < at + lit - 0.5 / fps:
+                    video[k, :h] = whites[k]
         return PipelineOutput(video=video, audio=audio, sample_rate=sr, fps=fps,
                               video_format="yuv420p")
 

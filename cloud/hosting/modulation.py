@@ -24,7 +24,7 @@ from scope_relay.protocol.tempo import TempoGrid
 SHAPES = ("sine", "triangle", "saw", "square", "decay")
 #: at most this many parameters modulated at once
 MAX_MODULATIONS = 32
-__all__ = ["MODULATE", "Modulation", "modulated", "parse_modulations"]
+__all__ = ["MODULATE", "ModulatedParams", "Modulation", "modulated", "parse_modulations"]
 
 
 @dataclass(frozen=True)
@@ -92,22 +92,49 @@ def parse_modulations(value: Any) -> dict[str, Modulation]:
     return out
 
 
+Bounds = Mapping[str, tuple[float | None, float | None, bool]]
+
+
+class ModulatedParams:
+    """One call's parameters as they move with the beat: :meth:`at` gives them for any media
+    time, so a pipeline making several frames a call can take each frame's own value
+    (``PipelineInputs.parameter_at``) rather than one value for the whole chunk."""
+
+    def __init__(self, params: Mapping[str, Any], modulations: Mapping[str, Modulation],
+                 grid: TempoGrid | None, bounds: Bounds) -> None:
+        self.params = dict(params)  # (a snapshot: the worker may apply updates after the call)
+        self.modulations = modulations if grid is not None else {}
+        self.grid, self.bounds = grid, bounds
+
+    def value(self, name: str, media_time: float, default: Any = None) -> Any:
+        """``name``'s value at ``media_time`` (``default`` when there is no such parameter)."""
+        if name not in self.params:
+            return default
+        base = self.params[name]
+        modulation = self.modulations.get(name)
+        number = finite_number(base)
+        if modulation is None or self.grid is None or number is None or name not in self.bounds:
+            return base  # not modulated, not a number, or not a parameter of this chain
+        low, high, integer = self.bounds[name]
+        value = modulation.value(number, self.grid.beat_at(media_time).beat, low, high)
+        return round(value) if integer else value
+
+    def at(self, media_time: float) -> Mapping[str, Any]:
+        """Every parameter at ``media_time`` (the snapshot itself when nothing moves)."""
+        if not self.modulations:
+            return self.params
+        out = dict(self.params)
+        for name in self.modulations:
+            if name in out:
+                out[name] = self.value(name, media_time)
+        return out
+
+
 def modulated(params: Mapping[str, Any], modulations: Mapping[str, Modulation],
-              grid: TempoGrid | None, media_time: float,
-              bounds: Mapping[str, tuple[float | None, float | None, bool]]
-              ) -> Mapping[str, Any]:
+              grid: TempoGrid | None, media_time: float, bounds: Bounds) -> Mapping[str, Any]:
     """``params`` with each modulated numeric one moved for the beat at ``media_time`` (a
     copy); ``bounds``: a parameter's (minimum, maximum, is integer). Without a grid or a
     modulation, ``params`` itself, as calls got it before modulation existed."""
     if grid is None or not modulations:
         return params
-    beat = grid.beat_at(media_time).beat
-    out = dict(params)
-    for name, modulation in modulations.items():
-        base = finite_number(params.get(name))
-        if base is None or name not in bounds:
-            continue  # not a number, or not a parameter of this chain
-        low, high, integer = bounds[name]
-        value = modulation.value(base, beat, low, high)
-        out[name] = round(value) if integer else value
-    return out
+    return ModulatedParams(params, modulations, grid, bounds).at(media_time)

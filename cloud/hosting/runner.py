@@ -28,7 +28,7 @@ import av
 import numpy as np
 import torch
 
-from scope_relay.cloud.hosting.modulation import modulated
+from scope_relay.cloud.hosting.modulation import ModulatedParams
 from scope_relay.cloud.hosting.session_tempo import SessionTempo, TempoCounts
 from scope_relay.cloud.pipelines.base import InputFrame, Pipeline, PipelineInputs, PipelineOutput
 from scope_relay.cloud.pipelines.outputs import as_pipeline_output, pipeline_name
@@ -415,10 +415,11 @@ class PipelineRunner:
         """
         self._apply_pending()
         timed = self._with_tempo(inputs)
+        values = ModulatedParams(self.params, self.tempo.modulations, timed.tempo,
+                                 self._numeric)
+        timed.parameters = values.value
         began = time.monotonic()
-        output = self._call_chain(timed, modulated(self.params, self.tempo.modulations,
-                                                   timed.tempo, timed.media_time,
-                                                   self._numeric))
+        output = self._call_chain(timed, values.at(timed.media_time))
         called = time.monotonic() - began
         if output is None:
             return False
@@ -478,7 +479,8 @@ class PipelineRunner:
                 times = output.video_times or [0.0] * len(frames)
                 stage_inputs = PipelineInputs(
                     [InputFrame(f, t) for f, t in zip(frames, times, strict=False)],
-                    media_time=inputs.media_time, tempo=inputs.tempo)
+                    media_time=inputs.media_time, tempo=inputs.tempo,
+                    parameters=inputs.parameters)
         if output is not None and audio_out is not None and audio_out is not output:
             output.audio, output.sample_rate = audio_out.audio, audio_out.sample_rate
         return output

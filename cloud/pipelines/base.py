@@ -74,6 +74,10 @@ class InputAudio:
         return self.samples.shape[1] / self.sample_rate
 
 
+#: ``(name, media_time, default) -> value``: a parameter at a media time (PipelineInputs)
+ParameterAt = Callable[[str, float, Any], Any]
+
+
 class PipelineInputs(list[InputFrame]):
     """What a call receives as ``inputs``: the camera frames since the last call (it *is*
     that list, so camera pipelines need not know about audio; empty, and so false, for a
@@ -85,18 +89,31 @@ class PipelineInputs(list[InputFrame]):
     :attr:`tempo`: the relay's beat grid on that same media clock (``None`` while the relay
     has no tempo source), so ``inputs.tempo.beat_at(t)`` is the beat the audience hears
     media time ``t`` on: what a call draws for beat *n* plays on beat *n* (docs/tempo.md).
+    :meth:`parameter_at`: a parameter's value at any media time, following its beat
+    modulation frame by frame within a chunk (``params`` holds the chunk start's values).
     """
 
     def __init__(self, frames: Sequence[InputFrame] = (), audio: Sequence[InputAudio] = (), *,
-                 media_time: float = 0.0, tempo: TempoGrid | None = None):
+                 media_time: float = 0.0, tempo: TempoGrid | None = None,
+                 parameters: ParameterAt | None = None):
         super().__init__(frames)
         self.audio: list[InputAudio] = list(audio)
         self.media_time = media_time
         self.tempo = tempo
+        #: set by the runner: ``(name, media_time, default) -> value``
+        self.parameters = parameters
 
     def beat_at(self, media_time: float) -> Beat | None:
         """The beat heard at ``media_time``, or ``None`` without a tempo."""
         return None if self.tempo is None else self.tempo.beat_at(media_time)
+
+    def parameter_at(self, name: str, media_time: float, default: Any = None) -> Any:
+        """Parameter ``name``'s value for media time ``media_time``: moved by its modulation
+        for the beat heard then (docs/tempo.md, Modulation), else the value set. ``default``
+        when there is no such parameter, or outside the runner (a pipeline called by hand)."""
+        if self.parameters is None:
+            return default
+        return self.parameters(name, media_time, default)
 
 
 def join_audio(chunks: Sequence[InputAudio]) -> InputAudio | None:

@@ -3,10 +3,11 @@ session's cloud on that session's own clock.
 
 Each session's grid is the source's grid (``time.time``) moved back by what lies between
 the cloud releasing media and the audience hearing it: the relay's offset (the fastest
-cloud-release-to-arrival seen, clock difference included) plus its playout delay and extra
-delay, plus the page's own output latency when it reports one. The cloud then moves it onto
-the media clock (``cloud/hosting/session_tempo.py``), so a beat drawn there is heard on
-the beat. A session is sent a new grid when the tempo, the quantize setting or its own path
+cloud-release-to-arrival seen, clock difference included) plus its playout delay, extra
+delay and loss room (its whole release time), plus what the page reports of its own
+(``page_latency``: its receive side and audio output). The cloud then moves it onto the
+media clock (``cloud/hosting/session_tempo.py``), so a beat drawn there is heard on the
+beat. A session is sent a new grid when the tempo, the quantize setting or its own path
 changes by more than :data:`RESEND_SECONDS`, and whenever its cloud hop is a new one.
 """
 
@@ -45,6 +46,7 @@ class Playout(Protocol):
     offset: float | None
     playout_delay: float
     extra_delay: float
+    loss_room: float  # added while the cloud hop loses packets: part of the release time
 
 
 class CloudPeer(Protocol):
@@ -243,8 +245,9 @@ class TempoManager:
                 if self._sent.pop(id(session), None) is not None:
                     peer.send_parameters(json.dumps({TEMPO: None}))
                 continue
-            path = processor.offset + processor.playout_delay + processor.extra_delay
-            listen = processor.playout_delay + processor.extra_delay + self.page_latency
+            delay = processor.playout_delay + processor.extra_delay + processor.loss_room
+            path = processor.offset + delay
+            listen = delay + self.page_latency
             sent = _Sent(peer, grid.shifted(-(path + self.page_latency)), self.quantize,
                          listen)
             last = self._sent.get(id(session))

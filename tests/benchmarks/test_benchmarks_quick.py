@@ -42,6 +42,16 @@ def _no_chromium() -> str | None:
     return None if os.path.exists(CHROMIUM) else f"needs Debian's chromium ({CHROMIUM})"
 
 
+def _no_chromium_or_link() -> str | None:
+    if reason := _no_chromium():
+        return reason
+    try:
+        import aalink  # noqa: F401
+    except ImportError:
+        return "needs the tempo extra (aalink)"
+    return None
+
+
 def _no_lab() -> str | None:
     reason = LossLab.unavailable()
     return reason and f"the loss lab (root, network namespaces) cannot run here: {reason}"
@@ -56,6 +66,11 @@ CASES = [
     Quick("av_sync.py", (
         r"^flash\s+A/V offset ms", r"^A/V offset: median -?\d", r"^latency: first half median",
         r"^relay: offset")),
+    Quick("beat_phase.py", (
+        r"^Link peer at 120 BPM; relay: source link", r"^tap AudioContext: ",
+        r"^clicks at the audio output: n=\d+ median [-+]\d", r"^flashes at expectedDisplayTime: n=\d+",
+        r"^from \(s\)\s+clicks\s+median ms", r"^drift: [-+]\d+\.\d+ ms/min"),
+        unavailable=_no_chromium_or_link),
     Quick("browser_av_sync.py", (
         r"^Start -> first picture on screen: \d+ ms", r"^AudioContext: ", r"click - flash \(ms\)",
         r"^after 2 s warm-up: median [-+]\d"), unavailable=_no_chromium),

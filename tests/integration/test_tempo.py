@@ -257,6 +257,50 @@ async def test_modulation_follows_the_beat():
         assert "brightness" in tempo.modulations  # the set in force stays
 
 
+class ChunkProbe(BeatFlash):
+    """beat-flash six frames a call, noting each frame's ``parameter_at`` brightness."""
+
+    pipeline_id = "chunk-probe"
+    chunk_frames = 6
+    frames: list[tuple[float, float, float]] = []  # (media time, per-frame value, params')
+
+    def __call__(self, inputs, params):
+        for k in range(self.chunk_frames):
+            t = inputs.media_time + k / self.fps
+            self.frames.append((t, inputs.parameter_at("brightness", t), params["brightness"]))
+        return super().__call__(inputs, params)
+
+
+async def test_modulation_follows_each_frame_of_a_chunk():
+    """Six frames a call at 180 BPM with a square wave over one beat: a quarter-second chunk
+    spans 0.75 beats, so one value per call would be wrong for many frames; each frame's
+    ``parameter_at`` must follow the beat of its own media time."""
+    ChunkProbe.frames = []
+    async with stream_pipeline("chunk-probe", pipelines=[ChunkProbe],
+                               parameters={"brightness": 0.5}) as stream:
+        await stream.set_tempo(source="manual", bpm=180)
+        (session,) = stream.cloud.app[STATE_KEY].sessions.values()
+        tempo = session.runner.tempo
+        await wait_until(lambda: tempo.counts.tempo_updates >= 1, timeout=20)
+        await stream.send_parameters(
+            {"modulate": {"brightness": {"shape": "square", "rate": 1, "depth": 0.3}}})
+        await wait_until(lambda: tempo.modulations, timeout=10)
+        mark = len(ChunkProbe.frames)
+        await stream.wait_audio(2.0)
+        grid = tempo.media_grid(session.buffer, 0.0)
+        frames = ChunkProbe.frames[mark + 12:]  # (the first calls may predate it)
+        assert len(frames) >= 24
+        differs = 0
+        for media_time, value, chunk_value in frames:
+            phase = grid.beat_at(media_time).beat % 1
+            if min(phase, 1 - phase, abs(phase - 0.5)) < 0.01:
+                continue  # on an edge: either side is right
+            assert value == pytest.approx(0.8 if phase < 0.5 else 0.2), (media_time, phase)
+            differs += value != chunk_value
+        assert differs >= len(frames) // 6  # frames a per-call value would have got wrong
+        print(f"\n{len(frames)} frames, {differs} of them unlike their call's chunk-start value")
+
+
 async def test_osc_tempo_addresses():
     async with cloud_server() as cloud, relay_server(cloud, osc_address=("127.0.0.1", 0)) as relay:
         osc = relay.app[RELAY_KEY].osc

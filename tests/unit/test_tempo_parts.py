@@ -139,7 +139,7 @@ async def test_manager_sends_each_session_its_own_grid():
             self.sent.append(json.loads(message))
 
     class Processor:
-        offset, playout_delay, extra_delay = 0.05, 0.07, 0.0
+        offset, playout_delay, extra_delay, loss_room = 0.05, 0.07, 0.0, 0.0
 
     class Session:
         def __init__(self):
@@ -157,6 +157,12 @@ async def test_manager_sends_each_session_its_own_grid():
     session.processor.extra_delay = 0.03  # the relay's path grew: the grid moves with it
     manager.push()
     assert session.cloud.sent[-1]["tempo"]["beat_time_origin"] == pytest.approx(grid.origin - 0.15)
+    session.processor.loss_room = 0.02  # room for losses: part of the release time too
+    manager.push()
+    assert session.cloud.sent[-1]["tempo"]["beat_time_origin"] == pytest.approx(grid.origin - 0.17)
+    await manager.update({"page_latency": 0.04})  # the page's own output and jitter buffer
+    manager.push()
+    assert session.cloud.sent[-1]["tempo"]["beat_time_origin"] == pytest.approx(grid.origin - 0.21)
     session.cloud = Peer()  # a rebuilt cloud hop: the new one is sent the grid at once
     manager.push()
     assert session.cloud.sent[-1]["tempo"]["bpm"] == 100

@@ -14,6 +14,7 @@ import { createOutputsMenu } from "./outputs.js";
 import { createRecorder } from "./record.js";
 import { setFromController, setParam, showLearnRefused, showLearning, showParams, showRefused } from "./params.js";
 import { createSession } from "./session.js";
+import { notePlayout } from "./tempo.js";
 import { AFTER_RECOVERY, AFTER_RESUME, deriveState, inWords } from "./state.js";
 
 const $ = (id) => document.getElementById(id);
@@ -204,6 +205,7 @@ async function onFigures(m, pc) {
     return;
   }
   const report = await pc?.getStats().catch(() => null);
+  notePlayout(report);  // the jitter buffer's delay: the beat's compensation (tempo.js)
   if (!figures) return;
   // a rebuilt cloud hop (the cloud crashed, or its hop failed): the outage is no measure of
   // the generator's speed

@@ -5,6 +5,7 @@
 // new session, so a reconnect keeps the settings.
 
 import { icon } from "./icons.js";
+import { addModulation, resetModulations } from "./modulation.js";
 
 /** @type {Record<string, unknown>} values set on the page for the shown pipeline */
 let values = {};
@@ -64,6 +65,7 @@ export function showParams(box, pipeline, hooks = {}) {
   values = {};
   pending = {};
   controls = {};
+  resetModulations();
   box.replaceChildren();
   const entries = Object.entries(pipeline.params || {});
   if (!entries.length) {
@@ -108,6 +110,7 @@ export function showParams(box, pipeline, hooks = {}) {
     }
     row.title = spec.description || "";
     row.append(head, body, note);
+    if (spec.type === "number" || spec.type === "integer") addModulation(row, head, name, spec, setParam);
     if (spec.description) {
       const help = document.createElement("p");
       help.className = "param-help";

@@ -11,6 +11,12 @@ const PAGE_CLOCK_MS = 500;
 const PPQN = 24;
 /** ticks the BPM line is fitted through (two beats), as the relay's own MIDI clock does */
 const WINDOW = 48;
+/** seconds: the page's latency is sent again when it moves by this much */
+const REPORT_STEP = 0.002;
+/** the receive side's latency is the median of this many looks (one a second) */
+const LOOKS = 5;
+/** milliseconds from the NTP epoch (1900) to the Unix one */
+const NTP_UNIX_MS = 2208988800000;
 
 /**
  * The page's Web MIDI clock: 24 ticks a beat from every MIDI input, start (the next tick is
@@ -134,24 +140,77 @@ export function createTempo(root) {
     if (grid) put({ bpm: Math.round(grid.bpm * 1000) / 1000, beat: grid.beat });
   }, PAGE_CLOCK_MS);
 
-  // the page's own output latency, which the relay adds to the path: once, on the first
-  // gesture (an AudioContext runs only after one)
+  // What lies between the relay's release and the page's speakers that only the page knows,
+  // which the relay adds to the path (docs/tempo.md): the receive side (jitter buffer, lip
+  // sync, decoding, mixing) and the audio output's latency. The receive side is measured
+  // whole where the browser estimates when the audio playing now was sent (getStats'
+  // estimatedPlayoutTimestamp: the relay's sender-report clock, the wall clock of the
+  // machine the page runs on, as it is for a page on the relay's machine); elsewhere the
+  // jitter buffer's recent delay stands in. The output latency: an AudioContext runs only
+  // after a gesture and knows its outputLatency once it has played a moment. Sent when the
+  // median of the last few looks moves by 2 ms.
+  let outputLatency = null;
+  let jitter = null;  // [jitterBufferDelay, jitterBufferEmittedCount] last seen
+  /** @type {number[]} the receive side's latest looks (seconds) */
+  let receive = [];
+  let sent = null;
+  function report() {
+    if (outputLatency == null) return;
+    const sorted = [...receive].sort((a, b) => a - b);
+    const median = sorted.length ? sorted[Math.floor(sorted.length / 2)] : 0;
+    const latency = Math.min(outputLatency + median, 0.999);
+    if (sent != null && Math.abs(latency - sent) < REPORT_STEP) return;
+    sent = latency;
+    put({ page_latency: Math.round(latency * 10000) / 10000 });
+  }
+  function look(seconds) {
+    receive.push(seconds);
+    if (receive.length > LOOKS) receive.shift();
+    report();
+  }
   document.addEventListener("pointerdown", async () => {
     try {
       const context = new AudioContext();
       await context.resume();
-      const latency = (context.outputLatency || 0) + (context.baseLatency || 0);
+      const began = performance.now();
+      while (!(context.outputLatency > 0) && performance.now() - began < 1000) {
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      outputLatency = (context.outputLatency || 0) + (context.baseLatency || 0);
       await context.close();
-      if (latency > 0 && latency < 1) put({ page_latency: Math.round(latency * 10000) / 10000 });
+      report();
     } catch {
       // no audio output: nothing to add
     }
   }, { once: true });
+  /** The session's statistics (main.js, each time the figures come): the receive side. */
+  function notePlayout(stats) {
+    let audio = null;
+    stats?.forEach((s) => { if (s.type === "inbound-rtp" && s.kind === "audio") audio = s; });
+    if (!audio) { jitter = null; receive = []; return; }
+    const played = audio.estimatedPlayoutTimestamp;  // NTP ms of what plays at audio.timestamp
+    const measured = played ? (audio.timestamp + NTP_UNIX_MS - played) / 1000 : NaN;
+    const now = [audio.jitterBufferDelay || 0, audio.jitterBufferEmittedCount || 0];
+    if (measured > 0 && measured < 1) {
+      look(measured);
+    } else if (jitter && now[1] - jitter[1] >= 48000) {  // a second of samples or more
+      look((now[0] - jitter[0]) / (now[1] - jitter[1]));
+      jitter = now;
+    } else if (!jitter || now[1] < jitter[1]) {
+      jitter = now;  // the first look, or a new session
+    }
+  }
   poll();
   setInterval(poll, POLL_MS);
   requestAnimationFrame(frame);
-  return { refresh: poll, get state() { return last; } };
+  return { refresh: poll, notePlayout, get state() { return last; } };
 }
 
 const root = document.getElementById("tempo");
-if (root) window.scopeRelayTempo = createTempo(root);
+const tempo = root ? createTempo(root) : null;
+if (tempo) window.scopeRelayTempo = tempo;
+
+/** main.js hands the session's getStats() here: the receive side's delay (page_latency). */
+export function notePlayout(stats) {
+  tempo?.notePlayout(stats);
+}
