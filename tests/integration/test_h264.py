@@ -25,7 +25,7 @@ from scope_relay.cloud.builtin_pipelines.hd_test import frame_size, hd_test_fram
 from scope_relay.rtc.ice import rtc_configuration
 from scope_relay.testing.camera import frame_number
 
-from helpers.processes import cloud_process, relay_process
+from helpers.processes import _environment, _serving, cloud_process, relay_process
 from helpers.waiting import wait_until
 
 HEIGHT, FPS = 360, 15.0
@@ -161,3 +161,17 @@ async def test_vp8_stays_the_default():
             relay_stats, cloud_stats = await stats(relay.url), await stats(cloud.url)
             assert relay_stats["video_codec"] == relay_stats["cloud_video_codec"] == "vp8"
             assert cloud_stats["video_codec"] == "vp8"
+
+
+async def test_the_embedded_cloud_takes_the_flag_too():
+    """``scope-relay local --video-codec h264`` with no cloud configured: its embedded
+    cloud app sends H.264, and the page gets it."""
+    env = _environment()
+    env.pop("SCOPE_CLOUD_WS_URL", None)
+    async with _serving(["local", "--host", "127.0.0.1", "--port", "0", "--browser-loopback-ice",
+                         "--video-codec", "h264"], env, r"open the page: (http://\S+?)/?$",
+                        "relay", 60) as (_, url, _output), stream(url) as session:
+        assert first_video_codec(session.answer_sdp) == "H264"
+        await check_stream(session, frames=20)
+        relay_stats = await stats(url)
+        assert relay_stats["video_codec"] == relay_stats["cloud_video_codec"] == "h264"
