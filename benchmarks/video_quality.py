@@ -8,10 +8,13 @@ reference: the same source frames through one encode at the cloud hop's measured
 and one decode, no relay, and through two (what a transcoding relay does to the picture,
 without its timing). Also printed: both hops' video bitrates (RTP payload), the relay's
 and the cloud's CPU (% of one core), frames per second at the receiver, and the cloud
-encoder's target.
+encoder's target, and the codec each hop carried.
 
     .venv/bin/python benchmarks/video_quality.py [--height 720] [--fps 30] [--seconds 10]
-        [--video-bitrate BPS] [--quick]
+        [--video-bitrate BPS] [--codec vp8|h264|both] [--quick]
+
+``--codec``: the cloud's ``--video-codec`` (the reference encodes use it too); ``both``
+runs a VP8 session, then an H.264 one, and prints them side by side.
 
 ``--quick``: 360 lines at 15 fps for 2 s, the suite's smoke test (its figures mean little).
 """
@@ -78,23 +81,23 @@ def compare(pairs: list[tuple[np.ndarray, np.ndarray]]) -> tuple[float, float]:
 
 
 def through_codecs(frames: int, width: int, height: int, fps: float, bitrates: list[int],
-                   numbers: list[int]) -> tuple[float, float]:
+                   numbers: list[int], codec: str = "vp8") -> tuple[float, float]:
     """PSNR/SSIM of the first ``frames`` source frames through one encode and decode per
     entry of ``bitrates`` (the cloud's encoder class capped at that rate), compared on
     ``numbers``: one entry is the one-encode reference, two are what a transcoding relay
-    does to the picture, without any of its timing."""
-    from aiortc.codecs import get_decoder, get_encoder
-    from aiortc.codecs.vpx import vp8_depayload
+    does to the picture, without any of its timing. ``codec``: ``vp8`` or ``h264``."""
+    from aiortc.codecs import depayload, get_decoder, get_encoder
     from aiortc.jitterbuffer import JitterFrame
     from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
+    from scope_relay.rtc.video_codecs import VIDEO_CODECS
     from scope_relay.rtc.video_encoder import configure_video
 
-    vp8 = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90_000)
+    parameters = RTCRtpCodecParameters(mimeType=VIDEO_CODECS[codec], clockRate=90_000)
     stages = []
     for rate in bitrates:
         configure_video(rate)
-        stages.append((get_encoder(vp8), get_decoder(vp8)))
+        stages.append((get_encoder(parameters), get_decoder(parameters)))
     wanted, pairs = set(numbers), []
     for n in range(frames):
         source = hd_test_frame(n, width, height, fps)
@@ -102,7 +105,7 @@ def through_codecs(frames: int, width: int, height: int, fps: float, bitrates: l
         for encoder, decoder in stages:
             picture.pts, picture.time_base = round(n * 90_000 / fps), fractions.Fraction(1, 90_000)
             payloads, timestamp = encoder.encode(picture)
-            data = b"".join(vp8_depayload(p) for p in payloads)
+            data = b"".join(depayload(parameters, p) for p in payloads)
             decoded = decoder.decode(JitterFrame(data=data, timestamp=timestamp))
             if not decoded or not isinstance(decoded[0], av.VideoFrame):
                 break
@@ -125,13 +128,16 @@ async def cloud_video_stats(url: str) -> dict[str, Any]:
     return sessions[0] if sessions else {}
 
 
-async def run(height: int, fps: float, seconds: float, video_bitrate: int | None) -> dict:
-    """One session measured; every figure in a dict (see :func:`report`)."""
+async def run(height: int, fps: float, seconds: float, video_bitrate: int | None,
+              codec: str = "vp8") -> dict:
+    """One session measured, the cloud sending ``codec``; every figure in a dict (see
+    :func:`report`)."""
     width, height = frame_size(height)
     env = {**os.environ, "SCOPE_RELAY_ICE_LOOPBACK": "1", "PYTHONUNBUFFERED": "1"}
     env.pop("SCOPE_CLOUD_API_KEY", None)
     rate_flag = [] if video_bitrate is None else ["--video-bitrate", str(video_bitrate)]
     cloud, ws_url = await start(["cloud", "--host", "127.0.0.1", "--port", "0", *rate_flag,
+                                 "--video-codec", codec,
                                  "--loopback-ice", "--log-level", "WARNING"],
                                 r"cloud app: (ws://\S+)", env)
     cloud_url = ws_url.replace("ws://", "http://").rsplit("/ws", 1)[0]
@@ -188,9 +194,11 @@ async def run(height: int, fps: float, seconds: float, video_bitrate: int | None
         last = max(n for _, n in got.arrivals if n is not None)
         rate = max(int(cloud_bps), 300_000)
         compared = [n for n in numbers if n <= last]
-        ref = through_codecs(last + 1, width, height, fps, [rate], compared)
-        twice = through_codecs(last + 1, width, height, fps, [rate, rate], compared)
-        return {"width": width, "height": height, "fps": fps, "received_fps": frames / elapsed,
+        ref = through_codecs(last + 1, width, height, fps, [rate], compared, codec)
+        twice = through_codecs(last + 1, width, height, fps, [rate, rate], compared, codec)
+        return {"codec": codec, "cloud_codec": cloud_stats.get("video_codec"),
+                "page_codec": relay1.get("video_codec"),
+                "width": width, "height": height, "fps": fps, "received_fps": frames / elapsed,
                 "psnr": received[0], "ssim": received[1], "compared": len(numbers),
                 "ref_psnr": ref[0], "ref_ssim": ref[1], "twice_psnr": twice[0],
                 "twice_ssim": twice[1], "cloud_bps": cloud_bps,
@@ -206,12 +214,10 @@ async def run(height: int, fps: float, seconds: float, video_bitrate: int | None
             await proc.wait()
 
 
-def report(r: dict, verbose: bool = False) -> None:
+def rows(r: dict) -> list[tuple[str, str]]:
     target = "-" if r["cloud_target"] is None else f"{r['cloud_target'] / 1e6:.2f}"
-    print(f"hd-test {r['width']}x{r['height']} @ {r['fps']:g} fps "
-          f"({r['compared']} frames compared)")
-    print(f"{'figure':<36} {'value':>10}")
-    rows = [("PSNR-Y at the receiver (dB)", f"{r['psnr']:.2f}"),
+    return [("video codec, cloud hop / page hop", f"{r['cloud_codec']}/{r['page_codec']}"),
+            ("PSNR-Y at the receiver (dB)", f"{r['psnr']:.2f}"),
             ("SSIM-Y at the receiver", f"{r['ssim']:.4f}"),
             ("PSNR-Y, one encode, no relay (dB)", f"{r['ref_psnr']:.2f}"),
             ("SSIM-Y, one encode, no relay", f"{r['ref_ssim']:.4f}"),
@@ -224,11 +230,20 @@ def report(r: dict, verbose: bool = False) -> None:
             ("relay CPU (% of a core)", f"{r['relay_cpu']:.0f}"),
             ("cloud CPU (% of a core)", f"{r['cloud_cpu']:.0f}"),
             ("frames without a readable number", f"{r['relay_unmatched']}")]
-    for name, value in rows:
-        print(f"{name:<36} {value:>10}")
+
+
+def report(results: list[dict], verbose: bool = False) -> None:
+    """One column per session (one per codec)."""
+    first = results[0]
+    print(f"hd-test {first['width']}x{first['height']} @ {first['fps']:g} fps "
+          f"({', '.join(str(r['compared']) for r in results)} frames compared)")
+    print(f"{'figure':<36}" + "".join(f" {r['codec']:>10}" for r in results))
+    for i, (name, _) in enumerate(rows(first)):
+        print(f"{name:<36}" + "".join(f" {rows(r)[i][1]:>10}" for r in results))
     if verbose:
-        print("cloud session:", json.dumps(r["cloud_stats"], indent=1))
-        print("relay session:", json.dumps(r["relay_stats"], indent=1))
+        for r in results:
+            print(f"cloud session ({r['codec']}):", json.dumps(r["cloud_stats"], indent=1))
+            print(f"relay session ({r['codec']}):", json.dumps(r["relay_stats"], indent=1))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -238,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--video-bitrate", type=int, default=None, metavar="BPS",
                         help="the cloud's (and relay's) video bitrate ceiling")
+    parser.add_argument("--codec", choices=("vp8", "h264", "both"), default="vp8",
+                        help="the cloud's --video-codec; both: a session of each, side by side")
     parser.add_argument("--verbose", action="store_true",
                         help="also print the cloud's and the relay's session stats")
     parser.add_argument("--quick", action="store_true",
@@ -245,8 +262,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.height, args.fps, args.seconds = 360, 15.0, 2.0
-    report(asyncio.run(run(args.height, args.fps, args.seconds, args.video_bitrate)),
-           args.verbose)
+    codecs = ["vp8", "h264"] if args.codec == "both" else [args.codec]
+    report([asyncio.run(run(args.height, args.fps, args.seconds, args.video_bitrate, codec))
+            for codec in codecs], args.verbose)
     return 0
 
 

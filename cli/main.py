@@ -103,13 +103,22 @@ def _video_bitrate(text: str) -> int:
     return value
 
 
+def _video_codec(text: str) -> str:
+    from scope_relay.rtc.video_codecs import parse_video_codec
+
+    try:
+        return parse_video_codec(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--opus-bitrate", type=int, default=128_000, metavar="BPS",
                    help="Opus bitrate for audio this process sends (default 128000, "
                         "full-band 'audio' mode, stereo)")
     p.add_argument("--video-bitrate", type=_video_bitrate, default=None, metavar="BPS",
-                   help="VP8 bitrate ceiling for video this process sends (default: fits "
-                        "the picture, e.g. 2.8 Mb/s for 1280x720 at 30 fps)")
+                   help="video bitrate ceiling (VP8 or H.264) for video this process sends "
+                        "(default: fits the picture, e.g. 2.8 Mb/s for 1280x720 at 30 fps)")
     p.add_argument("--log-level", default=os.environ.get("SCOPE_LOG_LEVEL", "INFO"),
                    help="logging level (default INFO; env SCOPE_LOG_LEVEL)")
 
@@ -129,6 +138,10 @@ def _add_cloud_options(p: argparse.ArgumentParser, *, embedded: bool) -> None:
                         "file.py:Class (repeatable; also SCOPE_RELAY_PIPELINES, comma-separated)")
     g.add_argument("--reload", action="store_true",
                    help="use edited plugin code at the next session start (development)")
+    g.add_argument("--video-codec", type=_video_codec, default="vp8", metavar="h264|vp8",
+                   help="codec the cloud sends video in (default vp8), when the relay offers "
+                        "it (the relay offers both; the page gets it too where its browser "
+                        "offered it). h264: constrained baseline, packetization-mode 1")
     if embedded:
         return
     g.add_argument("--stun-url", action="append", default=[], metavar="URL",
@@ -281,13 +294,14 @@ def _cloud_config(args: argparse.Namespace, *, embedded: bool) -> CloudConfig:
 
     if embedded:
         return CloudConfig(loopback_ice=True, preload=args.preload, opus_bitrate=args.opus_bitrate,
-                           video_bitrate=args.video_bitrate,
+                           video_bitrate=args.video_bitrate, video_codec=args.video_codec,
                            playout_delay=args.cloud_playout_delay, max_buffer=args.max_buffer,
                            device=args.device, pipelines=args.pipeline, reload=args.reload)
     return CloudConfig(
         api_key=args.api_key, loopback_ice=args.loopback_ice, preload=args.preload,
         device=args.device, pipelines=args.pipeline, reload=args.reload,
         opus_bitrate=args.opus_bitrate, video_bitrate=args.video_bitrate,
+        video_codec=args.video_codec,
         playout_delay=args.cloud_playout_delay, max_buffer=args.max_buffer,
         max_session_seconds=args.max_session_seconds, heartbeat=args.heartbeat or None,
         max_sessions=args.max_sessions,

@@ -96,8 +96,11 @@ class CloudConfig:
     #: load edited plugin sources again at the next chain load / session start
     reload: bool = False
     opus_bitrate: int = DEFAULT_BITRATE
-    #: VP8 bitrate ceiling; None: one that fits the picture (rtc/video_encoder.py)
+    #: video bitrate ceiling; None: one that fits the picture (rtc/video_encoder.py)
     video_bitrate: int | None = None
+    #: the codec this app's answers put first for video, ``vp8`` or ``h264``
+    #: (rtc/video_codecs.py); the other one when an offer lacks it
+    video_codec: str = "vp8"
 
 
 class CloudState:
@@ -196,7 +199,8 @@ class CloudState:
         session = MediaSession(self.manager, ice_servers=self.ice.servers(),
                                loopback_ice=self.config.loopback_ice,
                                playout_delay=self.config.playout_delay,
-                               max_buffer=self.config.max_buffer, owner=owner)
+                               max_buffer=self.config.max_buffer, owner=owner,
+                               video_codec=self.config.video_codec)
         self.sessions_starting += 1
         self._note_sessions_changed()
         try:

@@ -17,6 +17,7 @@ from typing import Any
 
 import aioice.ice
 import aiortc.codecs
+import aiortc.codecs.h264
 import aiortc.codecs.opus
 import aiortc.codecs.vpx
 import aiortc.rtcrtpreceiver
@@ -61,6 +62,49 @@ def install_video_encoder(encoder: type) -> None:
     """Make every new VP8 sender encode with ``encoder`` (aiortc's ``get_encoder`` builds
     ``aiortc.codecs.Vp8Encoder``)."""
     setattr(aiortc.codecs, "Vp8Encoder", encoder)  # noqa: B010 (a module attribute we replace)
+
+
+# --- video codecs: H.264 beside VP8, the codec a transceiver sends ---------------------
+#: aiortc's own H.264 encoder class (subclass it for its FU-A/STAP-A packetisation)
+H264EncoderBase: type = aiortc.codecs.h264.H264Encoder
+
+
+def install_h264_encoder(encoder: type) -> None:
+    """Make every new H.264 sender encode with ``encoder`` (aiortc's ``get_encoder``
+    builds ``aiortc.codecs.H264Encoder``)."""
+    setattr(aiortc.codecs, "H264Encoder", encoder)  # noqa: B010 (a module attribute we replace)
+
+
+def prefer_codec(transceiver: Any, mime_type: str) -> bool:
+    """Put ``mime_type`` (e.g. ``video/H264``) first among a transceiver's negotiated
+    codecs, the others after it in their order, each RTX right after the codec it repairs.
+    False (nothing changed) when the remote side did not offer it.
+
+    aiortc's ``setCodecPreferences`` works only before a remote offer is applied (it
+    filters the codecs then); an answerer's transceiver is created by that offer. The
+    first codec is what the sender sends and what the answer lists first."""
+    codecs = list(transceiver._codecs)
+    wanted = [c for c in codecs if c.mimeType.lower() == mime_type.lower()]
+    if not wanted:
+        return False
+    ordered = wanted + [c for c in codecs if c.mimeType.lower() not in (mime_type.lower(),
+                                                                        "video/rtx")]
+    rtx = {c.parameters.get("apt"): c for c in codecs if c.mimeType.lower() == "video/rtx"}
+    transceiver._codecs = [x for c in ordered for x in (c, rtx.get(c.payloadType)) if x]
+    return True
+
+
+def sending_codec(transceiver: Any) -> str | None:
+    """The MIME type a negotiated transceiver sends with (its first codec: aiortc's
+    sender uses ``codecs[0]``), ``None`` before negotiation."""
+    codecs = transceiver._codecs
+    return str(codecs[0].mimeType) if codecs else None
+
+
+def offered_codecs(transceiver: Any) -> list[str]:
+    """The MIME types the remote offer and we have in common on this m-line, in the
+    offer's order (RTX left out)."""
+    return [str(c.mimeType) for c in transceiver._codecs if c.mimeType.lower() != "video/rtx"]
 
 
 _original_audio_level: Callable[[Any], int] = aiortc.rtp.compute_audio_level_dbov

@@ -20,6 +20,12 @@ def validate_offer_sdp(sdp: Any) -> str:
     missing = [line.rstrip(":") for line in REQUIRED_LINES if line not in sdp]
     if missing:
         raise InvalidSdp(f"offer SDP lacks {', '.join(missing)}")
+    # aiortc takes repeated mids and only fails at its answer; the relay makes its answer
+    # after the cloud has answered (the page's codec follows the cloud's), so refuse here
+    mids = [line.strip()[6:] for line in sdp.splitlines() if line.startswith("a=mid:")]
+    repeated = sorted({mid for mid in mids if mids.count(mid) > 1})
+    if repeated:
+        raise InvalidSdp(f"offer SDP repeats a=mid:{', a=mid:'.join(repeated)}")
     return sdp
 
 

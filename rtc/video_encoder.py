@@ -1,9 +1,12 @@
-"""The VP8 encoder every video sender uses: a rate that fits the picture.
+"""The video encoders every video sender uses: a rate that fits the picture.
 
 aiortc's ``Vp8Encoder`` starts at 500 kb/s and never goes above 1.5 Mb/s whatever the
-resolution (``MAX_BITRATE`` in ``aiortc/codecs/vpx.py``), and restarts its codec (a
-keyframe) whenever a receiver's estimate moves its target by 10 %. :class:`RatedVp8Encoder`
-keeps aiortc's packetisation and realtime libvpx settings but:
+resolution (``MAX_BITRATE`` in ``aiortc/codecs/vpx.py``; its ``H264Encoder``: 3 Mb/s), and
+restarts its codec (a keyframe) whenever a receiver's estimate moves its target by 10 %.
+:class:`RatedVideoEncoder` is the rate policy, whatever the codec; :class:`RatedVp8Encoder`
+keeps aiortc's VP8 packetisation and realtime libvpx settings under it
+(:class:`.h264_encoder.RatedH264Encoder`: libx264 and aiortc's H.264 packetisation). The
+policy:
 
 - its ceiling is ``--video-bitrate`` or, by default, :func:`default_video_bitrate` of the
   picture's size and frame rate (the rate is read from the frames' timestamps);
@@ -12,13 +15,17 @@ keeps aiortc's packetisation and realtime libvpx settings but:
   then climbs back towards the ceiling as the estimate allows. aiortc's estimate follows
   the incoming rate (about 1.5x it while all is well), so taking it at its word would pin
   the rate to whatever the encoder happened to send. A fall is applied at most every
-  :attr:`RatedVp8Encoder.fall_interval` s, a rise every :attr:`RatedVp8Encoder.raise_interval`
-  s, and only moves of more than 20 % reopen the codec (libvpx through PyAV cannot change
-  its rate in place, and a reopened codec starts with a keyframe);
-- a keyframe at least every :attr:`RatedVp8Encoder.keyframe_seconds` (aiortc: 3000 frames).
+  :attr:`RatedVideoEncoder.fall_interval` s, a rise every
+  :attr:`RatedVideoEncoder.raise_interval` s, and only moves of more than 20 % reopen the
+  codec (libvpx and libx264 through PyAV cannot change their rate in place, and a reopened
+  codec starts with a keyframe);
+- a keyframe at least every :attr:`RatedVideoEncoder.keyframe_seconds` (aiortc: 3000 frames).
 
-:func:`configure_video` installs it process-wide, as :func:`.opus.configure_opus` does for
-audio.
+A codec plugs in through four hooks: :meth:`RatedVideoEncoder._configure` (a fresh
+codec's settings), :meth:`~RatedVideoEncoder._encode_bytes`,
+:meth:`~RatedVideoEncoder._is_keyframe` and :meth:`~RatedVideoEncoder._packetise`.
+:func:`configure_video` installs both codecs process-wide, as :func:`.opus.configure_opus`
+does for audio.
 """
 
 from __future__ import annotations
@@ -27,12 +34,13 @@ import collections
 import fractions
 import multiprocessing
 import time
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import av
 from av.frame import Frame
+from av.video.codeccontext import VideoCodecContext
 
-from .aiortc_internals import Vp8EncoderBase, install_video_encoder, vp8_threads
+from .aiortc_internals import Vp8EncoderBase, install_h264_encoder, install_video_encoder, vp8_threads
 
 VIDEO_CLOCK = 90_000
 #: bits per pixel per frame at 30 fps: 2.8 Mb/s for 1280x720, 6.2 Mb/s for 1920x1080
@@ -52,8 +60,12 @@ def default_video_bitrate(width: int, height: int, fps: float) -> int:
     return int(min(max(rate, MIN_BITRATE), MAX_DEFAULT_BITRATE))
 
 
-class RatedVp8Encoder(Vp8EncoderBase):
-    """aiortc's VP8 encoder with a ceiling that fits the picture (module docstring)."""
+class RatedVideoEncoder:
+    """The rate policy of every video sender, whatever the codec (module docstring).
+    Mixed in before an aiortc encoder class (its packetiser), with the codec hooks."""
+
+    #: the libavcodec encoder a new codec is created with
+    codec_name: ClassVar[str] = ""
 
     #: the ceiling every new encoder gets; ``None``: :func:`default_video_bitrate`
     ceiling: ClassVar[int | None] = None
@@ -71,7 +83,7 @@ class RatedVp8Encoder(Vp8EncoderBase):
         self._last_pts: float | None = None
         self._opened_at = 0.0
         self._rate = 0  # what the codec was opened with
-        self.picture_id: int = self.picture_id  # (aiortc's, random; typed here)
+        self.codec: VideoCodecContext | None = None
         self.reopens = 0
         self.keyframes = 0
         self.payload_bytes = 0
@@ -143,25 +155,35 @@ class RatedVp8Encoder(Vp8EncoderBase):
 
     def _open(self, frame: Any, fps: float) -> None:
         self._fps = fps if self._fps is None else self._fps
-        codec = av.CodecContext.create("libvpx", "w")
+        codec = cast(VideoCodecContext, av.CodecContext.create(self.codec_name, "w"))
         codec.width, codec.height = frame.width, frame.height
         self.codec = codec  # (current_ceiling reads the size from it)
         rate = self._rate = self.target_bitrate
         codec.bit_rate = rate
         codec.pix_fmt = "yuv420p"
         codec.time_base = fractions.Fraction(1, VIDEO_CLOCK)
-        codec.gop_size = max(1, round(self.keyframe_seconds * self._fps))  # kf_max_dist
-        codec.qmin, codec.qmax = 2, 56
-        codec.options = {
-            "bufsize": str(rate),  # rc_buf_sz = bufsize * 1000 / bit_rate: 1 s
-            "cpu-used": "-6", "deadline": "realtime", "lag-in-frames": "0",
-            "minrate": str(rate), "maxrate": str(rate),  # CBR
-            "noise-sensitivity": "4", "overshoot-pct": "15", "partitions": "0",
-            "static-thresh": "1", "undershoot-pct": "100",
-        }
+        codec.gop_size = max(1, round(self.keyframe_seconds * self._fps))  # keyframe interval
+        self._configure(codec, rate, self._fps)
         codec.thread_count = vp8_threads(frame.width * frame.height, multiprocessing.cpu_count())
         self._opened_at = time.monotonic()
         self.reopens += 1
+
+    # --- the codec's hooks ---------------------------------------------------------------
+    def _configure(self, codec: VideoCodecContext, rate: int, fps: float) -> None:
+        """A fresh codec's own settings (size, ``bit_rate``, ``gop_size`` are set)."""
+        raise NotImplementedError
+
+    def _encode_bytes(self, frame: av.VideoFrame) -> bytes:
+        """One frame's bitstream (empty when the codec holds it back)."""
+        assert self.codec is not None
+        return b"".join(bytes(packet) for packet in self.codec.encode(frame))
+
+    def _is_keyframe(self, data: bytes) -> bool:
+        raise NotImplementedError
+
+    def _packetise(self, data: bytes) -> list[bytes]:
+        """RTP payloads for one frame's bitstream."""
+        raise NotImplementedError
 
     # --- aiortc's Encoder interface ------------------------------------------------------
     def encode(self, frame: Frame, force_keyframe: bool = False) -> tuple[list[bytes], int]:
@@ -177,18 +199,15 @@ class RatedVp8Encoder(Vp8EncoderBase):
         timestamp = round(float(frame.pts * frame.time_base) * VIDEO_CLOCK) if (
             frame.pts is not None and frame.time_base is not None) else 0
         frame.pts, frame.time_base = timestamp, fractions.Fraction(1, VIDEO_CLOCK)
-        assert self.codec is not None
-        data = b"".join(bytes(packet) for packet in self.codec.encode(frame))
-        if data and not data[0] & 1:  # VP8 frame tag: bit 0 clear on a keyframe
+        data = self._encode_bytes(frame)
+        if data and self._is_keyframe(data):
             self.keyframes += 1
         self.payload_bytes += len(data)
         now = time.monotonic()  # wall time: what a receiver's estimate is measured in
         self._sent.append((now, len(data)))
         while self._sent and self._sent[0][0] < now - 1.0:
             self._sent.popleft()
-        payloads = self._packetize(data, self.picture_id)
-        self.picture_id = (self.picture_id + 1) % (1 << 15)
-        return payloads, timestamp
+        return self._packetise(data), timestamp
 
     def stats(self) -> dict[str, Any]:
         sent = self.send_rate()
@@ -199,11 +218,43 @@ class RatedVp8Encoder(Vp8EncoderBase):
                 "keyframes": self.keyframes, "encoded_bytes": self.payload_bytes}
 
 
+class RatedVp8Encoder(RatedVideoEncoder, Vp8EncoderBase):
+    """aiortc's VP8 encoder (its packetiser) with the rate policy and realtime libvpx."""
+
+    codec_name = "libvpx"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.picture_id: int = self.picture_id  # (aiortc's, random; typed here)
+
+    def _configure(self, codec: VideoCodecContext, rate: int, fps: float) -> None:
+        codec.qmin, codec.qmax = 2, 56
+        codec.options = {
+            "bufsize": str(rate),  # rc_buf_sz = bufsize * 1000 / bit_rate: 1 s
+            "cpu-used": "-6", "deadline": "realtime", "lag-in-frames": "0",
+            "minrate": str(rate), "maxrate": str(rate),  # CBR
+            "noise-sensitivity": "4", "overshoot-pct": "15", "partitions": "0",
+            "static-thresh": "1", "undershoot-pct": "100",
+        }
+
+    def _is_keyframe(self, data: bytes) -> bool:
+        return not data[0] & 1  # VP8 frame tag: bit 0 clear on a keyframe
+
+    def _packetise(self, data: bytes) -> list[bytes]:
+        payloads: list[bytes] = self._packetize(data, self.picture_id)
+        self.picture_id = (self.picture_id + 1) % (1 << 15)
+        return payloads
+
+
 def configure_video(bitrate: int | None = None) -> None:
-    """Make every new VP8 sender in this process use :class:`RatedVp8Encoder` with
-    ``bitrate`` as its ceiling (``None``: :func:`default_video_bitrate`)."""
+    """Make every new VP8 and H.264 sender in this process use :class:`RatedVp8Encoder` /
+    :class:`.h264_encoder.RatedH264Encoder` with ``bitrate`` as its ceiling (``None``:
+    :func:`default_video_bitrate`)."""
+    from .h264_encoder import RatedH264Encoder  # (it builds on this module)
+
     if bitrate is not None and bitrate < MIN_BITRATE:
         raise ValueError(f"a video bitrate below {MIN_BITRATE} b/s cannot carry a picture, "
                          f"got {bitrate}")
-    RatedVp8Encoder.ceiling = bitrate
+    RatedVideoEncoder.ceiling = bitrate
     install_video_encoder(RatedVp8Encoder)
+    install_h264_encoder(RatedH264Encoder)

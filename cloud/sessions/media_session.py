@@ -30,6 +30,7 @@ from scope_relay.protocol.media import SAMPLE_RATE
 from scope_relay.protocol.parameters import DATA_CHANNEL_LABEL, PIPELINE_IDS, pipeline_parameters
 from scope_relay.rtc.peer import PeerSession
 from scope_relay.rtc.sdp import validate_offer_sdp
+from scope_relay.rtc.video_codecs import DEFAULT_VIDEO_CODEC, answer_with, video_codec
 from scope_relay.util.channels import send_message
 from scope_relay.util.throttled_log import ThrottledWarning
 
@@ -47,7 +48,7 @@ class MediaSession(PeerSession):
     def __init__(self, manager: PipelineManager, *, ice_servers: list[dict[str, Any]],
                  loopback_ice: bool = False, playout_delay: float = 0.1,
                  max_buffer: float = 6.0, connect_timeout: float = 30.0,
-                 owner: str | None = None):
+                 owner: str | None = None, video_codec: str = DEFAULT_VIDEO_CODEC):
         super().__init__(ice_servers=ice_servers, loopback_ice=loopback_ice,
                          connect_timeout=connect_timeout)
         self.manager = manager
@@ -56,6 +57,8 @@ class MediaSession(PeerSession):
         self.owner = owner
         self.playout_delay = playout_delay
         self.max_buffer = max_buffer
+        #: the codec the answer puts first for video (``--video-codec``, rtc/video_codecs.py)
+        self.preferred_video_codec = video_codec
         self.runner: PipelineRunner | None = None
         self.buffer: MediaBuffer | None = None
         self.audio_track: TimedAudioTrack | None = None
@@ -101,6 +104,7 @@ class MediaSession(PeerSession):
         caps = self.capabilities = self.manager.registry.capabilities(self.pipeline_ids)
 
         await self.set_offer(sdp)
+        answer_with(self.pc, self.preferred_video_codec)  # or the other, if not offered
         audio_clocked = caps.produces_audio and self.offers("audio")
         camera_driven = caps.accepts_video and not audio_clocked
         self.buffer = MediaBuffer(asyncio.get_running_loop(),
@@ -239,6 +243,7 @@ class MediaSession(PeerSession):
             out["video_frames_sent"] = self.video_track.frames_sent
             out["late_video_frames"] = self.video_track.late_frames
         out["pipeline_failed"] = self.pipeline_failed
+        out["video_codec"] = video_codec(self.pc) if self.video_track else None
         if self.runner:
             out.update(self.runner.counts.as_stats())
             out["input_frames_dropped"] = self.runner.inputs.dropped if self.runner.inputs else 0

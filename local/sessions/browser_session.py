@@ -38,6 +38,7 @@ from scope_relay.protocol.parameters import DATA_CHANNEL_LABEL, PAUSED, PIPELINE
 from scope_relay.rtc.aiortc_internals import offered_direction
 from scope_relay.rtc.peer import PeerSession
 from scope_relay.rtc.sdp import validate_offer_sdp
+from scope_relay.rtc.video_codecs import choose_page_codec, video_codec
 from scope_relay.util.channels import send_message
 from scope_relay.util.throttled_log import ThrottledWarning
 
@@ -114,6 +115,8 @@ class BrowserSession(PeerSession):
         self._osc_names: dict[str, float] = {}
         self._osc_refusal_log = ThrottledWarning(logger, REFUSAL_LOG_INTERVAL,
                                                  held="more refused since the last report")
+        #: the codec the page hop sends video in (None: no video to the page)
+        self.video_codec: str | None = None
 
     @property
     def cloud(self) -> CloudWebRTCClient | None:
@@ -169,10 +172,11 @@ class BrowserSession(PeerSession):
         self._own_tracks = fanout.subscribe()  # the owner's sender, like any viewer's
         self.attach_media(*self._own_tracks, receive_video=send_camera,
                           receive_audio=send_microphone)
-        # the answer first: an offer that cannot be answered costs no cloud session
-        answer = await self.create_answer()
         await self.hop.connect()  # returns once the cloud answered (see CloudHop.connect)
-        return answer
+        # the page's video in the cloud's negotiated codec where the browser offered it
+        # (rtc/video_codecs.py: page_video_codec), so the answer waits for the cloud's
+        self.video_codec = choose_page_codec(self.pc, self.cloud.pc if self.cloud else None)
+        return await self.create_answer()
 
     # --- hooks ---------------------------------------------------------------------------
     def on_track(self, track: MediaStreamTrack) -> None:
@@ -286,4 +290,7 @@ class BrowserSession(PeerSession):
             out["video_frames_sent"] = self.video_track.frames_sent
         if self.audio_track:
             out["audio_frames_sent"] = self.audio_track.frames_sent
+        out["video_codec"] = self.video_codec if self.video_track else None
+        out["cloud_video_codec"] = video_codec(self.cloud.pc) if (
+            self.cloud and self.cloud.pc and self.video_track) else None
         return out

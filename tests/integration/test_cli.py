@@ -23,7 +23,7 @@ def test_help_explains_flags_and_environment(command):
                      "SCOPE_CLOUD_API_KEY", "SCOPE_RELAY_ICE_LOOPBACK"):
         assert variable in out
     if command:
-        assert "--opus-bitrate" in out
+        assert "--opus-bitrate" in out and "--video-codec" in out
 
 
 def test_malformed_app_id_is_a_clear_error():
@@ -32,6 +32,14 @@ def test_malformed_app_id_is_a_clear_error():
                             timeout=60, env=env)
     assert result.returncode == 2
     assert "owner/app" in result.stderr
+
+
+@pytest.mark.parametrize("command", ["cloud", "local", "demo"])
+def test_a_bad_video_codec_is_a_clear_error(command):
+    result = subprocess.run(CLI + [command, "--video-codec", "av1"], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 2
+    assert "--video-codec: unknown video codec 'av1': choose one of h264, vp8" in result.stderr
 
 
 def test_demo_serves_the_page_and_a_ready_cloud():

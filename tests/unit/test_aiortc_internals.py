@@ -284,3 +284,29 @@ async def test_sender_rtcp_tap_sees_feedback_before_aiortc():
         assert sender._RTCRtpSender__force_keyframe  # aiortc handled it too
     finally:
         await pc.close()
+
+
+async def test_video_codec_internals_on_a_real_transceiver():
+    """``_codecs`` (what the sender sends with: the first), aiortc's H.264 packetiser and
+    the module attribute ``get_encoder`` builds H.264 senders from."""
+    from scope_relay.rtc.h264_encoder import RatedH264Encoder
+    from scope_relay.rtc.video_encoder import configure_video
+
+    offerer, answerer = await offered_pair()
+    try:
+        video = answerer.getTransceivers()[0]
+        assert internals.offered_codecs(video) == ["video/VP8", "video/H264", "video/H264"]
+        assert internals.sending_codec(video) == "video/VP8"
+        assert internals.prefer_codec(video, "video/H264")
+        assert internals.sending_codec(video) == "video/H264"
+        assert not internals.prefer_codec(video, "video/AV1")
+        rtx = [c for c in video._codecs if c.mimeType == "video/rtx"]
+        assert [c.parameters["apt"] for c in rtx] == [
+            c.payloadType for c in video._codecs if c.mimeType != "video/rtx"]
+    finally:
+        await offerer.close()
+        await answerer.close()
+    assert callable(internals.H264EncoderBase._packetize)
+    assert callable(internals.H264EncoderBase._split_bitstream)
+    configure_video(None)
+    assert aiortc.codecs.H264Encoder is RatedH264Encoder
