@@ -21,6 +21,7 @@ from aiortc import MediaStreamTrack
 from scope_relay.local.sessions.fanout import CountedSubscription, OutputFanout
 from scope_relay.protocol.capabilities import Capabilities
 from scope_relay.protocol.errors import TooManyViewers, UnknownShare
+from scope_relay.rtc.keyframe_requests import pass_keyframe_requests
 from scope_relay.rtc.peer import PeerSession
 from scope_relay.rtc.sdp import validate_offer_sdp
 
@@ -61,8 +62,10 @@ class ViewerSession(PeerSession):
         assert caps is not None
         self.video, self.audio = self.fanout.subscribe(
             video=caps.produces_video and self.offers("video"),
-            audio=caps.produces_audio and self.offers("audio"))
+            audio=caps.produces_audio and self.offers("audio"), name=self.role)
         self.attach_media(self.video, self.audio, receive_video=False)
+        if self.video_send is not None and self.video is not None:
+            pass_keyframe_requests(self.video_send.sender, self.video.request_keyframe)
         answer = await self.create_answer()
         self.answered = True
         return answer
