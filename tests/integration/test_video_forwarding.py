@@ -110,7 +110,7 @@ async def test_a_keyframe_request_from_the_page_reaches_the_cloud(stack, cloud_f
         for _ in range(3):
             asked = time.monotonic()
             await internals.send_pli(peer.video_receiver, peer.path.media_ssrc)
-            await wait_until(lambda: peer.keyframes_after(asked), timeout=5)
+            await wait_until(lambda at=asked: peer.keyframes_after(at), timeout=5)
             latencies.append(peer.keyframes_after(asked)[0] - asked)
             await asyncio.sleep(0.5)  # (spacing between requests, not synchronisation)
         cloud_stats = await relay_stats(cloud.url)
