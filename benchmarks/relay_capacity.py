@@ -11,10 +11,11 @@ open, and both processes' memory again once every session has closed.
     .venv/bin/python benchmarks/relay_capacity.py [--sessions 1 2 4 8] [--seconds 10] [--quick]
         [--height 720 [--fps 30]] [--transcode]
 
-``--transcode``: the relay decodes and encodes video again, as before it forwarded the
-cloud's (the "before" of docs/architecture.md's table). ``--height``: each session streams the ``hd-test`` picture (16:9, video only) at that
+``--height``: each session streams the ``hd-test`` picture (16:9, video only) at that
 height and ``--fps`` instead of ``av-sync``; the receivers then count video frames per
 second (the slowest one's is printed) and there is no lip sync to measure.
+``--transcode``: the relay decodes and encodes video again, as before it forwarded the
+cloud's (the "before" of docs/architecture.md's table).
 
 On this machine the receivers decode on the same 2 cores as the cloud app and the relay,
 so the figures are a floor.
