@@ -186,6 +186,8 @@ class BrowserSession(PeerSession):
                           receive_audio=send_microphone)
         self._page_codecs = {mime.lower() for t in self.pc.getTransceivers()
                              if t.kind == "video" for mime in negotiated_codecs(t)[:1]}
+        if FORWARD_VIDEO and self._page_codecs:
+            fanout.forwarded_codec = next(iter(self._page_codecs))
         if self.video_send is not None and self._own_tracks[0] is not None:
             own_video = self._own_tracks[0]
             pass_keyframe_requests(self.video_send.sender, own_video.request_keyframe)

@@ -220,6 +220,8 @@ class OutputFanout:
         self._live: set[CountedSubscription] = set()
         #: frames skipped by subscriptions that have ended, per kind
         self._skipped_gone = dict.fromkeys(KINDS, 0)
+        #: the codec forwarded to the page (lower case), when the video goes on encoded
+        self.forwarded_codec: str | None = None
         self.decoder: LazyDecoder | None = None
         if video is not None:
             self.decoder = LazyDecoder(
@@ -245,6 +247,13 @@ class OutputFanout:
                 return None
             return self._one(kind, name=name, decoded=decoded and kind == "video")
         return one("video", video), one("audio", audio)
+
+    def can_forward_to(self, codecs: list[str]) -> bool:
+        """Whether a peer whose sender negotiated ``codecs`` (first: what it sends) can
+        take the forwarded packets (True too when nothing is forwarded: it gets pixels)."""
+        if self.forwarded_codec is None:
+            return True
+        return bool(codecs) and codecs[0].lower() == self.forwarded_codec
 
     def _end_decoder_subscription(self, sub: CountedSubscription) -> None:
         self.unsubscribe(sub)

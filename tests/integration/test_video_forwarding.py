@@ -144,3 +144,33 @@ async def test_a_nack_on_the_local_hop_is_answered_by_the_relay(stack):
         await peer.close()
     assert stats["video_send"]["nacked_packets"] >= 5  # asked of the relay's sender
     assert cloud_stats["video_send"]["nacks"] == 0  # and never of the cloud
+
+
+async def test_a_viewer_that_negotiated_another_codec_gets_the_picture_encoded_for_it(stack):
+    from aiortc import RTCRtpSender, RTCSessionDescription
+
+    cloud, relay = stack
+    owner = ForwardedReceiver()
+    viewer = BrowserPeer(video=True, audio=False)
+    try:
+        response = await owner.connect_relay(relay.url, PARAMETERS)
+        assert response.status_code == 200, response.text
+        token = response.json()["shareToken"]
+        video = next(t for t in viewer.pc.getTransceivers() if t.kind == "video")
+        video.setCodecPreferences([c for c in RTCRtpSender.getCapabilities("video").codecs
+                                   if c.mimeType.lower() == "video/h264"])
+        await viewer.pc.setLocalDescription(await viewer.pc.createOffer())
+        async with httpx.AsyncClient(base_url=relay.url, timeout=30) as http:
+            answer = await http.post("/api/v1/webrtc/viewer", json={
+                "sdp": viewer.pc.localDescription.sdp, "type": "offer", "shareToken": token})
+        assert answer.status_code == 200, answer.text
+        assert "H264/90000" in answer.json()["sdp"]
+        await viewer.pc.setRemoteDescription(RTCSessionDescription(answer.json()["sdp"], "answer"))
+        await viewer.wait_video_frames(15, timeout=30)
+        stats = await relay_stats(relay.url)
+    finally:
+        await viewer.close()
+        await owner.close()
+    assert stats["relay_decoder"]["running"] and stats["relay_decoder"]["frames"] >= 15
+    assert stats["receive"]["video"]["decoded_frames"] == 0  # the owner's still forwarded
+    assert len(owner.frames) >= 15
