@@ -126,11 +126,12 @@ class LazyDecoder:
         if name is None:
             self.errors += 1
             return []
-        if self._codec is None or self._codec_name != name:
-            self._codec = av.CodecContext.create(name, "r")
+        codec = self._codec  # (the loop may let it go when a run ends: keep our own)
+        if codec is None or self._codec_name != name:
+            codec = self._codec = av.CodecContext.create(name, "r")
             self._codec_name = name
         try:
-            frames = self._codec.decode(packet)
+            frames = codec.decode(packet)
         except av.FFmpegError as exc:
             self.errors += 1
             logger.debug("relay decoder: %s", exc)
