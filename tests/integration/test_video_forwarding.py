@@ -96,6 +96,8 @@ async def test_the_page_gets_the_clouds_bitstream_unchanged(stack, cloud_frames)
     assert stats["receive"]["video"]["decoded_frames"] == 0  # nothing transcoded
     assert stats["video_forward"]["frames"] >= len(received)
     assert stats["video_forward"]["codec"].lower() == "video/vp8"
+    # nothing needs pixels: the relay's decoder never ran
+    assert stats["relay_decoder"]["starts"] == 0 and not stats["relay_decoder"]["running"]
 
 
 async def test_a_keyframe_request_from_the_page_reaches_the_cloud(stack, cloud_frames):
@@ -174,3 +176,39 @@ async def test_a_viewer_that_negotiated_another_codec_gets_the_picture_encoded_f
     assert stats["relay_decoder"]["running"] and stats["relay_decoder"]["frames"] >= 15
     assert stats["receive"]["video"]["decoded_frames"] == 0  # the owner's still forwarded
     assert len(owner.frames) >= 15
+
+
+async def test_a_recording_runs_the_decoder_only_while_it_lasts(stack):
+    cloud, relay = stack
+    peer = ForwardedReceiver()
+    try:
+        response = await peer.connect_relay(relay.url, PARAMETERS)
+        assert response.status_code == 200, response.text
+        await wait_until(lambda: len(peer.frames) >= 10, timeout=30)
+        async with httpx.AsyncClient(base_url=relay.url, timeout=30) as http:
+            started = await http.post("/api/v1/recordings", json={"sessionId": peer.session_id})
+            assert started.status_code in (200, 201), started.text
+            recording = started.json()["recordingId"]
+
+            async def decoded() -> int:
+                return int((await relay_stats(relay.url))["relay_decoder"]["frames"])
+
+            frames: list[int] = [0]
+
+            async def poll() -> None:
+                while frames[0] < 15:
+                    frames[0] = await decoded()
+                    await asyncio.sleep(0.1)
+            await asyncio.wait_for(poll(), 30)
+            stopped = await http.delete(f"/api/v1/recordings/{recording}")
+            assert stopped.status_code == 200, stopped.text
+            assert stopped.json()["duration"] > 0
+            count = len(peer.frames)
+            await wait_until(lambda: len(peer.frames) >= count + 10, timeout=30)
+            stats = await relay_stats(relay.url)
+    finally:
+        await peer.close()
+    decoder = stats["relay_decoder"]
+    assert decoder["starts"] == 1 and not decoder["running"] and decoder["consumers"] == 0
+    assert decoder["errors"] == 0
+    assert stats["receive"]["video"]["decoded_frames"] == 0  # the page's still forwarded
