@@ -60,14 +60,15 @@ class UpstreamKeyframes:
             self.coalesced += 1
             return
         self._outstanding = now
-        self.sent += 1
         task = asyncio.get_running_loop().create_task(self._send_one())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _send_one(self) -> None:
         try:
-            if not await self._send():
+            if await self._send():
+                self.sent += 1
+            else:
                 self._outstanding = None  # nothing to ask yet (no stream): not outstanding
         except Exception as exc:  # a closing transport: the next request tries again
             logger.debug("keyframe request not sent: %s", exc)

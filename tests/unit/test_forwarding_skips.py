@@ -145,7 +145,7 @@ async def test_requests_are_coalesced_while_one_is_out_and_a_keyframe_answers_it
     for source in ("page", "viewer", "viewer"):
         up.request(source)
     await asyncio.sleep(0)
-    assert len(sent) == 1 and up.coalesced == 2
+    assert len(sent) == 1 and up.sent == 1 and up.coalesced == 2
     now[0] += 0.03
     up.frame(keyframe=True)  # answered: the next request goes at once
     assert up.answered == 1 and up.latencies[-1] == pytest.approx(0.03)
