@@ -107,6 +107,8 @@ class PlayoutCounts(Counters):
     video_late_frames: int = 0
     #: forwarded frames dropped because the frames before them were (undecodable)
     video_waiting_keyframe_frames: int = 0
+    #: keyframe requests answered by a keyframe already queued (none sent upstream)
+    keyframe_requests_queued: int = 0
     delay_decreases: int = 0
     loss_room_raises: int = 0
 
@@ -252,6 +254,10 @@ class FrameProcessor:
         if self._video[-1][0] - self._video[0][0] > self.max_queue:
             self._video_overflow()
         self._video_event.set()
+
+    def keyframe_queued(self) -> bool:
+        """Whether a forwarded keyframe is queued, not yet released."""
+        return any(isinstance(f, EncodedVideo) and f.keyframe for _, f in self._video)
 
     def video_gap(self) -> None:
         """Frames were lost before they reached the queue: take none before a keyframe."""

@@ -66,7 +66,11 @@ class CloudTrack(MediaStreamTrack):
         self.decoder: Any = None
 
     def request_keyframe(self, source: str) -> None:
-        """Someone downstream needs a keyframe (forwarded video: asked of the cloud)."""
+        """Someone downstream needs a keyframe (forwarded video: asked of the cloud, unless
+        one is queued here already, to be released within the playout delay)."""
+        if self.processor.keyframe_queued():
+            self.processor.counts.keyframe_requests_queued += 1
+            return
         self.processor.request_keyframe(source)
 
     async def recv(self) -> av.VideoFrame | av.Packet:

@@ -119,10 +119,12 @@ async def test_a_keyframe_request_from_the_page_reaches_the_cloud(stack, cloud_f
         stats = await relay_stats(relay.url)
     finally:
         await peer.close()
-    # each PLI went upstream (none coalesced: a keyframe answered the one before)
-    assert cloud_stats["video_send"]["plis"] >= cloud_plis + 3
+    # each PLI went upstream (none coalesced: a keyframe answered the one before), unless
+    # a keyframe was already queued at the relay (then that one answers it)
+    queued = stats["keyframe_requests_queued"]
+    assert cloud_stats["video_send"]["plis"] >= cloud_plis + 3 - queued
     upstream = stats["keyframes_upstream"]
-    assert upstream["requested"].get("page", 0) >= 3 and upstream["sent"] >= 3
+    assert upstream["requested"].get("page", 0) + queued >= 3 and upstream["sent"] >= 3 - queued
     # a periodic keyframe (every 3 s) could answer one by chance, not all three
     assert sorted(latencies)[1] < 0.3, latencies
 

@@ -11,6 +11,7 @@ import pytest
 from aiortc import MediaStreamTrack
 
 from scope_relay.local.playout.frame_processor import FrameProcessor
+from scope_relay.local.playout.release_tracks import CloudTrack
 from scope_relay.local.sessions.fanout import OutputFanout
 from scope_relay.rtc.keyframe_requests import UpstreamKeyframes
 from scope_relay.rtc.receive_path import EncodedVideo
@@ -68,6 +69,13 @@ def test_the_queue_starts_at_a_keyframe_and_overflow_drops_whole_groups():
     assert isinstance(head, EncodedVideo) and head.keyframe  # whole groups dropped
     assert head.pts == 61 * 3000 and p.counts.video_overflow_frames == 60  # two groups of 30
     assert asked == []
+    # a keyframe is queued: a request is answered by it, nothing goes upstream
+    track = CloudTrack(p)
+    track.request_keyframe("viewer")
+    assert asked == [] and p.counts.keyframe_requests_queued == 1
+    p._video.clear()
+    track.request_keyframe("viewer")
+    assert asked == ["viewer"]
 
 
 # --- a fan-out subscription -------------------------------------------------------------------
