@@ -21,16 +21,13 @@ import asyncio
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import av
 from aiortc.mediastreams import MediaStreamError
 
 from scope_relay.local.playout.release_tracks import FrameTap, run_taps
 from scope_relay.util.tasks import OwnedTasks
-
-if TYPE_CHECKING:
-    from scope_relay.local.sessions.fanout import CountedSubscription
 
 logger = logging.getLogger(__name__)
 
@@ -42,17 +39,29 @@ class _Kind:
     kind = "video"
 
 
+class Subscription(Protocol):
+    """What the decoder needs of a fan-out subscription (``fanout.CountedSubscription``)."""
+
+    skipped: int
+
+    async def recv(self) -> Any: ...
+
+    def push(self, frame: Any) -> None: ...
+
+    def end(self) -> None: ...
+
+
 class LazyDecoder:
     """Decodes the session's forwarded video while something needs pixels (module doc)."""
 
-    def __init__(self, subscribe: Callable[[], CountedSubscription],
-                 unsubscribe: Callable[[CountedSubscription], None],
+    def __init__(self, subscribe: Callable[[], Subscription],
+                 unsubscribe: Callable[[Subscription], None],
                  mime: Callable[[], str | None]):
         self._subscribe = subscribe
         self._unsubscribe = unsubscribe
         self._mime = mime
         self.track = _Kind()
-        self.subscribers: set[CountedSubscription] = set()
+        self.subscribers: set[Subscription] = set()
         self.taps: list[FrameTap] = []
         self.ended = False
         self.released = 0  # frames handed on
@@ -61,7 +70,7 @@ class LazyDecoder:
         self._executor: ThreadPoolExecutor | None = None
         self._codec: Any = None
         self._codec_name: str | None = None
-        self._packets: CountedSubscription | None = None
+        self._packets: Subscription | None = None
         # figures
         self.starts = 0
         self.decoded = 0

@@ -255,7 +255,7 @@ class OutputFanout:
             return True
         return bool(codecs) and codecs[0].lower() == self.forwarded_codec
 
-    def _end_decoder_subscription(self, sub: CountedSubscription) -> None:
+    def _end_decoder_subscription(self, sub: Any) -> None:  # (the one it subscribed)
         self.unsubscribe(sub)
 
     def unsubscribe(self, *tracks: CountedSubscription | None) -> None:
