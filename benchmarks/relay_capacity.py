@@ -9,11 +9,13 @@ the relay's and the cloud's CPU (% of one core) and resident memory with the ses
 open, and both processes' memory again once every session has closed.
 
     .venv/bin/python benchmarks/relay_capacity.py [--sessions 1 2 4 8] [--seconds 10] [--quick]
-        [--height 720 [--fps 30]]
+        [--height 720 [--fps 30]] [--transcode]
 
 ``--height``: each session streams the ``hd-test`` picture (16:9, video only) at that
 height and ``--fps`` instead of ``av-sync``; the receivers then count video frames per
 second (the slowest one's is printed) and there is no lip sync to measure.
+``--transcode``: the relay decodes and encodes video again, as before it forwarded the
+cloud's (the "before" of docs/architecture.md's table).
 
 On this machine the receivers decode on the same 2 cores as the cloud app and the relay,
 so the figures are a floor.
@@ -192,7 +194,12 @@ if __name__ == "__main__":
     parser.add_argument("--height", type=int, default=None,
                         help="stream hd-test at this height (16:9) instead of av-sync")
     parser.add_argument("--fps", type=float, default=30.0, help="hd-test's frame rate")
+    parser.add_argument("--transcode", action="store_true",
+                        help="the relay decodes and encodes video again (as before it "
+                             "forwarded the cloud's; SCOPE_RELAY_TRANSCODE_VIDEO=1)")
     args = parse_args(parser, QUICK)
+    if args.transcode:
+        os.environ["SCOPE_RELAY_TRANSCODE_VIDEO"] = "1"
     if args.height is not None:
         SESSION = {"pipeline_ids": ["hd-test"], "height": args.height, "frame_rate": args.fps}
     asyncio.run(main(args.sessions, args.seconds, args.settle))

@@ -10,6 +10,7 @@ from aiortc import RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError
 
 from scope_relay.rtc.ice import rtc_configuration
+from scope_relay.rtc.receive_path import install_receive_path
 
 
 class TrackReader:
@@ -23,6 +24,16 @@ class TrackReader:
 
     def on_frame(self, kind: str, frame: Any) -> None:
         """One frame of a ``kind`` track, just received."""
+
+    def video_undecoded(self) -> None:
+        """Take received video as complete encoded frames (``on_frame`` gets each one's
+        ``EncodedVideo``) instead of decoding it: many receivers on a small machine then
+        cost the benchmark's process far less than the relay being measured. Call after
+        adding the video transceiver."""
+        for transceiver in self.pc.getTransceivers():
+            if transceiver.kind == "video":
+                path = install_receive_path(transceiver.receiver, "video")
+                path.forward_video(lambda frame: self.on_frame("video", frame), lambda m: True)
 
     async def _read(self, track: Any) -> None:
         with contextlib.suppress(MediaStreamError):

@@ -9,10 +9,12 @@ least-squares slope). The cloud app's CPU is printed too: it must not change wit
 (one cloud session, one generation).
 
     .venv/bin/python benchmarks/viewers.py [--viewers 3] [--seconds 10] [--pipeline av-sync]
-        [--quick] [--height 720 [--fps 30]]
+        [--quick] [--height 720 [--fps 30]] [--undecoded] [--transcode]
 
 ``--height``: the ``hd-test`` picture at that height (16:9) and ``--fps`` instead of the
-pipeline named (an HD session's fan-out).
+pipeline named (an HD session's fan-out). ``--undecoded``: the receivers count encoded
+video frames instead of decoding them (16 HD viewers on a 2-core box). ``--transcode``:
+the relay decodes and encodes again, as before it forwarded the cloud's video.
 
 The receivers decode in this process, on the same cores: on a small machine the figures
 are a ceiling for what the relay needs, not a floor.
@@ -91,12 +93,14 @@ async def process(args: list[str], ready: str, env: dict[str, str]
 class Receiver(TrackReader):
     """A page or a viewer: recvonly video and audio, frames counted and dropped."""
 
-    def __init__(self, *, owner: bool = False) -> None:
+    def __init__(self, *, owner: bool = False, undecoded: bool = False) -> None:
         super().__init__()
         if owner:  # the page's parameters channel (a viewer has none)
             self.pc.createDataChannel("parameters", ordered=True)
         self.pc.addTransceiver("video", direction="recvonly")
         self.pc.addTransceiver("audio", direction="recvonly")
+        if undecoded:
+            self.video_undecoded()
         self.frames = {"video": 0, "audio": 0}
 
     def on_frame(self, kind: str, frame: Any) -> None:
@@ -128,8 +132,11 @@ async def window(pids: dict[str, int], seconds: float, receivers: list[Receiver]
 
 
 async def main(viewers: int, seconds: float, pipeline: str,
-               parameters: dict[str, Any] | None = None) -> int:
+               parameters: dict[str, Any] | None = None, *, undecoded: bool = False,
+               transcode: bool = False) -> int:
     env = {"SCOPE_RELAY_ICE_LOOPBACK": "1", "SCOPE_LOG_LEVEL": "WARNING"}
+    if transcode:  # the relay decodes and encodes again, as before it forwarded
+        env["SCOPE_RELAY_TRANSCODE_VIDEO"] = "1"
     cloud_args = ["cloud", "--host", "127.0.0.1", "--port", "0", "--loopback-ice",
                   "--log-level", "WARNING"]
     async with process(cloud_args, r"cloud app: (ws://\S+)", env) as (cloud, ws_url), \
@@ -139,7 +146,7 @@ async def main(viewers: int, seconds: float, pipeline: str,
                     ) as (relay, relay_url), \
             httpx.AsyncClient(base_url=relay_url, timeout=120) as http:
         pids = {"relay": relay.pid, "cloud": cloud.pid}
-        owner = Receiver(owner=True)
+        owner = Receiver(owner=True, undecoded=undecoded)
         receivers = [owner]
         try:
             answer = await owner.offer(http, "/api/v1/webrtc/offer",
@@ -150,7 +157,7 @@ async def main(viewers: int, seconds: float, pipeline: str,
             rows = []
             for n in range(viewers + 1):
                 if n:
-                    viewer = Receiver()
+                    viewer = Receiver(undecoded=undecoded)
                     receivers.append(viewer)
                     await viewer.offer(http, "/api/v1/webrtc/viewer", {"shareToken": token})
                     await asyncio.sleep(2.0)  # its connection and first keyframe
@@ -185,6 +192,13 @@ if __name__ == "__main__":
     parser.add_argument("--height", type=int, default=None,
                         help="stream hd-test at this height (16:9) instead of --pipeline")
     parser.add_argument("--fps", type=float, default=30.0, help="hd-test's frame rate")
+    parser.add_argument("--undecoded", action="store_true",
+                        help="receivers count encoded video frames instead of decoding them "
+                             "(many HD viewers on a small machine)")
+    parser.add_argument("--transcode", action="store_true",
+                        help="the relay decodes and encodes video again (as before it "
+                             "forwarded the cloud's; SCOPE_RELAY_TRANSCODE_VIDEO=1)")
     a = parse_args(parser, QUICK)
     hd = None if a.height is None else {"height": a.height, "frame_rate": a.fps}
-    sys.exit(asyncio.run(main(a.viewers, a.seconds, "hd-test" if hd else a.pipeline, hd)))
+    sys.exit(asyncio.run(main(a.viewers, a.seconds, "hd-test" if hd else a.pipeline, hd,
+                              undecoded=a.undecoded, transcode=a.transcode)))

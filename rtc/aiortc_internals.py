@@ -302,6 +302,22 @@ async def send_sender_report(sender: Any) -> None:
     await sender._send_rtcp(packets)
 
 
+# --- forwarding encoded video (local/playout, local/sessions) -----------------------------
+def set_rtp_history(packets: int) -> None:
+    """Keep the last ``packets`` RTP packets per sender for retransmission (aiortc: 128,
+    fewer than one 1080p keyframe has; a forwarding relay answers the local hop's NACKs
+    from it). Process-wide; only ever raised."""
+    current: int = aiortc.rtcrtpsender.RTP_HISTORY_SIZE
+    if packets > current:
+        setattr(aiortc.rtcrtpsender, "RTP_HISTORY_SIZE", packets)  # noqa: B010 (a module attribute we replace)
+
+
+def negotiated_codecs(transceiver: Any) -> list[str]:
+    """The mime types a transceiver negotiated, in preference order (its sender sends the
+    first); empty before the remote description."""
+    return [codec.mimeType for codec in getattr(transceiver, "_codecs", [])]
+
+
 def answer_as_dtls_server(pc: Any) -> int:
     """After a remote offer that says ``a=setup:actpass``: take the DTLS server role, so the
     answer says ``a=setup:passive`` and the remote side opens the handshake.

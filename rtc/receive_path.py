@@ -6,7 +6,8 @@ video frame on its marker bit), a hole is NACKed at once and again while there i
 and given up after a deadline of about one retransmission. Audio then decodes through
 :mod:`.opus_decoder` (in-band FEC for a single loss, libopus concealment for the rest),
 video skips to the next keyframe and sends a PLI. Audio is decoded right here on the
-event loop; video goes to aiortc's decoder thread. aiortc keeps doing the rest (SRTP, RTX
+event loop; video goes to aiortc's decoder thread, or, where the relay forwards it
+(:meth:`ReceivePath.forward_video`), whole and still encoded to a sink. aiortc keeps doing the rest (SRTP, RTX
 unwrapping, depayloading, RTCP reports, the track).
 
 Everything aiortc-private it needs is in :mod:`.aiortc_internals`.
@@ -23,6 +24,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from aiortc.jitterbuffer import JitterFrame
@@ -33,6 +35,7 @@ from .jitter import (
     RTX_RTT_FACTOR,
     AudioJitterBuffer,
     AudioUnit,
+    VideoFrameData,
     VideoJitterBuffer,
 )
 from .opus_decoder import DecodeStats, LossAwareOpusDecoder, loss_aware_available
@@ -51,6 +54,18 @@ LOSS_PERSISTS = 2
 BURST_COVER = 4
 HOLD_MARGIN = 0.01
 _warned_no_libopus = False
+
+
+@dataclass(slots=True)
+class EncodedVideo:
+    """One complete encoded video frame, handed on instead of decoded (forwarding)."""
+
+    data: bytes
+    #: the receiver's mapped RTP time: what a decoded frame's ``pts`` would have been
+    pts: int
+    keyframe: bool
+    #: the codec, e.g. ``video/VP8``
+    mime: str
 
 
 def is_keyframe(mime_type: str, data: bytes) -> bool:
@@ -94,6 +109,21 @@ class ReceivePath:
         self._decoders: dict[int, LossAwareOpusDecoder] = {}
         #: the playout's wish list: called with the hold a retransmission needs (0: none)
         self._want_hold: Callable[[float], None] | None = None
+        #: video: complete encoded frames go here instead of to aiortc's decoder, for the
+        #: codecs ``_forwards`` accepts (:meth:`forward_video`)
+        self._forward: Callable[[EncodedVideo], None] | None = None
+        self._forwards: Callable[[str], bool] = lambda mime: False
+        self._fallback_logged: set[str] = set()
+        self.forwarded_frames = 0
+        self.forwarded_bytes = 0
+        self.decoded_frames = 0  # queued for aiortc's decoder (not forwarded)
+
+    def forward_video(self, sink: Callable[[EncodedVideo], None],
+                      accepts: Callable[[str], bool]) -> None:
+        """Video: hand each complete encoded frame of a codec ``accepts`` to ``sink`` (in
+        timestamp order, on the event loop) instead of decoding it; frames of any other
+        codec still go to aiortc's decoder (logged once per codec)."""
+        self._forward, self._forwards = sink, accepts
 
     def attach_playout(self, budget: Callable[[], float | None],
                        want_hold: Callable[[float], None]) -> None:
@@ -133,9 +163,25 @@ class ReceivePath:
         else:
             for frame in self.buffer.add(packet.sequence_number, packet.timestamp, data,
                                          bool(packet.marker)):
-                internals.queue_for_decoding(self.receiver, codec,
-                                             JitterFrame(frame.data, frame.timestamp))
+                self._queue_video(codec, frame)
         return False, None
+
+    def _queue_video(self, codec: Any, frame: VideoFrameData) -> None:
+        mime = codec.mimeType
+        if self._forward is not None:
+            if self._forwards(mime):
+                self.forwarded_frames += 1
+                self.forwarded_bytes += len(frame.data)
+                self._forward(EncodedVideo(frame.data,
+                                           internals.map_timestamp(self.receiver, frame.timestamp),
+                                           frame.keyframe, mime))
+                return
+            if mime not in self._fallback_logged:
+                self._fallback_logged.add(mime)
+                logger.warning("%s from the cloud cannot be forwarded as it is (the page did "
+                               "not negotiate it): decoding and re-encoding it", mime)
+        self.decoded_frames += 1
+        internals.queue_for_decoding(self.receiver, codec, JitterFrame(frame.data, frame.timestamp))
 
     def _queue_audio(self, codec: Any, unit: AudioUnit) -> None:
         if self.loss_aware:
@@ -164,9 +210,24 @@ class ReceivePath:
         if isinstance(self.buffer, VideoJitterBuffer) and self.buffer.take_keyframe_request():
             await internals.send_pli(self.receiver, self.media_ssrc)
 
+    async def request_keyframe(self) -> bool:
+        """Send the sender one PLI now (False before its first packet: nothing to ask)."""
+        if self.media_ssrc is None:
+            return False
+        await internals.send_pli(self.receiver, self.media_ssrc)
+        return True
+
+    @property
+    def rtt(self) -> float:
+        """The round trip the jitter buffer measured from retransmissions (seconds)."""
+        return self.buffer.nacks.rtt
+
     def stats(self) -> dict[str, Any]:
         out: dict[str, Any] = dict(self.buffer.stats())
         out.update(packets=self.packets, payload_bytes=self.payload_bytes)
+        if self.kind == "video":
+            out.update(forwarded_frames=self.forwarded_frames,
+                       forwarded_bytes=self.forwarded_bytes, decoded_frames=self.decoded_frames)
         if self.kind == "audio":
             d = self.decoding
             out.update(concealed=d.concealed, concealed_ms=round(d.concealed_samples / 48, 1),

@@ -34,7 +34,8 @@ from scope_relay.protocol.capabilities import Capabilities
 from scope_relay.protocol.errors import PipelineFailed, Unavailable
 from scope_relay.protocol.media import SAMPLE_RATE, VIDEO_CLOCK_RATE
 from scope_relay.rtc.ice import loopback_candidates, rtc_configuration
-from scope_relay.rtc.receive_path import ReceivePath, install_receive_path
+from scope_relay.rtc.keyframe_requests import UpstreamKeyframes
+from scope_relay.rtc.receive_path import EncodedVideo, ReceivePath, install_receive_path
 from scope_relay.util.counters import Counters
 from scope_relay.util.tasks import OwnedTasks, RunOnce
 
@@ -61,7 +62,8 @@ class CloudWebRTCClient:
                  microphone: AudioForwarder | None = None,
                  loopback_ice: bool = False, connect_timeout: float = 30.0,
                  sync_timeout: float = 3.0, max_pending: int = 400,
-                 on_video: Callable[[], object] | None = None):
+                 on_video: Callable[[], object] | None = None,
+                 forward_video: Callable[[str], bool] | None = None):
         self.connection = connection
         self.processor = processor
         self.capabilities = capabilities
@@ -73,6 +75,11 @@ class CloudWebRTCClient:
         self.max_pending = max_pending
         #: called for each video frame received (the relay's figures count them)
         self.on_video = on_video
+        #: which video codecs are forwarded still encoded (the page takes them as they
+        #: are); None: every frame is decoded, as before forwarding existed
+        self.forward_video = forward_video
+        #: keyframe requests from downstream, one PLI at a time to the cloud
+        self.keyframes: UpstreamKeyframes | None = None
         self.session_id: str | None = None
         self.pc: RTCPeerConnection | None = None
         self._connected = asyncio.Event()  # replaced by negotiate() for its connection
@@ -132,7 +139,12 @@ class CloudWebRTCClient:
                 transceiver = pc.addTransceiver("video", direction="recvonly")
             self._timers["video"] = TrackTimer(transceiver.receiver, VIDEO_CLOCK_RATE,
                                                 self.sync_timeout)
-            self.receive_paths["video"] = install_receive_path(transceiver.receiver, "video")
+            path = self.receive_paths["video"] = install_receive_path(transceiver.receiver,
+                                                                       "video")
+            if self.forward_video is not None:
+                path.forward_video(self._on_encoded_video, self.forward_video)
+                self.keyframes = UpstreamKeyframes(path.request_keyframe, lambda: path.rtt)
+                self.processor.request_keyframe = self.keyframes.request
         if caps.accepts_audio and self.microphone is not None:  # the browser's microphone up
             transceiver = pc.addTransceiver(MicrophoneFeed(self.microphone),
                                             direction="sendrecv" if caps.produces_audio else "sendonly")
@@ -236,26 +248,40 @@ class CloudWebRTCClient:
         try:
             while True:
                 frame = await track.recv()
-                arrival = time.time()
-                cloud_time = timer.cloud_time(frame.pts or 0, arrival)
-                if cloud_time is None:  # until the first sender report: hold, bounded
-                    if len(timer.pending) >= self.max_pending:
-                        timer.pending.popleft()
-                        self.counts.pending_dropped += 1
-                    timer.pending.append((frame, arrival))
-                    continue
-                while timer.pending:
-                    held, held_arrival = timer.pending.popleft()
-                    held_time = timer.cloud_time(held.pts or 0, held_arrival)
-                    assert held_time is not None  # the timer has a clock from here on
-                    self.deliver(track.kind, held, held_time, held_arrival)
-                self.deliver(track.kind, frame, cloud_time, arrival)
+                self._place(track.kind, timer, frame, frame.pts or 0, time.time())
         except MediaStreamError:
             pass
 
+    def _on_encoded_video(self, frame: EncodedVideo) -> None:
+        """A complete encoded frame from the receive path (forwarding): placed on cloud
+        time exactly as a decoded frame would be."""
+        if self.keyframes is not None:
+            self.keyframes.frame(frame.keyframe)
+        self._place("video", self._timers["video"], frame, frame.pts, time.time())
+
+    def _place(self, kind: str, timer: TrackTimer, frame: Any, pts: int, arrival: float) -> None:
+        """Stamp ``frame`` with cloud time and deliver it, or hold it (bounded) until the
+        track's first sender report."""
+        cloud_time = timer.cloud_time(pts, arrival)
+        if cloud_time is None:  # until the first sender report: hold, bounded
+            if len(timer.pending) >= self.max_pending:
+                timer.pending.popleft()
+                self.counts.pending_dropped += 1
+                if kind == "video":
+                    self.processor.video_gap()  # (encoded frames: the next keyframe on)
+            timer.pending.append((frame, pts, arrival))
+            return
+        while timer.pending:
+            held, held_pts, held_arrival = timer.pending.popleft()
+            held_time = timer.cloud_time(held_pts, held_arrival)
+            assert held_time is not None  # the timer has a clock from here on
+            self.deliver(kind, held, held_time, held_arrival)
+        self.deliver(kind, frame, cloud_time, arrival)
+
     def deliver(self, kind: str, frame: Any, cloud_time: float, arrival: float) -> None:
-        """Queue one decoded frame already placed on cloud time (``arrival``: local wall
-        clock). Audio in any format or rate is made 48 kHz stereo s16 first."""
+        """Queue one frame (decoded, or an encoded video frame) already placed on cloud
+        time (``arrival``: local wall clock). Audio in any format or rate is made 48 kHz
+        stereo s16 first."""
         if kind == "video":
             self.processor.add_video(frame, cloud_time, arrival)
             if self.on_video is not None:
@@ -289,6 +315,7 @@ class CloudWebRTCClient:
             "timing": {k: ("arrival" if t.fallback else "sender-report")
                        for k, t in self._timers.items()},
             "receive": {k: p.stats() for k, p in self.receive_paths.items()},
+            "keyframes_upstream": None if self.keyframes is None else self.keyframes.stats(),
             "tracks_timed_by_arrival": sum(t.fallback is not None for t in self._timers.values()),
             "nonfinite_samples": self._resampler.resampler.nonfinite_samples,
             **self.counts.as_stats(),
@@ -302,5 +329,7 @@ class CloudWebRTCClient:
         if self.session_id is not None:
             self.connection.unwatch_session(self.session_id)
         await self._tasks.cancel_all()
+        if self.keyframes is not None:
+            self.keyframes.close()
         if self.pc is not None:
             await self.pc.close()

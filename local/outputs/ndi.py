@@ -144,7 +144,9 @@ class NdiOutput:
         self._ndi = ndi  # loaded by start(), off the loop (importing it loads libndi)
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="ndi-send")
         self._sender: NdiSender | None = None
-        self.video, self.audio = fanout.subscribe(video=video, audio=audio)
+        # decoded: the session's lazy decoder runs while this output is attached
+        self.video, self.audio = fanout.subscribe(video=video, audio=audio, decoded=True,
+                                                  name="ndi")
         self._pending: asyncio.Queue[tuple[float, av.VideoFrame | av.AudioFrame]] = \
             asyncio.Queue(MAX_PENDING)
         self._tasks = OwnedTasks()

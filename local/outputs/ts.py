@@ -87,7 +87,9 @@ class TsStream:
 
     def __init__(self, fanout: OutputFanout, *, video: bool, audio: bool):
         self.fanout = fanout
-        self.video, self.audio = fanout.subscribe(video=video, audio=audio)
+        # decoded: the session's lazy decoder runs while this output is attached
+        self.video, self.audio = fanout.subscribe(video=video, audio=audio, decoded=True,
+                                                  name="ts")
         self.muxer = TsMuxer(video=self.video is not None, audio=self.audio is not None)
         self.clients: set[TsClient] = set()
         #: clients waiting for the next keyframe to start on

@@ -19,6 +19,12 @@ against :meth:`FrameProcessor.hold_budget` (how long a packet may still wait and
 and while loss persists asks for the hold a retransmission needs (:meth:`want_hold`);
 ``loss_room`` is added to the delay for that at once, and given back at ``ROOM_DECAY`` once
 the loss has stopped.
+
+Video is queued decoded (``av.VideoFrame``) or, when the relay forwards the cloud's
+bitstream, still encoded (:class:`~scope_relay.rtc.receive_path.EncodedVideo`). Encoded
+frames are skipped only where the stream stays decodable: late or overflowing, the queue
+drops up to its newest keyframe; when it has none it keeps the frames and asks upstream
+for one (``request_keyframe``), and after a gap it takes nothing before the next keyframe.
 """
 
 from __future__ import annotations
@@ -37,7 +43,18 @@ import numpy as np
 from scope_relay.local.playout.lateness import LatenessPolicy
 from scope_relay.media.ring import IndexedAudioRing
 from scope_relay.protocol.media import CHANNELS, OPUS_LOOKAHEAD_SECONDS, SAMPLE_RATE
+from scope_relay.rtc.receive_path import EncodedVideo
 from scope_relay.util.counters import Counters, samples_counter
+
+#: what the video queue holds: a decoded frame, or an encoded one being forwarded
+VideoItem = av.VideoFrame | EncodedVideo
+#: a forwarded queue this far behind with no keyframe to skip to asks upstream for one
+KEYFRAME_WANTED_LAG = 0.2
+
+
+def is_key(item: VideoItem) -> bool:
+    """Whether playback may start (or resume after a skip) at ``item``."""
+    return not isinstance(item, EncodedVideo) or item.keyframe
 
 #: Outgoing pts start this far before the first cloud time seen, so they stay positive.
 PTS_HEADROOM = 1.0
@@ -88,6 +105,10 @@ class PlayoutCounts(Counters):
     audio_reset_samples: int = samples_counter(SAMPLE_RATE)  # a new timeline
     video_overflow_frames: int = 0
     video_late_frames: int = 0
+    #: forwarded frames dropped because the frames before them were (undecodable)
+    video_waiting_keyframe_frames: int = 0
+    #: keyframe requests answered by a keyframe already queued (none sent upstream)
+    keyframe_requests_queued: int = 0
     delay_decreases: int = 0
     loss_room_raises: int = 0
 
@@ -118,7 +139,11 @@ class FrameProcessor:
         #: (cloud index, samples, local time) of the output's recent reads
         self._reads: collections.deque[tuple[int, int, float]] = collections.deque(maxlen=64)
         self.audio_cursor: int | None = None  # next cloud sample index to release
-        self._video: collections.deque[tuple[float, av.VideoFrame]] = collections.deque()
+        self._video: collections.deque[tuple[float, VideoItem]] = collections.deque()
+        #: encoded frames are taken only from a keyframe on (at the start, after a drop)
+        self._video_needs_key = True
+        #: asks the cloud for a keyframe (set by the cloud hop's client; who asks is named)
+        self.request_keyframe: Callable[[str], None] = lambda source: None
         self._audio_event = asyncio.Event()
         self._video_event = asyncio.Event()
         self.closed = False
@@ -217,14 +242,39 @@ class FrameProcessor:
                 self.lateness.on_time(arrival)
         self._audio_event.set()
 
-    def add_video(self, frame: av.VideoFrame, cloud_time: float, arrival: float) -> None:
+    def add_video(self, frame: VideoItem, cloud_time: float, arrival: float) -> None:
         self._observe(cloud_time, arrival)
         self.counts.video_frames_in += 1
+        if is_key(frame):
+            self._video_needs_key = False
+        elif self._video_needs_key:
+            self.counts.video_waiting_keyframe_frames += 1
+            return
         self._video.append((cloud_time, frame))
-        while self._video and self._video[-1][0] - self._video[0][0] > self.max_queue:
+        if self._video[-1][0] - self._video[0][0] > self.max_queue:
+            self._video_overflow()
+        self._video_event.set()
+
+    def keyframe_queued(self) -> bool:
+        """Whether a forwarded keyframe is queued, not yet released."""
+        return any(isinstance(f, EncodedVideo) and f.keyframe for _, f in self._video)
+
+    def video_gap(self) -> None:
+        """Frames were lost before they reached the queue: take none before a keyframe."""
+        self._video_needs_key = True
+        self.request_keyframe("playout")
+
+    def _video_overflow(self) -> None:
+        """Drop the oldest frames beyond ``max_queue``; encoded ones up to a keyframe."""
+        newest = self._video[-1][0]
+        while self._video and newest - self._video[0][0] > self.max_queue:
             self._video.popleft()
             self.counts.video_overflow_frames += 1
-        self._video_event.set()
+            while self._video and not is_key(self._video[0][1]):
+                self._video.popleft()  # undecodable without the frame dropped before them
+                self.counts.video_overflow_frames += 1
+        if not self._video:
+            self.video_gap()
 
     # --- readers (output tracks) ------------------------------------------------------
     async def first_audio(self) -> int:
@@ -280,19 +330,32 @@ class FrameProcessor:
     def audio_queue_seconds(self) -> float:
         return len(self._audio) / SAMPLE_RATE
 
-    async def next_video(self) -> tuple[float, av.VideoFrame]:
-        """The next frame to show; frames already a whole queue-length late are skipped
-        (counted), except the newest, so the picture catches up instead of bursting."""
+    async def next_video(self) -> tuple[float, VideoItem]:
+        """The next frame to show. Frames already a whole queue-length late are skipped
+        (counted), except the newest, so the picture catches up instead of bursting;
+        encoded frames only up to the newest due keyframe (none due and far behind: one
+        is asked for)."""
         while not self._video:
             if self.closed:
                 raise EOFError
             self._video_event.clear()
             await self._video_event.wait()
         now = self.clock()
-        while len(self._video) > 1 and self.release_time(self._video[1][0]) < now:
-            self._video.popleft()
-            self.counts.video_late_frames += 1
-        return self._video.popleft()
+        video = self._video
+        if len(video) > 1 and self.release_time(video[1][0]) < now:
+            skip_to = 0
+            for i in range(1, len(video)):
+                if self.release_time(video[i][0]) >= now:
+                    break
+                if is_key(video[i][1]):
+                    skip_to = i
+            for _ in range(skip_to):
+                video.popleft()
+                self.counts.video_late_frames += 1
+            if len(video) > 1 and isinstance(video[0][1], EncodedVideo) and \
+                    now - self.release_time(video[0][0]) > KEYFRAME_WANTED_LAG:
+                self.request_keyframe("playout")  # late with nothing to skip to
+        return video.popleft()
 
     def close(self) -> None:
         self.closed = True

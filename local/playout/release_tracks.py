@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import av
 from aiortc import MediaStreamTrack
@@ -20,6 +21,7 @@ from scope_relay.protocol.media import (
     VIDEO_TIME_BASE,
     video_pts,
 )
+from scope_relay.rtc.receive_path import EncodedVideo
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +30,7 @@ logger = logging.getLogger(__name__)
 FrameTap = Callable[[av.AudioFrame | av.VideoFrame], None]
 
 
-def _run_taps(taps: list[FrameTap], frame: av.AudioFrame | av.VideoFrame) -> None:
+def run_taps(taps: list[FrameTap], frame: av.AudioFrame | av.VideoFrame) -> None:
     for tap in taps:
         try:
             tap(frame)
@@ -36,8 +38,17 @@ def _run_taps(taps: list[FrameTap], frame: av.AudioFrame | av.VideoFrame) -> Non
             logger.exception("frame tap failed")
 
 
+def as_packet(frame: EncodedVideo) -> av.Packet:
+    """An encoded frame as the ``av.Packet`` aiortc's senders ``pack`` without encoding."""
+    packet = av.Packet(frame.data)
+    packet.is_keyframe = frame.keyframe
+    return packet
+
+
 class CloudTrack(MediaStreamTrack):
-    """Video from the cloud to the browser."""
+    """Video from the cloud to the browser: decoded frames, or (forwarding) the cloud's
+    encoded frames as ``av.Packet`` with their keyframe flag, either way at their release
+    time with the session's pts. ``mime`` is the codec of the last packet released."""
 
     kind = "video"
 
@@ -45,10 +56,24 @@ class CloudTrack(MediaStreamTrack):
         super().__init__()
         self.processor = processor
         self.frames_sent = 0
+        self.packets_sent = 0
+        self.bytes_sent = 0
+        self.mime: str | None = None
         self._last_pts = -1
+        #: see each decoded frame released (forwarded packets are not shown to them)
         self.taps: list[FrameTap] = []
+        #: the session's lazy decoder (local/playout/decoder.py): pixels for a recording
+        self.decoder: Any = None
 
-    async def recv(self) -> av.VideoFrame:
+    def request_keyframe(self, source: str) -> None:
+        """Someone downstream needs a keyframe (forwarded video: asked of the cloud, unless
+        one is queued here already, to be released within the playout delay)."""
+        if self.processor.keyframe_queued():
+            self.processor.counts.keyframe_requests_queued += 1
+            return
+        self.processor.request_keyframe(source)
+
+    async def recv(self) -> av.VideoFrame | av.Packet:
         p = self.processor
         try:
             cloud_time, frame = await p.next_video()
@@ -59,10 +84,18 @@ class CloudTrack(MediaStreamTrack):
         assert p.base_time is not None  # set by the first frame queued
         pts = max(video_pts(cloud_time - p.base_time), self._last_pts + 1)
         self._last_pts = pts
+        self.frames_sent += 1
+        if isinstance(frame, EncodedVideo):
+            packet = as_packet(frame)
+            packet.pts = pts
+            packet.time_base = VIDEO_TIME_BASE
+            self.packets_sent += 1
+            self.bytes_sent += len(frame.data)
+            self.mime = frame.mime
+            return packet
         frame.pts = pts
         frame.time_base = VIDEO_TIME_BASE
-        self.frames_sent += 1
-        _run_taps(self.taps, frame)
+        run_taps(self.taps, frame)
         return frame
 
 
@@ -93,5 +126,5 @@ class AudioProcessingTrack(MediaStreamTrack):
         assert p.base_time is not None  # set by the first audio queued
         base = round(p.base_time * SAMPLE_RATE)
         frame = s16_frame(samples, cursor - base)
-        _run_taps(self.taps, frame)
+        run_taps(self.taps, frame)
         return frame

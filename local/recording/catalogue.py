@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from scope_relay.local.playout.decoder import LazyDecoder
 from scope_relay.local.playout.release_tracks import AudioProcessingTrack, CloudTrack
 from scope_relay.local.recording.mp4_file import CONTENT_TYPE, SUFFIX
 from scope_relay.local.recording.recorder import Recorder
@@ -62,7 +63,7 @@ class Recording:
     session_id: str
     recorder: Recorder
     filename: str  # offered to the browser when downloading
-    tracks: list[CloudTrack | AudioProcessingTrack]
+    tracks: list[CloudTrack | AudioProcessingTrack | LazyDecoder]
     started: float = field(default_factory=time.monotonic)
     stopped: float | None = None
     finish: RunOnce | None = None
@@ -228,9 +229,13 @@ class Recordings:
                             output_delay=output_delay, limits=self.limits,
                             others_bytes=lambda: self._others_bytes(recorder),
                             on_end=lambda: self._ended_by_itself(recording_id))
-        tracks: list[CloudTrack | AudioProcessingTrack] = []
+        tracks: list[CloudTrack | AudioProcessingTrack | LazyDecoder] = []
         recorder.start()
-        if video is not None:
+        if video is not None and video.decoder is not None:
+            # forwarded video is decoded for the recording only while it runs
+            video.decoder.add_tap(recorder.tap_video)
+            tracks.append(video.decoder)
+        elif video is not None:
             video.taps.append(recorder.tap_video)
             tracks.append(video)
         if audio is not None:

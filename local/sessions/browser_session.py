@@ -15,6 +15,7 @@ the gear that sent it has no page to show it.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -35,7 +36,8 @@ from scope_relay.protocol import messages as m
 from scope_relay.protocol.capabilities import Capabilities
 from scope_relay.protocol.errors import InvalidMessage, LoadFailed, NotLoaded, PipelineFailed
 from scope_relay.protocol.parameters import DATA_CHANNEL_LABEL, PAUSED, PIPELINE_IDS
-from scope_relay.rtc.aiortc_internals import offered_direction
+from scope_relay.rtc.aiortc_internals import negotiated_codecs, offered_direction, set_rtp_history
+from scope_relay.rtc.keyframe_requests import pass_keyframe_requests
 from scope_relay.rtc.peer import PeerSession
 from scope_relay.rtc.sdp import validate_offer_sdp
 from scope_relay.rtc.video_codecs import choose_page_codec, video_codec
@@ -50,6 +52,12 @@ CONNECT_TIMEOUT = 60.0
 REFUSAL_LOG_INTERVAL = 10.0
 #: names OSC set, remembered to say who a refusal concerns; beyond this the oldest go
 MAX_OSC_NAMES = 256
+#: forward the cloud's encoded video to the page and viewers (False: decode and encode
+#: again at the relay, as before forwarding; benchmarks compare the two)
+FORWARD_VIDEO = os.environ.get("SCOPE_RELAY_TRANSCODE_VIDEO", "") != "1"
+#: RTP packets each sender keeps to answer NACKs: a 1080p keyframe is ~100-150 packets,
+#: aiortc keeps 128
+RTP_HISTORY = 1024
 
 
 async def chain_capabilities(connection: CloudConnectionManager, pipeline_ids: Any
@@ -117,6 +125,9 @@ class BrowserSession(PeerSession):
                                                  held="more refused since the last report")
         #: the codec the page hop sends video in (None: no video to the page)
         self.video_codec: str | None = None
+        #: the video codec the page's sender negotiated (what can be forwarded as it is)
+        self._page_codecs: set[str] = set()
+        set_rtp_history(RTP_HISTORY)
 
     @property
     def cloud(self) -> CloudWebRTCClient | None:
@@ -157,7 +168,8 @@ class BrowserSession(PeerSession):
             return CloudWebRTCClient(self.connection, self.processor, caps, camera=camera,
                                      microphone=microphone,
                                      loopback_ice=self.cloud_loopback_ice,
-                                     on_video=self.figures.video_arrived)
+                                     on_video=self.figures.video_arrived,
+                                     forward_video=self.forwards)
 
         self.hop = CloudHop(new_client, pipeline_ids=self.pipeline_ids,
                             initial_parameters=initial_parameters, name=self.name)
@@ -168,15 +180,32 @@ class BrowserSession(PeerSession):
         if caps.produces_audio and self.offers("audio"):
             self.audio_track = AudioProcessingTrack(self.processor)
         fanout = OutputFanout(self.video_track, self.audio_track)
+        if self.video_track is not None:  # a recording decodes through the fan-out's decoder
+            self.video_track.decoder = fanout.decoder
         self.audience = Audience(fanout, max_viewers=self.max_viewers)
-        self._own_tracks = fanout.subscribe()  # the owner's sender, like any viewer's
+        # the owner's sender, like any viewer's
+        self._own_tracks = fanout.subscribe(name="page")
         self.attach_media(*self._own_tracks, receive_video=send_camera,
                           receive_audio=send_microphone)
+        if self.video_send is not None and self._own_tracks[0] is not None:
+            own_video = self._own_tracks[0]
+            pass_keyframe_requests(self.video_send.sender, own_video.request_keyframe)
         await self.hop.connect()  # returns once the cloud answered (see CloudHop.connect)
         # the page's video in the cloud's negotiated codec where the browser offered it
-        # (rtc/video_codecs.py: page_video_codec), so the answer waits for the cloud's
+        # (rtc/video_codecs.py: page_video_codec), so the answer waits for the cloud's.
+        # Set before anything awaits again: the cloud's media cannot have arrived yet
+        # (its ICE and DTLS start with the answer), so its first frame is already forwarded.
         self.video_codec = choose_page_codec(self.pc, self.cloud.pc if self.cloud else None)
+        self._page_codecs = {mime.lower() for t in self.pc.getTransceivers()
+                             if t.kind == "video" for mime in negotiated_codecs(t)[:1]}
+        if FORWARD_VIDEO and self._page_codecs:
+            fanout.forwarded_codec = next(iter(self._page_codecs))
         return await self.create_answer()
+
+    def forwards(self, mime: str) -> bool:
+        """Whether the cloud's ``mime`` video goes to the page as it is (the page's sender
+        negotiated that codec); otherwise it is decoded and encoded again (the way back)."""
+        return FORWARD_VIDEO and mime.lower() in self._page_codecs
 
     # --- hooks ---------------------------------------------------------------------------
     def on_track(self, track: MediaStreamTrack) -> None:
@@ -288,6 +317,10 @@ class BrowserSession(PeerSession):
             out.update(self.audience.stats())
         if self.video_track:
             out["video_frames_sent"] = self.video_track.frames_sent
+            out["video_forward"] = {"frames": self.video_track.packets_sent,
+                                    "bytes": self.video_track.bytes_sent,
+                                    "codec": self.video_track.mime,
+                                    "page_codecs": sorted(self._page_codecs)}
         if self.audio_track:
             out["audio_frames_sent"] = self.audio_track.frames_sent
         out["video_codec"] = self.video_codec if self.video_track else None

@@ -21,8 +21,11 @@ from aiortc import MediaStreamTrack
 from scope_relay.local.sessions.fanout import CountedSubscription, OutputFanout
 from scope_relay.protocol.capabilities import Capabilities
 from scope_relay.protocol.errors import TooManyViewers, UnknownShare
+from scope_relay.rtc.aiortc_internals import negotiated_codecs, prefer_codec
+from scope_relay.rtc.keyframe_requests import pass_keyframe_requests
 from scope_relay.rtc.peer import PeerSession
 from scope_relay.rtc.sdp import validate_offer_sdp
+from scope_relay.rtc.video_codecs import video_transceiver
 
 logger = logging.getLogger(__name__)
 
@@ -59,13 +62,31 @@ class ViewerSession(PeerSession):
         await self.set_offer(validate_offer_sdp(sdp))
         caps = self.capabilities
         assert caps is not None
+        # the forwarded codec first where the viewer offered it, so it too gets the
+        # cloud's packets as they are (rtc/video_codecs.py says the same for the page)
+        transceiver = video_transceiver(self.pc)
+        if self.fanout.forwarded_codec is not None and transceiver is not None:
+            prefer_codec(transceiver, self.fanout.forwarded_codec)
         self.video, self.audio = self.fanout.subscribe(
             video=caps.produces_video and self.offers("video"),
-            audio=caps.produces_audio and self.offers("audio"))
+            audio=caps.produces_audio and self.offers("audio"),
+            # a viewer that negotiated another codec than the one forwarded gets pixels,
+            # which its own sender encodes (the way back, for it alone)
+            decoded=not self.fanout.can_forward_to(self.video_codecs()),
+            name=self.role.lower().replace(" ", "_"))  # (a /metrics name: "whep_viewer")
         self.attach_media(self.video, self.audio, receive_video=False)
+        if self.video_send is not None and self.video is not None:
+            pass_keyframe_requests(self.video_send.sender, self.video.request_keyframe)
         answer = await self.create_answer()
         self.answered = True
         return answer
+
+    def video_codecs(self) -> list[str]:
+        """The video codecs this viewer's answer negotiates, its sender's first."""
+        for transceiver in self.pc.getTransceivers():
+            if transceiver.kind == "video":
+                return negotiated_codecs(transceiver)
+        return []
 
     # --- hooks ---------------------------------------------------------------------------
     def on_track(self, track: MediaStreamTrack) -> None:

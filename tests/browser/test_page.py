@@ -168,3 +168,30 @@ async def test_page_streams_when_opened_at_localhost(browser):
         assert not [e for e in errors if "403" in e or "415" in e], errors
         await page.close()
 
+
+
+async def test_chromium_plays_720p_forwarded_from_the_cloud(browser):
+    """The page's picture is the cloud's own VP8, passed on by the relay undecoded."""
+    import httpx
+
+    async with cloud_server() as cloud, relay_server(cloud) as relay:
+        page = await browser.new_page()
+        await start_pipeline(page, relay.url, "hd-test")  # 1280x720 at 30 fps by default
+        frames = await page.evaluate("""() => new Promise((resolve, reject) => {
+            const v = document.querySelector('#video'); let n = 0;
+            const tick = () => { if (++n >= 60) resolve(n); else v.requestVideoFrameCallback(tick); };
+            v.requestVideoFrameCallback(tick);
+            setTimeout(() => reject(new Error('only ' + n + ' frames')), 30000);
+        })""")
+        assert frames >= 60
+        size = await page.evaluate(
+            "(() => { const v = document.querySelector('#video'); "
+            "return [v.videoWidth, v.videoHeight]; })()")
+        assert size == [1280, 720]
+        async with httpx.AsyncClient(base_url=relay.url, timeout=10) as http:
+            session = (await http.get("/api/v1/stats")).json()["sessions"][0]
+        assert session["receive"]["video"]["forwarded_frames"] >= 60
+        assert session["receive"]["video"]["decoded_frames"] == 0
+        assert session["video_forward"]["frames"] >= 60
+        await page.click("#stop")
+        await page.close()

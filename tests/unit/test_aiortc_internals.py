@@ -310,3 +310,27 @@ async def test_video_codec_internals_on_a_real_transceiver():
     assert callable(internals.H264EncoderBase._split_bitstream)
     configure_video(None)
     assert aiortc.codecs.H264Encoder is RatedH264Encoder
+
+
+def test_rtp_history_is_a_module_global_the_sender_reads_at_run_time():
+    import aiortc.rtcrtpsender
+    assert "RTP_HISTORY_SIZE" in RTCRtpSender._retransmit.__code__.co_names  # a global
+    before = aiortc.rtcrtpsender.RTP_HISTORY_SIZE
+    try:
+        internals.set_rtp_history(before * 2)
+        assert aiortc.rtcrtpsender.RTP_HISTORY_SIZE == before * 2
+        internals.set_rtp_history(16)  # never lowered
+        assert aiortc.rtcrtpsender.RTP_HISTORY_SIZE == before * 2
+    finally:
+        aiortc.rtcrtpsender.RTP_HISTORY_SIZE = before
+
+
+async def test_negotiated_codecs_are_read_from_a_real_transceiver():
+    offerer, answerer = await offered_pair()
+    try:
+        video = next(t for t in answerer.getTransceivers() if t.kind == "video")
+        codecs = internals.negotiated_codecs(video)
+        assert codecs and codecs[0].lower() in ("video/vp8", "video/h264")
+    finally:
+        await offerer.close()
+        await answerer.close()
