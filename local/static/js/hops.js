@@ -37,7 +37,7 @@ const fig = (label, text, title, tone = "") => ({ label, text, title, tone });
 /**
  * The cloud hop's figures from the relay's session stats `m`.
  * @param {Record<string, any>} m
- * @returns {{figures: Figure[], note: string, noteTone: string}}
+ * @returns {{figures: Figure[], note: string, noteTone: string, error: string}}
  */
 export function cloudHop(m) {
   const send = m.cloud_send && typeof m.cloud_send === "object" ? m.cloud_send : {};
