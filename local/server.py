@@ -15,6 +15,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from scope_relay.local.access.same_origin import SameOriginPolicy, same_origin_middleware
 from scope_relay.local.access.token import TokenPolicy, guard_with_token, new_token, token_needed
+from scope_relay.local.cloud_link.cloud_stats import TIMEOUT as CLOUD_STATS_TIMEOUT
+from scope_relay.local.cloud_link.cloud_stats import CloudSendStats
 from scope_relay.local.cloud_link.control_socket import CloudConnectionManager
 from scope_relay.local.cloud_link.target import CloudTarget
 from scope_relay.local.inputs.osc import OscInput
@@ -127,6 +129,9 @@ class LocalRelay:
         self.config = config
         self.connection = CloudConnectionManager(config.target, ready_timeout=config.ready_timeout,
                                                  request_timeout=config.request_timeout)
+        #: the cloud's sender figures for our sessions (``cloud_send``), read on demand
+        self.cloud_send = CloudSendStats(
+            lambda: self.connection.api("GET", "/api/v1/stats", timeout=CLOUD_STATS_TIMEOUT))
         self.sessions: dict[str, BrowserSession] = {}
         self.osc: OscInput | None = None
         #: whom OSC drives: the session pinned with POST /api/v1/osc, else the newest
@@ -206,7 +211,9 @@ class LocalRelay:
         return web.json_response(out)
 
     def _session_stats(self, session: BrowserSession) -> dict[str, Any]:
-        return session.stats() | self.outputs.stats_for(session.session_id)
+        out = session.stats() | self.outputs.stats_for(session.session_id)
+        out["cloud_send"] = self.cloud_send.figures(out.get("cloud_session"))
+        return out
 
     async def session_stats(self, request: web.Request) -> web.Response:
         """One session's figures, for whoever holds its id (the page that created it)."""
@@ -276,6 +283,7 @@ class LocalRelay:
             await session.close()
         await self.outputs.close()
         await self.recordings.close()
+        await self.cloud_send.close()
         await self.connection.close()
 
 

@@ -326,4 +326,6 @@ class BrowserSession(PeerSession):
         out["video_codec"] = self.video_codec if self.video_track else None
         out["cloud_video_codec"] = video_codec(self.cloud.pc) if (
             self.cloud and self.cloud.pc and self.video_track) else None
+        if self.video_track:
+            out.update(self.figures.hop_figures(out))
         return out

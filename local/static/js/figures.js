@@ -1,12 +1,15 @@
 // The performer's numbers: the relay's raw per-session counters and the browser's own WebRTC
 // statistics turned into a few figures in human terms (latency, fps, sync, bitrate,
-// generator speed, drops in the last minute), plus whether media flows at all.
+// generator speed, drops in the last minute, the page hop's video loss), plus whether media
+// flows at all. Each hop's video figures are put in words by hops.js.
 
 /** Generator speed is measured over this much history: long enough to span the bursts a
  * chunked generator makes (bursty-av: 2 s of media per call), short enough to follow a change. */
 const SPEED_WINDOW_MS = 9000;
 const SPEED_MIN_MS = 6000;
 const DROP_WINDOW_MS = 60000;
+/** The page hop's video loss share is measured over this much history. */
+const LOSS_WINDOW_MS = 10000;
 
 /** Drop counters the relay keeps, by what they count. */
 const DROPPED_FRAMES = ["video_late_frames", "video_overflow_frames", "pending_dropped",
@@ -52,7 +55,8 @@ export function createFigures(pipeline) {
     }
     history.push({ t: now, frames, droppedFrames: sum(m, DROPPED_FRAMES),
                    droppedAudioMs: sum(m, DROPPED_AUDIO_MS), underruns: Number(m.audio_underruns) || 0,
-                   bytes: rtc.bytes, browserDropped: rtc.framesDropped });
+                   bytes: rtc.bytes, browserDropped: rtc.framesDropped,
+                   videoLost: rtc.videoLost, videoReceived: rtc.videoReceived });
     history = history.filter((h) => now - h.t <= DROP_WINDOW_MS);
     if (rtc.jitterCount > jitter.count) {
       jitter = { delay: rtc.jitterDelay, count: rtc.jitterCount,
@@ -74,6 +78,9 @@ export function createFigures(pipeline) {
       speed = (last.frames - recent.frames) / (pipeline.fps * span / 1000);
     }
     const bitrate = last.t > prev.t ? (last.bytes - prev.bytes) * 8 / (last.t - prev.t) : null;  // kbit/s
+    const lossFrom = history.find((h) => now - h.t <= LOSS_WINDOW_MS) || first;
+    const lost = last.videoLost - lossFrom.videoLost;
+    const expected = lost + last.videoReceived - lossFrom.videoReceived;
     const relayDelay = Number(m.playout_delay_ms) || 0;
     const timing = m.timing && typeof m.timing === "object" ? Object.values(m.timing) : [];
     return {
@@ -85,6 +92,8 @@ export function createFigures(pipeline) {
       speed,
       fps: rtc.fps,
       bitrateKbps: bitrate,
+      // the page hop's video packets lost, last 10 s (a negative count: duplicates)
+      pageLoss: expected > 0 ? Math.max(0, lost) / expected : null,
       latencyMs: relayDelay + (jitter.avgMs ?? 0) + (rtc.rttMs ?? 0) / 2,
       sync: !(pipeline.produces_video && pipeline.produces_audio) ? null
         : timing.length < 2 ? "waiting"
@@ -125,7 +134,7 @@ export function createFigures(pipeline) {
 /** The few numbers taken from the browser's own statistics. */
 function readReport(report) {
   const out = { bytes: 0, fps: null, framesDropped: 0, jitterDelay: 0, jitterCount: 0,
-                rttMs: null, width: 0, height: 0 };
+                rttMs: null, width: 0, height: 0, videoLost: 0, videoReceived: 0 };
   if (!report) return out;
   let videoJitter = null;
   report.forEach((s) => {
@@ -136,6 +145,8 @@ function readReport(report) {
         out.framesDropped += s.framesDropped || 0;
         out.width = s.frameWidth || 0;
         out.height = s.frameHeight || 0;
+        out.videoLost += s.packetsLost || 0;
+        out.videoReceived += s.packetsReceived || 0;
         videoJitter = [s.jitterBufferDelay || 0, s.jitterBufferEmittedCount || 0];
       } else if (videoJitter === null) {
         out.jitterDelay = s.jitterBufferDelay || 0;

@@ -5,6 +5,7 @@
 
 import { api } from "./api.js";
 import { createFigures } from "./figures.js";
+import { cloudHop, pageHop } from "./hops.js";
 import { icon } from "./icons.js";
 import { createMeter } from "./meter.js";
 import { createMidi } from "./midi.js";
@@ -233,6 +234,7 @@ function showStrip(s, raw) {
   const set = (id, text, tone = "") => { $(id).textContent = text; $(id).dataset.tone = tone; };
   if (!s || !raw) {
     for (const id of ["fig-latency", "fig-fps", "fig-sync", "fig-bitrate", "fig-speed", "fig-drops"]) set(id, "—");
+    $("hops").hidden = true;
     $("stats").textContent = facts.phase === "stopped" ? "stopped: no session" : "no session";
     return;
   }
@@ -249,9 +251,43 @@ function showStrip(s, raw) {
   const drops = [d.frames && `${d.frames} frames`, Math.round(d.audioMs) && `${fmt(d.audioMs)} ms audio`,
                  d.underruns && `${d.underruns} underruns`].filter(Boolean);
   set("fig-drops", drops.length ? drops.join(" · ") : "none", drops.length ? "warn" : "");
+  showHops(s, raw);
   $("stats").textContent = Object.entries(raw)
     .filter(([, v]) => typeof v !== "object" || v === null)
     .map(([k, v]) => `${k}: ${v}`).join("\n");
+}
+
+/** Each hop's video figures (hops.js), one line per hop; none for audio-only pipelines. */
+function showHops(s, raw) {
+  $("hops").hidden = !s.video;
+  if (!s.video) return;
+  const cloud = cloudHop(raw);
+  fillHop($("hop-cloud"), cloud.figures, cloud.note, cloud.noteTone, cloud.error);
+  fillHop($("hop-page"), pageHop(raw, s.pageLoss).figures);
+}
+
+function fillHop(dd, figs, note = "", noteTone = "", error = "") {
+  const nodes = figs.map((f) => {
+    const span = document.createElement("span");
+    span.className = "hop-fig";
+    span.dataset.fig = f.label;
+    span.dataset.tone = f.tone;
+    span.title = f.title;
+    const label = document.createElement("span");
+    label.className = "hop-label";
+    label.textContent = f.label;
+    span.append(label, f.text);
+    return span;
+  });
+  if (note) {
+    const span = document.createElement("span");
+    span.className = "hop-note";
+    span.dataset.tone = noteTone;
+    span.title = error || "the cloud's own figures, read through the relay's control socket at most once a second";
+    span.textContent = note;
+    nodes.push(span);
+  }
+  dd.replaceChildren(...nodes);
 }
 
 /** Pause (the reserved `paused` parameter) holds the generator; it sticks across reconnects. */
