@@ -183,6 +183,12 @@ def sender_encoder(sender: Any) -> Any:
     return getattr(sender, "_RTCRtpSender__encoder", None)
 
 
+def sender_rtt(sender: Any) -> float | None:
+    """The round trip (s) aiortc measured from receiver reports (``None`` before one)."""
+    rtt: float | None = getattr(sender, "_RTCRtpSender__rtt", None)
+    return rtt
+
+
 # --- our send step (rtc/peer.py) -----------------------------------------------------
 def drive_sender(sender: Any, *, encode_on_loop: bool, early_reports: int) -> None:
     """Take over an ``RTCRtpSender``'s per-frame step (aiortc's: read the track, encode in
@@ -239,6 +245,52 @@ def drive_sender(sender: Any, *, encode_on_loop: bool, early_reports: int) -> No
         return aiortc.rtcrtpsender.RTCEncodedFrame(payloads, timestamp, audio_level)
 
     sender._next_encoded_frame = next_encoded_frame
+
+
+class _PacedTransport:
+    """A sender's DTLS transport whose RTP goes to a pacer; everything else (RTCP, the
+    transport's own calls) is the transport's."""
+
+    def __init__(self, inner: Any, enqueue: Callable[[bytes], None]) -> None:
+        self._inner = inner
+        self._enqueue = enqueue
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def _send_rtp(self, data: bytes) -> None:
+        if aiortc.rtp.is_rtcp(data):
+            await self._inner._send_rtp(data)
+        else:
+            self._enqueue(data)
+
+
+def pace_sender(sender: Any, enqueue: Callable[[bytes], None]) -> Callable[[bytes], Awaitable[None]]:
+    """Route an ``RTCRtpSender``'s RTP packets (media and retransmissions, already
+    serialised) to ``enqueue`` instead of its transport; its RTCP goes straight out.
+    Returns the function that really sends one (the pacer's).
+
+    aiortc's ``_run_rtp`` and ``_retransmit`` send through ``sender.transport``, which
+    aiortc may replace (bundling) after the sender exists, so the transport is wrapped
+    again before each frame if it was replaced. Call after :func:`drive_sender`."""
+    drive = sender._next_encoded_frame
+
+    async def next_encoded_frame(codec: Any) -> Any:
+        transport = sender._RTCRtpSender__transport
+        if transport is not None and not isinstance(transport, _PacedTransport):
+            sender._RTCRtpSender__transport = _PacedTransport(transport, enqueue)
+        return await drive(codec)
+
+    async def send_now(data: bytes) -> None:
+        transport = sender._RTCRtpSender__transport
+        if isinstance(transport, _PacedTransport):
+            transport = transport._inner
+        if transport is None:
+            raise ConnectionError("the sender has no transport")
+        await transport._send_rtp(data)
+
+    sender._next_encoded_frame = next_encoded_frame
+    return send_now
 
 
 async def send_sender_report(sender: Any) -> None:

@@ -1,14 +1,15 @@
 """What a video sender's receiver asked of it: keyframes (PLI, FIR), lost packets (NACK)
-and its bandwidth estimate (REMB), counted per sender for the stats."""
+and its bandwidth estimate (REMB), counted per sender for the stats; the receiver
+reports' fraction lost goes to the encoder's bandwidth estimate (rtc.congestion)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
-from aiortc.rtp import RtcpPsfbPacket, RtcpRtpfbPacket
+from aiortc.rtp import RtcpPsfbPacket, RtcpRrPacket, RtcpRtpfbPacket, RtcpSrPacket
 
-from .aiortc_internals import sender_encoder, tap_sender_rtcp
+from .aiortc_internals import sender_encoder, sender_rtt, tap_sender_rtcp
 
 _PLI, _FIR, _REMB = 1, 4, 15  # RTCP payload-specific feedback formats (RFC 4585, 5104)
 _NACK = 1  # transport-layer feedback: generic NACK
@@ -24,9 +25,19 @@ class SendFeedback:
     nacks: int = 0  # NACK messages
     nacked_packets: int = 0  # packets they asked for again
     rembs: int = 0
+    receiver_reports: int = 0
 
     def on_packet(self, packet: Any) -> None:
-        if isinstance(packet, RtcpPsfbPacket):
+        if isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
+            ssrc = getattr(self.sender, "_ssrc", None)
+            for report in packet.reports:
+                if report.ssrc == ssrc:
+                    self.receiver_reports += 1
+                    encoder = sender_encoder(self.sender)
+                    if encoder is not None and hasattr(encoder, "on_receiver_report"):
+                        encoder.on_receiver_report(report.fraction_lost / 256,
+                                                   sender_rtt(self.sender))
+        elif isinstance(packet, RtcpPsfbPacket):
             if packet.fmt == _PLI:
                 self.plis += 1
             elif packet.fmt == _FIR:
@@ -39,7 +50,8 @@ class SendFeedback:
 
     def stats(self) -> dict[str, Any]:
         out: dict[str, Any] = {"plis": self.plis, "firs": self.firs, "nacks": self.nacks,
-                               "nacked_packets": self.nacked_packets, "rembs": self.rembs}
+                               "nacked_packets": self.nacked_packets, "rembs": self.rembs,
+                               "receiver_reports": self.receiver_reports}
         encoder = sender_encoder(self.sender)
         if encoder is not None and hasattr(encoder, "stats"):
             out.update(encoder.stats())

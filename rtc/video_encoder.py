@@ -33,14 +33,23 @@ import av
 from av.frame import Frame
 
 from .aiortc_internals import Vp8EncoderBase, install_video_encoder, vp8_threads
+from .congestion.estimate import BandwidthEstimate
+from .congestion.ladder import FrameSkipper, Ladder
+from .congestion.pacer import PACING_FACTOR, Pacer
 
 VIDEO_CLOCK = 90_000
 #: bits per pixel per frame at 30 fps: 2.8 Mb/s for 1280x720, 6.2 Mb/s for 1920x1080
 BITS_PER_PIXEL = 0.1
 MIN_BITRATE = 300_000
 MAX_DEFAULT_BITRATE = 16_000_000
-#: a receiver's estimate below this is not followed (the codec would fall apart)
-FLOOR_BITRATE = 150_000
+#: the estimate is not followed below this (a ceiling under the stream's rate: the ladder
+#: makes the picture small and slow enough for it first)
+FLOOR_BITRATE = 50_000
+#: the pacer's backlog (s) past which frames are skipped (encoder pushback), at least
+PUSHBACK_BACKLOG = 0.1
+#: the largest keyframe, in % of an average frame's bits (libvpx's rc_max_intra_bitrate_pct):
+#: a keyframe is what a bottleneck's queue overflows with, then the receiver asks for another
+MAX_INTRA_PCT = 400
 
 
 def default_video_bitrate(width: int, height: int, fps: float) -> int:
@@ -75,17 +84,36 @@ class RatedVp8Encoder(Vp8EncoderBase):
         self.reopens = 0
         self.keyframes = 0
         self.payload_bytes = 0
+        # congestion control (rtc/congestion): the estimate, the ladder, the pacer's backlog
+        self.bandwidth = BandwidthEstimate(FLOOR_BITRATE, default_video_bitrate(1280, 720, 30.0))
+        self.ladder = Ladder(default_video_bitrate)
+        self._skipper = FrameSkipper()
+        self._source: tuple[int, int] | None = None  # the frames' own size
+        #: the pacer this encoder's packets go through (set by rtc.congestion.pace_video)
+        self.pacer: Pacer | None = None
+        self.frames_skipped = 0  # by the ladder's frame rate
+        self.frames_pushed_back = 0  # the pacer's queue was long
 
     # --- the rate ------------------------------------------------------------------------
     @property
     def target_bitrate(self) -> int:
-        """Bits a second we aim at: the ceiling, unless the receiver said it gets less."""
+        """Bits a second we aim at: the ceiling, unless the estimate says the path
+        carries less."""
         ceiling = self.current_ceiling()
         return ceiling if self._target is None else min(self._target, ceiling)
 
     @target_bitrate.setter
     def target_bitrate(self, bitrate: int) -> None:  # aiortc's sender: on each REMB
         self._estimate = int(bitrate)
+        self.bandwidth.on_delay_estimate(int(bitrate), self.send_rate())
+
+    def on_receiver_report(self, fraction_lost: float, rtt: float | None) -> None:
+        """A receiver report for our stream (rtc.send_feedback): the loss-based half."""
+        self.bandwidth.on_loss_report(fraction_lost, time.monotonic(), self.send_rate(), rtt)
+
+    def pacing_rate(self) -> float:
+        """What the pacer sends at: :data:`PACING_FACTOR` x the target."""
+        return PACING_FACTOR * self.target_bitrate
 
     def send_rate(self) -> float | None:
         """Bits a second encoded over the last second of wall time (None: too little). Not
@@ -97,22 +125,37 @@ class RatedVp8Encoder(Vp8EncoderBase):
         return sum(n for _, n in list(self._sent)[1:]) * 8 / span if span > 0 else None
 
     def _follow_estimate(self) -> None:
-        estimate, sent = self._estimate, self.send_rate()
-        if estimate is None or sent is None:
-            return
-        target = self.target_bitrate
-        if estimate < 0.9 * sent:  # the receiver gets less than we send: back off
-            self._target = max(FLOOR_BITRATE, estimate)
-        elif target < self.current_ceiling():  # recovering: up to what it says it can take
-            self._target = max(target, estimate)
+        """Aim at the bandwidth estimate (rtc.congestion.estimate: REMB's delay-based
+        limit and the receiver reports' loss-based one), once there is feedback."""
+        self.bandwidth.ceiling = self.current_ceiling()
+        self._target = self.bandwidth.value
+
+    def _adapt(self, frame: av.VideoFrame, fps: float) -> av.VideoFrame | None:
+        """The frame as the ladder's step wants it: ``None`` to skip it (a lower frame
+        rate, or the pacer's backlog is long), or at a smaller size."""
+        width, height = frame.width, frame.height
+        self._source = (width, height)
+        step = self.ladder.update(self.target_bitrate, width, height, fps, time.monotonic())
+        out_w, out_h, out_fps = self.ladder.picture(step, width, height, fps)
+        media_time = float(frame.pts * frame.time_base) if (
+            frame.pts is not None and frame.time_base is not None) else time.monotonic()
+        if not self._skipper.keep(media_time, out_fps if out_fps < fps * 0.9 else None):
+            self.frames_skipped += 1
+            return None
+        pacer = self.pacer
+        if pacer is not None and pacer.backlog() > max(PUSHBACK_BACKLOG, 2.0 / out_fps):
+            self.frames_pushed_back += 1
+            return None
+        if (out_w, out_h) != (width, height):
+            frame = frame.reformat(width=out_w, height=out_h)
+        return frame
 
     def current_ceiling(self) -> int:
         if self.ceiling is not None:
             return self.ceiling
-        codec = self.codec
-        if codec is None or self._fps is None:
+        if self._source is None or self._fps is None:
             return default_video_bitrate(1280, 720, 30.0)
-        return default_video_bitrate(codec.width, codec.height, self._fps)
+        return default_video_bitrate(*self._source, self._fps)  # (full size, whatever the step)
 
     def _frame_rate(self, frame: Frame) -> float:
         """Frames a second, the median of the recent timestamp steps (30 until known)."""
@@ -156,6 +199,7 @@ class RatedVp8Encoder(Vp8EncoderBase):
             "bufsize": str(rate),  # rc_buf_sz = bufsize * 1000 / bit_rate: 1 s
             "cpu-used": "-6", "deadline": "realtime", "lag-in-frames": "0",
             "minrate": str(rate), "maxrate": str(rate),  # CBR
+            "max-intra-rate": str(MAX_INTRA_PCT),
             "noise-sensitivity": "4", "overshoot-pct": "15", "partitions": "0",
             "static-thresh": "1", "undershoot-pct": "100",
         }
@@ -170,6 +214,10 @@ class RatedVp8Encoder(Vp8EncoderBase):
             frame = frame.reformat(format="yuv420p")
         fps = self._frame_rate(frame)
         self._follow_estimate()
+        adapted = self._adapt(frame, fps)
+        if adapted is None:
+            return [], 0
+        frame = adapted
         if self._needs_reopen(frame, fps):
             self._open(frame, fps)
         if force_keyframe:
@@ -192,11 +240,21 @@ class RatedVp8Encoder(Vp8EncoderBase):
 
     def stats(self) -> dict[str, Any]:
         sent = self.send_rate()
-        return {"target_bitrate": self.target_bitrate,
-                "send_bitrate": None if sent is None else round(sent),
-                "ceiling_bitrate": self.current_ceiling(),
-                "receiver_estimate": self._estimate, "encoder_opens": self.reopens,
-                "keyframes": self.keyframes, "encoded_bytes": self.payload_bytes}
+        source = self._source or (0, 0)
+        width, height, fps = self.ladder.picture(self.ladder.step, *source, self._fps or 0.0)
+        out: dict[str, Any] = {
+            "target_bitrate": self.target_bitrate,
+            "send_bitrate": None if sent is None else round(sent),
+            "ceiling_bitrate": self.current_ceiling(),
+            "receiver_estimate": self._estimate, "encoder_opens": self.reopens,
+            "keyframes": self.keyframes, "encoded_bytes": self.payload_bytes,
+            "ladder_step": self.ladder.step, "ladder_moves": self.ladder.moves,
+            "send_fps": round(fps, 1), "send_width": width, "send_height": height,
+            "frames_skipped": self.frames_skipped,
+            "frames_pushed_back": self.frames_pushed_back, **self.bandwidth.stats()}
+        if self.pacer is not None:
+            out.update(self.pacer.stats())
+        return out
 
 
 def configure_video(bitrate: int | None = None) -> None:

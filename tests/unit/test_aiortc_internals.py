@@ -284,3 +284,20 @@ async def test_sender_rtcp_tap_sees_feedback_before_aiortc():
         assert sender._RTCRtpSender__force_keyframe  # aiortc handled it too
     finally:
         await pc.close()
+
+
+async def test_paced_sender_routes_rtp_and_retransmissions_through_the_pacer():
+    """Every RTP packet of a real sender (its frames and a retransmission) goes to the
+    pacer's queue; its RTCP goes straight out; the pacer sends through the transport."""
+    transport, sender = driven_sender(encode_on_loop=True, early_reports=1)
+    queued: list[bytes] = []
+    send_now = internals.pace_sender(sender, queued.append)
+    await sender._run_rtp(OPUS)  # returns when the track ends
+    assert all(is_rtcp(d) for d in transport.sent) and len(transport.sent) == 1  # the report
+    assert [is_rtcp(d) for d in queued] == [False, False, False]
+    assert isinstance(sender.transport, internals._PacedTransport)
+    await sender._retransmit(RtpPacket.parse(queued[0]).sequence_number)
+    assert len(queued) == 4 and queued[3] == queued[0]  # (no RTX negotiated: as it was)
+    await send_now(queued[0])
+    assert transport.sent[-1] == queued[0]
+    assert "_RTCRtpSender__transport" in RTCRtpSender.__init__.__code__.co_names

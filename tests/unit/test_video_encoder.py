@@ -88,7 +88,7 @@ def test_receiver_estimate_backs_off_and_recovers_without_a_keyframe_storm(encod
     encoder.fall_interval = 30.0  # (instance attributes, for this test)
     encoder.target_bitrate = round(sent * 0.4)  # congestion: the target falls...
     encoder.encode(frame(11, 640, 360, 30))
-    assert encoder.target_bitrate == max(150_000, round(sent * 0.4))
+    assert encoder.target_bitrate == max(video_encoder.FLOOR_BITRATE, round(sent * 0.4))
     assert encoder.reopens == 1  # ...but the codec was reopened less than 30 s ago
     encoder.fall_interval = 0.0
     encoder.encode(frame(12, 640, 360, 30))
@@ -118,3 +118,47 @@ def test_a_keyframe_request_is_answered_by_the_next_frame_without_reopening(enco
     payloads, _ = encoder.encode(frame(5, 640, 360, 30), force_keyframe=True)
     assert encoder.keyframes == 2 and encoder.reopens == 1
     assert not payloads[0][4] & 1  # the VP8 frame tag after the 4-byte descriptor: key
+
+
+def test_a_low_estimate_lowers_the_frame_rate_then_the_size_and_a_high_one_restores_them(
+        encoder, monkeypatch):
+    """Under a ceiling far below the picture's rate: bitrate first, then 30 -> 15 -> 10 fps
+    (frames skipped at the encoder), then half the size (a keyframe at the new size); a
+    rate that fits again climbs back, a step at a time."""
+    now = [0.0]
+    monkeypatch.setattr(video_encoder, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    encoder.fall_interval = encoder.raise_interval = 0.0
+    sizes: list[tuple[int, int]] = []
+    n = 0
+
+    def run(seconds: float) -> int:
+        nonlocal n
+        kept = 0
+        for _ in range(round(seconds * 30)):
+            now[0] += 1 / 30
+            payloads, _ = encoder.encode(frame(n, 640, 360, 30))
+            n += 1
+            if payloads:
+                kept += 1
+                sizes.append((encoder.codec.width, encoder.codec.height))
+        return kept
+
+    assert run(1.0) == 30
+    encoder.on_receiver_report(0.9, None)  # a ceiling: 90 % lost
+    encoder.target_bitrate = 60_000  # and REMB says far less than we send
+    assert run(2.5) >= 60  # bitrate first, for 2 s
+    assert encoder.target_bitrate == 60_000
+    assert 14 <= run(2.0) <= 16 * 2 and encoder.stats()["send_fps"] in (15.0, 10.0)
+    run(4.0)
+    assert encoder.stats()["ladder_step"] == 3 and sizes[-1] == (320, 180)
+    assert 9 <= run(1.0) <= 11
+    assert encoder.stats()["frames_skipped"] > 0
+    # the ceiling lifts: the estimate grows back, and the picture with it
+    for _ in range(12):
+        encoder.on_receiver_report(0.0, None)
+        encoder.target_bitrate = 10_000_000
+        run(2.0)
+        if encoder.stats()["ladder_step"] == 0:
+            break
+    assert encoder.stats()["ladder_step"] == 0 and sizes[-1] == (640, 360)
+    assert run(1.0) == 30

@@ -1,0 +1,96 @@
+"""A GCC-style bandwidth estimate for one video sender (draft-ietf-rmcat-gcc-02).
+
+Two controllers, the lower wins:
+
+- **delay-based**: the receiver's REMB. aiortc's receivers compute it from abs-send-time
+  (inter-arrival delay growth, AIMD: 0.85x the incoming rate on overuse, else up to 1.5x
+  it). Because it follows the incoming rate, it is a limit only when it says the receiver
+  gets clearly less than we send (below :data:`OVERUSE_SHARE` of the send rate); otherwise
+  it only lets the limit rise (a quiet picture that sends little must not drag it down).
+- **loss-based**: the fraction lost in the receiver reports. Above :data:`HIGH_LOSS` the
+  estimate falls by ``1 - 0.5 * loss`` (at most once per :data:`DECREASE_INTERVAL` plus a
+  round trip, so one congestion event is not counted twice); below :data:`LOW_LOSS` it may
+  grow by :data:`GROWTH_PER_S` a second, never past :data:`PROBE_FACTOR` times what is
+  really sent (an estimate we never tested is not one); in between it holds.
+
+Pure logic on the caller's clock (seconds), so tests feed it synthetic feedback.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+#: REMB under this share of the send rate means the path carries less than we send
+OVERUSE_SHARE = 0.9
+HIGH_LOSS = 0.10
+LOW_LOSS = 0.02
+#: at most one loss decrease per this (plus the round trip), s
+DECREASE_INTERVAL = 0.3
+#: loss-based growth while loss is low, a second (GCC: 5 % a report; faster, so a lifted
+#: ceiling is climbed back within 10 s)
+GROWTH_PER_S = 0.15
+#: the estimate never runs ahead of the send rate by more than this
+PROBE_FACTOR = 1.5
+
+
+@dataclass
+class BandwidthEstimate:
+    """The estimate, in bits a second, within ``[floor, ceiling]``."""
+
+    floor: int
+    ceiling: int
+    #: the delay-based limit (None: none, until REMB says overuse; gone once grown out)
+    delay_based: float | None = None
+    #: the loss-based limit (None: none, until loss makes one; gone again once grown out)
+    loss_based: float | None = None
+    last_loss: float = 0.0
+    rtt: float = 0.0
+    decreases: int = 0
+    _last_decrease: float = field(default=-1e9, repr=False)
+    _last_loss_update: float | None = field(default=None, repr=False)
+
+    @property
+    def value(self) -> int:
+        """The estimate: the lower limit, within [floor, ceiling]."""
+        limits = [x for x in (self.delay_based, self.loss_based) if x is not None]
+        value = min(limits, default=float(self.ceiling))
+        return int(min(max(value, self.floor), self.ceiling))
+
+    def on_delay_estimate(self, bps: float, sent: float | None) -> None:
+        """A REMB of ``bps`` while we sent ``sent`` b/s (None: not known yet)."""
+        if sent is not None and bps < OVERUSE_SHARE * sent:
+            self.delay_based = max(float(bps), float(self.floor))  # overuse: follow it down
+        elif self.delay_based is not None and bps > self.delay_based:
+            # recovering, as fast as the receiver's estimate grows (aiortc: ~8 %/s)
+            self.delay_based = None if bps >= self.ceiling else float(bps)
+
+    def on_loss_report(self, fraction_lost: float, now: float, sent: float | None,
+                       rtt: float | None = None) -> None:
+        """A receiver report's fraction lost (0..1) at ``now``, while sending ``sent`` b/s."""
+        if rtt is not None:
+            self.rtt = rtt
+        self.last_loss = fraction_lost = min(max(fraction_lost, 0.0), 1.0)
+        elapsed = 0.0 if self._last_loss_update is None else now - self._last_loss_update
+        self._last_loss_update = now
+        base = self.loss_based
+        if fraction_lost > HIGH_LOSS:
+            if now - self._last_decrease >= DECREASE_INTERVAL + self.rtt:
+                # from what the path carried, not from a limit we never reached
+                known = [x for x in (base, sent) if x is not None]
+                start = min(known) if known else float(self.value)
+                base = start * (1 - 0.5 * fraction_lost)
+                self._last_decrease = now
+                self.decreases += 1
+        elif fraction_lost < LOW_LOSS and base is not None:
+            grown = base * (1 + GROWTH_PER_S) ** min(elapsed, 2.0)
+            cap = PROBE_FACTOR * sent if sent is not None else float(self.ceiling)
+            base = max(base, min(grown, cap))
+            if base >= self.ceiling:
+                base = None  # back to no limit: loss no longer says anything
+        self.loss_based = None if base is None else max(base, float(self.floor))
+
+    def stats(self) -> dict[str, float | int | None]:
+        return {"estimate_bitrate": self.value,
+                "delay_based_bitrate": None if self.delay_based is None else round(self.delay_based),
+                "loss_based_bitrate": None if self.loss_based is None else round(self.loss_based),
+                "reported_loss": round(self.last_loss, 4), "loss_decreases": self.decreases}

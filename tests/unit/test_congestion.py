@@ -1,0 +1,191 @@
+"""rtc/congestion on synthetic feedback: the estimate (REMB + receiver reports), the
+ladder of frame rates and sizes, the frame skipper and the pacer on a fake clock."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from scope_relay.rtc.congestion.estimate import BandwidthEstimate
+from scope_relay.rtc.congestion.ladder import FrameSkipper, Ladder
+from scope_relay.rtc.congestion.pacer import Pacer
+from scope_relay.rtc.video_encoder import default_video_bitrate
+
+FLOOR, CEILING = 50_000, 2_000_000
+
+
+def estimate() -> BandwidthEstimate:
+    return BandwidthEstimate(FLOOR, CEILING)
+
+
+def test_no_feedback_is_the_ceiling():
+    assert estimate().value == CEILING
+
+
+def test_remb_limits_only_when_the_receiver_gets_less_than_we_send():
+    e = estimate()
+    e.on_delay_estimate(1_000_000, sent=800_000)  # more than we send: no limit
+    assert e.value == CEILING and e.delay_based is None
+    e.on_delay_estimate(850_000, sent=1_500_000)  # overuse under a ceiling: follow it down
+    assert e.value == 850_000
+    e.on_delay_estimate(600_000, sent=500_000)  # a quiet picture: not dragged down
+    assert e.value == 850_000
+    e.on_delay_estimate(1_200_000, sent=900_000)  # recovering: up as REMB grows
+    assert e.value == 1_200_000
+    e.on_delay_estimate(2_500_000, sent=1_300_000)  # grown out: no limit again
+    assert e.value == CEILING and e.delay_based is None
+
+
+def test_remb_below_the_floor_stops_at_the_floor():
+    e = estimate()
+    e.on_delay_estimate(1_000, sent=500_000)
+    assert e.value == FLOOR
+
+
+def test_high_loss_decreases_by_half_the_loss_once_per_interval():
+    e = estimate()
+    e.on_loss_report(0.30, now=0.0, sent=1_500_000)
+    assert e.value == pytest.approx(1_500_000 * (1 - 0.15), rel=1e-6)
+    e.on_loss_report(0.30, now=0.1, sent=1_500_000)  # the same congestion event
+    assert e.value == pytest.approx(1_275_000, rel=1e-6)
+    e.on_loss_report(0.30, now=0.5, sent=1_200_000)  # a new one, from what was sent
+    assert e.value == pytest.approx(1_200_000 * 0.85, rel=1e-6)
+    assert e.decreases == 2
+
+
+def test_moderate_loss_holds_and_low_loss_grows_up_to_what_is_sent():
+    e = estimate()
+    e.on_loss_report(0.20, now=0.0, sent=1_000_000)
+    held = e.value
+    assert held == 900_000
+    e.on_loss_report(0.05, now=1.0, sent=900_000)
+    assert e.value == held  # between 2 and 10 %: hold
+    e.on_loss_report(0.0, now=2.0, sent=900_000)
+    assert held < e.value <= held * 1.16
+    for k in range(3, 20):  # the encoder sends only 700 kb/s: no further than 1.5x that
+        e.on_loss_report(0.0, now=float(k), sent=700_000)
+    assert e.value == pytest.approx(1_050_000, rel=0.01)
+
+
+def test_low_loss_climbs_back_to_the_ceiling_within_ten_seconds():
+    """A ceiling lifted: from 40 % of the ceiling, with the encoder sending what it is
+    allowed (the goal: the rate back within 10 s)."""
+    e = estimate()
+    e.on_loss_report(0.9, now=0.0, sent=1_450_000)  # 1.45 M * 0.55 = 800 k
+    assert e.value == pytest.approx(797_500, rel=1e-3)
+    now = 0.0
+    while e.value < CEILING and now < 30:
+        now += 1.0
+        e.on_loss_report(0.0, now=now, sent=e.value)
+    assert now <= 10 and e.loss_based is None
+
+
+def test_the_lower_of_the_two_wins():
+    e = estimate()
+    e.on_delay_estimate(700_000, sent=1_000_000)
+    e.on_loss_report(0.5, now=0.0, sent=1_000_000)  # 750 k
+    assert e.value == 700_000
+
+
+LADDER_NEED = default_video_bitrate
+
+
+def test_ladder_steps_down_frame_rate_then_size_and_back_with_hysteresis():
+    ladder = Ladder(LADDER_NEED)
+    w, h, fps = 1280, 720, 30.0
+    need = LADDER_NEED(w, h, fps)
+    assert ladder.update(int(0.5 * need), w, h, fps, now=0.0) == 0  # bitrate only
+    assert ladder.update(int(0.3 * need), w, h, fps, now=1.0) == 0  # not held long enough
+    assert ladder.update(int(0.3 * need), w, h, fps, now=3.1) == 1
+    assert ladder.picture(1, w, h, fps) == (1280, 720, 15.0)
+    t = 3.1
+    for step in (2, 3):
+        t += 2.1
+        ladder.update(20_000, w, h, fps, now=t - 2.1)
+        assert ladder.update(20_000, w, h, fps, now=t) == step
+    assert ladder.picture(3, w, h, fps) == (640, 360, 10.0)
+    assert ladder.update(20_000, w, h, fps, now=t + 10) == 3  # the bottom
+    # a rate just above the down threshold of the step above: stays (hysteresis)
+    above = LADDER_NEED(1280, 720, 10.0)
+    assert ladder.update(int(0.5 * above), w, h, fps, now=t + 20) == 3
+    assert ladder.update(int(0.5 * above), w, h, fps, now=t + 40) == 3
+    ladder.update(int(0.7 * above), w, h, fps, now=t + 50)
+    assert ladder.update(int(0.7 * above), w, h, fps, now=t + 54) == 3  # held 4 s of 5
+    assert ladder.update(int(0.7 * above), w, h, fps, now=t + 55.1) == 2
+    assert ladder.moves == 4
+
+
+def test_ladder_skips_steps_that_change_nothing():
+    ladder = Ladder(LADDER_NEED)
+    ladder.update(10_000, 1280, 720, 15.0, now=0.0)
+    assert ladder.update(10_000, 1280, 720, 15.0, now=2.5) == 2  # 15 fps: straight to 10
+    assert ladder.picture(2, 1280, 720, 15.0) == (1280, 720, 10.0)
+
+
+@pytest.mark.parametrize(("source", "kept", "expected"), [(30.0, 15.0, 15), (30.0, 10.0, 10),
+                                                          (15.0, 10.0, 10), (24.0, 15.0, 15)])
+def test_frame_skipper_keeps_the_rate_asked_for_evenly(source, kept, expected):
+    skipper = FrameSkipper()
+    times = [k / source for k in range(int(source) * 4)]  # 4 s
+    keep = [t for t in times if skipper.keep(t, kept)]
+    assert abs(len(keep) / 4 - expected) <= 0.5
+    gaps = [b - a for a, b in zip(keep, keep[1:], strict=False)]
+    assert max(gaps) <= 2.01 / source + 1e-9 or max(gaps) <= 1.5 / kept
+
+
+def test_frame_skipper_passes_everything_without_a_rate():
+    skipper = FrameSkipper()
+    assert all(skipper.keep(k / 30, None) for k in range(30))
+
+
+
+
+async def test_pacer_spreads_a_burst_at_its_rate_and_counts_what_it_drops():
+    sent: list[tuple[float, int]] = []
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+
+    async def send(data: bytes) -> None:
+        sent.append((loop.time() - start, len(data)))
+
+    pacer = Pacer(lambda: 1_000_000, send, max_delay=0.2)  # 1 Mb/s, 200 ms of queue
+    for _ in range(30):  # 30 x 1000 B = 240 ms at 1 Mb/s: the last 5 do not fit
+        pacer.enqueue(b"x" * 1000)
+    assert pacer.dropped_packets == 5 and len(pacer) == 25
+    assert pacer.backlog() == pytest.approx(0.2)
+    task = asyncio.create_task(pacer.run())
+    try:
+        deadline = loop.time() + 5
+        while len(sent) < 25 and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+    assert len(sent) == 25
+    span = sent[-1][0] - sent[0][0]
+    assert 0.15 <= span <= 0.5  # 24 packets x 8 ms, not all at once
+    assert pacer.stats()["pacer_queue_delay_max_ms"] >= 150
+    assert pacer.stats()["pacer_dropped_packets"] == 5
+
+
+async def test_pacer_counts_a_refused_send_and_goes_on():
+    calls = 0
+
+    async def send(data: bytes) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ConnectionError("not connected")
+
+    pacer = Pacer(lambda: 10_000_000, send)
+    pacer.enqueue(b"a")
+    pacer.enqueue(b"b")
+    task = asyncio.create_task(pacer.run())
+    try:
+        for _ in range(100):
+            if pacer.sent_packets == 1:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+    assert pacer.send_errors == 1 and pacer.sent_packets == 1
