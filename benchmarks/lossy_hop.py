@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import statistics
 import sys
@@ -398,6 +399,10 @@ async def run_profile(lab: LossLab, name: str, before: float, during: float,
     onset = t_media if profile.from_start else t1 + (profile.steps[0][0] if (
         profile.steps and profile.down.rate_kbps and profile.down.loss < 1) else 0.0)
     ceiling = ceiling_figures(profile, receiver, samples, cloud, onset, t1, t2, t3)
+    if os.environ.get("LOSSY_HOP_DUMP"):  # every sample, for a closer look
+        Path(os.environ["LOSSY_HOP_DUMP"], f"{name}.json").write_text(json.dumps({
+            "t": [t1, t2, t3, onset], "cloud": cloud.rows, "relay": samples.rows,
+            "video": receiver.video_arrivals}))
     return ceiling | {
         "profile": name,
         "rtt_ms": profile.rtt_ms,

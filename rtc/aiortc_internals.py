@@ -265,10 +265,26 @@ class _PacedTransport:
             self._enqueue(data)
 
 
+def restamp_send_time(sender: Any, data: bytes) -> bytes:
+    """The RTP packet ``data`` with its abs-send-time extension set to now. aiortc stamps
+    it when it makes the packet; a paced packet leaves later, and the receiver's
+    delay-based estimate (REMB) must see when it really left, or every frame's pacing
+    looks like a queue building up."""
+    extensions = sender._RTCRtpSender__rtp_header_extensions_map
+    packet = aiortc.rtp.RtpPacket.parse(data, extensions)
+    if packet.extensions.abs_send_time is None:
+        return data
+    packet.extensions.abs_send_time = (
+        aiortc.rtcrtpsender.clock.current_ntp_time() >> 14) & 0x00FFFFFF
+    restamped: bytes = packet.serialize(extensions)
+    return restamped
+
+
 def pace_sender(sender: Any, enqueue: Callable[[bytes], None]) -> Callable[[bytes], Awaitable[None]]:
     """Route an ``RTCRtpSender``'s RTP packets (media and retransmissions, already
     serialised) to ``enqueue`` instead of its transport; its RTCP goes straight out.
-    Returns the function that really sends one (the pacer's).
+    Returns the function that really sends one (the pacer's), which stamps its
+    abs-send-time (:func:`restamp_send_time`).
 
     aiortc's ``_run_rtp`` and ``_retransmit`` send through ``sender.transport``, which
     aiortc may replace (bundling) after the sender exists, so the transport is wrapped
@@ -287,7 +303,7 @@ def pace_sender(sender: Any, enqueue: Callable[[bytes], None]) -> Callable[[byte
             transport = transport._inner
         if transport is None:
             raise ConnectionError("the sender has no transport")
-        await transport._send_rtp(data)
+        await transport._send_rtp(restamp_send_time(sender, data))
 
     sender._next_encoded_frame = next_encoded_frame
     return send_now

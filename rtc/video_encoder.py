@@ -50,6 +50,10 @@ PUSHBACK_BACKLOG = 0.1
 #: the largest keyframe, in % of an average frame's bits (libvpx's rc_max_intra_bitrate_pct):
 #: a keyframe is what a bottleneck's queue overflows with, then the receiver asks for another
 MAX_INTRA_PCT = 400
+#: what the cloud's encoders start at, as a share of their ceiling, growing as receiver
+#: reports show no loss (GCC starts low too): a ceiling below the stream's rate is not
+#: first met with seconds of the full rate, which its queue drops, audio with it
+START_SHARE = 0.4
 
 
 def default_video_bitrate(width: int, height: int, fps: float) -> int:
@@ -67,6 +71,8 @@ class RatedVp8Encoder(Vp8EncoderBase):
     #: the ceiling every new encoder gets; ``None``: :func:`default_video_bitrate`
     ceiling: ClassVar[int | None] = None
     keyframe_seconds: ClassVar[float] = 3.0
+    #: the share of the ceiling a new encoder starts at (:data:`START_SHARE` on the cloud)
+    start_share: ClassVar[float] = 1.0
     raise_interval: ClassVar[float] = 2.0
     fall_interval: ClassVar[float] = 1.0
 
@@ -105,7 +111,7 @@ class RatedVp8Encoder(Vp8EncoderBase):
     @target_bitrate.setter
     def target_bitrate(self, bitrate: int) -> None:  # aiortc's sender: on each REMB
         self._estimate = int(bitrate)
-        self.bandwidth.on_delay_estimate(int(bitrate), self.send_rate())
+        self.bandwidth.on_delay_estimate(int(bitrate), self.send_rate(), time.monotonic())
 
     def on_receiver_report(self, fraction_lost: float, rtt: float | None) -> None:
         """A receiver report for our stream (rtc.send_feedback): the loss-based half."""
@@ -128,6 +134,8 @@ class RatedVp8Encoder(Vp8EncoderBase):
         """Aim at the bandwidth estimate (rtc.congestion.estimate: REMB's delay-based
         limit and the receiver reports' loss-based one), once there is feedback."""
         self.bandwidth.ceiling = self.current_ceiling()
+        if self.codec is None and self.bandwidth.loss_based is None and self.start_share < 1:
+            self.bandwidth.loss_based = self.start_share * self.bandwidth.ceiling  # (first frame)
         self._target = self.bandwidth.value
 
     def _adapt(self, frame: av.VideoFrame, fps: float) -> av.VideoFrame | None:
@@ -257,11 +265,15 @@ class RatedVp8Encoder(Vp8EncoderBase):
         return out
 
 
-def configure_video(bitrate: int | None = None) -> None:
+def configure_video(bitrate: int | None = None, start_share: float = 1.0) -> None:
     """Make every new VP8 sender in this process use :class:`RatedVp8Encoder` with
-    ``bitrate`` as its ceiling (``None``: :func:`default_video_bitrate`)."""
+    ``bitrate`` as its ceiling (``None``: :func:`default_video_bitrate`), starting at
+    ``start_share`` of it."""
     if bitrate is not None and bitrate < MIN_BITRATE:
         raise ValueError(f"a video bitrate below {MIN_BITRATE} b/s cannot carry a picture, "
                          f"got {bitrate}")
+    if not 0 < start_share <= 1:
+        raise ValueError(f"start_share must be in (0, 1], got {start_share}")
     RatedVp8Encoder.ceiling = bitrate
+    RatedVp8Encoder.start_share = start_share
     install_video_encoder(RatedVp8Encoder)

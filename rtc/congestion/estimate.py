@@ -3,10 +3,12 @@
 Two controllers, the lower wins:
 
 - **delay-based**: the receiver's REMB. aiortc's receivers compute it from abs-send-time
-  (inter-arrival delay growth, AIMD: 0.85x the incoming rate on overuse, else up to 1.5x
-  it). Because it follows the incoming rate, it is a limit only when it says the receiver
-  gets clearly less than we send (below :data:`OVERUSE_SHARE` of the send rate); otherwise
-  it only lets the limit rise (a quiet picture that sends little must not drag it down).
+  (inter-arrival delay growth, AIMD: 0.85x the incoming rate on overuse, else slowly up
+  to 1.5x it). Its value follows the incoming rate, so what counts is its *fall*: a REMB
+  under the one before and under :data:`OVERUSE_SHARE` of the send rate is an overuse,
+  and the limit goes to 0.85x the send rate (GCC's decrease), or to the REMB if higher,
+  once per interval; any other REMB lets the limit grow again as fast as the loss-based
+  one grows (a quiet picture that sends little must not drag it down).
 - **loss-based**: the fraction lost in the receiver reports. Above :data:`HIGH_LOSS` the
   estimate falls by ``1 - 0.5 * loss`` (at most once per :data:`DECREASE_INTERVAL` plus a
   round trip, so one congestion event is not counted twice); below :data:`LOW_LOSS` it may
@@ -21,7 +23,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 #: REMB under this share of the send rate means the path carries less than we send
-OVERUSE_SHARE = 0.9
+#: (aiortc's estimate is 0.85x the incoming rate on overuse, and about the incoming rate
+#: when it starts: under 0.8x, the path carries less than we send)
+OVERUSE_SHARE = 0.8
+#: aiortc's estimate only ever falls on overuse (to 0.85x the incoming rate): a REMB this
+#: much under the one before is an overuse; its value alone is not (after a decrease it
+#: climbs back additively, and would hold us far under the path)
+FALL_SHARE = 0.97
+#: at most one delay-based decrease per this (plus the round trip), s: aiortc's receiver
+#: sends a REMB on every overuse it detects, and a falling rate takes a while to show
+DELAY_DECREASE_INTERVAL = 1.0
+#: an overuse takes the delay-based limit to this share of the send rate (GCC's 0.85)
+OVERUSE_DECREASE = 0.85
 HIGH_LOSS = 0.10
 LOW_LOSS = 0.02
 #: at most one loss decrease per this (plus the round trip), s
@@ -46,7 +59,11 @@ class BandwidthEstimate:
     last_loss: float = 0.0
     rtt: float = 0.0
     decreases: int = 0
+    overuses: int = 0
     _last_decrease: float = field(default=-1e9, repr=False)
+    _last_remb: float | None = field(default=None, repr=False)
+    _last_remb_value: float | None = field(default=None, repr=False)
+    _last_delay_decrease: float = field(default=-1e9, repr=False)
     _last_loss_update: float | None = field(default=None, repr=False)
 
     @property
@@ -56,13 +73,31 @@ class BandwidthEstimate:
         value = min(limits, default=float(self.ceiling))
         return int(min(max(value, self.floor), self.ceiling))
 
-    def on_delay_estimate(self, bps: float, sent: float | None) -> None:
-        """A REMB of ``bps`` while we sent ``sent`` b/s (None: not known yet)."""
-        if sent is not None and bps < OVERUSE_SHARE * sent:
-            self.delay_based = max(float(bps), float(self.floor))  # overuse: follow it down
-        elif self.delay_based is not None and bps > self.delay_based:
-            # recovering, as fast as the receiver's estimate grows (aiortc: ~8 %/s)
-            self.delay_based = None if bps >= self.ceiling else float(bps)
+    def on_delay_estimate(self, bps: float, sent: float | None, now: float) -> None:
+        """A REMB of ``bps`` at ``now`` while we sent ``sent`` b/s (None: not known)."""
+        elapsed = 0.0 if self._last_remb is None else now - self._last_remb
+        previous, self._last_remb, self._last_remb_value = self._last_remb_value, now, bps
+        overuse = previous is not None and bps < FALL_SHARE * previous and (
+            sent is None or bps < OVERUSE_SHARE * sent)
+        if overuse:
+            # down to 0.85x what we send (GCC's decrease, of the rate the receiver
+            # measured), or to the REMB if higher, once per interval: a receiver that
+            # stalled (a loaded machine) reads as overuse too and must cost one step, not
+            # the rate; a real ceiling repeats it until we fit
+            if now - self._last_delay_decrease >= DELAY_DECREASE_INTERVAL + self.rtt:
+                known = OVERUSE_DECREASE * sent if sent is not None else float(bps)
+                lower = max(float(bps), known, float(self.floor))
+                self.delay_based = min(lower, self.delay_based or float(self.ceiling))
+                self._last_delay_decrease = now
+                self.overuses += 1
+        elif self.delay_based is not None:
+            # no overuse: grow as the loss-based limit does (aiortc's own estimate climbs
+            # back additively after a decrease, a few tens of kb/s a second), or as the
+            # receiver's estimate, whichever is faster, up to PROBE_FACTOR x what is sent
+            grown = self.delay_based * (1 + GROWTH_PER_S) ** min(elapsed, 2.0)
+            cap = PROBE_FACTOR * sent if sent is not None else float(self.ceiling)
+            value = max(self.delay_based, min(grown, cap), float(bps))
+            self.delay_based = None if value >= self.ceiling else value
 
     def on_loss_report(self, fraction_lost: float, now: float, sent: float | None,
                        rtt: float | None = None) -> None:
@@ -93,4 +128,5 @@ class BandwidthEstimate:
         return {"estimate_bitrate": self.value,
                 "delay_based_bitrate": None if self.delay_based is None else round(self.delay_based),
                 "loss_based_bitrate": None if self.loss_based is None else round(self.loss_based),
-                "reported_loss": round(self.last_loss, 4), "loss_decreases": self.decreases}
+                "reported_loss": round(self.last_loss, 4), "loss_decreases": self.decreases,
+                "delay_overuses": self.overuses}

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 #: (the most frames a second, the size divisor)
 STEPS: tuple[tuple[float | None, int], ...] = ((None, 1), (15.0, 1), (10.0, 1), (10.0, 2))
 DOWN_SHARE = 0.4
-UP_SHARE = 0.6
+UP_SHARE = 0.5
 DOWN_HOLD = 2.0
-UP_HOLD = 5.0
+UP_HOLD = 4.0
 
 
 @dataclass

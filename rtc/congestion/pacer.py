@@ -23,7 +23,7 @@ from typing import Any
 
 #: the pacing rate over the encoder's target: room for a keyframe and retransmissions,
 #: but a frame's packets are still spread over most of a frame interval
-PACING_FACTOR = 2.0
+PACING_FACTOR = 1.5
 #: the least rate the pacer sends at, whatever the target (b/s)
 MIN_PACING_RATE = 300_000
 MAX_PACKETS = 1024

@@ -23,23 +23,47 @@ def test_no_feedback_is_the_ceiling():
     assert estimate().value == CEILING
 
 
-def test_remb_limits_only_when_the_receiver_gets_less_than_we_send():
+def test_a_falling_remb_is_an_overuse_and_costs_one_step_a_second():
     e = estimate()
-    e.on_delay_estimate(1_000_000, sent=800_000)  # more than we send: no limit
+    e.on_delay_estimate(1_000_000, sent=800_000, now=0.0)  # more than we send: no limit
     assert e.value == CEILING and e.delay_based is None
-    e.on_delay_estimate(850_000, sent=1_500_000)  # overuse under a ceiling: follow it down
+    e.on_delay_estimate(900_000, sent=1_500_000, now=0.5)  # fell, under what we send
+    assert e.value == pytest.approx(0.85 * 1_500_000) and e.overuses == 1
+    e.on_delay_estimate(100_000, sent=1_400_000, now=0.8)  # again within the interval
+    assert e.value == pytest.approx(0.85 * 1_500_000) and e.overuses == 1
+    e.on_delay_estimate(90_000, sent=1_300_000, now=2.0)  # a stalled receiver's REMB:
+    assert e.value == pytest.approx(0.85 * 1_300_000)  # one 15 % step, not down to it
+    assert e.overuses == 2
+
+
+def test_a_low_but_rising_remb_is_no_overuse_and_the_limit_grows_back():
+    e = estimate()
+    e.on_delay_estimate(1_000_000, sent=1_000_000, now=0.0)
+    e.on_delay_estimate(700_000, sent=1_000_000, now=1.0)  # an overuse: 850 k
     assert e.value == 850_000
-    e.on_delay_estimate(600_000, sent=500_000)  # a quiet picture: not dragged down
-    assert e.value == 850_000
-    e.on_delay_estimate(1_200_000, sent=900_000)  # recovering: up as REMB grows
-    assert e.value == 1_200_000
-    e.on_delay_estimate(2_500_000, sent=1_300_000)  # grown out: no limit again
-    assert e.value == CEILING and e.delay_based is None
+    rembs = [710_000, 720_000, 730_000, 740_000]  # aiortc's slow climb after a decrease
+    for k, remb in enumerate(rembs, start=2):
+        e.on_delay_estimate(remb, sent=e.value, now=float(k))
+    assert e.value == pytest.approx(850_000 * 1.15 ** 4, rel=1e-3)  # 15 %/s, not held at REMB
+    now = 6.0
+    while e.delay_based is not None and now < 20:
+        now += 1.0
+        e.on_delay_estimate(750_000, sent=e.value, now=now)
+    assert e.value == CEILING and now <= 12  # grown out: no limit again
+
+
+def test_a_quiet_picture_does_not_drag_the_limit_down():
+    e = estimate()
+    e.on_delay_estimate(1_000_000, sent=1_000_000, now=0.0)
+    e.on_delay_estimate(800_000, sent=1_000_000, now=1.0)  # 850 k
+    e.on_delay_estimate(300_000, sent=200_000, now=2.0)  # we send little: no overuse
+    assert e.value >= 850_000
 
 
 def test_remb_below_the_floor_stops_at_the_floor():
     e = estimate()
-    e.on_delay_estimate(1_000, sent=500_000)
+    e.on_delay_estimate(500_000, sent=50_000, now=0.0)
+    e.on_delay_estimate(1_000, sent=50_000, now=1.0)
     assert e.value == FLOOR
 
 
@@ -83,9 +107,10 @@ def test_low_loss_climbs_back_to_the_ceiling_within_ten_seconds():
 
 def test_the_lower_of_the_two_wins():
     e = estimate()
-    e.on_delay_estimate(700_000, sent=1_000_000)
-    e.on_loss_report(0.5, now=0.0, sent=1_000_000)  # 750 k
-    assert e.value == 700_000
+    e.on_delay_estimate(1_000_000, sent=1_000_000, now=0.0)
+    e.on_delay_estimate(700_000, sent=1_000_000, now=1.0)  # 850 k
+    e.on_loss_report(0.5, now=1.0, sent=1_000_000)  # 750 k
+    assert e.value == 750_000
 
 
 LADDER_NEED = default_video_bitrate
@@ -106,13 +131,13 @@ def test_ladder_steps_down_frame_rate_then_size_and_back_with_hysteresis():
         assert ladder.update(20_000, w, h, fps, now=t) == step
     assert ladder.picture(3, w, h, fps) == (640, 360, 10.0)
     assert ladder.update(20_000, w, h, fps, now=t + 10) == 3  # the bottom
-    # a rate just above the down threshold of the step above: stays (hysteresis)
+    # a rate well above the step's own down threshold, not yet the step above's: stays
     above = LADDER_NEED(1280, 720, 10.0)
-    assert ladder.update(int(0.5 * above), w, h, fps, now=t + 20) == 3
-    assert ladder.update(int(0.5 * above), w, h, fps, now=t + 40) == 3
-    ladder.update(int(0.7 * above), w, h, fps, now=t + 50)
-    assert ladder.update(int(0.7 * above), w, h, fps, now=t + 54) == 3  # held 4 s of 5
-    assert ladder.update(int(0.7 * above), w, h, fps, now=t + 55.1) == 2
+    assert ladder.update(int(0.45 * above), w, h, fps, now=t + 20) == 3
+    assert ladder.update(int(0.45 * above), w, h, fps, now=t + 40) == 3
+    ladder.update(int(0.6 * above), w, h, fps, now=t + 50)
+    assert ladder.update(int(0.6 * above), w, h, fps, now=t + 53) == 3  # held 3 s of 4
+    assert ladder.update(int(0.6 * above), w, h, fps, now=t + 54.1) == 2
     assert ladder.moves == 4
 
 

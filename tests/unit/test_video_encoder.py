@@ -88,7 +88,8 @@ def test_receiver_estimate_backs_off_and_recovers_without_a_keyframe_storm(encod
     encoder.fall_interval = 30.0  # (instance attributes, for this test)
     encoder.target_bitrate = round(sent * 0.4)  # congestion: the target falls...
     encoder.encode(frame(11, 640, 360, 30))
-    assert encoder.target_bitrate == max(video_encoder.FLOOR_BITRATE, round(sent * 0.4))
+    # an overuse (the estimate fell, under what we send): GCC's step, 0.85x the send rate
+    assert 0.8 * sent <= encoder.target_bitrate <= 0.9 * sent
     assert encoder.reopens == 1  # ...but the codec was reopened less than 30 s ago
     encoder.fall_interval = 0.0
     encoder.encode(frame(12, 640, 360, 30))
@@ -144,11 +145,13 @@ def test_a_low_estimate_lowers_the_frame_rate_then_the_size_and_a_high_one_resto
         return kept
 
     assert run(1.0) == 30
-    encoder.on_receiver_report(0.9, None)  # a ceiling: 90 % lost
-    encoder.target_bitrate = 60_000  # and REMB says far less than we send
-    assert run(2.5) >= 60  # bitrate first, for 2 s
-    assert encoder.target_bitrate == 60_000
-    assert 14 <= run(2.0) <= 16 * 2 and encoder.stats()["send_fps"] in (15.0, 10.0)
+    for _ in range(4):  # a ceiling: the receiver reports lose half the packets
+        encoder.on_receiver_report(0.5, None)
+        run(0.5)
+    assert encoder.target_bitrate < 0.4 * default_video_bitrate(640, 360, 30)
+    assert encoder.stats()["ladder_step"] == 0  # bitrate first, for 2 s
+    run(2.5)  # the ladder holds 2 s before it steps
+    assert 18 <= run(2.0) <= 32 and encoder.stats()["send_fps"] in (15.0, 10.0)
     run(4.0)
     assert encoder.stats()["ladder_step"] == 3 and sizes[-1] == (320, 180)
     assert 9 <= run(1.0) <= 11
