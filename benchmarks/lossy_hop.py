@@ -481,7 +481,7 @@ def ceiling_figures(profile: Profile, receiver: Receiver, samples: Samples, clou
     late = [s for t, s in cloud.rows if t2 - 3.0 <= t <= t2]
     climb_s = None
     for t, s in cloud.rows:
-        if t >= t2 and s.get("target_bitrate", 0) >= 0.9 * s.get("ceiling_bitrate", 1):
+        if t >= t2 and s.get("target_bitrate", 0) >= 0.9 * s.get("ceiling_bitrate", 1e12):
             climb_s = t - t2
             break
     last = late[-1] if late else cloud.rows[-1][1]
@@ -491,7 +491,8 @@ def ceiling_figures(profile: Profile, receiver: Receiver, samples: Samples, clou
         "c_fit_s": fit_s,
         "c_fps": len(arrivals) / max(0.1, t2 - settled),
         "c_freeze_ms": max(gaps, default=t2 - settled) * 1000,
-        "c_target_kbps": median([s["target_bitrate"] / 1000 for s in late]),
+        "c_target_kbps": median([s["target_bitrate"] / 1000 for s in late
+                                 if "target_bitrate" in s]),
         "c_estimate_kbps": median([s.get("estimate_bitrate", 0) / 1000 for s in late]),
         "c_send_kbps": median([(s.get("send_bitrate") or 0) / 1000 for s in late]),
         "c_pacer_ms": max((s.get("pacer_queue_delay_max_ms", 0) for s in window), default=None),

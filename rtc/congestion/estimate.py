@@ -5,7 +5,10 @@ Two controllers, the lower wins:
 - **delay-based**: the receiver's REMB. aiortc's receivers compute it from abs-send-time
   (inter-arrival delay growth, AIMD: 0.85x the incoming rate on overuse, else slowly up
   to 1.5x it). Its value follows the incoming rate, so what counts is its *fall*: a REMB
-  under the one before and under :data:`OVERUSE_SHARE` of the send rate is an overuse,
+  under the one before and under :data:`OVERUSE_SHARE` of the send rate is an overuse
+  when the receiver reports confirm it (2 % loss or more, or a round trip grown by a queue:
+  a relay starved of CPU reads as overuse to aiortc's estimator, a real queue shows in
+  the reports too),
   and the limit goes to 0.85x the send rate (GCC's decrease), or to the REMB if higher,
   once per interval; any other REMB lets the limit grow again as fast as the loss-based
   one grows (a quiet picture that sends little must not drag it down).
@@ -30,6 +33,8 @@ OVERUSE_SHARE = 0.8
 #: much under the one before is an overuse; its value alone is not (after a decrease it
 #: climbs back additively, and would hold us far under the path)
 FALL_SHARE = 0.97
+#: a round trip this much (s) over its least means a queue is building on the path
+QUEUE_RTT = 0.03
 #: at most one delay-based decrease per this (plus the round trip), s: aiortc's receiver
 #: sends a REMB on every overuse it detects, and a falling rate takes a while to show
 DELAY_DECREASE_INTERVAL = 1.0
@@ -58,6 +63,7 @@ class BandwidthEstimate:
     loss_based: float | None = None
     last_loss: float = 0.0
     rtt: float = 0.0
+    min_rtt: float | None = None
     decreases: int = 0
     overuses: int = 0
     _last_decrease: float = field(default=-1e9, repr=False)
@@ -78,7 +84,7 @@ class BandwidthEstimate:
         elapsed = 0.0 if self._last_remb is None else now - self._last_remb
         previous, self._last_remb, self._last_remb_value = self._last_remb_value, now, bps
         overuse = previous is not None and bps < FALL_SHARE * previous and (
-            sent is None or bps < OVERUSE_SHARE * sent)
+            sent is None or bps < OVERUSE_SHARE * sent) and self.path_congested()
         if overuse:
             # down to 0.85x what we send (GCC's decrease, of the rate the receiver
             # measured), or to the REMB if higher, once per interval: a receiver that
@@ -99,11 +105,20 @@ class BandwidthEstimate:
             value = max(self.delay_based, min(grown, cap), float(bps))
             self.delay_based = None if value >= self.ceiling else value
 
+    def path_congested(self) -> bool:
+        """Whether the receiver reports back a REMB's overuse: 2 % loss or more, or a round trip
+        grown past its least by :data:`QUEUE_RTT` (a queue building). A receiver starved
+        of CPU (the relay on a loaded machine) reads as overuse to aiortc's estimator
+        while nothing queues on the path; a real bottleneck's queue shows in both."""
+        queued = self.min_rtt is not None and self.rtt - self.min_rtt > QUEUE_RTT
+        return self.last_loss >= LOW_LOSS or queued
+
     def on_loss_report(self, fraction_lost: float, now: float, sent: float | None,
                        rtt: float | None = None) -> None:
         """A receiver report's fraction lost (0..1) at ``now``, while sending ``sent`` b/s."""
         if rtt is not None:
             self.rtt = rtt
+            self.min_rtt = rtt if self.min_rtt is None else min(self.min_rtt, rtt)
         self.last_loss = fraction_lost = min(max(fraction_lost, 0.0), 1.0)
         elapsed = 0.0 if self._last_loss_update is None else now - self._last_loss_update
         self._last_loss_update = now

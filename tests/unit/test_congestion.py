@@ -15,8 +15,13 @@ from scope_relay.rtc.video_encoder import default_video_bitrate
 FLOOR, CEILING = 50_000, 2_000_000
 
 
-def estimate() -> BandwidthEstimate:
-    return BandwidthEstimate(FLOOR, CEILING)
+def estimate(congested: bool = True) -> BandwidthEstimate:
+    """An estimate whose receiver reports say the path queues (a REMB's overuse counts)."""
+    e = BandwidthEstimate(FLOOR, CEILING)
+    if congested:
+        e.on_loss_report(0.0, now=-10.0, sent=None, rtt=0.05)
+        e.on_loss_report(0.0, now=-9.0, sent=None, rtt=0.15)
+    return e
 
 
 def test_no_feedback_is_the_ceiling():
@@ -58,6 +63,17 @@ def test_a_quiet_picture_does_not_drag_the_limit_down():
     e.on_delay_estimate(800_000, sent=1_000_000, now=1.0)  # 850 k
     e.on_delay_estimate(300_000, sent=200_000, now=2.0)  # we send little: no overuse
     assert e.value >= 850_000
+
+
+def test_a_falling_remb_without_loss_or_a_queue_is_a_stalled_receiver_not_overuse():
+    e = estimate(congested=False)
+    e.on_loss_report(0.0, now=0.0, sent=1_000_000, rtt=0.06)
+    e.on_delay_estimate(1_000_000, sent=1_000_000, now=0.5)
+    e.on_delay_estimate(300_000, sent=1_000_000, now=1.0)
+    assert e.value == CEILING and e.overuses == 0
+    e.on_loss_report(0.0, now=2.0, sent=1_000_000, rtt=0.10)  # the round trip grew 40 ms
+    e.on_delay_estimate(250_000, sent=1_000_000, now=2.5)
+    assert e.value == 850_000 and e.overuses == 1
 
 
 def test_remb_below_the_floor_stops_at_the_floor():

@@ -86,7 +86,8 @@ def test_receiver_estimate_backs_off_and_recovers_without_a_keyframe_storm(encod
     encoder.encode(frame(10, 640, 360, 30))
     assert encoder.target_bitrate == ceiling and encoder.reopens == 1
     encoder.fall_interval = 30.0  # (instance attributes, for this test)
-    encoder.target_bitrate = round(sent * 0.4)  # congestion: the target falls...
+    encoder.on_receiver_report(0.05, None)  # the receiver reports some loss: congestion
+    encoder.target_bitrate = round(sent * 0.4)  # the target falls...
     encoder.encode(frame(11, 640, 360, 30))
     # an overuse (the estimate fell, under what we send): GCC's step, 0.85x the send rate
     assert 0.8 * sent <= encoder.target_bitrate <= 0.9 * sent
