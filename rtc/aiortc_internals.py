@@ -183,6 +183,12 @@ def sender_encoder(sender: Any) -> Any:
     return getattr(sender, "_RTCRtpSender__encoder", None)
 
 
+def sender_packet_count(sender: Any) -> int:
+    """RTP packets an ``RTCRtpSender`` has sent (what its sender reports count)."""
+    count: int = getattr(sender, "_RTCRtpSender__packet_count", 0)
+    return count
+
+
 def sender_rtt(sender: Any) -> float | None:
     """The round trip (s) aiortc measured from receiver reports (``None`` before one)."""
     rtt: float | None = getattr(sender, "_RTCRtpSender__rtt", None)

@@ -9,7 +9,7 @@ from typing import Any
 
 from aiortc.rtp import RtcpPsfbPacket, RtcpRrPacket, RtcpRtpfbPacket, RtcpSrPacket
 
-from .aiortc_internals import sender_encoder, sender_rtt, tap_sender_rtcp
+from .aiortc_internals import sender_encoder, sender_packet_count, sender_rtt, tap_sender_rtcp
 
 _PLI, _FIR, _REMB = 1, 4, 15  # RTCP payload-specific feedback formats (RFC 4585, 5104)
 _NACK = 1  # transport-layer feedback: generic NACK
@@ -26,6 +26,8 @@ class SendFeedback:
     nacked_packets: int = 0  # packets they asked for again
     rembs: int = 0
     receiver_reports: int = 0
+    #: (packets sent, packets NACKed) at the last receiver report
+    _at_report: tuple[int, int] = (0, 0)
 
     def on_packet(self, packet: Any) -> None:
         if isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
@@ -35,8 +37,8 @@ class SendFeedback:
                     self.receiver_reports += 1
                     encoder = sender_encoder(self.sender)
                     if encoder is not None and hasattr(encoder, "on_receiver_report"):
-                        encoder.on_receiver_report(report.fraction_lost / 256,
-                                                   sender_rtt(self.sender))
+                        lost = max(report.fraction_lost / 256, self._nacked_share())
+                        encoder.on_receiver_report(lost, sender_rtt(self.sender))
         elif isinstance(packet, RtcpPsfbPacket):
             if packet.fmt == _PLI:
                 self.plis += 1
@@ -47,6 +49,16 @@ class SendFeedback:
         elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == _NACK:
             self.nacks += 1
             self.nacked_packets += len(packet.lost)
+
+    def _nacked_share(self) -> float:
+        """The share of the packets sent since the last report that the receiver asked
+        for again. The report's own fraction lost counts a retransmitted packet as
+        received, so a path whose losses NACKs repair reads as lossless there, however
+        full its queue; what was lost before repair is what congestion control needs."""
+        sent, nacked = sender_packet_count(self.sender), self.nacked_packets
+        last_sent, last_nacked = self._at_report
+        self._at_report = (sent, nacked)
+        return min(1.0, (nacked - last_nacked) / (sent - last_sent)) if sent > last_sent else 0.0
 
     def stats(self) -> dict[str, Any]:
         out: dict[str, Any] = {"plis": self.plis, "firs": self.firs, "nacks": self.nacks,

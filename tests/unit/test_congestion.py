@@ -230,3 +230,45 @@ async def test_pacer_counts_a_refused_send_and_goes_on():
     finally:
         task.cancel()
     assert pacer.send_errors == 1 and pacer.sent_packets == 1
+
+
+async def test_send_feedback_gives_the_encoder_the_loss_before_repair():
+    """A receiver report on a real sender reaches the encoder with the larger of its
+    fraction lost and the share of packets NACKed since the last report (a report counts a
+    retransmitted packet as received)."""
+    from aiortc import RTCPeerConnection
+    from aiortc.rtp import RtcpReceiverInfo, RtcpRrPacket, RtcpRtpfbPacket
+
+    from scope_relay.rtc.ice import rtc_configuration
+    from scope_relay.rtc.send_feedback import count_feedback
+
+    class Encoder:
+        def __init__(self) -> None:
+            self.reports: list[float] = []
+
+        def on_receiver_report(self, lost: float, rtt: float | None) -> None:
+            self.reports.append(lost)
+
+    pc = RTCPeerConnection(rtc_configuration())
+    try:
+        sender = pc.addTransceiver("video", direction="sendonly").sender
+        encoder = sender._RTCRtpSender__encoder = Encoder()
+        feedback = count_feedback(sender)
+
+        def report(fraction: int) -> RtcpRrPacket:
+            return RtcpRrPacket(ssrc=1, reports=[RtcpReceiverInfo(
+                ssrc=sender._ssrc, fraction_lost=fraction, packets_lost=0, highest_sequence=0,
+                jitter=0, lsr=0, dlsr=0)])
+
+        sender._RTCRtpSender__packet_count = 100
+        await sender._handle_rtcp_packet(report(0))
+        sender._RTCRtpSender__packet_count = 200
+        feedback.on_packet(RtcpRtpfbPacket(fmt=1, ssrc=1, media_ssrc=sender._ssrc,
+                                           lost=list(range(30))))
+        await sender._handle_rtcp_packet(report(0))  # 30 of 100 NACKed, none "lost"
+        sender._RTCRtpSender__packet_count = 300
+        await sender._handle_rtcp_packet(report(64))  # 25 % lost, nothing NACKed
+        assert encoder.reports == [pytest.approx(0.0), pytest.approx(0.3), pytest.approx(0.25)]
+        assert feedback.stats()["receiver_reports"] == 3
+    finally:
+        await pc.close()
