@@ -4,7 +4,7 @@ reports' fraction lost goes to the encoder's bandwidth estimate (rtc.congestion)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiortc.rtp import RtcpPsfbPacket, RtcpRrPacket, RtcpRtpfbPacket, RtcpSrPacket
@@ -13,6 +13,8 @@ from .aiortc_internals import sender_encoder, sender_packet_count, sender_rtt, t
 
 _PLI, _FIR, _REMB = 1, 4, 15  # RTCP payload-specific feedback formats (RFC 4585, 5104)
 _NACK = 1  # transport-layer feedback: generic NACK
+#: NACKed sequence numbers remembered between two receiver reports, at most
+MAX_NACKED_SEEN = 8192
 
 
 @dataclass(slots=True)
@@ -26,8 +28,10 @@ class SendFeedback:
     nacked_packets: int = 0  # packets they asked for again
     rembs: int = 0
     receiver_reports: int = 0
-    #: (packets sent, packets NACKed) at the last receiver report
-    _at_report: tuple[int, int] = (0, 0)
+    #: packets sent at the last receiver report, and those NACKed since (each hole is
+    #: asked for up to 3 times: counted once)
+    _sent_at_report: int = 0
+    _nacked_since: set[int] = field(default_factory=set)
 
     def on_packet(self, packet: Any) -> None:
         if isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
@@ -49,16 +53,19 @@ class SendFeedback:
         elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == _NACK:
             self.nacks += 1
             self.nacked_packets += len(packet.lost)
+            if len(self._nacked_since) < MAX_NACKED_SEEN:
+                self._nacked_since.update(packet.lost)
 
     def _nacked_share(self) -> float:
         """The share of the packets sent since the last report that the receiver asked
         for again. The report's own fraction lost counts a retransmitted packet as
         received, so a path whose losses NACKs repair reads as lossless there, however
         full its queue; what was lost before repair is what congestion control needs."""
-        sent, nacked = sender_packet_count(self.sender), self.nacked_packets
-        last_sent, last_nacked = self._at_report
-        self._at_report = (sent, nacked)
-        return min(1.0, (nacked - last_nacked) / (sent - last_sent)) if sent > last_sent else 0.0
+        sent, last_sent = sender_packet_count(self.sender), self._sent_at_report
+        nacked = len(self._nacked_since)
+        self._sent_at_report = sent
+        self._nacked_since.clear()
+        return min(1.0, nacked / (sent - last_sent)) if sent > last_sent else 0.0
 
     def stats(self) -> dict[str, Any]:
         out: dict[str, Any] = {"plis": self.plis, "firs": self.firs, "nacks": self.nacks,

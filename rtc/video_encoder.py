@@ -53,7 +53,7 @@ MAX_INTRA_PCT = 400
 #: what the cloud's encoders start at, as a share of their ceiling, growing as receiver
 #: reports show no loss (GCC starts low too): a ceiling below the stream's rate is not
 #: first met with seconds of the full rate, which its queue drops, audio with it
-START_SHARE = 0.4
+START_SHARE = 0.25
 
 
 def default_video_bitrate(width: int, height: int, fps: float) -> int:

@@ -14,7 +14,9 @@ Two controllers, the lower wins:
   one grows (a quiet picture that sends little must not drag it down).
 - **loss-based**: the fraction lost in the receiver reports. Above :data:`HIGH_LOSS` the
   estimate falls by ``1 - 0.5 * loss`` (at most once per :data:`DECREASE_INTERVAL` plus a
-  round trip, so one congestion event is not counted twice); below :data:`LOW_LOSS` it may
+  round trip, so one congestion event is not counted twice; the sender passes the larger
+  of the report's fraction and the share of packets NACKed since the last report, since
+  the report counts a repaired packet as received); below :data:`LOW_LOSS` it may
   grow by :data:`GROWTH_PER_S` a second, never past :data:`PROBE_FACTOR` times what is
   really sent (an estimate we never tested is not one); in between it holds.
 
@@ -42,8 +44,9 @@ DELAY_DECREASE_INTERVAL = 1.0
 OVERUSE_DECREASE = 0.85
 HIGH_LOSS = 0.10
 LOW_LOSS = 0.02
-#: at most one loss decrease per this (plus the round trip), s
-DECREASE_INTERVAL = 0.3
+#: at most one loss decrease per this (plus the round trip), s: receiver reports come
+#: about once a second, and the one after a decrease still describes the rate before it
+DECREASE_INTERVAL = 1.2
 #: loss-based growth while loss is low, a second (GCC: 5 % a report; faster, so a lifted
 #: ceiling is climbed back within 10 s)
 GROWTH_PER_S = 0.15

@@ -87,9 +87,9 @@ def test_high_loss_decreases_by_half_the_loss_once_per_interval():
     e = estimate()
     e.on_loss_report(0.30, now=0.0, sent=1_500_000)
     assert e.value == pytest.approx(1_500_000 * (1 - 0.15), rel=1e-6)
-    e.on_loss_report(0.30, now=0.1, sent=1_500_000)  # the same congestion event
+    e.on_loss_report(0.30, now=1.0, sent=1_500_000)  # the report after: the same event
     assert e.value == pytest.approx(1_275_000, rel=1e-6)
-    e.on_loss_report(0.30, now=0.5, sent=1_200_000)  # a new one, from what was sent
+    e.on_loss_report(0.30, now=1.5, sent=1_200_000)  # a new one, from what was sent
     assert e.value == pytest.approx(1_200_000 * 0.85, rel=1e-6)
     assert e.decreases == 2
 
