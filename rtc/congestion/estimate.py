@@ -18,7 +18,10 @@ Two controllers, the lower wins:
   of the report's fraction and the share of packets NACKed since the last report, since
   the report counts a repaired packet as received); below :data:`LOW_LOSS` it may
   grow by :data:`GROWTH_PER_S` a second, never past :data:`PROBE_FACTOR` times what is
-  really sent (an estimate we never tested is not one); in between it holds.
+  really sent (an estimate we never tested is not one), and only by
+  :data:`NEAR_MAX_GROWTH_PER_S` a second within :data:`NEAR_MAX` of the rate that last
+  lost (so a ceiling's queue is not refilled at once, the audio with it), until well
+  past it; in between it holds.
 
 Pure logic on the caller's clock (seconds), so tests feed it synthetic feedback.
 """
@@ -50,6 +53,10 @@ DECREASE_INTERVAL = 1.2
 #: loss-based growth while loss is low, a second (GCC: 5 % a report; faster, so a lifted
 #: ceiling is climbed back within 10 s)
 GROWTH_PER_S = 0.15
+#: within this share of the rate that last lost, the loss-based limit grows additively,
+#: by NEAR_MAX_GROWTH_PER_S of that rate a second
+NEAR_MAX = 0.9
+NEAR_MAX_GROWTH_PER_S = 0.05
 #: the estimate never runs ahead of the send rate by more than this
 PROBE_FACTOR = 1.5
 
@@ -67,6 +74,8 @@ class BandwidthEstimate:
     last_loss: float = 0.0
     rtt: float = 0.0
     min_rtt: float | None = None
+    #: the send rate at the last loss decrease (None: none, or grown well past it)
+    loss_max: float | None = None
     decreases: int = 0
     overuses: int = 0
     _last_decrease: float = field(default=-1e9, repr=False)
@@ -132,10 +141,18 @@ class BandwidthEstimate:
                 known = [x for x in (base, sent) if x is not None]
                 start = min(known) if known else float(self.value)
                 base = start * (1 - 0.5 * fraction_lost)
+                self.loss_max = start  # what the path did not carry
                 self._last_decrease = now
                 self.decreases += 1
         elif fraction_lost < LOW_LOSS and base is not None:
             grown = base * (1 + GROWTH_PER_S) ** min(elapsed, 2.0)
+            if self.loss_max is not None and grown > NEAR_MAX * self.loss_max:
+                # near the rate that lost last: creep (AIMD's additive increase), so the
+                # queue of a ceiling is not filled again at once, audio with it
+                creep = base + NEAR_MAX_GROWTH_PER_S * self.loss_max * min(elapsed, 2.0)
+                grown = max(min(grown, NEAR_MAX * self.loss_max), creep)
+                if grown > self.loss_max / NEAR_MAX:
+                    self.loss_max = None  # well past it without loss: the ceiling went
             cap = PROBE_FACTOR * sent if sent is not None else float(self.ceiling)
             base = max(base, min(grown, cap))
             if base >= self.ceiling:
