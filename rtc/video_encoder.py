@@ -143,7 +143,9 @@ class RatedVp8Encoder(Vp8EncoderBase):
         rate, or the pacer's backlog is long), or at a smaller size."""
         width, height = frame.width, frame.height
         self._source = (width, height)
-        step = self.ladder.update(self.target_bitrate, width, height, fps, time.monotonic())
+        now = time.monotonic()
+        self.bandwidth.on_silence(now)  # (no receiver reports: the next frame's target)
+        step = self.ladder.update(self.target_bitrate, width, height, fps, now)
         out_w, out_h, out_fps = self.ladder.picture(step, width, height, fps)
         media_time = float(frame.pts * frame.time_base) if (
             frame.pts is not None and frame.time_base is not None) else time.monotonic()

@@ -23,6 +23,9 @@ Two controllers, the lower wins:
   lost (so a ceiling's queue is not refilled at once, the audio with it), until well
   past it; in between it holds.
 
+Without receiver reports for :data:`FEEDBACK_TIMEOUT` s (once some have come) the
+estimate halves every second (:meth:`BandwidthEstimate.on_silence`).
+
 Pure logic on the caller's clock (seconds), so tests feed it synthetic feedback.
 """
 
@@ -57,6 +60,8 @@ GROWTH_PER_S = 0.15
 #: by NEAR_MAX_GROWTH_PER_S of that rate a second
 NEAR_MAX = 0.9
 NEAR_MAX_GROWTH_PER_S = 0.05
+#: no receiver report for this long (s) after some came: the estimate halves each second
+FEEDBACK_TIMEOUT = 3.0
 #: the estimate never runs ahead of the send rate by more than this
 PROBE_FACTOR = 1.5
 
@@ -76,6 +81,8 @@ class BandwidthEstimate:
     min_rtt: float | None = None
     #: the send rate at the last loss decrease (None: none, or grown well past it)
     loss_max: float | None = None
+    silence_cuts: int = 0
+    _last_silence_cut: float = field(default=-1e9, repr=False)
     decreases: int = 0
     overuses: int = 0
     _last_decrease: float = field(default=-1e9, repr=False)
@@ -159,9 +166,21 @@ class BandwidthEstimate:
                 base = None  # back to no limit: loss no longer says anything
         self.loss_based = None if base is None else max(base, float(self.floor))
 
+    def on_silence(self, now: float) -> None:
+        """Called as the sender sends: once receiver reports have come, none for
+        :data:`FEEDBACK_TIMEOUT` s halves the estimate every second. A receiver that
+        has gone (its peer replaced by a new one over the same congested path) or whose
+        reports are lost in a full queue must not be sent the full rate blind."""
+        if self._last_loss_update is None or now - self._last_loss_update < FEEDBACK_TIMEOUT:
+            return
+        if now - self._last_silence_cut >= 1.0:
+            self.loss_based = max(0.5 * self.value, float(self.floor))
+            self._last_silence_cut = now
+            self.silence_cuts += 1
+
     def stats(self) -> dict[str, float | int | None]:
         return {"estimate_bitrate": self.value,
                 "delay_based_bitrate": None if self.delay_based is None else round(self.delay_based),
                 "loss_based_bitrate": None if self.loss_based is None else round(self.loss_based),
                 "reported_loss": round(self.last_loss, 4), "loss_decreases": self.decreases,
-                "delay_overuses": self.overuses}
+                "delay_overuses": self.overuses, "feedback_silence_cuts": self.silence_cuts}

@@ -131,6 +131,21 @@ def test_the_lower_of_the_two_wins():
     assert e.value == 750_000
 
 
+def test_no_reports_after_some_halve_the_estimate_each_second():
+    e = estimate(congested=False)
+    e.on_silence(now=100.0)  # no report ever (a receiver that sends none): nothing
+    assert e.value == CEILING
+    e.on_loss_report(0.0, now=0.0, sent=1_000_000)
+    e.on_silence(now=2.0)
+    assert e.value == CEILING
+    for now in (3.5, 3.9, 4.6, 5.7):
+        e.on_silence(now=now)
+    assert e.value == CEILING // 8 and e.silence_cuts == 3
+    e.on_loss_report(0.0, now=6.0, sent=200_000)  # reports again: grows back
+    e.on_silence(now=7.0)
+    assert e.value > CEILING // 8
+
+
 LADDER_NEED = default_video_bitrate
 
 
