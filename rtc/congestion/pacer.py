@@ -28,7 +28,7 @@ PACING_FACTOR = 1.5
 MIN_PACING_RATE = 300_000
 MAX_PACKETS = 1024
 #: seconds of sending at the current rate the queue may hold
-MAX_DELAY = 0.5
+MAX_DELAY = 1.0
 #: packets may go together while they are this much (s) behind their schedule, so the
 #: event loop's timer granularity does not lower the rate
 BURST_S = 0.005
