@@ -28,7 +28,13 @@ round trip on both directions with jitter, random or bursty (Gilbert-Elliott) lo
 bottlenecks with drop-tail queues, mid-stream changes (a ceiling that drops from 8 to
 2 Mb/s, loss that starts and stops) and a 10 s outage; ``--profiles key`` runs the issue's.
 ``--pipeline tone`` streams a continuous tone instead of av-sync's clicks (what
-concealment and FEC are heard on; no video, no A/V column).
+concealment and FEC are heard on; no video, no A/V column); ``hd15`` / ``hd30`` stream a
+tone with ``hd-test``'s 1280x720 picture at 15 / 30 fps (the ceiling profiles' own
+pipeline). For the ceiling profiles the cloud's own figures are sampled too (its
+``/api/v1/stats`` over the veth: the video's target rate, the bandwidth estimate, the
+pacer's queue delay, the frame rate and size sent) and printed in a third table: how
+long until the video fits under the ceiling, frames and the longest freeze after 5 s,
+and how long the rate takes to climb back once the ceiling lifts.
 
     sudo .venv/bin/python benchmarks/lossy_hop.py [--during 20] [--profiles key] [--quick]
 
@@ -40,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import statistics
 import sys
@@ -83,6 +90,10 @@ class Profile:
     up: Impairment = field(default_factory=Impairment)
     steps: tuple[tuple[float, Impairment, Impairment], ...] = ()
     freeze: bool = False
+    #: the pipeline this profile is measured on (None: ``--pipeline``)
+    pipeline: str | None = None
+    #: the impairment is there from before the session (a ceiling from the start)
+    from_start: bool = False
 
     @property
     def rtt_ms(self) -> float:
@@ -137,6 +148,20 @@ PROFILES: dict[str, Profile] = {
         "8 Mb/s ceiling, 2 Mb/s from 10 s in (200 ms queues), 30 ms each way",
         **_path(30, 2, rate_kbps=8000),
         steps=((10.0, _path(30, 2, rate_kbps=2000)["down"], _path(30, 2)["up"]),)),
+    "ceiling-1M-hd15": Profile(
+        "1 Mb/s from the start (200 ms queue, 30 ms each way) under 720p15 (~1.7 Mb/s)",
+        **_path(30, 2, rate_kbps=1000), pipeline="hd15", from_start=True),
+    "ceiling-2M-hd30": Profile(
+        "2 Mb/s from the start (200 ms queue, 30 ms each way) under 720p30 (~2.8 Mb/s)",
+        **_path(30, 2, rate_kbps=2000), pipeline="hd30", from_start=True),
+    "ceiling-8to2-hd30": Profile(
+        "720p30: 8 Mb/s ceiling, 2 Mb/s from 10 s in (200 ms queues), 30 ms each way",
+        **_path(30, 2, rate_kbps=8000),
+        steps=((10.0, _path(30, 2, rate_kbps=2000)["down"], _path(30, 2)["up"]),),
+        pipeline="hd30"),
+    "ceiling-3M-hd15": Profile(
+        "a ceiling above the stream: 3 Mb/s (200 ms queue, 30 ms each way) under 720p15",
+        **_path(30, 2, rate_kbps=3000), pipeline="hd15"),
     "ceiling-below": Profile(
         "a ceiling below av-sync's ~95 kb/s: 64 kb/s through a 200 ms queue, 30 ms each way",
         **_path(30, 2, rate_kbps=64)),
@@ -156,6 +181,9 @@ PROFILES: dict[str, Profile] = {
 #: the issue's key profiles (``--profiles key``)
 KEY_PROFILES = ("rtt80-1%", "rtt80-5%", "rtt80-2%burst3", "busy-wifi", "hotel",
                 "transatlantic", "outage-10s")
+#: the ceiling profiles (``--profiles ceilings``)
+CEILING_PROFILES = ("ceiling-1M-hd15", "ceiling-2M-hd30", "ceiling-8to2-hd30",
+                    "ceiling-3M-hd15", "ceiling-below", "ceiling-8to2")
 CLOUD_FREEZE_S = 3.0
 #: --quick: one network profile and the freeze (the two ways a window is impaired), short
 QUICK = {"before": 1.0, "during": 2.0, "after": 1.0, "profiles": "5%,3s-freeze", "freeze": 1.0}
@@ -165,6 +193,10 @@ PIPELINES: dict[str, dict[str, Any]] = {
     "av-sync": {"pipeline_ids": ["av-sync"]},
     "tone": {"pipeline_ids": ["test-tone"], "interval": 1.0, "duration": 1.0,
              "frequency": 440.0, "volume": 0.5},
+    "hd15": {"pipeline_ids": ["test-tone", "hd-test"], "interval": 1.0, "duration": 1.0,
+             "frequency": 440.0, "volume": 0.5, "height": 720, "frame_rate": 15.0},
+    "hd30": {"pipeline_ids": ["test-tone", "hd-test"], "interval": 1.0, "duration": 1.0,
+             "frequency": 440.0, "volume": 0.5, "height": 720, "frame_rate": 30.0},
 }
 
 
@@ -172,9 +204,10 @@ class Receiver:
     """The browser stand-in: receives av-sync from the relay on 127.0.0.1 and notes the
     arrival of every video frame, and each flash and click (pts, arrival)."""
 
-    def __init__(self, video: bool = True) -> None:
+    def __init__(self, video: bool = True, flashes: bool = True) -> None:
         self.pc = RTCPeerConnection(rtc_configuration())
         self.video = video
+        self.flashes_on = flashes  # (av-sync's; looking for them costs a 720p stream CPU)
         self.video_tap = SenderReportTap(
             self.pc.addTransceiver("video", direction="recvonly").receiver,
             90_000) if video else None
@@ -197,6 +230,8 @@ class Receiver:
                 now = time.monotonic()
                 if track.kind == "video":
                     self.video_arrivals.append(now)
+                    if not self.flashes_on:
+                        continue
                     bright = float(frame.to_ndarray(format="gray").mean())
                     if bright > 128 >= self._bright:
                         self.flashes.append((frame.pts, now))
@@ -299,20 +334,29 @@ async def run_profile(lab: LossLab, name: str, before: float, during: float,
                       after: float, freeze: float = CLOUD_FREEZE_S,
                       pipeline: str = "av-sync") -> dict:
     profile = PROFILES[name]
-    lab.apply(*profile.base())  # before the session: its offset is measured on this path
+    pipeline = profile.pipeline or pipeline
+    # before the session: its offset is measured on this path (a ceiling from the start:
+    # there already)
+    lab.apply(*((profile.down, profile.up) if profile.from_start else profile.base()))
     relay_app = create_relay_app(RelayConfig(CloudTarget(lab.ws_url), loopback_ice=True))
     samples = Samples()
-    receiver = Receiver(video=pipeline == "av-sync")
+    cloud = Samples()
+    receiver = Receiver(video=pipeline != "tone", flashes=pipeline == "av-sync")
+    cloud_url = lab.http_url
     async with serve(relay_app) as relay, httpx.AsyncClient(base_url=relay.url,
                                                             timeout=10) as http:
+        sampler: asyncio.Task | None = None
         try:
             await receiver.connect(relay.url, PIPELINES[pipeline])
             deadline = time.monotonic() + 45
-            while not (receiver.audio_frames and (not receiver.video or (
-                    receiver.video_arrivals and receiver.clicks))):
+            while not (receiver.audio_frames and (
+                    not receiver.video or profile.from_start or (receiver.video_arrivals and (
+                        receiver.clicks or not receiver.flashes_on)))):
                 if time.monotonic() > deadline:
                     raise RuntimeError("no media at the receiver within 45 s")
                 await asyncio.sleep(0.1)
+            t_media = time.monotonic()
+            sampler = asyncio.create_task(sample_cloud(cloud_url, cloud))
             await asyncio.sleep(1.0)  # past the relay's start-up
 
             async def sample_until(end: float) -> None:
@@ -346,11 +390,20 @@ async def run_profile(lab: LossLab, name: str, before: float, during: float,
             await sample_until(t2 + after)
             t3 = time.monotonic()
         finally:
+            if sampler is not None:
+                sampler.cancel()
             await receiver.close()
     s1, s2, s3 = samples.at(t1), samples.at(t2), samples.at(t3)
     freezes = receiver.freezes(t1)
     offsets = receiver.av_offsets(t1)
-    return {
+    onset = t_media if profile.from_start else t1 + (profile.steps[0][0] if (
+        profile.steps and profile.down.rate_kbps and profile.down.loss < 1) else 0.0)
+    ceiling = ceiling_figures(profile, receiver, samples, cloud, onset, t1, t2, t3)
+    if os.environ.get("LOSSY_HOP_DUMP"):  # every sample, for a closer look
+        Path(os.environ["LOSSY_HOP_DUMP"], f"{name}.json").write_text(json.dumps({
+            "t": [t1, t2, t3, onset], "cloud": cloud.rows, "relay": samples.rows,
+            "video": receiver.video_arrivals}))
+    return ceiling | {
         "profile": name,
         "rtt_ms": profile.rtt_ms,
         "lost_ms": lost_ms(s2) - lost_ms(s1),
@@ -384,6 +437,69 @@ async def run_profile(lab: LossLab, name: str, before: float, during: float,
                           - receive_figure(s1, "frames_skipped", "video")),
         "video_frames": s3["video_frames_in"] - s1["video_frames_in"],
         "load": os.getloadavg()[0],
+    }
+
+
+async def sample_cloud(url: str, into: Samples) -> None:
+    """The cloud's figures for its one session's video sender, twice a second."""
+    async with httpx.AsyncClient(base_url=url, timeout=5) as http:
+        while True:
+            try:
+                sessions = (await http.get("/api/v1/stats")).json().get("sessions", [])
+            except (httpx.HTTPError, ValueError):
+                sessions = []
+            if sessions and sessions[-1].get("video_send"):
+                into.rows.append((time.monotonic(), sessions[-1]["video_send"]))
+            await asyncio.sleep(0.5)
+
+
+def ceiling_figures(profile: Profile, receiver: Receiver, samples: Samples, cloud: Samples,
+                    onset: float, t1: float, t2: float, t3: float) -> dict:
+    """What a ceiling did: audio lost from its onset (the session's start for a ceiling
+    from the start), how long until the video fit (the relay's latency within 100 ms of
+    its latency on the clean path, for good), frames and the longest freeze from 5 s after
+    the onset, the cloud's rate and pacer, and how long the rate took to climb back to 90 %
+    of the ceiling once the path was clean (s after the window's end)."""
+    if not cloud.rows:
+        return {}
+    clean = median(samples.latencies(t3 - 3.0, t3)) if profile.from_start else \
+        median(samples.latencies(t1 - 6.0, t1))
+    fit_s: float | None = None
+    if clean is not None:
+        for t, s in samples.rows:
+            if onset <= t <= t2 and s.get("offset_ms") is not None:
+                late = s["offset_ms"] + s["playout_delay_ms"] > clean + 100
+                fit_s = None if late else (t - onset if fit_s is None else fit_s)
+    settled = onset + 5.0
+    arrivals = [t for t in receiver.video_arrivals if settled <= t <= t2]
+    gaps = [b - a for a, b in zip(arrivals, arrivals[1:], strict=False)]
+    end = samples.at(t2)
+    lost = lost_ms(end) - (0.0 if profile.from_start else lost_ms(samples.at(onset)))
+    concealed = receive_figure(end, "concealed_ms") - (
+        0.0 if profile.from_start else receive_figure(samples.at(onset), "concealed_ms"))
+    window = [s for t, s in cloud.rows if settled <= t <= t2]
+    late = [s for t, s in cloud.rows if t2 - 3.0 <= t <= t2]
+    climb_s = None
+    for t, s in cloud.rows:
+        if t >= t2 and s.get("target_bitrate", 0) >= 0.9 * s.get("ceiling_bitrate", 1e12):
+            climb_s = t - t2
+            break
+    last = late[-1] if late else cloud.rows[-1][1]
+    return {
+        "c_lost_pct": lost / max(1.0, (t2 - onset) * 1000) * 100,
+        "c_concealed_pct": concealed / max(1.0, (t2 - onset) * 1000) * 100,
+        "c_fit_s": fit_s,
+        "c_fps": len(arrivals) / max(0.1, t2 - settled),
+        "c_freeze_ms": max(gaps, default=t2 - settled) * 1000,
+        "c_target_kbps": median([s["target_bitrate"] / 1000 for s in late
+                                 if "target_bitrate" in s]),
+        "c_estimate_kbps": median([s.get("estimate_bitrate", 0) / 1000 for s in late]),
+        "c_send_kbps": median([(s.get("send_bitrate") or 0) / 1000 for s in late]),
+        "c_pacer_ms": max((s.get("pacer_queue_delay_max_ms", 0) for s in window), default=None),
+        "c_pacer_drops": last.get("pacer_dropped_packets"),
+        "c_picture": f"{last.get('send_width')}x{last.get('send_height')}@"
+                     f"{last.get('send_fps')}",
+        "c_climb_s": climb_s,
     }
 
 
@@ -432,11 +548,25 @@ def print_table(rows: list[dict], during: float) -> None:
               f"{r['nack_recovered']:>14.0f} {r['video_skipped']:>20.0f} "
               f"{fmt(r['recovered_s'], '.1f'):>16} {r['video_frames']:>12} "
               f"{r['queue_dropped']:>11} {r['kbps']:>5.0f} {r['load']:>5.1f}")
+    ceilings = [r for r in rows if "c_lost_pct" in r]
+    if not ceilings:
+        return
+    print(f"\n{'profile':<21} {'lost %':>6} {'concealed %':>11} {'fit s':>5} {'fps':>5} "
+          f"{'freeze ms':>9} {'target/estimate/sent kb/s':>25} {'pacer max ms':>12} "
+          f"{'pacer drops':>11} {'picture':>15} {'climb back s':>12}")
+    for r in ceilings:
+        rates = (f"{fmt(r['c_target_kbps'])}/{fmt(r['c_estimate_kbps'])}/"
+                 f"{fmt(r['c_send_kbps'])}")
+        print(f"{r['profile']:<21} {r['c_lost_pct']:>6.1f} {r['c_concealed_pct']:>11.1f} "
+              f"{fmt(r['c_fit_s'], '.1f'):>5} {r['c_fps']:>5.1f} {r['c_freeze_ms']:>9.0f} "
+              f"{rates:>25} {fmt(r['c_pacer_ms']):>12} {fmt(r['c_pacer_drops']):>11} "
+              f"{r['c_picture']:>15} {fmt(r['c_climb_s'], '.1f'):>12}")
 
 
 async def main(args: argparse.Namespace) -> int:
     names = (list(PROFILES) if not args.profiles else list(KEY_PROFILES)
-             if args.profiles == "key" else args.profiles.split(","))
+             if args.profiles == "key" else list(CEILING_PROFILES)
+             if args.profiles == "ceilings" else args.profiles.split(","))
     unknown = [n for n in names if n not in PROFILES]
     if unknown:
         print(f"unknown profiles {unknown}; known: {', '.join(PROFILES)}", file=sys.stderr)
@@ -474,12 +604,14 @@ if __name__ == "__main__":
     parser.add_argument("--during", type=float, default=20.0, help="impaired seconds")
     parser.add_argument("--after", type=float, default=10.0, help="unimpaired seconds after")
     parser.add_argument("--profiles", default="",
-                        help=f"'key' ({', '.join(KEY_PROFILES)}) or a comma-separated "
+                        help=f"'key' ({', '.join(KEY_PROFILES)}), 'ceilings' "
+                        f"({', '.join(CEILING_PROFILES)}) or a comma-separated "
                         f"subset of: {', '.join(PROFILES)}")
     parser.add_argument("--backend", choices=("netem", "nfqueue"), default=None,
                         help="force an impairment backend (default: netem if the kernel has it)")
     parser.add_argument("--pipeline", choices=tuple(PIPELINES), default="av-sync",
-                        help="av-sync (clicks and flashes: A/V) or a continuous tone")
+                        help="av-sync (clicks and flashes: A/V), a continuous tone, or a "
+                        "tone with 720p video (hd15, hd30; the ceiling profiles' own)")
     parser.add_argument("--freeze", type=float, default=CLOUD_FREEZE_S,
                         help="seconds the 3s-freeze profile stops the cloud for")
     sys.exit(asyncio.run(main(parse_args(parser, QUICK))))

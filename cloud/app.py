@@ -35,7 +35,7 @@ from scope_relay.protocol.errors import (
 )
 from scope_relay.protocol.messages import load_json
 from scope_relay.rtc.opus import DEFAULT_BITRATE, configure_opus
-from scope_relay.rtc.video_encoder import configure_video
+from scope_relay.rtc.video_encoder import START_SHARE, configure_video
 from scope_relay.util.memory import release_freed_memory
 from scope_relay.util.metrics import metrics_handler, session_gauges
 from scope_relay.util.tasks import OwnedTasks
@@ -354,7 +354,7 @@ def create_app(config: CloudConfig | None = None) -> web.Application:
     """The cloud app's public factory (used by ``scope-relay cloud`` and the embedded demo)."""
     config = config or CloudConfig()
     configure_opus(config.opus_bitrate)
-    configure_video(config.video_bitrate)
+    configure_video(config.video_bitrate, start_share=START_SHARE)
     state = CloudState(config)
     app = web.Application(client_max_size=4 * 1024 * 1024)
     app[STATE_KEY] = state

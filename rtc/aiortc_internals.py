@@ -227,6 +227,18 @@ def sender_encoder(sender: Any) -> Any:
     return getattr(sender, "_RTCRtpSender__encoder", None)
 
 
+def sender_packet_count(sender: Any) -> int:
+    """RTP packets an ``RTCRtpSender`` has sent (what its sender reports count)."""
+    count: int = getattr(sender, "_RTCRtpSender__packet_count", 0)
+    return count
+
+
+def sender_rtt(sender: Any) -> float | None:
+    """The round trip (s) aiortc measured from receiver reports (``None`` before one)."""
+    rtt: float | None = getattr(sender, "_RTCRtpSender__rtt", None)
+    return rtt
+
+
 # --- our send step (rtc/peer.py) -----------------------------------------------------
 def drive_sender(sender: Any, *, encode_on_loop: bool, early_reports: int) -> None:
     """Take over an ``RTCRtpSender``'s per-frame step (aiortc's: read the track, encode in
@@ -283,6 +295,68 @@ def drive_sender(sender: Any, *, encode_on_loop: bool, early_reports: int) -> No
         return aiortc.rtcrtpsender.RTCEncodedFrame(payloads, timestamp, audio_level)
 
     sender._next_encoded_frame = next_encoded_frame
+
+
+class _PacedTransport:
+    """A sender's DTLS transport whose RTP goes to a pacer; everything else (RTCP, the
+    transport's own calls) is the transport's."""
+
+    def __init__(self, inner: Any, enqueue: Callable[[bytes], None]) -> None:
+        self._inner = inner
+        self._enqueue = enqueue
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def _send_rtp(self, data: bytes) -> None:
+        if aiortc.rtp.is_rtcp(data):
+            await self._inner._send_rtp(data)
+        else:
+            self._enqueue(data)
+
+
+def restamp_send_time(sender: Any, data: bytes) -> bytes:
+    """The RTP packet ``data`` with its abs-send-time extension set to now. aiortc stamps
+    it when it makes the packet; a paced packet leaves later, and the receiver's
+    delay-based estimate (REMB) must see when it really left, or every frame's pacing
+    looks like a queue building up."""
+    extensions = sender._RTCRtpSender__rtp_header_extensions_map
+    packet = aiortc.rtp.RtpPacket.parse(data, extensions)
+    if packet.extensions.abs_send_time is None:
+        return data
+    packet.extensions.abs_send_time = (
+        aiortc.rtcrtpsender.clock.current_ntp_time() >> 14) & 0x00FFFFFF
+    restamped: bytes = packet.serialize(extensions)
+    return restamped
+
+
+def pace_sender(sender: Any, enqueue: Callable[[bytes], None]) -> Callable[[bytes], Awaitable[None]]:
+    """Route an ``RTCRtpSender``'s RTP packets (media and retransmissions, already
+    serialised) to ``enqueue`` instead of its transport; its RTCP goes straight out.
+    Returns the function that really sends one (the pacer's), which stamps its
+    abs-send-time (:func:`restamp_send_time`).
+
+    aiortc's ``_run_rtp`` and ``_retransmit`` send through ``sender.transport``, which
+    aiortc may replace (bundling) after the sender exists, so the transport is wrapped
+    again before each frame if it was replaced. Call after :func:`drive_sender`."""
+    drive = sender._next_encoded_frame
+
+    async def next_encoded_frame(codec: Any) -> Any:
+        transport = sender._RTCRtpSender__transport
+        if transport is not None and not isinstance(transport, _PacedTransport):
+            sender._RTCRtpSender__transport = _PacedTransport(transport, enqueue)
+        return await drive(codec)
+
+    async def send_now(data: bytes) -> None:
+        transport = sender._RTCRtpSender__transport
+        if isinstance(transport, _PacedTransport):
+            transport = transport._inner
+        if transport is None:
+            raise ConnectionError("the sender has no transport")
+        await transport._send_rtp(restamp_send_time(sender, data))
+
+    sender._next_encoded_frame = next_encoded_frame
+    return send_now
 
 
 async def send_sender_report(sender: Any) -> None:

@@ -25,6 +25,8 @@ from scope_relay.protocol.parameters import DATA_CHANNEL_LABEL, parse_parameters
 from scope_relay.util.tasks import OwnedTasks, RunOnce
 
 from .aiortc_internals import drive_sender
+from .congestion.paced import pace_video
+from .congestion.pacer import Pacer
 from .ice import add_remote_candidate, loopback_candidates, parse_candidate, rtc_configuration
 from .opus import adapt_to_loss
 from .receive_path import install_receive_path
@@ -45,6 +47,9 @@ class PeerSession:
 
     #: how log lines name this kind of session
     role = "session"
+    #: whether the video we send goes through a pacer at the encoder's rate (the cloud's:
+    #: its hop crosses the internet; rtc/congestion)
+    paced_video = False
 
     def __init__(self, *, ice_servers: list[dict[str, Any]], loopback_ice: bool = False,
                  connect_timeout: float = 30.0):
@@ -59,6 +64,7 @@ class PeerSession:
         self.on_closed: Callable[[str], object] | None = None
         #: keyframe and retransmission requests and the rate of the video we send
         self.video_send: SendFeedback | None = None
+        self.video_pacer: Pacer | None = None
         self.bad_parameter_messages = 0
         self.drained_frames = 0
         self._tasks = OwnedTasks()
@@ -95,6 +101,8 @@ class PeerSession:
                     drive_sender(transceiver.sender, encode_on_loop=False,
                                  early_reports=EARLY_SENDER_REPORTS)
                     self.video_send = count_feedback(transceiver.sender)
+                    if self.paced_video:
+                        self.video_pacer = pace_video(transceiver.sender, self._tasks)
                 transceiver.direction = direction(video is not None, receive_video)
             elif transceiver.kind == "audio" and not audio_done:
                 audio_done = True

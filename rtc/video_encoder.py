@@ -41,14 +41,27 @@ from av.frame import Frame
 from av.video.codeccontext import VideoCodecContext
 
 from .aiortc_internals import Vp8EncoderBase, install_h264_encoder, install_video_encoder, vp8_threads
+from .congestion.estimate import BandwidthEstimate
+from .congestion.ladder import FrameSkipper, Ladder
+from .congestion.pacer import PACING_FACTOR, Pacer
 
 VIDEO_CLOCK = 90_000
 #: bits per pixel per frame at 30 fps: 2.8 Mb/s for 1280x720, 6.2 Mb/s for 1920x1080
 BITS_PER_PIXEL = 0.1
 MIN_BITRATE = 300_000
 MAX_DEFAULT_BITRATE = 16_000_000
-#: a receiver's estimate below this is not followed (the codec would fall apart)
-FLOOR_BITRATE = 150_000
+#: the estimate is not followed below this (a ceiling under the stream's rate: the ladder
+#: makes the picture small and slow enough for it first)
+FLOOR_BITRATE = 50_000
+#: the pacer's backlog (s) past which frames are skipped (encoder pushback), at least
+PUSHBACK_BACKLOG = 0.1
+#: the largest keyframe, in % of an average frame's bits (libvpx's rc_max_intra_bitrate_pct):
+#: a keyframe is what a bottleneck's queue overflows with, then the receiver asks for another
+MAX_INTRA_PCT = 400
+#: what the cloud's encoders start at, as a share of their ceiling, growing as receiver
+#: reports show no loss (GCC starts low too): a ceiling below the stream's rate is not
+#: first met with seconds of the full rate, which its queue drops, audio with it
+START_SHARE = 0.25
 
 
 def default_video_bitrate(width: int, height: int, fps: float) -> int:
@@ -70,6 +83,8 @@ class RatedVideoEncoder:
     #: the ceiling every new encoder gets; ``None``: :func:`default_video_bitrate`
     ceiling: ClassVar[int | None] = None
     keyframe_seconds: ClassVar[float] = 3.0
+    #: the share of the ceiling a new encoder starts at (:data:`START_SHARE` on the cloud)
+    start_share: ClassVar[float] = 1.0
     raise_interval: ClassVar[float] = 2.0
     fall_interval: ClassVar[float] = 1.0
 
@@ -87,17 +102,38 @@ class RatedVideoEncoder:
         self.reopens = 0
         self.keyframes = 0
         self.payload_bytes = 0
+        # congestion control (rtc/congestion): the estimate, the ladder, the pacer's backlog
+        self.bandwidth = BandwidthEstimate(FLOOR_BITRATE, default_video_bitrate(1280, 720, 30.0))
+        self.ladder = Ladder(default_video_bitrate)
+        self._skipper = FrameSkipper()
+        self._source: tuple[int, int] | None = None  # the frames' own size
+        #: the pacer this encoder's packets go through (set by rtc.congestion.pace_video)
+        self.pacer: Pacer | None = None
+        self.frames_skipped = 0  # by the ladder's frame rate
+        self.frames_pushed_back = 0  # the pacer's queue was long
+        #: a keyframe was asked for while frames were being skipped: the next one kept is
+        self._keyframe_owed = False
 
     # --- the rate ------------------------------------------------------------------------
     @property
     def target_bitrate(self) -> int:
-        """Bits a second we aim at: the ceiling, unless the receiver said it gets less."""
+        """Bits a second we aim at: the ceiling, unless the estimate says the path
+        carries less."""
         ceiling = self.current_ceiling()
         return ceiling if self._target is None else min(self._target, ceiling)
 
     @target_bitrate.setter
     def target_bitrate(self, bitrate: int) -> None:  # aiortc's sender: on each REMB
         self._estimate = int(bitrate)
+        self.bandwidth.on_delay_estimate(int(bitrate), self.send_rate(), time.monotonic())
+
+    def on_receiver_report(self, fraction_lost: float, rtt: float | None) -> None:
+        """A receiver report for our stream (rtc.send_feedback): the loss-based half."""
+        self.bandwidth.on_loss_report(fraction_lost, time.monotonic(), self.send_rate(), rtt)
+
+    def pacing_rate(self) -> float:
+        """What the pacer sends at: :data:`PACING_FACTOR` x the target."""
+        return PACING_FACTOR * self.target_bitrate
 
     def send_rate(self) -> float | None:
         """Bits a second encoded over the last second of wall time (None: too little). Not
@@ -109,22 +145,41 @@ class RatedVideoEncoder:
         return sum(n for _, n in list(self._sent)[1:]) * 8 / span if span > 0 else None
 
     def _follow_estimate(self) -> None:
-        estimate, sent = self._estimate, self.send_rate()
-        if estimate is None or sent is None:
-            return
-        target = self.target_bitrate
-        if estimate < 0.9 * sent:  # the receiver gets less than we send: back off
-            self._target = max(FLOOR_BITRATE, estimate)
-        elif target < self.current_ceiling():  # recovering: up to what it says it can take
-            self._target = max(target, estimate)
+        """Aim at the bandwidth estimate (rtc.congestion.estimate: REMB's delay-based
+        limit and the receiver reports' loss-based one), once there is feedback."""
+        self.bandwidth.ceiling = self.current_ceiling()
+        if self.codec is None and self.bandwidth.loss_based is None and self.start_share < 1:
+            self.bandwidth.loss_based = self.start_share * self.bandwidth.ceiling  # (first frame)
+        self._target = self.bandwidth.value
+
+    def _adapt(self, frame: av.VideoFrame, fps: float) -> av.VideoFrame | None:
+        """The frame as the ladder's step wants it: ``None`` to skip it (a lower frame
+        rate, or the pacer's backlog is long), or at a smaller size."""
+        width, height = frame.width, frame.height
+        self._source = (width, height)
+        now = time.monotonic()
+        self.bandwidth.on_silence(now)  # (no receiver reports: the next frame's target)
+        step = self.ladder.update(self.target_bitrate, width, height, fps, now)
+        out_w, out_h, out_fps = self.ladder.picture(step, width, height, fps)
+        media_time = float(frame.pts * frame.time_base) if (
+            frame.pts is not None and frame.time_base is not None) else time.monotonic()
+        if not self._skipper.keep(media_time, out_fps if out_fps < fps * 0.9 else None):
+            self.frames_skipped += 1
+            return None
+        pacer = self.pacer
+        if pacer is not None and pacer.backlog() > max(PUSHBACK_BACKLOG, 2.0 / out_fps):
+            self.frames_pushed_back += 1
+            return None
+        if (out_w, out_h) != (width, height):
+            frame = frame.reformat(width=out_w, height=out_h)
+        return frame
 
     def current_ceiling(self) -> int:
         if self.ceiling is not None:
             return self.ceiling
-        codec = self.codec
-        if codec is None or self._fps is None:
+        if self._source is None or self._fps is None:
             return default_video_bitrate(1280, 720, 30.0)
-        return default_video_bitrate(codec.width, codec.height, self._fps)
+        return default_video_bitrate(*self._source, self._fps)  # (full size, whatever the step)
 
     def _frame_rate(self, frame: Frame) -> float:
         """Frames a second, the median of the recent timestamp steps (30 until known)."""
@@ -192,6 +247,12 @@ class RatedVideoEncoder:
             frame = frame.reformat(format="yuv420p")
         fps = self._frame_rate(frame)
         self._follow_estimate()
+        adapted = self._adapt(frame, fps)
+        if adapted is None:  # (aiortc has cleared its request: owed to the next frame kept)
+            self._keyframe_owed = self._keyframe_owed or force_keyframe
+            return [], 0
+        frame = adapted
+        force_keyframe, self._keyframe_owed = force_keyframe or self._keyframe_owed, False
         if self._needs_reopen(frame, fps):
             self._open(frame, fps)
         if force_keyframe:
@@ -211,11 +272,21 @@ class RatedVideoEncoder:
 
     def stats(self) -> dict[str, Any]:
         sent = self.send_rate()
-        return {"target_bitrate": self.target_bitrate,
-                "send_bitrate": None if sent is None else round(sent),
-                "ceiling_bitrate": self.current_ceiling(),
-                "receiver_estimate": self._estimate, "encoder_opens": self.reopens,
-                "keyframes": self.keyframes, "encoded_bytes": self.payload_bytes}
+        source = self._source or (0, 0)
+        width, height, fps = self.ladder.picture(self.ladder.step, *source, self._fps or 0.0)
+        out: dict[str, Any] = {
+            "target_bitrate": self.target_bitrate,
+            "send_bitrate": None if sent is None else round(sent),
+            "ceiling_bitrate": self.current_ceiling(),
+            "receiver_estimate": self._estimate, "encoder_opens": self.reopens,
+            "keyframes": self.keyframes, "encoded_bytes": self.payload_bytes,
+            "ladder_step": self.ladder.step, "ladder_moves": self.ladder.moves,
+            "send_fps": round(fps, 1), "send_width": width, "send_height": height,
+            "frames_skipped": self.frames_skipped,
+            "frames_pushed_back": self.frames_pushed_back, **self.bandwidth.stats()}
+        if self.pacer is not None:
+            out.update(self.pacer.stats())
+        return out
 
 
 class RatedVp8Encoder(RatedVideoEncoder, Vp8EncoderBase):
@@ -233,6 +304,7 @@ class RatedVp8Encoder(RatedVideoEncoder, Vp8EncoderBase):
             "bufsize": str(rate),  # rc_buf_sz = bufsize * 1000 / bit_rate: 1 s
             "cpu-used": "-6", "deadline": "realtime", "lag-in-frames": "0",
             "minrate": str(rate), "maxrate": str(rate),  # CBR
+            "max-intra-rate": str(MAX_INTRA_PCT),
             "noise-sensitivity": "4", "overshoot-pct": "15", "partitions": "0",
             "static-thresh": "1", "undershoot-pct": "100",
         }
@@ -246,15 +318,18 @@ class RatedVp8Encoder(RatedVideoEncoder, Vp8EncoderBase):
         return payloads
 
 
-def configure_video(bitrate: int | None = None) -> None:
+def configure_video(bitrate: int | None = None, start_share: float = 1.0) -> None:
     """Make every new VP8 and H.264 sender in this process use :class:`RatedVp8Encoder` /
     :class:`.h264_encoder.RatedH264Encoder` with ``bitrate`` as its ceiling (``None``:
-    :func:`default_video_bitrate`)."""
+    :func:`default_video_bitrate`), starting at ``start_share`` of it."""
     from .h264_encoder import RatedH264Encoder  # (it builds on this module)
 
     if bitrate is not None and bitrate < MIN_BITRATE:
         raise ValueError(f"a video bitrate below {MIN_BITRATE} b/s cannot carry a picture, "
                          f"got {bitrate}")
+    if not 0 < start_share <= 1:
+        raise ValueError(f"start_share must be in (0, 1], got {start_share}")
     RatedVideoEncoder.ceiling = bitrate
+    RatedVideoEncoder.start_share = start_share
     install_video_encoder(RatedVp8Encoder)
     install_h264_encoder(RatedH264Encoder)

@@ -44,6 +44,7 @@ class MediaSession(PeerSession):
     camera into the runner when the chain accepts video, parameter updates into it."""
 
     role = "session"
+    paced_video = True  # (its hop crosses the internet: rtc/congestion)
 
     def __init__(self, manager: PipelineManager, *, ice_servers: list[dict[str, Any]],
                  loopback_ice: bool = False, playout_delay: float = 0.1,

@@ -217,6 +217,52 @@ async def test_a_ceiling_above_the_streams_rate_costs_no_audio(lab_ok):
             assert lost <= 0.1 * impaired_ms, (lost, impaired_ms)
 
 
+#: a tone and 1280x720 at 15 fps (~1.7 Mb/s of VP8 at its ceiling)
+HD15 = {"pipeline_ids": ["test-tone", "hd-test"], "interval": 1.0, "duration": 1.0,
+        "volume": 0.5, "height": 720, "frame_rate": 15.0}
+
+
+async def test_a_ceiling_below_the_streams_rate_lowers_the_video_and_spares_the_audio(lab_ok):
+    """720p15 through a 1 Mb/s bottleneck with a 200 ms drop-tail queue from the start (20
+    ms each way): the cloud's video follows its bandwidth estimate under the ceiling, paced
+    (rtc/congestion), so video keeps arriving, little is dropped at the queue and little
+    audio is concealed. Without it, 62 % of the packets were dropped at the queue, no video
+    frame arrived in 30 s and 27-29 % of the audio was concealed. Bounds are loose (the
+    loaded shared machine); benchmarks/lossy_hop.py measures the ceiling profiles."""
+    with LossLab(delay_ms=20, upstream=Impairment(delay_ms=20)) as lab:
+        lab.set(rate_kbps=1000, queue_ms=200)
+        async with relay_session(lab, HD15, audio_frames=50) as (peer, relay_stats):
+            await peer.wait_video_frames(5, timeout=30)
+            start_stats, start_lab = await relay_stats(), lab.stats()["down"]
+            frames, started = len(peer.received.video), time.monotonic()
+            await peer.wait_audio_frames(500, timeout=40)  # ~10 s of audio
+            elapsed = time.monotonic() - started
+            after, down = await relay_stats(), lab.stats()["down"]
+            async with httpx.AsyncClient(base_url=lab.http_url, timeout=10) as http:
+                sessions = (await http.get("/api/v1/stats")).json()["sessions"]
+                sending = [s["video_send"] for s in sessions
+                           if "target_bitrate" in s.get("video_send", {})]
+                metrics = (await http.get("/metrics")).text
+    # (the hop may have been rebuilt meanwhile: ICE consent checks lost at a full queue)
+    cloud = max(sending, key=lambda v: v.get("encoded_bytes", 0))
+    fps = (len(peer.received.video) - frames) / elapsed
+    seen = down["seen"] - start_lab["seen"]
+    queue_dropped = down["queue_dropped"] - start_lab["queue_dropped"]
+    audio_before, audio_after = start_stats["receive"]["audio"], after["receive"]["audio"]
+    concealed = audio_after["concealed_ms"] - audio_before["concealed_ms"]
+    figures = {k: cloud.get(k) for k in ("target_bitrate", "estimate_bitrate", "send_bitrate",
+                                         "pacer_queue_delay_max_ms", "ladder_step")}
+    assert fps >= 3, (fps, figures)
+    assert queue_dropped <= 0.35 * seen, (queue_dropped, seen, figures)  # without: 62 %
+    # loose: at load 7 the starved relay conceals late audio too (15.7 % seen, with
+    # nothing dropped at the queue); at load 5, under 5 %
+    assert concealed <= 0.2 * elapsed * 1000, (concealed, elapsed, figures)
+    assert cloud["target_bitrate"] < cloud["ceiling_bitrate"], figures
+    assert cloud["pacer_sent_packets"] > 0 and "pacer_queue_delay_ms" in cloud
+    assert "scope_cloud_video_send_estimate_bitrate" in metrics
+    assert "scope_cloud_video_send_pacer_queue_delay_ms" in metrics
+
+
 @slow
 async def test_a_ten_second_outage_ends_with_media_back_within_two_seconds(lab_ok):
     """Nothing gets through either way for 10 s (the relay's watchdog rebuilds the hop

@@ -334,3 +334,43 @@ async def test_negotiated_codecs_are_read_from_a_real_transceiver():
     finally:
         await offerer.close()
         await answerer.close()
+
+
+async def test_paced_sender_routes_rtp_and_retransmissions_through_the_pacer():
+    """Every RTP packet of a real sender (its frames and a retransmission) goes to the
+    pacer's queue; its RTCP goes straight out; the pacer sends through the transport."""
+    transport, sender = driven_sender(encode_on_loop=True, early_reports=1)
+    queued: list[bytes] = []
+    send_now = internals.pace_sender(sender, queued.append)
+    await sender._run_rtp(OPUS)  # returns when the track ends
+    assert all(is_rtcp(d) for d in transport.sent) and len(transport.sent) == 1  # the report
+    assert [is_rtcp(d) for d in queued] == [False, False, False]
+    assert isinstance(sender.transport, internals._PacedTransport)
+    await sender._retransmit(RtpPacket.parse(queued[0]).sequence_number)
+    assert len(queued) == 4 and queued[3] == queued[0]  # (no RTX negotiated: as it was)
+    await send_now(queued[0])
+    assert transport.sent[-1] == queued[0]
+    assert "_RTCRtpSender__transport" in RTCRtpSender.__init__.__code__.co_names
+
+
+async def test_a_paced_packet_is_stamped_with_when_it_leaves():
+    """abs-send-time (what the receiver's REMB is computed from) is set again when the
+    pacer sends the packet; the rest of the packet is unchanged."""
+    from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
+    from aiortc.rtcrtpsender import clock
+
+    _, sender = driven_sender(encode_on_loop=True, early_reports=0)
+    extensions = sender._RTCRtpSender__rtp_header_extensions_map
+    extensions.configure(RTCRtpParameters(headerExtensions=[RTCRtpHeaderExtensionParameters(
+        id=3, uri="http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time")]))
+    packet = RtpPacket(payload_type=96, sequence_number=7, timestamp=1234, ssrc=5)
+    packet.payload = b"payload"
+    packet.extensions.abs_send_time = 0
+    out = RtpPacket.parse(internals.restamp_send_time(sender, packet.serialize(extensions)),
+                          extensions)
+    now = (clock.current_ntp_time() >> 14) & 0x00FFFFFF
+    assert out.extensions.abs_send_time is not None
+    assert abs(out.extensions.abs_send_time - now) < 1 << 14  # within a quarter second
+    assert (out.sequence_number, out.timestamp, out.payload) == (7, 1234, b"payload")
+    plain = RtpPacket(payload_type=96, sequence_number=8, timestamp=0, ssrc=5).serialize()
+    assert internals.restamp_send_time(sender, plain) == plain  # no extension: as it was

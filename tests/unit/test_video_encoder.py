@@ -86,9 +86,11 @@ def test_receiver_estimate_backs_off_and_recovers_without_a_keyframe_storm(encod
     encoder.encode(frame(10, 640, 360, 30))
     assert encoder.target_bitrate == ceiling and encoder.reopens == 1
     encoder.fall_interval = 30.0  # (instance attributes, for this test)
-    encoder.target_bitrate = round(sent * 0.4)  # congestion: the target falls...
+    encoder.on_receiver_report(0.05, None)  # the receiver reports some loss: congestion
+    encoder.target_bitrate = round(sent * 0.4)  # the target falls...
     encoder.encode(frame(11, 640, 360, 30))
-    assert encoder.target_bitrate == max(150_000, round(sent * 0.4))
+    # an overuse (the estimate fell, under what we send): GCC's step, 0.85x the send rate
+    assert 0.8 * sent <= encoder.target_bitrate <= 0.9 * sent
     assert encoder.reopens == 1  # ...but the codec was reopened less than 30 s ago
     encoder.fall_interval = 0.0
     encoder.encode(frame(12, 640, 360, 30))
@@ -118,3 +120,51 @@ def test_a_keyframe_request_is_answered_by_the_next_frame_without_reopening(enco
     payloads, _ = encoder.encode(frame(5, 640, 360, 30), force_keyframe=True)
     assert encoder.keyframes == 2 and encoder.reopens == 1
     assert not payloads[0][4] & 1  # the VP8 frame tag after the 4-byte descriptor: key
+
+
+def test_a_low_estimate_lowers_the_frame_rate_then_the_size_and_a_high_one_restores_them(
+        encoder, monkeypatch):
+    """Under a ceiling far below the picture's rate: bitrate first, then 30 -> 15 -> 10 fps
+    (frames skipped at the encoder), then half the size (a keyframe at the new size); a
+    rate that fits again climbs back, a step at a time."""
+    now = [0.0]
+    monkeypatch.setattr(video_encoder, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    encoder.fall_interval = encoder.raise_interval = 0.0
+    sizes: list[tuple[int, int]] = []
+    n = 0
+
+    def run(seconds: float) -> int:
+        nonlocal n
+        kept = 0
+        for _ in range(round(seconds * 30)):
+            now[0] += 1 / 30
+            payloads, _ = encoder.encode(frame(n, 640, 360, 30))
+            n += 1
+            if payloads:
+                kept += 1
+                sizes.append((encoder.codec.width, encoder.codec.height))
+        return kept
+
+    assert run(1.0) == 30
+    kept = 0
+    for _ in range(5):  # a ceiling: the receiver reports lose half the packets
+        encoder.on_receiver_report(0.5, None)
+        kept += run(1.3)
+        if encoder.stats()["ladder_step"] == 0:
+            assert encoder.target_bitrate <= 691_200  # bitrate first
+    assert encoder.target_bitrate < 0.4 * default_video_bitrate(640, 360, 10)
+    assert kept < 30 * 6.5 * 0.9  # fewer frames a second already
+    run(5.0)
+    assert encoder.stats()["ladder_step"] == 3 and sizes[-1] == (320, 180)
+    assert encoder.stats()["ladder_moves"] == 3  # 30 -> 15 -> 10 fps -> half size
+    assert 9 <= run(1.0) <= 11
+    assert encoder.stats()["frames_skipped"] > 0
+    # the ceiling lifts: the estimate grows back, and the picture with it
+    for _ in range(20):
+        encoder.on_receiver_report(0.0, None)
+        encoder.target_bitrate = 10_000_000
+        run(2.0)
+        if encoder.stats()["ladder_step"] == 0:
+            break
+    assert encoder.stats()["ladder_step"] == 0 and sizes[-1] == (640, 360)
+    assert run(1.0) == 30

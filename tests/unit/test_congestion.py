@@ -1,0 +1,291 @@
+"""rtc/congestion on synthetic feedback: the estimate (REMB + receiver reports), the
+ladder of frame rates and sizes, the frame skipper and the pacer on a fake clock."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from scope_relay.rtc.congestion.estimate import BandwidthEstimate
+from scope_relay.rtc.congestion.ladder import FrameSkipper, Ladder
+from scope_relay.rtc.congestion.pacer import Pacer
+from scope_relay.rtc.video_encoder import default_video_bitrate
+
+FLOOR, CEILING = 50_000, 2_000_000
+
+
+def estimate(congested: bool = True) -> BandwidthEstimate:
+    """An estimate whose receiver reports say the path queues (a REMB's overuse counts)."""
+    e = BandwidthEstimate(FLOOR, CEILING)
+    if congested:
+        e.on_loss_report(0.0, now=-10.0, sent=None, rtt=0.05)
+        e.on_loss_report(0.0, now=-9.0, sent=None, rtt=0.15)
+    return e
+
+
+def test_no_feedback_is_the_ceiling():
+    assert estimate().value == CEILING
+
+
+def test_a_falling_remb_is_an_overuse_and_costs_one_step_a_second():
+    e = estimate()
+    e.on_delay_estimate(1_000_000, sent=800_000, now=0.0)  # more than we send: no limit
+    assert e.value == CEILING and e.delay_based is None
+    e.on_delay_estimate(900_000, sent=1_500_000, now=0.5)  # fell, under what we send
+    assert e.value == pytest.approx(0.85 * 1_500_000) and e.overuses == 1
+    e.on_delay_estimate(100_000, sent=1_400_000, now=0.8)  # again within the interval
+    assert e.value == pytest.approx(0.85 * 1_500_000) and e.overuses == 1
+    e.on_delay_estimate(90_000, sent=1_300_000, now=2.0)  # a stalled receiver's REMB:
+    assert e.value == pytest.approx(0.85 * 1_300_000)  # one 15 % step, not down to it
+    assert e.overuses == 2
+
+
+def test_a_low_but_rising_remb_is_no_overuse_and_the_limit_grows_back():
+    e = estimate()
+    e.on_delay_estimate(1_000_000, sent=1_000_000, now=0.0)
+    e.on_delay_estimate(700_000, sent=1_000_000, now=1.0)  # an overuse: 850 k
+    assert e.value == 850_000
+    rembs = [710_000, 720_000, 730_000, 740_000]  # aiortc's slow climb after a decrease
+    for k, remb in enumerate(rembs, start=2):
+        e.on_delay_estimate(remb, sent=e.value, now=float(k))
+    assert e.value == pytest.approx(850_000 * 1.15 ** 4, rel=1e-3)  # 15 %/s, not held at REMB
+    now = 6.0
+    while e.delay_based is not None and now < 20:
+        now += 1.0
+        e.on_delay_estimate(750_000, sent=e.value, now=now)
+    assert e.value == CEILING and now <= 12  # grown out: no limit again
+
+
+def test_a_quiet_picture_does_not_drag_the_limit_down():
+    e = estimate()
+    e.on_delay_estimate(1_000_000, sent=1_000_000, now=0.0)
+    e.on_delay_estimate(800_000, sent=1_000_000, now=1.0)  # 850 k
+    e.on_delay_estimate(300_000, sent=200_000, now=2.0)  # we send little: no overuse
+    assert e.value >= 850_000
+
+
+def test_a_falling_remb_without_loss_or_a_queue_is_a_stalled_receiver_not_overuse():
+    e = estimate(congested=False)
+    e.on_loss_report(0.0, now=0.0, sent=1_000_000, rtt=0.06)
+    e.on_delay_estimate(1_000_000, sent=1_000_000, now=0.5)
+    e.on_delay_estimate(300_000, sent=1_000_000, now=1.0)
+    assert e.value == CEILING and e.overuses == 0
+    e.on_loss_report(0.0, now=2.0, sent=1_000_000, rtt=0.10)  # the round trip grew 40 ms
+    e.on_delay_estimate(250_000, sent=1_000_000, now=2.5)
+    assert e.value == 850_000 and e.overuses == 1
+
+
+def test_remb_below_the_floor_stops_at_the_floor():
+    e = estimate()
+    e.on_delay_estimate(500_000, sent=50_000, now=0.0)
+    e.on_delay_estimate(1_000, sent=50_000, now=1.0)
+    assert e.value == FLOOR
+
+
+def test_high_loss_decreases_by_half_the_loss_once_per_interval():
+    e = estimate()
+    e.on_loss_report(0.30, now=0.0, sent=1_500_000)
+    assert e.value == pytest.approx(1_500_000 * (1 - 0.15), rel=1e-6)
+    e.on_loss_report(0.30, now=1.0, sent=1_500_000)  # the report after: the same event
+    assert e.value == pytest.approx(1_275_000, rel=1e-6)
+    e.on_loss_report(0.30, now=1.5, sent=1_200_000)  # a new one, from what was sent
+    assert e.value == pytest.approx(1_200_000 * 0.85, rel=1e-6)
+    assert e.decreases == 2
+
+
+def test_moderate_loss_holds_and_low_loss_grows_up_to_what_is_sent():
+    e = estimate()
+    e.on_loss_report(0.20, now=0.0, sent=1_000_000)
+    held = e.value
+    assert held == 900_000
+    e.on_loss_report(0.05, now=1.0, sent=900_000)
+    assert e.value == held  # between 2 and 10 %: hold
+    e.on_loss_report(0.0, now=2.0, sent=900_000)
+    assert held < e.value <= held * 1.16
+    for k in range(3, 20):  # the encoder sends only 700 kb/s: no further than 1.5x that
+        e.on_loss_report(0.0, now=float(k), sent=700_000)
+    assert e.value == pytest.approx(1_050_000, rel=0.01)
+
+
+def test_low_loss_climbs_back_to_the_ceiling_within_about_ten_seconds():
+    """A ceiling lifted: from 40 % of the ceiling, with the encoder sending what it is
+    allowed (the goal: the rate back within 10 s; the creep near the rate that lost
+    costs a second or two of it)."""
+    e = estimate()
+    e.on_loss_report(0.9, now=0.0, sent=1_450_000)  # 1.45 M * 0.55 = 800 k
+    assert e.value == pytest.approx(797_500, rel=1e-3)
+    now = 0.0
+    while e.value < CEILING and now < 30:
+        now += 1.0
+        e.on_loss_report(0.0, now=now, sent=e.value)
+    # 15 %/s up to 0.9x the rate that lost, 5 % of it a second past that (AIMD's creep)
+    assert now <= 12 and e.loss_based is None
+
+
+def test_the_lower_of_the_two_wins():
+    e = estimate()
+    e.on_delay_estimate(1_000_000, sent=1_000_000, now=0.0)
+    e.on_delay_estimate(700_000, sent=1_000_000, now=1.0)  # 850 k
+    e.on_loss_report(0.5, now=1.0, sent=1_000_000)  # 750 k
+    assert e.value == 750_000
+
+
+def test_no_reports_after_some_halve_the_estimate_each_second():
+    e = estimate(congested=False)
+    e.on_silence(now=100.0)  # no report ever (a receiver that sends none): nothing
+    assert e.value == CEILING
+    e.on_loss_report(0.0, now=0.0, sent=1_000_000)
+    e.on_silence(now=2.0)
+    assert e.value == CEILING
+    for now in (3.5, 3.9, 4.6, 5.7):
+        e.on_silence(now=now)
+    assert e.value == CEILING // 8 and e.silence_cuts == 3
+    e.on_loss_report(0.0, now=6.0, sent=200_000)  # reports again: grows back
+    e.on_silence(now=7.0)
+    assert e.value > CEILING // 8
+
+
+LADDER_NEED = default_video_bitrate
+
+
+def test_ladder_steps_down_frame_rate_then_size_and_back_with_hysteresis():
+    ladder = Ladder(LADDER_NEED)
+    w, h, fps = 1280, 720, 30.0
+    need = LADDER_NEED(w, h, fps)
+    assert ladder.update(int(0.5 * need), w, h, fps, now=0.0) == 0  # bitrate only
+    assert ladder.update(int(0.3 * need), w, h, fps, now=1.0) == 0  # not held long enough
+    assert ladder.update(int(0.3 * need), w, h, fps, now=3.1) == 1
+    assert ladder.picture(1, w, h, fps) == (1280, 720, 15.0)
+    t = 3.1
+    for step in (2, 3):
+        t += 2.1
+        ladder.update(20_000, w, h, fps, now=t - 2.1)
+        assert ladder.update(20_000, w, h, fps, now=t) == step
+    assert ladder.picture(3, w, h, fps) == (640, 360, 10.0)
+    assert ladder.update(20_000, w, h, fps, now=t + 10) == 3  # the bottom
+    # a rate well above the step's own down threshold, not yet the step above's: stays
+    above = LADDER_NEED(1280, 720, 10.0)
+    assert ladder.update(int(0.45 * above), w, h, fps, now=t + 20) == 3
+    assert ladder.update(int(0.45 * above), w, h, fps, now=t + 40) == 3
+    ladder.update(int(0.6 * above), w, h, fps, now=t + 50)
+    assert ladder.update(int(0.6 * above), w, h, fps, now=t + 53) == 3  # held 3 s of 4
+    assert ladder.update(int(0.6 * above), w, h, fps, now=t + 54.1) == 2
+    assert ladder.moves == 4
+
+
+def test_ladder_skips_steps_that_change_nothing():
+    ladder = Ladder(LADDER_NEED)
+    ladder.update(10_000, 1280, 720, 15.0, now=0.0)
+    assert ladder.update(10_000, 1280, 720, 15.0, now=2.5) == 2  # 15 fps: straight to 10
+    assert ladder.picture(2, 1280, 720, 15.0) == (1280, 720, 10.0)
+
+
+@pytest.mark.parametrize(("source", "kept", "expected"), [(30.0, 15.0, 15), (30.0, 10.0, 10),
+                                                          (15.0, 10.0, 10), (24.0, 15.0, 15)])
+def test_frame_skipper_keeps_the_rate_asked_for_evenly(source, kept, expected):
+    skipper = FrameSkipper()
+    times = [k / source for k in range(int(source) * 4)]  # 4 s
+    keep = [t for t in times if skipper.keep(t, kept)]
+    assert abs(len(keep) / 4 - expected) <= 0.5
+    gaps = [b - a for a, b in zip(keep, keep[1:], strict=False)]
+    assert max(gaps) <= 2.01 / source + 1e-9 or max(gaps) <= 1.5 / kept
+
+
+def test_frame_skipper_passes_everything_without_a_rate():
+    skipper = FrameSkipper()
+    assert all(skipper.keep(k / 30, None) for k in range(30))
+
+
+
+
+async def test_pacer_spreads_a_burst_at_its_rate_and_counts_what_it_drops():
+    sent: list[tuple[float, int]] = []
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+
+    async def send(data: bytes) -> None:
+        sent.append((loop.time() - start, len(data)))
+
+    pacer = Pacer(lambda: 1_000_000, send, max_delay=0.2)  # 1 Mb/s, 200 ms of queue
+    for _ in range(30):  # 30 x 1000 B = 240 ms at 1 Mb/s: the last 5 do not fit
+        pacer.enqueue(b"x" * 1000)
+    assert pacer.dropped_packets == 5 and len(pacer) == 25
+    assert pacer.backlog() == pytest.approx(0.2)
+    task = asyncio.create_task(pacer.run())
+    try:
+        deadline = loop.time() + 5
+        while len(sent) < 25 and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+    assert len(sent) == 25
+    span = sent[-1][0] - sent[0][0]
+    assert 0.15 <= span <= 0.5  # 24 packets x 8 ms, not all at once
+    assert pacer.stats()["pacer_queue_delay_max_ms"] >= 150
+    assert pacer.stats()["pacer_dropped_packets"] == 5
+
+
+async def test_pacer_counts_a_refused_send_and_goes_on():
+    calls = 0
+
+    async def send(data: bytes) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ConnectionError("not connected")
+
+    pacer = Pacer(lambda: 10_000_000, send)
+    pacer.enqueue(b"a")
+    pacer.enqueue(b"b")
+    task = asyncio.create_task(pacer.run())
+    try:
+        for _ in range(100):
+            if pacer.sent_packets == 1:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+    assert pacer.send_errors == 1 and pacer.sent_packets == 1
+
+
+async def test_send_feedback_gives_the_encoder_the_loss_before_repair():
+    """A receiver report on a real sender reaches the encoder with the larger of its
+    fraction lost and the share of packets NACKed since the last report (a report counts a
+    retransmitted packet as received)."""
+    from aiortc import RTCPeerConnection
+    from aiortc.rtp import RtcpReceiverInfo, RtcpRrPacket, RtcpRtpfbPacket
+
+    from scope_relay.rtc.ice import rtc_configuration
+    from scope_relay.rtc.send_feedback import count_feedback
+
+    class Encoder:
+        def __init__(self) -> None:
+            self.reports: list[float] = []
+
+        def on_receiver_report(self, lost: float, rtt: float | None) -> None:
+            self.reports.append(lost)
+
+    pc = RTCPeerConnection(rtc_configuration())
+    try:
+        sender = pc.addTransceiver("video", direction="sendonly").sender
+        encoder = sender._RTCRtpSender__encoder = Encoder()
+        feedback = count_feedback(sender)
+
+        def report(fraction: int) -> RtcpRrPacket:
+            return RtcpRrPacket(ssrc=1, reports=[RtcpReceiverInfo(
+                ssrc=sender._ssrc, fraction_lost=fraction, packets_lost=0, highest_sequence=0,
+                jitter=0, lsr=0, dlsr=0)])
+
+        sender._RTCRtpSender__packet_count = 100
+        await sender._handle_rtcp_packet(report(0))
+        sender._RTCRtpSender__packet_count = 200
+        feedback.on_packet(RtcpRtpfbPacket(fmt=1, ssrc=1, media_ssrc=sender._ssrc,
+                                           lost=list(range(30))))
+        await sender._handle_rtcp_packet(report(0))  # 30 of 100 NACKed, none "lost"
+        sender._RTCRtpSender__packet_count = 300
+        await sender._handle_rtcp_packet(report(64))  # 25 % lost, nothing NACKed
+        assert encoder.reports == [pytest.approx(0.0), pytest.approx(0.3), pytest.approx(0.25)]
+        assert feedback.stats()["receiver_reports"] == 3
+    finally:
+        await pc.close()
