@@ -1,0 +1,189 @@
+"""The relay forwards the page's camera to the cloud still encoded (issue 27): the real
+cloud app and relay, an aiortc peer standing in for the page whose camera track encodes
+its numbered frames itself (PyAV's libvpx) and hands aiortc the packets, so the bytes it
+sent are known exactly and can be compared with what the cloud's receive path gets."""
+
+from __future__ import annotations
+
+import fractions
+import hashlib
+import time
+from typing import Any
+
+import av
+import httpx
+import pytest
+from aiortc import MediaStreamTrack
+from aiortc.rtp import RtcpPsfbPacket
+
+from scope_relay.local.sessions import browser_session
+from scope_relay.rtc import aiortc_internals as internals
+from scope_relay.rtc.jitter import VideoFrameData
+from scope_relay.rtc.receive_path import ReceivePath
+from scope_relay.testing import NumberedCamera
+
+from helpers.peers import BrowserPeer
+from helpers.waiting import wait_until
+
+PARAMETERS = {"pipeline_ids": ["passthrough"]}
+FPS = 30
+
+
+class EncodingCamera(MediaStreamTrack):
+    """A numbered camera that encodes its own VP8 (libvpx, keyframes only when asked, or
+    on a PLI its sender receives) and sends the packets: :attr:`sent` is every frame's
+    bytes as it was encoded."""
+
+    kind = "video"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.camera = NumberedCamera(fps=FPS, width=320, height=240)
+        self.codec = av.CodecContext.create("libvpx", "w")
+        self.codec.width, self.codec.height = 320, 240
+        self.codec.pix_fmt = "yuv420p"
+        self.codec.time_base = fractions.Fraction(1, FPS)
+        self.codec.bit_rate = 600_000
+        self.codec.gop_size = 100_000  # no keyframe but the first and the asked-for ones
+        self.codec.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"}
+        self.sent: dict[bytes, bool] = {}  # sha1 of each frame's bytes -> keyframe
+        self.keyframes_sent: list[float] = []
+        self.plis = 0
+        self._force = False
+        self._index = 0
+
+    def on_rtcp(self, packet: Any) -> None:
+        if isinstance(packet, RtcpPsfbPacket) and packet.fmt == 1:
+            self.plis += 1
+            self._force = True
+
+    async def recv(self) -> av.Packet:
+        while True:
+            frame = (await self.camera.recv()).reformat(format="yuv420p")
+            frame.pts, frame.time_base = self._index, self.codec.time_base
+            self._index += 1
+            if self._force:
+                self._force = False
+                frame.pict_type = av.video.frame.PictureType.I
+            packets = self.codec.encode(frame)
+            if not packets:
+                continue
+            packet = packets[0]
+            self.sent[hashlib.sha1(bytes(packet)).digest()] = packet.is_keyframe
+            if packet.is_keyframe:
+                self.keyframes_sent.append(time.monotonic())
+            packet.pts = round(frame.pts * 90_000 / FPS)
+            packet.time_base = fractions.Fraction(1, 90_000)
+            return packet
+
+    def stop(self) -> None:
+        super().stop()
+        self.camera.stop()
+
+
+class CloudCamera:
+    """What the cloud's camera receive path gets: every whole frame before its decoder."""
+
+    def __init__(self) -> None:
+        self.frames: list[tuple[float, VideoFrameData]] = []
+        self.path: ReceivePath | None = None
+
+    def keyframes_after(self, when: float) -> list[float]:
+        return [t for t, f in self.frames if t > when and f.keyframe]
+
+
+@pytest.fixture
+def cloud_camera(monkeypatch: pytest.MonkeyPatch) -> CloudCamera:
+    """The cloud's camera frames: the one video receive path that decodes (the relay's
+    own paths forward theirs)."""
+    seen = CloudCamera()
+    original = ReceivePath._queue_video
+
+    def record(self: ReceivePath, codec: Any, frame: VideoFrameData) -> None:
+        if self._forward is None:
+            seen.path = self
+            seen.frames.append((time.monotonic(), frame))
+        original(self, codec, frame)
+
+    monkeypatch.setattr(ReceivePath, "_queue_video", record)
+    return seen
+
+
+async def relay_session(url: str) -> dict[str, Any]:
+    async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+        sessions = (await http.get("/api/v1/stats")).json()["sessions"]
+    assert len(sessions) == 1
+    return sessions[0]
+
+
+async def start(relay_url: str, camera: EncodingCamera) -> BrowserPeer:
+    peer = BrowserPeer(video=True, audio=False, camera=camera)
+    sender = next(t.sender for t in peer.pc.getTransceivers() if t.kind == "video")
+    internals.tap_sender_rtcp(sender, camera.on_rtcp)
+    response = await peer.connect_relay(relay_url, PARAMETERS)
+    assert response.status_code == 200, response.text
+    return peer
+
+
+async def test_the_cloud_gets_the_cameras_bitstream_unchanged(stack, cloud_camera):
+    cloud, relay = stack
+    camera = EncodingCamera()
+    peer = await start(relay.url, camera)
+    try:
+        await wait_until(lambda: len(cloud_camera.frames) >= 60, timeout=30)
+        before = [f for _, f in cloud_camera.frames]  # all forwarded before the stats
+        stats = await relay_session(relay.url)
+    finally:
+        await peer.close()
+        camera.stop()
+
+    received = [f for _, f in cloud_camera.frames]
+    assert received[0].keyframe
+    digests = [hashlib.sha1(f.data).digest() for f in received]
+    assert all(d in camera.sent for d in digests), "the cloud got a frame the page never sent"
+    assert len(set(digests)) == len(digests)
+    up = stats["camera_uplink"]
+    assert up["forwarding"] and up["codec"] == "vp8", up
+    assert up["forwarded_frames"] >= len(before) and up["decoded_frames"] == 0, up
+    assert up["forwarded_bytes"] >= sum(len(f.data) for f in before)
+
+
+async def test_a_keyframe_request_from_the_cloud_reaches_the_cameras_sender(stack, cloud_camera):
+    cloud, relay = stack
+    camera = EncodingCamera()
+    peer = await start(relay.url, camera)
+    try:
+        await wait_until(lambda: len(cloud_camera.frames) >= 30, timeout=30)
+        assert cloud_camera.path is not None
+        plis = camera.plis
+        asked = time.monotonic()
+        assert await cloud_camera.path.request_keyframe()
+        await wait_until(lambda: cloud_camera.keyframes_after(asked), timeout=5)
+        latency = cloud_camera.keyframes_after(asked)[0] - asked
+        stats = await relay_session(relay.url)
+    finally:
+        await peer.close()
+        camera.stop()
+    assert camera.plis > plis  # the PLI reached the page's sender (relayed, not answered)
+    assert [t for t in camera.keyframes_sent if t > asked]
+    up = stats["camera_uplink"]
+    assert up["keyframe_requests_from_cloud"] >= 1 and up["keyframe_requests_sent"] >= 1, up
+    assert up["keyframes_answered"] >= 1, up
+    assert latency < 2.0, latency
+
+
+async def test_transcoding_when_told_still_gets_the_camera_up(stack, cloud_camera, monkeypatch):
+    monkeypatch.setattr(browser_session, "FORWARD_VIDEO", False)
+    cloud, relay = stack
+    camera = EncodingCamera()
+    peer = await start(relay.url, camera)
+    try:
+        await wait_until(lambda: len(cloud_camera.frames) >= 30, timeout=30)
+        stats = await relay_session(relay.url)
+    finally:
+        await peer.close()
+        camera.stop()
+    up = stats["camera_uplink"]
+    assert not up["forwarding"] and up["forwarded_frames"] == 0 and up["decoded_frames"] > 0, up
+    # encoded again at the relay: not the page's bytes
+    assert not any(hashlib.sha1(f.data).digest() in camera.sent for _, f in cloud_camera.frames)
