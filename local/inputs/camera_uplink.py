@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -49,10 +48,11 @@ class LatestFrameTrack(MediaStreamTrack):
         self.decoded_frames = 0  # decoded frames queued (encoded again by the cloud hop)
         #: keyframe requests from the cloud (PLI/FIR) for forwarded frames
         self.cloud_requests = 0
-        #: who sends each source's encoded frames, to ask them for a keyframe
-        self._askers: weakref.WeakKeyDictionary[
-            MediaStreamTrack, tuple[Callable[[], Awaitable[bool]], Callable[[], float]]
-        ] = weakref.WeakKeyDictionary()
+        #: who sends each source's encoded frames, to ask them for a keyframe (the first
+        #: source's kept; a replacing one's forgotten once it is replaced in turn)
+        self._first = source
+        self._askers: dict[
+            MediaStreamTrack, tuple[Callable[[], Awaitable[bool]], Callable[[], float]]] = {}
         #: keyframe requests to whoever sends the camera now, coalesced
         self.keyframes = UpstreamKeyframes(self._ask_source, self._source_rtt)
         self._need_keyframe = True  # encoded frames start at a keyframe
@@ -151,6 +151,8 @@ class LatestFrameTrack(MediaStreamTrack):
         any more. Readers see one uninterrupted track; a new source's encoded frames start
         at a keyframe (it is asked for one)."""
         old, self.source = self.source, source
+        if old is not self._first:
+            self._askers.pop(old, None)  # (a WHIP sender does not come back)
         self._rebase = True  # its clock is not the old source's: continue ours
         self._need_keyframe = True
         self._task.cancel()
