@@ -13,11 +13,12 @@ from typing import Any
 import av
 import httpx
 import pytest
-from aiortc import MediaStreamTrack
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from aiortc.rtp import RtcpPsfbPacket
 
 from scope_relay.local.sessions import browser_session
 from scope_relay.rtc import aiortc_internals as internals
+from scope_relay.rtc.ice import rtc_configuration
 from scope_relay.rtc.jitter import VideoFrameData
 from scope_relay.rtc.receive_path import ReceivePath
 from scope_relay.testing import NumberedCamera
@@ -204,3 +205,43 @@ async def test_transcoding_when_told_still_gets_the_camera_up(stack, cloud_camer
     assert not up["forwarding"] and up["forwarded_frames"] == 0 and up["decoded_frames"] > 0, up
     # encoded again at the relay: not the page's bytes
     assert not any(digest(f.data) in camera.sent for _, f in cloud_camera.frames)
+
+
+async def test_a_whip_camera_goes_up_encoded_and_gets_the_clouds_keyframe_requests(
+        stack, cloud_camera):
+    cloud, relay = stack
+    page_camera, whip_camera = EncodingCamera(), EncodingCamera()
+    peer = await start(relay.url, page_camera)
+    whip = RTCPeerConnection(rtc_configuration())
+    try:
+        await wait_until(lambda: len(cloud_camera.frames) >= 10, timeout=30)
+        sender = whip.addTransceiver(whip_camera, direction="sendonly").sender
+        internals.tap_sender_rtcp(sender, whip_camera.on_rtcp)
+        await whip.setLocalDescription(await whip.createOffer())
+        async with httpx.AsyncClient(base_url=relay.url, timeout=60) as http:
+            response = await http.post(f"/whip/{peer.session_id}",
+                                       content=whip.localDescription.sdp.encode(),
+                                       headers={"Content-Type": "application/sdp"})
+        assert response.status_code == 201, response.text
+        await whip.setRemoteDescription(RTCSessionDescription(response.text, "answer"))
+
+        def from_whip() -> list[tuple[float, VideoFrameData]]:
+            return [(t, f) for t, f in cloud_camera.frames if digest(f.data) in whip_camera.sent]
+        await wait_until(lambda: len(from_whip()) >= 30, timeout=30)
+        first_whip = from_whip()[0][1]
+        assert first_whip.keyframe  # a new source starts at a keyframe
+        assert cloud_camera.path is not None
+        plis = whip_camera.plis
+        asked = time.monotonic()
+        assert await cloud_camera.path.request_keyframe()
+        await wait_until(lambda: [t for t, f in from_whip() if t > asked and f.keyframe],
+                         timeout=5)
+        stats = await relay_session(relay.url)
+    finally:
+        await whip.close()
+        await peer.close()
+        page_camera.stop()
+        whip_camera.stop()
+    assert whip_camera.plis > plis  # the WHIP client, the camera's sender now, was asked
+    up = stats["camera_uplink"]
+    assert up["forwarding"] and up["decoded_frames"] == 0, up
