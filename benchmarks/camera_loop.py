@@ -9,9 +9,13 @@ The cloud app and the relay run as separate processes (as a user runs them), the
 stand-in here; its receiver decodes on arrival, as a browser does.
 
     .venv/bin/python benchmarks/camera_loop.py [--seconds 10] [--relay-delay S]
-        [--cloud-delay S] [--pipeline passthrough] [--quick]
+        [--cloud-delay S] [--pipeline passthrough] [--hd] [--transcode] [--quick]
 
 Without ``--relay-delay``/``--cloud-delay`` both processes run at their defaults.
+``--hd``: a 1280x720 camera instead of 640x480. ``--transcode``: the relay decodes the
+camera and encodes it again (``SCOPE_RELAY_TRANSCODE_VIDEO=1``, as before it forwarded
+the camera's encoded frames). The relay's and the cloud's CPU over the window are printed
+(% of one core).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ os.environ.setdefault("SCOPE_RELAY_ICE_LOOPBACK", "1")
 import httpx
 from aiortc import RTCSessionDescription
 from quick import parse_args  # this folder's (run as a script)
-from relay_capacity import free_port, start
+from relay_capacity import cpu_seconds, free_port, start
 from track_reader import TrackReader
 
 from scope_relay.rtc.ice import loopback_candidates
@@ -44,9 +48,9 @@ QUICK = {"seconds": 1.0, "warmup": 1.0}
 class LoopPage(TrackReader):
     """The page stand-in: sends the numbered camera, times each number coming back."""
 
-    def __init__(self) -> None:
+    def __init__(self, width: int = 640, height: int = 480) -> None:
         super().__init__()
-        self.camera = NumberedCamera()
+        self.camera = NumberedCamera(width=width, height=height)
         transceiver = self.pc.addTransceiver(self.camera, direction="sendrecv")
         install_receive_path(transceiver.receiver, "video")
         self.round_trips: list[tuple[float, float]] = []  # (when, ms)
@@ -69,10 +73,12 @@ class LoopPage(TrackReader):
 
 
 async def run(seconds: float, pipeline: str = "passthrough", relay_args: Sequence[str] = (),
-              cloud_args: Sequence[str] = (), warmup: float = 2.0) -> dict[str, float] | None:
+              cloud_args: Sequence[str] = (), warmup: float = 2.0, *, hd: bool = False,
+              transcode: bool = False) -> dict[str, float] | None:
     """Print the round trip over ``seconds`` after ``warmup`` s; return its median, p90 and
-    max (ms), None if none came back."""
+    max (ms) and both processes' CPU (% of a core), None if none came back."""
     env = {**os.environ, "SCOPE_RELAY_ICE_LOOPBACK": "1", "PYTHONUNBUFFERED": "1"}
+    env["SCOPE_RELAY_TRANSCODE_VIDEO"] = "1" if transcode else ""
     env.pop("SCOPE_CLOUD_API_KEY", None)
     cloud, ws_url = await start(["cloud", "--host", "127.0.0.1", "--port", "0",
                                  "--loopback-ice", "--log-level", "WARNING", *cloud_args],
@@ -82,7 +88,7 @@ async def run(seconds: float, pipeline: str = "passthrough", relay_args: Sequenc
                                     *relay_args],
                                    r"open the page: (http://\S+?)/?\s*$",
                                    {**env, "SCOPE_CLOUD_WS_URL": ws_url})
-    page = LoopPage()
+    page = LoopPage(*((1280, 720) if hd else (640, 480)))
     try:
         with loopback_candidates():
             await page.pc.setLocalDescription(await page.pc.createOffer())
@@ -95,7 +101,11 @@ async def run(seconds: float, pipeline: str = "passthrough", relay_args: Sequenc
             await page.pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
             await asyncio.wait_for(page.first.wait(), 30)
             warm = time.monotonic() + warmup  # past the encoders' first keyframes and ramp-up
-            await asyncio.sleep(warmup + seconds)  # the window being measured
+            await asyncio.sleep(warmup)
+            cpu0 = {p.pid: cpu_seconds(p.pid) for p in (relay, cloud)}
+            await asyncio.sleep(seconds)  # the window being measured
+            cpu = {p.pid: (cpu_seconds(p.pid) - cpu0[p.pid]) / seconds * 100
+                   for p in (relay, cloud)}
             stats = next((s for s in (await http.get("/api/v1/stats")).json()["sessions"]
                           if s["session"] == answer["sessionId"][:8]), None)
         trips = sorted(ms for when, ms in page.round_trips if when >= warm)
@@ -107,10 +117,17 @@ async def run(seconds: float, pipeline: str = "passthrough", relay_args: Sequenc
         print(f"camera round trip through {pipeline!r} ({len(trips)} of ~{sent} frames "
               f"timed, {page.unreadable} unreadable): median {statistics.median(trips):.0f} ms, "
               f"p90 {p90:.0f} ms, min {trips[0]:.0f} ms, max {trips[-1]:.0f} ms")
+        up = (stats or {}).get("camera_uplink") or {}
+        print(f"camera {page.camera.width}x{page.camera.height} "
+              f"{'forwarded' if up.get('forwarding') else 'decoded and encoded again'} "
+              f"at the relay: relay CPU {cpu[relay.pid]:.0f} %, cloud CPU "
+              f"{cpu[cloud.pid]:.0f} % of a core")
         if stats is not None:
             print(f"relay: playout delay {stats.get('playout_delay_ms')} ms, late video "
-                  f"frames {stats.get('video_late_frames')}")
-        return {"median": statistics.median(trips), "p90": p90, "max": trips[-1]}
+                  f"frames {stats.get('video_late_frames')}, camera frames dropped "
+                  f"{up.get('dropped')}")
+        return {"median": statistics.median(trips), "p90": p90, "max": trips[-1],
+                "relay_cpu": cpu[relay.pid], "cloud_cpu": cpu[cloud.pid]}
     finally:
         await page.close()
         for proc in (relay, cloud):
@@ -125,10 +142,14 @@ if __name__ == "__main__":
     parser.add_argument("--relay-delay", type=float, help="relay --playout-delay, s")
     parser.add_argument("--cloud-delay", type=float, help="cloud --cloud-playout-delay, s")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds left out first")
+    parser.add_argument("--hd", action="store_true", help="a 1280x720 camera")
+    parser.add_argument("--transcode", action="store_true",
+                        help="the relay decodes the camera and encodes it again")
     args = parse_args(parser, QUICK)
     relay_args = [] if args.relay_delay is None else ["--playout-delay", str(args.relay_delay)]
     cloud_args: list[str] = []
     if args.cloud_delay is not None:
         cloud_args = ["--cloud-playout-delay", str(args.cloud_delay)]
-    figures = asyncio.run(run(args.seconds, args.pipeline, relay_args, cloud_args, args.warmup))
+    figures = asyncio.run(run(args.seconds, args.pipeline, relay_args, cloud_args, args.warmup,
+                              hd=args.hd, transcode=args.transcode))
     sys.exit(0 if figures else 1)

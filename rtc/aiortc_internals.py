@@ -239,6 +239,12 @@ def sender_rtt(sender: Any) -> float | None:
     return rtt
 
 
+# --- the camera forwarded up (local/inputs/camera_uplink.py) --------------------------
+def force_keyframe(sender: Any) -> None:
+    """Make the next frame an ``RTCRtpSender``'s encoder encodes a keyframe (what aiortc
+    does on a PLI): after forwarded packets its references are not the receiver's."""
+    sender._RTCRtpSender__force_keyframe = True
+
 # --- our send step (rtc/peer.py) -----------------------------------------------------
 def drive_sender(sender: Any, *, encode_on_loop: bool, early_reports: int) -> None:
     """Take over an ``RTCRtpSender``'s per-frame step (aiortc's: read the track, encode in

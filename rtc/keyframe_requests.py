@@ -85,6 +85,12 @@ class UpstreamKeyframes:
             self.latencies.append(now - self._outstanding)
             self._outstanding = None
 
+    def sender_changed(self) -> None:
+        """Another sender sends from now on (a WHIP client instead of the page's camera):
+        a request out to the old one answers nothing, the next one is sent at once."""
+        self._outstanding = None
+        self._last_frame = None
+
     def close(self) -> None:
         for task in self._tasks:
             task.cancel()

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -54,6 +55,8 @@ LOSS_PERSISTS = 2
 BURST_COVER = 4
 HOLD_MARGIN = 0.01
 _warned_no_libopus = False
+#: each receiver's path, for whoever decides later what its frames feed (forwarding)
+_PATHS: weakref.WeakKeyDictionary[Any, ReceivePath] = weakref.WeakKeyDictionary()
 
 
 @dataclass(slots=True)
@@ -114,16 +117,18 @@ class ReceivePath:
         self._forward: Callable[[EncodedVideo], None] | None = None
         self._forwards: Callable[[str], bool] = lambda mime: False
         self._fallback_logged: set[str] = set()
+        self._fallback = ""
         self.forwarded_frames = 0
         self.forwarded_bytes = 0
         self.decoded_frames = 0  # queued for aiortc's decoder (not forwarded)
 
     def forward_video(self, sink: Callable[[EncodedVideo], None],
-                      accepts: Callable[[str], bool]) -> None:
+                      accepts: Callable[[str], bool], *,
+                      fallback: str = "the page did not negotiate it") -> None:
         """Video: hand each complete encoded frame of a codec ``accepts`` to ``sink`` (in
         timestamp order, on the event loop) instead of decoding it; frames of any other
-        codec still go to aiortc's decoder (logged once per codec)."""
-        self._forward, self._forwards = sink, accepts
+        codec still go to aiortc's decoder (logged once per codec, saying ``fallback``)."""
+        self._forward, self._forwards, self._fallback = sink, accepts, fallback
 
     def attach_playout(self, budget: Callable[[], float | None],
                        want_hold: Callable[[float], None]) -> None:
@@ -178,8 +183,8 @@ class ReceivePath:
                 return
             if mime not in self._fallback_logged:
                 self._fallback_logged.add(mime)
-                logger.warning("%s from the cloud cannot be forwarded as it is (the page did "
-                               "not negotiate it): decoding and re-encoding it", mime)
+                logger.warning("%s cannot be forwarded as it is (%s): decoding and "
+                               "re-encoding it", mime, self._fallback)
         self.decoded_frames += 1
         internals.queue_for_decoding(self.receiver, codec, JitterFrame(frame.data, frame.timestamp))
 
@@ -246,4 +251,10 @@ def install_receive_path(receiver: Any, kind: str) -> ReceivePath:
                        "(install libopus0 for concealment and in-band FEC)")
     internals.replace_jitter_buffer(receiver, path)
     internals.after_rtp_packet(receiver, path.after_packet)
+    _PATHS[receiver] = path
     return path
+
+
+def receive_path_of(receiver: Any) -> ReceivePath | None:
+    """The path :func:`install_receive_path` put on ``receiver`` (None: aiortc's own)."""
+    return _PATHS.get(receiver)

@@ -34,7 +34,7 @@ from scope_relay.protocol.capabilities import Capabilities
 from scope_relay.protocol.errors import PipelineFailed, Unavailable
 from scope_relay.protocol.media import SAMPLE_RATE, VIDEO_CLOCK_RATE
 from scope_relay.rtc.ice import loopback_candidates, rtc_configuration
-from scope_relay.rtc.keyframe_requests import UpstreamKeyframes
+from scope_relay.rtc.keyframe_requests import UpstreamKeyframes, pass_keyframe_requests
 from scope_relay.rtc.receive_path import EncodedVideo, ReceivePath, install_receive_path
 from scope_relay.util.counters import Counters
 from scope_relay.util.tasks import OwnedTasks, RunOnce
@@ -133,8 +133,12 @@ class CloudWebRTCClient:
         pc.on("track", self._on_track)
         if caps.produces_video or caps.accepts_video:
             if caps.accepts_video and self.camera is not None:
+                feed = CameraFeed(self.camera)
                 transceiver = pc.addTransceiver(
-                    CameraFeed(self.camera), direction="sendrecv" if caps.produces_video else "sendonly")
+                    feed, direction="sendrecv" if caps.produces_video else "sendonly")
+                feed.sender = transceiver.sender
+                # forwarded camera frames: only the camera's sender can make a keyframe
+                pass_keyframe_requests(transceiver.sender, self.camera.request_keyframe)
             else:
                 transceiver = pc.addTransceiver("video", direction="recvonly")
             self._timers["video"] = TrackTimer(transceiver.receiver, VIDEO_CLOCK_RATE,

@@ -26,11 +26,14 @@ from typing import Any
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
-from scope_relay.local.sessions.browser_session import BrowserSession
+from scope_relay.local.inputs.camera_uplink import LatestFrameTrack
+from scope_relay.local.sessions.browser_session import BrowserSession, forward_camera
 from scope_relay.protocol.errors import InvalidSdp
 from scope_relay.rtc.aiortc_internals import answer_as_dtls_server, offered_direction
 from scope_relay.rtc.peer import PeerSession
+from scope_relay.rtc.receive_path import receive_path_of
 from scope_relay.rtc.sdp import validate_offer_sdp
+from scope_relay.rtc.video_codecs import video_codec
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +59,10 @@ class HeldSource(MediaStreamTrack):
             raise
         self.frames += 1
         return frame
+
+    def count(self) -> None:
+        """One frame came still encoded (forwarded past :meth:`recv`)."""
+        self.frames += 1
 
 
 class WhipSession(PeerSession):
@@ -115,6 +122,13 @@ class WhipSession(PeerSession):
         held = self.held[kind] = HeldSource(track)
         pump = self.owner.camera if kind == "video" else self.owner.microphone
         assert pump is not None
+        if isinstance(pump, LatestFrameTrack):  # still encoded where the codecs match
+            receiver = next((t.receiver for t in self.pc.getTransceivers()
+                             if t.receiver.track is track), None)
+            path = None if receiver is None else receive_path_of(receiver)
+            if path is not None:
+                forward_camera(pump, held, path, video_codec(self.pc),
+                               self.owner.cloud_codec(), self.name, held.count)
         browser = self._browser[kind] = pump.replace_source(held)
         self._drains[kind] = self._tasks.spawn(self._drain(browser))
         logger.info("%s: feeds %s's %s", self.name, self.owner.name,

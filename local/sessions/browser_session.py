@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiortc import MediaStreamTrack
@@ -39,8 +39,9 @@ from scope_relay.protocol.parameters import DATA_CHANNEL_LABEL, PAUSED, PIPELINE
 from scope_relay.rtc.aiortc_internals import negotiated_codecs, offered_direction, set_rtp_history
 from scope_relay.rtc.keyframe_requests import pass_keyframe_requests
 from scope_relay.rtc.peer import PeerSession
+from scope_relay.rtc.receive_path import EncodedVideo, ReceivePath, receive_path_of
 from scope_relay.rtc.sdp import validate_offer_sdp
-from scope_relay.rtc.video_codecs import choose_page_codec, video_codec
+from scope_relay.rtc.video_codecs import choose_page_codec, codec_name, video_codec
 from scope_relay.util.channels import send_message
 from scope_relay.util.throttled_log import ThrottledWarning
 
@@ -58,6 +59,27 @@ FORWARD_VIDEO = os.environ.get("SCOPE_RELAY_TRANSCODE_VIDEO", "") != "1"
 #: RTP packets each sender keeps to answer NACKs: a 1080p keyframe is ~100-150 packets,
 #: aiortc keeps 128
 RTP_HISTORY = 1024
+
+
+def forward_camera(pump: LatestFrameTrack, source: MediaStreamTrack, path: ReceivePath,
+                   codec: str | None, cloud_codec: str | None, who: str,
+                   counted: Callable[[], None] | None = None) -> None:
+    """``source``'s frames (received on ``path`` in ``codec``) go into ``pump`` still
+    encoded when the cloud hop takes ``cloud_codec`` == ``codec``; any other codec is
+    decoded by aiortc and encoded again by the cloud hop's sender (logged once)."""
+    forwards = FORWARD_VIDEO and cloud_codec is not None
+    why = ("SCOPE_RELAY_TRANSCODE_VIDEO=1" if not FORWARD_VIDEO else
+           f"{who} camera arrives in {codec}, the cloud hop takes {cloud_codec}")
+    if not forwards or codec != cloud_codec:
+        logger.info("the camera is decoded and encoded again at the relay: %s", why)
+    sink = pump.encoded_sink(source, path.request_keyframe, lambda: path.rtt)
+    if counted is not None:
+        def counting_sink(frame: EncodedVideo) -> None:
+            counted()
+            sink(frame)
+    path.forward_video(sink if counted is None else counting_sink,
+                       lambda mime: forwards and codec_name(mime) == cloud_codec,
+                       fallback=why)
 
 
 async def chain_capabilities(connection: CloudConnectionManager, pipeline_ids: Any
@@ -125,6 +147,10 @@ class BrowserSession(PeerSession):
                                                  held="more refused since the last report")
         #: the codec the page hop sends video in (None: no video to the page)
         self.video_codec: str | None = None
+        #: the codec the page's camera arrives in (None: no camera), and its receive path
+        #: while its frames go up still encoded (None: aiortc decodes them)
+        self.camera_codec: str | None = None
+        self.camera_path: ReceivePath | None = None
         #: the video codec the page's sender negotiated (what can be forwarded as it is)
         self._page_codecs: set[str] = set()
         set_rtp_history(RTP_HISTORY)
@@ -200,7 +226,28 @@ class BrowserSession(PeerSession):
                              if t.kind == "video" for mime in negotiated_codecs(t)[:1]}
         if FORWARD_VIDEO and self._page_codecs:
             fanout.forwarded_codec = next(iter(self._page_codecs))
-        return await self.create_answer()
+        answer = await self.create_answer()
+        if camera is not None:  # before ICE: the camera's first frame is already decided
+            self._forward_camera(camera)
+        return answer
+
+    def _forward_camera(self, camera: LatestFrameTrack) -> None:
+        """The camera goes up still encoded where the cloud hop sends video in the codec
+        the page's camera arrives in; otherwise aiortc decodes it and the cloud hop's
+        sender encodes it again (logged once)."""
+        receiver = next((t.receiver for t in self.pc.getTransceivers()
+                         if t.receiver.track is camera.source), None)
+        path = None if receiver is None else receive_path_of(receiver)
+        if path is None:
+            return
+        self.camera_codec = video_codec(self.pc)
+        self.camera_path = path
+        forward_camera(camera, camera.source, path, self.camera_codec, self.cloud_codec(),
+                       f"{self.name}'s page")
+
+    def cloud_codec(self) -> str | None:
+        """The video codec the cloud hop negotiated (None: no video to the cloud yet)."""
+        return video_codec(self.cloud.pc) if self.cloud and self.cloud.pc else None
 
     def forwards(self, mime: str) -> bool:
         """Whether the cloud's ``mime`` video goes to the page as it is (the page's sender
@@ -311,6 +358,8 @@ class BrowserSession(PeerSession):
         out["notices_unsent"] = self.notices_unsent
         out["pipeline_failed"] = self.pipeline_failed
         out["camera_frames_dropped"] = self.camera.dropped if self.camera else 0
+        if self.camera is not None:
+            out["camera_uplink"] = {**self.camera.stats(), "codec": self.camera_codec}
         out["microphone_frames_dropped"] = self.microphone.dropped if self.microphone else 0
         out["microphone_frames_forwarded"] = self.microphone.forwarded if self.microphone else 0
         if self.audience:

@@ -10,7 +10,8 @@ import av
 import numpy as np
 from aiortc import MediaStreamTrack
 
-from scope_relay.local.inputs.camera_uplink import LatestFrameTrack
+from scope_relay.local.inputs.camera_uplink import CameraFeed, LatestFrameTrack
+from scope_relay.rtc.receive_path import EncodedVideo
 
 
 class Numbered(MediaStreamTrack):
@@ -56,3 +57,109 @@ async def test_a_replaced_source_continues_the_timeline():
     assert before == [1_000, 4_000, 7_000]
     assert during == [10_000, 11_500, 13_000]  # one frame after the last, then its spacing
     assert after == [14_500, 17_500]
+
+
+class Silent(MediaStreamTrack):
+    """A source whose frames all come encoded (its decoded track never yields)."""
+
+    kind = "video"
+
+    async def recv(self) -> av.VideoFrame:
+        await asyncio.Event().wait()
+        raise AssertionError
+
+
+class Asker:
+    """Counts keyframe requests to one source's sender."""
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    async def ask(self) -> bool:
+        self.asked += 1
+        return True
+
+
+def encoded(pts: int, keyframe: bool = False) -> EncodedVideo:
+    return EncodedVideo(bytes([pts % 256]) * 8, pts, keyframe, "video/VP8")
+
+
+async def settle() -> None:
+    for _ in range(3):  # the coalesced request's task runs
+        await asyncio.sleep(0)
+
+
+async def test_encoded_frames_start_at_a_keyframe_and_a_full_queue_drops_to_the_next():
+    source, asker = Silent(), Asker()
+    pump = LatestFrameTrack(source, max_frames=2)
+    sink = pump.encoded_sink(source, asker.ask, lambda: 0.0)
+    try:
+        sink(encoded(0))  # no keyframe yet: dropped, the sender asked
+        await settle()
+        assert pump.dropped == 1 and asker.asked == 1
+        for pts, key in ((3000, True), (6000, False), (9000, False)):
+            sink(encoded(pts, key))
+        # the oldest (a keyframe) went, and the frames after it depend on it: all gone
+        assert pump.dropped == 1 + 3 and not pump._frames
+        sink(encoded(12000))  # still waiting for a keyframe
+        sink(encoded(15000, True))
+        packet = await pump.recv()
+        assert isinstance(packet, av.Packet) and packet.is_keyframe and packet.pts == 15000
+        assert pump.dropped == 5 and pump.forwarded_frames == 4
+    finally:
+        pump.stop()
+
+
+async def test_a_full_queue_keeps_a_queued_keyframe():
+    source, asker = Silent(), Asker()
+    pump = LatestFrameTrack(source, max_frames=2)
+    sink = pump.encoded_sink(source, asker.ask, lambda: 0.0)
+    try:
+        sink(encoded(0, True))
+        sink(encoded(3000))
+        sink(encoded(6000, True))  # full: the first two go, the keyframe stays
+        assert pump.dropped == 2 and [p.pts for p in pump._frames] == [6000]
+        await settle()
+        assert asker.asked == 0  # a keyframe was queued: nobody needed asking
+    finally:
+        pump.stop()
+
+
+async def test_the_clouds_keyframe_request_goes_to_whoever_sends_the_camera_now():
+    page, whip = Silent(), Silent()
+    page_asker, whip_asker = Asker(), Asker()
+    pump = LatestFrameTrack(page)
+    page_sink = pump.encoded_sink(page, page_asker.ask, lambda: 0.0)
+    whip_sink = pump.encoded_sink(whip, whip_asker.ask, lambda: 0.0)
+    try:
+        page_sink(encoded(0, True))
+        pump.request_keyframe()
+        await settle()
+        assert (page_asker.asked, whip_asker.asked) == (1, 0)
+        pump.replace_source(whip)  # a new source starts at a keyframe: asked for one
+        await settle()
+        assert whip_asker.asked == 1
+        page_sink(encoded(3000, True))  # the page's frames are not the camera now
+        whip_sink(encoded(500_000, True))
+        assert pump.forwarded_frames == 2
+        assert [p.pts for p in pump._frames] == [0, 3000]  # one timeline across sources
+        assert pump.stats()["keyframe_requests_from_cloud"] == 1
+    finally:
+        pump.stop()
+
+
+async def test_a_cloud_connection_starts_at_a_keyframe():
+    source, asker = Silent(), Asker()
+    pump = LatestFrameTrack(source, max_frames=4)
+    sink = pump.encoded_sink(source, asker.ask, lambda: 0.0)
+    try:
+        sink(encoded(0, True))
+        sink(encoded(3000))
+        await pump.recv()  # an earlier connection took the keyframe
+        feed = CameraFeed(pump)
+        sink(encoded(6000, True))
+        first = await feed.recv()  # the delta before it is no use to a new decoder
+        assert isinstance(first, av.Packet) and first.is_keyframe and first.pts == 6000
+        assert pump.dropped == 1
+    finally:
+        pump.stop()
