@@ -37,6 +37,10 @@ PUSH_INTERVAL = 0.1
 #: a grid that moved less than this (origin, or path) is not sent again
 RESEND_SECONDS = 0.002
 #: the sources a PUT may name
+#: seconds the relay itself sends a media time's picture before its sound: none. Its
+#: ``FrameProcessor`` releases both at ``release_time`` and stamps both on one sender-report
+#: clock (an early video was tried and left out: docs/architecture.md, Chromium)
+RELAY_VIDEO_LEAD = 0.0
 SOURCES = ("off", "manual", "link", "midi", "page")
 
 
@@ -70,6 +74,7 @@ class _Sent:
     grid: TempoGrid
     quantize: str
     listen_delay: float
+    video_lead: float
 
 
 def _same(a: _Sent, b: _Sent) -> bool:
@@ -77,7 +82,8 @@ def _same(a: _Sent, b: _Sent) -> bool:
             and a.grid.playing == b.grid.playing
             and a.grid.beats_per_bar == b.grid.beats_per_bar
             and abs(a.grid.origin - b.grid.origin) < RESEND_SECONDS
-            and abs(a.listen_delay - b.listen_delay) < RESEND_SECONDS)
+            and abs(a.listen_delay - b.listen_delay) < RESEND_SECONDS
+            and abs(a.video_lead - b.video_lead) < RESEND_SECONDS)
 
 
 #: makes a source by name (``link``, ``midi`` need the ``tempo`` extra: ImportError without)
@@ -100,6 +106,10 @@ class TempoManager:
         self.quantize = "off"
         #: the page's own output latency (AudioContext.outputLatency), added to every path
         self.page_latency = 0.0
+        #: the part of it that is the audio output's own (``outputLatency + baseLatency``):
+        #: Chromium shows a picture with the audio it hands to the device, so the picture
+        #: leads the sound by this much (docs/tempo.md, "Where the flashes' lead comes from")
+        self.page_output_latency = 0.0
         self._sent: dict[int, _Sent] = {}  # id(session) -> what it was sent last
         self._tasks = OwnedTasks()
         self._lock = asyncio.Lock()  # one PUT at a time: a source starts and closes whole
@@ -129,6 +139,7 @@ class TempoManager:
             "source": self.source.name if self.source is not None else "off",
             "sources": list(SOURCES), "quantize": self.quantize,
             "beats_per_bar": self.beats_per_bar, "page_latency": self.page_latency,
+            "page_output_latency": self.page_output_latency,
             "midi_port": self.midi_port,
             "peers": self.source.peers if self.source is not None else 0,
             "bpm": None, "beat": None, "phase": None, "bar": None, "beat_in_bar": None,
@@ -144,7 +155,7 @@ class TempoManager:
         """``PUT /api/v1/tempo``: any of source, bpm, quantize, beats_per_bar, page_latency,
         tap. Everything is checked before anything changes (``ValueError`` says what)."""
         unknown = set(body) - {"source", "bpm", "quantize", "beats_per_bar", "page_latency",
-                               "tap", "beat", "midi_port"}
+                               "page_output_latency", "tap", "beat", "midi_port"}
         if unknown:
             raise ValueError(f"unknown tempo field(s): {', '.join(sorted(unknown))}")
         source = body.get("source")
@@ -158,6 +169,11 @@ class TempoManager:
                                     or not isinstance(latency, (int, float))
                                     or not 0.0 <= latency <= 1.0):
             raise ValueError("page_latency must be seconds from 0 to 1")
+        output = body.get("page_output_latency")
+        if output is not None and (isinstance(output, bool)
+                                   or not isinstance(output, (int, float))
+                                   or not 0.0 <= output <= 1.0):
+            raise ValueError("page_output_latency must be seconds from 0 to 1")
         if body.get("tap") not in (None, True):
             raise ValueError("tap must be true")
         port = body.get("midi_port", self.midi_port)
@@ -200,6 +216,8 @@ class TempoManager:
                     set_quantum(bpb)
             if latency is not None:
                 self.page_latency = float(latency)
+            if output is not None:
+                self.page_output_latency = float(output)
         self.push()  # at once, not on the next tick
         return self.snapshot()
 
@@ -248,13 +266,14 @@ class TempoManager:
             delay = processor.playout_delay + processor.extra_delay + processor.loss_room
             path = processor.offset + delay
             listen = delay + self.page_latency
+            lead = RELAY_VIDEO_LEAD + self.page_output_latency
             sent = _Sent(peer, grid.shifted(-(path + self.page_latency)), self.quantize,
-                         listen)
+                         listen, lead)
             last = self._sent.get(id(session))
             if last is not None and _same(last, sent):
                 continue
             message = {**sent.grid.to_message(), "quantize": self.quantize,
-                       "listen_delay": round(listen, 4)}
+                       "listen_delay": round(listen, 4), "video_lead": round(lead, 4)}
             peer.send_parameters(json.dumps({TEMPO: message}))
             self._sent[id(session)] = sent
             self.sends += 1

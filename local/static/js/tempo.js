@@ -148,7 +148,10 @@ export function createTempo(root) {
   // machine the page runs on, as it is for a page on the relay's machine); elsewhere the
   // jitter buffer's recent delay stands in. The output latency: an AudioContext runs only
   // after a gesture and knows its outputLatency once it has played a moment. Sent when the
-  // median of the last few looks moves by 2 ms.
+  // median of the last few looks moves by 2 ms. The output latency goes on its own too
+  // (page_output_latency): Chromium shows a picture with the audio it hands to the device,
+  // not with the sound leaving it, so the picture leads the sound by that much and the
+  // cloud draws video for a later beat (docs/tempo.md).
   let outputLatency = null;
   let jitter = null;  // [jitterBufferDelay, jitterBufferEmittedCount] last seen
   /** @type {number[]} the receive side's latest looks (seconds) */
@@ -161,7 +164,8 @@ export function createTempo(root) {
     const latency = Math.min(outputLatency + median, 0.999);
     if (sent != null && Math.abs(latency - sent) < REPORT_STEP) return;
     sent = latency;
-    put({ page_latency: Math.round(latency * 10000) / 10000 });
+    put({ page_latency: Math.round(latency * 10000) / 10000,
+          page_output_latency: Math.round(Math.min(outputLatency, 0.999) * 10000) / 10000 });
   }
   function look(seconds) {
     receive.push(seconds);
