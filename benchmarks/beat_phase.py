@@ -14,10 +14,11 @@ and the relay, all on 127.0.0.1. Inside the page:
 - flashes: ``requestVideoFrameCallback``'s ``expectedDisplayTime`` of the first bright
   frame of each flash (beat-flash at ``--fps``: 24, 30 or 60). Its callback time and
   ``presentationTime`` are kept too, to show what ``expectedDisplayTime`` adds.
-The page tells the relay its audio output latency (``page_output_latency``), which the
-cloud takes as the picture's lead over the sound and draws the flashes for; with
-``--no-video-lead`` the benchmark strips it from the page's reports (the flashes are then
-drawn on the audio's grid, as before the compensation).
+The page tells the relay how long before its sound it shows a media time's picture
+(``page_video_lead``, from its getStats: audio delay + output latency - video delay), and
+the cloud draws the flashes that much later; with ``--no-video-lead`` the benchmark strips
+it from the page's reports (the flashes are then drawn on the audio's grid, as before).
+The table's "stats lead" is that figure as the page has it, compensated or not.
 Every few seconds the script collects them, maps the page's clock onto this machine's wall
 clock (a bracketed read of ``performance.now()``, the tightest of five) and measures each
 against the Link session's own grid read at that moment (``link.beat`` at ``time.time()``,
@@ -159,12 +160,12 @@ def summary(name: str, errors: list[float]) -> str:
 
 
 async def strip_video_lead(route) -> None:
-    """``--no-video-lead``: the page's tempo reports reach the relay without its output
-    latency, so the cloud draws the flashes on the audio's grid."""
+    """``--no-video-lead``: the page's tempo reports reach the relay without the picture's
+    lead, so the cloud draws the flashes on the audio's grid."""
     request = route.request
     if request.method == "PUT" and request.post_data:
         body = json.loads(request.post_data)
-        body.pop("page_output_latency", None)
+        body.pop("page_video_lead", None)
         if not body:
             await route.fulfill(status=200, body="{}")
             return
@@ -236,6 +237,7 @@ async def main(seconds: float, bpm: float, warmup: float, bucket: float, fps: in
                     # per flash: expectedDisplayTime minus the callback's time and minus
                     # presentationTime (ms)
                     display: list[tuple[float, float, float]] = []
+                    leads: list[tuple[float, float]] = []  # (s since start, ms)
                     # (s since start, the page's reported latency, the relay's playout) ms
                     paths: list[tuple[float, float, float]] = []
                     session_id = await page.evaluate("scopeRelay.sessionId")
@@ -257,14 +259,19 @@ async def main(seconds: float, bpm: float, warmup: float, bucket: float, fps: in
                         figures = (await http.get(f"/api/v1/webrtc/offer/{session_id}")).json()
                         paths.append((time.time() - start, state["page_latency"] * 1000,
                                       float(figures.get("playout_delay_ms") or 0.0)))
+                        playout = await page.evaluate("window.scopeRelayTempo.playout")
+                        if None not in playout.values():
+                            # the picture's lead over the sound as the page's stats say it
+                            leads.append((time.time() - start, 1000 * (
+                                playout["audio"] + playout["output"] - playout["video"])))
                     tap = await page.evaluate(
                         "window._beatTap && {baseLatency: window._beatTap.baseLatency, "
                         "outputLatency: window._beatTap.outputLatency}") or tap
                     state = (await http.get("/api/v1/tempo")).json()
                     print(f"at the end: the page reports {state['page_latency'] * 1000:.1f} ms "
-                          f"(its receive side and output latency), of which output "
-                          f"{state['page_output_latency'] * 1000:.1f} ms (the video lead the "
-                          f"cloud draws for); the tap's own output: base "
+                          f"(its receive side and output latency), the picture's lead "
+                          f"{state['page_video_lead'] * 1000:.1f} ms (what the cloud draws "
+                          f"for); the tap's own output: base "
                           f"{tap['baseLatency'] * 1000:.1f} + output "
                           f"{tap['outputLatency'] * 1000:.1f} ms")
                     await browser.close()
@@ -286,17 +293,20 @@ async def main(seconds: float, bpm: float, warmup: float, bucket: float, fps: in
     print(f"flashes minus clicks (medians): "
           f"{np.median([e for _, e in settled_flashes]) - np.median([e for _, e in settled_clicks]):+.1f} ms")
     print(f"\n{'from (s)':>8}  {'clicks':>6}  {'median ms':>9}  {'p95 |ms|':>8}  "
-          f"{'flashes median ms':>17}  {'page ms':>7}  {'relay playout ms':>16}")
+          f"{'flashes median ms':>17}  {'page ms':>7}  {'relay playout ms':>16}  "
+          f"{'stats lead ms':>13}")
     edge = 0.0
     while edge < seconds:
         part = [e for t, e in clicks if edge <= t < edge + bucket]
         lit = [e for t, e in flashes if edge <= t < edge + bucket]
         path = [(p, r) for t, p, r in paths if edge <= t < edge + bucket] or [(np.nan, np.nan)]
+        lead = [v for t, v in leads if edge <= t < edge + bucket] or [np.nan]
         if part:
             print(f"{edge:8.0f}  {len(part):6d}  {np.median(part):+9.1f}  "
                   f"{np.percentile(np.abs(part), 95):8.1f}  "
                   f"{(np.median(lit) if lit else float('nan')):+17.1f}  "
-                  f"{np.median([p for p, _ in path]):7.1f}  {np.median([r for _, r in path]):16.1f}")
+                  f"{np.median([p for p, _ in path]):7.1f}  {np.median([r for _, r in path]):16.1f}  "
+                  f"{np.median(lead):13.1f}")
         edge += bucket
     slopes = []
     for events in (settled_clicks, settled_flashes):

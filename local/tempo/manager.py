@@ -106,10 +106,10 @@ class TempoManager:
         self.quantize = "off"
         #: the page's own output latency (AudioContext.outputLatency), added to every path
         self.page_latency = 0.0
-        #: the part of it that is the audio output's own (``outputLatency + baseLatency``):
-        #: Chromium shows a picture with the audio it hands to the device, so the picture
-        #: leads the sound by this much (docs/tempo.md, "Where the flashes' lead comes from")
-        self.page_output_latency = 0.0
+        #: seconds the page shows a media time's picture before its sound, from its stats
+        #: (Chromium's lip sync rests anywhere in a ~40 ms band: docs/tempo.md, "Where the
+        #: flashes' lead comes from")
+        self.page_video_lead = 0.0
         self._sent: dict[int, _Sent] = {}  # id(session) -> what it was sent last
         self._tasks = OwnedTasks()
         self._lock = asyncio.Lock()  # one PUT at a time: a source starts and closes whole
@@ -139,7 +139,7 @@ class TempoManager:
             "source": self.source.name if self.source is not None else "off",
             "sources": list(SOURCES), "quantize": self.quantize,
             "beats_per_bar": self.beats_per_bar, "page_latency": self.page_latency,
-            "page_output_latency": self.page_output_latency,
+            "page_video_lead": self.page_video_lead,
             "midi_port": self.midi_port,
             "peers": self.source.peers if self.source is not None else 0,
             "bpm": None, "beat": None, "phase": None, "bar": None, "beat_in_bar": None,
@@ -155,7 +155,7 @@ class TempoManager:
         """``PUT /api/v1/tempo``: any of source, bpm, quantize, beats_per_bar, page_latency,
         tap. Everything is checked before anything changes (``ValueError`` says what)."""
         unknown = set(body) - {"source", "bpm", "quantize", "beats_per_bar", "page_latency",
-                               "page_output_latency", "tap", "beat", "midi_port"}
+                               "page_video_lead", "tap", "beat", "midi_port"}
         if unknown:
             raise ValueError(f"unknown tempo field(s): {', '.join(sorted(unknown))}")
         source = body.get("source")
@@ -169,11 +169,10 @@ class TempoManager:
                                     or not isinstance(latency, (int, float))
                                     or not 0.0 <= latency <= 1.0):
             raise ValueError("page_latency must be seconds from 0 to 1")
-        output = body.get("page_output_latency")
-        if output is not None and (isinstance(output, bool)
-                                   or not isinstance(output, (int, float))
-                                   or not 0.0 <= output <= 1.0):
-            raise ValueError("page_output_latency must be seconds from 0 to 1")
+        lead = body.get("page_video_lead")
+        if lead is not None and (isinstance(lead, bool) or not isinstance(lead, (int, float))
+                                 or not -1.0 <= lead <= 1.0):
+            raise ValueError("page_video_lead must be seconds from -1 to 1")
         if body.get("tap") not in (None, True):
             raise ValueError("tap must be true")
         port = body.get("midi_port", self.midi_port)
@@ -216,8 +215,8 @@ class TempoManager:
                     set_quantum(bpb)
             if latency is not None:
                 self.page_latency = float(latency)
-            if output is not None:
-                self.page_output_latency = float(output)
+            if lead is not None:
+                self.page_video_lead = float(lead)
         self.push()  # at once, not on the next tick
         return self.snapshot()
 
@@ -266,7 +265,7 @@ class TempoManager:
             delay = processor.playout_delay + processor.extra_delay + processor.loss_room
             path = processor.offset + delay
             listen = delay + self.page_latency
-            lead = RELAY_VIDEO_LEAD + self.page_output_latency
+            lead = RELAY_VIDEO_LEAD + self.page_video_lead
             sent = _Sent(peer, grid.shifted(-(path + self.page_latency)), self.quantize,
                          listen, lead)
             last = self._sent.get(id(session))

@@ -217,11 +217,11 @@ async def test_manager_sends_each_session_its_own_grid():
     manager.push()
     assert session.cloud.sent[-1]["tempo"]["beat_time_origin"] == pytest.approx(grid.origin - 0.21)
     assert session.cloud.sent[-1]["tempo"]["video_lead"] == 0.0
-    await manager.update({"page_output_latency": 0.03})  # the picture leads the sound
+    await manager.update({"page_video_lead": 0.03})  # the picture leads the sound
     assert session.cloud.sent[-1]["tempo"]["video_lead"] == pytest.approx(0.03)
     assert session.cloud.sent[-1]["tempo"]["beat_time_origin"] == pytest.approx(grid.origin - 0.21)
-    with pytest.raises(ValueError, match="page_output_latency"):
-        await manager.update({"page_output_latency": 2})
+    with pytest.raises(ValueError, match="page_video_lead"):
+        await manager.update({"page_video_lead": 2})
     session.cloud = Peer()  # a rebuilt cloud hop: the new one is sent the grid at once
     manager.push()
     assert session.cloud.sent[-1]["tempo"]["bpm"] == 100
