@@ -7,6 +7,9 @@ offset and playout delay: media released at wall time ``t`` is heard on ``beat_a
 media buffer releases media time ``m`` at ``epoch + m + stall + playout_delay`` on its own
 (monotonic) clock, so the grid on the media clock is one shift away, taken afresh for every
 call (``stall`` grows with an underflow or a pause, and the beat follows it).
+The grid handed to a call is a ``MediaTempo``: it also carries the relay's ``video_lead``
+(how long before its sound the page shows a picture), so a pipeline draws pictures on the
+beat *seen* (``inputs.video_tempo``) and sound on the beat heard.
 
 Quantized changes: while the relay's ``quantize`` is not ``off``, a parameter update is held
 until the first boundary after the beat being heard when it came (the relay says how long
