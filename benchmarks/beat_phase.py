@@ -12,7 +12,13 @@ and the relay, all on 127.0.0.1. Inside the page:
   at each collection (its first 0.3 s not counted): its MediaStream source's buffering
   grows when the loaded machine glitches its AudioContext and never shrinks;
 - flashes: ``requestVideoFrameCallback``'s ``expectedDisplayTime`` of the first bright
-  frame of each flash.
+  frame of each flash (beat-flash at ``--fps``: 24, 30 or 60). Its callback time and
+  ``presentationTime`` are kept too, to show what ``expectedDisplayTime`` adds.
+The page tells the relay how long before its sound it shows a media time's picture
+(``page_video_lead``, from its getStats: audio delay + output latency - video delay), and
+the cloud draws the flashes that much later; with ``--no-video-lead`` the benchmark strips
+it from the page's reports (the flashes are then drawn on the audio's grid, as before).
+The table's "stats lead" is that figure as the page has it, compensated or not.
 Every few seconds the script collects them, maps the page's clock onto this machine's wall
 clock (a bracketed read of ``performance.now()``, the tightest of five) and measures each
 against the Link session's own grid read at that moment (``link.beat`` at ``time.time()``,
@@ -23,13 +29,14 @@ click error per minute (per ``--bucket`` seconds) and the drift slope (ms/min, a
 squares line through every click's error).
 
     .venv/bin/python benchmarks/beat_phase.py [--seconds 60 | --minutes 10] [--bpm 120]
-        [--warmup 10] [--quick]
+        [--warmup 10] [--fps 24|30|60] [--no-video-lead] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
 import tempfile
@@ -57,7 +64,7 @@ COLLECT_SECONDS = 5.0
 # Installs the collectors in the page: window._beat.{clicks, flashes} (performance.now ms).
 INSTALL = """async () => {
   const video = document.querySelector('#video');
-  const out = window._beat = {clicks: [], flashes: []};
+  const out = window._beat = {clicks: [], flashes: [], frames: []};
   const canvas = new OffscreenCanvas(16, 16), g = canvas.getContext('2d', {willReadFrequently: true});
   let bright = false;
   const onFrame = (now, meta) => {
@@ -65,7 +72,10 @@ INSTALL = """async () => {
     const px = g.getImageData(0, 0, 16, 16).data;
     let sum = 0; for (let i = 0; i < px.length; i += 4) sum += px[i];
     const isBright = sum / (px.length / 4) > 128;
-    if (isBright && !bright) out.flashes.push(meta.expectedDisplayTime);
+    if (isBright && !bright) {
+      out.flashes.push(meta.expectedDisplayTime);
+      out.frames.push([now, meta.presentationTime, meta.expectedDisplayTime]);
+    }
     bright = isBright;
     video.requestVideoFrameCallback(onFrame);
   };
@@ -108,8 +118,9 @@ INSTALL = """async () => {
 }"""
 
 # Hands over what was collected since the last call.
-TAKE = """async () => { const b = window._beat; const out = {clicks: b.clicks, flashes: b.flashes};
-  b.clicks = []; b.flashes = []; await window._beatNewTap(); return out; }"""
+TAKE = """async () => { const b = window._beat;
+  const out = {clicks: b.clicks, flashes: b.flashes, frames: b.frames};
+  b.clicks = []; b.flashes = []; b.frames = []; await window._beatNewTap(); return out; }"""
 
 
 def link_grid(link) -> TempoGrid:
@@ -148,7 +159,23 @@ def summary(name: str, errors: list[float]) -> str:
             f"ms, worst {arr[np.argmax(np.abs(arr))]:+.1f} ms")
 
 
-async def main(seconds: float, bpm: float, warmup: float, bucket: float) -> bool:
+async def strip_video_lead(route) -> None:
+    """``--no-video-lead``: the page's tempo reports reach the relay without the picture's
+    lead, so the cloud draws the flashes on the audio's grid."""
+    request = route.request
+    if request.method == "PUT" and request.post_data:
+        body = json.loads(request.post_data)
+        body.pop("page_video_lead", None)
+        if not body:
+            await route.fulfill(status=200, body="{}")
+            return
+        await route.continue_(post_data=json.dumps(body))
+        return
+    await route.continue_()
+
+
+async def main(seconds: float, bpm: float, warmup: float, bucket: float, fps: int = 24,
+               video_lead: bool = True) -> bool:
     """Run, print the figures; whether any clicks and flashes were measured."""
     import aalink
     from playwright.async_api import async_playwright
@@ -179,6 +206,8 @@ async def main(seconds: float, bpm: float, warmup: float, bucket: float) -> bool
                     browser = await pw.chromium.launch_persistent_context(
                         profile, executable_path=CHROMIUM, headless=True, args=ARGS)
                     page = await browser.new_page()
+                    if not video_lead:
+                        await page.route("**/api/v1/tempo", strip_video_lead)
                     await page.goto(relay.url + "/")
                     await page.wait_for_function(
                         "document.querySelector('#pipeline').options.length >= 4",
@@ -188,12 +217,15 @@ async def main(seconds: float, bpm: float, warmup: float, bucket: float) -> bool
                     await page.wait_for_function(
                         "document.querySelector('#video').srcObject?.getAudioTracks().length === 1",
                         timeout=30_000)
+                    await page.fill("#param-fps", str(fps))
+                    await page.dispatch_event("#param-fps", "change")
                     tap = await page.evaluate(INSTALL)
                     state = (await http.get("/api/v1/tempo")).json()
                     print(f"Link peer at {bpm:g} BPM; relay: source {state['source']}, bpm "
                           f"{state['bpm']:.2f}, peers {state['peers']}, page_latency "
                           f"{state['page_latency'] * 1000:.1f} ms (the page's report, added "
-                          f"to the compensation)")
+                          f"to the compensation); beat-flash at {fps} fps, video lead "
+                          f"{'compensated' if video_lead else 'NOT compensated'}")
                     print(f"tap AudioContext: {tap['sampleRate']} Hz, baseLatency "
                           f"{tap['baseLatency'] * 1000:.1f} ms, outputLatency "
                           f"{tap['outputLatency'] * 1000:.1f} ms")
@@ -202,6 +234,10 @@ async def main(seconds: float, bpm: float, warmup: float, bucket: float) -> bool
                     start = time.time()
                     clicks: list[tuple[float, float]] = []  # (s since start, error ms)
                     flashes: list[tuple[float, float]] = []
+                    # per flash: expectedDisplayTime minus the callback's time and minus
+                    # presentationTime (ms)
+                    display: list[tuple[float, float, float]] = []
+                    leads: list[tuple[float, float]] = []  # (s since start, ms)
                     # (s since start, the page's reported latency, the relay's playout) ms
                     paths: list[tuple[float, float, float]] = []
                     session_id = await page.evaluate("scopeRelay.sessionId")
@@ -216,16 +252,26 @@ async def main(seconds: float, bpm: float, warmup: float, bucket: float) -> bool
                         for ms in seen["flashes"]:
                             t = ms / 1000 + offset
                             flashes.append((t - start, phase_error_ms(t, grid)))
+                        for now, presented, expected in seen["frames"]:
+                            display.append((now / 1000 + offset - start, expected - now,
+                                            expected - presented))
                         state = (await http.get("/api/v1/tempo")).json()
                         figures = (await http.get(f"/api/v1/webrtc/offer/{session_id}")).json()
                         paths.append((time.time() - start, state["page_latency"] * 1000,
                                       float(figures.get("playout_delay_ms") or 0.0)))
+                        playout = await page.evaluate("window.scopeRelayTempo.playout")
+                        if None not in playout.values():
+                            # the picture's lead over the sound as the page's stats say it
+                            leads.append((time.time() - start, 1000 * (
+                                playout["audio"] + playout["output"] - playout["video"])))
                     tap = await page.evaluate(
                         "window._beatTap && {baseLatency: window._beatTap.baseLatency, "
                         "outputLatency: window._beatTap.outputLatency}") or tap
                     state = (await http.get("/api/v1/tempo")).json()
                     print(f"at the end: the page reports {state['page_latency'] * 1000:.1f} ms "
-                          f"(its output latency and jitter buffer); the tap's own output: base "
+                          f"(its receive side and output latency), the picture's lead "
+                          f"{state['page_video_lead'] * 1000:.1f} ms (what the cloud draws "
+                          f"for); the tap's own output: base "
                           f"{tap['baseLatency'] * 1000:.1f} + output "
                           f"{tap['outputLatency'] * 1000:.1f} ms")
                     await browser.close()
@@ -240,18 +286,27 @@ async def main(seconds: float, bpm: float, warmup: float, bucket: float) -> bool
                   [e for _, e in settled_flashes]))
     if not settled_clicks or not settled_flashes:
         return False
+    shown = [(a, b) for t, a, b in display if t >= warmup]
+    print(f"expectedDisplayTime minus the callback's time: median "
+          f"{np.median([a for a, _ in shown]):+.1f} ms; minus presentationTime: median "
+          f"{np.median([b for _, b in shown]):+.1f} ms")
+    print(f"flashes minus clicks (medians): "
+          f"{np.median([e for _, e in settled_flashes]) - np.median([e for _, e in settled_clicks]):+.1f} ms")
     print(f"\n{'from (s)':>8}  {'clicks':>6}  {'median ms':>9}  {'p95 |ms|':>8}  "
-          f"{'flashes median ms':>17}  {'page ms':>7}  {'relay playout ms':>16}")
+          f"{'flashes median ms':>17}  {'page ms':>7}  {'relay playout ms':>16}  "
+          f"{'stats lead ms':>13}")
     edge = 0.0
     while edge < seconds:
         part = [e for t, e in clicks if edge <= t < edge + bucket]
         lit = [e for t, e in flashes if edge <= t < edge + bucket]
         path = [(p, r) for t, p, r in paths if edge <= t < edge + bucket] or [(np.nan, np.nan)]
+        lead = [v for t, v in leads if edge <= t < edge + bucket] or [np.nan]
         if part:
             print(f"{edge:8.0f}  {len(part):6d}  {np.median(part):+9.1f}  "
                   f"{np.percentile(np.abs(part), 95):8.1f}  "
                   f"{(np.median(lit) if lit else float('nan')):+17.1f}  "
-                  f"{np.median([p for p, _ in path]):7.1f}  {np.median([r for _, r in path]):16.1f}")
+                  f"{np.median([p for p, _ in path]):7.1f}  {np.median([r for _, r in path]):16.1f}  "
+                  f"{np.median(lead):13.1f}")
         edge += bucket
     slopes = []
     for events in (settled_clicks, settled_flashes):
@@ -271,6 +326,11 @@ if __name__ == "__main__":
     parser.add_argument("--minutes", type=float, help="run this long instead (drift)")
     parser.add_argument("--bpm", type=float, default=120.0)
     parser.add_argument("--warmup", type=float, default=10.0)
+    parser.add_argument("--fps", type=int, default=24, choices=(24, 30, 60),
+                        help="beat-flash's frame rate")
+    parser.add_argument("--no-video-lead", action="store_true",
+                        help="strip the page's output latency from its reports (no video "
+                             "lead compensation: the flashes on the audio's grid)")
     parser.add_argument("--bucket", type=float, default=60.0,
                         help="seconds per row of the drift table")
     args = parse_args(parser, QUICK)
@@ -281,4 +341,5 @@ if __name__ == "__main__":
     except ImportError:
         sys.exit("needs the tempo extra: pip install 'scope-relay[tempo]'")
     seconds = args.minutes * 60 if args.minutes else args.seconds
-    sys.exit(0 if asyncio.run(main(seconds, args.bpm, args.warmup, args.bucket)) else 1)
+    sys.exit(0 if asyncio.run(main(seconds, args.bpm, args.warmup, args.bucket, args.fps,
+                                   not args.no_video_lead)) else 1)

@@ -16,6 +16,8 @@ from scope_relay.cloud.pipelines.base import ParamSpec, Pipeline, PipelineInputs
 from scope_relay.protocol.tempo import TempoGrid
 
 FRAME_SIZE = (240, 320)  # H, W
+#: above 30 fps the picture is smaller, so 60 fps costs no more to encode than 24
+SMALL_FRAME_SIZE = (120, 160)
 #: without a tempo from the relay: 120 BPM from media time 0, so it still shows something
 FREE_RUNNING = TempoGrid(120.0, 0.0, 4, True)
 #: seconds: a beat's click and flash, and the bar's first beat's
@@ -26,7 +28,8 @@ RAMP_SECONDS = 0.0005
 
 
 class BeatFlash(Pipeline):
-    """24 fps YUV video and 48 kHz stereo audio in quarter-second chunks."""
+    """YUV video at ``fps`` (24 by default, up to 60: a flash is within half a frame of its
+    beat) and 48 kHz stereo audio in quarter-second chunks."""
 
     pipeline_id = "beat-flash"
     name = "Beat flash (tempo test)"
@@ -38,14 +41,22 @@ class BeatFlash(Pipeline):
     params = {
         "volume": ParamSpec("number", 0.8, "click amplitude, 0..1", 0.0, 1.0),
         "brightness": ParamSpec("number", 1.0, "flash brightness, 0..1", 0.0, 1.0),
+        "fps": ParamSpec("integer", 24, "frames a second: a flash is within half a frame "
+                         "of its beat (above 30, a smaller picture)", 24, 60, label="FPS"),
     }
 
     def __call__(self, inputs: Any, params: Mapping[str, Any]) -> PipelineOutput:
         start = inputs.media_time if isinstance(inputs, PipelineInputs) else 0.0
-        grid = inputs.tempo if isinstance(inputs, PipelineInputs) and inputs.tempo else None
+        timed = isinstance(inputs, PipelineInputs) and inputs.tempo is not None
+        # clicks on the beat heard, flashes on the beat seen (the picture leads the sound)
+        grid = inputs.tempo if timed else None
         grid = grid or FREE_RUNNING
-        fps, sr, n = self.fps, self.sample_rate, self.chunk_frames
-        h, w = FRAME_SIZE
+        seen = (inputs.video_tempo if timed else None) or grid
+        fps = float(int(params.get("fps", self.fps)))
+        sr = self.sample_rate
+        # the same length of media a call at any rate: 6 frames at 24 fps, 8 at 30, 15 at 60
+        n = max(1, round(self.chunk_frames * fps / (self.fps or fps)))
+        h, w = FRAME_SIZE if fps <= 30 else SMALL_FRAME_SIZE
         video = np.full((n, h * 3 // 2, w), 128, np.uint8)  # I420: chroma grey
         video[:, :h] = 16  # black luma
         samples = round(n * sr / fps)
@@ -60,9 +71,7 @@ class BeatFlash(Pipeline):
                   for k in range(n)]
         volume = float(params.get("volume", 0.8))
         end = start + samples / sr
-        first = math.floor(grid.beat_at(start - DOWNBEAT_SECONDS).beat)
-        last = math.ceil(grid.beat_at(end).beat)
-        for beat in range(first, last + 1):
+        for beat in _beats(grid, start - DOWNBEAT_SECONDS, end):
             at = grid.time_of(beat)
             downbeat = beat % grid.beats_per_bar == 0
             length = DOWNBEAT_SECONDS if downbeat else BEAT_SECONDS
@@ -72,6 +81,9 @@ class BeatFlash(Pipeline):
             lo, hi = max(onset, 0), min(onset + len(click), samples)
             if lo < hi:
                 audio[:, lo:hi] = click[lo - onset:hi - onset]
+        for beat in _beats(seen, start - DOWNBEAT_SECONDS, start + n / fps):
+            at = seen.time_of(beat)
+            length = DOWNBEAT_SECONDS if beat % seen.beats_per_bar == 0 else BEAT_SECONDS
             # the flash: the frames whose display interval begins within it (frame k shows
             # from start + k / fps), the first being the one nearest the beat, and that one
             # at least (a beat's flash is shorter than a frame)
@@ -82,6 +94,11 @@ class BeatFlash(Pipeline):
                     video[k, :h] = whites[k]
         return PipelineOutput(video=video, audio=audio, sample_rate=sr, fps=fps,
                               video_format="yuv420p")
+
+
+def _beats(grid: TempoGrid, start: float, end: float) -> range:
+    """The whole beats that may fall between media times ``start`` and ``end``."""
+    return range(math.floor(grid.beat_at(start).beat), math.ceil(grid.beat_at(end).beat) + 1)
 
 
 def _click(samples: int, rate: int, hz: float) -> np.ndarray:

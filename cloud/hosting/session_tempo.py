@@ -7,6 +7,9 @@ offset and playout delay: media released at wall time ``t`` is heard on ``beat_a
 media buffer releases media time ``m`` at ``epoch + m + stall + playout_delay`` on its own
 (monotonic) clock, so the grid on the media clock is one shift away, taken afresh for every
 call (``stall`` grows with an underflow or a pause, and the beat follows it).
+The grid handed to a call is a ``MediaTempo``: it also carries the relay's ``video_lead``
+(how long before its sound the page shows a picture), so a pipeline draws pictures on the
+beat *seen* (``inputs.video_tempo``) and sound on the beat heard.
 
 Quantized changes: while the relay's ``quantize`` is not ``off``, a parameter update is held
 until the first boundary after the beat being heard when it came (the relay says how long
@@ -29,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from scope_relay.cloud.hosting.modulation import Modulation, parse_modulations
+from scope_relay.cloud.pipelines.base import MediaTempo
 from scope_relay.protocol.media import SAMPLE_RATE
 from scope_relay.protocol.parameters import SESSION_CONTROLS
 from scope_relay.protocol.tempo import (
@@ -78,6 +82,9 @@ class SessionTempo:
         self._grid: TempoGrid | None = None  # on this machine's wall clock
         self.quantize = "off"
         self.listen_delay = 0.0
+        #: seconds the page shows a media time's picture before its sound (the relay's
+        #: ``video_lead``): the grid for video is this much later (``MediaTempo``)
+        self.video_lead = 0.0
         self._held: list[_Held] = []
         #: by parameter name (modulation.py); replaced whole by each ``modulate`` message
         self.modulations: dict[str, Modulation] = {}
@@ -100,12 +107,17 @@ class SessionTempo:
             if isinstance(delay, bool) or not isinstance(delay, (int, float)) \
                     or not 0.0 <= delay <= 10.0:
                 raise ValueError("tempo.listen_delay must be seconds from 0 to 10")
+            lead = value.get("video_lead", 0.0)
+            if isinstance(lead, bool) or not isinstance(lead, (int, float)) \
+                    or not -1.0 <= lead <= 1.0:
+                raise ValueError("tempo.video_lead must be seconds from -1 to 1")
         except ValueError as exc:
             self.counts.tempo_refused += 1
             logger.warning("ignored tempo update: %s", exc)
             return
         with self._lock:
             self._grid, self.quantize, self.listen_delay = grid, quantize, float(delay)
+            self.video_lead = float(lead)
             self.counts.tempo_updates += 1
 
     def receive_modulations(self, value: Any) -> None:
@@ -140,13 +152,15 @@ class SessionTempo:
             return now
 
     # --- worker -------------------------------------------------------------------------
-    def media_grid(self, buffer: MediaClock, chunk_start: float) -> TempoGrid | None:
-        """The grid on the session's media clock as things stand (``None``: no tempo)."""
+    def media_grid(self, buffer: MediaClock, chunk_start: float) -> MediaTempo | None:
+        """The grid on the session's media clock as things stand (``None``: no tempo),
+        carrying the video's lead for ``PipelineInputs.video_tempo``."""
         with self._lock:
-            grid = self._grid
+            grid, lead = self._grid, self.video_lead
         if grid is None:
             return None
-        return _media_grid(grid, buffer, chunk_start)
+        media = _media_grid(grid, buffer, chunk_start)
+        return MediaTempo(media.bpm, media.origin, media.beats_per_bar, media.playing, lead)
 
     def due(self, grid: TempoGrid | None, chunk_start: float,
             frame_seconds: float) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from scope_relay.cloud.pipelines.base import (
     InputAudio,
     InputFrame,
     LoadProgress,
+    MediaTempo,
     ParamSpec,
     Pipeline,
     PipelineInputs,
@@ -19,5 +20,5 @@ from scope_relay.cloud.pipelines.base import (
     join_audio,
 )
 
-__all__ = ["InputAudio", "InputFrame", "LoadProgress", "ParamSpec", "Pipeline", "PipelineInputs",
-           "PipelineOutput", "join_audio"]
+__all__ = ["InputAudio", "InputFrame", "LoadProgress", "MediaTempo", "ParamSpec", "Pipeline",
+           "PipelineInputs", "PipelineOutput", "join_audio"]

@@ -78,6 +78,21 @@ class InputAudio:
 ParameterAt = Callable[[str, float, Any], Any]
 
 
+@dataclass(frozen=True)
+class MediaTempo(TempoGrid):
+    """A beat grid on a session's media clock (the audio's: media time ``t`` is *heard* on
+    ``beat_at(t)``) that also knows ``video_lead``: how many seconds before its sound the
+    picture of a media time is shown at the page (docs/tempo.md)."""
+
+    video_lead: float = 0.0
+
+    def for_video(self) -> TempoGrid:
+        """The grid pictures are drawn on: a frame shown ``video_lead`` before its sound
+        falls on the beat of that earlier moment, so the grid moves later by the lead."""
+        return TempoGrid(self.bpm, self.origin + self.video_lead, self.beats_per_bar,
+                         self.playing)
+
+
 class PipelineInputs(list[InputFrame]):
     """What a call receives as ``inputs``: the camera frames since the last call (it *is*
     that list, so camera pipelines need not know about audio; empty, and so false, for a
@@ -91,6 +106,10 @@ class PipelineInputs(list[InputFrame]):
     media time ``t`` on: what a call draws for beat *n* plays on beat *n* (docs/tempo.md).
     :meth:`parameter_at`: a parameter's value at any media time, following its beat
     modulation frame by frame within a chunk (``params`` holds the chunk start's values).
+    :attr:`video_tempo` / :meth:`video_beat_at`: the beat the audience *sees* media time
+    ``t`` on: the browser shows a media time's picture before its sound is heard (its lip
+    sync does not count the audio output's latency), so flashes are drawn on this grid and
+    clicks on :attr:`tempo`.
     """
 
     def __init__(self, frames: Sequence[InputFrame] = (), audio: Sequence[InputAudio] = (), *,
@@ -106,6 +125,20 @@ class PipelineInputs(list[InputFrame]):
     def beat_at(self, media_time: float) -> Beat | None:
         """The beat heard at ``media_time``, or ``None`` without a tempo."""
         return None if self.tempo is None else self.tempo.beat_at(media_time)
+
+    @property
+    def video_tempo(self) -> TempoGrid | None:
+        """The grid for pictures: :attr:`tempo` moved later by the video's lead (the same
+        grid when the relay reports no lead)."""
+        if isinstance(self.tempo, MediaTempo):
+            return self.tempo.for_video()
+        return self.tempo
+
+    def video_beat_at(self, media_time: float) -> Beat | None:
+        """The beat on screen when media time ``media_time``'s frame is shown, or ``None``
+        without a tempo."""
+        grid = self.video_tempo
+        return None if grid is None else grid.beat_at(media_time)
 
     def parameter_at(self, name: str, media_time: float, default: Any = None) -> Any:
         """Parameter ``name``'s value for media time ``media_time``: moved by its modulation

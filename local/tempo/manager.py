@@ -37,6 +37,10 @@ PUSH_INTERVAL = 0.1
 #: a grid that moved less than this (origin, or path) is not sent again
 RESEND_SECONDS = 0.002
 #: the sources a PUT may name
+#: seconds the relay itself sends a media time's picture before its sound: none. Its
+#: ``FrameProcessor`` releases both at ``release_time`` and stamps both on one sender-report
+#: clock (an early video was tried and left out: docs/architecture.md, Chromium)
+RELAY_VIDEO_LEAD = 0.0
 SOURCES = ("off", "manual", "link", "midi", "page")
 
 
@@ -70,6 +74,7 @@ class _Sent:
     grid: TempoGrid
     quantize: str
     listen_delay: float
+    video_lead: float
 
 
 def _same(a: _Sent, b: _Sent) -> bool:
@@ -77,7 +82,8 @@ def _same(a: _Sent, b: _Sent) -> bool:
             and a.grid.playing == b.grid.playing
             and a.grid.beats_per_bar == b.grid.beats_per_bar
             and abs(a.grid.origin - b.grid.origin) < RESEND_SECONDS
-            and abs(a.listen_delay - b.listen_delay) < RESEND_SECONDS)
+            and abs(a.listen_delay - b.listen_delay) < RESEND_SECONDS
+            and abs(a.video_lead - b.video_lead) < RESEND_SECONDS)
 
 
 #: makes a source by name (``link``, ``midi`` need the ``tempo`` extra: ImportError without)
@@ -100,6 +106,10 @@ class TempoManager:
         self.quantize = "off"
         #: the page's own output latency (AudioContext.outputLatency), added to every path
         self.page_latency = 0.0
+        #: seconds the page shows a media time's picture before its sound, from its stats
+        #: (Chromium's lip sync rests anywhere in a ~40 ms band: docs/tempo.md, "Where the
+        #: flashes' lead comes from")
+        self.page_video_lead = 0.0
         self._sent: dict[int, _Sent] = {}  # id(session) -> what it was sent last
         self._tasks = OwnedTasks()
         self._lock = asyncio.Lock()  # one PUT at a time: a source starts and closes whole
@@ -129,6 +139,7 @@ class TempoManager:
             "source": self.source.name if self.source is not None else "off",
             "sources": list(SOURCES), "quantize": self.quantize,
             "beats_per_bar": self.beats_per_bar, "page_latency": self.page_latency,
+            "page_video_lead": self.page_video_lead,
             "midi_port": self.midi_port,
             "peers": self.source.peers if self.source is not None else 0,
             "bpm": None, "beat": None, "phase": None, "bar": None, "beat_in_bar": None,
@@ -144,7 +155,7 @@ class TempoManager:
         """``PUT /api/v1/tempo``: any of source, bpm, quantize, beats_per_bar, page_latency,
         tap. Everything is checked before anything changes (``ValueError`` says what)."""
         unknown = set(body) - {"source", "bpm", "quantize", "beats_per_bar", "page_latency",
-                               "tap", "beat", "midi_port"}
+                               "page_video_lead", "tap", "beat", "midi_port"}
         if unknown:
             raise ValueError(f"unknown tempo field(s): {', '.join(sorted(unknown))}")
         source = body.get("source")
@@ -158,6 +169,10 @@ class TempoManager:
                                     or not isinstance(latency, (int, float))
                                     or not 0.0 <= latency <= 1.0):
             raise ValueError("page_latency must be seconds from 0 to 1")
+        lead = body.get("page_video_lead")
+        if lead is not None and (isinstance(lead, bool) or not isinstance(lead, (int, float))
+                                 or not -1.0 <= lead <= 1.0):
+            raise ValueError("page_video_lead must be seconds from -1 to 1")
         if body.get("tap") not in (None, True):
             raise ValueError("tap must be true")
         port = body.get("midi_port", self.midi_port)
@@ -200,6 +215,8 @@ class TempoManager:
                     set_quantum(bpb)
             if latency is not None:
                 self.page_latency = float(latency)
+            if lead is not None:
+                self.page_video_lead = float(lead)
         self.push()  # at once, not on the next tick
         return self.snapshot()
 
@@ -248,13 +265,14 @@ class TempoManager:
             delay = processor.playout_delay + processor.extra_delay + processor.loss_room
             path = processor.offset + delay
             listen = delay + self.page_latency
+            lead = RELAY_VIDEO_LEAD + self.page_video_lead
             sent = _Sent(peer, grid.shifted(-(path + self.page_latency)), self.quantize,
-                         listen)
+                         listen, lead)
             last = self._sent.get(id(session))
             if last is not None and _same(last, sent):
                 continue
             message = {**sent.grid.to_message(), "quantize": self.quantize,
-                       "listen_delay": round(listen, 4)}
+                       "listen_delay": round(listen, 4), "video_lead": round(lead, 4)}
             peer.send_parameters(json.dumps({TEMPO: message}))
             self._sent[id(session)] = sent
             self.sends += 1

@@ -340,3 +340,48 @@ async def test_midi_clock_through_a_virtual_port():
             assert state["source"] == "midi" and abs(state["bpm"] - 140.0) < 2.0
         finally:
             out.close()
+
+
+class LeadProbe(BeatFlash):
+    """beat-flash noting each call's grid and the media time of every frame it lit first."""
+
+    pipeline_id = "lead-probe"
+    calls: list[tuple[object, list[float]]] = []
+
+    def __call__(self, inputs, params):
+        out = super().__call__(inputs, params)
+        fps = float(params["fps"])
+        bright = [bool(frame[0, 0] > 128) for frame in out.video]
+        before = [getattr(self, "_last_bright", False), *bright[:-1]]
+        self._last_bright = bright[-1]
+        pairs = enumerate(zip(bright, before, strict=True))
+        lit = [inputs.media_time + k / fps for k, (now, then) in pairs if now and not then]
+        self.calls.append((inputs.tempo, lit))
+        return out
+
+
+async def test_the_pages_video_lead_moves_the_flashes_not_the_clicks():
+    """The page reports that it shows pictures 50 ms before their sound: the relay passes it
+    to the cloud, the call's grid carries it, and beat-flash (60 fps) lights the frame
+    nearest each beat *seen* (50 ms after the beat heard) while its clicks stay put."""
+    LeadProbe.calls = []
+    async with stream_pipeline("lead-probe", pipelines=[LeadProbe],
+                               parameters={"fps": 60}) as stream:
+        state = await stream.set_tempo(source="manual", bpm=150, page_video_lead=0.05)
+        assert state["page_video_lead"] == 0.05
+        (session,) = stream.cloud.app[STATE_KEY].sessions.values()
+        tempo = session.runner.tempo
+        await wait_until(lambda: tempo.video_lead == 0.05, timeout=20)
+        mark = len(LeadProbe.calls)
+        await stream.wait_audio(2.0)
+        flashes = [(grid, t) for grid, lit in LeadProbe.calls[mark:] for t in lit]
+        assert len(flashes) >= 3
+        for grid, t in flashes:
+            assert grid.video_lead == pytest.approx(0.05)
+            seen = grid.for_video().beat_at(t).beat
+            assert abs(seen - round(seen)) * grid.beat_seconds <= 0.5 / 60 + 1e-6, (t, seen)
+            heard = grid.beat_at(t).beat  # the same frame is 50 ms past the beat heard
+            assert (heard - round(heard)) * grid.beat_seconds == pytest.approx(0.05, abs=0.5 / 60)
+        with pytest.raises(ValueError, match="page_video_lead"):
+            await stream.set_tempo(page_video_lead="soon")
+        assert tempo.video_lead == 0.05  # a refusal leaves the lead in force

@@ -113,6 +113,59 @@ def test_cloud_grid_on_the_media_clock_and_quantized_changes(monkeypatch):
     assert tempo.media_grid(buffer, 0.0) is None and tempo.hold({"x": 2}, buffer) == {"x": 2}
 
 
+def test_video_grid_is_the_audio_grid_later_by_the_video_lead(monkeypatch):
+    """The picture of media time m is shown ``video_lead`` before its sound is heard, so
+    the beat on screen for m is the beat heard at m - lead: a flash for beat n is drawn
+    ``lead`` later in media time than its click."""
+    mono = Clock(500.0)
+    monkeypatch.setattr("scope_relay.cloud.hosting.session_tempo.time.time",
+                        lambda: mono.now + 1500.0)
+    buffer = FakeBuffer(mono, epoch=400.0)
+    tempo = SessionTempo()
+    tempo.receive({"bpm": 120.0, "beat_time_origin": 1900.1, "video_lead": 0.03})
+    grid = tempo.media_grid(buffer, 0.0)
+    assert grid is not None and grid.video_lead == pytest.approx(0.03)
+    inputs = PipelineInputs(media_time=0.0, tempo=grid)
+    assert inputs.beat_at(1.0).beat == pytest.approx(2.0)
+    assert inputs.video_beat_at(1.03).beat == pytest.approx(2.0)
+    assert inputs.video_tempo.time_of(2) - grid.time_of(2) == pytest.approx(0.03)
+    # no lead reported (an older relay): the video's grid is the audio's
+    tempo.receive({"bpm": 120.0, "beat_time_origin": 1900.1})
+    plain = tempo.media_grid(buffer, 0.0)
+    assert PipelineInputs(tempo=plain).video_beat_at(1.0).beat == pytest.approx(2.0)
+    # a plain TempoGrid (a pipeline called by hand, scope_relay.testing) has no lead
+    assert PipelineInputs(tempo=TempoGrid(120.0, 0.0)).video_beat_at(1.0).beat == 2.0
+    assert PipelineInputs().video_beat_at(1.0) is None
+    for bad in (True, "0.03", 1.5, -2):
+        tempo.receive({"bpm": 120.0, "beat_time_origin": 1900.1, "video_lead": bad})
+    assert tempo.counts.tempo_refused == 4 and tempo.video_lead == 0.0
+
+
+@pytest.mark.parametrize("fps", [24, 30, 60])
+def test_beat_flash_lights_the_frame_nearest_its_seen_beat(fps):
+    """At 24, 30 and 60 fps, each flash starts on the frame nearest its beat on the video's
+    grid (within half a frame), and the clicks stay on the audio's."""
+    from scope_relay.cloud.pipelines.base import MediaTempo
+
+    grid = MediaTempo(100.0, 0.013, 4, True, video_lead=0.035)
+    pipe = BeatFlash()
+    params = {**pipe.default_params(), "fps": fps}
+    frames: list[tuple[float, float]] = []
+    t = 0.0
+    while t < 4.0:
+        out = pipe(PipelineInputs(media_time=t, tempo=grid), params)
+        assert out.fps == fps and out.audio.shape[1] == round(len(out.video) * 48000 / fps)
+        frames += [(t + k / fps, float(f[0, 0])) for k, f in enumerate(out.video)]
+        t += len(out.video) / fps
+    assert len(out.video[0][0]) == (320 if fps <= 30 else 160)
+    starts = [m for (m, y), (_, prev) in zip(frames[1:], frames[:-1], strict=True)
+              if y > 128 >= prev]
+    end = frames[-1][0] + 0.5 / fps  # (the last frame shows a beat up to half a frame on)
+    seen = [grid.time_of(b) + 0.035 for b in range(10) if grid.time_of(b) + 0.035 < end]
+    assert len(starts) == len(seen)
+    assert max(abs(a - b) for a, b in zip(starts, seen, strict=True)) <= 0.5 / fps + 1e-9
+
+
 def test_beat_flash_clicks_on_the_grid_across_chunks():
     grid = TempoGrid(100.0, 0.013, 4)  # a beat every 0.6 s, beat 0 at 13 ms
     pipe = BeatFlash()
@@ -163,6 +216,12 @@ async def test_manager_sends_each_session_its_own_grid():
     await manager.update({"page_latency": 0.04})  # the page's own output and jitter buffer
     manager.push()
     assert session.cloud.sent[-1]["tempo"]["beat_time_origin"] == pytest.approx(grid.origin - 0.21)
+    assert session.cloud.sent[-1]["tempo"]["video_lead"] == 0.0
+    await manager.update({"page_video_lead": 0.03})  # the picture leads the sound
+    assert session.cloud.sent[-1]["tempo"]["video_lead"] == pytest.approx(0.03)
+    assert session.cloud.sent[-1]["tempo"]["beat_time_origin"] == pytest.approx(grid.origin - 0.21)
+    with pytest.raises(ValueError, match="page_video_lead"):
+        await manager.update({"page_video_lead": 2})
     session.cloud = Peer()  # a rebuilt cloud hop: the new one is sent the grid at once
     manager.push()
     assert session.cloud.sent[-1]["tempo"]["bpm"] == 100

@@ -148,20 +148,35 @@ export function createTempo(root) {
   // machine the page runs on, as it is for a page on the relay's machine); elsewhere the
   // jitter buffer's recent delay stands in. The output latency: an AudioContext runs only
   // after a gesture and knows its outputLatency once it has played a moment. Sent when the
-  // median of the last few looks moves by 2 ms.
+  // median of the last few looks moves by 2 ms. With it goes the picture's lead over the
+  // sound (page_video_lead): the video's estimatedPlayoutTimestamp says the same of the
+  // frame on screen, so the audio's delay plus its output latency minus the video's delay
+  // is how long before its sound a media time's picture is shown. Chromium's lip sync
+  // rests anywhere in a band some 40 ms wide and moves as it settles; the cloud draws the
+  // pictures for the beat seen, this much later (docs/tempo.md).
   let outputLatency = null;
   let jitter = null;  // [jitterBufferDelay, jitterBufferEmittedCount] last seen
   /** @type {number[]} the receive side's latest looks (seconds) */
   let receive = [];
+  /** @type {number[]} the same for the video (its estimatedPlayoutTimestamp) */
+  let receiveVideo = [];
   let sent = null;
+  let sentLead = null;
+  const median = (xs) => xs.length ? [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] : null;
+  const clamp = (x) => Math.round(Math.max(-0.999, Math.min(x, 0.999)) * 10000) / 10000;
   function report() {
     if (outputLatency == null) return;
-    const sorted = [...receive].sort((a, b) => a - b);
-    const median = sorted.length ? sorted[Math.floor(sorted.length / 2)] : 0;
-    const latency = Math.min(outputLatency + median, 0.999);
-    if (sent != null && Math.abs(latency - sent) < REPORT_STEP) return;
+    const audio = median(receive) ?? 0;
+    const video = median(receiveVideo);
+    const latency = Math.min(outputLatency + audio, 0.999);
+    const lead = video == null ? null : outputLatency + audio - video;
+    const moved = sent == null || Math.abs(latency - sent) >= REPORT_STEP
+      || (lead != null && (sentLead == null || Math.abs(lead - sentLead) >= REPORT_STEP));
+    if (!moved) return;
     sent = latency;
-    put({ page_latency: Math.round(latency * 10000) / 10000 });
+    const body = { page_latency: clamp(latency) };
+    if (lead != null) { sentLead = lead; body.page_video_lead = clamp(lead); }
+    put(body);
   }
   function look(seconds) {
     receive.push(seconds);
@@ -186,7 +201,17 @@ export function createTempo(root) {
   /** The session's statistics (main.js, each time the figures come): the receive side. */
   function notePlayout(stats) {
     let audio = null;
-    stats?.forEach((s) => { if (s.type === "inbound-rtp" && s.kind === "audio") audio = s; });
+    let video = null;
+    stats?.forEach((s) => {
+      if (s.type === "inbound-rtp" && s.kind === "audio") audio = s;
+      if (s.type === "inbound-rtp" && s.kind === "video") video = s;
+    });
+    const shown = video?.estimatedPlayoutTimestamp;
+    const videoDelay = shown ? (video.timestamp + NTP_UNIX_MS - shown) / 1000 : NaN;
+    if (videoDelay > 0 && videoDelay < 1) {
+      receiveVideo.push(videoDelay);
+      if (receiveVideo.length > LOOKS) receiveVideo.shift();
+    }
     if (!audio) { jitter = null; receive = []; return; }
     const played = audio.estimatedPlayoutTimestamp;  // NTP ms of what plays at audio.timestamp
     const measured = played ? (audio.timestamp + NTP_UNIX_MS - played) / 1000 : NaN;
@@ -203,7 +228,13 @@ export function createTempo(root) {
   poll();
   setInterval(poll, POLL_MS);
   requestAnimationFrame(frame);
-  return { refresh: poll, notePlayout, get state() { return last; } };
+  return {
+    refresh: poll, notePlayout, get state() { return last; },
+    /** seconds: the receive side's delay, audio and video, and the audio output's */
+    get playout() {
+      return { audio: median(receive), video: median(receiveVideo), output: outputLatency };
+    },
+  };
 }
 
 const root = document.getElementById("tempo");
