@@ -6,15 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 import aiohttp
+import httpx
+import pytest
+from test_loss_lab import relay_session
 
 from scope_relay.cloud.app import STATE_KEY
 from scope_relay.local.cloud_link.peer import CloudWebRTCClient
 from scope_relay.local.server import RELAY_KEY
 
 from helpers.control import control_socket
+from helpers.losslab import Impairment, LossLab
 from helpers.peers import connected
 from helpers.waiting import wait_until
 
@@ -119,3 +124,40 @@ async def test_owner_closes_its_session_once(stack):
             await wait_until(lambda e=expected, b=before:
                              connection.session_releases[e] >= b + 1, SETTLED)
         assert cloud_id not in cloud.app[STATE_KEY].sessions
+
+
+async def test_an_outage_leaves_one_cloud_session_while_the_path_is_still_dead(monkeypatch):
+    """The lab's outage, both ways (the cloud app in its own process and namespace; the
+    control socket is never impaired): the watchdog rebuilds the hop, and the cloud ends
+    the old session at once, not when ICE consent fails ~30 s later."""
+    reason = LossLab.unavailable()
+    if reason:
+        pytest.skip(reason)
+    monkeypatch.delenv("SCOPE_RELAY_ICE_LOOPBACK", raising=False)  # the hop crosses the veth
+    with LossLab(upstream=Impairment()) as lab:
+        async with relay_session(lab, {"pipeline_ids": ["test-tone"]}, video=False) as (
+                peer, relay_stats), httpx.AsyncClient(base_url=lab.http_url) as cloud:
+            old = (await relay_stats())["cloud_session"]
+
+            async def cloud_sessions() -> list[str]:  # (short ids: the operator's view)
+                return [s["sessionId"] for s in
+                        (await cloud.get("/api/v1/stats")).json()["sessions"]]
+
+            assert await cloud_sessions() == [old[:8]]
+            lab.set(loss=1.0, direction="down")
+            lab.set(loss=1.0, direction="up")
+            deadline = time.monotonic() + 15
+            while (await relay_stats())["media_timeouts"] < 1:
+                assert time.monotonic() < deadline, "the watchdog never fired"
+                await asyncio.sleep(0.25)
+            deadline = time.monotonic() + SETTLED
+            while old[:8] in (sessions := await cloud_sessions()):
+                assert time.monotonic() < deadline, f"the old cloud session lives: {sessions}"
+                await asyncio.sleep(0.25)
+            assert len(sessions) <= 1, sessions  # at most the new hop's, still connecting
+            lab.clear()
+            deadline = time.monotonic() + 45
+            while (stats := await relay_stats())["cloud_reconnects"] < 1:
+                assert time.monotonic() < deadline, stats
+                await asyncio.sleep(0.25)
+            assert await cloud_sessions() == [stats["cloud_session"][:8]]
