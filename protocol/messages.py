@@ -116,7 +116,21 @@ class SetUserId:
         return _message(self.type, self.request_id, user_id=self.user_id)
 
 
-Request = GetIceServers | Offer | IceCandidate | ApiCall | Ping | SetUserId
+@dataclass(frozen=True)
+class CloseSession:
+    """Ask the cloud to end one of this connection's media sessions now. Sent over the
+    control socket (TCP) because the peer connection's own DTLS close can be lost on the
+    lossy path that made the relay give the session up. Not part of Scope's protocol."""
+
+    request_id: str | None
+    session_id: str
+    type: str = "close_session"
+
+    def to_message(self) -> dict[str, Any]:
+        return _message(self.type, self.request_id, sessionId=self.session_id)
+
+
+Request = GetIceServers | Offer | IceCandidate | ApiCall | Ping | SetUserId | CloseSession
 
 
 def load_json(raw: str | bytes, what: str) -> Any:
@@ -215,6 +229,11 @@ def parse_request(raw: str | bytes) -> Request:
                 raise _refusal(data,
                                "'candidate' must be null or an object with a string 'candidate'")
         return IceCandidate(rid, session_id, candidate)
+    if msg_type == "close_session":
+        session_id = _field(data, "sessionId", str)
+        if not session_id:
+            raise _refusal(data, "'sessionId' must not be empty")
+        return CloseSession(rid, session_id)
     if msg_type == "api":
         method = _field(data, "method", str).upper()
         if method not in API_METHODS:
@@ -252,6 +271,11 @@ def answer(request_id: str | None, sdp: str, session_id: str) -> dict[str, Any]:
 
 def icecandidate_ack(request_id: str | None) -> dict[str, Any]:
     return _message("icecandidate_ack", request_id, status=200)
+
+
+def session_closed(request_id: str | None, session_id: str) -> dict[str, Any]:
+    """``close_session`` done: the session is closed (its peer connection and pipeline)."""
+    return _message("session_closed", request_id, status=200, sessionId=session_id)
 
 
 def error(message: str, code: str, request_id: str | None = None,

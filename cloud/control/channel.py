@@ -12,7 +12,8 @@ too long is told ``RATE_LIMITED`` and closed (1008).
 
 Isolation: the channel's work runs with ``tenancy.current_connection`` set to its id, so
 its log lines and its view of ``/api/v1/stats`` are its own; its sessions answer only
-to it (another connection's ``sessionId`` is ``UNKNOWN_SESSION``, as a made-up one is).
+to it (another connection's ``sessionId`` is ``UNKNOWN_SESSION``, as a made-up one is,
+for ``icecandidate`` and ``close_session`` alike).
 A session whose pipeline fails mid-stream is reported here, to its owner only, as an
 unsolicited ``error`` (``PIPELINE_FAILED``) naming the ``sessionId``.
 """
@@ -31,7 +32,7 @@ from aiohttp import WSMsgType, web
 from scope_relay.cloud.control.budget import ThrottleMeter, TokenBucket
 from scope_relay.cloud.control.host import ChannelHost
 from scope_relay.cloud.control.log_forwarding import LogBuffer
-from scope_relay.cloud.control.tenancy import current_connection
+from scope_relay.cloud.control.tenancy import current_connection, short_id
 from scope_relay.protocol import messages as m
 from scope_relay.protocol.errors import (
     AccessDenied,
@@ -273,6 +274,18 @@ class ControlChannel:
             await self.send(reply)
 
     # --- requests ------------------------------------------------------------------------
+    async def _close_owned(self, request: m.CloseSession) -> dict[str, Any]:
+        """End one of this connection's sessions. Anything else (another connection's, an
+        id already closed, a made-up one) is ``UNKNOWN_SESSION`` and nothing is touched:
+        a client cannot end, or probe for, another tenant's session, and asking twice
+        leaves the cloud as asking once did."""
+        if self.host.owned_session(request.session_id, self.connection_id) is None:
+            raise UnknownSession(f"unknown sessionId {request.session_id!r}")
+        self.sessions.discard(request.session_id)
+        await self.host.close_session(request.session_id)
+        logger.info("session %s closed at its client's request", short_id(request.session_id))
+        return m.session_closed(request.request_id, request.session_id)
+
     async def _handle(self, request: m.Request) -> dict[str, Any] | None:
         rid = request.request_id
         if isinstance(request, m.Ping):
@@ -303,6 +316,8 @@ class ControlChannel:
                 raise UnknownSession(f"unknown sessionId {request.session_id!r}")
             await target.add_candidate(request.candidate)
             return m.icecandidate_ack(rid)
+        if isinstance(request, m.CloseSession):
+            return await self._close_owned(request)
         if isinstance(request, m.ApiCall):
             result = await self.host.router.handle(request.method, request.path, request.body)
             return m.api_response(rid, result.status, result.data, result.error, result.code)

@@ -6,6 +6,9 @@ socket drops every pending request fails immediately. The manager reconnects wit
 backoff and waits for ``ready`` every time. An unsolicited ``error`` naming a
 ``sessionId`` (a pipeline that failed mid-stream) goes to whoever watches that cloud
 session (:meth:`CloudConnectionManager.watch_session`), not to the connection's status.
+A cloud session the relay gives up is ended with ``close_session`` over this socket
+(:meth:`CloudConnectionManager.release_session`), never trusting the peer connection's
+own close to get through.
 """
 
 from __future__ import annotations
@@ -33,7 +36,9 @@ from scope_relay.protocol.errors import (
     TooManyConnections,
     Unauthorized,
     Unavailable,
+    UnknownSession,
 )
+from scope_relay.util.tasks import OwnedTasks
 
 logger = logging.getLogger(__name__)
 #: Cloud log lines are re-emitted here, outside the ``scope_relay`` tree on purpose (an
@@ -72,6 +77,8 @@ CONNECTION_LOST = "CONNECTION_LOST"
 #: Reconnect backoff: from 0.25 s, doubling, at most 1 s through the first minute of an
 #: outage (a restarted cloud app is found within ~1 s of being ready), then at most 15 s.
 BACKOFF_FIRST, BACKOFF_SHORT_CAP, BACKOFF_LONG_CAP, SHORT_OUTAGE = 0.25, 1.0, 15.0, 60.0
+#: ``close_session`` requests in flight at once; beyond this one is not sent (counted)
+MAX_RELEASES_IN_FLIGHT = 64
 
 class CloudConnectionManager:
     def __init__(self, target: CloudTarget, *, ready_timeout: float = 300.0,
@@ -104,6 +111,10 @@ class CloudConnectionManager:
         #: watches forgotten to keep the table bounded, and session errors nobody watched
         self.session_watches_forgotten = 0
         self.unrouted_session_errors = 0
+        self._releases = OwnedTasks()
+        #: ``close_session`` outcomes: closed by the cloud, already gone there (or never
+        #: ours), not sent or not answered (logged at DEBUG; see :meth:`release_session`)
+        self.session_releases = {"closed": 0, "gone": 0, "failed": 0}
 
     # --- public ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -172,6 +183,35 @@ class CloudConnectionManager:
     def unwatch_session(self, session_id: str) -> None:
         self._session_watches.pop(session_id, None)
 
+    def release_session(self, session_id: str) -> None:
+        """Ask the cloud to end ``session_id``, which the relay no longer uses, without
+        waiting: a hop rebuild must not wait on it. With the socket down there is nothing to
+        ask: the cloud ended the sessions opened on it when it went."""
+        if self.state != "ready" or self._ws is None or self._ws.closed:
+            return
+        if len(self._releases) >= MAX_RELEASES_IN_FLIGHT:
+            self.session_releases["failed"] += 1
+            logger.debug("close_session for cloud session %s not sent: %d in flight",
+                         session_id[:8], len(self._releases))
+            return
+        self._releases.spawn(self._release(session_id))
+
+    async def _release(self, session_id: str) -> None:
+        try:
+            # (the usual timeout: the socket may share the congested path that made the hop fail)
+            await self.request(m.CloseSession(None, session_id))
+        except CloudError as exc:
+            outcome = "gone" if exc.code == UnknownSession.code else "failed"
+            self.session_releases[outcome] += 1
+            logger.debug("close_session for cloud session %s: %s: %s", session_id[:8],
+                         exc.code, exc.message)
+        except ProtocolError as exc:  # not answered: the socket dropped, or a timeout
+            self.session_releases["failed"] += 1
+            logger.debug("close_session for cloud session %s failed: %s", session_id[:8],
+                         exc.message)
+        else:
+            self.session_releases["closed"] += 1
+
     def _sessions_lost(self) -> None:
         """The socket is gone, and with it every cloud session opened on it: tell them."""
         watches, self._session_watches = self._session_watches, {}
@@ -193,7 +233,8 @@ class CloudConnectionManager:
                 "url": self.target.ws_url, "connection_id": self.connection_id,
                 "last_error": self.last_error, "connects": self.connects,
                 "session_watches_forgotten": self.session_watches_forgotten,
-                "unrouted_session_errors": self.unrouted_session_errors}
+                "unrouted_session_errors": self.unrouted_session_errors,
+                "session_releases": dict(self.session_releases)}
 
     async def close(self) -> None:
         self._closing = True
@@ -202,6 +243,7 @@ class CloudConnectionManager:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         self._ready.set()  # waiters wake and see the connection is closed
+        await self._releases.cancel_all()  # (the cloud ends this socket's sessions with it)
         if self._ws is not None:
             await self._ws.close()
         self._fail_pending(Unavailable("cloud connection closed"))

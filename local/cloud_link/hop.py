@@ -9,6 +9,12 @@ new hop; the chain stays the one this session negotiated.
 A pipeline that fails is the one thing a new hop cannot cure (the same model would fail
 the same way, and a reconnect loop would hide it): the hop is then failed for good, its
 cloud peer closed (freeing the cloud's session), and ``on_pipeline_failed`` is told.
+
+Every cloud session the hop gives up (a hop rebuilt, a new hop that failed half-way, the
+hop closed with its browser session) is ended by name over the control socket
+(``close_session``) as well as by closing its peer connection: on the lossy path that
+made the hop fail, the DTLS close can be lost, and the cloud would then keep sending into
+the same bottleneck until ICE consent fails (~30 s).
 """
 
 from __future__ import annotations
@@ -68,6 +74,12 @@ class CloudHop:
         if self.on_notice is not None:
             self.on_notice(notice)
 
+    async def _give_up(self, client: CloudWebRTCClient) -> None:
+        """Close ``client`` and have the cloud end its session (asked first, not awaited)."""
+        if client.session_id is not None and not client.closed.is_set():
+            client.connection.release_session(client.session_id)
+        await client.close()
+
     async def connect(self) -> None:
         """Negotiate the first hop and return once the cloud has answered, then bring it
         up and keep it up in the background. Raises what the cloud refused, or
@@ -82,7 +94,7 @@ class CloudHop:
         try:
             await self.client.negotiate(self._initial)
         except BaseException:
-            await self.client.close()
+            await self._give_up(self.client)
             if self.pipeline_failed is not None:  # the real reason the hop went down
                 raise PipelineFailed(self.pipeline_failed) from None
             raise
@@ -111,7 +123,7 @@ class CloudHop:
         if self._keeper is not None:
             self._keeper.cancel()  # (closes a half-built new client, if any)
         if self.client is not None:
-            self._tasks.spawn(self.client.close())  # the cloud session is of no more use
+            self._tasks.spawn(self._give_up(self.client))  # the cloud session is of no more use
         if self.on_pipeline_failed is not None:
             self.on_pipeline_failed(message)
 
@@ -132,14 +144,14 @@ class CloudHop:
             assert self.client is not None
             await self.client.failed.wait()
             logger.warning("%s: cloud media connection lost, reconnecting", self.name)
-            await self.client.close()
+            await self._give_up(self.client)
             while True:
                 client = self._build_client()
                 restored = dict(self.parameter_state)
                 try:
                     await client.connect({**self._initial, **restored})
                 except BaseException as exc:
-                    await client.close()
+                    await self._give_up(client)
                     if not isinstance(exc, Exception):
                         raise  # cancelled by close(): the half-built client is closed too
                     logger.warning("%s: reconnecting to the cloud failed: %s", self.name, exc)
@@ -192,4 +204,4 @@ class CloudHop:
     async def close(self) -> None:
         await self._tasks.cancel_all()
         if self.client is not None:
-            await self.client.close()
+            await self._give_up(self.client)
