@@ -20,9 +20,11 @@ from helpers.peers import connected
 from helpers.waiting import wait_until
 
 TRIALS = 3
-#: median over the trials, and the worst single one
-MEDIAN_BOUND = 1.0
-WORST_BOUND = 1.5
+#: median over the trials, and the worst single one. Generous: a fresh-clone CI run once
+#: took ~1.05 s in two trials of three (0.34 s in the first) where benchmarks/latency.py
+#: reads ~0.25 s; the figure is the benchmark's, the test guards against seconds.
+MEDIAN_BOUND = 1.5
+WORST_BOUND = 2.0
 
 
 async def first_media(relay_url: str) -> tuple[float, float]:
