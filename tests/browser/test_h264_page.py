@@ -18,7 +18,7 @@ pytestmark = [
 
 #: a receive-only peer in the page, offered to the relay for ``hd-test`` at 720p
 PLAY = """async ({height, fps}) => {
-  const pc = new RTCPeerConnection();
+  const pc = new RTCPeerConnection({iceServers: []});
   window.h264pc = pc;
   pc.addTransceiver("video", {direction: "recvonly"});
   const video = document.createElement("video");

@@ -9,6 +9,7 @@ import re
 import pytest
 from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription, VideoStreamTrack
 
+from scope_relay.rtc.ice import rtc_configuration
 from scope_relay.rtc.video_codecs import (
     answer_with,
     choose_page_codec,
@@ -28,7 +29,7 @@ def first_video_codec(sdp: str) -> str:
 async def negotiate(offer_codecs: list[str] | None, prefer: str) -> tuple[str, str | None, str]:
     """An offerer receiving video (only ``offer_codecs`` if given), an answerer sending it
     with ``answer_with(prefer)``: (the codec in use, the offerer's view, the answer SDP)."""
-    offerer, answerer = RTCPeerConnection(), RTCPeerConnection()
+    offerer, answerer = RTCPeerConnection(rtc_configuration()), RTCPeerConnection(rtc_configuration())
     try:
         transceiver = offerer.addTransceiver("video", direction="recvonly")
         if offer_codecs is not None:
@@ -82,7 +83,7 @@ def test_page_video_codec_follows_the_cloud_where_the_browser_can():
 async def test_choose_page_codec_on_real_peers():
     """A cloud hop negotiated to H.264; a page offering VP8 first then H.264 gets H.264,
     a page offering only VP8 gets VP8 (the relay's own encode)."""
-    cloud_offerer, cloud = RTCPeerConnection(), RTCPeerConnection()
+    cloud_offerer, cloud = RTCPeerConnection(rtc_configuration()), RTCPeerConnection(rtc_configuration())
     pages: list[RTCPeerConnection] = []
     try:
         cloud_offerer.addTransceiver("video", direction="recvonly")
@@ -93,7 +94,7 @@ async def test_choose_page_codec_on_real_peers():
         await cloud_offerer.setLocalDescription(offer)
         await cloud_offerer.setRemoteDescription(await cloud.createAnswer())
         for offered, expected in ((None, "h264"), (["VP8"], "vp8")):
-            browser, relay = RTCPeerConnection(), RTCPeerConnection()
+            browser, relay = RTCPeerConnection(rtc_configuration()), RTCPeerConnection(rtc_configuration())
             pages += [browser, relay]
             transceiver = browser.addTransceiver("video", direction="recvonly")
             if offered:
