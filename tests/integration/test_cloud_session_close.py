@@ -12,13 +12,13 @@ from typing import Any
 import aiohttp
 import httpx
 import pytest
-from test_loss_lab import relay_session
 
 from scope_relay.cloud.app import STATE_KEY
 from scope_relay.local.cloud_link.peer import CloudWebRTCClient
 from scope_relay.local.server import RELAY_KEY
 
 from helpers.control import control_socket
+from helpers.lab_relay import relay_session
 from helpers.losslab import Impairment, LossLab
 from helpers.peers import connected
 from helpers.waiting import wait_until
