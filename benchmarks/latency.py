@@ -14,13 +14,16 @@ click at the same media time, once per second) and prints:
   sender reports the way a browser maps them.
 
     .venv/bin/python benchmarks/latency.py [--trials 10] [--seconds 10]
-        [--relay-delay 0.07] [--cloud-delay 0.1] [--no-early-reports] [--quick]
+        [--relay-delay 0.07] [--cloud-delay 0.1] [--no-early-reports] [--phases] [--quick]
 
 The receiver stand-in decodes what arrives at once, through the same receive path as the
 relay (a browser's NetEq and video receiver do too); ``--aiortc-receiver`` keeps aiortc's
 own buffers instead, which hold ~80 ms of audio and a video frame until the next one.
 ``--no-early-reports`` leaves aiortc to send its first sender report when it would
 (0.5-1.5 s in): start-up as it was before the early reports of rtc/peer.py.
+``--phases`` prints, under each trial, where its time went on both hops: each peer's ICE
+and DTLS, its first DTLS/SRTP datagram and first RTP, and any retransmit timer that fired
+(tests/helpers/startup_phases.py); the slowest trial's phases are printed either way.
 """
 
 from __future__ import annotations
@@ -32,9 +35,11 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("SCOPE_RELAY_ICE_LOOPBACK", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 import httpx
 import numpy as np
@@ -50,6 +55,8 @@ from scope_relay.rtc import peer
 from scope_relay.rtc.receive_path import install_receive_path
 from scope_relay.rtc.sender_reports import SenderReportTap
 from scope_relay.util.serve import serve
+
+from helpers.startup_phases import PhaseRecorder, line
 
 PIPELINE = "av-sync"
 #: the receiver stand-in decodes on arrival, as a browser does (--aiortc-receiver: not)
@@ -68,6 +75,8 @@ class Trial:
     first_audio: float | None = None
     first_video: float | None = None
     flashes: list[int] = field(default_factory=list)  # received video pts of flashes
+    #: peer -> its start-up phases (ms), see tests/helpers/startup_phases.py
+    phases: dict[str, dict[str, float]] = field(default_factory=dict)
     clicks: list[int] = field(default_factory=list)  # received audio pts of click onsets
 
 
@@ -109,10 +118,16 @@ class Receiver(TrackReader):
                 self._loud_until = frame.pts + int(loud[-1]) + 4800
 
 
-async def run_trial(cloud_app: Any, relay_app: Any, relay_url: str,
-                    hold: float = 0.0) -> tuple[Trial, Receiver, Any]:
+#: the peers of a trial, the page's end first
+PEERS = ("receiver", "relay page side", "relay cloud side", "cloud")
+
+
+async def run_trial(cloud_app: Any, relay_app: Any, relay_url: str, hold: float = 0.0,
+                    recorder: PhaseRecorder | None = None) -> tuple[Trial, Receiver, Any]:
     """One session: offer, wait for both first frames (and ``hold`` s more)."""
     trial = Trial()
+    if recorder is not None:
+        recorder.clear()
     began = time.monotonic()
     receiver = Receiver(trial, began)
     await receiver.pc.setLocalDescription(await receiver.pc.createOffer())
@@ -132,6 +147,10 @@ async def run_trial(cloud_app: Any, relay_app: Any, relay_url: str,
                 if t.first_arrival is not None]
     if arrivals:  # wall clock (time.time) at the relay, moved onto monotonic
         trial.relay_first_in = (min(arrivals) - (time.time() - time.monotonic()) - began) * 1000
+    if recorder is not None:
+        cloud = relay_session.cloud
+        pcs = (receiver.pc, relay_session.pc, cloud.pc if cloud else None, cloud_session.pc)
+        trial.phases = {name: recorder.phases(pc, began) for name, pc in zip(PEERS, pcs, strict=True)}
     if hold:
         await asyncio.sleep(hold)  # the steady period being measured, not a synchronisation
     return trial, receiver, cloud_session
@@ -168,10 +187,17 @@ def steady_latency(trial: Trial, receiver: Receiver, buffer: Any) -> dict[str, l
     return out
 
 
+def print_phases(trial: Trial) -> None:
+    """Each peer's start-up phases, indented under the trial's row."""
+    for name, phases in trial.phases.items():
+        print(f"{'':>8}{name:<17} {line(phases)}", flush=True)
+
+
 async def measure(cloud_app: Any, relay_app: Any, relay_url: str, trials: int,
-                  seconds: float) -> dict[str, Any]:
+                  seconds: float, show_phases: bool = False) -> dict[str, Any]:
     """Print the start-up trials and the steady latency; return the figures (ms)."""
     figures: dict[str, Any] = {}
+    recorder = PhaseRecorder()
     rows: list[Trial] = []
     print(f"{'trial':>5} {'answer':>7} {'cloud out':>9} {'relay in':>9} "
           f"{'audio':>7} {'video':>7}   (ms after the receiver began its offer)", flush=True)
@@ -180,7 +206,9 @@ async def measure(cloud_app: Any, relay_app: Any, relay_url: str, trials: int,
         return f"{v:{width}.0f}" if v is not None else f"{'-':>{width}}"
 
     for k in range(-1, trials):  # -1: the processes' first session, printed, not counted
-        trial, receiver, _ = await run_trial(cloud_app, relay_app, relay_url)
+        with recorder:
+            trial, receiver, _ = await run_trial(cloud_app, relay_app, relay_url,
+                                                 recorder=recorder)
         await receiver.close()
         await sessions_gone(cloud_app, relay_app)
         if k >= 0:
@@ -188,8 +216,15 @@ async def measure(cloud_app: Any, relay_app: Any, relay_url: str, trials: int,
         print(f"{'cold' if k < 0 else k:>5} {cell(trial.answer, 7)} "
               f"{cell(trial.cloud_release, 9)} {cell(trial.relay_first_in, 9)} "
               f"{cell(trial.first_audio, 7)} {cell(trial.first_video, 7)}", flush=True)
+        if show_phases:
+            print_phases(trial)
         if k < 0:
             figures["cold"] = (trial.first_audio, trial.first_video)
+    if rows and not show_phases:  # where the slowest start spent its time
+        slowest = max(rows, key=lambda t: max(t.first_audio or 0.0, t.first_video or 0.0))
+        print("\nslowest trial's phases (ms after its offer began; --phases: every trial's)")
+        print_phases(slowest)
+    figures["phases"] = [t.phases for t in rows]
     print(f"\n{'start-up (ms)':<22} {'median':>9} {'max':>9}")
     for name in ("answer", "cloud_release", "relay_first_in", "first_audio", "first_video"):
         print(f"{name:<22} {figure([getattr(t, name) for t in rows])}")
@@ -225,13 +260,14 @@ async def measure(cloud_app: Any, relay_app: Any, relay_url: str, trials: int,
 
 
 async def main(trials: int, seconds: float, relay_delay: float,
-               cloud_delay: float) -> dict[str, Any]:
+               cloud_delay: float, show_phases: bool = False) -> dict[str, Any]:
     cloud_app = create_app(CloudConfig(loopback_ice=True, playout_delay=cloud_delay))
     async with serve(cloud_app) as cloud:
         relay_app = create_relay_app(RelayConfig(CloudTarget(cloud.ws_url), loopback_ice=True,
                                                  playout_delay=relay_delay))
         async with serve(relay_app) as relay:
-            return await measure(cloud_app, relay_app, relay.url, trials, seconds)
+            return await measure(cloud_app, relay_app, relay.url, trials, seconds,
+                                 show_phases)
 
 
 if __name__ == "__main__":
@@ -242,11 +278,14 @@ if __name__ == "__main__":
                         help="relay playout delay, s (default: the relay's own)")
     parser.add_argument("--cloud-delay", type=float, default=0.1, help="cloud playout delay, s")
     parser.add_argument("--no-early-reports", action="store_true")
+    parser.add_argument("--phases", action="store_true",
+                        help="print every trial's start-up phases, on both hops")
     parser.add_argument("--aiortc-receiver", action="store_true",
                         help="the receiver stand-in keeps aiortc's own jitter buffers")
     args = parse_args(parser, QUICK)
     PROMPT_RECEIVER = not args.aiortc_receiver
     if args.no_early_reports:
         peer.EARLY_SENDER_REPORTS = 0
-    asyncio.run(main(args.trials, args.seconds, args.relay_delay, args.cloud_delay))
+    asyncio.run(main(args.trials, args.seconds, args.relay_delay, args.cloud_delay,
+                     args.phases))
     sys.exit(0)
