@@ -77,6 +77,7 @@ class Trial:
     flashes: list[int] = field(default_factory=list)  # received video pts of flashes
     #: peer -> its start-up phases (ms), see tests/helpers/startup_phases.py
     phases: dict[str, dict[str, float]] = field(default_factory=dict)
+    stalls: str = "-"  # the event loop's stalls during the start, "at+for" ms
     clicks: list[int] = field(default_factory=list)  # received audio pts of click onsets
 
 
@@ -151,6 +152,7 @@ async def run_trial(cloud_app: Any, relay_app: Any, relay_url: str, hold: float 
         cloud = relay_session.cloud
         pcs = (receiver.pc, relay_session.pc, cloud.pc if cloud else None, cloud_session.pc)
         trial.phases = {name: recorder.phases(pc, began) for name, pc in zip(PEERS, pcs, strict=True)}
+        trial.stalls = recorder.loop_stalls(began)
     if hold:
         await asyncio.sleep(hold)  # the steady period being measured, not a synchronisation
     return trial, receiver, cloud_session
@@ -191,6 +193,7 @@ def print_phases(trial: Trial) -> None:
     """Each peer's start-up phases, indented under the trial's row."""
     for name, phases in trial.phases.items():
         print(f"{'':>8}{name:<17} {line(phases)}", flush=True)
+    print(f"{'':>8}{'loop stalls':<17} {trial.stalls} (at+for, ms)", flush=True)
 
 
 async def measure(cloud_app: Any, relay_app: Any, relay_url: str, trials: int,

@@ -36,7 +36,7 @@ from scope_relay.protocol.errors import (
 from scope_relay.protocol.messages import load_json
 from scope_relay.rtc.opus import DEFAULT_BITRATE, configure_opus
 from scope_relay.rtc.video_encoder import START_SHARE, configure_video
-from scope_relay.util.memory import release_freed_memory
+from scope_relay.util.memory import IdleRelease
 from scope_relay.util.metrics import metrics_handler, session_gauges
 from scope_relay.util.tasks import OwnedTasks
 
@@ -139,6 +139,8 @@ class CloudState:
         #: set by :meth:`drain`: live sessions go on, new offers get DRAINING
         self.draining = False
         self._idle = asyncio.Event()  # no session live or starting
+        #: gives freed memory back once no session has been live or starting a while
+        self.memory = IdleRelease()
         self._idle.set()
 
     @property
@@ -183,8 +185,10 @@ class CloudState:
     def _note_sessions_changed(self) -> None:
         if self.active_sessions:
             self._idle.clear()
+            self.memory.busy()
         else:
             self._idle.set()
+            self.memory.idle()
 
     async def create_session(self, sdp: str, initial_parameters: dict[str, Any],
                              owner: str | None = None) -> MediaSession:
@@ -219,8 +223,6 @@ class CloudState:
     def _forget_session(self, session_id: str) -> None:
         self.sessions.pop(session_id, None)
         self._note_sessions_changed()
-        if not self.sessions:
-            release_freed_memory()
 
     async def close_session(self, session_id: str) -> None:
         session = self.sessions.pop(session_id, None)
@@ -447,6 +449,7 @@ def create_app(config: CloudConfig | None = None) -> web.Application:
         logging.getLogger(CLOUD_LOGGER).removeHandler(state.log_hub)
         for session_id in list(state.sessions):
             await state.close_session(session_id)
+        state.memory.close()
         await state.manager.close()
 
     app.on_startup.append(on_startup)

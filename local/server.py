@@ -44,7 +44,7 @@ from scope_relay.protocol.errors import (
 from scope_relay.protocol.messages import load_json_object
 from scope_relay.rtc.opus import DEFAULT_BITRATE, configure_opus
 from scope_relay.rtc.video_encoder import configure_video
-from scope_relay.util.memory import release_freed_memory
+from scope_relay.util.memory import IdleRelease
 from scope_relay.util.metrics import metrics_handler, session_gauges
 
 logger = logging.getLogger(__name__)
@@ -142,6 +142,8 @@ class LocalRelay:
                                ndi_name=config.ndi_name)
         #: the beat, sent to every session's cloud (local/tempo/)
         self.tempo = TempoManager(lambda: self.sessions.values())
+        #: gives freed memory back once no session has been open a while
+        self.memory = IdleRelease()
 
     async def offer(self, request: web.Request) -> web.Response:
         body = await _json_body(request)
@@ -150,6 +152,7 @@ class LocalRelay:
         params = body.get("initialParameters") or {}
         if not isinstance(params, dict):
             raise InvalidMessage("initialParameters must be an object")
+        self.memory.busy()  # a start never waits behind the collection (util/memory.py)
         session = BrowserSession(self.connection, ice_servers=self.config.browser_ice_servers,
                                  loopback_ice=self.config.loopback_ice,
                                  cloud_loopback_ice=self.config.target.is_loopback,
@@ -159,6 +162,8 @@ class LocalRelay:
             answer = await session.handle_offer(body.get("sdp"), params)
         except BaseException:
             await session.close()
+            if not self.sessions:
+                self.memory.idle()
             raise
         self.sessions[session.session_id] = session
         session.on_closed = self._session_closed
@@ -171,7 +176,7 @@ class LocalRelay:
         self.recordings.session_closed(session_id)  # its recording is finished, kept
         self.outputs.session_closed(session_id)
         if not self.sessions:
-            release_freed_memory()
+            self.memory.idle()
 
     def _session(self, request: web.Request) -> BrowserSession:
         session_id = request.match_info["session_id"]
@@ -281,6 +286,7 @@ class LocalRelay:
     async def close(self) -> None:
         for session in list(self.sessions.values()):
             await session.close()
+        self.memory.close()
         await self.outputs.close()
         await self.recordings.close()
         await self.cloud_send.close()

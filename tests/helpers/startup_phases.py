@@ -1,8 +1,11 @@
 """Where a start-up's time went, peer by peer: when each aiortc peer in this process began
 and finished ICE and DTLS, when its first DTLS and SRTP datagrams arrived and its first
 RTP packet was decrypted, and which retransmit timers fired (a STUN check resent, a DTLS
-flight resent on OpenSSL's timer). A slow start then names its phase: a ~1 s gap with a
-``dtls_timeout`` is a lost or ignored flight, one with ``stun_resent`` an ICE check.
+flight resent on OpenSSL's timer), and when the event loop stalled (every peer of a test
+shares one loop: a ``gc.collect()`` or a codec's set-up there holds up all of them). A
+slow start then names its phase: a ~1 s gap with a ``dtls_timeout`` is a lost or ignored
+flight, one with ``stun_resent`` an ICE check, one with a loop stall the loop (``gc``: a
+garbage collection took most of it).
 
 Patches aiortc, aioice and pyOpenSSL classes while the recorder is entered (restored on
 exit); every peer in the process is recorded, then :meth:`PhaseRecorder.phases` picks
@@ -11,6 +14,9 @@ message) and benchmarks/latency.py (``--phases``)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import gc
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -22,6 +28,8 @@ from OpenSSL import SSL
 #: the phases in the order a start passes them (``phases()`` keeps this order)
 ORDER = ("ice_start", "ice_done", "dtls_start", "first_dtls_in", "dtls_done", "first_srtp_in",
          "first_rtp")
+#: a loop callback this much later than asked is a stall (s), and how often one is asked
+STALL, TICK = 0.05, 0.01
 #: counted, not timed: how often each happened on the peer (``phases()`` adds ``*_at``, the
 #: first time, for the timers)
 COUNTED = ("stun_resent", "dtls_timeout", "srtp_before_keys")
@@ -36,6 +44,12 @@ class PhaseRecorder:
         self.events: list[tuple[float, object, str]] = []
         self._first: set[tuple[int, str]] = set()
         self._undo: list[tuple[Any, str, Any]] = []
+        #: (when the stall began, how long it lasted), s on ``clock``
+        self.stalls: list[tuple[float, float]] = []
+        #: (when, how long, generation) of each garbage collection of at least :data:`STALL`
+        self.collections: list[tuple[float, float, int]] = []
+        self._gc_began = 0.0
+        self._tick: asyncio.Handle | None = None
 
     def note(self, owner: object, what: str, *, once: bool = False) -> None:
         if once:
@@ -49,6 +63,23 @@ class PhaseRecorder:
         """Forget what was recorded (between trials: the old peers' ids may be reused)."""
         self.events.clear()
         self._first.clear()
+        self.stalls.clear()
+        self.collections.clear()
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        now = self.clock()
+        if phase == "start":
+            self._gc_began = now
+        elif now - self._gc_began >= STALL:
+            self.collections.append((self._gc_began, now - self._gc_began, info["generation"]))
+
+    def _watch_loop(self, asked: float) -> None:
+        """A callback every :data:`TICK`: one that runs :data:`STALL` late was held up."""
+        now = self.clock()
+        if now - asked > STALL:
+            self.stalls.append((asked, now - asked))
+        loop = asyncio.get_running_loop()
+        self._tick = loop.call_later(TICK, self._watch_loop, self.clock() + TICK)
 
     def _patch(self, owner: Any, name: str, make: Callable[[Any], Any]) -> None:
         original = owner.__dict__[name]
@@ -110,9 +141,16 @@ class PhaseRecorder:
         self._patch(ice.Connection, "data_received", arrival)
         self._patch(stun.Transaction, "_Transaction__retry", stun_retry)
         self._patch(SSL.Connection, "DTLSv1_handle_timeout", dtls_timeout)
+        gc.callbacks.append(self._on_gc)
+        with contextlib.suppress(RuntimeError):  # no running loop: no stalls recorded
+            self._tick = asyncio.get_running_loop().call_soon(self._watch_loop, self.clock())
         return self
 
     def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._on_gc)
+        if self._tick is not None:
+            self._tick.cancel()
+            self._tick = None
         while self._undo:
             owner, name, original = self._undo.pop()
             setattr(owner, name, original)
@@ -143,6 +181,21 @@ class PhaseRecorder:
             counts["srtp_before_keys"] = sum(1 for at in srtp_in if at < done)
         ordered = {name: seen.pop(name) for name in ORDER if name in seen}
         return {**ordered, **seen, **{k: float(v) for k, v in counts.items() if v}}
+
+
+    def loop_stalls(self, since: float) -> str:
+        """The loop's stalls as ``at+for`` ms after ``since``, each marked ``(gc N)`` where
+        a garbage collection of generation N took most of it (``-`` when none)."""
+        out = []
+        for at, held in self.stalls:
+            text = f"{(at - since) * 1000:.0f}+{held * 1000:.0f}"
+            inside = [(min(at + held, began + took) - max(at, began), generation)
+                      for began, took, generation in self.collections]
+            inside = [(overlap, generation) for overlap, generation in inside if overlap > 0]
+            if inside and sum(overlap for overlap, _ in inside) > held / 2:
+                text += f" (gc {max(inside)[1]})"
+            out.append(text)
+        return ", ".join(out) or "-"
 
 
 def _transports(pc: RTCPeerConnection) -> Iterator[tuple[int, object]]:
