@@ -10,6 +10,7 @@ import asyncio
 import os
 import statistics
 import time
+from typing import Any
 
 import httpx
 import numpy as np
@@ -22,7 +23,7 @@ from scope_relay.local.server import RELAY_KEY
 from scope_relay.protocol.tempo import TempoGrid
 from scope_relay.rtc.aiortc_internals import rtp_origin, tap_rtcp
 from scope_relay.rtc.sender_reports import ntp_to_unix
-from scope_relay.testing import stream_pipeline
+from scope_relay.testing import StreamSession, stream_pipeline
 
 from helpers.peers import BrowserPeer, connected
 from helpers.servers import cloud_server, relay_server
@@ -205,12 +206,24 @@ class QuantizeProbe(BeatFlash):
         return super().__call__(inputs, params)
 
 
+async def manual_tempo(stream: StreamSession, modulate: dict[str, Any] | None = None,
+                       **tempo: Any) -> tuple[Any, Any]:
+    """The manual tempo (``set_tempo(source="manual", **tempo)``) heard by the stream's one
+    cloud session, and ``modulate`` in force there when given: ``(session, its tempo)``."""
+    await stream.set_tempo(source="manual", **tempo)
+    session: Any
+    (session,) = stream.cloud.app[STATE_KEY].sessions.values()
+    cloud_tempo = session.runner.tempo
+    await wait_until(lambda: cloud_tempo.counts.tempo_updates >= 1, timeout=20)
+    if modulate is not None:
+        await stream.send_parameters({"modulate": modulate})
+        await wait_until(lambda: cloud_tempo.modulations, timeout=10)
+    return session, cloud_tempo
+
+
 async def test_quantized_change_lands_on_the_bar():
     async with stream_pipeline("quantize-probe", pipelines=[QuantizeProbe]) as stream:
-        await stream.set_tempo(source="manual", bpm=150, quantize="bar")
-        (session,) = stream.cloud.app[STATE_KEY].sessions.values()
-        tempo = session.runner.tempo
-        await wait_until(lambda: tempo.counts.tempo_updates >= 1, timeout=20)
+        session, tempo = await manual_tempo(stream, bpm=150, quantize="bar")
         await stream.wait_audio(0.5)
         calls = QuantizeProbe.calls
         await stream.send_parameters({"brightness": 0.5})
@@ -235,13 +248,8 @@ async def test_modulation_follows_the_beat():
     QuantizeProbe.calls = []
     async with stream_pipeline("quantize-probe", pipelines=[QuantizeProbe],
                                parameters={"brightness": 0.5}) as stream:
-        await stream.set_tempo(source="manual", bpm=120)
-        (session,) = stream.cloud.app[STATE_KEY].sessions.values()
-        tempo = session.runner.tempo
-        await wait_until(lambda: tempo.counts.tempo_updates >= 1, timeout=20)
-        await stream.send_parameters(
-            {"modulate": {"brightness": {"shape": "square", "rate": 2, "depth": 0.4}}})
-        await wait_until(lambda: tempo.modulations, timeout=10)
+        session, tempo = await manual_tempo(
+            stream, {"brightness": {"shape": "square", "rate": 2, "depth": 0.4}}, bpm=120)
         mark = len(QuantizeProbe.calls)
         await stream.wait_audio(2.0)
         grid = tempo.media_grid(session.buffer, 0.0)
@@ -278,13 +286,8 @@ async def test_modulation_follows_each_frame_of_a_chunk():
     ChunkProbe.frames = []
     async with stream_pipeline("chunk-probe", pipelines=[ChunkProbe],
                                parameters={"brightness": 0.5}) as stream:
-        await stream.set_tempo(source="manual", bpm=180)
-        (session,) = stream.cloud.app[STATE_KEY].sessions.values()
-        tempo = session.runner.tempo
-        await wait_until(lambda: tempo.counts.tempo_updates >= 1, timeout=20)
-        await stream.send_parameters(
-            {"modulate": {"brightness": {"shape": "square", "rate": 1, "depth": 0.3}}})
-        await wait_until(lambda: tempo.modulations, timeout=10)
+        session, tempo = await manual_tempo(
+            stream, {"brightness": {"shape": "square", "rate": 1, "depth": 0.3}}, bpm=180)
         mark = len(ChunkProbe.frames)
         await stream.wait_audio(2.0)
         grid = tempo.media_grid(session.buffer, 0.0)

@@ -7,8 +7,10 @@ byte with what the relay received from the cloud, and decoded here to read the n
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import av
@@ -40,6 +42,20 @@ class ForwardedReceiver(BrowserPeer):
 
     def keyframes_after(self, when: float) -> list[float]:
         return [t for t, f in self.frames if t > when and f.keyframe]
+
+
+@contextlib.asynccontextmanager
+async def forwarded(relay_url: str, frames: int) -> AsyncIterator[ForwardedReceiver]:
+    """A :class:`ForwardedReceiver` on ``hd-test`` that the relay answered, past its first
+    ``frames`` encoded frames; closed afterwards."""
+    peer = ForwardedReceiver()
+    try:
+        response = await peer.connect_relay(relay_url, PARAMETERS)
+        assert response.status_code == 200, response.text
+        await wait_until(lambda: len(peer.frames) >= frames, timeout=30)
+        yield peer
+    finally:
+        await peer.close()
 
 
 async def relay_stats(url: str) -> dict[str, Any]:
@@ -74,14 +90,8 @@ def decode_numbers(frames: list[EncodedVideo]) -> list[int | None]:
 
 async def test_the_page_gets_the_clouds_bitstream_unchanged(stack, cloud_frames):
     cloud, relay = stack
-    peer = ForwardedReceiver()
-    try:
-        response = await peer.connect_relay(relay.url, PARAMETERS)
-        assert response.status_code == 200, response.text
-        await wait_until(lambda: len(peer.frames) >= 60, timeout=30)
+    async with forwarded(relay.url, 60) as peer:
         stats = await relay_stats(relay.url)
-    finally:
-        await peer.close()
 
     received = [f for _, f in peer.frames]
     assert received[0].keyframe  # a subscriber starts at a keyframe
@@ -102,11 +112,7 @@ async def test_the_page_gets_the_clouds_bitstream_unchanged(stack, cloud_frames)
 
 async def test_a_keyframe_request_from_the_page_reaches_the_cloud(stack, cloud_frames):
     cloud, relay = stack
-    peer = ForwardedReceiver()
-    try:
-        response = await peer.connect_relay(relay.url, PARAMETERS)
-        assert response.status_code == 200, response.text
-        await wait_until(lambda: len(peer.frames) >= 30, timeout=30)
+    async with forwarded(relay.url, 30) as peer:
         cloud_plis = (await relay_stats(cloud.url))["video_send"]["plis"]
         latencies = []
         for _ in range(3):
@@ -117,8 +123,6 @@ async def test_a_keyframe_request_from_the_page_reaches_the_cloud(stack, cloud_f
             await asyncio.sleep(0.5)  # (spacing between requests, not synchronisation)
         cloud_stats = await relay_stats(cloud.url)
         stats = await relay_stats(relay.url)
-    finally:
-        await peer.close()
     # each PLI went upstream (none coalesced: a keyframe answered the one before), unless
     # a keyframe was already queued at the relay (then that one answers it)
     queued = stats["keyframe_requests_queued"]
@@ -131,11 +135,7 @@ async def test_a_keyframe_request_from_the_page_reaches_the_cloud(stack, cloud_f
 
 async def test_a_nack_on_the_local_hop_is_answered_by_the_relay(stack):
     cloud, relay = stack
-    peer = ForwardedReceiver()
-    try:
-        response = await peer.connect_relay(relay.url, PARAMETERS)
-        assert response.status_code == 200, response.text
-        await wait_until(lambda: len(peer.frames) >= 30, timeout=30)
+    async with forwarded(relay.url, 30) as peer:
         buffer = peer.path.buffer
         assert buffer.next_seq is not None
         got = [(buffer.next_seq - i) % 65536 for i in range(5, 0, -1)]  # received already
@@ -144,8 +144,6 @@ async def test_a_nack_on_the_local_hop_is_answered_by_the_relay(stack):
         await wait_until(lambda: buffer.late >= before + 5, timeout=5)
         stats = await relay_stats(relay.url)
         cloud_stats = await relay_stats(cloud.url)
-    finally:
-        await peer.close()
     assert stats["video_send"]["nacked_packets"] >= 5  # asked of the relay's sender
     assert cloud_stats["video_send"]["nacks"] == 0  # and never of the cloud
 
@@ -182,11 +180,7 @@ async def test_a_viewer_that_negotiated_another_codec_gets_the_picture_encoded_f
 
 async def test_a_recording_runs_the_decoder_only_while_it_lasts(stack):
     cloud, relay = stack
-    peer = ForwardedReceiver()
-    try:
-        response = await peer.connect_relay(relay.url, PARAMETERS)
-        assert response.status_code == 200, response.text
-        await wait_until(lambda: len(peer.frames) >= 10, timeout=30)
+    async with forwarded(relay.url, 10) as peer:
         async with httpx.AsyncClient(base_url=relay.url, timeout=30) as http:
             started = await http.post("/api/v1/recordings", json={"sessionId": peer.session_id})
             assert started.status_code in (200, 201), started.text
@@ -208,8 +202,6 @@ async def test_a_recording_runs_the_decoder_only_while_it_lasts(stack):
             count = len(peer.frames)
             await wait_until(lambda: len(peer.frames) >= count + 10, timeout=30)
             stats = await relay_stats(relay.url)
-    finally:
-        await peer.close()
     decoder = stats["relay_decoder"]
     assert decoder["starts"] == 1 and not decoder["running"] and decoder["consumers"] == 0
     assert decoder["errors"] == 0

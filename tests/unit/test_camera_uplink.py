@@ -5,6 +5,8 @@ clock by their timestamps, so a jump would hold (or skip) every later frame."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Callable, Iterator
 
 import av
 import numpy as np
@@ -12,6 +14,9 @@ from aiortc import MediaStreamTrack
 
 from scope_relay.local.inputs.camera_uplink import CameraFeed, LatestFrameTrack
 from scope_relay.rtc.receive_path import EncodedVideo
+
+#: where a source's encoded frames go (LatestFrameTrack.encoded_sink)
+Sink = Callable[[EncodedVideo], None]
 
 
 class Numbered(MediaStreamTrack):
@@ -84,16 +89,25 @@ def encoded(pts: int, keyframe: bool = False) -> EncodedVideo:
     return EncodedVideo(bytes([pts % 256]) * 8, pts, keyframe, "video/VP8")
 
 
+@contextlib.contextmanager
+def encoded_pump(max_frames: int) -> Iterator[tuple[LatestFrameTrack, Sink, Asker]]:
+    """A pump fed encoded frames from one source that decodes nothing: ``(pump, its sink
+    for that source, who counts the source's keyframe requests)``; stopped afterwards."""
+    source, asker = Silent(), Asker()
+    pump = LatestFrameTrack(source, max_frames=max_frames)
+    try:
+        yield pump, pump.encoded_sink(source, asker.ask, lambda: 0.0), asker
+    finally:
+        pump.stop()
+
+
 async def settle() -> None:
     for _ in range(3):  # the coalesced request's task runs
         await asyncio.sleep(0)
 
 
 async def test_encoded_frames_start_at_a_keyframe_and_a_full_queue_drops_to_the_next():
-    source, asker = Silent(), Asker()
-    pump = LatestFrameTrack(source, max_frames=2)
-    sink = pump.encoded_sink(source, asker.ask, lambda: 0.0)
-    try:
+    with encoded_pump(max_frames=2) as (pump, sink, asker):
         sink(encoded(0))  # no keyframe yet: dropped, the sender asked
         await settle()
         assert pump.dropped == 1 and asker.asked == 1
@@ -106,23 +120,16 @@ async def test_encoded_frames_start_at_a_keyframe_and_a_full_queue_drops_to_the_
         packet = await pump.recv()
         assert isinstance(packet, av.Packet) and packet.is_keyframe and packet.pts == 15000
         assert pump.dropped == 5 and pump.forwarded_frames == 4
-    finally:
-        pump.stop()
 
 
 async def test_a_full_queue_keeps_a_queued_keyframe():
-    source, asker = Silent(), Asker()
-    pump = LatestFrameTrack(source, max_frames=2)
-    sink = pump.encoded_sink(source, asker.ask, lambda: 0.0)
-    try:
+    with encoded_pump(max_frames=2) as (pump, sink, asker):
         sink(encoded(0, True))
         sink(encoded(3000))
         sink(encoded(6000, True))  # full: the first two go, the keyframe stays
         assert pump.dropped == 2 and [p.pts for p in pump._frames] == [6000]
         await settle()
         assert asker.asked == 0  # a keyframe was queued: nobody needed asking
-    finally:
-        pump.stop()
 
 
 async def test_the_clouds_keyframe_request_goes_to_whoever_sends_the_camera_now():
@@ -149,10 +156,7 @@ async def test_the_clouds_keyframe_request_goes_to_whoever_sends_the_camera_now(
 
 
 async def test_a_cloud_connection_starts_at_a_keyframe():
-    source, asker = Silent(), Asker()
-    pump = LatestFrameTrack(source, max_frames=4)
-    sink = pump.encoded_sink(source, asker.ask, lambda: 0.0)
-    try:
+    with encoded_pump(max_frames=4) as (pump, sink, _):
         sink(encoded(0, True))
         sink(encoded(3000))
         await pump.recv()  # an earlier connection took the keyframe
@@ -161,5 +165,3 @@ async def test_a_cloud_connection_starts_at_a_keyframe():
         first = await feed.recv()  # the delta before it is no use to a new decoder
         assert isinstance(first, av.Packet) and first.is_keyframe and first.pts == 6000
         assert pump.dropped == 1
-    finally:
-        pump.stop()
