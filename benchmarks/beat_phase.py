@@ -39,13 +39,13 @@ import asyncio
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import httpx
 import numpy as np
 from av_sync import serve  # this folder: the same way to start a server on 127.0.0.1
+from page_probes import BRIGHTNESS, onsets_worklet
 from quick import parse_args
 
 from scope_relay.cloud.app import CloudConfig, create_app
@@ -54,7 +54,7 @@ from scope_relay.local.server import RelayConfig, create_relay_app
 from scope_relay.protocol.tempo import TempoGrid
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from helpers.chromium import ARGS, CHROMIUM
+from helpers.chromium import CHROMIUM, chromium_context
 
 #: --quick: 20 s, two 10 s buckets, so every figure is printed (not meant to be read)
 QUICK = {"seconds": 20.0, "warmup": 5.0, "bucket": 10.0}
@@ -65,13 +65,10 @@ COLLECT_SECONDS = 5.0
 INSTALL = """async () => {
   const video = document.querySelector('#video');
   const out = window._beat = {clicks: [], flashes: [], frames: []};
-  const canvas = new OffscreenCanvas(16, 16), g = canvas.getContext('2d', {willReadFrequently: true});
+  const brightNow = (BRIGHTNESS)(video);
   let bright = false;
   const onFrame = (now, meta) => {
-    g.drawImage(video, 0, 0, 16, 16);
-    const px = g.getImageData(0, 0, 16, 16).data;
-    let sum = 0; for (let i = 0; i < px.length; i += 4) sum += px[i];
-    const isBright = sum / (px.length / 4) > 128;
+    const isBright = brightNow();
     if (isBright && !bright) {
       out.flashes.push(meta.expectedDisplayTime);
       out.frames.push([now, meta.presentationTime, meta.expectedDisplayTime]);
@@ -80,20 +77,7 @@ INSTALL = """async () => {
     video.requestVideoFrameCallback(onFrame);
   };
   video.requestVideoFrameCallback(onFrame);
-  const source = `registerProcessor('onsets', class extends AudioWorkletProcessor {
-    constructor() { super(); this.quietUntil = 0; }
-    process(inputs) {
-      const x = inputs[0][0];
-      if (x) for (let i = 0; i < x.length; i++) {
-        const t = currentTime + i / sampleRate;
-        if (Math.abs(x[i]) > 0.25) {
-          if (t >= this.quietUntil) this.port.postMessage(t);
-          this.quietUntil = t + 0.2;
-        }
-      }
-      return true;
-    }
-  });`;
+  const source = ONSETS;
   const worklet = URL.createObjectURL(new Blob([source], {type: 'text/javascript'}));
   // a fresh tap each time: a MediaStream source's FIFO grows when the loaded machine makes
   // its AudioContext glitch, and never gives the delay back (seen: +95 ms for good)
@@ -115,7 +99,7 @@ INSTALL = """async () => {
   await window._beatNewTap();
   const ctx = window._beatTap;
   return {baseLatency: ctx.baseLatency, outputLatency: ctx.outputLatency, sampleRate: ctx.sampleRate};
-}"""
+}""".replace("BRIGHTNESS", BRIGHTNESS).replace("ONSETS", onsets_worklet(0.2))  # a beat > 0.2 s
 
 # Hands over what was collected since the last call.
 TAKE = """async () => { const b = window._beat;
@@ -178,8 +162,6 @@ async def main(seconds: float, bpm: float, warmup: float, bucket: float, fps: in
                video_lead: bool = True) -> bool:
     """Run, print the figures; whether any clicks and flashes were measured."""
     import aalink
-    from playwright.async_api import async_playwright
-
     link = aalink.Link(bpm)
     link.quantum = 4
     link.enabled = True
@@ -201,80 +183,76 @@ async def main(seconds: float, bpm: float, warmup: float, bucket: float, fps: in
                     break
                 assert time.monotonic() - began < 20, state
                 await asyncio.sleep(0.05)
-            with tempfile.TemporaryDirectory() as profile:
-                async with async_playwright() as pw:
-                    browser = await pw.chromium.launch_persistent_context(
-                        profile, executable_path=CHROMIUM, headless=True, args=ARGS)
-                    page = await browser.new_page()
-                    if not video_lead:
-                        await page.route("**/api/v1/tempo", strip_video_lead)
-                    await page.goto(relay.url + "/")
-                    await page.wait_for_function(
-                        "document.querySelector('#pipeline').options.length >= 4",
-                        timeout=30_000)
-                    await page.select_option("#pipeline", "beat-flash")
-                    await page.click("#start")  # (the first gesture: the page reports its latency)
-                    await page.wait_for_function(
-                        "document.querySelector('#video').srcObject?.getAudioTracks().length === 1",
-                        timeout=30_000)
-                    await page.fill("#param-fps", str(fps))
-                    await page.dispatch_event("#param-fps", "change")
-                    tap = await page.evaluate(INSTALL)
+            async with chromium_context() as browser:
+                page = await browser.new_page()
+                if not video_lead:
+                    await page.route("**/api/v1/tempo", strip_video_lead)
+                await page.goto(relay.url + "/")
+                await page.wait_for_function(
+                    "document.querySelector('#pipeline').options.length >= 4",
+                    timeout=30_000)
+                await page.select_option("#pipeline", "beat-flash")
+                await page.click("#start")  # (the first gesture: the page reports its latency)
+                await page.wait_for_function(
+                    "document.querySelector('#video').srcObject?.getAudioTracks().length === 1",
+                    timeout=30_000)
+                await page.fill("#param-fps", str(fps))
+                await page.dispatch_event("#param-fps", "change")
+                tap = await page.evaluate(INSTALL)
+                state = (await http.get("/api/v1/tempo")).json()
+                print(f"Link peer at {bpm:g} BPM; relay: source {state['source']}, bpm "
+                      f"{state['bpm']:.2f}, peers {state['peers']}, page_latency "
+                      f"{state['page_latency'] * 1000:.1f} ms (the page's report, added "
+                      f"to the compensation); beat-flash at {fps} fps, video lead "
+                      f"{'compensated' if video_lead else 'NOT compensated'}")
+                print(f"tap AudioContext: {tap['sampleRate']} Hz, baseLatency "
+                      f"{tap['baseLatency'] * 1000:.1f} ms, outputLatency "
+                      f"{tap['outputLatency'] * 1000:.1f} ms")
+                print(f"measuring for {seconds:g} s (load {os.getloadavg()[0]:.2f}) ...",
+                      flush=True)
+                start = time.time()
+                clicks: list[tuple[float, float]] = []  # (s since start, error ms)
+                flashes: list[tuple[float, float]] = []
+                # per flash: expectedDisplayTime minus the callback's time and minus
+                # presentationTime (ms)
+                display: list[tuple[float, float, float]] = []
+                leads: list[tuple[float, float]] = []  # (s since start, ms)
+                # (s since start, the page's reported latency, the relay's playout) ms
+                paths: list[tuple[float, float, float]] = []
+                session_id = await page.evaluate("scopeRelay.sessionId")
+                while time.time() - start < seconds:
+                    await asyncio.sleep(min(COLLECT_SECONDS, seconds - (time.time() - start)))
+                    offset = await page_clock(page)
+                    grid = link_grid(link)
+                    seen = await page.evaluate(TAKE)
+                    for ms in seen["clicks"]:
+                        t = ms / 1000 + offset
+                        clicks.append((t - start, phase_error_ms(t, grid)))
+                    for ms in seen["flashes"]:
+                        t = ms / 1000 + offset
+                        flashes.append((t - start, phase_error_ms(t, grid)))
+                    for now, presented, expected in seen["frames"]:
+                        display.append((now / 1000 + offset - start, expected - now,
+                                        expected - presented))
                     state = (await http.get("/api/v1/tempo")).json()
-                    print(f"Link peer at {bpm:g} BPM; relay: source {state['source']}, bpm "
-                          f"{state['bpm']:.2f}, peers {state['peers']}, page_latency "
-                          f"{state['page_latency'] * 1000:.1f} ms (the page's report, added "
-                          f"to the compensation); beat-flash at {fps} fps, video lead "
-                          f"{'compensated' if video_lead else 'NOT compensated'}")
-                    print(f"tap AudioContext: {tap['sampleRate']} Hz, baseLatency "
-                          f"{tap['baseLatency'] * 1000:.1f} ms, outputLatency "
-                          f"{tap['outputLatency'] * 1000:.1f} ms")
-                    print(f"measuring for {seconds:g} s (load {os.getloadavg()[0]:.2f}) ...",
-                          flush=True)
-                    start = time.time()
-                    clicks: list[tuple[float, float]] = []  # (s since start, error ms)
-                    flashes: list[tuple[float, float]] = []
-                    # per flash: expectedDisplayTime minus the callback's time and minus
-                    # presentationTime (ms)
-                    display: list[tuple[float, float, float]] = []
-                    leads: list[tuple[float, float]] = []  # (s since start, ms)
-                    # (s since start, the page's reported latency, the relay's playout) ms
-                    paths: list[tuple[float, float, float]] = []
-                    session_id = await page.evaluate("scopeRelay.sessionId")
-                    while time.time() - start < seconds:
-                        await asyncio.sleep(min(COLLECT_SECONDS, seconds - (time.time() - start)))
-                        offset = await page_clock(page)
-                        grid = link_grid(link)
-                        seen = await page.evaluate(TAKE)
-                        for ms in seen["clicks"]:
-                            t = ms / 1000 + offset
-                            clicks.append((t - start, phase_error_ms(t, grid)))
-                        for ms in seen["flashes"]:
-                            t = ms / 1000 + offset
-                            flashes.append((t - start, phase_error_ms(t, grid)))
-                        for now, presented, expected in seen["frames"]:
-                            display.append((now / 1000 + offset - start, expected - now,
-                                            expected - presented))
-                        state = (await http.get("/api/v1/tempo")).json()
-                        figures = (await http.get(f"/api/v1/webrtc/offer/{session_id}")).json()
-                        paths.append((time.time() - start, state["page_latency"] * 1000,
-                                      float(figures.get("playout_delay_ms") or 0.0)))
-                        playout = await page.evaluate("window.scopeRelayTempo.playout")
-                        if None not in playout.values():
-                            # the picture's lead over the sound as the page's stats say it
-                            leads.append((time.time() - start, 1000 * (
-                                playout["audio"] + playout["output"] - playout["video"])))
-                    tap = await page.evaluate(
-                        "window._beatTap && {baseLatency: window._beatTap.baseLatency, "
-                        "outputLatency: window._beatTap.outputLatency}") or tap
-                    state = (await http.get("/api/v1/tempo")).json()
-                    print(f"at the end: the page reports {state['page_latency'] * 1000:.1f} ms "
-                          f"(its receive side and output latency), the picture's lead "
-                          f"{state['page_video_lead'] * 1000:.1f} ms (what the cloud draws "
-                          f"for); the tap's own output: base "
-                          f"{tap['baseLatency'] * 1000:.1f} + output "
-                          f"{tap['outputLatency'] * 1000:.1f} ms")
-                    await browser.close()
+                    figures = (await http.get(f"/api/v1/webrtc/offer/{session_id}")).json()
+                    paths.append((time.time() - start, state["page_latency"] * 1000,
+                                  float(figures.get("playout_delay_ms") or 0.0)))
+                    playout = await page.evaluate("window.scopeRelayTempo.playout")
+                    if None not in playout.values():
+                        # the picture's lead over the sound as the page's stats say it
+                        leads.append((time.time() - start, 1000 * (
+                            playout["audio"] + playout["output"] - playout["video"])))
+                tap = await page.evaluate(
+                    "window._beatTap && {baseLatency: window._beatTap.baseLatency, "
+                    "outputLatency: window._beatTap.outputLatency}") or tap
+                state = (await http.get("/api/v1/tempo")).json()
+                print(f"at the end: the page reports {state['page_latency'] * 1000:.1f} ms "
+                      f"(its receive side and output latency), the picture's lead "
+                      f"{state['page_video_lead'] * 1000:.1f} ms (what the cloud draws "
+                      f"for); the tap's own output: base "
+                      f"{tap['baseLatency'] * 1000:.1f} + output "
+                      f"{tap['outputLatency'] * 1000:.1f} ms")
     finally:
         link.enabled = False
 

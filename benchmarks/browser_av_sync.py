@@ -24,10 +24,10 @@ import asyncio
 import os
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
 from av_sync import serve  # this folder: the same way to start a server on 127.0.0.1
+from page_probes import BRIGHTNESS, onsets_worklet
 from quick import parse_args
 
 from scope_relay.cloud.app import CloudConfig, create_app
@@ -35,7 +35,7 @@ from scope_relay.local.cloud_link.target import CloudTarget
 from scope_relay.local.server import RelayConfig, create_relay_app
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from helpers.chromium import ARGS, CHROMIUM
+from helpers.chromium import CHROMIUM, chromium_context
 
 #: --quick: a few flashes past a short warm-up (Chromium has not settled its lip sync yet)
 QUICK = {"seconds": 5.0, "warmup": 2.0}
@@ -56,13 +56,10 @@ FIRST_FRAME = """() => {
 MEASURE = """async (seconds) => {
   const video = document.querySelector('#video');
   const flashes = [], clicks = [];
-  const canvas = new OffscreenCanvas(16, 16), g = canvas.getContext('2d', {willReadFrequently: true});
+  const brightNow = (BRIGHTNESS)(video);
   let bright = false;
   const onFrame = (now, meta) => {
-    g.drawImage(video, 0, 0, 16, 16);
-    const px = g.getImageData(0, 0, 16, 16).data;
-    let sum = 0; for (let i = 0; i < px.length; i += 4) sum += px[i];
-    const isBright = sum / (px.length / 4) > 128;
+    const isBright = brightNow();
     if (isBright && !bright) flashes.push(meta.expectedDisplayTime);
     bright = isBright;
     video.requestVideoFrameCallback(onFrame);
@@ -70,20 +67,7 @@ MEASURE = """async (seconds) => {
   video.requestVideoFrameCallback(onFrame);
 
   const ctx = new AudioContext();
-  const worklet = `registerProcessor('onsets', class extends AudioWorkletProcessor {
-    constructor() { super(); this.quietUntil = 0; }
-    process(inputs) {
-      const x = inputs[0][0];
-      if (x) for (let i = 0; i < x.length; i++) {
-        const t = currentTime + i / sampleRate;
-        if (Math.abs(x[i]) > 0.25) {
-          if (t >= this.quietUntil) this.port.postMessage(t);
-          this.quietUntil = t + 0.5;
-        }
-      }
-      return true;
-    }
-  });`;
+  const worklet = ONSETS;
   await ctx.audioWorklet.addModule(URL.createObjectURL(new Blob([worklet], {type: 'text/javascript'})));
   const tap = new AudioWorkletNode(ctx, 'onsets');
   ctx.createMediaStreamSource(video.srcObject).connect(tap);
@@ -96,38 +80,32 @@ MEASURE = """async (seconds) => {
   await new Promise((r) => setTimeout(r, seconds * 1000));
   return {flashes, clicks, started, baseLatency: ctx.baseLatency, outputLatency: ctx.outputLatency,
           sampleRate: ctx.sampleRate};
-}"""
+}""".replace("BRIGHTNESS", BRIGHTNESS).replace("ONSETS", onsets_worklet(0.5))  # clicks 1 s apart
 
 
 async def main(seconds: float, warmup: float) -> dict[str, float] | None:
     """Print the per-flash offsets; return the settled figures net of the tap's own
     latency (ms), None if none came."""
-    from playwright.async_api import async_playwright
-
     async with serve(create_app(CloudConfig(loopback_ice=True))) as cloud, \
             serve(create_relay_app(RelayConfig(CloudTarget(cloud.ws_url),
                                                loopback_ice=True))) as relay:
         relay_url = relay.url
-        with tempfile.TemporaryDirectory() as profile:
-            async with async_playwright() as pw:
-                browser = await pw.chromium.launch_persistent_context(
-                    profile, executable_path=CHROMIUM, headless=True, args=ARGS)
-                page = await browser.new_page()
-                await page.goto(relay_url + "/")
-                await page.wait_for_function(
-                    "document.querySelector('#pipeline').options.length >= 4", timeout=30_000)
-                await page.select_option("#pipeline", "av-sync")
-                await page.evaluate(FIRST_FRAME)
-                await page.click("#start")
-                startup_ms = await page.evaluate("window._firstFrame")
-                print(f"Start -> first picture on screen: {startup_ms:.0f} ms "
-                      f"(offer, ICE, cloud hop, first sender report, playout delays)", flush=True)
-                await page.wait_for_function(
-                    "document.querySelector('#video').srcObject?.getAudioTracks().length === 1",
-                    timeout=30_000)
-                print(f"measuring av-sync in Chromium for {seconds:g} s ...", flush=True)
-                seen = await page.evaluate(MEASURE, seconds)
-                await browser.close()
+        async with chromium_context() as browser:
+            page = await browser.new_page()
+            await page.goto(relay_url + "/")
+            await page.wait_for_function(
+                "document.querySelector('#pipeline').options.length >= 4", timeout=30_000)
+            await page.select_option("#pipeline", "av-sync")
+            await page.evaluate(FIRST_FRAME)
+            await page.click("#start")
+            startup_ms = await page.evaluate("window._firstFrame")
+            print(f"Start -> first picture on screen: {startup_ms:.0f} ms "
+                  f"(offer, ICE, cloud hop, first sender report, playout delays)", flush=True)
+            await page.wait_for_function(
+                "document.querySelector('#video').srcObject?.getAudioTracks().length === 1",
+                timeout=30_000)
+            print(f"measuring av-sync in Chromium for {seconds:g} s ...", flush=True)
+            seen = await page.evaluate(MEASURE, seconds)
 
     flashes, clicks, started = seen["flashes"], seen["clicks"], seen["started"]
     print(f"AudioContext: {seen['sampleRate']} Hz, baseLatency {seen['baseLatency'] * 1000:.1f} ms, "

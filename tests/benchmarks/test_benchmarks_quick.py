@@ -95,7 +95,7 @@ CASES = [
     Quick("latency.py", (
         r"^\s+cold\s", r"^\s+0\s+\d", r"^first_audio\s+\d", r"^first_video\s+\d",
         r"^cloud release -> relay send \(ms\)", r"^audio\s+\d+\s+\d", r"^video\s+\d+\s+\d",
-        r"^relay: audio underruns")),
+        r"^relay: audio underruns", r"^slowest trial's phases", r"^\s+receiver\s+ice_start \d")),
     Quick("lossy_hop.py", (
         r"^loss lab: \w+ backend", r"^profile\s+audio lost", r"^5%\s+\d", r"^3s-freeze\s+\d",
         r"^profile\s+lost after"), unavailable=_no_lab),

@@ -4,40 +4,20 @@ cloud's pipeline gets the pictures."""
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from pathlib import Path
-
 import httpx
 import pytest
-import pytest_asyncio
 
 from scope_relay.cloud.app import STATE_KEY
 
-from helpers.chromium import ARGS, CHROMIUM
+from helpers.chromium import needs_chromium
 from helpers.servers import cloud_server, relay_server
 from helpers.waiting import wait_until
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(shutil.which("chromium") is None and not Path(CHROMIUM).exists(),
-                       reason="Debian chromium not installed (scripts/setup.sh --system)"),
-    pytest.mark.asyncio(loop_scope="module"),
+    needs_chromium,
+    pytest.mark.asyncio(loop_scope="module"),  # one browser for the module (conftest.py)
 ]
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def browser():
-    from playwright.async_api import async_playwright
-
-    with tempfile.TemporaryDirectory() as profile:
-        async with async_playwright() as pw:
-            context = await pw.chromium.launch_persistent_context(
-                profile, executable_path=CHROMIUM, headless=True, args=ARGS)
-            try:
-                yield context
-            finally:
-                await context.close()
 
 
 @pytest.mark.parametrize("codec", ["vp8", "h264"])

@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-
 import pytest
-import pytest_asyncio
 
 from scope_relay.cloud.app import STATE_KEY
 
-from helpers.chromium import ARGS, CHROMIUM
+from helpers.chromium import needs_chromium
 from helpers.servers import cloud_server, relay_server
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(shutil.which("chromium") is None and not __import__("os").path.exists(CHROMIUM),
-                       reason="Debian chromium not installed (scripts/setup.sh --system)"),
-    pytest.mark.asyncio(loop_scope="module"),  # one browser for the module
+    needs_chromium,
+    pytest.mark.asyncio(loop_scope="module"),  # one browser for the module (conftest.py)
 ]
 
 
@@ -34,20 +29,6 @@ AUDIO_ENERGY = """() => {
     const buf = new Float32Array(2048); window._an.getFloatTimeDomainData(buf);
     return Math.max(...buf.map(Math.abs)) > 0.05;
 }"""
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def browser():
-    from playwright.async_api import async_playwright
-
-    with tempfile.TemporaryDirectory() as profile:
-        async with async_playwright() as pw:
-            context = await pw.chromium.launch_persistent_context(
-                profile, executable_path=CHROMIUM, headless=True, args=ARGS)
-            try:
-                yield context
-            finally:
-                await context.close()
 
 
 async def start_pipeline(page, url: str, pipeline: str) -> None:
