@@ -30,6 +30,8 @@ ORDER = ("ice_start", "ice_done", "dtls_start", "first_dtls_in", "dtls_done", "f
          "first_rtp")
 #: a loop callback this much later than asked is a stall (s), and how often one is asked
 STALL, TICK = 0.05, 0.01
+#: SRTP datagrams noted per connection (to count those that came before DTLS was done)
+SRTP_NOTED = 100
 #: counted, not timed: how often each happened on the peer (``phases()`` adds ``*_at``, the
 #: first time, for the timers)
 COUNTED = ("stun_resent", "dtls_timeout", "srtp_before_keys")
@@ -42,7 +44,7 @@ class PhaseRecorder:
         self.clock = clock
         #: (time, the object it happened on, what happened)
         self.events: list[tuple[float, object, str]] = []
-        self._first: set[tuple[int, str]] = set()
+        self._seen: dict[tuple[int, str], int] = {}  # (owner, what) -> times noted
         self._undo: list[tuple[Any, str, Any]] = []
         #: (when the stall began, how long it lasted), s on ``clock``
         self.stalls: list[tuple[float, float]] = []
@@ -51,18 +53,20 @@ class PhaseRecorder:
         self._gc_began = 0.0
         self._tick: asyncio.Handle | None = None
 
-    def note(self, owner: object, what: str, *, once: bool = False) -> None:
-        if once:
+    def note(self, owner: object, what: str, *, limit: int | None = None) -> None:
+        """Record ``what`` on ``owner`` now; at most ``limit`` times for that pair."""
+        if limit is not None:
             key = (id(owner), what)
-            if key in self._first:
+            seen = self._seen.get(key, 0)
+            if seen >= limit:
                 return
-            self._first.add(key)
+            self._seen[key] = seen + 1
         self.events.append((self.clock(), owner, what))
 
     def clear(self) -> None:
         """Forget what was recorded (between trials: the old peers' ids may be reused)."""
         self.events.clear()
-        self._first.clear()
+        self._seen.clear()
         self.stalls.clear()
         self.collections.clear()
 
@@ -107,17 +111,18 @@ class PhaseRecorder:
 
         def first_rtp(original: Any) -> Any:
             async def handle(transport: RTCDtlsTransport, *args: Any, **kwargs: Any) -> None:
-                note(transport, "first_rtp", once=True)
+                note(transport, "first_rtp", limit=1)
                 await original(transport, *args, **kwargs)
             return handle
 
         def arrival(original: Any) -> Any:
             def data_received(connection: ice.Connection, data: bytes, component: int) -> None:
                 if data and 19 < data[0] < 64:
-                    note(connection, "first_dtls_in", once=True)
+                    note(connection, "first_dtls_in", limit=1)
                 elif data and 127 < data[0] < 192:
-                    note(connection, "first_srtp_in", once=True)
-                    note(connection, "srtp_in")  # against dtls_done: arrived before its keys
+                    note(connection, "first_srtp_in", limit=1)
+                    # against dtls_done: arrived before its keys (the first few tell)
+                    note(connection, "srtp_in", limit=SRTP_NOTED)
                 original(connection, data, component)
             return data_received
 
@@ -181,7 +186,6 @@ class PhaseRecorder:
             counts["srtp_before_keys"] = sum(1 for at in srtp_in if at < done)
         ordered = {name: seen.pop(name) for name in ORDER if name in seen}
         return {**ordered, **seen, **{k: float(v) for k, v in counts.items() if v}}
-
 
     def loop_stalls(self, since: float) -> str:
         """The loop's stalls as ``at+for`` ms after ``since``, each marked ``(gc N)`` where

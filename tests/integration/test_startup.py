@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 import httpx
+from aioice import ice
 
 from scope_relay.cloud.app import STATE_KEY
 from scope_relay.local.server import RELAY_KEY
@@ -106,3 +107,25 @@ async def test_a_start_right_after_a_close_never_waits_behind_the_memory_release
     await wait_until(lambda: len(released) == 2, timeout=memory.RELEASE_AFTER_IDLE + 10)
     assert min(released) - closed > memory.RELEASE_AFTER_IDLE - 1.0, (released, closed)
     assert relay.app[RELAY_KEY].memory.releases == cloud.app[STATE_KEY].memory.releases == 1
+
+
+async def test_the_phases_name_a_lost_dtls_flight(stack, monkeypatch):
+    """The first ClientHello to arrive anywhere is dropped: the start waits out OpenSSL's
+    1 s retransmit timer, and the phases say so (what a failure message must tell)."""
+    cloud, relay = stack
+    original = ice.StunProtocol.datagram_received
+    dropped: list[bytes] = []
+
+    def lossy(protocol: ice.StunProtocol, data: bytes, addr: tuple) -> None:
+        hello = len(data) > 13 and data[0] == 22 and data[13] == 1  # handshake: ClientHello
+        if hello and not dropped:
+            dropped.append(data)
+            return
+        original(protocol, data, addr)
+
+    monkeypatch.setattr(ice.StunProtocol, "datagram_received", lossy)
+    with PhaseRecorder() as recorder:
+        audio, video, where = await first_media(cloud, relay, recorder)
+    assert dropped
+    assert min(audio, video) > 1.0, where  # the retransmit timer's second
+    assert where.count("dtls_timeout 1") == 1, where
