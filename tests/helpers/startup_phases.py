@@ -93,21 +93,17 @@ class PhaseRecorder:
     def __enter__(self) -> PhaseRecorder:
         note = self.note
 
-        def ice_start(original: Any) -> Any:
-            async def start(transport: RTCIceTransport, *args: Any, **kwargs: Any) -> None:
-                note(transport, "ice_start")
-                await original(transport, *args, **kwargs)
-                note(transport, "ice_done" if transport.state == "completed"
-                     else f"ice_{transport.state}")
-            return start
-
-        def dtls_start(original: Any) -> Any:
-            async def start(transport: RTCDtlsTransport, *args: Any, **kwargs: Any) -> None:
-                note(transport, "dtls_start")
-                await original(transport, *args, **kwargs)
-                note(transport, "dtls_done" if transport.state == "connected"
-                     else f"dtls_{transport.state}")
-            return start
+        def timed_start(layer: str, done: str) -> Callable[[Any], Any]:
+            """``<layer>_start`` as a transport's ``start()`` begins, ``<layer>_done`` as
+            it returns in state ``done`` (else ``<layer>_<its state>``)."""
+            def make(original: Any) -> Any:
+                async def start(transport: Any, *args: Any, **kwargs: Any) -> None:
+                    note(transport, f"{layer}_start")
+                    await original(transport, *args, **kwargs)
+                    state = transport.state
+                    note(transport, f"{layer}_done" if state == done else f"{layer}_{state}")
+                return start
+            return make
 
         def first_rtp(original: Any) -> Any:
             async def handle(transport: RTCDtlsTransport, *args: Any, **kwargs: Any) -> None:
@@ -140,8 +136,8 @@ class PhaseRecorder:
                 return original(connection)
             return handle_timeout
 
-        self._patch(RTCIceTransport, "start", ice_start)
-        self._patch(RTCDtlsTransport, "start", dtls_start)
+        self._patch(RTCIceTransport, "start", timed_start("ice", "completed"))
+        self._patch(RTCDtlsTransport, "start", timed_start("dtls", "connected"))
         self._patch(RTCDtlsTransport, "_handle_rtp_data", first_rtp)
         self._patch(ice.Connection, "data_received", arrival)
         self._patch(stun.Transaction, "_Transaction__retry", stun_retry)

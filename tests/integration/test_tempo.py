@@ -221,6 +221,15 @@ async def manual_tempo(stream: StreamSession, modulate: dict[str, Any] | None = 
     return session, cloud_tempo
 
 
+def square_half(grid: TempoGrid, media_time: float, beats: float) -> bool | None:
+    """Whether ``media_time`` falls in the first (high) half of a square wave ``beats``
+    beats long; ``None`` on an edge, where either side is right."""
+    phase = grid.beat_at(media_time).beat / beats % 1
+    if min(phase, 1 - phase, abs(phase - 0.5)) < 0.01:
+        return None
+    return phase < 0.5
+
+
 async def test_quantized_change_lands_on_the_bar():
     async with stream_pipeline("quantize-probe", pipelines=[QuantizeProbe]) as stream:
         session, tempo = await manual_tempo(stream, bpm=150, quantize="bar")
@@ -256,10 +265,9 @@ async def test_modulation_follows_the_beat():
         calls = QuantizeProbe.calls[mark + 2:]  # (the first may predate the modulation)
         assert len(calls) >= 30
         for media_time, brightness in calls:
-            phase = grid.beat_at(media_time).beat / 2 % 1
-            if min(phase, 1 - phase, abs(phase - 0.5)) < 0.01:
-                continue  # on an edge: either side is right
-            assert brightness == pytest.approx(0.9 if phase < 0.5 else 0.1), (media_time, phase)
+            high = square_half(grid, media_time, beats=2)
+            if high is not None:
+                assert brightness == pytest.approx(0.9 if high else 0.1), media_time
         await stream.send_parameters({"modulate": {"brightness": {"shape": "noise"}}})
         await wait_until(lambda: tempo.counts.modulations_refused == 1, timeout=10)
         assert "brightness" in tempo.modulations  # the set in force stays
@@ -295,10 +303,10 @@ async def test_modulation_follows_each_frame_of_a_chunk():
         assert len(frames) >= 24
         differs = 0
         for media_time, value, chunk_value in frames:
-            phase = grid.beat_at(media_time).beat % 1
-            if min(phase, 1 - phase, abs(phase - 0.5)) < 0.01:
-                continue  # on an edge: either side is right
-            assert value == pytest.approx(0.8 if phase < 0.5 else 0.2), (media_time, phase)
+            high = square_half(grid, media_time, beats=1)
+            if high is None:
+                continue
+            assert value == pytest.approx(0.8 if high else 0.2), media_time
             differs += value != chunk_value
         assert differs >= len(frames) // 6  # frames a per-call value would have got wrong
         print(f"\n{len(frames)} frames, {differs} of them unlike their call's chunk-start value")
