@@ -6,12 +6,12 @@ allocated), so a process that served eight sessions stayed ~100-160 MB above its
 with none open. ``malloc_trim`` returns the free pages of every arena. It is cheap and
 called only when the last session has gone; elsewhere than glibc it does nothing.
 
-The ``gc.collect()`` before it is not cheap: it holds the event loop ~0.1 s on a fresh
-app and ~0.5 s on a heap of a few million objects. Run the moment the last session
-closed, it landed on the start of the next one (a page reload, test_startup's trials:
-first media ~0.7 s late, issue 27), so :class:`IdleRelease` runs it only once the app
-has had no session for :data:`RELEASE_AFTER_IDLE` seconds, and a session starting
-meanwhile calls it off.
+The ``gc.collect()`` before it is not cheap: it holds the event loop ~0.1 s in a test
+process and ~0.3 s with three million more objects on the heap. Run the moment the last
+session closed, it landed on the start of the next one (a page reload; test_startup's
+back-to-back trials, issue 27), so :class:`IdleRelease` runs it only once the app has had
+no session for :data:`RELEASE_AFTER_IDLE` seconds, and a session starting meanwhile
+calls it off.
 """
 
 from __future__ import annotations
