@@ -17,8 +17,12 @@ Two controllers, the lower wins:
   round trip, so one congestion event is not counted twice; the sender passes the larger
   of the report's fraction and the share of packets NACKed since the last report, since
   the report counts a repaired packet as received); below :data:`LOW_LOSS` it may
-  grow by :data:`GROWTH_PER_S` a second, never past :data:`PROBE_FACTOR` times what is
-  really sent (an estimate we never tested is not one), and only by
+  grow by :data:`GROWTH_PER_S` a second; while a congestion signal is live (a loss
+  decrease not yet grown out of, a delay overuse in the last :data:`SIGNAL_MEMORY` s)
+  never past :data:`PROBE_FACTOR` times what is really sent (an estimate we never tested
+  there is not one), otherwise past it: an encoder that undershoots its target (libx264
+  under VBV sends ~2/3 of it) is not the path's limit, and capping by its output would
+  pin the rate wherever it started (:meth:`BandwidthEstimate.growth_cap`); and only by
   :data:`NEAR_MAX_GROWTH_PER_S` a second within :data:`NEAR_MAX` of the rate that last
   lost (so a ceiling's queue is not refilled at once, the audio with it), until well
   past it; in between it holds.
@@ -62,8 +66,11 @@ NEAR_MAX = 0.9
 NEAR_MAX_GROWTH_PER_S = 0.05
 #: no receiver report for this long (s) after some came: the estimate halves each second
 FEEDBACK_TIMEOUT = 3.0
-#: the estimate never runs ahead of the send rate by more than this
+#: while a congestion signal is live, the estimate never runs ahead of the send rate
+#: by more than this
 PROBE_FACTOR = 1.5
+#: a delay overuse is a live congestion signal for this long (s)
+SIGNAL_MEMORY = 10.0
 
 
 @dataclass
@@ -89,6 +96,7 @@ class BandwidthEstimate:
     _last_remb: float | None = field(default=None, repr=False)
     _last_remb_value: float | None = field(default=None, repr=False)
     _last_delay_decrease: float = field(default=-1e9, repr=False)
+    _last_overuse: float = field(default=-1e9, repr=False)
     _last_loss_update: float | None = field(default=None, repr=False)
 
     @property
@@ -115,14 +123,26 @@ class BandwidthEstimate:
                 self.delay_based = min(lower, self.delay_based or float(self.ceiling))
                 self._last_delay_decrease = now
                 self.overuses += 1
+            self._last_overuse = now
         elif self.delay_based is not None:
             # no overuse: grow as the loss-based limit does (aiortc's own estimate climbs
             # back additively after a decrease, a few tens of kb/s a second), or as the
             # receiver's estimate, whichever is faster, up to PROBE_FACTOR x what is sent
             grown = self.delay_based * (1 + GROWTH_PER_S) ** min(elapsed, 2.0)
-            cap = PROBE_FACTOR * sent if sent is not None else float(self.ceiling)
+            cap = self.growth_cap(sent, now)
             value = max(self.delay_based, min(grown, cap), float(bps))
             self.delay_based = None if value >= self.ceiling else value
+
+    def growth_cap(self, sent: float | None, now: float) -> float:
+        """How far a limit may grow while the encoder sends ``sent`` b/s: PROBE_FACTOR x
+        that while a congestion signal is live (a loss decrease not yet grown out of, a
+        delay overuse within :data:`SIGNAL_MEMORY` s: near a known limit, only a rate
+        really sent has been tested); else PROBE_FACTOR x the target (the estimate in
+        force), which an encoder under its target (application limited) does not pin."""
+        if sent is None:
+            return float(self.ceiling)
+        live = self.loss_max is not None or now - self._last_overuse < SIGNAL_MEMORY
+        return PROBE_FACTOR * (sent if live else max(sent, float(self.value)))
 
     def path_congested(self) -> bool:
         """Whether the receiver reports back a REMB's overuse: 2 % loss or more, or a round trip
@@ -160,8 +180,7 @@ class BandwidthEstimate:
                 grown = max(min(grown, NEAR_MAX * self.loss_max), creep)
                 if grown > self.loss_max / NEAR_MAX:
                     self.loss_max = None  # well past it without loss: the ceiling went
-            cap = PROBE_FACTOR * sent if sent is not None else float(self.ceiling)
-            base = max(base, min(grown, cap))
+            base = max(base, min(grown, self.growth_cap(sent, now)))
             if base >= self.ceiling:
                 base = None  # back to no limit: loss no longer says anything
         self.loss_based = None if base is None else max(base, float(self.floor))

@@ -123,6 +123,27 @@ def test_low_loss_climbs_back_to_the_ceiling_within_about_ten_seconds():
     assert now <= 12 and e.loss_based is None
 
 
+def test_an_encoder_under_its_target_does_not_pin_the_limit():
+    """libx264 under VBV sends ~2/3 of its target (issue 27): from the cloud's start at
+    25 % of the ceiling, with no loss the limit still climbs to the ceiling; capping it at
+    1.5x what is sent held it at ~1.0x forever (0.46 Mb/s, 15 fps at 720p30)."""
+    e = estimate(congested=False)
+    e.loss_based = 0.25 * CEILING
+    now = 0.0
+    while e.value < CEILING and now < 30:
+        now += 1.0
+        e.on_loss_report(0.0, now=now, sent=0.67 * e.value, rtt=0.001)
+    assert e.loss_based is None and now <= 11  # 15 %/s from a quarter: ~10 s
+
+
+def test_after_a_loss_decrease_an_undershooting_encoder_caps_the_limit_again():
+    e = estimate(congested=False)
+    e.on_loss_report(0.3, now=0.0, sent=1_000_000)  # 850 k, a congestion signal
+    for k in range(1, 15):
+        e.on_loss_report(0.0, now=float(k), sent=500_000)
+    assert e.value == 850_000  # held: 1.5x what is sent is under it
+
+
 def test_the_lower_of_the_two_wins():
     e = estimate()
     e.on_delay_estimate(1_000_000, sent=1_000_000, now=0.0)
