@@ -9,7 +9,9 @@ detector's verdict (:mod:`.trendline`), as GCC's receiver-side rate controller d
   one packet a response time (round trip + 100 ms); elsewhere multiplicatively,
   :data:`GROWTH_PER_S` (libwebrtc: 8 %; faster here so a lifted ceiling is climbed back
   within 10 s). Never past 1.5x the arriving rate + 10 kb/s (an estimate the path never
-  carried is not one). Past the capacity's upper bound, the capacity is forgotten.
+  carried is not one). Past the capacity's upper bound, or :data:`CAPACITY_MEMORY` s
+  after the last overuse, the capacity is forgotten: without probing, a lifted ceiling
+  shows only as no overuse, and the additive climb alone took over 12 s back to 1.5 Mb/s.
 
 The first estimate is the arriving rate, taken at the first overuse or after
 :data:`INIT_TIME` s of normal flow. Pure logic on the caller's clock (s, b/s).
@@ -31,6 +33,9 @@ FRAMES_PER_S = 30.0
 #: the capacity's running average weight of a new sample, and its spread's floor/ceiling (normalised)
 CAPACITY_ALPHA = 0.05
 MIN_SPREAD, MAX_SPREAD = 0.4, 2.5
+#: the capacity is forgotten this long (s) after the last overuse (under a steady ceiling
+#: the additive climb from 0.85x meets the next overuse sooner: 3-5 s at 1-2 Mb/s)
+CAPACITY_MEMORY = 5.0
 
 
 class AimdRate:
@@ -45,6 +50,7 @@ class AimdRate:
         self._holding = True
         self._since: float | None = None  # the first update
         self._last_change: float | None = None
+        self._last_decrease = 0.0
 
     def update(self, usage: Usage, incoming: float | None, now: float, rtt: float = 0.1) -> float | None:
         """The verdict ``usage`` at ``now`` with ``incoming`` b/s arriving; the new rate."""
@@ -61,7 +67,7 @@ class AimdRate:
             if incoming is not None and (now - last >= min(max(rtt, 0.01), 0.2) or self.decreases == 0
                                          or incoming < 0.5 * self.rate):
                 self._decrease(incoming)
-                self._last_change = now
+                self._last_change = self._last_decrease = now
             self._holding = True
         elif usage is Usage.UNDERUSE:
             self._holding = True
@@ -70,6 +76,8 @@ class AimdRate:
             if self._holding:  # (hold -> increase: from now, not from the hold's start)
                 self._holding = False
                 elapsed = 0.0
+            if self.capacity is not None and now - self._last_decrease > CAPACITY_MEMORY:
+                self.capacity = None  # no overuse for a while: the path may have grown
             self._increase(incoming, elapsed, rtt)
             self._last_change = now
         return self.rate

@@ -152,3 +152,17 @@ def test_trendline_threshold_follows_a_noisy_path():
         detector.update(arrival - previous, 20, arrival)
         previous = arrival
     assert detector.overuses == 0 and detector.threshold >= 6.0
+
+
+def test_aimd_creeps_near_the_capacity_then_forgets_it():
+    aimd = AimdRate()
+    aimd.update(Usage.OVERUSE, 1_000_000, now=0.0)  # first: the rate is what arrives, cut
+    assert aimd.rate == pytest.approx(850_000) and aimd.capacity == 1_000_000
+    aimd.update(Usage.NORMAL, 850_000, now=1.0)
+    for k in range(1, 5):
+        aimd.update(Usage.NORMAL, aimd.rate, now=1.0 + k)
+    assert 850_000 < aimd.rate < 1_050_000  # additive near the capacity: ~45 kb/s a second
+    crept = aimd.rate
+    for k in range(5, 8):
+        aimd.update(Usage.NORMAL, aimd.rate, now=1.0 + k)
+    assert aimd.capacity is None and aimd.rate > crept * 1.3  # 15 %/s again
