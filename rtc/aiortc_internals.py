@@ -253,6 +253,7 @@ class _Arrivals:
     def __init__(self) -> None:
         self.pending: collections.deque[tuple[bytes, float]] = collections.deque(maxlen=MAX_STAMPED)
         self.last: float | None = None
+        self.dropped = 0  # stamps pushed out unread (a full receive queue)
 
 
 def _stamp_arrivals(connection: Any, ice_transport: Any) -> _Arrivals:
@@ -270,6 +271,8 @@ def _stamp_arrivals(connection: Any, ice_transport: Any) -> _Arrivals:
     recv: Callable[[], Awaitable[bytes]] = connection.recv
 
     def stamped(data: bytes, component: int) -> None:
+        if len(pending) == MAX_STAMPED:
+            arrivals.dropped += 1
         pending.append((data, time.monotonic()))
         data_received(data, component)
 
@@ -291,6 +294,13 @@ def _stamp_arrivals(connection: Any, ice_transport: Any) -> _Arrivals:
     if getattr(ice_transport, "_recv", None) is not None:  # (started: it bound the original)
         ice_transport._recv = read
     return arrivals
+
+
+def arrival_stamps_dropped(receiver: Any) -> int:
+    """Arrival stamps pushed out unread on ``receiver``'s connection (0: none, or not stamped)."""
+    ice = getattr(getattr(receiver, "transport", None), "transport", None)
+    arrivals = getattr(getattr(ice, "_connection", None), "_scope_arrivals", None)
+    return 0 if arrivals is None else int(arrivals.dropped)
 
 
 def replace_bandwidth_estimator(receiver: Any, estimate: Callable[[int, float, int], int | None]) -> None:

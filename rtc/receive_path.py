@@ -243,7 +243,8 @@ class ReceivePath:
             out.update(forwarded_frames=self.forwarded_frames,
                        forwarded_bytes=self.forwarded_bytes, decoded_frames=self.decoded_frames)
             if self.delay is not None:
-                out.update(self.delay.stats())
+                out.update(self.delay.stats(),
+                           arrival_stamps_dropped=internals.arrival_stamps_dropped(self.receiver))
         if self.kind == "audio":
             d = self.decoding
             out.update(concealed=d.concealed, concealed_ms=round(d.concealed_samples / 48, 1),

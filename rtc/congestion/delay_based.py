@@ -41,6 +41,7 @@ class DelayBasedEstimate:
         #: the round trip (s), as the caller learns it (it paces decreases)
         self.rtt = 0.1
         self.rembs = 0
+        self.rate_window_overflows = 0  # packets pushed out of the rate window early
         self._arrivals: deque[tuple[float, int]] = deque(maxlen=MAX_RATE_PACKETS)
         self._bytes = 0
         self._first: float | None = None
@@ -60,6 +61,7 @@ class DelayBasedEstimate:
             self._first = arrival
         if len(self._arrivals) == self._arrivals.maxlen:
             self._bytes -= self._arrivals[0][1]  # (the deque drops it: a shorter window)
+            self.rate_window_overflows += 1
         self._arrivals.append((arrival, size))
         self._bytes += size
         deltas = self.groups.add(self._unwrap.unwrap(abs_send_time), arrival, size)
@@ -85,4 +87,5 @@ class DelayBasedEstimate:
                 "delay_state": self.detector.state.value, "delay_overuses": self.detector.overuses,
                 "delay_threshold_ms": round(self.detector.threshold, 2),
                 "delay_decreases": self.rate.decreases, "rembs_sent": self.rembs,
-                "reordered_groups": self.groups.reordered}
+                "reordered_groups": self.groups.reordered,
+                "rate_window_overflows": self.rate_window_overflows}

@@ -418,6 +418,7 @@ async def test_our_bandwidth_estimator_replaces_aiortcs_on_a_real_receiver():
         assert rembs and rembs[0][1] == [sender._ssrc] and rembs[0][0] > 0
         connection = receiver.transport.transport._connection
         assert connection._scope_arrivals.last is not None  # stamped off the socket
+        assert internals.arrival_stamps_dropped(receiver) == 0
         assert paths[0].stats()["rembs_sent"] >= len(rembs)
     finally:
         await sender_pc.close()
