@@ -436,6 +436,11 @@ async def run_profile(lab: LossLab, name: str, before: float, during: float,
         "video_skipped": (receive_figure(s3, "frames_skipped", "video")
                           - receive_figure(s1, "frames_skipped", "video")),
         "video_frames": s3["video_frames_in"] - s1["video_frames_in"],
+        # the relay's delay-based estimate of the cloud's video (rtc.congestion.delay_based):
+        # overuses over the clean first window (start-up included) and over the whole run
+        "overuses_before": receive_figure(s1, "delay_overuses", "video"),
+        "overuses": receive_figure(s3, "delay_overuses", "video"),
+        "remb_kbps": receive_figure(s3, "remb_bitrate", "video") / 1000,
         "load": os.getloadavg()[0],
     }
 
@@ -500,12 +505,13 @@ def ceiling_figures(profile: Profile, receiver: Receiver, samples: Samples, clou
         "c_picture": f"{last.get('send_width')}x{last.get('send_height')}@"
                      f"{last.get('send_fps')}",
         "c_climb_s": climb_s,
+        "c_overuses": last.get("delay_overuses"),
     }
 
 
 def receive_figure(stats: dict, name: str, kind: str = "audio") -> float:
     """One figure of the relay's receive path for a track (0 when absent)."""
-    return float((stats.get("receive") or {}).get(kind, {}).get(name, 0))
+    return float((stats.get("receive") or {}).get(kind, {}).get(name) or 0)
 
 
 def fmt(value: float | None, spec: str = ".0f") -> str:

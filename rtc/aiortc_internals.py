@@ -11,6 +11,7 @@ upgrade that moves one fails a test instead of silently changing behaviour.
 
 from __future__ import annotations
 
+import collections
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -237,6 +238,104 @@ def sender_rtt(sender: Any) -> float | None:
     """The round trip (s) aiortc measured from receiver reports (``None`` before one)."""
     rtt: float | None = getattr(sender, "_RTCRtpSender__rtt", None)
     return rtt
+
+
+# --- the delay-based estimate (rtc/congestion/delay_based.py) ---------------------------
+#: datagrams stamped but not yet read, per ICE connection, at most (the receive queue is
+#: unbounded in aioice; past this the oldest stamps go and those packets get a later one)
+MAX_STAMPED = 2048
+
+
+class _Arrivals:
+    """Each datagram's arrival (``time.monotonic()``) as aioice's protocol got it from the
+    socket, and the arrival of the datagram aiortc read last."""
+
+    def __init__(self) -> None:
+        self.pending: collections.deque[tuple[bytes, float]] = collections.deque(maxlen=MAX_STAMPED)
+        self.last: float | None = None
+        self.dropped = 0  # stamps pushed out unread (a full receive queue)
+
+
+def _stamp_arrivals(connection: Any, ice_transport: Any) -> _Arrivals:
+    """Stamp every datagram an aioice ``Connection`` queues with the time it came off
+    the socket (``data_received``, called from the event loop's read callback), and hand
+    the stamp over when aiortc's DTLS transport reads it (``recv``): aiortc's own arrival
+    time is taken only after the loop has got round to the datagram and everything
+    queued before it, so a busy receiver's stalls look like a queue on the path."""
+    arrivals: _Arrivals | None = getattr(connection, "_scope_arrivals", None)
+    if arrivals is not None:
+        return arrivals
+    arrivals = connection._scope_arrivals = _Arrivals()
+    pending = arrivals.pending
+    data_received: Callable[[bytes, int], None] = connection.data_received
+    recv: Callable[[], Awaitable[bytes]] = connection.recv
+
+    def stamped(data: bytes, component: int) -> None:
+        if len(pending) == MAX_STAMPED:
+            arrivals.dropped += 1
+        pending.append((data, time.monotonic()))
+        data_received(data, component)
+
+    async def read() -> bytes:
+        data = await recv()
+        arrivals.last = None
+        for index, (queued, at) in enumerate(pending):  # (in order: the head, unless the
+            if queued is data:                          # datagram came before the stamps)
+                for _ in range(index + 1):
+                    pending.popleft()
+                arrivals.last = at
+                break
+            if index >= 8:
+                break
+        return data
+
+    connection.data_received = stamped
+    connection.recv = read
+    if getattr(ice_transport, "_recv", None) is not None:  # (started: it bound the original)
+        ice_transport._recv = read
+    return arrivals
+
+
+def arrival_stamps_dropped(receiver: Any) -> int:
+    """Arrival stamps pushed out unread on ``receiver``'s connection (0: none, or not stamped)."""
+    ice = getattr(getattr(receiver, "transport", None), "transport", None)
+    arrivals = getattr(getattr(ice, "_connection", None), "_scope_arrivals", None)
+    return 0 if arrivals is None else int(arrivals.dropped)
+
+
+def replace_bandwidth_estimator(receiver: Any, estimate: Callable[[int, float, int], int | None]) -> None:
+    """Switch aiortc's REMB estimator off on a video ``RTCRtpReceiver`` and feed ours:
+    ``estimate(abs_send_time, arrival, size)`` for every RTP packet carrying abs-send-time
+    (media and retransmissions), ``arrival`` taken when its datagram came off the socket
+    (``time.monotonic()``; aiortc's read time for the first packets, before the stamps are
+    installed). A bitrate it returns goes back as a REMB naming the stream's media SSRC."""
+    receiver._RTCRtpReceiver__remote_bitrate_estimator = None
+    original: Callable[..., Awaitable[None]] = receiver._handle_rtp_packet
+    state: dict[str, Any] = {"arrivals": None, "ssrc": None}
+
+    async def handle_rtp(packet: Any, arrival_time_ms: int) -> None:
+        arrivals: _Arrivals | None = state["arrivals"]
+        if arrivals is None:
+            ice = getattr(getattr(receiver, "transport", None), "transport", None)
+            connection = getattr(ice, "_connection", None)
+            if connection is not None:
+                arrivals = state["arrivals"] = _stamp_arrivals(connection, ice)
+        codec = receiver._RTCRtpReceiver__codecs.get(packet.payload_type)
+        if codec is not None and not codec.mimeType.lower().endswith("/rtx"):
+            state["ssrc"] = packet.ssrc
+        abs_send_time = packet.extensions.abs_send_time
+        if abs_send_time is not None:
+            arrival = arrivals.last if arrivals is not None and arrivals.last is not None \
+                else time.monotonic()
+            bitrate = estimate(abs_send_time, arrival, len(packet.payload) + packet.padding_size)
+            rtcp_ssrc = receiver._RTCRtpReceiver__rtcp_ssrc
+            if bitrate is not None and rtcp_ssrc is not None and state["ssrc"] is not None:
+                await receiver._send_rtcp(aiortc.rtp.RtcpPsfbPacket(
+                    fmt=aiortc.rtp.RTCP_PSFB_APP, ssrc=rtcp_ssrc, media_ssrc=0,
+                    fci=aiortc.rtp.pack_remb_fci(bitrate, [state["ssrc"]])))
+        await original(packet, arrival_time_ms)
+
+    receiver._handle_rtp_packet = handle_rtp
 
 
 # --- the camera forwarded up (local/inputs/camera_uplink.py) --------------------------

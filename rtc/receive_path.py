@@ -31,6 +31,7 @@ from typing import Any
 from aiortc.jitterbuffer import JitterFrame
 
 from . import aiortc_internals as internals
+from .congestion.delay_based import DelayBasedEstimate
 from .jitter import (
     RTX_MARGIN,
     RTX_RTT_FACTOR,
@@ -108,6 +109,8 @@ class ReceivePath:
         self.loss_aware = kind == "audio" and loss_aware_available()
         self.unconcealed = 0  # lost audio units with no concealing decoder (silence)
         self.packets = 0  # RTP packets taken in (retransmissions included)
+        #: video: our delay-based estimate, sent back as REMB (in place of aiortc's)
+        self.delay = DelayBasedEstimate() if kind == "video" else None
         self.payload_bytes = 0  # their RTP payload bytes (a hop's media bitrate)
         self._decoders: dict[int, LossAwareOpusDecoder] = {}
         #: the playout's wish list: called with the hold a retransmission needs (0: none)
@@ -222,6 +225,12 @@ class ReceivePath:
         await internals.send_pli(self.receiver, self.media_ssrc)
         return True
 
+    def estimate_bandwidth(self, abs_send_time: int, arrival: float, size: int) -> int | None:
+        """One packet for the delay-based estimate (its arrival off the socket); a REMB due."""
+        assert self.delay is not None
+        self.delay.rtt = self.rtt
+        return self.delay.on_packet(arrival, abs_send_time, size)
+
     @property
     def rtt(self) -> float:
         """The round trip the jitter buffer measured from retransmissions (seconds)."""
@@ -233,6 +242,9 @@ class ReceivePath:
         if self.kind == "video":
             out.update(forwarded_frames=self.forwarded_frames,
                        forwarded_bytes=self.forwarded_bytes, decoded_frames=self.decoded_frames)
+            if self.delay is not None:
+                out.update(self.delay.stats(),
+                           arrival_stamps_dropped=internals.arrival_stamps_dropped(self.receiver))
         if self.kind == "audio":
             d = self.decoding
             out.update(concealed=d.concealed, concealed_ms=round(d.concealed_samples / 48, 1),
@@ -251,6 +263,8 @@ def install_receive_path(receiver: Any, kind: str) -> ReceivePath:
                        "(install libopus0 for concealment and in-band FEC)")
     internals.replace_jitter_buffer(receiver, path)
     internals.after_rtp_packet(receiver, path.after_packet)
+    if path.delay is not None:
+        internals.replace_bandwidth_estimator(receiver, path.estimate_bandwidth)
     _PATHS[receiver] = path
     return path
 

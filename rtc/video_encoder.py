@@ -10,11 +10,10 @@ policy:
 
 - its ceiling is ``--video-bitrate`` or, by default, :func:`default_video_bitrate` of the
   picture's size and frame rate (the rate is read from the frames' timestamps);
-- it starts at the ceiling and backs off when the receiver's estimate (REMB, which aiortc's
-  receivers still send with our receive path) falls below what it is really sending,
-  then climbs back towards the ceiling as the estimate allows. aiortc's estimate follows
-  the incoming rate (about 1.5x it while all is well), so taking it at its word would pin
-  the rate to whatever the encoder happened to send. A fall is applied at most every
+- it aims at the bandwidth estimate (rtc.congestion.estimate: the receiver's delay-based
+  REMB, which our receive path computes, and the receiver reports' loss), which lets an
+  encoder sending under its target grow past the receiver's 1.5x-what-arrives cap, and
+  climbs back towards the ceiling as the estimate allows. A fall is applied at most every
   :attr:`RatedVideoEncoder.fall_interval` s, a rise every
   :attr:`RatedVideoEncoder.raise_interval` s, and only moves of more than 20 % reopen the
   codec (libvpx and libx264 through PyAV cannot change their rate in place, and a reopened

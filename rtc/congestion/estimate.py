@@ -1,24 +1,26 @@
 """A GCC-style bandwidth estimate for one video sender (draft-ietf-rmcat-gcc-02).
 
-Two controllers, the lower wins:
+Two controllers, the lower wins (GCC: the minimum of delay-based and loss-based):
 
-- **delay-based**: the receiver's REMB. aiortc's receivers compute it from abs-send-time
-  (inter-arrival delay growth, AIMD: 0.85x the incoming rate on overuse, else slowly up
-  to 1.5x it). Its value follows the incoming rate, so what counts is its *fall*: a REMB
-  under the one before and under :data:`OVERUSE_SHARE` of the send rate is an overuse
-  when the receiver reports confirm it (2 % loss or more, or a round trip grown by a queue:
-  a relay starved of CPU reads as overuse to aiortc's estimator, a real queue shows in
-  the reports too),
-  and the limit goes to 0.85x the send rate (GCC's decrease), or to the REMB if higher,
-  once per interval; any other REMB lets the limit grow again as fast as the loss-based
-  one grows (a quiet picture that sends little must not drag it down).
+- **delay-based**: the receiver's REMB, from our own delay-based estimator
+  (:mod:`.delay_based`: arrival times off the socket, 5 ms send groups, a trendline
+  detector, AIMD). It is taken at its word: the limit is the REMB. A REMB under
+  :data:`FALL_SHARE` of the one before is the receiver's decrease (an overuse, counted).
+  One exception, GCC's application-limited case: the receiver never lets its estimate run
+  past 1.5x what arrives, so while the encoder sends under :data:`APP_LIMITED_SHARE` of
+  its target (a quiet picture; libx264 under VBV) a REMB that did not fall does not pull
+  the limit under the target: it grows as the loss-based one does.
 - **loss-based**: the fraction lost in the receiver reports. Above :data:`HIGH_LOSS` the
   estimate falls by ``1 - 0.5 * loss`` (at most once per :data:`DECREASE_INTERVAL` plus a
   round trip, so one congestion event is not counted twice; the sender passes the larger
   of the report's fraction and the share of packets NACKed since the last report, since
   the report counts a repaired packet as received); below :data:`LOW_LOSS` it may
-  grow by :data:`GROWTH_PER_S` a second, never past :data:`PROBE_FACTOR` times what is
-  really sent (an estimate we never tested is not one), and only by
+  grow by :data:`GROWTH_PER_S` a second; while a congestion signal is live (a loss
+  decrease not yet grown out of, a delay overuse in the last :data:`SIGNAL_MEMORY` s)
+  never past :data:`PROBE_FACTOR` times what is really sent (an estimate we never tested
+  there is not one), otherwise past it: an encoder that undershoots its target (libx264
+  under VBV sends ~2/3 of it) is not the path's limit, and capping by its output would
+  pin the rate wherever it started (:meth:`BandwidthEstimate.growth_cap`); and only by
   :data:`NEAR_MAX_GROWTH_PER_S` a second within :data:`NEAR_MAX` of the rate that last
   lost (so a ceiling's queue is not refilled at once, the audio with it), until well
   past it; in between it holds.
@@ -33,21 +35,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-#: REMB under this share of the send rate means the path carries less than we send
-#: (aiortc's estimate is 0.85x the incoming rate on overuse, and about the incoming rate
-#: when it starts: under 0.8x, the path carries less than we send)
-OVERUSE_SHARE = 0.8
-#: aiortc's estimate only ever falls on overuse (to 0.85x the incoming rate): a REMB this
-#: much under the one before is an overuse; its value alone is not (after a decrease it
-#: climbs back additively, and would hold us far under the path)
+#: a REMB this much under the one before is the receiver's decrease (an overuse; its
+#: estimate only falls on one)
 FALL_SHARE = 0.97
-#: a round trip this much (s) over its least means a queue is building on the path
-QUEUE_RTT = 0.03
-#: at most one delay-based decrease per this (plus the round trip), s: aiortc's receiver
-#: sends a REMB on every overuse it detects, and a falling rate takes a while to show
-DELAY_DECREASE_INTERVAL = 1.0
-#: an overuse takes the delay-based limit to this share of the send rate (GCC's 0.85)
-OVERUSE_DECREASE = 0.85
+#: an encoder sending under this share of its target is application limited: the
+#: receiver's cap (1.5x what arrives) is no verdict on the path
+APP_LIMITED_SHARE = 0.8
 HIGH_LOSS = 0.10
 LOW_LOSS = 0.02
 #: at most one loss decrease per this (plus the round trip), s: receiver reports come
@@ -62,8 +55,11 @@ NEAR_MAX = 0.9
 NEAR_MAX_GROWTH_PER_S = 0.05
 #: no receiver report for this long (s) after some came: the estimate halves each second
 FEEDBACK_TIMEOUT = 3.0
-#: the estimate never runs ahead of the send rate by more than this
+#: while a congestion signal is live, the estimate never runs ahead of the send rate
+#: by more than this
 PROBE_FACTOR = 1.5
+#: a delay overuse is a live congestion signal for this long (s)
+SIGNAL_MEMORY = 10.0
 
 
 @dataclass
@@ -72,7 +68,7 @@ class BandwidthEstimate:
 
     floor: int
     ceiling: int
-    #: the delay-based limit (None: none, until REMB says overuse; gone once grown out)
+    #: the delay-based limit (None: none, until a REMB; gone once at the ceiling)
     delay_based: float | None = None
     #: the loss-based limit (None: none, until loss makes one; gone again once grown out)
     loss_based: float | None = None
@@ -88,7 +84,7 @@ class BandwidthEstimate:
     _last_decrease: float = field(default=-1e9, repr=False)
     _last_remb: float | None = field(default=None, repr=False)
     _last_remb_value: float | None = field(default=None, repr=False)
-    _last_delay_decrease: float = field(default=-1e9, repr=False)
+    _last_overuse: float = field(default=-1e9, repr=False)
     _last_loss_update: float | None = field(default=None, repr=False)
 
     @property
@@ -102,35 +98,28 @@ class BandwidthEstimate:
         """A REMB of ``bps`` at ``now`` while we sent ``sent`` b/s (None: not known)."""
         elapsed = 0.0 if self._last_remb is None else now - self._last_remb
         previous, self._last_remb, self._last_remb_value = self._last_remb_value, now, bps
-        overuse = previous is not None and bps < FALL_SHARE * previous and (
-            sent is None or bps < OVERUSE_SHARE * sent) and self.path_congested()
-        if overuse:
-            # down to 0.85x what we send (GCC's decrease, of the rate the receiver
-            # measured), or to the REMB if higher, once per interval: a receiver that
-            # stalled (a loaded machine) reads as overuse too and must cost one step, not
-            # the rate; a real ceiling repeats it until we fit
-            if now - self._last_delay_decrease >= DELAY_DECREASE_INTERVAL + self.rtt:
-                known = OVERUSE_DECREASE * sent if sent is not None else float(bps)
-                lower = max(float(bps), known, float(self.floor))
-                self.delay_based = min(lower, self.delay_based or float(self.ceiling))
-                self._last_delay_decrease = now
-                self.overuses += 1
-        elif self.delay_based is not None:
-            # no overuse: grow as the loss-based limit does (aiortc's own estimate climbs
-            # back additively after a decrease, a few tens of kb/s a second), or as the
-            # receiver's estimate, whichever is faster, up to PROBE_FACTOR x what is sent
-            grown = self.delay_based * (1 + GROWTH_PER_S) ** min(elapsed, 2.0)
-            cap = PROBE_FACTOR * sent if sent is not None else float(self.ceiling)
-            value = max(self.delay_based, min(grown, cap), float(bps))
-            self.delay_based = None if value >= self.ceiling else value
+        fell = previous is not None and bps < FALL_SHARE * previous
+        if fell:
+            self.overuses += 1
+            self._last_overuse = now
+        value = float(bps)
+        if not fell and sent is not None and sent < APP_LIMITED_SHARE * self.value:
+            # application limited: grow as the loss-based limit does, past the REMB
+            base = self.delay_based if self.delay_based is not None else float(self.value)
+            grown = base * (1 + GROWTH_PER_S) ** min(elapsed, 2.0)
+            value = max(value, min(grown, self.growth_cap(sent, now)))
+        self.delay_based = None if value >= self.ceiling else max(value, float(self.floor))
 
-    def path_congested(self) -> bool:
-        """Whether the receiver reports back a REMB's overuse: 2 % loss or more, or a round trip
-        grown past its least by :data:`QUEUE_RTT` (a queue building). A receiver starved
-        of CPU (the relay on a loaded machine) reads as overuse to aiortc's estimator
-        while nothing queues on the path; a real bottleneck's queue shows in both."""
-        queued = self.min_rtt is not None and self.rtt - self.min_rtt > QUEUE_RTT
-        return self.last_loss >= LOW_LOSS or queued
+    def growth_cap(self, sent: float | None, now: float) -> float:
+        """How far a limit may grow while the encoder sends ``sent`` b/s: PROBE_FACTOR x
+        that while a congestion signal is live (a loss decrease not yet grown out of, a
+        delay overuse within :data:`SIGNAL_MEMORY` s: near a known limit, only a rate
+        really sent has been tested); else PROBE_FACTOR x the target (the estimate in
+        force), which an encoder under its target (application limited) does not pin."""
+        if sent is None:
+            return float(self.ceiling)
+        live = self.loss_max is not None or now - self._last_overuse < SIGNAL_MEMORY
+        return PROBE_FACTOR * (sent if live else max(sent, float(self.value)))
 
     def on_loss_report(self, fraction_lost: float, now: float, sent: float | None,
                        rtt: float | None = None) -> None:
@@ -160,8 +149,7 @@ class BandwidthEstimate:
                 grown = max(min(grown, NEAR_MAX * self.loss_max), creep)
                 if grown > self.loss_max / NEAR_MAX:
                     self.loss_max = None  # well past it without loss: the ceiling went
-            cap = PROBE_FACTOR * sent if sent is not None else float(self.ceiling)
-            base = max(base, min(grown, cap))
+            base = max(base, min(grown, self.growth_cap(sent, now)))
             if base >= self.ceiling:
                 base = None  # back to no limit: loss no longer says anything
         self.loss_based = None if base is None else max(base, float(self.floor))

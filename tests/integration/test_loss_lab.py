@@ -161,8 +161,7 @@ async def test_round_trip_loss_is_rebuilt_in_time_while_the_delay_makes_room(lab
 async def test_a_ceiling_above_the_streams_rate_costs_no_audio(lab_ok):
     """A 2 Mb/s bottleneck with a 200 ms drop-tail queue on the cloud -> relay direction
     (av-sync sends ~100 kb/s): audio and video pass, nothing is dropped at the queue,
-    little audio is lost. (A ceiling *below* the stream's rate is measured by the benchmark's
-    hotel / ceiling profiles: nothing lowers the video's rate yet.)"""
+    little audio is lost. (A ceiling *below* the stream's rate: the test after this one.)"""
     with LossLab(delay_ms=20, upstream=Impairment(delay_ms=20)) as lab:
         async with relay_session(lab, {"pipeline_ids": ["av-sync"]}, video_frames=12) as (peer, relay_stats):
             before, started = await relay_stats(), time.monotonic()
@@ -193,10 +192,14 @@ HD15 = {"pipeline_ids": ["test-tone", "hd-test"], "interval": 1.0, "duration": 1
 async def test_a_ceiling_below_the_streams_rate_lowers_the_video_and_spares_the_audio(lab_ok):
     """720p15 through a 1 Mb/s bottleneck with a 200 ms drop-tail queue from the start (20
     ms each way): the cloud's video follows its bandwidth estimate under the ceiling, paced
-    (rtc/congestion), so video keeps arriving, little is dropped at the queue and little
-    audio is concealed. Without it, 62 % of the packets were dropped at the queue, no video
-    frame arrived in 30 s and 27-29 % of the audio was concealed. Bounds are loose (the
-    loaded shared machine); benchmarks/lossy_hop.py measures the ceiling profiles."""
+    (rtc/congestion; the relay's delay-based REMB stops it before the queue fills), so
+    video keeps arriving, almost nothing is dropped at the queue and the audio plays.
+    Before congestion control, 62 % of the packets were dropped at the queue, no video
+    frame arrived in 30 s and 27-29 % of the audio was concealed; with the estimate held at
+    the ceiling (a local edit, 2026-12-07) the audio never reached 10 s in 40 s, or the
+    target stayed at the ceiling. Bounds leave room for a loaded shared machine (measured
+    at load 1-5: 0 packets dropped at the queue, 0 % concealed, 0.2-1 % audio lost);
+    benchmarks/lossy_hop.py measures the ceiling profiles."""
     with LossLab(delay_ms=20, upstream=Impairment(delay_ms=20)) as lab:
         lab.set(rate_kbps=1000, queue_ms=200)
         async with relay_session(lab, HD15, audio_frames=50) as (peer, relay_stats):
@@ -218,13 +221,16 @@ async def test_a_ceiling_below_the_streams_rate_lowers_the_video_and_spares_the_
     queue_dropped = down["queue_dropped"] - start_lab["queue_dropped"]
     audio_before, audio_after = start_stats["receive"]["audio"], after["receive"]["audio"]
     concealed = audio_after["concealed_ms"] - audio_before["concealed_ms"]
+    lost = _lost_audio_ms(after) - _lost_audio_ms(start_stats)
     figures = {k: cloud.get(k) for k in ("target_bitrate", "estimate_bitrate", "send_bitrate",
-                                         "pacer_queue_delay_max_ms", "ladder_step")}
-    assert fps >= 3, (fps, figures)
-    assert queue_dropped <= 0.35 * seen, (queue_dropped, seen, figures)  # without: 62 %
-    # loose: at load 7 the starved relay conceals late audio too (15.7 % seen, with
-    # nothing dropped at the queue); at load 5, under 5 %
-    assert concealed <= 0.2 * elapsed * 1000, (concealed, elapsed, figures)
+                                         "pacer_queue_delay_max_ms", "ladder_step",
+                                         "delay_overuses")}
+    figures.update(fps=fps, queue_dropped=queue_dropped, seen=seen, concealed_ms=concealed,
+                   lost_ms=lost, elapsed=elapsed)
+    assert fps >= 5, figures
+    assert queue_dropped <= 0.05 * seen, figures  # before congestion control: 62 %
+    assert concealed <= 0.03 * elapsed * 1000, figures
+    assert lost <= 0.05 * elapsed * 1000, figures
     assert cloud["target_bitrate"] < cloud["ceiling_bitrate"], figures
     assert cloud["pacer_sent_packets"] > 0 and "pacer_queue_delay_ms" in cloud
     assert "scope_cloud_video_send_estimate_bitrate" in metrics

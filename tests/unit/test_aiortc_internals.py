@@ -374,3 +374,52 @@ async def test_a_paced_packet_is_stamped_with_when_it_leaves():
     assert (out.sequence_number, out.timestamp, out.payload) == (7, 1234, b"payload")
     plain = RtpPacket(payload_type=96, sequence_number=8, timestamp=0, ssrc=5).serialize()
     assert internals.restamp_send_time(sender, plain) == plain  # no extension: as it was
+
+
+async def test_our_bandwidth_estimator_replaces_aiortcs_on_a_real_receiver():
+    """Two real peers over loopback, VP8 video: the receiver's REMB now comes from our
+    estimator (aiortc's is off), with arrival times stamped by aioice's ``data_received``
+    before aiortc reads the datagram, and reaches the sender naming the media SSRC."""
+    import asyncio
+
+    from aiortc import VideoStreamTrack
+    from aiortc.rtcrtpreceiver import RTCRtpReceiver
+    from aiortc.rtp import RtcpPsfbPacket
+
+    from scope_relay.rtc.ice import loopback_candidates
+    from scope_relay.rtc.receive_path import install_receive_path
+
+    assert "_RTCRtpReceiver__remote_bitrate_estimator" in RTCRtpReceiver.__init__.__code__.co_names
+    assert {"data_received", "recv"} <= set(dir(aioice.ice.Connection))
+    sender_pc = RTCPeerConnection(rtc_configuration())
+    receiver_pc = RTCPeerConnection(rtc_configuration())
+    sender = sender_pc.addTrack(VideoStreamTrack())
+    paths = []
+    receiver_pc.on("track", lambda track: paths.append(
+        install_receive_path(receiver_pc.getTransceivers()[0].receiver, "video")))
+    rembs: list[tuple[int, list[int]]] = []
+
+    def on_feedback(packet) -> None:
+        if isinstance(packet, RtcpPsfbPacket) and packet.fmt == 15:
+            rembs.append(aiortc.rtp.unpack_remb_fci(packet.fci))
+
+    internals.tap_sender_rtcp(sender, on_feedback)
+    try:
+        with loopback_candidates():
+            await sender_pc.setLocalDescription(await sender_pc.createOffer())
+            await receiver_pc.setRemoteDescription(sender_pc.localDescription)
+            await receiver_pc.setLocalDescription(await receiver_pc.createAnswer())
+            await sender_pc.setRemoteDescription(receiver_pc.localDescription)
+        deadline = time.monotonic() + 20
+        while not rembs and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)  # polling for the first REMB, bounded
+        receiver = receiver_pc.getTransceivers()[0].receiver
+        assert receiver._RTCRtpReceiver__remote_bitrate_estimator is None
+        assert rembs and rembs[0][1] == [sender._ssrc] and rembs[0][0] > 0
+        connection = receiver.transport.transport._connection
+        assert connection._scope_arrivals.last is not None  # stamped off the socket
+        assert internals.arrival_stamps_dropped(receiver) == 0
+        assert paths[0].stats()["rembs_sent"] >= len(rembs)
+    finally:
+        await sender_pc.close()
+        await receiver_pc.close()

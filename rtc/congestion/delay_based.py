@@ -1,0 +1,91 @@
+"""The receiver's delay-based bandwidth estimate of one video stream, sent back as REMB.
+
+Our own GCC receiver side in place of aiortc's ``RemoteBitrateEstimator`` (which takes its
+arrival time after the event loop has got round to a packet, so a busy relay's own stalls
+read as a queue on the path): packets' abs-send-time and their arrival time, taken when
+the datagram came off the socket (:func:`~scope_relay.rtc.aiortc_internals.stamp_arrivals`),
+go through :class:`.inter_arrival.InterArrival` (5 ms send groups), :class:`.trendline.Trendline`
+(overuse / normal / underuse) and :class:`.aimd.AimdRate` (the rate). The arriving rate
+is counted over the last :data:`RATE_WINDOW` s.
+
+:meth:`DelayBasedEstimate.on_packet` says when a REMB is due: at once when the estimate
+falls by more than :data:`DROP_SHARE` (at most every :data:`MIN_DROP_INTERVAL` s), else
+every :data:`REMB_INTERVAL` s. Pure logic on the caller's clock (s).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+from .aimd import AimdRate
+from .inter_arrival import InterArrival, SendTimeUnwrapper
+from .trendline import Trendline, Usage
+
+RATE_WINDOW = 1.0
+#: packets remembered for the arriving rate, at most (1 s of 40 Mb/s in 1200-byte packets)
+MAX_RATE_PACKETS = 4096
+REMB_INTERVAL = 1.0
+DROP_SHARE = 0.03
+MIN_DROP_INTERVAL = 0.1
+
+
+class DelayBasedEstimate:
+    """Feed every received packet of one stream to :meth:`on_packet`."""
+
+    def __init__(self, floor: float = 50_000.0, ceiling: float = 100_000_000.0) -> None:
+        self._unwrap = SendTimeUnwrapper()
+        self.groups = InterArrival()
+        self.detector = Trendline()
+        self.rate = AimdRate(floor, ceiling)
+        #: the round trip (s), as the caller learns it (it paces decreases)
+        self.rtt = 0.1
+        self.rembs = 0
+        self.rate_window_overflows = 0  # packets pushed out of the rate window early
+        self._arrivals: deque[tuple[float, int]] = deque(maxlen=MAX_RATE_PACKETS)
+        self._bytes = 0
+        self._first: float | None = None
+        self._last_remb: tuple[float, float] | None = None  # (when, b/s)
+
+    def incoming(self, now: float) -> float | None:
+        """B/s arrived over the last :data:`RATE_WINDOW` s (None: not that long yet)."""
+        while self._arrivals and self._arrivals[0][0] <= now - RATE_WINDOW:
+            self._bytes -= self._arrivals.popleft()[1]
+        if self._first is None or now - self._first < RATE_WINDOW:
+            return None
+        return self._bytes * 8 / RATE_WINDOW
+
+    def on_packet(self, arrival: float, abs_send_time: int, size: int) -> int | None:
+        """A packet of ``size`` bytes arrived at ``arrival`` (s); the REMB to send now, if any."""
+        if self._first is None:
+            self._first = arrival
+        if len(self._arrivals) == self._arrivals.maxlen:
+            self._bytes -= self._arrivals[0][1]  # (the deque drops it: a shorter window)
+            self.rate_window_overflows += 1
+        self._arrivals.append((arrival, size))
+        self._bytes += size
+        deltas = self.groups.add(self._unwrap.unwrap(abs_send_time), arrival, size)
+        if deltas is None:
+            return None
+        usage = self.detector.update(deltas.arrival * 1000, deltas.send * 1000, arrival * 1000)
+        rate = self.rate.update(usage, self.incoming(arrival), arrival, self.rtt)
+        return None if rate is None else self._due(rate, arrival, usage)
+
+    def _due(self, rate: float, now: float, usage: Usage) -> int | None:
+        last = self._last_remb
+        falling = last is not None and rate < (1 - DROP_SHARE) * last[1]
+        if last is None or now - last[0] >= REMB_INTERVAL or (
+                falling and now - last[0] >= MIN_DROP_INTERVAL):
+            self._last_remb = (now, rate)
+            self.rembs += 1
+            return int(rate)
+        return None
+
+    def stats(self) -> dict[str, Any]:
+        rate = self.rate.rate
+        return {"remb_bitrate": None if rate is None else round(rate),
+                "delay_state": self.detector.state.value, "delay_overuses": self.detector.overuses,
+                "delay_threshold_ms": round(self.detector.threshold, 2),
+                "delay_decreases": self.rate.decreases, "rembs_sent": self.rembs,
+                "reordered_groups": self.groups.reordered,
+                "rate_window_overflows": self.rate_window_overflows}
