@@ -5,8 +5,9 @@ them), the receivers here.
 Per N (1, 2, 4, 8 by default) it prints: the relay's audio underruns, late and skipped
 audio, and delay raises summed over the sessions (during the measured window); lip sync at
 the receivers (click minus flash through the relay's sender reports: median and worst);
-the relay's and the cloud's CPU (% of one core) and resident memory with the sessions
-open, and both processes' memory again once every session has closed.
+the relay's, the cloud's and the receivers' (this process's) CPU (% of one core), the
+relay's and the cloud's resident memory with the sessions open, and both processes'
+memory again once every session has closed.
 
     .venv/bin/python benchmarks/relay_capacity.py [--sessions 1 2 4 8] [--seconds 10] [--quick]
         [--height 720 [--fps 30]] [--transcode] [--decode N]
@@ -169,13 +170,13 @@ async def measure(n: int, seconds: float, relay_url: str, relay_pid: int, cloud_
     async with httpx.AsyncClient(base_url=relay_url, timeout=30) as http:
         await asyncio.sleep(settle)  # past every session's start-up (a measured window follows)
         before = totals((await http.get("/api/v1/stats")).json())
-        cpu0 = {pid: cpu_seconds(pid) for pid in (relay_pid, cloud_pid)}
+        cpu0 = {pid: cpu_seconds(pid) for pid in (relay_pid, cloud_pid, os.getpid())}
         t0, wall0 = time.monotonic(), time.time()
         await asyncio.sleep(seconds)  # the window being measured
         elapsed = time.monotonic() - t0
         after = totals((await http.get("/api/v1/stats")).json())
         cpu = {pid: (cpu_seconds(pid) - cpu0[pid]) / elapsed * 100 for pid in cpu0}
-        rss_open = {pid: rss_mb(pid) for pid in cpu0}
+        rss_open = {pid: rss_mb(pid) for pid in (relay_pid, cloud_pid)}
         offsets = [o for r in receivers for o in lip_sync(r, wall0)]
         for r in receivers:
             await r.close()
@@ -189,6 +190,7 @@ async def measure(n: int, seconds: float, relay_url: str, relay_pid: int, cloud_
             "av_median": statistics.median(offsets) if offsets else None,
             "av_worst": max(offsets, key=abs) if offsets else None, "paired": len(offsets),
             "relay_cpu": cpu[relay_pid], "cloud_cpu": cpu[cloud_pid],
+            "receivers_cpu": cpu[os.getpid()],
             "relay_rss": rss_open[relay_pid], "cloud_rss": rss_open[cloud_pid],
             "relay_rss_after": rss_mb(relay_pid), "cloud_rss_after": rss_mb(cloud_pid)}
 
@@ -209,7 +211,7 @@ async def main(counts: list[int], seconds: float, settle: float = 2.0) -> dict[s
         out: dict[str, Any] = {"idle_relay_mb": idle[0], "idle_cloud_mb": idle[1], "rows": []}
         print(f"idle: relay {idle[0]:.0f} MB, cloud {idle[1]:.0f} MB resident")
         print(f"{'N':>3} {'underruns':>9} {'late ms':>8} {'skipped ms':>10} {'raises':>6} "
-              f"{'A/V ms med (worst)':>19} {'relay CPU':>9} {'cloud CPU':>9} "
+              f"{'A/V ms med (worst)':>19} {'relay CPU':>9} {'cloud CPU':>9} {'rcv CPU':>8} "
               f"{'relay MB':>9} {'cloud MB':>9} {'MB after (relay/cloud)':>22}")
         for n in counts:
             r = await measure(n, seconds, relay_url, relay.pid, cloud.pid, settle)
@@ -218,7 +220,8 @@ async def main(counts: list[int], seconds: float, settle: float = 2.0) -> dict[s
                   else f"{r['av_median']:+.1f} ({r['av_worst']:+.0f})")
             print(f"{n:>3} {r['audio_underruns']:>9.0f} {r['audio_late_ms']:>8.0f} "
                   f"{r['audio_skipped_ms']:>10.0f} {r['delay_raises']:>6.0f} {av:>19} "
-                  f"{r['relay_cpu']:>8.0f}% {r['cloud_cpu']:>8.0f}% {r['relay_rss']:>9.0f} "
+                  f"{r['relay_cpu']:>8.0f}% {r['cloud_cpu']:>8.0f}% {r['receivers_cpu']:>7.0f}% "
+                  f"{r['relay_rss']:>9.0f} "
                   f"{r['cloud_rss']:>9.0f} "
                   f"{r['relay_rss_after']:>10.0f}/{r['cloud_rss_after']:.0f}", flush=True)
     finally:
