@@ -5,20 +5,26 @@ them), the receivers here.
 Per N (1, 2, 4, 8 by default) it prints: the relay's audio underruns, late and skipped
 audio, and delay raises summed over the sessions (during the measured window); lip sync at
 the receivers (click minus flash through the relay's sender reports: median and worst);
-the relay's and the cloud's CPU (% of one core) and resident memory with the sessions
-open, and both processes' memory again once every session has closed.
+the relay's, the cloud's and the receivers' (this process's) CPU (% of one core), the
+relay's and the cloud's resident memory with the sessions open, and both processes'
+memory again once every session has closed.
 
     .venv/bin/python benchmarks/relay_capacity.py [--sessions 1 2 4 8] [--seconds 10] [--quick]
-        [--height 720 [--fps 30]] [--transcode]
+        [--height 720 [--fps 30]] [--transcode] [--decode N]
 
 ``--height``: each session streams the ``hd-test`` picture (16:9, video only) at that
 height and ``--fps`` instead of ``av-sync``; the receivers then count video frames per
 second (the slowest one's is printed) and there is no lip sync to measure.
 ``--transcode``: the relay decodes and encodes video again, as before it forwarded the
 cloud's (the "before" of docs/architecture.md's table).
+``--decode N``: only the first N receivers of each row decode video (lip sync is measured
+on those); the others take it as complete encoded frames, as the relay's viewers can. The
+relay and the cloud do the same work either way (the underruns are the relay's), but N
+receivers' VP8 decodes are not on the box beside them: the receivers stand in for pages,
+which decode on their viewers' machines. Default: all of them (as the earlier figures).
 
-On this machine the receivers decode on the same 2 cores as the cloud app and the relay,
-so the figures are a floor.
+On this machine the receivers run on the same 2 cores as the cloud app and the relay, so
+the figures are a floor.
 """
 
 from __future__ import annotations
@@ -36,11 +42,13 @@ from typing import Any
 os.environ.setdefault("SCOPE_RELAY_ICE_LOOPBACK", "1")
 
 import httpx
+import numpy as np
 from aiortc import RTCSessionDescription
 from latency import Receiver, Trial  # this folder's (run as a script)
 from quick import parse_args
 
 from scope_relay.rtc.ice import loopback_candidates
+from scope_relay.rtc.receive_path import receive_path_of
 
 CLI = [sys.executable, "-m", "scope_relay.cli"]
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -85,9 +93,45 @@ async def drain(stream: asyncio.StreamReader) -> None:
 SESSION: dict[str, Any] = {"pipeline_ids": ["av-sync"]}
 
 
-async def open_session(relay_url: str) -> Receiver:
+class CapacityReceiver(Receiver):
+    """latency.py's receiver, lighter: a flash is read from the decoded frame's luma plane
+    (no conversion to grey: that was ~7 % of this process), and with ``decode=False``
+    video is not decoded at all (no flashes: lip sync comes from the receivers that do)."""
+
+    def __init__(self, trial: Trial, began: float, decode: bool = True):
+        super().__init__(trial, began)
+        self.decodes = decode
+        if not decode:
+            for transceiver in self.pc.getTransceivers():
+                path = receive_path_of(transceiver.receiver)
+                if transceiver.kind == "video" and path is not None:
+                    path.forward_video(lambda frame: self.on_frame("video", frame),
+                                       lambda mime: True)
+
+    def on_frame(self, kind: str, frame: Any) -> None:
+        if kind != "video" or (self.decodes and frame.format.name != "yuv420p"):
+            super().on_frame(kind, frame)
+            return
+        if not self.first["video"].is_set():
+            self.trial.first_video = self._ms()
+            self.first["video"].set()
+        if not self.decodes:
+            return
+        luma = frame.planes[0]
+        rows = np.frombuffer(luma, np.uint8).reshape(-1, luma.line_size)[:frame.height]
+        bright = float(rows[:, :frame.width].mean())
+        if bright > 128 >= self._bright:
+            self.trial.flashes.append(frame.pts)
+        self._bright = bright
+
+
+#: receivers per row that decode video (--decode; None: all)
+DECODE: int | None = None
+
+
+async def open_session(relay_url: str, index: int = 0) -> Receiver:
     trial = Trial()
-    receiver = Receiver(trial, time.monotonic())
+    receiver = CapacityReceiver(trial, time.monotonic(), DECODE is None or index < DECODE)
     with loopback_candidates():
         await receiver.pc.setLocalDescription(await receiver.pc.createOffer())
     async with httpx.AsyncClient(base_url=relay_url, timeout=120) as http:
@@ -122,17 +166,17 @@ def totals(stats: dict) -> dict[str, float]:
 
 async def measure(n: int, seconds: float, relay_url: str, relay_pid: int, cloud_pid: int,
                   settle: float = 2.0) -> dict:
-    receivers = await asyncio.gather(*(open_session(relay_url) for _ in range(n)))
+    receivers = await asyncio.gather(*(open_session(relay_url, i) for i in range(n)))
     async with httpx.AsyncClient(base_url=relay_url, timeout=30) as http:
         await asyncio.sleep(settle)  # past every session's start-up (a measured window follows)
         before = totals((await http.get("/api/v1/stats")).json())
-        cpu0 = {pid: cpu_seconds(pid) for pid in (relay_pid, cloud_pid)}
+        cpu0 = {pid: cpu_seconds(pid) for pid in (relay_pid, cloud_pid, os.getpid())}
         t0, wall0 = time.monotonic(), time.time()
         await asyncio.sleep(seconds)  # the window being measured
         elapsed = time.monotonic() - t0
         after = totals((await http.get("/api/v1/stats")).json())
         cpu = {pid: (cpu_seconds(pid) - cpu0[pid]) / elapsed * 100 for pid in cpu0}
-        rss_open = {pid: rss_mb(pid) for pid in cpu0}
+        rss_open = {pid: rss_mb(pid) for pid in (relay_pid, cloud_pid)}
         offsets = [o for r in receivers for o in lip_sync(r, wall0)]
         for r in receivers:
             await r.close()
@@ -146,6 +190,7 @@ async def measure(n: int, seconds: float, relay_url: str, relay_pid: int, cloud_
             "av_median": statistics.median(offsets) if offsets else None,
             "av_worst": max(offsets, key=abs) if offsets else None, "paired": len(offsets),
             "relay_cpu": cpu[relay_pid], "cloud_cpu": cpu[cloud_pid],
+            "receivers_cpu": cpu[os.getpid()],
             "relay_rss": rss_open[relay_pid], "cloud_rss": rss_open[cloud_pid],
             "relay_rss_after": rss_mb(relay_pid), "cloud_rss_after": rss_mb(cloud_pid)}
 
@@ -166,7 +211,7 @@ async def main(counts: list[int], seconds: float, settle: float = 2.0) -> dict[s
         out: dict[str, Any] = {"idle_relay_mb": idle[0], "idle_cloud_mb": idle[1], "rows": []}
         print(f"idle: relay {idle[0]:.0f} MB, cloud {idle[1]:.0f} MB resident")
         print(f"{'N':>3} {'underruns':>9} {'late ms':>8} {'skipped ms':>10} {'raises':>6} "
-              f"{'A/V ms med (worst)':>19} {'relay CPU':>9} {'cloud CPU':>9} "
+              f"{'A/V ms med (worst)':>19} {'relay CPU':>9} {'cloud CPU':>9} {'rcv CPU':>8} "
               f"{'relay MB':>9} {'cloud MB':>9} {'MB after (relay/cloud)':>22}")
         for n in counts:
             r = await measure(n, seconds, relay_url, relay.pid, cloud.pid, settle)
@@ -175,7 +220,8 @@ async def main(counts: list[int], seconds: float, settle: float = 2.0) -> dict[s
                   else f"{r['av_median']:+.1f} ({r['av_worst']:+.0f})")
             print(f"{n:>3} {r['audio_underruns']:>9.0f} {r['audio_late_ms']:>8.0f} "
                   f"{r['audio_skipped_ms']:>10.0f} {r['delay_raises']:>6.0f} {av:>19} "
-                  f"{r['relay_cpu']:>8.0f}% {r['cloud_cpu']:>8.0f}% {r['relay_rss']:>9.0f} "
+                  f"{r['relay_cpu']:>8.0f}% {r['cloud_cpu']:>8.0f}% {r['receivers_cpu']:>7.0f}% "
+                  f"{r['relay_rss']:>9.0f} "
                   f"{r['cloud_rss']:>9.0f} "
                   f"{r['relay_rss_after']:>10.0f}/{r['cloud_rss_after']:.0f}", flush=True)
     finally:
@@ -194,10 +240,14 @@ if __name__ == "__main__":
     parser.add_argument("--height", type=int, default=None,
                         help="stream hd-test at this height (16:9) instead of av-sync")
     parser.add_argument("--fps", type=float, default=30.0, help="hd-test's frame rate")
+    parser.add_argument("--decode", type=int, default=None,
+                        help="only this many receivers of each row decode video and "
+                             "measure lip sync (default: all)")
     parser.add_argument("--transcode", action="store_true",
                         help="the relay decodes and encodes video again (as before it "
                              "forwarded the cloud's; SCOPE_RELAY_TRANSCODE_VIDEO=1)")
     args = parse_args(parser, QUICK)
+    DECODE = args.decode
     if args.transcode:
         os.environ["SCOPE_RELAY_TRANSCODE_VIDEO"] = "1"
     if args.height is not None:

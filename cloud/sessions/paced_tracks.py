@@ -18,6 +18,7 @@ from scope_relay.protocol.media import (
     VIDEO_TIME_BASE,
     video_pts,
 )
+from scope_relay.util.video_frames import video_frame
 
 #: A video frame later than this stalls a video-only session's clock.
 LATE_TOLERANCE = 0.005
@@ -85,8 +86,7 @@ class TimedVideoTrack(MediaStreamTrack):
         else:
             await self._wait_release(media_time)
         # (H, W, 3) RGB, or a 2-D I420 frame from a pipeline that made YUV itself
-        frame = av.VideoFrame.from_ndarray(picture, format="yuv420p" if picture.ndim == 2
-                                           else "rgb24")
+        frame = video_frame(picture)
         pts = max(video_pts(buf.output_seconds(media_time)), self._last_pts + 1)
         self._last_pts = pts
         frame.pts = pts
