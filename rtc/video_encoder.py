@@ -62,6 +62,8 @@ MAX_INTRA_PCT = 400
 #: reports show no loss (GCC starts low too): a ceiling below the stream's rate is not
 #: first met with seconds of the full rate, which its queue drops, audio with it
 START_SHARE = 0.25
+#: forced keyframes whose timestamps the stats keep
+KEYFRAME_TIMELINE = 16
 
 
 def default_video_bitrate(width: int, height: int, fps: float) -> int:
@@ -113,6 +115,13 @@ class RatedVideoEncoder:
         self.frames_pushed_back = 0  # the pacer's queue was long
         #: a keyframe was asked for while frames were being skipped: the next one kept is
         self._keyframe_owed = False
+        #: when the receiver's latest PLI/FIR came (:meth:`on_keyframe_request`), until a
+        #: forced keyframe answers it
+        self._keyframe_asked: float | None = None
+        #: the latest forced keyframes: (asked, encode started, encoded, bytes, packets),
+        #: on the system's monotonic clock (benchmarks/keyframe_latency.py's stages)
+        self.keyframe_timeline: collections.deque[tuple[float | None, float, float, int, int]] = \
+            collections.deque(maxlen=KEYFRAME_TIMELINE)
 
     # --- the rate ------------------------------------------------------------------------
     @property
@@ -130,6 +139,12 @@ class RatedVideoEncoder:
     def on_receiver_report(self, fraction_lost: float, rtt: float | None) -> None:
         """A receiver report for our stream (rtc.send_feedback): the loss-based half."""
         self.bandwidth.on_loss_report(fraction_lost, time.monotonic(), self.send_rate(), rtt)
+
+    def on_keyframe_request(self) -> None:
+        """The receiver asked for a keyframe (rtc.send_feedback; aiortc's sender forces the
+        next frame): noted, so the keyframe's timeline starts at the request."""
+        if self._keyframe_asked is None:
+            self._keyframe_asked = time.monotonic()
 
     def pacing_rate(self) -> float:
         """What the pacer sends at: :data:`PACING_FACTOR` x the target."""
@@ -260,15 +275,25 @@ class RatedVideoEncoder:
         timestamp = round(float(frame.pts * frame.time_base) * VIDEO_CLOCK) if (
             frame.pts is not None and frame.time_base is not None) else 0
         frame.pts, frame.time_base = timestamp, fractions.Fraction(1, VIDEO_CLOCK)
+        started = time.monotonic() if force_keyframe else 0.0  # (a forced one's timeline)
         data = self._encode_bytes(frame)
-        if data and self._is_keyframe(data):
+        keyframe = bool(data) and self._is_keyframe(data)
+        if keyframe:
             self.keyframes += 1
         self.payload_bytes += len(data)
         now = time.monotonic()  # wall time: what a receiver's estimate is measured in
         self._sent.append((now, len(data)))
         while self._sent and self._sent[0][0] < now - 1.0:
             self._sent.popleft()
-        return self._packetise(data), timestamp
+        payloads = self._packetise(data)
+        if keyframe:
+            if self.pacer is not None:  # (its packets are enqueued as soon as we return)
+                self.pacer.expect_keyframe(len(payloads))
+            if force_keyframe:
+                self.keyframe_timeline.append(
+                    (self._keyframe_asked, started, now, len(data), len(payloads)))
+                self._keyframe_asked = None
+        return payloads, timestamp
 
     def stats(self) -> dict[str, Any]:
         sent = self.send_rate()
@@ -284,6 +309,9 @@ class RatedVideoEncoder:
             "send_fps": round(fps, 1), "send_width": width, "send_height": height,
             "frames_skipped": self.frames_skipped,
             "frames_pushed_back": self.frames_pushed_back, **self.bandwidth.stats()}
+        out["forced_keyframes_monotonic"] = [
+            [None if t is None else round(t, 6) for t in row[:3]] + list(row[3:])
+            for row in self.keyframe_timeline]
         if self.pacer is not None:
             out.update(self.pacer.stats())
         return out

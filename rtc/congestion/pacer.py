@@ -29,6 +29,8 @@ MIN_PACING_RATE = 300_000
 MAX_PACKETS = 1024
 #: seconds of sending at the current rate the queue may hold
 MAX_DELAY = 1.0
+#: keyframes whose last packet's departure the stats keep
+KEYFRAME_LOG = 16
 #: packets may go together while they are this much (s) behind their schedule, so the
 #: event loop's timer granularity does not lower the rate
 BURST_S = 0.005
@@ -46,7 +48,8 @@ class Pacer:
         self.max_packets = max_packets
         self.max_delay = max_delay
         self.clock = clock
-        self._queue: collections.deque[tuple[float, bytes]] = collections.deque()
+        #: (queued at, packet, a keyframe's: 0 no, 1 yes, 2 its last packet)
+        self._queue: collections.deque[tuple[float, bytes, int]] = collections.deque()
         self._queued_bytes = 0
         self._wake = asyncio.Event()
         self.sent_packets = 0
@@ -55,17 +58,30 @@ class Pacer:
         self.send_errors = 0  # the transport refused (not connected)
         self.last_delay = 0.0  # the queueing delay of the last packet sent, s
         self.max_seen_delay = 0.0
+        # --- keyframes (the encoder says which packets are one's) ---
+        self._keyframe_due = 0  # packets still to come of the keyframe announced
+        #: when the latest keyframes' last packets left (the system's monotonic clock)
+        self.keyframes_sent: collections.deque[float] = collections.deque(maxlen=KEYFRAME_LOG)
 
     def pacing_rate(self) -> float:
         return max(float(self.rate()), MIN_PACING_RATE)
 
+    def expect_keyframe(self, packets: int) -> None:
+        """The next ``packets`` packets enqueued are a keyframe's (the encoder's word,
+        just before its sender enqueues them)."""
+        self._keyframe_due = packets
+
     def enqueue(self, data: bytes) -> None:
         """Queue one RTP packet, or drop it (counted) if the queue is full."""
+        kind = 0
+        if self._keyframe_due:
+            self._keyframe_due -= 1
+            kind = 1 if self._keyframe_due else 2
         backlog = (self._queued_bytes + len(data)) * 8 / self.pacing_rate()
         if len(self._queue) >= self.max_packets or (self._queue and backlog > self.max_delay):
             self.dropped_packets += 1
             return
-        self._queue.append((self.clock(), data))
+        self._queue.append((self.clock(), data, kind))
         self._queued_bytes += len(data)
         self._wake.set()
 
@@ -94,7 +110,7 @@ class Pacer:
             if now < next_at:
                 await asyncio.sleep(next_at - now)
                 continue
-            queued_at, data = self._queue.popleft()
+            queued_at, data, kind = self._queue.popleft()
             self._queued_bytes -= len(data)
             self.last_delay = now - queued_at
             self.max_seen_delay = max(self.max_seen_delay, self.last_delay)
@@ -105,6 +121,8 @@ class Pacer:
             else:
                 self.sent_packets += 1
                 self.sent_bytes += len(data)
+                if kind == 2:
+                    self.keyframes_sent.append(self.clock())
             next_at = max(next_at, now - BURST_S) + len(data) * 8 / self.pacing_rate()
 
     def stats(self) -> dict[str, Any]:
@@ -114,4 +132,5 @@ class Pacer:
                 "pacer_queue_delay_max_ms": round(self.max_seen_delay * 1000, 1),
                 "pacer_sent_packets": self.sent_packets,
                 "pacer_dropped_packets": self.dropped_packets,
-                "pacer_send_errors": self.send_errors}
+                "pacer_send_errors": self.send_errors,
+                "pacer_keyframes_sent_monotonic": [round(t, 6) for t in self.keyframes_sent]}

@@ -289,3 +289,29 @@ async def test_send_feedback_gives_the_encoder_the_loss_before_repair():
         assert feedback.stats()["receiver_reports"] == 3
     finally:
         await pc.close()
+
+
+async def test_pacer_notes_when_a_keyframes_last_packet_leaves():
+    """The encoder announces a keyframe's packets; the pacer notes when the last of them
+    left (the stats' timeline: benchmarks/keyframe_latency.py's pacer stage)."""
+    sent: list[bytes] = []
+
+    async def send(data: bytes) -> None:
+        sent.append(data)
+
+    pacer = Pacer(lambda: 100_000_000, send)
+    pacer.enqueue(b"delta")
+    pacer.expect_keyframe(3)
+    for n in range(3):
+        pacer.enqueue(b"key%d" % n)
+    pacer.enqueue(b"next")
+    task = asyncio.create_task(pacer.run())
+    try:
+        for _ in range(200):
+            if len(sent) == 5:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+    assert sent == [b"delta", b"key0", b"key1", b"key2", b"next"]
+    assert len(pacer.stats()["pacer_keyframes_sent_monotonic"]) == 1

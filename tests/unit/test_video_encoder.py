@@ -168,3 +168,17 @@ def test_a_low_estimate_lowers_the_frame_rate_then_the_size_and_a_high_one_resto
             break
     assert encoder.stats()["ladder_step"] == 0 and sizes[-1] == (640, 360)
     assert run(1.0) == 30
+
+
+def test_a_requested_keyframe_is_timed_from_the_request_to_its_packets(encoder):
+    """A PLI (``on_keyframe_request``) and the forced keyframe that answers it are kept
+    on the monotonic clock, with the keyframe's size (benchmarks/keyframe_latency.py)."""
+    for n in range(3):
+        encoder.encode(frame(n, 640, 360, 30))
+    assert encoder.stats()["forced_keyframes_monotonic"] == []
+    encoder.on_keyframe_request()
+    encoder.on_keyframe_request()  # (a second ask before the keyframe: timed from the first)
+    payloads, _ = encoder.encode(frame(3, 640, 360, 30), force_keyframe=True)
+    (asked, started, encoded, size, packets), = encoder.stats()["forced_keyframes_monotonic"]
+    assert asked <= started <= encoded and packets == len(payloads) and size > 1000
+    assert encoder.keyframes == 2
