@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 #: added to round trip + frame interval before an unanswered request may be sent again
 MARGIN = 0.02
 #: answered requests whose timestamps the stats keep
-TIMELINE = 16
+TIMELINE = 32
 #: the frame interval assumed until frames have shown theirs
 DEFAULT_FRAME_INTERVAL = 1 / 30
 _PLI, _FIR = 1, 4  # RTCP payload-specific feedback formats (RFC 4585, 5104)

@@ -63,7 +63,7 @@ MAX_INTRA_PCT = 400
 #: first met with seconds of the full rate, which its queue drops, audio with it
 START_SHARE = 0.25
 #: forced keyframes whose timestamps the stats keep
-KEYFRAME_TIMELINE = 16
+KEYFRAME_TIMELINE = 32
 
 
 def default_video_bitrate(width: int, height: int, fps: float) -> int:
@@ -286,13 +286,12 @@ class RatedVideoEncoder:
         while self._sent and self._sent[0][0] < now - 1.0:
             self._sent.popleft()
         payloads = self._packetise(data)
-        if keyframe:
+        if keyframe and force_keyframe:  # asked for: the receiver waits for it
             if self.pacer is not None:  # (its packets are enqueued as soon as we return)
-                self.pacer.expect_keyframe(len(payloads))
-            if force_keyframe:
-                self.keyframe_timeline.append(
-                    (self._keyframe_asked, started, now, len(data), len(payloads)))
-                self._keyframe_asked = None
+                self.pacer.expect_requested_keyframe(len(payloads))
+            self.keyframe_timeline.append(
+                (self._keyframe_asked, started, now, len(data), len(payloads)))
+            self._keyframe_asked = None
         return payloads, timestamp
 
     def stats(self) -> dict[str, Any]:
