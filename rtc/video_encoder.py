@@ -167,9 +167,12 @@ class RatedVideoEncoder:
             self.bandwidth.loss_based = self.start_share * self.bandwidth.ceiling  # (first frame)
         self._target = self.bandwidth.value
 
-    def _adapt(self, frame: av.VideoFrame, fps: float) -> av.VideoFrame | None:
+    def _adapt(self, frame: av.VideoFrame, fps: float,
+               keyframe_wanted: bool = False) -> av.VideoFrame | None:
         """The frame as the ladder's step wants it: ``None`` to skip it (a lower frame
-        rate, or the pacer's backlog is long), or at a smaller size."""
+        rate, or the pacer's backlog is long), or at a smaller size. A keyframe a receiver
+        waits for is not held for the lower frame rate's next slot: it is taken now and
+        the slots count from it (the pacer's backlog still skips it)."""
         width, height = frame.width, frame.height
         self._source = (width, height)
         now = time.monotonic()
@@ -178,7 +181,8 @@ class RatedVideoEncoder:
         out_w, out_h, out_fps = self.ladder.picture(step, width, height, fps)
         media_time = float(frame.pts * frame.time_base) if (
             frame.pts is not None and frame.time_base is not None) else time.monotonic()
-        if not self._skipper.keep(media_time, out_fps if out_fps < fps * 0.9 else None):
+        if not self._skipper.keep(media_time, out_fps if out_fps < fps * 0.9 else None,
+                                  now=keyframe_wanted):
             self.frames_skipped += 1
             return None
         pacer = self.pacer
@@ -262,7 +266,7 @@ class RatedVideoEncoder:
             frame = frame.reformat(format="yuv420p")
         fps = self._frame_rate(frame)
         self._follow_estimate()
-        adapted = self._adapt(frame, fps)
+        adapted = self._adapt(frame, fps, force_keyframe or self._keyframe_owed)
         if adapted is None:  # (aiortc has cleared its request: owed to the next frame kept)
             self._keyframe_owed = self._keyframe_owed or force_keyframe
             return [], 0

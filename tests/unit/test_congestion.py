@@ -192,6 +192,16 @@ def test_frame_skipper_keeps_the_rate_asked_for_evenly(source, kept, expected):
     assert max(gaps) <= 2.01 / source + 1e-9 or max(gaps) <= 1.5 / kept
 
 
+def test_frame_skipper_takes_a_wanted_keyframe_at_once_and_keeps_the_rate():
+    skipper = FrameSkipper()
+    assert skipper.keep(0.0, 10.0)  # 30 fps kept at 10: slots at 0, 0.1, 0.2...
+    assert not skipper.keep(1 / 30, 10.0)
+    assert skipper.keep(2 / 30, 10.0, now=True)  # a keyframe asked for: not held to 0.1
+    assert not skipper.keep(0.1, 10.0)  # and the next slot counts from it
+    assert not skipper.keep(4 / 30, 10.0)
+    assert skipper.keep(5 / 30, 10.0)
+
+
 def test_frame_skipper_passes_everything_without_a_rate():
     skipper = FrameSkipper()
     assert all(skipper.keep(k / 30, None) for k in range(30))
