@@ -334,6 +334,36 @@ async def test_a_requested_keyframe_leaves_at_once_and_the_rate_holds_after_it()
     assert len(stats["pacer_keyframes_sent_monotonic"]) == 1
 
 
+async def test_audio_made_during_a_keyframe_burst_goes_between_its_packets():
+    """The pacer yields between a requested keyframe's packets: another task (the audio
+    sender, which the pacer does not hold) runs between them, not after the last."""
+    order: list[str] = []
+
+    async def send(data: bytes) -> None:
+        order.append("video")
+
+    async def audio() -> None:
+        while True:
+            order.append("audio")
+            await asyncio.sleep(0)
+
+    pacer = Pacer(lambda: 1_000_000, send)
+    pacer.expect_requested_keyframe(8)
+    for _ in range(8):
+        pacer.enqueue(b"k" * 1000)
+    tasks = [asyncio.create_task(pacer.run()), asyncio.create_task(audio())]
+    try:
+        for _ in range(500):
+            if order.count("video") == 8:
+                break
+            await asyncio.sleep(0.001)
+    finally:
+        for task in tasks:
+            task.cancel()
+    first, last = order.index("video"), len(order) - order[::-1].index("video") - 1
+    assert order.count("video") == 8 and "audio" in order[first:last]
+
+
 async def test_an_unrequested_keyframe_is_paced_like_any_frame():
     sent: list[float] = []
     loop = asyncio.get_running_loop()
