@@ -62,6 +62,10 @@ MAX_INTRA_PCT = 400
 #: reports show no loss (GCC starts low too): a ceiling below the stream's rate is not
 #: first met with seconds of the full rate, which its queue drops, audio with it
 START_SHARE = 0.25
+#: seconds without loss or a delay overuse on the path before a requested keyframe may leave
+#: ahead of the pacer's schedule (a burst into a full bottleneck is dropped there, and its
+#: loss asks for another keyframe)
+BURST_CALM_S = 5.0
 #: forced keyframes whose timestamps the stats keep
 KEYFRAME_TIMELINE = 32
 
@@ -118,6 +122,8 @@ class RatedVideoEncoder:
         #: when the receiver's latest PLI/FIR came (:meth:`on_keyframe_request`), until a
         #: forced keyframe answers it
         self._keyframe_asked: float | None = None
+        self._congested_at: float | None = None  # the last loss or delay overuse seen
+        self.keyframes_paced = 0  # requested, but sent paced: the path was not calm
         #: the latest forced keyframes: (asked, encode started, encoded, bytes, packets),
         #: on the system's monotonic clock (benchmarks/keyframe_latency.py's stages)
         self.keyframe_timeline: collections.deque[tuple[float | None, float, float, int, int]] = \
@@ -134,11 +140,17 @@ class RatedVideoEncoder:
     @target_bitrate.setter
     def target_bitrate(self, bitrate: int) -> None:  # aiortc's sender: on each REMB
         self._estimate = int(bitrate)
-        self.bandwidth.on_delay_estimate(int(bitrate), self.send_rate(), time.monotonic())
+        overuses, now = self.bandwidth.overuses, time.monotonic()
+        self.bandwidth.on_delay_estimate(int(bitrate), self.send_rate(), now)
+        if self.bandwidth.overuses > overuses:
+            self._congested_at = now
 
     def on_receiver_report(self, fraction_lost: float, rtt: float | None) -> None:
         """A receiver report for our stream (rtc.send_feedback): the loss-based half."""
-        self.bandwidth.on_loss_report(fraction_lost, time.monotonic(), self.send_rate(), rtt)
+        now = time.monotonic()
+        if fraction_lost > 0:
+            self._congested_at = now
+        self.bandwidth.on_loss_report(fraction_lost, now, self.send_rate(), rtt)
 
     def on_keyframe_request(self) -> None:
         """The receiver asked for a keyframe (rtc.send_feedback; aiortc's sender forces the
@@ -291,8 +303,10 @@ class RatedVideoEncoder:
             self._sent.popleft()
         payloads = self._packetise(data)
         if keyframe and force_keyframe:  # asked for: the receiver waits for it
+            calm = self._congested_at is None or now - self._congested_at >= BURST_CALM_S
             if self.pacer is not None:  # (its packets are enqueued as soon as we return)
-                self.pacer.expect_requested_keyframe(len(payloads))
+                self.pacer.expect_requested_keyframe(len(payloads), burst=calm)
+                self.keyframes_paced += not calm
             self.keyframe_timeline.append(
                 (self._keyframe_asked, started, now, len(data), len(payloads)))
             self._keyframe_asked = None
@@ -312,6 +326,7 @@ class RatedVideoEncoder:
             "send_fps": round(fps, 1), "send_width": width, "send_height": height,
             "frames_skipped": self.frames_skipped,
             "frames_pushed_back": self.frames_pushed_back, **self.bandwidth.stats()}
+        out["requested_keyframes_paced"] = self.keyframes_paced
         out["forced_keyframes_monotonic"] = [
             [None if t is None else round(t, 6) for t in row[:3]] + list(row[3:])
             for row in self.keyframe_timeline]

@@ -13,7 +13,8 @@ for it again, or for a keyframe). The encoder reads :meth:`Pacer.queue_delay` an
 frames while it is long, so drops are the exception.
 
 A keyframe the receiver asked for (the encoder says so with
-:meth:`Pacer.expect_requested_keyframe`) may run up to :data:`KEYFRAME_BURST_S` ahead of
+:meth:`Pacer.expect_requested_keyframe`, while the path has shown neither loss nor a
+delay overuse for a while) may run up to :data:`KEYFRAME_BURST_S` ahead of
 the schedule, with the packets queued before it: the receiver shows nothing new until it
 is whole, and spread at the pacing rate a 720p keyframe takes 50-90 ms. Only its own
 packets leave earlier; the schedule still advances by every byte, so the packets after it
@@ -71,6 +72,7 @@ class Pacer:
         self.max_seen_delay = 0.0
         # --- requested keyframes, by packet number (the nth packet queued / taken) ---
         self._keyframe_due = 0  # packets still to come of the keyframe announced
+        self._keyframe_burst = False
         self._queued_count = 0
         self._taken_count = 0
         self._burst_through = 0  # packets up to this number may run ahead
@@ -82,10 +84,12 @@ class Pacer:
     def pacing_rate(self) -> float:
         return max(float(self.rate()), MIN_PACING_RATE)
 
-    def expect_requested_keyframe(self, packets: int) -> None:
+    def expect_requested_keyframe(self, packets: int, *, burst: bool = True) -> None:
         """The next ``packets`` packets enqueued are a keyframe a receiver asked for (the
-        encoder's word, just before its sender enqueues them)."""
+        encoder's word, just before its sender enqueues them); ``burst``: they may run
+        ahead of the schedule (the encoder says not while the path shows congestion)."""
         self._keyframe_due = packets
+        self._keyframe_burst = burst
 
     def enqueue(self, data: bytes) -> None:
         """Queue one RTP packet, or drop it (counted) if the queue is full."""
@@ -101,9 +105,10 @@ class Pacer:
         self._queued_bytes += len(data)
         self._queued_count += 1
         if keyframe_ends:
-            self._burst_through = self._queued_count
             self._keyframe_ends.append(self._queued_count)
-            self.keyframe_bursts += 1
+            if self._keyframe_burst:
+                self._burst_through = self._queued_count
+                self.keyframe_bursts += 1
         self._wake.set()
 
     def queue_delay(self) -> float:
