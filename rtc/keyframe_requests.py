@@ -27,6 +27,8 @@ logger = logging.getLogger(__name__)
 
 #: added to round trip + frame interval before an unanswered request may be sent again
 MARGIN = 0.02
+#: answered requests whose timestamps the stats keep
+TIMELINE = 32
 #: the frame interval assumed until frames have shown theirs
 DEFAULT_FRAME_INTERVAL = 1 / 30
 _PLI, _FIR = 1, 4  # RTCP payload-specific feedback formats (RFC 4585, 5104)
@@ -50,6 +52,13 @@ class UpstreamKeyframes:
         self.answered = 0
         #: seconds from each PLI sent to its keyframe's arrival (the latest 32)
         self.latencies: collections.deque[float] = collections.deque(maxlen=32)
+        #: the latest answered requests as [asked, sent, answered] on ``clock`` (the
+        #: system's monotonic clock: comparable with the cloud's and a receiver's on one
+        #: host, which is how benchmarks/keyframe_latency.py splits the latency in stages)
+        self.timeline: collections.deque[tuple[float, float, float]] = collections.deque(
+            maxlen=TIMELINE)
+        self._asked: float | None = None  # the first ask the outstanding PLI answers
+        self._sent_at: float | None = None
 
     def request(self, source: str) -> None:
         """``source`` wants a keyframe: one PLI upstream unless one is already out."""
@@ -59,15 +68,18 @@ class UpstreamKeyframes:
                 now - self._outstanding < self._rtt() + self.frame_interval + MARGIN:
             self.coalesced += 1
             return
-        self._outstanding = now
+        self._outstanding = self._asked = now
+        self._sent_at = None
         task = asyncio.get_running_loop().create_task(self._send_one())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _send_one(self) -> None:
         try:
+            sending = self.clock()  # (the cloud may have it before the await returns)
             if await self._send():
                 self.sent += 1
+                self._sent_at = sending
             else:
                 self._outstanding = None  # nothing to ask yet (no stream): not outstanding
         except Exception as exc:  # a closing transport: the next request tries again
@@ -83,7 +95,9 @@ class UpstreamKeyframes:
         if keyframe and self._outstanding is not None:
             self.answered += 1
             self.latencies.append(now - self._outstanding)
-            self._outstanding = None
+            if self._asked is not None and self._sent_at is not None:
+                self.timeline.append((self._asked, self._sent_at, now))
+            self._outstanding = self._asked = self._sent_at = None
 
     def sender_changed(self) -> None:
         """Another sender sends from now on (a WHIP client instead of the page's camera):
@@ -100,7 +114,8 @@ class UpstreamKeyframes:
         return {"requested": dict(self.requested), "sent": self.sent,
                 "coalesced": self.coalesced, "answered": self.answered,
                 "latency_ms_median": round(latencies[len(latencies) // 2] * 1000, 1)
-                if latencies else None}
+                if latencies else None,
+                "timeline_monotonic": [[round(t, 6) for t in row] for row in self.timeline]}
 
 
 def pass_keyframe_requests(sender: Any, ask: Callable[[], None]) -> None:

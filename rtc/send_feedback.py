@@ -44,10 +44,12 @@ class SendFeedback:
                         lost = max(report.fraction_lost / 256, self._nacked_share())
                         encoder.on_receiver_report(lost, sender_rtt(self.sender))
         elif isinstance(packet, RtcpPsfbPacket):
-            if packet.fmt == _PLI:
-                self.plis += 1
-            elif packet.fmt == _FIR:
-                self.firs += 1
+            if packet.fmt in (_PLI, _FIR):
+                self.plis += packet.fmt == _PLI
+                self.firs += packet.fmt == _FIR
+                encoder = sender_encoder(self.sender)
+                if encoder is not None and hasattr(encoder, "on_keyframe_request"):
+                    encoder.on_keyframe_request()
             elif packet.fmt == _REMB:
                 self.rembs += 1
         elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == _NACK:

@@ -61,6 +61,12 @@ MAX_INTRA_PCT = 400
 #: reports show no loss (GCC starts low too): a ceiling below the stream's rate is not
 #: first met with seconds of the full rate, which its queue drops, audio with it
 START_SHARE = 0.25
+#: seconds without loss or a delay overuse on the path before a requested keyframe may leave
+#: ahead of the pacer's schedule (a burst into a full bottleneck is dropped there, and its
+#: loss asks for another keyframe)
+BURST_CALM_S = 5.0
+#: forced keyframes whose timestamps the stats keep
+KEYFRAME_TIMELINE = 32
 
 
 def default_video_bitrate(width: int, height: int, fps: float) -> int:
@@ -112,6 +118,15 @@ class RatedVideoEncoder:
         self.frames_pushed_back = 0  # the pacer's queue was long
         #: a keyframe was asked for while frames were being skipped: the next one kept is
         self._keyframe_owed = False
+        #: when the receiver's latest PLI/FIR came (:meth:`on_keyframe_request`), until a
+        #: forced keyframe answers it
+        self._keyframe_asked: float | None = None
+        self._congested_at: float | None = None  # the last loss or delay overuse seen
+        self.keyframes_paced = 0  # requested, but sent paced: the path was not calm
+        #: the latest forced keyframes: (asked, encode started, encoded, bytes, packets),
+        #: on the system's monotonic clock (benchmarks/keyframe_latency.py's stages)
+        self.keyframe_timeline: collections.deque[tuple[float | None, float, float, int, int]] = \
+            collections.deque(maxlen=KEYFRAME_TIMELINE)
 
     # --- the rate ------------------------------------------------------------------------
     @property
@@ -124,11 +139,23 @@ class RatedVideoEncoder:
     @target_bitrate.setter
     def target_bitrate(self, bitrate: int) -> None:  # aiortc's sender: on each REMB
         self._estimate = int(bitrate)
-        self.bandwidth.on_delay_estimate(int(bitrate), self.send_rate(), time.monotonic())
+        overuses, now = self.bandwidth.overuses, time.monotonic()
+        self.bandwidth.on_delay_estimate(int(bitrate), self.send_rate(), now)
+        if self.bandwidth.overuses > overuses:
+            self._congested_at = now
 
     def on_receiver_report(self, fraction_lost: float, rtt: float | None) -> None:
         """A receiver report for our stream (rtc.send_feedback): the loss-based half."""
-        self.bandwidth.on_loss_report(fraction_lost, time.monotonic(), self.send_rate(), rtt)
+        now = time.monotonic()
+        if fraction_lost > 0:
+            self._congested_at = now
+        self.bandwidth.on_loss_report(fraction_lost, now, self.send_rate(), rtt)
+
+    def on_keyframe_request(self) -> None:
+        """The receiver asked for a keyframe (rtc.send_feedback; aiortc's sender forces the
+        next frame): noted, so the keyframe's timeline starts at the request."""
+        if self._keyframe_asked is None:
+            self._keyframe_asked = time.monotonic()
 
     def pacing_rate(self) -> float:
         """What the pacer sends at: :data:`PACING_FACTOR` x the target."""
@@ -151,9 +178,12 @@ class RatedVideoEncoder:
             self.bandwidth.loss_based = self.start_share * self.bandwidth.ceiling  # (first frame)
         self._target = self.bandwidth.value
 
-    def _adapt(self, frame: av.VideoFrame, fps: float) -> av.VideoFrame | None:
+    def _adapt(self, frame: av.VideoFrame, fps: float,
+               keyframe_wanted: bool = False) -> av.VideoFrame | None:
         """The frame as the ladder's step wants it: ``None`` to skip it (a lower frame
-        rate, or the pacer's backlog is long), or at a smaller size."""
+        rate, or the pacer's backlog is long), or at a smaller size. A keyframe a receiver
+        waits for is not held for the lower frame rate's next slot: it is taken now and
+        the slots count from it (the pacer's backlog still skips it)."""
         width, height = frame.width, frame.height
         self._source = (width, height)
         now = time.monotonic()
@@ -162,7 +192,8 @@ class RatedVideoEncoder:
         out_w, out_h, out_fps = self.ladder.picture(step, width, height, fps)
         media_time = float(frame.pts * frame.time_base) if (
             frame.pts is not None and frame.time_base is not None) else time.monotonic()
-        if not self._skipper.keep(media_time, out_fps if out_fps < fps * 0.9 else None):
+        if not self._skipper.keep(media_time, out_fps if out_fps < fps * 0.9 else None,
+                                  now=keyframe_wanted):
             self.frames_skipped += 1
             return None
         pacer = self.pacer
@@ -246,7 +277,7 @@ class RatedVideoEncoder:
             frame = frame.reformat(format="yuv420p")
         fps = self._frame_rate(frame)
         self._follow_estimate()
-        adapted = self._adapt(frame, fps)
+        adapted = self._adapt(frame, fps, force_keyframe or self._keyframe_owed)
         if adapted is None:  # (aiortc has cleared its request: owed to the next frame kept)
             self._keyframe_owed = self._keyframe_owed or force_keyframe
             return [], 0
@@ -259,15 +290,26 @@ class RatedVideoEncoder:
         timestamp = round(float(frame.pts * frame.time_base) * VIDEO_CLOCK) if (
             frame.pts is not None and frame.time_base is not None) else 0
         frame.pts, frame.time_base = timestamp, fractions.Fraction(1, VIDEO_CLOCK)
+        started = time.monotonic() if force_keyframe else 0.0  # (a forced one's timeline)
         data = self._encode_bytes(frame)
-        if data and self._is_keyframe(data):
+        keyframe = bool(data) and self._is_keyframe(data)
+        if keyframe:
             self.keyframes += 1
         self.payload_bytes += len(data)
         now = time.monotonic()  # wall time: what a receiver's estimate is measured in
         self._sent.append((now, len(data)))
         while self._sent and self._sent[0][0] < now - 1.0:
             self._sent.popleft()
-        return self._packetise(data), timestamp
+        payloads = self._packetise(data)
+        if keyframe and force_keyframe:  # asked for: the receiver waits for it
+            calm = self._congested_at is None or now - self._congested_at >= BURST_CALM_S
+            if self.pacer is not None:  # (its packets are enqueued as soon as we return)
+                self.pacer.expect_requested_keyframe(len(payloads), burst=calm)
+                self.keyframes_paced += not calm
+            self.keyframe_timeline.append(
+                (self._keyframe_asked, started, now, len(data), len(payloads)))
+            self._keyframe_asked = None
+        return payloads, timestamp
 
     def stats(self) -> dict[str, Any]:
         sent = self.send_rate()
@@ -283,6 +325,10 @@ class RatedVideoEncoder:
             "send_fps": round(fps, 1), "send_width": width, "send_height": height,
             "frames_skipped": self.frames_skipped,
             "frames_pushed_back": self.frames_pushed_back, **self.bandwidth.stats()}
+        out["requested_keyframes_paced"] = self.keyframes_paced
+        out["forced_keyframes_monotonic"] = [
+            [None if t is None else round(t, 6) for t in row[:3]] + list(row[3:])
+            for row in self.keyframe_timeline]
         if self.pacer is not None:
             out.update(self.pacer.stats())
         return out

@@ -82,11 +82,16 @@ class FrameSkipper:
 
     _next: float | None = None
 
-    def keep(self, media_time: float, fps: float | None) -> bool:
+    def keep(self, media_time: float, fps: float | None, *, now: bool = False) -> bool:
+        """``now``: keep this frame whatever its slot (a keyframe a receiver waits for)
+        and count the next slot from it, so the rate stays ``fps``."""
         if fps is None:
             self._next = None
             return True
         interval = 1.0 / fps
+        if now:
+            self._next = media_time + interval
+            return True
         if self._next is None or media_time < self._next - 2 * interval \
                 or media_time >= self._next + interval:  # the first, or a jump: start again
             self._next = media_time + interval

@@ -92,6 +92,10 @@ CASES = [
         # with Debian's Chromium its lip-sync rows too
         *(() if _no_chromium() else (r"^lip sync in Chromium", r"^\s+as the tap heard it"))),
         timeout=240.0),
+    Quick("keyframe_latency.py", (
+        r"^## vp8 640x360 @ 30 fps: 3 PLIs", r"^total\s+3\s+\d", r"^pacer\s+\d",
+        # every request split into its stages: the cloud's and relay's timelines line up
+        r"^total: median \d", r"^[23] of 3 split in stages")),
     Quick("latency.py", (
         r"^\s+cold\s", r"^\s+0\s+\d", r"^first_audio\s+\d", r"^first_video\s+\d",
         r"^cloud release -> relay send \(ms\)", r"^audio\s+\d+\s+\d", r"^video\s+\d+\s+\d",

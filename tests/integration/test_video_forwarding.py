@@ -129,6 +129,12 @@ async def test_a_keyframe_request_from_the_page_reaches_the_cloud(stack, cloud_f
     assert cloud_stats["video_send"]["plis"] >= cloud_plis + 3 - queued
     upstream = stats["keyframes_upstream"]
     assert upstream["requested"].get("page", 0) + queued >= 3 and upstream["sent"] >= 3 - queued
+    # each keyframe the cloud forced went out as one its receiver waits for: ahead of the
+    # pacer's schedule (issue 27's latency), unless the path showed loss or an overuse
+    send = cloud_stats["video_send"]
+    assert send["pacer_keyframe_bursts"] + send["requested_keyframes_paced"] >= 3 - queued
+    if send["nacks"] == 0 and send["delay_overuses"] == 0:  # a calm path: none paced
+        assert send["requested_keyframes_paced"] == 0, send
     # a periodic keyframe (every 3 s) could answer one by chance, not all three
     assert sorted(latencies)[1] < 0.3, latencies
 

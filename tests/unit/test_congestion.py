@@ -203,6 +203,16 @@ def test_frame_skipper_keeps_the_rate_asked_for_evenly(source, kept, expected):
     assert max(gaps) <= 2.01 / source + 1e-9 or max(gaps) <= 1.5 / kept
 
 
+def test_frame_skipper_takes_a_wanted_keyframe_at_once_and_keeps_the_rate():
+    skipper = FrameSkipper()
+    assert skipper.keep(0.0, 10.0)  # 30 fps kept at 10: slots at 0, 0.1, 0.2...
+    assert not skipper.keep(1 / 30, 10.0)
+    assert skipper.keep(2 / 30, 10.0, now=True)  # a keyframe asked for: not held to 0.1
+    assert not skipper.keep(0.1, 10.0)  # and the next slot counts from it
+    assert not skipper.keep(4 / 30, 10.0)
+    assert skipper.keep(5 / 30, 10.0)
+
+
 def test_frame_skipper_passes_everything_without_a_rate():
     skipper = FrameSkipper()
     assert all(skipper.keep(k / 30, None) for k in range(30))
@@ -300,3 +310,87 @@ async def test_send_feedback_gives_the_encoder_the_loss_before_repair():
         assert feedback.stats()["receiver_reports"] == 3
     finally:
         await pc.close()
+
+
+async def test_a_requested_keyframe_leaves_at_once_and_the_rate_holds_after_it():
+    """The packets of a keyframe a receiver asked for (and those queued before it) may run
+    up to KEYFRAME_BURST_S ahead of the schedule; the packets after it still leave when
+    they would have, so the long-run rate is the pacing rate. Its departure is noted (the
+    stats' timeline: benchmarks/keyframe_latency.py's pacer stage)."""
+    sent: list[tuple[float, bytes]] = []
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+
+    async def send(data: bytes) -> None:
+        sent.append((loop.time() - start, data))
+
+    pacer = Pacer(lambda: 1_000_000, send)  # 1 Mb/s: 8 ms a 1000-byte packet
+    pacer.enqueue(b"d" * 1000)
+    pacer.expect_requested_keyframe(8)  # 64 ms at the pacing rate
+    for _ in range(8):
+        pacer.enqueue(b"k" * 1000)
+    pacer.enqueue(b"n" * 1000)
+    task = asyncio.create_task(pacer.run())
+    try:
+        deadline = loop.time() + 5
+        while len(sent) < 10 and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+    assert [data[:1] for _, data in sent] == [b"d"] + [b"k"] * 8 + [b"n"]
+    assert sent[8][0] < 0.04  # the keyframe whole well before 72 ms of pacing
+    assert sent[9][0] >= 0.07  # the next packet on the schedule: 9 packets x 8 ms
+    stats = pacer.stats()
+    assert stats["pacer_keyframe_bursts"] == 1
+    assert len(stats["pacer_keyframes_sent_monotonic"]) == 1
+
+
+async def test_audio_made_during_a_keyframe_burst_goes_between_its_packets():
+    """The pacer yields between a requested keyframe's packets: another task (the audio
+    sender, which the pacer does not hold) runs between them, not after the last."""
+    order: list[str] = []
+
+    async def send(data: bytes) -> None:
+        order.append("video")
+
+    async def audio() -> None:
+        while True:
+            order.append("audio")
+            await asyncio.sleep(0)
+
+    pacer = Pacer(lambda: 1_000_000, send)
+    pacer.expect_requested_keyframe(8)
+    for _ in range(8):
+        pacer.enqueue(b"k" * 1000)
+    tasks = [asyncio.create_task(pacer.run()), asyncio.create_task(audio())]
+    try:
+        for _ in range(500):
+            if order.count("video") == 8:
+                break
+            await asyncio.sleep(0.001)
+    finally:
+        for task in tasks:
+            task.cancel()
+    first, last = order.index("video"), len(order) - order[::-1].index("video") - 1
+    assert order.count("video") == 8 and "audio" in order[first:last]
+
+
+async def test_an_unrequested_keyframe_is_paced_like_any_frame():
+    sent: list[float] = []
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+
+    async def send(data: bytes) -> None:
+        sent.append(loop.time() - start)
+
+    pacer = Pacer(lambda: 1_000_000, send)
+    for _ in range(9):  # (a periodic keyframe: the encoder announces nothing)
+        pacer.enqueue(b"k" * 1000)
+    task = asyncio.create_task(pacer.run())
+    try:
+        deadline = loop.time() + 5
+        while len(sent) < 9 and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+    assert sent[-1] >= 0.05 and pacer.stats()["pacer_keyframes_sent_monotonic"] == []

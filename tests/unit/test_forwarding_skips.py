@@ -157,6 +157,9 @@ async def test_requests_are_coalesced_while_one_is_out_and_a_keyframe_answers_it
     now[0] += 0.03
     up.frame(keyframe=True)  # answered: the next request goes at once
     assert up.answered == 1 and up.latencies[-1] == pytest.approx(0.03)
+    # asked, sent, answered: what benchmarks/keyframe_latency.py lines up with the cloud's
+    asked = now[0] - 0.03
+    assert up.stats()["timeline_monotonic"] == [pytest.approx([asked, asked, now[0]])]
     up.request("page")
     await asyncio.sleep(0)
     assert len(sent) == 2

@@ -168,3 +168,38 @@ def test_a_low_estimate_lowers_the_frame_rate_then_the_size_and_a_high_one_resto
             break
     assert encoder.stats()["ladder_step"] == 0 and sizes[-1] == (640, 360)
     assert run(1.0) == 30
+
+
+def test_a_requested_keyframe_is_timed_from_the_request_to_its_packets(encoder):
+    """A PLI (``on_keyframe_request``) and the forced keyframe that answers it are kept
+    on the monotonic clock, with the keyframe's size (benchmarks/keyframe_latency.py)."""
+    for n in range(3):
+        encoder.encode(frame(n, 640, 360, 30))
+    assert encoder.stats()["forced_keyframes_monotonic"] == []
+    encoder.on_keyframe_request()
+    encoder.on_keyframe_request()  # (a second ask before the keyframe: timed from the first)
+    payloads, _ = encoder.encode(frame(3, 640, 360, 30), force_keyframe=True)
+    (asked, started, encoded, size, packets), = encoder.stats()["forced_keyframes_monotonic"]
+    assert asked <= started <= encoded and packets == len(payloads) and size > 1000
+    assert encoder.keyframes == 2
+
+
+def test_a_requested_keyframe_bursts_only_on_a_calm_path(encoder, monkeypatch):
+    """Loss (or a delay overuse) in the last BURST_CALM_S: the keyframe is paced like any
+    frame; a burst into a full bottleneck is dropped there and asks for another."""
+    clock = [100.0]
+    monkeypatch.setattr(video_encoder, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    announced: list[tuple[int, bool]] = []
+    encoder.pacer = SimpleNamespace(
+        expect_requested_keyframe=lambda n, burst: announced.append((n, burst)),
+        backlog=lambda: 0.0, stats=lambda: {})
+    encoder.encode(frame(0, 640, 360, 30))
+    encoder.encode(frame(1, 640, 360, 30), force_keyframe=True)
+    assert announced[-1][1] is True  # no loss seen: it may run ahead
+    encoder.on_receiver_report(0.03, None)
+    clock[0] += 1.0
+    encoder.encode(frame(2, 640, 360, 30), force_keyframe=True)
+    assert announced[-1][1] is False and encoder.stats()["requested_keyframes_paced"] == 1
+    clock[0] += video_encoder.BURST_CALM_S
+    encoder.encode(frame(3, 640, 360, 30), force_keyframe=True)
+    assert announced[-1][1] is True and len(announced) == 3
