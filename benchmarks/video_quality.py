@@ -100,7 +100,7 @@ def through_codecs(frames: int, width: int, height: int, fps: float, bitrates: l
         encoder = get_encoder(parameters)
         # a reference is every frame at full size and this rate: no congestion ladder
         # (it has no receiver, and would skip frames or halve them under a low rate)
-        setattr(encoder, "_adapt", lambda frame, fps: frame)  # noqa: B010 (our encoder)
+        setattr(encoder, "_adapt", lambda frame, fps, wanted=False: frame)  # noqa: B010 (our encoder)
         stages.append((encoder, get_decoder(parameters)))
     wanted, pairs = set(numbers), []
     for n in range(frames):
