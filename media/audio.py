@@ -7,6 +7,7 @@ float and back is bit-exact (every ``k / 32768`` is exact in float32).
 
 from __future__ import annotations
 
+import math
 from fractions import Fraction
 from typing import Any
 
@@ -274,9 +275,11 @@ def audio_level_dbov(frame: av.AudioFrame) -> int:
     The same figure aiortc's sender computes, in one vectorised pass (aiortc unpacks every
     sample in a Python loop: ~0.4 ms per 20 ms stereo frame, per session, on the event
     loop). Like aiortc's, the sum covers the first plane and is divided by the frame's
-    samples per channel."""
-    pcm = np.frombuffer(bytes(frame.planes[0]), dtype=np.int16).astype(np.float64)
-    rms = float(np.sqrt(np.dot(pcm, pcm) / (frame.samples * 32767.0 * 32767.0)))
-    if rms <= 0:
+    samples per channel. The plane is read in place and the scalar maths is ``math``'s
+    (numpy's scalar functions cost a microsecond each): ~2 us a frame."""
+    pcm = np.frombuffer(memoryview(frame.planes[0]), np.int16).astype(np.float64)
+    energy = float(np.dot(pcm, pcm))  # exact: a sum of squared integers below 2**53
+    if energy <= 0:
         return -127
-    return round(min(0.0, max(-127.0, 20 * np.log10(rms))))
+    rms = math.sqrt(energy / (frame.samples * 32767.0 * 32767.0))
+    return round(min(0.0, max(-127.0, 20 * math.log10(rms))))
