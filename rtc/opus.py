@@ -30,6 +30,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from fractions import Fraction
 from typing import Any
 
 from scope_relay.media.audio import audio_level_dbov
@@ -61,6 +62,20 @@ NACK_WINDOW = 5.0
 PACKETS_PER_SECOND = 50
 
 
+#: the frames libopus takes as they are: 20 ms of packed s16 stereo at 48 kHz
+_OPUS_FRAME = 960
+_OPUS_FRAME_BYTES = _OPUS_FRAME * 2 * 2
+_OPUS_TIME_BASE = Fraction(1, 48_000)
+
+
+def _is_opus_ready(frame: Any) -> bool:
+    """Whether ``frame`` is one Opus frame as the resampler would hand it on (with a pts:
+    without one, the resampler's own timeline gives it)."""
+    return (frame.samples == _OPUS_FRAME and frame.sample_rate == 48_000
+            and frame.pts is not None and frame.time_base == _OPUS_TIME_BASE
+            and frame.format.name == "s16" and frame.layout.name == "stereo")
+
+
 class MusicOpusEncoder(OpusEncoderBase):
     """aiortc's Opus encoder, tuned by :func:`configure_opus`; libopus itself when it can
     be loaded (the expected loss can then change while encoding)."""
@@ -76,6 +91,7 @@ class MusicOpusEncoder(OpusEncoderBase):
         self._samples = 0  # where the next chunk starts when frames carry no pts
         self._first_pts: int | None = None
         self._opus: Any = None
+        self._resampled = False  # a frame has gone through the resampler (encode's fast path)
         if libopus.encoder_available():
             self._opus = libopus.Encoder(48_000, 2, self.application)
             self._opus.configure(bitrate=self.bitrate, complexity=10, vbr=True,
@@ -91,6 +107,18 @@ class MusicOpusEncoder(OpusEncoderBase):
     def encode(self, frame: Any, force_keyframe: bool = False) -> tuple[list[bytes], int | None]:
         if self._opus is None:
             return super().encode(frame, force_keyframe)
+        if not self._resampled and _is_opus_ready(frame):
+            # already one 20 ms s16 stereo 48 kHz frame and nothing left in the
+            # resampler: its bytes go straight to libopus (the resampler would return the
+            # same samples after a copy through its filter graph and to_ndarray)
+            pts = frame.pts
+            if self._first_pts is None:
+                self._first_pts = pts
+            payload = self._opus.encode(bytes(memoryview(frame.planes[0])[:_OPUS_FRAME_BYTES]),
+                                        _OPUS_FRAME)
+            self._samples = pts + _OPUS_FRAME
+            return [payload], pts - self._first_pts
+        self._resampled = True  # it may now hold samples: every later frame goes through it
         payloads, timestamp = [], None
         for chunk in self.resampler.resample(frame):  # 960-sample s16 stereo frames
             # RTP time follows the frames' pts, as aiortc's own encoder does: a stall of

@@ -17,6 +17,7 @@ from scope_relay.media.audio import (
     float_to_s16,
     frame_to_array,
     frame_to_s16,
+    interleave,
     s16_frame,
     to_stereo,
 )
@@ -280,3 +281,15 @@ def test_loss_room_rises_at_once_for_retransmissions_and_falls_back_after():
         now[0] += 1.0
         processor.want_hold(0.0)
     assert processor.loss_room == 0.0
+
+
+def test_s16_frame_matches_from_ndarray():
+    """Written into the frame's plane: the same frame PyAV builds, for mono, stereo and a
+    non-contiguous input."""
+    for samples in (ramps(1), ramps(2), ramps(2)[:, ::2], np.ascontiguousarray(ramps(2).T).T):
+        frame = s16_frame(samples, pts=96)
+        layout = "mono" if samples.shape[0] == 1 else "stereo"
+        ref = av.AudioFrame.from_ndarray(interleave(samples), format="s16", layout=layout)
+        assert frame.samples == ref.samples and frame.layout.name == layout
+        assert bytes(frame.planes[0])[:samples.size * 2] == bytes(ref.planes[0])[:samples.size * 2]
+        np.testing.assert_array_equal(frame_to_s16(frame), samples)

@@ -63,3 +63,50 @@ def test_loss_estimate_counts_nacks_and_keeps_fec_on_after_any_loss():
     assert estimate.expected() == 0  # no loss for FEC_HOLD s: FEC off, full quality
     estimate.on_report(26)  # a report of ~10 % loss
     assert estimate.expected() >= FEC_FLOOR
+
+
+class CountingResampler:
+    """Wraps an encoder's resampler to count the frames that go through it."""
+
+    def __init__(self, resampler):
+        self.resampler = resampler
+        self.frames = 0
+
+    def resample(self, frame):
+        self.frames += 1
+        return self.resampler.resample(frame)
+
+
+def music_frame(k: int, samples: int = 960, pts: int | None = 0):
+    rng = np.random.default_rng(k)
+    music = rng.normal(0, 0.2, (2, samples)) + np.sin(np.arange(samples) * 0.03 * (k % 5 + 1))
+    return s16_frame(np.clip(music * 8000, -32768, 32767).astype(np.int16), pts)
+
+
+def test_fast_path_gives_the_resamplers_payloads_and_rtp_times():
+    """A 20 ms s16 stereo 48 kHz frame skips the resampler with bit-identical packets and
+    RTP times; a frame without pts or of another size goes through it, and so does every
+    frame after it (the resampler may hold samples back)."""
+    configure_opus(128_000)
+    fast, reference = MusicOpusEncoder(), MusicOpusEncoder()
+    if fast._opus is None:
+        pytest.skip("libopus cannot be loaded here: PyAV encodes, no fast path")
+    fast.resampler = counting = CountingResampler(fast.resampler)
+    reference._resampled = True  # always through the resampler, as before the fast path
+
+    frames = [music_frame(k, pts=5000 + k * 960) for k in range(40)]
+    frames.append(music_frame(40, pts=5000 + 40 * 960 + 4800))  # a jump: RTP time follows
+    times = []
+    for frame in frames:
+        out = fast.encode(frame)
+        assert out == reference.encode(frame)
+        times.append(out[1])
+    assert counting.frames == 0
+    assert times == [k * 960 for k in range(40)] + [40 * 960 + 4800]
+
+    tail = [music_frame(50, pts=None), music_frame(51, 700, 5000 + 44 * 960),
+            music_frame(52, 1500, 5000 + 44 * 960 + 700)]
+    tail += [music_frame(53 + k, pts=5000 + 44 * 960 + 2200 + k * 960) for k in range(5)]
+    for frame in tail:
+        assert fast.encode(frame) == reference.encode(frame)
+    assert counting.frames == len(tail)
