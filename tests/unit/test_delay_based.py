@@ -113,6 +113,36 @@ def test_a_sender_that_follows_the_remb_settles_under_the_ceiling_and_drains_the
     assert max(queue_at_end) < 0.1  # no standing queue: under 100 ms over the last 5 s
 
 
+def test_the_first_decrease_after_a_ceiling_drops_lands_under_it():
+    """Clean at 3 Mb/s, then a 2 Mb/s ceiling: the 1 s window still holds the pre-drop
+    rate (0.85x of it is over the ceiling); the decrease takes the last 0.1 s instead."""
+    estimate = DelayBasedEstimate()
+    path = Path(capacity=None)
+    stream(estimate, path, seconds=4.0, rate=3_000_000)
+    assert estimate.detector.overuses == 0
+    path.capacity = 2_000_000
+    now, first_drop = 4.0, None
+    while now < 6.0 and first_drop is None:
+        arrival = path.arrival(now, PACKET)
+        remb = estimate.on_packet(arrival, abs_send_time(now), PACKET)
+        if remb is not None and estimate.rate.decreases:
+            first_drop = (remb, arrival - now - path.delay)
+        now += PACKET * 8 / 3_000_000
+    assert first_drop is not None
+    remb, queued = first_drop
+    assert remb < 2_000_000  # one REMB: under the ceiling, the queue drains from here
+    assert queued < 0.2  # found within a 200 ms queue
+
+
+def test_recent_incoming_is_the_rate_over_its_windows_packets():
+    estimate = DelayBasedEstimate()
+    for i in range(100):  # 1200 B every 10 ms: 960 kb/s
+        estimate.on_packet(i * 0.01, abs_send_time(i * 0.01), PACKET)
+    assert estimate.recent_incoming(0.99) == pytest.approx(960_000, rel=0.01)
+    assert estimate.recent_incoming(0.99, window=0.03) is None  # 3 packets: too few
+    assert estimate.recent_incoming(1.5) is None  # nothing arrived in the window
+
+
 def test_the_rate_climbs_back_when_the_ceiling_lifts():
     estimate = DelayBasedEstimate()
     path = Path(capacity=1_000_000)
