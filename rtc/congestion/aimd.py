@@ -51,9 +51,14 @@ class AimdRate:
         self._since: float | None = None  # the first update
         self._last_change: float | None = None
         self._last_decrease = 0.0
+        self._decreased_in_overuse = False  # this overuse has had its first decrease
 
-    def update(self, usage: Usage, incoming: float | None, now: float, rtt: float = 0.1) -> float | None:
-        """The verdict ``usage`` at ``now`` with ``incoming`` b/s arriving; the new rate."""
+    def update(self, usage: Usage, incoming: float | None, now: float, rtt: float = 0.1,
+               recent: float | None = None) -> float | None:
+        """The verdict ``usage`` at ``now`` with ``incoming`` b/s arriving; the new rate.
+        ``recent``: b/s over a short window, taken by an overuse's first decrease when
+        lower (the later ones, with the queue draining, would read the lowered send rate
+        and cascade down)."""
         if self._since is None:
             self._since = now
         if self.rate is None:
@@ -66,13 +71,18 @@ class AimdRate:
         if usage is Usage.OVERUSE:
             if incoming is not None and (now - last >= min(max(rtt, 0.01), 0.2) or self.decreases == 0
                                          or incoming < 0.5 * self.rate):
+                if recent is not None and not self._decreased_in_overuse:
+                    incoming = min(incoming, recent)
                 self._decrease(incoming)
                 self._last_change = self._last_decrease = now
+                self._decreased_in_overuse = True
             self._holding = True
         elif usage is Usage.UNDERUSE:
+            self._decreased_in_overuse = False
             self._holding = True
             self._last_change = now
         else:
+            self._decreased_in_overuse = False
             if self._holding:  # (hold -> increase: from now, not from the hold's start)
                 self._holding = False
                 elapsed = 0.0

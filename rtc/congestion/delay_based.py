@@ -6,10 +6,11 @@ read as a queue on the path): packets' abs-send-time and their arrival time, tak
 the datagram came off the socket (:func:`~scope_relay.rtc.aiortc_internals.stamp_arrivals`),
 go through :class:`.inter_arrival.InterArrival` (5 ms send groups), :class:`.trendline.Trendline`
 (overuse / normal / underuse) and :class:`.aimd.AimdRate` (the rate). The arriving rate
-is counted over the last :data:`RATE_WINDOW` s; at an overuse the decrease takes the rate
-over the last :data:`OVERUSE_WINDOW` s instead when that is lower: right after a ceiling
-drops, the long window still holds a second of pre-drop arrivals, and 0.85x that lands
-above the new ceiling, so the queue kept filling through several decreases.
+is counted over the last :data:`RATE_WINDOW` s; an overuse's first decrease takes the
+rate over the last :data:`OVERUSE_WINDOW` s instead when that is lower
+(:meth:`.AimdRate.update`): right after a ceiling drops, the long window still holds a
+second of pre-drop arrivals, and 0.85x that lands above the new ceiling, so the queue
+kept filling through several decreases.
 
 :meth:`DelayBasedEstimate.on_packet` says when a REMB is due: at once when the estimate
 falls by more than :data:`DROP_SHARE` (at most every :data:`MIN_DROP_INTERVAL` s), else
@@ -91,12 +92,8 @@ class DelayBasedEstimate:
         if deltas is None:
             return None
         usage = self.detector.update(deltas.arrival * 1000, deltas.send * 1000, arrival * 1000)
-        incoming = self.incoming(arrival)
-        if usage is Usage.OVERUSE and incoming is not None:
-            recent = self.recent_incoming(arrival)
-            if recent is not None and recent < incoming:
-                incoming = recent
-        rate = self.rate.update(usage, incoming, arrival, self.rtt)
+        recent = self.recent_incoming(arrival) if usage is Usage.OVERUSE else None
+        rate = self.rate.update(usage, self.incoming(arrival), arrival, self.rtt, recent)
         return None if rate is None else self._due(rate, arrival, usage)
 
     def _due(self, rate: float, now: float, usage: Usage) -> int | None:

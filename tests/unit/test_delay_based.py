@@ -196,3 +196,19 @@ def test_aimd_creeps_near_the_capacity_then_forgets_it():
     for k in range(5, 8):
         aimd.update(Usage.NORMAL, aimd.rate, now=1.0 + k)
     assert aimd.capacity is None and aimd.rate > crept * 1.3  # 15 %/s again
+
+
+def test_aimd_takes_the_short_window_only_for_an_overuses_first_decrease():
+    """Later decreases of the same overuse would read the queue draining at the lowered
+    send rate over 0.1 s and cascade down (720p10 under a 2 Mb/s ceiling); they take the
+    1 s window, and a new overuse its short window again."""
+    aimd = AimdRate()
+    aimd.update(Usage.OVERUSE, 3_000_000, now=0.0)  # known: 2.55 Mb/s
+    aimd.update(Usage.NORMAL, 3_000_000, now=0.5)
+    aimd.update(Usage.OVERUSE, 2_900_000, now=0.7, recent=2_000_000)
+    assert aimd.rate == pytest.approx(1_700_000)  # 0.85x the short window
+    aimd.update(Usage.OVERUSE, 2_700_000, now=0.9, recent=1_200_000)
+    assert aimd.rate == pytest.approx(1_700_000)  # not 0.85x the drained 1.2 Mb/s
+    aimd.update(Usage.NORMAL, 1_900_000, now=1.0)
+    aimd.update(Usage.OVERUSE, 1_900_000, now=1.5, recent=1_500_000)
+    assert aimd.rate == pytest.approx(1_275_000)  # a new overuse: its first decrease
