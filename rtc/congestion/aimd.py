@@ -8,8 +8,9 @@ detector's verdict (:mod:`.trendline`), as GCC's receiver-side rate controller d
 - **normal**: grow. Near the capacity last measured (within 3 spreads): additively, about
   one packet a response time (round trip + 100 ms); elsewhere multiplicatively,
   :data:`GROWTH_PER_S` (libwebrtc: 8 %; 25 % here so a lifted ceiling is climbed back
-  within 10 s: at 15 % `ceiling-1M-hd15` took 10.7 s, a clean start from 25 % 16 s). Never past 1.5x the arriving rate + 10 kb/s (an estimate the path never
-  carried is not one). Past the capacity's upper bound, or :data:`CAPACITY_MEMORY` s
+  within 10 s: at 15 % `ceiling-1M-hd15` took 10.7 s, a clean start from 25 % 16 s).
+  Never past 1.5x the arriving rate + 10 kb/s (an estimate the path never carried is not
+  one). Past the capacity's upper bound, or :data:`CAPACITY_MEMORY` s
   after the last overuse, the capacity is forgotten: without probing, a lifted ceiling
   shows only as no overuse, and the additive climb alone took over 12 s back to 1.5 Mb/s.
 
