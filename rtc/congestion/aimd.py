@@ -58,8 +58,9 @@ class AimdRate:
                recent: float | None = None) -> float | None:
         """The verdict ``usage`` at ``now`` with ``incoming`` b/s arriving; the new rate.
         ``recent``: b/s over a short window, taken by an overuse's first decrease when
-        lower (the later ones, with the queue draining, would read the lowered send rate
-        and cascade down)."""
+        under 0.85x ``incoming`` (the path's rate dropped; closer, it is noise, and under a
+        steady ceiling taking it held the rate ~20 % lower); the later decreases, with the
+        queue draining, would read the lowered send rate and cascade down."""
         if self._since is None:
             self._since = now
         if self.rate is None:
@@ -72,8 +73,8 @@ class AimdRate:
         if usage is Usage.OVERUSE:
             if incoming is not None and (now - last >= min(max(rtt, 0.01), 0.2) or self.decreases == 0
                                          or incoming < 0.5 * self.rate):
-                if recent is not None and not self._decreased_in_overuse:
-                    incoming = min(incoming, recent)
+                if recent is not None and not self._decreased_in_overuse and recent < BETA * incoming:
+                    incoming = recent  # (0.85x the long window would land above what arrives)
                 self._decrease(incoming)
                 self._last_change = self._last_decrease = now
                 self._decreased_in_overuse = True

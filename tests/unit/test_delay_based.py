@@ -212,6 +212,9 @@ def test_aimd_takes_the_short_window_only_for_an_overuses_first_decrease():
     aimd.update(Usage.NORMAL, 1_900_000, now=1.0)
     aimd.update(Usage.OVERUSE, 1_900_000, now=1.5, recent=1_500_000)
     assert aimd.rate == pytest.approx(1_275_000)  # a new overuse: its first decrease
+    aimd.update(Usage.NORMAL, 1_500_000, now=2.0)
+    aimd.update(Usage.OVERUSE, 1_500_000, now=2.5, recent=1_350_000)
+    assert aimd.rate == pytest.approx(1_275_000)  # 0.9x the 1 s window: noise, 0.85x that
 
 
 def test_a_sender_following_the_remb_climbs_from_a_quarter_within_ten_seconds():
