@@ -7,7 +7,7 @@ the datagram came off the socket (:func:`~scope_relay.rtc.aiortc_internals.stamp
 go through :class:`.inter_arrival.InterArrival` (5 ms send groups), :class:`.trendline.Trendline`
 (overuse / normal / underuse) and :class:`.aimd.AimdRate` (the rate). The arriving rate
 is counted over the last :data:`RATE_WINDOW` s; an overuse's first decrease takes the
-rate over the last :data:`OVERUSE_WINDOW` s instead when that is lower
+rate over the last :data:`OVERUSE_WINDOW` s instead when under 0.85x it
 (:meth:`.AimdRate.update`): right after a ceiling drops, the long window still holds a
 second of pre-drop arrivals, and 0.85x that lands above the new ceiling, so the queue
 kept filling through several decreases.
@@ -27,7 +27,7 @@ from .inter_arrival import InterArrival, SendTimeUnwrapper
 from .trendline import Trendline, Usage
 
 RATE_WINDOW = 1.0
-#: the arriving rate a decrease takes when lower: over this long (s: 3 frames at 30 fps;
+#: the arriving rate an overuse's first decrease may take: over this long (s: 3 frames at 30 fps;
 #: a detector finds a 2x overrun's queue ~0.13 s after it starts) and this many packets
 OVERUSE_WINDOW = 0.1
 MIN_RECENT_PACKETS = 5
@@ -66,8 +66,8 @@ class DelayBasedEstimate:
     def recent_incoming(self, now: float, window: float | None = None) -> float | None:
         """B/s over the packets of the last ``window`` s (:data:`OVERUSE_WINDOW`), from the
         first's arrival to the last's (None: under :data:`MIN_RECENT_PACKETS`). Behind a
-        queue the bottleneck is busy and this is its rate; a window holding sparse frames
-        reads higher than the long one, never lower, so a false overuse is not cut deeper."""
+        queue the bottleneck is busy and this is its rate; timed from the first packet, not
+        the window's start, a window holding a frame or two is not read as mostly empty."""
         since = now - (OVERUSE_WINDOW if window is None else window)
         total, first, first_size, last, count = 0, 0.0, 0, None, 0
         for when, size in reversed(self._arrivals):
