@@ -7,9 +7,10 @@ detector's verdict (:mod:`.trendline`), as GCC's receiver-side rate controller d
 - **underuse**: hold (a queue drains; growing now would refill it);
 - **normal**: grow. Near the capacity last measured (within 3 spreads): additively, about
   one packet a response time (round trip + 100 ms); elsewhere multiplicatively,
-  :data:`GROWTH_PER_S` (libwebrtc: 8 %; faster here so a lifted ceiling is climbed back
-  within 10 s). Never past 1.5x the arriving rate + 10 kb/s (an estimate the path never
-  carried is not one). Past the capacity's upper bound, or :data:`CAPACITY_MEMORY` s
+  :data:`GROWTH_PER_S` (libwebrtc: 8 %; 25 % here so a lifted ceiling is climbed back
+  within 10 s: at 15 % `ceiling-1M-hd15` took 10.7 s, a clean start from 25 % 16 s).
+  Never past 1.5x the arriving rate + 10 kb/s (an estimate the path never carried is not
+  one). Past the capacity's upper bound, or :data:`CAPACITY_MEMORY` s
   after the last overuse, the capacity is forgotten: without probing, a lifted ceiling
   shows only as no overuse, and the additive climb alone took over 12 s back to 1.5 Mb/s.
 
@@ -24,7 +25,7 @@ import math
 from .trendline import Usage
 
 BETA = 0.85
-GROWTH_PER_S = 0.15
+GROWTH_PER_S = 0.25
 INIT_TIME = 2.0
 #: additive increase: at least this (b/s a second); the packet the sender is assumed to send
 MIN_ADDITIVE_PER_S = 4_000.0
@@ -51,9 +52,15 @@ class AimdRate:
         self._since: float | None = None  # the first update
         self._last_change: float | None = None
         self._last_decrease = 0.0
+        self._decreased_in_overuse = False  # this overuse has had its first decrease
 
-    def update(self, usage: Usage, incoming: float | None, now: float, rtt: float = 0.1) -> float | None:
-        """The verdict ``usage`` at ``now`` with ``incoming`` b/s arriving; the new rate."""
+    def update(self, usage: Usage, incoming: float | None, now: float, rtt: float = 0.1,
+               recent: float | None = None) -> float | None:
+        """The verdict ``usage`` at ``now`` with ``incoming`` b/s arriving; the new rate.
+        ``recent``: b/s over a short window, taken by an overuse's first decrease when
+        under 0.85x ``incoming`` (the path's rate dropped; closer, it is noise, and under a
+        steady ceiling taking it held the rate ~20 % lower); the later decreases, with the
+        queue draining, would read the lowered send rate and cascade down."""
         if self._since is None:
             self._since = now
         if self.rate is None:
@@ -66,13 +73,18 @@ class AimdRate:
         if usage is Usage.OVERUSE:
             if incoming is not None and (now - last >= min(max(rtt, 0.01), 0.2) or self.decreases == 0
                                          or incoming < 0.5 * self.rate):
+                if recent is not None and not self._decreased_in_overuse and recent < BETA * incoming:
+                    incoming = recent  # (0.85x the long window would land above what arrives)
                 self._decrease(incoming)
                 self._last_change = self._last_decrease = now
+                self._decreased_in_overuse = True
             self._holding = True
         elif usage is Usage.UNDERUSE:
+            self._decreased_in_overuse = False
             self._holding = True
             self._last_change = now
         else:
+            self._decreased_in_overuse = False
             if self._holding:  # (hold -> increase: from now, not from the hold's start)
                 self._holding = False
                 elapsed = 0.0

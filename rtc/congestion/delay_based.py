@@ -6,7 +6,11 @@ read as a queue on the path): packets' abs-send-time and their arrival time, tak
 the datagram came off the socket (:func:`~scope_relay.rtc.aiortc_internals.stamp_arrivals`),
 go through :class:`.inter_arrival.InterArrival` (5 ms send groups), :class:`.trendline.Trendline`
 (overuse / normal / underuse) and :class:`.aimd.AimdRate` (the rate). The arriving rate
-is counted over the last :data:`RATE_WINDOW` s.
+is counted over the last :data:`RATE_WINDOW` s; an overuse's first decrease takes the
+rate over the last :data:`OVERUSE_WINDOW` s instead when under 0.85x it
+(:meth:`.AimdRate.update`): right after a ceiling drops, the long window still holds a
+second of pre-drop arrivals, and 0.85x that lands above the new ceiling, so the queue
+kept filling through several decreases.
 
 :meth:`DelayBasedEstimate.on_packet` says when a REMB is due: at once when the estimate
 falls by more than :data:`DROP_SHARE` (at most every :data:`MIN_DROP_INTERVAL` s), else
@@ -23,6 +27,10 @@ from .inter_arrival import InterArrival, SendTimeUnwrapper
 from .trendline import Trendline, Usage
 
 RATE_WINDOW = 1.0
+#: the arriving rate an overuse's first decrease may take: over this long (s: 3 frames at 30 fps;
+#: a detector finds a 2x overrun's queue ~0.13 s after it starts) and this many packets
+OVERUSE_WINDOW = 0.1
+MIN_RECENT_PACKETS = 5
 #: packets remembered for the arriving rate, at most (1 s of 40 Mb/s in 1200-byte packets)
 MAX_RATE_PACKETS = 4096
 REMB_INTERVAL = 1.0
@@ -55,6 +63,22 @@ class DelayBasedEstimate:
             return None
         return self._bytes * 8 / RATE_WINDOW
 
+    def recent_incoming(self, now: float, window: float | None = None) -> float | None:
+        """B/s over the packets of the last ``window`` s (:data:`OVERUSE_WINDOW`), from the
+        first's arrival to the last's (None: under :data:`MIN_RECENT_PACKETS`). Behind a
+        queue the bottleneck is busy and this is its rate; timed from the first packet, not
+        the window's start, a window holding a frame or two is not read as mostly empty."""
+        since = now - (OVERUSE_WINDOW if window is None else window)
+        total, first, first_size, last, count = 0, 0.0, 0, None, 0
+        for when, size in reversed(self._arrivals):
+            if when <= since:
+                break
+            last = when if last is None else last
+            total, first, first_size, count = total + size, when, size, count + 1
+        if count < MIN_RECENT_PACKETS or last is None or last <= first:
+            return None
+        return (total - first_size) * 8 / (last - first)  # (the first's bytes came before it)
+
     def on_packet(self, arrival: float, abs_send_time: int, size: int) -> int | None:
         """A packet of ``size`` bytes arrived at ``arrival`` (s); the REMB to send now, if any."""
         if self._first is None:
@@ -68,7 +92,8 @@ class DelayBasedEstimate:
         if deltas is None:
             return None
         usage = self.detector.update(deltas.arrival * 1000, deltas.send * 1000, arrival * 1000)
-        rate = self.rate.update(usage, self.incoming(arrival), arrival, self.rtt)
+        recent = self.recent_incoming(arrival) if usage is Usage.OVERUSE else None
+        rate = self.rate.update(usage, self.incoming(arrival), arrival, self.rtt, recent)
         return None if rate is None else self._due(rate, arrival, usage)
 
     def _due(self, rate: float, now: float, usage: Usage) -> int | None:

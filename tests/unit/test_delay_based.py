@@ -113,6 +113,36 @@ def test_a_sender_that_follows_the_remb_settles_under_the_ceiling_and_drains_the
     assert max(queue_at_end) < 0.1  # no standing queue: under 100 ms over the last 5 s
 
 
+def test_the_first_decrease_after_a_ceiling_drops_lands_under_it():
+    """Clean at 3 Mb/s, then a 2 Mb/s ceiling: the 1 s window still holds the pre-drop
+    rate (0.85x of it is over the ceiling); the decrease takes the last 0.1 s instead."""
+    estimate = DelayBasedEstimate()
+    path = Path(capacity=None)
+    stream(estimate, path, seconds=4.0, rate=3_000_000)
+    assert estimate.detector.overuses == 0
+    path.capacity = 2_000_000
+    now, first_drop = 4.0, None
+    while now < 6.0 and first_drop is None:
+        arrival = path.arrival(now, PACKET)
+        remb = estimate.on_packet(arrival, abs_send_time(now), PACKET)
+        if remb is not None and estimate.rate.decreases:
+            first_drop = (remb, arrival - now - path.delay)
+        now += PACKET * 8 / 3_000_000
+    assert first_drop is not None
+    remb, queued = first_drop
+    assert remb < 2_000_000  # one REMB: under the ceiling, the queue drains from here
+    assert queued < 0.2  # found within a 200 ms queue
+
+
+def test_recent_incoming_is_the_rate_over_its_windows_packets():
+    estimate = DelayBasedEstimate()
+    for i in range(100):  # 1200 B every 10 ms: 960 kb/s
+        estimate.on_packet(i * 0.01, abs_send_time(i * 0.01), PACKET)
+    assert estimate.recent_incoming(0.99) == pytest.approx(960_000, rel=0.01)
+    assert estimate.recent_incoming(0.99, window=0.03) is None  # 3 packets: too few
+    assert estimate.recent_incoming(1.5) is None  # nothing arrived in the window
+
+
 def test_the_rate_climbs_back_when_the_ceiling_lifts():
     estimate = DelayBasedEstimate()
     path = Path(capacity=1_000_000)
@@ -165,4 +195,41 @@ def test_aimd_creeps_near_the_capacity_then_forgets_it():
     crept = aimd.rate
     for k in range(5, 8):
         aimd.update(Usage.NORMAL, aimd.rate, now=1.0 + k)
-    assert aimd.capacity is None and aimd.rate > crept * 1.3  # 15 %/s again
+    assert aimd.capacity is None and aimd.rate > crept * 1.3  # multiplicative again
+
+
+def test_aimd_takes_the_short_window_only_for_an_overuses_first_decrease():
+    """Later decreases of the same overuse would read the queue draining at the lowered
+    send rate over 0.1 s and cascade down (720p10 under a 2 Mb/s ceiling); they take the
+    1 s window, and a new overuse its short window again."""
+    aimd = AimdRate()
+    aimd.update(Usage.OVERUSE, 3_000_000, now=0.0)  # known: 2.55 Mb/s
+    aimd.update(Usage.NORMAL, 3_000_000, now=0.5)
+    aimd.update(Usage.OVERUSE, 2_900_000, now=0.7, recent=2_000_000)
+    assert aimd.rate == pytest.approx(1_700_000)  # 0.85x the short window
+    aimd.update(Usage.OVERUSE, 2_700_000, now=0.9, recent=1_200_000)
+    assert aimd.rate == pytest.approx(1_700_000)  # not 0.85x the drained 1.2 Mb/s
+    aimd.update(Usage.NORMAL, 1_900_000, now=1.0)
+    aimd.update(Usage.OVERUSE, 1_900_000, now=1.5, recent=1_500_000)
+    assert aimd.rate == pytest.approx(1_275_000)  # a new overuse: its first decrease
+    aimd.update(Usage.NORMAL, 1_500_000, now=2.0)
+    aimd.update(Usage.OVERUSE, 1_500_000, now=2.5, recent=1_350_000)
+    assert aimd.rate == pytest.approx(1_275_000)  # 0.9x the 1 s window: noise, 0.85x that
+
+
+def test_a_sender_following_the_remb_climbs_from_a_quarter_within_ten_seconds():
+    """A clean path and an encoder that starts at 500 kb/s and sends what the REMB says:
+    the REMB reaches 2 Mb/s (4x) within 10 s (at 15 %/s it took ~12 s, the first 2 s
+    spent learning the rate)."""
+    estimate = DelayBasedEstimate()
+    path = Path(capacity=None, jitter=0.002)
+    now, sending, reached = 0.0, 500_000.0, None
+    while now < 12.0 and reached is None:
+        remb = estimate.on_packet(path.arrival(now, PACKET), abs_send_time(now), PACKET)
+        if remb is not None:
+            sending = min(float(remb), 2_500_000.0)
+            if sending >= 2_000_000:
+                reached = now
+        now += PACKET * 8 / sending
+    assert estimate.detector.overuses == 0
+    assert reached is not None and reached <= 10.0
