@@ -11,8 +11,10 @@ the video's estimate sitting at its floor while the audio's own receiver reports
 say packets are lost (fraction lost, or packets NACKed, which a late retransmission hides
 from the fraction) and a queue has grown on the path (the reports' round trip more than
 :data:`QUEUE_RTT` over the least seen: loss without a queue is random loss, which a
-lower rate does not cure and FEC covers). Only then does Opus step down (:data:`STEPS`).
-With no video (an audio-only session) the audio's reports are the only signal.
+lower rate does not cure and FEC covers; over :data:`HEAVY_LOSS` it counts without one, as
+a ceiling from the session's start hides the queue in the least round trip). Only then
+does Opus step down (:data:`STEPS`). With no video (an audio-only session) the audio's
+reports are the only signal.
 
 Up again: after :data:`UP_HOLD` s without loss, and with video only when the video's
 estimate is clear of its floor by the step's extra rate (what the audio takes back is
@@ -34,7 +36,8 @@ STEPS: tuple[int, ...] = (128_000, 96_000, 64_000, 48_000, 32_000, 24_000)
 #: a report's loss above this is congestion (a lossy path without a ceiling loses less;
 #: FEC, rtc/opus.py, covers that)
 DOWN_LOSS = 0.05
-#: above this, two steps at once (a ceiling far under the audio: leave it fast)
+#: above this, two steps at once (a ceiling far under the audio: leave it fast), and
+#: congestion even without a queue in the round trip
 HEAVY_LOSS = 0.2
 #: the path is clean for a step up below this loss
 UP_LOSS = 0.02
@@ -113,7 +116,7 @@ class AudioShare:
             self.up_hold, self._last_up = UP_HOLD, None  # the step up held
         if self.with_video and video is None:
             return self.bitrate  # the video's share is not known yet: hold
-        squeezed = queued and (video is None or video.at_floor)
+        squeezed = (queued or loss > HEAVY_LOSS) and (video is None or video.at_floor)
         if loss > DOWN_LOSS and squeezed and now - self._last_move >= DOWN_HOLD:
             self._move(min(len(self.steps) - 1, self.step + (2 if loss > HEAVY_LOSS else 1)), now)
         elif self.step > 0 and self._clean_since is not None \

@@ -50,6 +50,13 @@ def test_random_loss_without_a_queue_keeps_the_rate():
     assert share.bitrate == 128_000 and share.steps_down == 0
 
 
+def test_heavy_loss_counts_without_a_queue_seen():
+    """A ceiling from the start: the least round trip seen already has the queue in it."""
+    share = AudioShare(128_000, with_video=False)
+    run(share, 4, 0.0, 0.4, None, rtt=QUEUED)
+    assert share.bitrate < 64_000
+
+
 def test_nothing_moves_before_the_videos_estimate_is_known():
     share = AudioShare(128_000, with_video=True)
     share.update(0.0, 0.0, None, RTT)
