@@ -40,6 +40,9 @@ from scope_relay.util.throttled_log import ThrottledWarning
 logger = logging.getLogger(__name__)
 #: refused parameter values are logged at most this often per session (all are counted)
 REFUSAL_LOG_INTERVAL = 10.0
+#: the video's floor (b/s) while it yields to an audio starving at its own floor
+#: (rtc/congestion/audio_share.py): 160x120 at 10 fps still moves at this
+VIDEO_YIELD_FLOOR = 16_000
 
 
 class MediaSession(PeerSession):
@@ -70,6 +73,7 @@ class MediaSession(PeerSession):
         #: the audio sender's share of the path (its Opus rate; rtc.congestion.audio_share)
         self.audio_path: AudioPath | None = None
         self._video_sender: Any = None
+        self._video_floor: int | None = None  # the video estimate's own floor
         self.created = time.monotonic()
         #: ``"<pipeline id>: <ExceptionType>: <message>"`` once the chain failed mid-stream
         self.pipeline_failed: str | None = None
@@ -153,10 +157,15 @@ class MediaSession(PeerSession):
                 audio_sender, self._video_share if self._video_sender is not None else None)
 
     def _video_share(self) -> VideoShare | None:
-        """The video encoder's bandwidth estimate and floor (None until it is built)."""
+        """The video encoder's bandwidth estimate and floor (None until it is built); the
+        floor is lowered while the video yields to a starving audio."""
         bandwidth = getattr(sender_encoder(self._video_sender), "bandwidth", None)
         if bandwidth is None:
             return None
+        if self._video_floor is None:
+            self._video_floor = int(bandwidth.floor)
+        yields = self.audio_path is not None and self.audio_path.share.video_yields
+        bandwidth.floor = min(VIDEO_YIELD_FLOOR, self._video_floor) if yields else self._video_floor
         return VideoShare(bandwidth.value, bandwidth.floor)
 
     # --- a pipeline that raised ------------------------------------------------------------

@@ -16,6 +16,10 @@ a ceiling from the session's start hides the queue in the least round trip). Onl
 does Opus step down (:data:`STEPS`). With no video (an audio-only session) the audio's
 reports are the only signal.
 
+Past that the audio still keeps priority: starved at its own floor for :data:`YIELD_HOLD` s,
+it asks the video to go under its floor (:attr:`AudioShare.video_yields`, until the audio
+steps up again; the session lowers the video estimate's floor).
+
 Up again: after :data:`UP_HOLD` s without loss, and with video only when the video's
 estimate is clear of its floor by the step's extra rate (what the audio takes back is
 then the video's to give). A step up that meets loss within :data:`PROBE_WINDOW` s was
@@ -54,6 +58,9 @@ QUEUE_RTT = 0.03
 AT_FLOOR = 1.1
 #: the video's estimate must be clear of its floor by this times a step's extra rate
 UP_MARGIN = 1.5
+#: the audio at its own floor and still losing behind a queue for this long (s): the video
+#: yields under its floor (:attr:`AudioShare.video_yields`), the audio keeping priority
+YIELD_HOLD = 3.0
 
 
 @dataclass(frozen=True)
@@ -83,6 +90,10 @@ class AudioShare:
     up_hold: float = UP_HOLD
     last_loss: float = 0.0
     min_rtt: float | None = None
+    #: whether the video should go under its own floor (the audio starves at its floor)
+    video_yields: bool = False
+    yields: int = 0
+    _starved_since: float | None = field(default=None, repr=False)
     _last_move: float = field(default=-1e9, repr=False)
     _last_up: float | None = field(default=None, repr=False)
     _clean_since: float | None = field(default=None, repr=False)
@@ -117,6 +128,13 @@ class AudioShare:
         if self.with_video and video is None:
             return self.bitrate  # the video's share is not known yet: hold
         squeezed = (queued or loss > HEAVY_LOSS) and (video is None or video.at_floor)
+        starved = loss > DOWN_LOSS and squeezed and self.step == len(self.steps) - 1
+        if not starved:
+            self._starved_since = None
+        elif self._starved_since is None:
+            self._starved_since = now
+        elif now - self._starved_since >= YIELD_HOLD and not self.video_yields:
+            self.video_yields, self.yields = True, self.yields + 1
         if loss > DOWN_LOSS and squeezed and now - self._last_move >= DOWN_HOLD:
             self._move(min(len(self.steps) - 1, self.step + (2 if loss > HEAVY_LOSS else 1)), now)
         elif self.step > 0 and self._clean_since is not None \
@@ -124,7 +142,7 @@ class AudioShare:
             extra = self.steps[self.step - 1] - self.bitrate
             if video is None or video.estimate >= video.floor + UP_MARGIN * extra:
                 self._move(self.step - 1, now)
-                self._last_up = now
+                self._last_up, self.video_yields = now, False
         return self.bitrate
 
     def _move(self, step: int, now: float) -> None:
@@ -137,4 +155,4 @@ class AudioShare:
     def stats(self) -> dict[str, float | int]:
         return {"bitrate": self.bitrate, "bitrate_steps_down": self.steps_down,
                 "bitrate_steps_up": self.steps_up, "failed_probes": self.failed_probes,
-                "reported_loss": round(self.last_loss, 4)}
+                "reported_loss": round(self.last_loss, 4), "video_yields": self.yields}

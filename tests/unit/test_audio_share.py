@@ -13,6 +13,7 @@ from scope_relay.rtc.congestion.audio_share import (
     DOWN_HOLD,
     STEPS,
     UP_HOLD,
+    YIELD_HOLD,
     AudioShare,
     VideoShare,
 )
@@ -41,6 +42,20 @@ def test_audio_steps_down_only_once_the_video_is_at_its_floor():
     now = run(share, 10, now, 0.4, AT_FLOOR)
     assert share.bitrate == STEPS[-1]  # at its floor: Opus goes down to its own
     assert share.steps_down >= 3  # (in steps, two at a time under heavy loss)
+
+
+def test_the_video_yields_under_its_floor_once_the_audio_starves_at_its_own():
+    share = AudioShare(128_000, with_video=True)
+    share.update(0.0, 0.0, AT_FLOOR, RTT)
+    now = run(share, 6, 1.0, 0.4, AT_FLOOR)
+    assert share.bitrate == STEPS[-1] and not share.video_yields  # (just got there)
+    now = run(share, YIELD_HOLD + 1, now, 0.3, AT_FLOOR)
+    assert share.video_yields and share.yields == 1
+    low = VideoShare(20_000, 16_000)  # the video under its own floor: the path fits
+    now = run(share, UP_HOLD - 2, now, 0.0, low, rtt=RTT)
+    assert share.video_yields  # held while the video is not clear of its (lowered) floor
+    run(share, UP_HOLD, now, 0.0, VideoShare(60_000, 16_000), rtt=RTT)
+    assert share.bitrate == STEPS[-2] and not share.video_yields  # room: audio first
 
 
 def test_random_loss_without_a_queue_keeps_the_rate():
