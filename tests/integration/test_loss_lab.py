@@ -296,4 +296,7 @@ async def test_under_a_ceiling_below_the_audio_opus_steps_down_and_the_audio_pla
                  - before["receive"]["audio"]["concealed_ms"])
     figures = {"concealed_ms": concealed, "elapsed": elapsed, "audio_send": audio_send}
     assert min(a["encoder_bitrate"] for a in audio_send) <= 64_000, figures
+    relay_view = after.get("cloud_send") or {}
+    if relay_view.get("available"):  # (not when the hop was rebuilt since the relay's read)
+        assert relay_view["audio"]["bitrate"] <= 64_000, relay_view
     assert concealed <= CEILING_BELOW_CONCEALED * elapsed * 1000, figures
