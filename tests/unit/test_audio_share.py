@@ -155,3 +155,51 @@ def test_the_encoder_takes_a_new_rate_in_place():
     assert np.mean(back[5:]) > 0.8 * np.mean(high[5:])
     with pytest.raises(ValueError):
         encoder.set_bitrate(1_000)
+
+
+class FakeAudioSender:
+    """What AudioPath reads of aiortc's RTCRtpSender: its SSRC, encoder, count and RTT."""
+
+    def __init__(self, encoder: MusicOpusEncoder):
+        self._ssrc = 1234
+        self._RTCRtpSender__encoder = encoder
+        self._RTCRtpSender__packet_count = 0
+        self._RTCRtpSender__rtt: float | None = None
+
+
+def report(ssrc: int, fraction_lost: int):
+    from aiortc.rtp import RtcpReceiverInfo, RtcpRrPacket
+
+    return RtcpRrPacket(ssrc=9, reports=[RtcpReceiverInfo(
+        ssrc=ssrc, fraction_lost=fraction_lost, packets_lost=0, highest_sequence=0,
+        jitter=0, lsr=0, dlsr=0)])
+
+
+@pytest.mark.skipif(not libopus.encoder_available(), reason="PyAV's Opus: no rate change")
+def test_receiver_reports_set_the_encoders_rate_and_the_figures():
+    """The wiring (rtc/opus.py ``AudioPath``): a real encoder behind a sender, reports of
+    heavy loss behind a queue with the video at its floor -> libopus encodes lower."""
+    from aiortc.rtp import RtcpRtpfbPacket
+
+    from scope_relay.rtc.opus import AudioPath
+
+    configure_opus(128_000)
+    encoder = get_encoder(opus_codec())
+    sender = FakeAudioSender(encoder)
+    now = [0.0]
+    path = AudioPath(sender, lambda: AT_FLOOR, clock=lambda: now[0])
+    sender._RTCRtpSender__rtt = RTT
+    path.on_rtcp(report(1234, 0))
+    path.on_rtcp(report(999, 200))  # another stream's report: not ours
+    assert encoder.current_bitrate == 128_000 and path.receiver_reports == 1
+    sender._RTCRtpSender__rtt = QUEUED
+    for _ in range(4):  # 0 in the reports (retransmissions arrived), 20 of 50 NACKed
+        now[0] += DOWN_HOLD
+        sender._RTCRtpSender__packet_count += 50
+        path.on_rtcp(RtcpRtpfbPacket(fmt=1, ssrc=9, media_ssrc=1234,
+                                     lost=list(range(sender._RTCRtpSender__packet_count,
+                                                     sender._RTCRtpSender__packet_count + 20))))
+        path.on_rtcp(report(1234, 0))
+    stats = path.stats()
+    assert encoder.current_bitrate == STEPS[-1] == stats["encoder_bitrate"] == stats["bitrate"]
+    assert stats["bitrate_steps_down"] >= 2 and stats["reported_loss"] == pytest.approx(0.4)
