@@ -21,6 +21,11 @@ been seen in the last ``FEC_HOLD`` seconds, libopus is told at least ``FEC_FLOOR
 PyAV fixes encoder options when it opens the codec, so the encoder here is libopus itself
 (:mod:`.libopus`, the same library PyAV encodes with, set up as FFmpeg sets it up:
 complexity 10, unconstrained VBR); where it cannot be used it is PyAV's (no FEC), as before.
+
+The rate follows the path under a ceiling (:func:`share_path`, the cloud's senders): the
+receiver reports' loss and round trip, and the session's video estimate, go to
+:class:`.congestion.audio_share.AudioShare`, and its step reaches libopus in place
+(:meth:`MusicOpusEncoder.set_bitrate`, ``OPUS_SET_BITRATE`` between two frames).
 """
 
 from __future__ import annotations
@@ -62,6 +67,8 @@ FEC_HOLD = 20.0
 #: NACKed packets are counted over this window, against 50 packets a second (20 ms frames)
 NACK_WINDOW = 5.0
 PACKETS_PER_SECOND = 50
+#: NACKed audio packets remembered between two receiver reports, at most
+MAX_NACKED = 4096
 
 
 class MusicOpusEncoder(OpusEncoderBase):
@@ -200,14 +207,18 @@ class AudioPath:
         self.receiver_reports = 0
         self.unapplied = 0  # steps the encoder could not take (PyAV's: no rate change)
         self._nacked: set[int] = set()
+        self.nacks_unremembered = 0  # past MAX_NACKED between two reports (counted, not kept)
         self._sent_at_report = 0
 
     def on_rtcp(self, packet: Any) -> None:
         ssrc = getattr(self.sender, "_ssrc", None)
         if getattr(packet, "fmt", None) == NACK_FORMAT and \
                 getattr(packet, "media_ssrc", None) == ssrc:
-            if len(self._nacked) < 4096:  # (bounded: a report clears it)
-                self._nacked.update(getattr(packet, "lost", ()))
+            for seq in getattr(packet, "lost", ()):
+                if len(self._nacked) < MAX_NACKED:  # (bounded: a report clears it)
+                    self._nacked.add(seq)
+                elif seq not in self._nacked:
+                    self.nacks_unremembered += 1
             return
         reports = [r for r in getattr(packet, "reports", ()) if r.ssrc == ssrc]
         if not reports:
@@ -229,7 +240,8 @@ class AudioPath:
     def stats(self) -> dict[str, Any]:
         encoder = sender_encoder(self.sender)
         out: dict[str, Any] = {"receiver_reports": self.receiver_reports,
-                               **self.share.stats(), "bitrate_unapplied": self.unapplied}
+                               **self.share.stats(), "bitrate_unapplied": self.unapplied,
+                               "nacks_unremembered": self.nacks_unremembered}
         if isinstance(encoder, MusicOpusEncoder):
             out["encoder_bitrate"] = encoder.current_bitrate
             out["expected_loss"] = encoder.expected_loss
