@@ -21,6 +21,11 @@ been seen in the last ``FEC_HOLD`` seconds, libopus is told at least ``FEC_FLOOR
 PyAV fixes encoder options when it opens the codec, so the encoder here is libopus itself
 (:mod:`.libopus`, the same library PyAV encodes with, set up as FFmpeg sets it up:
 complexity 10, unconstrained VBR); where it cannot be used it is PyAV's (no FEC), as before.
+
+The rate follows the path under a ceiling (:func:`share_path`, the cloud's senders): the
+receiver reports' loss and round trip, and the session's video estimate, go to
+:class:`.congestion.audio_share.AudioShare`, and its step reaches libopus in place
+(:meth:`MusicOpusEncoder.set_bitrate`, ``OPUS_SET_BITRATE`` between two frames).
 """
 
 from __future__ import annotations
@@ -42,8 +47,11 @@ from .aiortc_internals import (
     install_audio_level,
     install_opus_encoder,
     sender_encoder,
+    sender_packet_count,
+    sender_rtt,
     tap_rtcp,
 )
+from .congestion.audio_share import AudioShare, VideoShare
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +68,8 @@ FEC_HOLD = 20.0
 #: NACKed packets are counted over this window, against 50 packets a second (20 ms frames)
 NACK_WINDOW = 5.0
 PACKETS_PER_SECOND = 50
+#: NACKed audio packets remembered between two receiver reports, at most
+MAX_NACKED = 4096
 
 
 #: the frames libopus takes as they are: 20 ms of packed s16 stereo at 48 kHz
@@ -88,6 +98,9 @@ class MusicOpusEncoder(OpusEncoderBase):
         self.codec.bit_rate = self.bitrate
         self.codec.options = {"application": self.application}
         self.expected_loss = 0
+        #: the bitrate libopus encodes at now (:meth:`set_bitrate`), and how often it moved
+        self.current_bitrate = self.bitrate
+        self.bitrate_changes = 0
         self._samples = 0  # where the next chunk starts when frames carry no pts
         self._first_pts: int | None = None
         self._opus: Any = None
@@ -103,6 +116,20 @@ class MusicOpusEncoder(OpusEncoderBase):
         if value != self.expected_loss and self._opus is not None:
             self._opus.configure(packet_loss_percent=value)
         self.expected_loss = value
+
+    def set_bitrate(self, bitrate: int) -> bool:
+        """Encode at ``bitrate`` b/s from the next frame on (libopus's OPUS_SET_BITRATE,
+        in place: no reopen, so no glitch). False where the encoder is PyAV's, whose rate
+        is fixed when it opens."""
+        if not 6_000 <= bitrate <= 510_000:
+            raise ValueError(f"Opus bitrate must be 6000..510000 bit/s, got {bitrate}")
+        if self._opus is None:
+            return False
+        if bitrate != self.current_bitrate:
+            self._opus.configure(bitrate=bitrate)
+            self.current_bitrate = bitrate
+            self.bitrate_changes += 1
+        return True
 
     def encode(self, frame: Any, force_keyframe: bool = False) -> tuple[list[bytes], int | None]:
         if self._opus is None:
@@ -194,6 +221,67 @@ def adapt_to_loss(sender: Any) -> LossEstimate:
 
     tap_rtcp(sender, on_rtcp)
     return estimate
+
+
+class AudioPath:
+    """An audio sender's share of the path (:class:`.congestion.audio_share.AudioShare`),
+    fed from its receiver reports: the loss before repair is the larger of the report's
+    fraction lost and the share of packets NACKed since the report before."""
+
+    def __init__(self, sender: Any, video: Callable[[], VideoShare | None] | None,
+                 clock: Callable[[], float] = time.monotonic):
+        self.sender, self.video, self.clock = sender, video, clock
+        self.share = AudioShare(MusicOpusEncoder.bitrate, with_video=video is not None)
+        self.receiver_reports = 0
+        self.unapplied = 0  # steps the encoder could not take (PyAV's: no rate change)
+        self._nacked: set[int] = set()
+        self.nacks_unremembered = 0  # past MAX_NACKED between two reports (counted, not kept)
+        self._sent_at_report = 0
+
+    def on_rtcp(self, packet: Any) -> None:
+        ssrc = getattr(self.sender, "_ssrc", None)
+        if getattr(packet, "fmt", None) == NACK_FORMAT and \
+                getattr(packet, "media_ssrc", None) == ssrc:
+            for seq in getattr(packet, "lost", ()):
+                if len(self._nacked) < MAX_NACKED:  # (bounded: a report clears it)
+                    self._nacked.add(seq)
+                elif seq not in self._nacked:
+                    self.nacks_unremembered += 1
+            return
+        reports = [r for r in getattr(packet, "reports", ()) if r.ssrc == ssrc]
+        if not reports:
+            return
+        self.receiver_reports += 1
+        sent = sender_packet_count(self.sender)
+        nacked = len(self._nacked) / (sent - self._sent_at_report) \
+            if sent > self._sent_at_report else 0.0
+        self._nacked.clear()
+        self._sent_at_report = sent
+        loss = max(max(r.fraction_lost for r in reports) / 256, min(nacked, 1.0))
+        rate = self.share.update(self.clock(), loss, self.video() if self.video else None,
+                                 sender_rtt(self.sender))
+        encoder = sender_encoder(self.sender)
+        if isinstance(encoder, MusicOpusEncoder) and encoder.current_bitrate != rate:
+            if not encoder.set_bitrate(rate):
+                self.unapplied += 1
+
+    def stats(self) -> dict[str, Any]:
+        encoder = sender_encoder(self.sender)
+        out: dict[str, Any] = {"receiver_reports": self.receiver_reports,
+                               **self.share.stats(), "bitrate_unapplied": self.unapplied,
+                               "nacks_unremembered": self.nacks_unremembered}
+        if isinstance(encoder, MusicOpusEncoder):
+            out["encoder_bitrate"] = encoder.current_bitrate
+            out["expected_loss"] = encoder.expected_loss
+        return out
+
+
+def share_path(sender: Any, video: Callable[[], VideoShare | None] | None) -> AudioPath:
+    """Let an audio ``sender``'s Opus rate follow the path (rtc.congestion.audio_share);
+    ``video``: the session's video estimate, when it sends video (None: audio only)."""
+    path = AudioPath(sender, video)
+    tap_rtcp(sender, path.on_rtcp)
+    return path
 
 
 def configure_opus(bitrate: int = DEFAULT_BITRATE, application: str = "audio") -> None:

@@ -28,6 +28,9 @@ from scope_relay.protocol import messages as m
 from scope_relay.protocol.errors import NotReady, PipelineFailed
 from scope_relay.protocol.media import SAMPLE_RATE
 from scope_relay.protocol.parameters import DATA_CHANNEL_LABEL, PIPELINE_IDS, pipeline_parameters
+from scope_relay.rtc.aiortc_internals import sender_encoder
+from scope_relay.rtc.congestion.audio_share import VideoShare
+from scope_relay.rtc.opus import AudioPath, share_path
 from scope_relay.rtc.peer import PeerSession
 from scope_relay.rtc.sdp import validate_offer_sdp
 from scope_relay.rtc.video_codecs import DEFAULT_VIDEO_CODEC, answer_with, video_codec
@@ -37,6 +40,9 @@ from scope_relay.util.throttled_log import ThrottledWarning
 logger = logging.getLogger(__name__)
 #: refused parameter values are logged at most this often per session (all are counted)
 REFUSAL_LOG_INTERVAL = 10.0
+#: the video's floor (b/s) while it yields to an audio starving at its own floor
+#: (rtc/congestion/audio_share.py): 160x120 at 10 fps still moves at this
+VIDEO_YIELD_FLOOR = 16_000
 
 
 class MediaSession(PeerSession):
@@ -64,6 +70,10 @@ class MediaSession(PeerSession):
         self.buffer: MediaBuffer | None = None
         self.audio_track: TimedAudioTrack | None = None
         self.video_track: TimedVideoTrack | None = None
+        #: the audio sender's share of the path (its Opus rate; rtc.congestion.audio_share)
+        self.audio_path: AudioPath | None = None
+        self._video_sender: Any = None
+        self._video_floor: int | None = None  # the video estimate's own floor
         self.created = time.monotonic()
         #: ``"<pipeline id>: <ExceptionType>: <message>"`` once the chain failed mid-stream
         self.pipeline_failed: str | None = None
@@ -118,6 +128,7 @@ class MediaSession(PeerSession):
             self.audio_track = TimedAudioTrack(self.buffer)
         self.attach_media(self.video_track, self.audio_track, receive_video=caps.accepts_video,
                           receive_audio=caps.accepts_audio)
+        self._share_path()
 
         # A real model's constructor takes seconds: never on the event loop other sessions use.
         try:
@@ -132,6 +143,30 @@ class MediaSession(PeerSession):
         for refusal in self.runner.initial_refusals:  # (no channel yet: the log says it)
             self._log_refusal(refusal.reason)
         return await self.create_answer()
+
+    def _share_path(self) -> None:
+        """The audio's Opus rate follows the path, the video giving way first."""
+        def sender_of(track: MediaStreamTrack | None) -> Any:
+            return next((t.sender for t in self.pc.getTransceivers()
+                         if track is not None and t.sender.track is track), None)
+
+        self._video_sender = sender_of(self.video_track)
+        audio_sender = sender_of(self.audio_track)
+        if audio_sender is not None:
+            self.audio_path = share_path(
+                audio_sender, self._video_share if self._video_sender is not None else None)
+
+    def _video_share(self) -> VideoShare | None:
+        """The video encoder's bandwidth estimate and floor (None until it is built); the
+        floor is lowered while the video yields to a starving audio."""
+        bandwidth = getattr(sender_encoder(self._video_sender), "bandwidth", None)
+        if bandwidth is None:
+            return None
+        if self._video_floor is None:
+            self._video_floor = int(bandwidth.floor)
+        yields = self.audio_path is not None and self.audio_path.share.video_yields
+        bandwidth.floor = min(VIDEO_YIELD_FLOOR, self._video_floor) if yields else self._video_floor
+        return VideoShare(bandwidth.value, bandwidth.floor)
 
     # --- a pipeline that raised ------------------------------------------------------------
     def _runner_failed(self, pipeline_id: str, reason: str) -> None:
@@ -237,6 +272,8 @@ class MediaSession(PeerSession):
         out = super().stats()
         if self.buffer:
             out.update(self.buffer.stats())
+        if self.audio_path is not None:
+            out["audio_send"] = self.audio_path.stats()
         if self.audio_track:
             out["audio_frames_sent"] = self.audio_track.frames_sent
             out["clipped_samples"] = self.audio_track.clipped_samples
