@@ -12,6 +12,7 @@ upgrade that moves one fails a test instead of silently changing behaviour.
 from __future__ import annotations
 
 import collections
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -26,6 +27,8 @@ import aiortc.rtcrtpsender
 import aiortc.rtp
 from aiortc.rtp import RtcpSdesPacket, RtcpSenderInfo, RtcpSourceInfo, RtcpSrPacket
 from av.frame import Frame
+
+logger = logging.getLogger(__name__)
 
 #: aiortc's own Opus encoder class (subclass it to change its settings).
 OpusEncoderBase: type = aiortc.codecs.opus.OpusEncoder
@@ -205,18 +208,49 @@ def deliver_decoded(receiver: Any, frame: Any) -> None:
 
 
 def after_rtp_packet(receiver: Any, hook: Callable[[Any], Awaitable[None]]) -> None:
-    """Await ``hook(packet)`` after aiortc has handled each received RTP packet."""
+    """Await ``hook(packet)`` after aiortc has handled each received RTP packet.
+
+    An exception in the hook is logged and counted (``receiver.rtp_hook_errors``), never
+    raised: aiortc's DTLS transport ends its receive loop, and so the connection, on any
+    exception that reaches it."""
     original: Callable[..., Awaitable[None]] = receiver._handle_rtp_packet
+    receiver.rtp_hook_errors = 0
 
     async def handle_rtp(packet: Any, arrival_time_ms: int) -> None:
         await original(packet, arrival_time_ms)
-        await hook(packet)
+        try:
+            await hook(packet)
+        except Exception:
+            receiver.rtp_hook_errors += 1
+            if receiver.rtp_hook_errors == 1:
+                logger.exception("receive path: after-packet hook failed (counted from now)")
 
     receiver._handle_rtp_packet = handle_rtp
 
 
+def nack_runs(lost: list[int]) -> list[list[int]]:
+    """``lost`` (16-bit sequence numbers, any order, repeats allowed) as runs that each
+    ascend without a wrap: aiortc packs a NACK's bitmask from ``p - first - 1`` and fails
+    on a repeat or on numbers that wrap past 65535 (a negative shift)."""
+    unique = sorted({s & 0xFFFF for s in lost})
+    if not unique:
+        return []
+    # wrap-aware order: start after the largest circular gap between neighbours
+    gaps = [(unique[(i + 1) % len(unique)] - s) & 0xFFFF for i, s in enumerate(unique)]
+    start = (max(range(len(unique)), key=gaps.__getitem__) + 1) % len(unique)
+    ordered = unique[start:] + unique[:start]
+    runs: list[list[int]] = [[ordered[0]]]
+    for s in ordered[1:]:
+        if s < runs[-1][-1]:  # wrapped past 65535: a new packet
+            runs.append([])
+        runs[-1].append(s)
+    return runs
+
+
 async def send_nack(receiver: Any, media_ssrc: int, lost: list[int]) -> None:
-    await receiver._send_rtcp_nack(media_ssrc, lost)
+    """NACK ``lost`` (any order, repeats and wraps allowed: see :func:`nack_runs`)."""
+    for run in nack_runs(lost):
+        await receiver._send_rtcp_nack(media_ssrc, run)
 
 
 async def send_pli(receiver: Any, media_ssrc: int) -> None:

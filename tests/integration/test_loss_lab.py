@@ -258,8 +258,9 @@ async def test_a_ten_second_outage_ends_with_media_back_within_two_seconds(lab_o
 
 
 #: frames a second the receiver must still get under ``ceiling-below`` (before the
-#: audio's share and the video's yield: 0.3; after: 6.3, benchmarks/lossy_hop.py)
-CEILING_BELOW_FPS = 2.0
+#: audio's share and the video's yield: 0.3; after: 6.3, benchmarks/lossy_hop.py; the
+#: test's shorter window read 1.7-4.6 in five runs on the shared 2-core machine)
+CEILING_BELOW_FPS = 1.0
 
 
 async def _cloud_audio_send(lab: LossLab) -> list[dict]:

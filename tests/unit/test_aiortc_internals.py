@@ -423,3 +423,40 @@ async def test_our_bandwidth_estimator_replaces_aiortcs_on_a_real_receiver():
     finally:
         await sender_pc.close()
         await receiver_pc.close()
+
+
+def test_nack_runs_pack_repeats_and_a_wrap_that_aiortc_cannot():
+    from aiortc.rtp import RtcpRtpfbPacket
+
+    lost = [65534, 65535, 0, 1, 65535, 3]  # a wrap and a repeat
+    try:
+        bytes(RtcpRtpfbPacket(fmt=1, ssrc=1, media_ssrc=2, lost=lost))
+        raise AssertionError("aiortc packed it: nack_runs may be dropped")
+    except ValueError:  # negative shift count: the packet that ended a hop
+        pass
+    runs = internals.nack_runs(lost)
+    assert runs == [[65534, 65535], [0, 1, 3]]
+    parsed = []
+    for run in runs:
+        data = bytes(RtcpRtpfbPacket(fmt=1, ssrc=1, media_ssrc=2, lost=run))
+        parsed += RtcpPacket.parse(data)[0].lost
+    assert parsed == [65534, 65535, 0, 1, 3]
+    assert internals.nack_runs([]) == []
+    assert internals.nack_runs([7, 5, 7, 40]) == [[5, 7, 40]]
+
+
+async def test_a_failing_after_packet_hook_is_counted_not_raised():
+    class Receiver:
+        handled = 0
+
+        async def _handle_rtp_packet(self, packet, arrival_time_ms):
+            self.handled += 1
+
+    async def hook(packet):
+        raise ValueError("a bug in the hook")
+
+    receiver = Receiver()
+    internals.after_rtp_packet(receiver, hook)
+    await receiver._handle_rtp_packet(object(), 0)
+    await receiver._handle_rtp_packet(object(), 0)
+    assert receiver.handled == 2 and receiver.rtp_hook_errors == 2
