@@ -36,6 +36,12 @@ MAX_RATE_PACKETS = 4096
 REMB_INTERVAL = 1.0
 DROP_SHARE = 0.03
 MIN_DROP_INTERVAL = 0.1
+#: no packet for this long (s: a pause, a model loading) and the stream starts afresh:
+#: new send groups and detector, an empty rate window (libwebrtc times a stream out after
+#: 2 s); the rate is kept. Without it the first packets after a pause met a rate window
+#: of ~nothing, and an overuse then took the estimate to the floor (a 30 fps picture
+#: resumed at 10 fps under the ladder, tests/browser/test_page_controls.py)
+STREAM_TIMEOUT = 1.0
 
 
 class DelayBasedEstimate:
@@ -53,6 +59,8 @@ class DelayBasedEstimate:
         self._arrivals: deque[tuple[float, int]] = deque(maxlen=MAX_RATE_PACKETS)
         self._bytes = 0
         self._first: float | None = None
+        self._last_arrival: float | None = None
+        self.restarts = 0  # streams started afresh after STREAM_TIMEOUT s without a packet
         self._last_remb: tuple[float, float] | None = None  # (when, b/s)
 
     def incoming(self, now: float) -> float | None:
@@ -81,6 +89,9 @@ class DelayBasedEstimate:
 
     def on_packet(self, arrival: float, abs_send_time: int, size: int) -> int | None:
         """A packet of ``size`` bytes arrived at ``arrival`` (s); the REMB to send now, if any."""
+        if self._last_arrival is not None and arrival - self._last_arrival > STREAM_TIMEOUT:
+            self._restart()
+        self._last_arrival = arrival
         if self._first is None:
             self._first = arrival
         if len(self._arrivals) == self._arrivals.maxlen:
@@ -95,6 +106,16 @@ class DelayBasedEstimate:
         recent = self.recent_incoming(arrival) if usage is Usage.OVERUSE else None
         rate = self.rate.update(usage, self.incoming(arrival), arrival, self.rtt, recent)
         return None if rate is None else self._due(rate, arrival, usage)
+
+    def _restart(self) -> None:
+        """After a gap: what the groups, the detector and the rate window held is stale."""
+        self.groups = InterArrival()
+        overuses, self.detector = self.detector.overuses, Trendline()
+        self.detector.overuses = overuses
+        self._arrivals.clear()
+        self._bytes = 0
+        self._first = None
+        self.restarts += 1
 
     def _due(self, rate: float, now: float, usage: Usage) -> int | None:
         last = self._last_remb
@@ -113,4 +134,5 @@ class DelayBasedEstimate:
                 "delay_threshold_ms": round(self.detector.threshold, 2),
                 "delay_decreases": self.rate.decreases, "rembs_sent": self.rembs,
                 "reordered_groups": self.groups.reordered,
-                "rate_window_overflows": self.rate_window_overflows}
+                "rate_window_overflows": self.rate_window_overflows,
+                "delay_restarts": self.restarts}

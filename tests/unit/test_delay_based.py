@@ -233,3 +233,20 @@ def test_a_sender_following_the_remb_climbs_from_a_quarter_within_ten_seconds():
         now += PACKET * 8 / sending
     assert estimate.detector.overuses == 0
     assert reached is not None and reached <= 10.0
+
+
+def test_a_pause_starts_the_stream_afresh_and_keeps_the_rate():
+    """After a 3 s pause the rate window is empty: an overuse read then must not take
+    0.85x of the few packets since the pause (the estimate fell to its floor, and a
+    30 fps picture resumed at 10 fps under the ladder)."""
+    estimate = DelayBasedEstimate()
+    path = Path(capacity=None)
+    stream(estimate, path, 6.0, 1_000_000)
+    before = estimate.rate.rate
+    assert before is not None and before > 800_000
+    # resume into a short queue: 0.4 s over a 0.5 Mb/s bottleneck (a real overuse, read
+    # on a window that holds only what came since the pause)
+    stream(estimate, Path(capacity=500_000), 0.4, 1_000_000, start=9.0)
+    assert estimate.restarts == 1
+    after = estimate.rate.rate
+    assert after is not None and after >= 0.5 * before, (before, after)
