@@ -233,3 +233,17 @@ def test_a_sender_following_the_remb_climbs_from_a_quarter_within_ten_seconds():
         now += PACKET * 8 / sending
     assert estimate.detector.overuses == 0
     assert reached is not None and reached <= 10.0
+
+
+def test_queue_delay_is_the_one_way_delay_over_its_floor():
+    """Through a clean path the queue reads ~0 (jitter only); behind a ceiling it reads the
+    queue's growth; once the sender fits, it drains back to ~0."""
+    estimate = DelayBasedEstimate()
+    path = Path(capacity=1_000_000, jitter=0.002)
+    stream(estimate, path, seconds=3.0, rate=800_000)
+    assert estimate.queue_delay < 0.005
+    stream(estimate, path, seconds=0.5, rate=1_500_000, start=3.0)  # 0.5 s at 1.5x
+    assert 0.2 < estimate.queue_delay < 0.3  # ~0.25 s queued
+    assert estimate.stats()["queue_delay_ms"] == pytest.approx(estimate.queue_delay * 1000, abs=0.1)
+    stream(estimate, path, seconds=3.0, rate=500_000, start=3.5)
+    assert estimate.queue_delay < 0.005
