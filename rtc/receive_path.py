@@ -16,7 +16,8 @@ Tuned for the round trip (:meth:`ReceivePath.attach_playout`): audio holes are d
 against the playout's budget (what can still be played), and while loss persists (a few
 holes in ``LOSS_WINDOW``) the path asks the playout for the budget a retransmission needs
 (the measured round trip plus the longest recent burst, at most ``BURST_COVER`` packets);
-0 once it has stopped.
+0 once it has stopped. Video tells the playout the queue its delay-based estimate sees on
+the hop (:meth:`ReceivePath.watch_queue`): audio waits in that queue too.
 """
 
 from __future__ import annotations
@@ -115,6 +116,8 @@ class ReceivePath:
         self._decoders: dict[int, LossAwareOpusDecoder] = {}
         #: the playout's wish list: called with the hold a retransmission needs (0: none)
         self._want_hold: Callable[[float], None] | None = None
+        #: video: told the hop's queue delay (s) after each packet with abs-send-time
+        self._queue_watch: Callable[[float], None] | None = None
         #: video: complete encoded frames go here instead of to aiortc's decoder, for the
         #: codecs ``_forwards`` accepts (:meth:`forward_video`)
         self._forward: Callable[[EncodedVideo], None] | None = None
@@ -141,6 +144,11 @@ class ReceivePath:
         if isinstance(self.buffer, AudioJitterBuffer):
             self.buffer.budget = budget
             self._want_hold = want_hold
+
+    def watch_queue(self, watch: Callable[[float], None]) -> None:
+        """Video: tell ``watch`` the queue delay (s) the delay-based estimate measures on
+        the hop, after each packet that carries abs-send-time."""
+        self._queue_watch = watch
 
     def hold_needed(self) -> float:
         """Seconds of hold a retransmission needs now: 0 unless loss persists."""
@@ -229,7 +237,10 @@ class ReceivePath:
         """One packet for the delay-based estimate (its arrival off the socket); a REMB due."""
         assert self.delay is not None
         self.delay.rtt = self.rtt
-        return self.delay.on_packet(arrival, abs_send_time, size)
+        remb = self.delay.on_packet(arrival, abs_send_time, size)
+        if self._queue_watch is not None:
+            self._queue_watch(self.delay.queue_delay)
+        return remb
 
     @property
     def rtt(self) -> float:

@@ -161,6 +161,8 @@ class CloudWebRTCClient:
             # holes decided against what the playout can still play (rtc/receive_path.py)
             self.receive_paths["audio"].attach_playout(self.processor.hold_budget,
                                                        self.processor.want_hold)
+            if "video" in self.receive_paths:  # audio waits in the hop's queue too
+                self.receive_paths["video"].watch_queue(self.processor.queue_seen)
         if "video" in self._timers and "audio" in self._timers:
             video, audio = self._timers["video"], self._timers["audio"]
             video.follower_of = audio

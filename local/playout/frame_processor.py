@@ -20,6 +20,14 @@ and while loss persists asks for the hold a retransmission needs (:meth:`want_ho
 ``loss_room`` is added to the delay for that at once, and given back at ``ROOM_DECAY`` once
 the loss has stopped.
 
+A queue on the cloud hop (a bandwidth ceiling: the drop-tail queue fills in the ~0.1-0.5 s
+before the sender's rate is cut) delays the audio with the video; the lateness policy
+reacts only once audio has been lost late. So the video's delay-based estimate tells
+:meth:`FrameProcessor.queue_seen` the queue it measures (one-way delay over its floor), and
+``queue_room`` is raised at once by what that queue needs beyond the audio's clean slack
+(at most ``MAX_QUEUE_ROOM``), and given back at ``QUEUE_ROOM_DECAY`` as the queue drains.
+Like every delay term it moves both tracks, so lip sync holds.
+
 Video is queued decoded (``av.VideoFrame``) or, when the relay forwards the cloud's
 bitstream, still encoded (:class:`~scope_relay.rtc.receive_path.EncodedVideo`). Encoded
 frames are skipped only where the stream stays decodable: late or overflowing, the queue
@@ -84,6 +92,13 @@ HOLD_MARGIN = 0.005
 MAX_LOSS_ROOM = 0.3
 ROOM_STEP = 0.005
 ROOM_DECAY = 0.02
+#: queue room: at most MAX_QUEUE_ROOM; covers the measured queue + QUEUE_MARGIN (its growth
+#: until the next audio frame, jitter); given back at QUEUE_ROOM_DECAY s per s once drained.
+#: A queue under QUEUE_QUIET needs no look at all (any playout delay covers it).
+MAX_QUEUE_ROOM = 0.15
+QUEUE_MARGIN = 0.02
+QUEUE_ROOM_DECAY = 0.05
+QUEUE_QUIET = 0.02
 
 
 @dataclass(slots=True)
@@ -111,6 +126,7 @@ class PlayoutCounts(Counters):
     keyframe_requests_queued: int = 0
     delay_decreases: int = 0
     loss_room_raises: int = 0
+    queue_room_raises: int = 0
 
 
 class FrameProcessor:
@@ -127,6 +143,13 @@ class FrameProcessor:
         self._room_at: float | None = None
         #: recent audio frames' slack without ``loss_room`` (arrival to read)
         self._slack: collections.deque[float] = collections.deque(maxlen=SLACK_FRAMES)
+        #: delay that lets audio wait out a queue on the hop (while it stands)
+        self.queue_room = 0.0
+        #: the hop's queue delay last measured (s), and when (``clock``)
+        self.queue_delay = 0.0
+        self._queue_at: float | None = None
+        #: recent audio frames' slack with neither room nor the queue they met (arrival to read)
+        self._clean_slack: collections.deque[float] = collections.deque(maxlen=SLACK_FRAMES)
         self._window_start: float | None = None
         self._window_slack: float | None = None
         self.base_time: float | None = None
@@ -159,7 +182,11 @@ class FrameProcessor:
 
     def release_time(self, cloud_time: float) -> float:
         assert self.offset is not None
-        return cloud_time + self.offset + self.playout_delay + self.extra_delay + self.loss_room
+        return cloud_time + self.offset + self.delay()
+
+    def delay(self) -> float:
+        """The playout delay past the offset, every term included (both tracks)."""
+        return self.playout_delay + self.extra_delay + self.loss_room + self.queue_room
 
     def _base_budget(self) -> float | None:
         if len(self._slack) < MIN_SLACK_FRAMES:
@@ -186,6 +213,26 @@ class FrameProcessor:
             self.counts.loss_room_raises += 1
         elif target < self.loss_room and since is not None:
             self.loss_room = max(target, self.loss_room - ROOM_DECAY * max(0.0, now - since))
+
+    def queue_seen(self, delay: float) -> None:
+        """The cloud hop's queue delay is ``delay`` s now (the video's delay-based
+        estimate): raise ``queue_room`` at once to what the audio in that queue needs
+        beyond its clean slack, give it back at ``QUEUE_ROOM_DECAY`` as the queue drains."""
+        self.queue_delay = delay
+        if delay < QUEUE_QUIET and not self.queue_room:
+            return  # no queue, no room held: the common case, per video packet
+        now = self.clock()
+        since, self._queue_at = self._queue_at, now
+        if len(self._clean_slack) < MIN_SLACK_FRAMES:
+            return
+        base = statistics.median(self._clean_slack)
+        target = min(MAX_QUEUE_ROOM, max(0.0, delay + QUEUE_MARGIN - base))
+        if target > self.queue_room + ROOM_STEP:
+            self.queue_room = target
+            self.counts.queue_room_raises += 1
+        elif target < self.queue_room and since is not None:
+            self.queue_room = max(target, self.queue_room
+                                  - QUEUE_ROOM_DECAY * min(1.0, max(0.0, now - since)))
 
     def _raise_delay(self, step: float) -> None:
         self.extra_delay = min(self.max_extra_delay, self.extra_delay + step)
@@ -225,8 +272,9 @@ class FrameProcessor:
         self.counts.audio_overlap_samples += placed.trimmed
         self.counts.audio_overflow_samples += placed.dropped
         self._judge_slack(cloud_time, arrival)
-        self._slack.append(self.release_time(cloud_time) - self.loss_room
-                           - OPUS_LOOKAHEAD_SECONDS - arrival)
+        slack = self.release_time(cloud_time) - OPUS_LOOKAHEAD_SECONDS - arrival
+        self._slack.append(slack - self.loss_room)
+        self._clean_slack.append(slack - self.loss_room - self.queue_room + self.queue_delay)
         if self.audio_cursor is not None:
             late = self._audio.discard_before(self.audio_cursor)
             if late:
@@ -286,8 +334,7 @@ class FrameProcessor:
                 raise EOFError
             self._audio_event.clear()
             await self._audio_event.wait()
-        due_now = int((self.clock() - self.offset - self.playout_delay - self.extra_delay
-                       - self.loss_room) * SAMPLE_RATE)
+        due_now = int((self.clock() - self.offset - self.delay()) * SAMPLE_RATE)
         if self.audio_cursor is None:
             # Start at what is due now, not at the oldest held sample: a catch-up burst
             # would play stale audio and confuse the receiver's timing.
@@ -366,10 +413,11 @@ class FrameProcessor:
         video_ms = (self._video[-1][0] - self._video[0][0]) * 1000 if len(self._video) > 1 else 0.0
         return {
             "offset_ms": None if self.offset is None else round(self.offset * 1000, 1),
-            "playout_delay_ms": round((self.playout_delay + self.extra_delay + self.loss_room)
-                                      * 1000, 1),
+            "playout_delay_ms": round(self.delay() * 1000, 1),
             "extra_delay_ms": round(self.extra_delay * 1000, 1),
             "loss_room_ms": round(self.loss_room * 1000, 1),
+            "queue_room_ms": round(self.queue_room * 1000, 1),
+            "queue_delay_ms": round(self.queue_delay * 1000, 1),
             "hold_budget_ms": None if (budget := self.hold_budget()) is None
             else round(budget * 1000, 1),
             "late_episodes": self.lateness.episodes,

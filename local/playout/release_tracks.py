@@ -117,7 +117,10 @@ class AudioProcessingTrack(MediaStreamTrack):
         except EOFError:
             self.stop()
             raise MediaStreamError from None
-        await sleep_until(p.clock, p.release_time(cursor / SAMPLE_RATE) - OPUS_LOOKAHEAD_SECONDS)
+        # until due under the delay as it is when the sleep ends: a queue on the hop may
+        # have raised it meanwhile, and a slot read early would play its audio as lost
+        while (due := p.release_time(cursor / SAMPLE_RATE) - OPUS_LOOKAHEAD_SECONDS) > p.clock():
+            await sleep_until(p.clock, due)
         if p.closed:
             self.stop()
             raise MediaStreamError

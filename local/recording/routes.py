@@ -57,7 +57,8 @@ def recording_routes(recordings: Recordings, sessions: Mapping[str, Any]) -> lis
         processor = session.processor
 
         def output_delay() -> float:  # the relay's release delay now, less its constant part
-            return (processor.offset or 0.0) + processor.extra_delay + processor.loss_room
+            return ((processor.offset or 0.0) + processor.extra_delay + processor.loss_room
+                    + processor.queue_room)
 
         recording = await recordings.start(session_id, session.video_track,
                                            session.audio_track, label, output_delay)

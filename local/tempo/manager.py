@@ -51,6 +51,7 @@ class Playout(Protocol):
     playout_delay: float
     extra_delay: float
     loss_room: float  # added while the cloud hop loses packets: part of the release time
+    queue_room: float  # added while a queue stands on the cloud hop: part of it too
 
 
 class CloudPeer(Protocol):
@@ -262,7 +263,8 @@ class TempoManager:
                 if self._sent.pop(id(session), None) is not None:
                     peer.send_parameters(json.dumps({TEMPO: None}))
                 continue
-            delay = processor.playout_delay + processor.extra_delay + processor.loss_room
+            delay = (processor.playout_delay + processor.extra_delay + processor.loss_room
+                     + processor.queue_room)
             path = processor.offset + delay
             listen = delay + self.page_latency
             lead = RELAY_VIDEO_LEAD + self.page_video_lead

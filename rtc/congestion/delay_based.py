@@ -15,6 +15,11 @@ kept filling through several decreases.
 :meth:`DelayBasedEstimate.on_packet` says when a REMB is due: at once when the estimate
 falls by more than :data:`DROP_SHARE` (at most every :data:`MIN_DROP_INTERVAL` s), else
 every :data:`REMB_INTERVAL` s. Pure logic on the caller's clock (s).
+
+:attr:`DelayBasedEstimate.queue_delay` (read-only for others) is how far the last packet's
+one-way delay (arrival - abs-send-time) lies above its floor, the minimum over the last
+:data:`FLOOR_BUCKETS` one-second buckets: the queue the path holds now. The relay's playout
+makes room for it (audio shares that queue: local/playout/frame_processor.py).
 """
 
 from __future__ import annotations
@@ -42,6 +47,9 @@ MIN_DROP_INTERVAL = 0.1
 #: of ~nothing, and an overuse then took the estimate to the floor (a 30 fps picture
 #: resumed at 10 fps under the ladder, tests/browser/test_page_controls.py)
 STREAM_TIMEOUT = 1.0
+#: the one-way delay's floor: the minimum over this many 1 s buckets of arrivals (a floor
+#: that ages lets clocks drift; 30 s outlasts any queue the estimate lets stand)
+FLOOR_BUCKETS = 30
 
 
 class DelayBasedEstimate:
@@ -62,6 +70,10 @@ class DelayBasedEstimate:
         self._last_arrival: float | None = None
         self.restarts = 0  # streams started afresh after STREAM_TIMEOUT s without a packet
         self._last_remb: tuple[float, float] | None = None  # (when, b/s)
+        #: (arrival second, the lowest one-way delay seen in it)
+        self._floors: deque[tuple[int, float]] = deque(maxlen=FLOOR_BUCKETS)
+        #: the last packet's one-way delay above the floor (s): the path's queue now
+        self.queue_delay = 0.0
 
     def incoming(self, now: float) -> float | None:
         """B/s arrived over the last :data:`RATE_WINDOW` s (None: not that long yet)."""
@@ -99,7 +111,9 @@ class DelayBasedEstimate:
             self.rate_window_overflows += 1
         self._arrivals.append((arrival, size))
         self._bytes += size
-        deltas = self.groups.add(self._unwrap.unwrap(abs_send_time), arrival, size)
+        send = self._unwrap.unwrap(abs_send_time)
+        self._observe_delay(arrival - send, int(arrival))
+        deltas = self.groups.add(send, arrival, size)
         if deltas is None:
             return None
         usage = self.detector.update(deltas.arrival * 1000, deltas.send * 1000, arrival * 1000)
@@ -116,6 +130,15 @@ class DelayBasedEstimate:
         self._bytes = 0
         self._first = None
         self.restarts += 1
+
+    def _observe_delay(self, one_way: float, second: int) -> None:
+        floors = self._floors
+        if floors and floors[-1][0] == second:
+            if one_way < floors[-1][1]:
+                floors[-1] = (second, one_way)
+        else:
+            floors.append((second, one_way))
+        self.queue_delay = max(0.0, one_way - min(f for _, f in floors))
 
     def _due(self, rate: float, now: float, usage: Usage) -> int | None:
         last = self._last_remb
@@ -135,4 +158,5 @@ class DelayBasedEstimate:
                 "delay_decreases": self.rate.decreases, "rembs_sent": self.rembs,
                 "reordered_groups": self.groups.reordered,
                 "rate_window_overflows": self.rate_window_overflows,
-                "delay_restarts": self.restarts}
+                "delay_restarts": self.restarts,
+                "queue_delay_ms": round(self.queue_delay * 1000, 1)}

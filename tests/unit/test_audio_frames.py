@@ -24,6 +24,7 @@ from scope_relay.media.audio import (
 from scope_relay.media.resample import AudioFramer
 from scope_relay.protocol.capabilities import Capabilities
 from scope_relay.protocol.errors import InvalidAudio
+from scope_relay.protocol.media import OPUS_LOOKAHEAD_SECONDS
 
 
 def ramps(channels: int, n: int = 960) -> np.ndarray:
@@ -281,6 +282,61 @@ def test_loss_room_rises_at_once_for_retransmissions_and_falls_back_after():
         now[0] += 1.0
         processor.want_hold(0.0)
     assert processor.loss_room == 0.0
+
+
+def test_queue_room_saves_audio_a_hop_queue_delays_and_falls_back_after():
+    """A ceiling's queue on the cloud hop delays audio with the video: told the queue the
+    video's estimate measures, the playout waits for it at once (so the audio in it plays),
+    bounded, and once the queue drains it gives the room back gradually, to the clean
+    delay (no creep). Without the room the same audio is lost late."""
+    from scope_relay.local.playout.frame_processor import MAX_QUEUE_ROOM, QUEUE_ROOM_DECAY
+
+    def lost_late(told: bool) -> int:
+        """Audio through a queue growing 5 ms per frame to 125 ms, read as it falls due."""
+        processor, frame, now, t = _steady_processor()
+        assert processor.audio_cursor is not None
+        for k in range(40):
+            queue = min(0.125, 0.005 * (k + 1))
+            now[0] = arrival = t[0] + 0.05 + queue
+            if told:  # the video's packets just before it met the same queue
+                processor.queue_seen(queue)
+            while processor.release_time(processor.audio_cursor / 48_000) \
+                    - OPUS_LOOKAHEAD_SECONDS <= arrival:
+                processor.take_audio(960)
+            frame(arrival - t[0])
+        return processor.counts.audio_late_samples
+
+    lost_without, lost_with = lost_late(told=False), lost_late(told=True)
+    assert lost_without > 0 and lost_with == 0
+
+    processor, frame, now, t = _steady_processor()
+    clean = processor.release_time(t[0]) - t[0]
+    processor.queue_seen(0.12)
+    raised = processor.queue_room
+    # the 120 ms queue + 20 ms margin, less the clean slack (70 ms delay - Opus lookahead)
+    assert raised == pytest.approx(0.12 + 0.02 - (0.07 - OPUS_LOOKAHEAD_SECONDS), abs=0.002)
+    assert processor.release_time(t[0]) - t[0] == pytest.approx(clean + raised)
+    assert processor.stats()["queue_room_ms"] == pytest.approx(raised * 1000, abs=0.1)
+    processor.queue_seen(0.12)  # told again: no ratchet
+    assert processor.counts.queue_room_raises == 1
+    processor.queue_seen(5.0)
+    assert processor.queue_room == MAX_QUEUE_ROOM  # bounded
+    now[0] += 1.0
+    processor.queue_seen(0.0)  # drained
+    assert processor.queue_room == pytest.approx(MAX_QUEUE_ROOM - QUEUE_ROOM_DECAY)
+    for _ in range(10):
+        now[0] += 0.5
+        processor.queue_seen(0.0)
+    assert processor.queue_room == 0.0
+    assert processor.release_time(t[0]) - t[0] == pytest.approx(clean)  # the clean figure
+
+
+def test_a_queue_the_slack_covers_needs_no_room():
+    """A small queue (within the playout delay's slack) or none moves nothing."""
+    processor, _, _, _ = _steady_processor()
+    processor.queue_seen(0.01)
+    processor.queue_seen(0.025)
+    assert processor.queue_room == 0.0 and processor.counts.queue_room_raises == 0
 
 
 def test_s16_frame_matches_from_ndarray():

@@ -250,3 +250,17 @@ def test_a_pause_starts_the_stream_afresh_and_keeps_the_rate():
     assert estimate.restarts == 1
     after = estimate.rate.rate
     assert after is not None and after >= 0.5 * before, (before, after)
+
+
+def test_queue_delay_is_the_one_way_delay_over_its_floor():
+    """Through a clean path the queue reads ~0 (jitter only); behind a ceiling it reads the
+    queue's growth; once the sender fits, it drains back to ~0."""
+    estimate = DelayBasedEstimate()
+    path = Path(capacity=1_000_000, jitter=0.002)
+    stream(estimate, path, seconds=3.0, rate=800_000)
+    assert estimate.queue_delay < 0.005
+    stream(estimate, path, seconds=0.5, rate=1_500_000, start=3.0)  # 0.5 s at 1.5x
+    assert 0.2 < estimate.queue_delay < 0.3  # ~0.25 s queued
+    assert estimate.stats()["queue_delay_ms"] == pytest.approx(estimate.queue_delay * 1000, abs=0.1)
+    stream(estimate, path, seconds=3.0, rate=500_000, start=3.5)
+    assert estimate.queue_delay < 0.005

@@ -192,7 +192,7 @@ async def test_manager_sends_each_session_its_own_grid():
             self.sent.append(json.loads(message))
 
     class Processor:
-        offset, playout_delay, extra_delay, loss_room = 0.05, 0.07, 0.0, 0.0
+        offset, playout_delay, extra_delay, loss_room, queue_room = 0.05, 0.07, 0.0, 0.0, 0.0
 
     class Session:
         def __init__(self):
