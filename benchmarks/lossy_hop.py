@@ -609,10 +609,11 @@ if __name__ == "__main__":
     parser.add_argument("--before", type=float, default=6.0, help="unimpaired seconds first")
     parser.add_argument("--during", type=float, default=20.0, help="impaired seconds")
     parser.add_argument("--after", type=float, default=10.0, help="unimpaired seconds after")
+    # help is %-formatted by argparse: "1%" in a profile name needs escaping
     parser.add_argument("--profiles", default="",
                         help=f"'key' ({', '.join(KEY_PROFILES)}), 'ceilings' "
                         f"({', '.join(CEILING_PROFILES)}) or a comma-separated "
-                        f"subset of: {', '.join(PROFILES)}")
+                        f"subset of: {', '.join(PROFILES)}".replace("%", "%%"))
     parser.add_argument("--backend", choices=("netem", "nfqueue"), default=None,
                         help="force an impairment backend (default: netem if the kernel has it)")
     parser.add_argument("--pipeline", choices=tuple(PIPELINES), default="av-sync",
