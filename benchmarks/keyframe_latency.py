@@ -44,7 +44,7 @@ from typing import Any
 import httpx
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from quick import parse_args  # this folder's (run as a script)
-from relay_capacity import free_port, start
+from relay_capacity import start_pair
 
 from scope_relay.cloud.builtin_pipelines.hd_test import frame_size
 from scope_relay.rtc import aiortc_internals as internals
@@ -104,19 +104,7 @@ async def run(height: int, fps: float, codec: str, plis: int, settle: float) -> 
     width, height = frame_size(height)
     env = {**os.environ, "SCOPE_RELAY_ICE_LOOPBACK": "1", "PYTHONUNBUFFERED": "1"}
     env.pop("SCOPE_CLOUD_API_KEY", None)
-    cloud, ws_url = await start(["cloud", "--host", "127.0.0.1", "--port", "0",
-                                 "--video-codec", codec, "--loopback-ice",
-                                 "--log-level", "WARNING"], r"cloud app: (ws://\S+)", env)
-    cloud_url = ws_url.replace("ws://", "http://").rsplit("/ws", 1)[0]
-    try:
-        relay, relay_url = await start(["local", "--port", str(free_port()),
-                                        "--browser-loopback-ice", "--log-level", "WARNING"],
-                                       r"open the page: (http://\S+?)/?\s*$",
-                                       {**env, "SCOPE_CLOUD_WS_URL": ws_url})
-    except BaseException:
-        cloud.kill()
-        await cloud.wait()
-        raise
+    cloud, cloud_url, relay, relay_url = await start_pair(env, ["--video-codec", codec], [])
     pc = RTCPeerConnection(rtc_configuration())
     keyframes: list[float] = []
     frames = 0

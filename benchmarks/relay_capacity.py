@@ -84,6 +84,25 @@ async def start(args: list[str], pattern: str, env: dict[str, str]) -> tuple[Any
     raise RuntimeError(f"{args[0]} ended before serving")
 
 
+async def start_pair(env: dict[str, str], cloud_flags: list[str],
+                     relay_flags: list[str]) -> tuple[Any, str, Any, str]:
+    """A cloud app and a relay on loopback (the relay on the cloud's control socket):
+    (cloud, its http url, relay, the page's url); the cloud is stopped if the relay fails."""
+    cloud, ws_url = await start(["cloud", "--host", "127.0.0.1", "--port", "0", *cloud_flags,
+                                 "--loopback-ice", "--log-level", "WARNING"],
+                                r"cloud app: (ws://\S+)", env)
+    try:
+        relay, relay_url = await start(["local", "--port", str(free_port()), *relay_flags,
+                                        "--browser-loopback-ice", "--log-level", "WARNING"],
+                                       r"open the page: (http://\S+?)/?\s*$",
+                                       {**env, "SCOPE_CLOUD_WS_URL": ws_url})
+    except BaseException:
+        cloud.kill()
+        await cloud.wait()
+        raise
+    return cloud, ws_url.replace("ws://", "http://").rsplit("/ws", 1)[0], relay, relay_url
+
+
 async def drain(stream: asyncio.StreamReader) -> None:
     while await stream.readline():
         pass

@@ -39,7 +39,7 @@ import httpx
 import numpy as np
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
-from relay_capacity import cpu_seconds, free_port, start  # this folder's (run as a script)
+from relay_capacity import cpu_seconds, start_pair  # this folder's (run as a script)
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from scope_relay.cloud.builtin_pipelines.hd_test import frame_size, hd_test_frame, luma
@@ -140,20 +140,8 @@ async def run(height: int, fps: float, seconds: float, video_bitrate: int | None
     env = {**os.environ, "SCOPE_RELAY_ICE_LOOPBACK": "1", "PYTHONUNBUFFERED": "1"}
     env.pop("SCOPE_CLOUD_API_KEY", None)
     rate_flag = [] if video_bitrate is None else ["--video-bitrate", str(video_bitrate)]
-    cloud, ws_url = await start(["cloud", "--host", "127.0.0.1", "--port", "0", *rate_flag,
-                                 "--video-codec", codec,
-                                 "--loopback-ice", "--log-level", "WARNING"],
-                                r"cloud app: (ws://\S+)", env)
-    cloud_url = ws_url.replace("ws://", "http://").rsplit("/ws", 1)[0]
-    try:
-        relay, relay_url = await start(["local", "--port", str(free_port()), *rate_flag,
-                                        "--browser-loopback-ice", "--log-level", "WARNING"],
-                                       r"open the page: (http://\S+?)/?\s*$",
-                                       {**env, "SCOPE_CLOUD_WS_URL": ws_url})
-    except BaseException:
-        cloud.kill()
-        await cloud.wait()
-        raise
+    cloud, cloud_url, relay, relay_url = await start_pair(
+        env, [*rate_flag, "--video-codec", codec], rate_flag)
     pc = RTCPeerConnection(rtc_configuration())
     try:
         transceiver = pc.addTransceiver("video", direction="recvonly")
