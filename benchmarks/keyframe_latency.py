@@ -42,13 +42,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCPeerConnection
 from quick import parse_args  # this folder's (run as a script)
-from relay_capacity import start_pair
+from relay_capacity import offer_hd_test, start_pair
 
 from scope_relay.cloud.builtin_pipelines.hd_test import frame_size
 from scope_relay.rtc import aiortc_internals as internals
-from scope_relay.rtc.ice import loopback_candidates, rtc_configuration
+from scope_relay.rtc.ice import rtc_configuration
 from scope_relay.rtc.receive_path import EncodedVideo, install_receive_path
 
 QUICK = {"height": [360], "codec": "vp8", "plis": 3, "settle": 1.0}
@@ -121,13 +121,7 @@ async def run(height: int, fps: float, codec: str, plis: int, settle: float) -> 
         transceiver = pc.addTransceiver("video", direction="recvonly")
         path = install_receive_path(transceiver.receiver, "video")
         path.forward_video(on_frame, lambda mime: True)
-        with loopback_candidates():
-            await pc.setLocalDescription(await pc.createOffer())
-        async with httpx.AsyncClient(base_url=relay_url, timeout=120) as http:
-            answer = (await http.post("/api/v1/webrtc/offer", json={
-                "sdp": pc.localDescription.sdp, "type": "offer", "initialParameters": {
-                    "pipeline_ids": ["hd-test"], "height": height, "frame_rate": fps}})).json()
-        await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
+        await offer_hd_test(pc, relay_url, height, fps)
         await asyncio.wait_for(arrived.wait(), 60)  # the first keyframe
         await asyncio.sleep(settle)  # the encoder's rate climbs: a measured window follows
         requests: list[Request] = []

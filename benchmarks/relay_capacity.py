@@ -103,6 +103,18 @@ async def start_pair(env: dict[str, str], cloud_flags: list[str],
     return cloud, ws_url.replace("ws://", "http://").rsplit("/ws", 1)[0], relay, relay_url
 
 
+async def offer_hd_test(pc: Any, relay_url: str, height: int, fps: float) -> None:
+    """Negotiate ``pc``'s offer for an ``hd-test`` session at ``height`` and ``fps`` with the
+    relay (loopback candidates only)."""
+    with loopback_candidates():
+        await pc.setLocalDescription(await pc.createOffer())
+    async with httpx.AsyncClient(base_url=relay_url, timeout=120) as http:
+        answer = (await http.post("/api/v1/webrtc/offer", json={
+            "sdp": pc.localDescription.sdp, "type": "offer", "initialParameters": {
+                "pipeline_ids": ["hd-test"], "height": height, "frame_rate": fps}})).json()
+    await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
+
+
 async def drain(stream: asyncio.StreamReader) -> None:
     while await stream.readline():
         pass

@@ -37,13 +37,13 @@ os.environ.setdefault("SCOPE_RELAY_ICE_LOOPBACK", "1")
 import av
 import httpx
 import numpy as np
-from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError
-from relay_capacity import cpu_seconds, start_pair  # this folder's (run as a script)
+from relay_capacity import cpu_seconds, offer_hd_test, start_pair  # this folder's (run as a script)
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from scope_relay.cloud.builtin_pipelines.hd_test import frame_size, hd_test_frame, luma
-from scope_relay.rtc.ice import loopback_candidates, rtc_configuration
+from scope_relay.rtc.ice import rtc_configuration
 from scope_relay.rtc.receive_path import ReceivePath, install_receive_path
 from scope_relay.testing.camera import frame_number
 
@@ -150,13 +150,8 @@ async def run(height: int, fps: float, seconds: float, video_bitrate: int | None
         tasks: list[asyncio.Task] = []
         pc.on("track", lambda track: tasks.append(
             asyncio.ensure_future(receive(pc, track, got))))
-        with loopback_candidates():
-            await pc.setLocalDescription(await pc.createOffer())
+        await offer_hd_test(pc, relay_url, height, fps)
         async with httpx.AsyncClient(base_url=relay_url, timeout=120) as http:
-            answer = (await http.post("/api/v1/webrtc/offer", json={
-                "sdp": pc.localDescription.sdp, "type": "offer", "initialParameters": {
-                    "pipeline_ids": ["hd-test"], "height": height, "frame_rate": fps}})).json()
-            await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
             deadline = time.monotonic() + 60
             while not got.arrivals and time.monotonic() < deadline:
                 await asyncio.sleep(0.1)  # polling for the first frame, bounded
